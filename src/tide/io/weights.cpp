@@ -1,0 +1,128 @@
+#include "tide/io/weights.h"
+
+#include <torch/nn/module.h>
+
+#include "tide/io/json_file.h"
+#include "tide/io/safetensors.h"
+#include "tide/runtime/error.h"
+
+namespace tide::io {
+namespace fs = std::filesystem;
+namespace {
+
+std::string shape_string(at::IntArrayRef shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+}  // namespace
+
+void WeightSource::add_file(const fs::path& file) {
+  auto st = std::make_shared<SafetensorsFile>(file);
+  const size_t index = files_.size();
+  files_.push_back(st);
+  for (const auto& e : st->entries()) where_[e.name] = index;
+}
+
+WeightSource WeightSource::from_file(const fs::path& file) {
+  WeightSource source;
+  source.add_file(file);
+  return source;
+}
+
+WeightSource WeightSource::from_component_dir(const fs::path& dir, const std::string& variant) {
+  if (!fs::is_directory(dir)) throw Error("model component folder " + dir.string() + " does not exist");
+  const std::string suffix = variant.empty() ? ".safetensors" : "." + variant + ".safetensors";
+  for (const char* stem : {"diffusion_pytorch_model", "model"}) {
+    const fs::path single = dir / (std::string(stem) + suffix);
+    if (fs::exists(single)) return from_file(single);
+    const fs::path index = dir / (std::string(stem) + suffix + ".index.json");
+    if (fs::exists(index)) {
+      const auto json = read_json(index);
+      if (!json.contains("weight_map") || !json["weight_map"].is_object())
+        throw Error(index.string() + " has no weight_map");
+      std::map<std::string, bool> shards;
+      for (const auto& [name, file] : json["weight_map"].items()) shards[file.get<std::string>()] = true;
+      WeightSource source;
+      for (const auto& [file, unused] : shards) {
+        if (!fs::exists(dir / file)) throw Error(index.string() + " names shard " + file + ", which is missing");
+        source.add_file(dir / file);
+      }
+      return source;
+    }
+  }
+  // Say what is there instead, so the user knows what to do.
+  std::string found;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.find(".safetensors") != std::string::npos || name.find(".bin") != std::string::npos ||
+        name.find(".ckpt") != std::string::npos)
+      found += (found.empty() ? "" : ", ") + name;
+  }
+  std::string message = "no " + (variant.empty() ? std::string() : variant + " ") + "safetensors weights in " +
+                        dir.string() + " (looked for diffusion_pytorch_model" + suffix + ", model" + suffix +
+                        " and their .index.json)";
+  if (!found.empty()) message += "; found: " + found;
+  if (found.find(".bin") != std::string::npos) message += " (PyTorch .bin files are not read: convert them to safetensors)";
+  if (variant.empty() && found.find(".fp16.safetensors") != std::string::npos) message += " (try --variant fp16)";
+  throw Error(message);
+}
+
+at::Tensor WeightSource::tensor(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) throw Error(description() + " has no tensor '" + name + "'");
+  return files_[it->second]->tensor(name);
+}
+
+std::vector<int64_t> WeightSource::shape(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) throw Error(description() + " has no tensor '" + name + "'");
+  return files_[it->second]->entry(name).shape;
+}
+
+at::ScalarType WeightSource::dtype(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) throw Error(description() + " has no tensor '" + name + "'");
+  return files_[it->second]->entry(name).dtype;
+}
+
+std::vector<std::string> WeightSource::names() const {
+  std::vector<std::string> names;
+  for (const auto& [name, index] : where_) names.push_back(name);
+  return names;
+}
+
+std::string WeightSource::description() const {
+  std::string s;
+  for (const auto& f : files_) s += (s.empty() ? "" : ", ") + f->path().string();
+  return s.empty() ? "(no weight files)" : s;
+}
+
+void load_module_weights(torch::nn::Module& module, const WeightSource& source, const std::string& component) {
+  std::vector<std::string> missing;
+  auto copy_into = [&](const std::string& name, at::Tensor& target) {
+    if (!source.contains(name)) {
+      missing.push_back(name);
+      return;
+    }
+    const auto stored = source.shape(name);
+    if (at::IntArrayRef(stored) != target.sizes())
+      throw Error(component + ": tensor '" + name + "' in " + source.description() + " has shape " +
+                  shape_string(stored) + ", the model expects " + shape_string(target.sizes()) +
+                  " (does the config.json match the weights?)");
+    at::NoGradGuard no_grad;
+    target.copy_(source.tensor(name));
+  };
+  for (auto& item : module.named_parameters(/*recurse=*/true)) copy_into(item.key(), item.value());
+  for (auto& item : module.named_buffers(/*recurse=*/true)) copy_into(item.key(), item.value());
+  if (!missing.empty()) {
+    std::string list;
+    for (size_t i = 0; i < missing.size() && i < 8; ++i) list += "\n  " + missing[i];
+    if (missing.size() > 8) list += "\n  ... (" + std::to_string(missing.size() - 8) + " more)";
+    throw Error(component + ": " + std::to_string(missing.size()) + " tensor(s) the model needs are missing from " +
+                source.description() + ":" + list);
+  }
+}
+
+}  // namespace tide::io

@@ -1,0 +1,48 @@
+// Weights of one model component, wherever they are stored: a diffusers component folder
+// (single file, `.fp16` style variant, or shards with `*.safetensors.index.json`) — and copying
+// them into a module whose parameter names equal the checkpoint's tensor names.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace torch::nn {
+class Module;
+}
+
+namespace tide::io {
+
+class SafetensorsFile;
+
+class WeightSource {
+ public:
+  // Finds the weights in a component folder (`unet/`, `text_encoder/`, ...): `diffusion_pytorch_model` or
+  // `model`, `.safetensors` or sharded `.safetensors.index.json`, with `variant` ("fp16") if given.
+  static WeightSource from_component_dir(const std::filesystem::path& dir, const std::string& variant = "");
+  // All tensors of one safetensors file.
+  static WeightSource from_file(const std::filesystem::path& file);
+
+  bool contains(const std::string& name) const { return where_.count(name) != 0; }
+  at::Tensor tensor(const std::string& name) const;  // stored dtype, CPU
+  std::vector<int64_t> shape(const std::string& name) const;
+  at::ScalarType dtype(const std::string& name) const;
+  std::vector<std::string> names() const;
+  // The files the tensors come from (for messages).
+  std::string description() const;
+
+ private:
+  void add_file(const std::filesystem::path& file);
+  std::vector<std::shared_ptr<SafetensorsFile>> files_;
+  std::map<std::string, size_t> where_;  // tensor name -> index into files_
+};
+
+// Copies every parameter and buffer of `module` from `source` (same names), converting to the module's
+// dtype. Tensors the module does not have are ignored (e.g. `position_ids`). Throws tide::Error naming the
+// component, the tensor, the expected and the found shape, or listing the missing tensors.
+void load_module_weights(torch::nn::Module& module, const WeightSource& source, const std::string& component);
+
+}  // namespace tide::io
