@@ -1,7 +1,48 @@
-// tide: Stable Diffusion text-to-image and Textual Inversion in one binary.
+// tide: Stable Diffusion text-to-image in one binary.
+#include <c10/util/Exception.h>
+
+#include <cstring>
 #include <iostream>
 
+#include "commands.h"
+#include "tide/runtime/error.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: tide <command> [options]\n"
+    "\n"
+    "Stable Diffusion on CPUs: the same image as diffusers for the same seed.\n"
+    "\n"
+    "commands:\n"
+    "  generate   make images from a text prompt (tide generate --help)\n"
+    "  info       describe a model folder: components, parameters, dtypes, scheduler\n"
+    "\n"
+    "Run 'tide <command> --help' for the options of a command.\n";
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  std::cout << "tide\n";
-  return 0;
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version")) {
+    std::cout << "tide 0.1.0\n";
+    return 0;
+  }
+  const std::string command = argv[1];
+  try {
+    if (command == "generate") return tide::cli::run_generate(argc - 2, argv + 2);
+    if (command == "info") return tide::cli::run_info(argc - 2, argv + 2);
+    std::cerr << "error: unknown command '" << command << "'\n\n" << kUsage;
+    return 2;
+  } catch (const tide::Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+  }
+  return 1;
 }

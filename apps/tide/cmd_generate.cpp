@@ -1,0 +1,125 @@
+// tide generate: text to image.
+#include <filesystem>
+#include <iostream>
+#include <random>
+#include <sstream>
+
+#include "args.h"
+#include "commands.h"
+#include "tide/io/image.h"
+#include "tide/pipeline/model_source.h"
+#include "tide/pipeline/stable_diffusion.h"
+#include "tide/runtime/error.h"
+#include "tide/runtime/progress.h"
+#include "tide/runtime/threads.h"
+#include "tide/schedulers/scheduler.h"
+
+namespace tide::cli {
+namespace fs = std::filesystem;
+namespace {
+
+std::string joined_scheduler_names() {
+  std::string s;
+  for (const auto& n : schedulers::scheduler_names()) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+// out.png -> out-0.png, out-1.png, ... when there are several images.
+fs::path numbered(const fs::path& output, int index, int count) {
+  if (count == 1) return output;
+  fs::path p = output;
+  p.replace_filename(output.stem().string() + "-" + std::to_string(index) + output.extension().string());
+  return p;
+}
+
+// The settings in the form most image tools read ("parameters" text chunk).
+std::string parameters_text(const pipeline::GenerationRequest& r, const std::string& scheduler,
+                            const std::string& model, int index) {
+  std::ostringstream s;
+  s << r.prompt << "\n";
+  if (r.negative_prompt) s << "Negative prompt: " << *r.negative_prompt << "\n";
+  s << "Steps: " << r.steps << ", Sampler: " << scheduler << (r.scheduler_options.karras ? " karras" : "")
+    << ", CFG scale: " << r.guidance << ", Seed: " << r.seed << ", Size: " << r.width << "x" << r.height
+    << ", Model: " << model << ", Batch index: " << index;
+  if (r.scheduler_options.eta != 0) s << ", Eta: " << r.scheduler_options.eta;
+  s << ", Version: tide 0.1.0";
+  return s.str();
+}
+
+}  // namespace
+
+int run_generate(int argc, char** argv) {
+  Args args("generate", "tide generate --model MODEL --prompt TEXT [options]",
+            "Makes images from a text prompt with a Stable Diffusion model, the same images diffusers makes\n"
+            "for the same seed and settings.");
+  args.option("model", "PATH", "diffusers model folder (with model_index.json)")
+      .option("prompt", "TEXT", "what to draw")
+      .option("negative-prompt", "TEXT", "what to steer away from", "\"\"")
+      .option("steps", "N", "number of denoising steps", "50")
+      .option("guidance", "G", "classifier-free guidance scale; 1 or less disables the unconditional pass", "7.5")
+      .option("seed", "N", "random seed (a torch CPU generator seeded like diffusers)", "random, printed")
+      .option("width", "PX", "image width, a multiple of the VAE scale factor", "the model's sample size")
+      .option("height", "PX", "image height, a multiple of the VAE scale factor", "the model's sample size")
+      .option("num-images", "N", "images per prompt, drawn as one batch", "1")
+      .option("scheduler", "NAME", "one of: " + joined_scheduler_names(), "the model's own")
+      .flag("karras", "use Karras sigmas (schedulers that support them)")
+      .option("eta", "E", "DDIM eta (0 = deterministic)", "0")
+      .option("output", "FILE.png", "output file; with several images FILE-0.png, FILE-1.png, ...", "out.png")
+      .option("variant", "NAME", "read weight files of this variant, e.g. fp16 (*.fp16.safetensors)")
+      .option("threads", "N", "CPU threads", "the cores this process may use");
+  if (!args.parse(argc, argv)) return 0;
+  if (!args.has("model")) throw Error("tide generate: --model is required (a diffusers model folder)");
+  if (!args.has("prompt")) throw Error("tide generate: --prompt is required");
+
+  pipeline::GenerationRequest request;
+  request.prompt = args.get("prompt");
+  if (args.has("negative-prompt")) request.negative_prompt = args.get("negative-prompt");
+  request.steps = args.get_int("steps");
+  request.guidance = args.get_double("guidance");
+  request.num_images = args.get_int("num-images");
+  if (args.has("width")) request.width = args.get_int("width");
+  if (args.has("height")) request.height = args.get_int("height");
+  request.scheduler = args.has("scheduler") ? args.get("scheduler") : "";
+  request.scheduler_options.karras = args.get_flag("karras");
+  request.scheduler_options.eta = args.get_double("eta");
+  if (args.has("seed")) {
+    request.seed = args.get_u64("seed");
+  } else {
+    request.seed = std::random_device{}() % 4294967296ull;
+  }
+  const fs::path output = args.get("output");
+  if (output.extension() != ".png") throw Error("tide generate: --output must name a .png file, got " + output.string());
+  const fs::path out_dir = output.parent_path().empty() ? fs::path(".") : output.parent_path();
+  if (!fs::is_directory(out_dir)) throw Error("tide generate: output folder " + out_dir.string() + " does not exist");
+
+  const int threads = runtime::configure_threads(args.has("threads") ? args.get_int("threads") : 0);
+  const fs::path model_dir = pipeline::resolve_model(args.get("model"));
+  pipeline::LoadOptions load;
+  load.variant = args.has("variant") ? args.get("variant") : "";
+  auto pipe = pipeline::StableDiffusionPipeline::from_folder(model_dir, load);
+
+  request = pipe->resolve(request);
+  // Fail on a bad scheduler name before any work.
+  const std::string scheduler_name = request.scheduler.empty() ? std::string("model default") : request.scheduler;
+  pipe->make_scheduler(request);
+  std::cerr << "seed " << request.seed << ", " << request.width << "x" << request.height << ", " << request.steps
+            << " steps, " << threads << " threads\n";
+
+  runtime::Progress progress("denoising", request.steps);
+  auto result = pipe->generate(request, [&](const pipeline::StepInfo& step) {
+    if (step.index == 0) progress = runtime::Progress("denoising", step.total);
+    progress.update(step.index + 1);
+  });
+  progress.finish();
+
+  for (int i = 0; i < request.num_images; ++i) {
+    const fs::path path = numbered(output, i, request.num_images);
+    io::write_png(path, result.images[i],
+                  {{"parameters", parameters_text(request, scheduler_name, model_dir.filename().string(), i)}});
+    std::cout << path.string() << "\n";
+  }
+  std::cerr << "done in " << runtime::format_duration(progress.elapsed_seconds()) << "\n";
+  return 0;
+}
+
+}  // namespace tide::cli

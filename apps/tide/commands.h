@@ -1,0 +1,9 @@
+// The subcommands of the tide binary; each returns the process exit code.
+#pragma once
+
+namespace tide::cli {
+
+int run_generate(int argc, char** argv);
+int run_info(int argc, char** argv);
+
+}  // namespace tide::cli

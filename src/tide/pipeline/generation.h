@@ -1,0 +1,43 @@
+// What a text-to-image run is asked for and what it gives back.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "tide/schedulers/scheduler.h"
+
+namespace tide::pipeline {
+
+struct GenerationRequest {
+  std::string prompt;
+  std::optional<std::string> negative_prompt;  // none: "" (SD 1.x/2.x)
+  int width = 0;                               // 0: the model's default (unet sample_size × VAE factor)
+  int height = 0;
+  int steps = 50;
+  double guidance = 7.5;                        // <= 1 disables classifier-free guidance
+  uint64_t seed = 0;
+  int num_images = 1;
+  std::string scheduler;                        // CLI name; "" = the model's own scheduler
+  schedulers::SchedulerOptions scheduler_options;
+};
+
+// Called after every scheduler step (index from 0) with the new latents.
+struct StepInfo {
+  int index;
+  int total;
+  double timestep;
+  const at::Tensor& latents;
+};
+using StepCallback = std::function<void(const StepInfo&)>;
+
+struct GenerationResult {
+  at::Tensor latents;  // [N, 4, h, w] final latents, before dividing by the VAE scaling factor
+  at::Tensor decoded;  // [N, 3, H, W] raw VAE output, about [-1, 1]
+  at::Tensor images;   // [N, H, W, 3] uint8
+  int unet_calls = 0;
+};
+
+}  // namespace tide::pipeline
