@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what tide needs on Debian 12 (as root, or with sudo) and builds it into ./build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake ninja-build pkg-config
+  libtorch-dev libopenblas0-openmp   # libopenblas0-openmp: else apt may pick the slow reference BLAS
+  libre2-dev nlohmann-json3-dev libpng-dev libcurl4-openssl-dev libgtest-dev
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${TIDE_CMAKE_ARGS:-}
+cmake --build build -j "$(nproc)"
