@@ -1,4 +1,5 @@
 // tide generate: text to image.
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <random>
@@ -80,6 +81,11 @@ int run_generate(int argc, char** argv) {
   if (args.has("width")) request.width = args.get_int("width");
   if (args.has("height")) request.height = args.get_int("height");
   request.scheduler = args.has("scheduler") ? args.get("scheduler") : "";
+  if (!request.scheduler.empty()) {
+    const auto names = schedulers::scheduler_names();
+    if (std::find(names.begin(), names.end(), request.scheduler) == names.end())
+      throw Error("tide generate: unknown scheduler '" + request.scheduler + "'; choose one of: " + joined_scheduler_names());
+  }
   request.scheduler_options.karras = args.get_flag("karras");
   request.scheduler_options.eta = args.get_double("eta");
   if (args.has("seed")) {

@@ -1,0 +1,140 @@
+// The tide binary as a user runs it: help, clear errors with a non-zero exit, and generation
+// on a tiny random pipeline built in-process (and on the fixture pipeline when available).
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+
+#include "test_support.h"
+#include "tide/io/image.h"
+#include "tiny_pipeline.h"
+
+namespace {
+namespace fs = std::filesystem;
+using tide::testing::TempDir;
+
+struct Run {
+  int code;
+  std::string output;  // stdout and stderr together
+};
+
+Run run_tide(const std::string& args) {
+  const std::string command = std::string(TIDE_BINARY) + " " + args + " 2>&1";
+  Run r{-1, ""};
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buf{};
+  while (size_t n = std::fread(buf.data(), 1, buf.size(), pipe)) r.output.append(buf.data(), n);
+  const int status = ::pclose(pipe);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string quote(const fs::path& p) { return "'" + p.string() + "'"; }
+
+TEST(Cli, HelpListsCommandsAndEveryGenerateFlag) {
+  auto top = run_tide("--help");
+  EXPECT_EQ(top.code, 0);
+  EXPECT_NE(top.output.find("generate"), std::string::npos);
+  EXPECT_NE(top.output.find("info"), std::string::npos);
+  auto gen = run_tide("generate --help");
+  EXPECT_EQ(gen.code, 0);
+  for (const char* flag : {"--model", "--prompt", "--negative-prompt", "--steps", "--guidance", "--seed", "--width",
+                           "--height", "--num-images", "--scheduler", "--karras", "--eta", "--output", "--threads",
+                           "--variant", "dpm++2m", "euler-a", "unipc"})
+    EXPECT_NE(gen.output.find(flag), std::string::npos) << flag;
+  EXPECT_EQ(run_tide("").code, 2);
+  auto unknown = run_tide("paint");
+  EXPECT_EQ(unknown.code, 2);
+  EXPECT_NE(unknown.output.find("unknown command"), std::string::npos);
+}
+
+TEST(Cli, BadInvocationsFailWithClearMessages) {
+  TempDir dir;
+  auto missing = run_tide("generate --model " + quote(dir / "nope") + " --prompt cat");
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.output.find("not found"), std::string::npos) << missing.output;
+  auto no_model = run_tide("generate --prompt cat");
+  EXPECT_EQ(no_model.code, 1);
+  EXPECT_NE(no_model.output.find("--model is required"), std::string::npos) << no_model.output;
+  auto bad_int = run_tide("generate --model x --prompt cat --steps many");
+  EXPECT_EQ(bad_int.code, 1);
+  EXPECT_NE(bad_int.output.find("--steps expects an integer"), std::string::npos) << bad_int.output;
+  auto bad_flag = run_tide("generate --model x --prompt cat --stpes 3");
+  EXPECT_EQ(bad_flag.code, 1);
+  EXPECT_NE(bad_flag.output.find("unknown flag --stpes"), std::string::npos) << bad_flag.output;
+  auto not_a_model = run_tide("generate --model " + quote(dir.path()) + " --prompt cat");
+  EXPECT_EQ(not_a_model.code, 1);
+  EXPECT_NE(not_a_model.output.find("model_index.json"), std::string::npos) << not_a_model.output;
+}
+
+class CliTinyModel : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    tide::testing::make_tiny_pipeline(dir_->path() / "model");
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static fs::path model() { return dir_->path() / "model"; }
+  static TempDir* dir_;
+};
+TempDir* CliTinyModel::dir_ = nullptr;
+
+TEST_F(CliTinyModel, BadSizeAndUnknownSchedulerAreErrorsAndWriteNothing) {
+  TempDir out;
+  auto bad_size = run_tide("generate --model " + quote(model()) + " --prompt cat --width 33 --output " + quote(out / "a.png"));
+  EXPECT_EQ(bad_size.code, 1);
+  EXPECT_NE(bad_size.output.find("multiples of 2"), std::string::npos) << bad_size.output;
+  auto bad_sched = run_tide("generate --model " + quote(model()) + " --prompt cat --scheduler warp --output " + quote(out / "a.png"));
+  EXPECT_EQ(bad_sched.code, 1);
+  EXPECT_NE(bad_sched.output.find("warp"), std::string::npos) << bad_sched.output;
+  EXPECT_NE(bad_sched.output.find("dpm++2m"), std::string::npos) << bad_sched.output;
+  auto bad_out = run_tide("generate --model " + quote(model()) + " --prompt cat --output " + quote(out / "a.jpg"));
+  EXPECT_EQ(bad_out.code, 1);
+  EXPECT_EQ(std::distance(fs::directory_iterator(out.path()), {}), 0) << "a failed run left files behind";
+}
+
+TEST_F(CliTinyModel, GeneratesNumberedPngsWithParametersDeterministically) {
+  TempDir out;
+  const std::string common = "generate --model " + quote(model()) +
+                             " --prompt 'a red robot' --negative-prompt blurry --steps 3 --seed 5 --num-images 2"
+                             " --width 32 --height 24 --scheduler euler-a --threads 1";
+  auto first = run_tide(common + " --output " + quote(out / "robot.png"));
+  ASSERT_EQ(first.code, 0) << first.output;
+  ASSERT_TRUE(fs::exists(out / "robot-0.png"));
+  ASSERT_TRUE(fs::exists(out / "robot-1.png"));
+  auto image = tide::io::read_png(out / "robot-0.png");
+  EXPECT_EQ(image.rgb8.sizes(), (at::IntArrayRef{24, 32, 3}));
+  const std::string params = image.text.at("parameters");
+  EXPECT_NE(params.find("a red robot"), std::string::npos) << params;
+  EXPECT_NE(params.find("Negative prompt: blurry"), std::string::npos) << params;
+  EXPECT_NE(params.find("Seed: 5"), std::string::npos) << params;
+  EXPECT_NE(params.find("Steps: 3"), std::string::npos) << params;
+  // The two images of a batch differ; the same command gives the same pixels.
+  EXPECT_FALSE(at::equal(image.rgb8, tide::io::read_png(out / "robot-1.png").rgb8));
+  auto second = run_tide(common + " --output " + quote(out / "again.png"));
+  ASSERT_EQ(second.code, 0) << second.output;
+  EXPECT_TRUE(at::equal(image.rgb8, tide::io::read_png(out / "again-0.png").rgb8));
+  auto info = run_tide("info " + quote(model()));
+  EXPECT_EQ(info.code, 0) << info.output;
+  EXPECT_NE(info.output.find("UNet2DConditionModel"), std::string::npos) << info.output;
+  EXPECT_NE(info.output.find("PNDMScheduler"), std::string::npos) << info.output;
+}
+
+// The README's main job on the fixture pipeline: the PNG equals diffusers' reference.
+TEST(CliFixtures, GenerateMatchesTheDiffusersReferenceImage) {
+  TIDE_REQUIRE_FIXTURES();
+  TempDir out;
+  auto run = run_tide("generate --model " + quote(tide::testing::pipeline_dir("sd1-tiny")) +
+                      " --prompt 'a bowl of fruit on a wooden table' --steps 20 --seed 3 --width 64 --height 64"
+                      " --scheduler dpm++2m --output " + quote(out / "fruit.png"));
+  ASSERT_EQ(run.code, 0) << run.output;
+  auto ours = tide::io::read_png(out / "fruit.png").rgb8.to(at::kInt);
+  auto reference = tide::io::read_png(tide::testing::reference_case("sd1_dpmpp2m_64x64") / "image_0.png").rgb8.to(at::kInt);
+  ASSERT_EQ(ours.sizes(), reference.sizes());
+  EXPECT_LE((ours - reference).abs().max().item<int>(), 2);
+  EXPECT_LE((ours - reference).abs().to(at::kDouble).mean().item<double>(), 0.25);
+}
+
+}  // namespace
