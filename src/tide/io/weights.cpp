@@ -19,11 +19,13 @@ std::string shape_string(at::IntArrayRef shape) {
 }  // namespace
 
 void WeightSource::add_file(const fs::path& file) {
-  auto st = std::make_shared<SafetensorsFile>(file);
-  const size_t index = files_.size();
-  files_.push_back(st);
-  for (const auto& e : st->entries()) where_[e.name] = index;
+  auto st = std::make_shared<SafetensorsFile>(file);  // kept alive (mapped) by the loaders below
+  for (const auto& e : st->entries())
+    entries_[e.name] = Derived{e.shape, e.dtype, [st, name = e.name] { return st->tensor(name); }};
+  description_ += (description_.empty() ? "" : ", ") + file.string();
 }
+
+void WeightSource::add_derived(const std::string& name, Derived tensor) { entries_[name] = std::move(tensor); }
 
 WeightSource WeightSource::from_file(const fs::path& file) {
   WeightSource source;
@@ -69,34 +71,20 @@ WeightSource WeightSource::from_component_dir(const fs::path& dir, const std::st
   throw Error(message);
 }
 
-at::Tensor WeightSource::tensor(const std::string& name) const {
-  auto it = where_.find(name);
-  if (it == where_.end()) throw Error(description() + " has no tensor '" + name + "'");
-  return files_[it->second]->tensor(name);
+const WeightSource::Derived& WeightSource::entry(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) throw Error(description() + " has no tensor '" + name + "'");
+  return it->second;
 }
 
-std::vector<int64_t> WeightSource::shape(const std::string& name) const {
-  auto it = where_.find(name);
-  if (it == where_.end()) throw Error(description() + " has no tensor '" + name + "'");
-  return files_[it->second]->entry(name).shape;
-}
-
-at::ScalarType WeightSource::dtype(const std::string& name) const {
-  auto it = where_.find(name);
-  if (it == where_.end()) throw Error(description() + " has no tensor '" + name + "'");
-  return files_[it->second]->entry(name).dtype;
-}
+at::Tensor WeightSource::tensor(const std::string& name) const { return entry(name).load(); }
+std::vector<int64_t> WeightSource::shape(const std::string& name) const { return entry(name).shape; }
+at::ScalarType WeightSource::dtype(const std::string& name) const { return entry(name).dtype; }
 
 std::vector<std::string> WeightSource::names() const {
   std::vector<std::string> names;
-  for (const auto& [name, index] : where_) names.push_back(name);
+  for (const auto& [name, e] : entries_) names.push_back(name);
   return names;
-}
-
-std::string WeightSource::description() const {
-  std::string s;
-  for (const auto& f : files_) s += (s.empty() ? "" : ", ") + f->path().string();
-  return s.empty() ? "(no weight files)" : s;
 }
 
 void load_module_weights(torch::nn::Module& module, const WeightSource& source, const std::string& component) {

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -16,8 +17,6 @@ class Module;
 
 namespace tide::io {
 
-class SafetensorsFile;
-
 class WeightSource {
  public:
   // Finds the weights in a component folder (`unet/`, `text_encoder/`, ...): `diffusion_pytorch_model` or
@@ -26,18 +25,29 @@ class WeightSource {
   // All tensors of one safetensors file.
   static WeightSource from_file(const std::filesystem::path& file);
 
-  bool contains(const std::string& name) const { return where_.count(name) != 0; }
+  // A tensor computed on demand (renamed, split or reshaped from another source's tensors): how
+  // single-file checkpoints are presented under diffusers names.
+  struct Derived {
+    std::vector<int64_t> shape;
+    at::ScalarType dtype;
+    std::function<at::Tensor()> load;
+  };
+  void add_derived(const std::string& name, Derived tensor);
+
+  bool contains(const std::string& name) const { return entries_.count(name) != 0; }
   at::Tensor tensor(const std::string& name) const;  // stored dtype, CPU
   std::vector<int64_t> shape(const std::string& name) const;
   at::ScalarType dtype(const std::string& name) const;
   std::vector<std::string> names() const;
-  // The files the tensors come from (for messages).
-  std::string description() const;
+  // Where the tensors come from (for messages).
+  std::string description() const { return description_.empty() ? "(no weights)" : description_; }
+  void set_description(std::string text) { description_ = std::move(text); }
 
  private:
   void add_file(const std::filesystem::path& file);
-  std::vector<std::shared_ptr<SafetensorsFile>> files_;
-  std::map<std::string, size_t> where_;  // tensor name -> index into files_
+  const Derived& entry(const std::string& name) const;
+  std::map<std::string, Derived> entries_;
+  std::string description_;
 };
 
 // Copies every parameter and buffer of `module` from `source` (same names), converting to the module's
