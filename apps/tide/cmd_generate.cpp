@@ -3,7 +3,9 @@
 #include <filesystem>
 #include <iostream>
 #include <random>
+#include <cstdio>
 #include <sstream>
+#include <tuple>
 
 #include "args.h"
 #include "commands.h"
@@ -47,6 +49,16 @@ std::string parameters_text(const pipeline::GenerationRequest& r, const std::str
   return s.str();
 }
 
+// "1024,768" -> (1024, 768)
+std::pair<int, int> int_pair(const Args& args, const std::string& name) {
+  const std::string v = args.get(name);
+  int a = 0, b = 0;
+  char comma = 0, rest = 0;
+  if (std::sscanf(v.c_str(), "%d %c %d %c", &a, &comma, &b, &rest) != 3 || comma != ',' || a < 0 || b < 0)
+    throw Error("tide generate: --" + name + " expects two non-negative integers like 1024,1024, got '" + v + "'");
+  return {a, b};
+}
+
 }  // namespace
 
 int run_generate(int argc, char** argv) {
@@ -65,6 +77,9 @@ int run_generate(int argc, char** argv) {
       .option("scheduler", "NAME", "one of: " + joined_scheduler_names(), "the model's own")
       .flag("karras", "use Karras sigmas (schedulers that support them)")
       .option("eta", "E", "DDIM eta (0 = deterministic)", "0")
+      .option("original-size", "H,W", "SDXL micro-conditioning: original image size (height,width)", "the image size")
+      .option("crop", "TOP,LEFT", "SDXL micro-conditioning: crop top-left corner", "0,0")
+      .option("target-size", "H,W", "SDXL micro-conditioning: target image size (height,width)", "the image size")
       .option("output", "FILE.png", "output file; with several images FILE-0.png, FILE-1.png, ...", "out.png")
       .option("variant", "NAME", "read weight files of this variant, e.g. fp16 (*.fp16.safetensors)")
       .option("threads", "N", "CPU threads", "the cores this process may use");
@@ -88,6 +103,9 @@ int run_generate(int argc, char** argv) {
   }
   request.scheduler_options.karras = args.get_flag("karras");
   request.scheduler_options.eta = args.get_double("eta");
+  if (args.has("original-size")) std::tie(request.original_height, request.original_width) = int_pair(args, "original-size");
+  if (args.has("crop")) std::tie(request.crop_top, request.crop_left) = int_pair(args, "crop");
+  if (args.has("target-size")) std::tie(request.target_height, request.target_width) = int_pair(args, "target-size");
   if (args.has("seed")) {
     request.seed = args.get_u64("seed");
   } else {

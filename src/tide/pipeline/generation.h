@@ -22,6 +22,17 @@ struct GenerationRequest {
   int num_images = 1;
   std::string scheduler;                        // CLI name; "" = the model's own scheduler
   schedulers::SchedulerOptions scheduler_options;
+  // SDXL micro-conditioning (height, width pairs); 0 = diffusers' defaults: original and target size =
+  // the image size, crop = (0, 0).
+  int original_height = 0, original_width = 0;
+  int crop_top = 0, crop_left = 0;
+  int target_height = 0, target_width = 0;
+};
+
+// What the UNet is conditioned on for one prompt.
+struct PromptEmbeddings {
+  at::Tensor context;  // [1, 77, D] encoder_hidden_states
+  at::Tensor pooled;   // [1, P] SDXL pooled text embedding (undefined for SD 1.x / 2.x)
 };
 
 // Called after every scheduler step (index from 0) with the new latents.

@@ -1,13 +1,16 @@
-// The Stable Diffusion text-to-image pipeline (SD 1.x / 2.x): tokenizer, text encoder, UNet, VAE
-// and a scheduler, loaded from a diffusers folder, run like diffusers' StableDiffusionPipeline.
+// The Stable Diffusion text-to-image pipeline for SD 1.x / 2.x (StableDiffusionPipeline) and XL
+// (StableDiffusionXLPipeline): tokenizer(s), text encoder(s), UNet, VAE and a scheduler, loaded from a
+// diffusers folder and run like diffusers.
 #pragma once
 #include <ATen/ATen.h>
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "tide/io/weights.h"
 #include "tide/models/autoencoder_kl.h"
 #include "tide/models/clip_text.h"
 #include "tide/models/unet2d_condition.h"
@@ -20,15 +23,31 @@ struct LoadOptions {
   std::string variant;  // "fp16": read `*.fp16.safetensors`
 };
 
+// Everything a pipeline is made of, before the weights are loaded: configs and where the weights are.
+struct PipelineParts {
+  std::string pipeline_class;  // StableDiffusionPipeline | StableDiffusionXLPipeline
+  bool force_zeros_for_empty_prompt = false;
+  std::map<std::string, nlohmann::json> configs;        // unet, vae, text_encoder[, text_encoder_2], scheduler
+  std::map<std::string, io::WeightSource> weights;      // unet, vae, text_encoder[, text_encoder_2]
+  std::filesystem::path tokenizer_dir, tokenizer_2_dir;  // tokenizer_2: SDXL only
+  std::string description;                              // for messages
+};
+
+// Reads model_index.json and the component configs of a diffusers folder.
+PipelineParts parts_from_folder(const std::filesystem::path& folder, const LoadOptions& options = {});
+
 class StableDiffusionPipeline {
  public:
-  // Loads every component of a diffusers folder (model_index.json, unet/, vae/, text_encoder/,
-  // tokenizer/, scheduler/). Errors name the file and what is wrong.
+  static std::unique_ptr<StableDiffusionPipeline> from_parts(PipelineParts parts);
   static std::unique_ptr<StableDiffusionPipeline> from_folder(const std::filesystem::path& folder,
-                                                              const LoadOptions& options = {});
+                                                              const LoadOptions& options = {}) {
+    return from_parts(parts_from_folder(folder, options));
+  }
 
-  // The text encoder's last hidden state for one prompt: [1, 77, D].
-  at::Tensor encode_prompt(const std::string& prompt);
+  bool is_xl() const { return static_cast<bool>(text_encoder_2_); }
+  // Embeddings of one prompt: SD: last hidden state; XL: both encoders' penultimate states
+  // concatenated, and the second encoder's projected pooled output.
+  PromptEmbeddings encode_prompt(const std::string& prompt);
   // Initial latents: one randn [N, C, H/f, W/f] from `generator`, times the scheduler's init sigma.
   at::Tensor prepare_latents(int num_images, int height, int width, double init_noise_sigma,
                              at::Generator& generator) const;
@@ -39,9 +58,9 @@ class StableDiffusionPipeline {
 
   GenerationResult generate(const GenerationRequest& request, const StepCallback& on_step = nullptr);
 
-  int vae_scale_factor() const { return vae_->config().scale_factor(); }
+  int vae_scale_factor() const { return static_cast<int>(vae_->config().scale_factor()); }
   int default_size() const;
-  const std::filesystem::path& folder() const { return folder_; }
+  const std::string& description() const { return description_; }
   const nlohmann::json& scheduler_config() const { return scheduler_config_; }
   text::ClipTokenizer& tokenizer() { return *tokenizer_; }
   models::ClipTextModel& text_encoder() { return text_encoder_; }
@@ -50,9 +69,12 @@ class StableDiffusionPipeline {
 
  private:
   StableDiffusionPipeline() = default;
-  std::filesystem::path folder_;
-  std::unique_ptr<text::ClipTokenizer> tokenizer_;
-  models::ClipTextModel text_encoder_{nullptr};
+  at::Tensor encode_ids(models::ClipTextModel& encoder, text::ClipTokenizer& tokenizer, const std::string& prompt,
+                        bool penultimate, at::Tensor* text_embeds);
+  std::string description_;
+  bool force_zeros_for_empty_prompt_ = false;
+  std::unique_ptr<text::ClipTokenizer> tokenizer_, tokenizer_2_;
+  models::ClipTextModel text_encoder_{nullptr}, text_encoder_2_{nullptr};
   models::UNet2DConditionModel unet_{nullptr};
   models::AutoencoderKL vae_{nullptr};
   nlohmann::json scheduler_config_;
