@@ -22,6 +22,7 @@ void WeightSource::add_file(const fs::path& file) {
   auto st = std::make_shared<SafetensorsFile>(file);  // kept alive (mapped) by the loaders below
   for (const auto& e : st->entries())
     entries_[e.name] = Derived{e.shape, e.dtype, [st, name = e.name] { return st->tensor(name); }};
+  for (const auto& [key, value] : st->metadata()) metadata_[key] = value;
   description_ += (description_.empty() ? "" : ", ") + file.string();
 }
 

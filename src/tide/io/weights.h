@@ -42,12 +42,17 @@ class WeightSource {
   // Where the tensors come from (for messages).
   std::string description() const { return description_.empty() ? "(no weights)" : description_; }
   void set_description(std::string text) { description_ = std::move(text); }
+  // The `__metadata__` text of the safetensors file(s) read (e.g. the configs `tide convert` stores in a
+  // single file); sources built by hand may set entries.
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  void set_metadata(const std::string& key, std::string value) { metadata_[key] = std::move(value); }
 
  private:
   void add_file(const std::filesystem::path& file);
   const Derived& entry(const std::string& name) const;
   std::map<std::string, Derived> entries_;
   std::string description_;
+  std::map<std::string, std::string> metadata_;
 };
 
 // Copies every parameter and buffer of `module` from `source` (same names), converting to the module's
