@@ -1,0 +1,63 @@
+#include "tide/nn/attention.h"
+
+#include <cmath>
+
+namespace tide::nn {
+
+at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                        bool upcast) {
+  // As diffusers' AttnProcessor on heads folded into the batch: baddbmm with alpha = scale, softmax, bmm.
+  const int64_t b = q.size(0), heads = q.size(1), lq = q.size(2), lk = k.size(2), d = q.size(3);
+  at::Tensor q3 = q.reshape({b * heads, lq, d});
+  at::Tensor k3 = k.reshape({b * heads, lk, d});
+  if (upcast) {
+    q3 = q3.to(at::kFloat);
+    k3 = k3.to(at::kFloat);
+  }
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  // Zeros, not empty: libtorch's small-size baddbmm kernel reads the input even with beta = 0 (NaN garbage).
+  const at::Tensor scores = at::baddbmm(at::zeros({b * heads, lq, lk}, q3.options()), q3, k3.transpose(-1, -2),
+                                        /*beta=*/0, /*alpha=*/scale);  // [B·H, Lq, Lk]
+  const at::Tensor probs = at::softmax(upcast ? scores.to(at::kFloat) : scores, -1).to(v.scalar_type());
+  return at::bmm(probs, v.reshape({b * heads, lk, d})).view({b, heads, lq, d});  // [B, H, Lq, d]
+}
+
+AttentionImpl::AttentionImpl(const AttentionOptions& options) : options_(options) {
+  const int64_t inner = options.heads * options.dim_head;
+  const int64_t kv_dim = options.cross_attention_dim > 0 ? options.cross_attention_dim : options.query_dim;
+  if (options.norm_num_groups > 0) {
+    group_norm = register_module(
+        "group_norm", GroupNorm(options.norm_num_groups, options.query_dim, options.norm_eps));
+  }
+  to_q = register_module("to_q", Linear(options.query_dim, inner, options.bias));
+  to_k = register_module("to_k", Linear(kv_dim, inner, options.bias));
+  to_v = register_module("to_v", Linear(kv_dim, inner, options.bias));
+  out_proj_ = Linear(inner, options.query_dim, options.out_bias);
+  to_out = register_module("to_out", torch::nn::ModuleList(out_proj_));
+}
+
+at::Tensor AttentionImpl::forward(const at::Tensor& hidden, const at::Tensor& context) {
+  const bool spatial = hidden.dim() == 4;
+  const int64_t b = hidden.size(0);
+  at::Tensor x = hidden;
+  if (spatial) x = hidden.view({b, hidden.size(1), -1}).transpose(1, 2);  // [B, C, H, W] -> [B, HW, C]
+  if (group_norm) x = group_norm->forward(x.transpose(1, 2)).transpose(1, 2);
+
+  const at::Tensor& kv = context.defined() ? context : x;
+  const int64_t heads = options_.heads, d = options_.dim_head;
+  auto split = [&](const at::Tensor& t) { return t.view({b, -1, heads, d}).transpose(1, 2); };
+  const at::Tensor q = split(to_q->forward(x));   // [B, H, L, d]
+  const at::Tensor k = split(to_k->forward(kv));  // [B, H, Lk, d]
+  const at::Tensor v = split(to_v->forward(kv));  // [B, H, Lk, d]
+
+  at::Tensor out = scaled_dot_product_attention(q, k, v, options_.upcast);  // [B, H, L, d]
+  out = out.transpose(1, 2).reshape({b, -1, heads * d});                   // [B, L, H·d]
+  out = out_proj_->forward(out);                                           // [B, L, C]
+
+  if (spatial) out = out.transpose(-1, -2).reshape(hidden.sizes());  // [B, C, H, W]
+  if (options_.residual_connection) out = out + hidden;
+  if (options_.rescale_output_factor != 1.0) out = out / options_.rescale_output_factor;
+  return out;
+}
+
+}  // namespace tide::nn

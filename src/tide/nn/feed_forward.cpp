@@ -1,0 +1,23 @@
+#include "tide/nn/feed_forward.h"
+
+namespace tide::nn {
+
+GegluImpl::GegluImpl(int64_t dim_in, int64_t dim_out) {
+  proj = register_module("proj", Linear(dim_in, dim_out * 2));
+}
+
+at::Tensor GegluImpl::forward(const at::Tensor& x) {
+  const auto halves = proj->forward(x).chunk(2, -1);  // [B, L, 2·out] -> 2 × [B, L, out]
+  return halves[0] * at::gelu(halves[1]);
+}
+
+FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
+  const int64_t inner = dim * mult;
+  geglu_ = Geglu(dim, inner);
+  out_ = Linear(inner, dim);
+  net = register_module("net", torch::nn::ModuleList(geglu_, torch::nn::Identity(), out_));
+}
+
+at::Tensor FeedForwardImpl::forward(const at::Tensor& x) { return out_->forward(geglu_->forward(x)); }
+
+}  // namespace tide::nn

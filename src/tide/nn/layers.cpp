@@ -1,0 +1,53 @@
+#include "tide/nn/layers.h"
+
+#include <cmath>
+
+namespace tide::nn {
+
+namespace {
+
+thread_local bool g_random_init = true;
+
+// Uninitialized, or U(-bound, bound) like torch.nn's default init.
+at::Tensor uniform_parameter(at::IntArrayRef shape, double bound) {
+  at::Tensor t = at::empty(shape);
+  if (g_random_init) t.uniform_(-bound, bound);
+  return t;
+}
+
+at::Tensor constant_parameter(int64_t size, double value) {
+  return g_random_init ? at::full({size}, value) : at::empty({size});
+}
+
+}  // namespace
+
+NoInitGuard::NoInitGuard() : previous_(g_random_init) { g_random_init = false; }
+NoInitGuard::~NoInitGuard() { g_random_init = previous_; }
+
+bool random_init_enabled() { return g_random_init; }
+
+LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias) {
+  const double bound = in_features > 0 ? 1.0 / std::sqrt(static_cast<double>(in_features)) : 0.0;
+  weight = register_parameter("weight", uniform_parameter({out_features, in_features}, bound));
+  if (with_bias) bias = register_parameter("bias", uniform_parameter({out_features}, bound));
+}
+
+Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride, int64_t padding)
+    : stride_(stride), padding_(padding) {
+  const int64_t fan_in = in_channels * kernel * kernel;
+  const double bound = fan_in > 0 ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;
+  weight = register_parameter("weight", uniform_parameter({out_channels, in_channels, kernel, kernel}, bound));
+  bias = register_parameter("bias", uniform_parameter({out_channels}, bound));
+}
+
+GroupNormImpl::GroupNormImpl(int64_t groups, int64_t channels, double eps) : groups_(groups), eps_(eps) {
+  weight = register_parameter("weight", constant_parameter(channels, 1.0));
+  bias = register_parameter("bias", constant_parameter(channels, 0.0));
+}
+
+LayerNormImpl::LayerNormImpl(int64_t dim, double eps) : dim_(dim), eps_(eps) {
+  weight = register_parameter("weight", constant_parameter(dim, 1.0));
+  bias = register_parameter("bias", constant_parameter(dim, 0.0));
+}
+
+}  // namespace tide::nn

@@ -1,0 +1,73 @@
+#include "tide/nn/transformer_2d.h"
+
+namespace tide::nn {
+
+namespace {
+LayerNorm layer_norm(int64_t dim) {
+  return LayerNorm(dim, 1e-5);
+}
+}  // namespace
+
+BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t head_dim,
+                                                     int64_t cross_attention_dim, bool upcast_attention) {
+  AttentionOptions self_attn;
+  self_attn.query_dim = dim;
+  self_attn.heads = heads;
+  self_attn.dim_head = head_dim;
+  self_attn.upcast = upcast_attention;
+  AttentionOptions cross_attn = self_attn;
+  cross_attn.cross_attention_dim = cross_attention_dim;
+
+  norm1 = register_module("norm1", layer_norm(dim));
+  attn1 = register_module("attn1", Attention(self_attn));
+  norm2 = register_module("norm2", layer_norm(dim));
+  attn2 = register_module("attn2", Attention(cross_attn));
+  norm3 = register_module("norm3", layer_norm(dim));
+  ff = register_module("ff", FeedForward(dim));
+}
+
+at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Tensor& context) {
+  at::Tensor h = attn1->forward(norm1->forward(x)) + x;    // [B, L, dim]
+  h = attn2->forward(norm2->forward(h), context) + h;      // [B, L, dim]
+  return ff->forward(norm3->forward(h)) + h;               // [B, L, dim]
+}
+
+Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DOptions& o) {
+  const int64_t c = o.channels;
+  norm = register_module("norm",
+                         GroupNorm(o.norm_num_groups, c, 1e-6));
+  if (o.use_linear_projection)
+    proj_in_linear = register_module("proj_in", Linear(c, c));
+  else
+    proj_in_conv = register_module("proj_in", Conv2d(c, c, 1));
+  transformer_blocks = register_module("transformer_blocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < o.num_layers; ++i) {
+    BasicTransformerBlock block(c, o.heads, c / o.heads, o.cross_attention_dim, o.upcast_attention);
+    transformer_blocks->push_back(block);
+    blocks_.push_back(block);
+  }
+  if (o.use_linear_projection)
+    proj_out_linear = register_module("proj_out", Linear(c, c));
+  else
+    proj_out_conv = register_module("proj_out", Conv2d(c, c, 1));
+}
+
+at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor& context) {
+  const int64_t b = x.size(0), c = x.size(1), height = x.size(2), width = x.size(3);
+  at::Tensor h = norm->forward(x);  // [B, C, H, W]
+  // To tokens [B, H·W, C]: the conv projection runs before the reshape, the linear one after.
+  if (proj_in_conv)
+    h = proj_in_conv->forward(h).permute({0, 2, 3, 1}).reshape({b, height * width, c});
+  else
+    h = proj_in_linear->forward(h.permute({0, 2, 3, 1}).reshape({b, height * width, c}));
+
+  for (auto& block : blocks_) h = block->forward(h, context);  // [B, H·W, C]
+
+  if (proj_out_conv)
+    h = proj_out_conv->forward(h.reshape({b, height, width, c}).permute({0, 3, 1, 2}).contiguous());
+  else
+    h = proj_out_linear->forward(h).reshape({b, height, width, c}).permute({0, 3, 1, 2}).contiguous();
+  return h + x;  // [B, C, H, W]
+}
+
+}  // namespace tide::nn
