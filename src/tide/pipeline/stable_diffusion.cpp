@@ -1,0 +1,191 @@
+#include "tide/pipeline/stable_diffusion.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
+
+#include "tide/io/image.h"
+#include "tide/io/json_file.h"
+#include "tide/runtime/error.h"
+
+namespace tide::pipeline {
+namespace fs = std::filesystem;
+namespace {
+
+nlohmann::json read_component_json(const fs::path& folder, const std::string& component, const char* file) {
+  const fs::path path = folder / component / file;
+  if (!fs::exists(path)) throw Error(folder.string() + ": component '" + component + "' is missing (" + path.string() + ")");
+  return io::read_json(path);
+}
+
+template <typename Module>
+void load_weights(Module& module, PipelineParts& parts, const std::string& component) {
+  auto it = parts.weights.find(component);
+  if (it == parts.weights.end()) throw Error(parts.description + ": no weights for component '" + component + "'");
+  io::load_module_weights(*module, it->second, component);
+  module->eval();
+}
+
+}  // namespace
+
+PipelineParts parts_from_folder(const fs::path& folder, const LoadOptions& options) {
+  if (!fs::is_directory(folder)) throw Error("model folder " + folder.string() + " does not exist");
+  const fs::path index_path = folder / "model_index.json";
+  if (!fs::exists(index_path))
+    throw Error(folder.string() + " is not a diffusers pipeline folder (no model_index.json)");
+  const auto index = io::read_json(index_path);
+  PipelineParts parts;
+  parts.description = folder.string();
+  parts.pipeline_class = io::json_get<std::string>(index, "_class_name", "");
+  std::vector<std::string> components = {"unet", "vae", "text_encoder"};
+  if (parts.pipeline_class == "StableDiffusionXLPipeline") {
+    components.push_back("text_encoder_2");
+    parts.tokenizer_2_dir = folder / "tokenizer_2";
+    parts.force_zeros_for_empty_prompt = io::json_get<bool>(index, "force_zeros_for_empty_prompt", true);
+  } else if (parts.pipeline_class != "StableDiffusionPipeline") {
+    throw Error(index_path.string() + ": pipeline class '" + parts.pipeline_class +
+                "' is not supported (StableDiffusionPipeline and StableDiffusionXLPipeline are)");
+  }
+  for (const auto& c : components) {
+    parts.configs[c] = read_component_json(folder, c, "config.json");
+    parts.weights.emplace(c, io::WeightSource::from_component_dir(folder / c, options.variant));
+  }
+  parts.configs["scheduler"] = read_component_json(folder, "scheduler", "scheduler_config.json");
+  parts.tokenizer_dir = folder / "tokenizer";
+  return parts;
+}
+
+std::unique_ptr<StableDiffusionPipeline> StableDiffusionPipeline::from_parts(PipelineParts parts) {
+  std::unique_ptr<StableDiffusionPipeline> p(new StableDiffusionPipeline());
+  p->description_ = parts.description;
+  p->force_zeros_for_empty_prompt_ = parts.force_zeros_for_empty_prompt;
+  p->tokenizer_ = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::from_folder(parts.tokenizer_dir));
+  p->text_encoder_ = models::ClipTextModel(models::ClipTextConfig::from_json(parts.configs.at("text_encoder")));
+  load_weights(p->text_encoder_, parts, "text_encoder");
+  if (parts.configs.count("text_encoder_2")) {
+    p->tokenizer_2_ = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::from_folder(parts.tokenizer_2_dir));
+    p->text_encoder_2_ = models::ClipTextModel(models::ClipTextConfig::from_json(parts.configs.at("text_encoder_2")));
+    load_weights(p->text_encoder_2_, parts, "text_encoder_2");
+  }
+  p->unet_ = models::UNet2DConditionModel(models::UNet2DConditionConfig::from_json(parts.configs.at("unet")));
+  load_weights(p->unet_, parts, "unet");
+  p->vae_ = models::AutoencoderKL(models::AutoencoderKLConfig::from_json(parts.configs.at("vae")));
+  load_weights(p->vae_, parts, "vae");
+  p->scheduler_config_ = parts.configs.at("scheduler");
+  if (p->is_xl() != p->unet_->config().has_text_time())
+    throw Error(parts.description + ": the UNet's addition_embed_type does not fit a " +
+                (p->is_xl() ? "two" : "one") + "-text-encoder pipeline");
+  return p;
+}
+
+int StableDiffusionPipeline::default_size() const {
+  return static_cast<int>(unet_->config().sample_size) * vae_scale_factor();
+}
+
+at::Tensor StableDiffusionPipeline::encode_ids(models::ClipTextModel& encoder, text::ClipTokenizer& tokenizer,
+                                               const std::string& prompt, bool penultimate, at::Tensor* text_embeds) {
+  at::Tensor ids = at::tensor(tokenizer.encode_padded(prompt), at::kLong).unsqueeze(0);  // [1, 77]
+  auto out = encoder->forward(ids);
+  if (text_embeds) *text_embeds = out.text_embeds;
+  return penultimate ? out.penultimate : out.last_hidden_state;  // [1, 77, D]
+}
+
+PromptEmbeddings StableDiffusionPipeline::encode_prompt(const std::string& prompt) {
+  c10::InferenceMode inference;
+  if (!is_xl()) return {encode_ids(text_encoder_, *tokenizer_, prompt, false, nullptr), {}};
+  // SDXL: penultimate hidden states of both encoders side by side; pooled = the second's projection.
+  PromptEmbeddings e;
+  at::Tensor first = encode_ids(text_encoder_, *tokenizer_, prompt, true, nullptr);
+  at::Tensor second = encode_ids(text_encoder_2_, *tokenizer_2_, prompt, true, &e.pooled);
+  e.context = at::cat({first, second}, -1);  // [1, 77, D1 + D2]
+  return e;
+}
+
+at::Tensor StableDiffusionPipeline::prepare_latents(int num_images, int height, int width, double init_noise_sigma,
+                                                    at::Generator& generator) const {
+  const int f = vae_scale_factor();
+  const int64_t channels = unet_->config().in_channels;
+  // One draw for the whole batch, like diffusers' randn_tensor with a single CPU generator.
+  at::Tensor noise = at::randn({num_images, channels, height / f, width / f}, generator, at::kFloat);
+  return noise * init_noise_sigma;
+}
+
+GenerationRequest StableDiffusionPipeline::resolve(GenerationRequest r) const {
+  const int f = vae_scale_factor();
+  if (r.width == 0) r.width = default_size();
+  if (r.height == 0) r.height = default_size();
+  if (r.width < f || r.height < f || r.width % f != 0 || r.height % f != 0)
+    throw Error("width and height must be positive multiples of " + std::to_string(f) + " (the VAE scale factor of " +
+                description_ + "), got " + std::to_string(r.width) + "x" + std::to_string(r.height));
+  if (r.steps < 1) throw Error("the number of steps must be at least 1, got " + std::to_string(r.steps));
+  if (r.num_images < 1) throw Error("the number of images must be at least 1, got " + std::to_string(r.num_images));
+  if (!(r.guidance >= 0)) throw Error("guidance must be a non-negative number");
+  if (r.original_height == 0) r.original_height = r.height;
+  if (r.original_width == 0) r.original_width = r.width;
+  if (r.target_height == 0) r.target_height = r.height;
+  if (r.target_width == 0) r.target_width = r.width;
+  return r;
+}
+
+std::unique_ptr<schedulers::Scheduler> StableDiffusionPipeline::make_scheduler(const GenerationRequest& r) const {
+  return schedulers::make_scheduler(r.scheduler, scheduler_config_, r.scheduler_options);
+}
+
+at::Tensor StableDiffusionPipeline::decode(const at::Tensor& latents) {
+  c10::InferenceMode inference;
+  return vae_->decode(latents / vae_->config().scaling_factor);  // [N, 3, H, W]
+}
+
+GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw, const StepCallback& on_step) {
+  c10::InferenceMode inference;
+  const GenerationRequest r = resolve(raw);
+  const bool guided = r.guidance > 1.0;
+
+  // Conditioning, batch order [uncond × N, cond × N] like diffusers with num_images_per_prompt.
+  const PromptEmbeddings cond = encode_prompt(r.prompt);
+  at::Tensor context = cond.context.repeat({r.num_images, 1, 1});  // [N, 77, D]
+  at::Tensor pooled = is_xl() ? cond.pooled.repeat({r.num_images, 1}) : at::Tensor();  // [N, P]
+  if (guided) {
+    PromptEmbeddings uncond;
+    if (is_xl() && force_zeros_for_empty_prompt_ && !r.negative_prompt) {
+      uncond = {at::zeros_like(cond.context), at::zeros_like(cond.pooled)};
+    } else {
+      uncond = encode_prompt(r.negative_prompt.value_or(""));
+    }
+    context = at::cat({uncond.context.repeat({r.num_images, 1, 1}), context});  // [2N, 77, D]
+    if (is_xl()) pooled = at::cat({uncond.pooled.repeat({r.num_images, 1}), pooled});
+  }
+  at::Tensor time_ids;  // SDXL: [original size, crop top-left, target size] per batch row
+  if (is_xl()) {
+    time_ids = at::tensor({double(r.original_height), double(r.original_width), double(r.crop_top),
+                           double(r.crop_left), double(r.target_height), double(r.target_width)},
+                          at::kFloat)
+                   .unsqueeze(0)
+                   .repeat({context.size(0), 1});  // [B, 6]
+  }
+
+  auto scheduler = make_scheduler(r);
+  scheduler->set_timesteps(r.steps);
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(r.seed);
+  at::Tensor latents = prepare_latents(r.num_images, r.height, r.width, scheduler->init_noise_sigma(), generator);
+
+  GenerationResult result;
+  const auto& timesteps = scheduler->timesteps();
+  for (size_t i = 0; i < timesteps.size(); ++i) {
+    const double t = timesteps[i];
+    at::Tensor model_input = scheduler->scale_model_input(guided ? at::cat({latents, latents}) : latents, t);
+    at::Tensor noise_pred = unet_->forward(model_input, t, context, pooled, time_ids);
+    ++result.unet_calls;
+    if (guided) {
+      auto halves = noise_pred.chunk(2);
+      noise_pred = halves[0] + r.guidance * (halves[1] - halves[0]);
+    }
+    latents = scheduler->step(noise_pred, t, latents, generator);
+    if (on_step) on_step(StepInfo{static_cast<int>(i), static_cast<int>(timesteps.size()), t, latents});
+  }
+  result.latents = latents;
+  result.decoded = decode(latents);
+  result.images = io::to_rgb8(result.decoded);
+  return result;
+}
+
+}  // namespace tide::pipeline
