@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "tide/io/json_file.h"
+#include "tide/models/presets.h"
 #include "tide/runtime/error.h"
 
 namespace tide::models {
@@ -72,31 +73,7 @@ AutoencoderKLConfig AutoencoderKLConfig::from_json(const nlohmann::json& j) {
 }
 
 nlohmann::json AutoencoderKLConfig::preset_json(const std::string& name) {
-  nlohmann::json j = {{"_class_name", "AutoencoderKL"},
-                      {"act_fn", "silu"},
-                      {"block_out_channels", {128, 256, 512, 512}},
-                      {"down_block_types", {"DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D",
-                                            "DownEncoderBlock2D"}},
-                      {"up_block_types", {"UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"}},
-                      {"in_channels", 3},
-                      {"out_channels", 3},
-                      {"latent_channels", 4},
-                      {"layers_per_block", 2},
-                      {"norm_num_groups", 32},
-                      {"sample_size", 512},
-                      {"scaling_factor", 0.18215}};
-  if (name == "sd15") return j;
-  if (name == "sd21") {
-    j["sample_size"] = 768;
-    return j;
-  }
-  if (name == "sdxl") {
-    j["sample_size"] = 1024;
-    j["scaling_factor"] = 0.13025;
-    j["force_upcast"] = true;
-    return j;
-  }
-  throw Error("unknown VAE preset '" + name + "' (expected sd15, sd21 or sdxl)");
+  return presets::preset_config(name, "vae");
 }
 
 }  // namespace tide::models

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "tide/io/json_file.h"
+#include "tide/models/presets.h"
 #include "tide/runtime/error.h"
 
 namespace tide::models {
@@ -176,53 +177,7 @@ UNet2DConditionConfig UNet2DConditionConfig::from_json(const json& j) {
 }
 
 json UNet2DConditionConfig::preset_json(const std::string& name) {
-  const json sd_down = {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"};
-  const json sd_up = {"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"};
-  json base = {{"_class_name", "UNet2DConditionModel"},
-               {"act_fn", "silu"},
-               {"block_out_channels", {320, 640, 1280, 1280}},
-               {"center_input_sample", false},
-               {"down_block_types", sd_down},
-               {"up_block_types", sd_up},
-               {"downsample_padding", 1},
-               {"flip_sin_to_cos", true},
-               {"freq_shift", 0},
-               {"in_channels", 4},
-               {"out_channels", 4},
-               {"layers_per_block", 2},
-               {"mid_block_scale_factor", 1},
-               {"norm_eps", 1e-05},
-               {"norm_num_groups", 32}};
-  if (name == "sd15") {
-    base["attention_head_dim"] = 8;
-    base["cross_attention_dim"] = 768;
-    base["sample_size"] = 64;
-    return base;
-  }
-  if (name == "sd21") {
-    base["attention_head_dim"] = {5, 10, 20, 20};
-    base["cross_attention_dim"] = 1024;
-    base["sample_size"] = 96;
-    base["use_linear_projection"] = true;
-    base["upcast_attention"] = true;
-    return base;
-  }
-  if (name == "sdxl") {
-    base["addition_embed_type"] = "text_time";
-    base["addition_time_embed_dim"] = 256;
-    base["attention_head_dim"] = {5, 10, 20};
-    base["block_out_channels"] = {320, 640, 1280};
-    base["cross_attention_dim"] = 2048;
-    base["down_block_types"] = {"DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"};
-    base["up_block_types"] = {"CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"};
-    base["mid_block_type"] = "UNetMidBlock2DCrossAttn";
-    base["projection_class_embeddings_input_dim"] = 2816;
-    base["sample_size"] = 128;
-    base["transformer_layers_per_block"] = {1, 2, 10};
-    base["use_linear_projection"] = true;
-    return base;
-  }
-  throw Error("unknown UNet preset '" + name + "' (expected sd15, sd21 or sdxl)");
+  return presets::preset_config(name, "unet");
 }
 
 }  // namespace tide::models
