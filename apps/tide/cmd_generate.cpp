@@ -36,6 +36,14 @@ fs::path numbered(const fs::path& output, int index, int count) {
 }
 
 // The settings in the form most image tools read ("parameters" text chunk).
+// How the PNG names the model: a Hub id as given, else the folder's or file's name.
+std::string model_label(std::string model) {
+  while (model.size() > 1 && model.back() == '/') model.pop_back();
+  const fs::path path(model);
+  if (fs::is_regular_file(path)) return path.stem().string();
+  return fs::exists(path) ? path.filename().string() : model;
+}
+
 std::string parameters_text(const pipeline::GenerationRequest& r, const std::string& scheduler,
                             const std::string& model, int index) {
   std::ostringstream s;
@@ -65,7 +73,9 @@ int run_generate(int argc, char** argv) {
   Args args("generate", "tide generate --model MODEL --prompt TEXT [options]",
             "Makes images from a text prompt with a Stable Diffusion model, the same images diffusers makes\n"
             "for the same seed and settings.");
-  args.option("model", "PATH", "diffusers model folder (with model_index.json)")
+  args.option("model", "MODEL",
+              "a diffusers model folder, a single-file .safetensors checkpoint, or a Hugging Face Hub id "
+              "(org/name[@revision], downloaded into the HF cache)")
       .option("prompt", "TEXT", "what to draw")
       .option("negative-prompt", "TEXT", "what to steer away from", "\"\"")
       .option("steps", "N", "number of denoising steps", "50")
@@ -82,9 +92,11 @@ int run_generate(int argc, char** argv) {
       .option("target-size", "H,W", "SDXL micro-conditioning: target image size (height,width)", "the image size")
       .option("output", "FILE.png", "output file; with several images FILE-0.png, FILE-1.png, ...", "out.png")
       .option("variant", "NAME", "read weight files of this variant, e.g. fp16 (*.fp16.safetensors)")
+      .option("tokenizer", "DIR", "single-file checkpoints: tokenizer folder (or a model folder with tokenizer/)",
+              "the family's reference model on the Hub, cached or downloaded")
       .option("threads", "N", "CPU threads", "the cores this process may use");
   if (!args.parse(argc, argv)) return 0;
-  if (!args.has("model")) throw Error("tide generate: --model is required (a diffusers model folder)");
+  if (!args.has("model")) throw Error("tide generate: --model is required (a model folder, .safetensors file or Hub id)");
   if (!args.has("prompt")) throw Error("tide generate: --prompt is required");
 
   pipeline::GenerationRequest request;
@@ -117,10 +129,10 @@ int run_generate(int argc, char** argv) {
   if (!fs::is_directory(out_dir)) throw Error("tide generate: output folder " + out_dir.string() + " does not exist");
 
   const int threads = runtime::configure_threads(args.has("threads") ? args.get_int("threads") : 0);
-  const fs::path model_dir = pipeline::resolve_model(args.get("model"));
   pipeline::LoadOptions load;
   load.variant = args.has("variant") ? args.get("variant") : "";
-  auto pipe = pipeline::StableDiffusionPipeline::from_folder(model_dir, load);
+  if (args.has("tokenizer")) load.tokenizer = args.get("tokenizer");
+  auto pipe = pipeline::StableDiffusionPipeline::from_parts(pipeline::model_parts(args.get("model"), load));
 
   request = pipe->resolve(request);
   // Fail on a bad scheduler name before any work.
@@ -139,7 +151,7 @@ int run_generate(int argc, char** argv) {
   for (int i = 0; i < request.num_images; ++i) {
     const fs::path path = numbered(output, i, request.num_images);
     io::write_png(path, result.images[i],
-                  {{"parameters", parameters_text(request, scheduler_name, model_dir.filename().string(), i)}});
+                  {{"parameters", parameters_text(request, scheduler_name, model_label(args.get("model")), i)}});
     std::cout << path.string() << "\n";
   }
   std::cerr << "done in " << runtime::format_duration(progress.elapsed_seconds()) << "\n";

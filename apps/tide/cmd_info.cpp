@@ -30,9 +30,9 @@ std::string human_count(int64_t n) {
 
 int run_info(int argc, char** argv) {
   Args args("info", "tide info MODEL", "Lists a model's components, their parameter counts and stored dtypes, and its scheduler.");
-  args.positional("MODEL", "diffusers model folder").option("variant", "NAME", "describe this weight variant (e.g. fp16)");
+  args.positional("MODEL", "diffusers model folder or Hugging Face Hub id (org/name[@revision])").option("variant", "NAME", "describe this weight variant (e.g. fp16)");
   if (!args.parse(argc, argv)) return 0;
-  const fs::path folder = pipeline::resolve_model(*args.positional_value("MODEL"));
+  const fs::path folder = pipeline::resolve_model(*args.positional_value("MODEL"), args.has("variant") ? args.get("variant") : "");
   const fs::path index_path = folder / "model_index.json";
   if (!fs::exists(index_path)) throw Error(folder.string() + " is not a diffusers pipeline folder (no model_index.json)");
   const auto index = io::read_json(index_path);

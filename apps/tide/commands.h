@@ -5,5 +5,7 @@ namespace tide::cli {
 
 int run_generate(int argc, char** argv);
 int run_info(int argc, char** argv);
+int run_pull(int argc, char** argv);
+int run_convert(int argc, char** argv);
 
 }  // namespace tide::cli

@@ -17,6 +17,8 @@ constexpr const char* kUsage =
     "commands:\n"
     "  generate   make images from a text prompt (tide generate --help)\n"
     "  info       describe a model folder: components, parameters, dtypes, scheduler\n"
+    "  pull       download a model from the Hugging Face Hub into the HF cache\n"
+    "  convert    diffusers folder <-> original single-file checkpoint (.safetensors)\n"
     "\n"
     "Run 'tide <command> --help' for the options of a command.\n";
 
@@ -35,6 +37,8 @@ int main(int argc, char** argv) {
   try {
     if (command == "generate") return tide::cli::run_generate(argc - 2, argv + 2);
     if (command == "info") return tide::cli::run_info(argc - 2, argv + 2);
+    if (command == "pull") return tide::cli::run_pull(argc - 2, argv + 2);
+    if (command == "convert") return tide::cli::run_convert(argc - 2, argv + 2);
     std::cerr << "error: unknown command '" << command << "'\n\n" << kUsage;
     return 2;
   } catch (const tide::Error& e) {

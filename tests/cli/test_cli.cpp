@@ -2,36 +2,18 @@
 // on a tiny random pipeline built in-process (and on the fixture pipeline when available).
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <fstream>
 
+#include "cli_runner.h"
 #include "test_support.h"
 #include "tide/io/image.h"
 #include "tiny_pipeline.h"
 
 namespace {
 namespace fs = std::filesystem;
+using tide::testing::quote;
+using tide::testing::run_tide;
 using tide::testing::TempDir;
-
-struct Run {
-  int code;
-  std::string output;  // stdout and stderr together
-};
-
-Run run_tide(const std::string& args) {
-  const std::string command = std::string(TIDE_BINARY) + " " + args + " 2>&1";
-  Run r{-1, ""};
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf{};
-  while (size_t n = std::fread(buf.data(), 1, buf.size(), pipe)) r.output.append(buf.data(), n);
-  const int status = ::pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-std::string quote(const fs::path& p) { return "'" + p.string() + "'"; }
 
 TEST(Cli, HelpListsCommandsAndEveryGenerateFlag) {
   auto top = run_tide("--help");
@@ -42,7 +24,7 @@ TEST(Cli, HelpListsCommandsAndEveryGenerateFlag) {
   EXPECT_EQ(gen.code, 0);
   for (const char* flag : {"--model", "--prompt", "--negative-prompt", "--steps", "--guidance", "--seed", "--width",
                            "--height", "--num-images", "--scheduler", "--karras", "--eta", "--output", "--threads",
-                           "--variant", "dpm++2m", "euler-a", "unipc"})
+                           "--variant", "--tokenizer", "dpm++2m", "euler-a", "unipc"})
     EXPECT_NE(gen.output.find(flag), std::string::npos) << flag;
   EXPECT_EQ(run_tide("").code, 2);
   auto unknown = run_tide("paint");

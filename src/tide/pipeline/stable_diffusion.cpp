@@ -63,6 +63,7 @@ std::unique_ptr<StableDiffusionPipeline> StableDiffusionPipeline::from_parts(Pip
   load_weights(p->text_encoder_, parts, "text_encoder");
   if (parts.configs.count("text_encoder_2")) {
     p->tokenizer_2_ = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::from_folder(parts.tokenizer_2_dir));
+    if (!parts.tokenizer_2_pad_token.empty()) p->tokenizer_2_->set_pad_token(parts.tokenizer_2_pad_token);
     p->text_encoder_2_ = models::ClipTextModel(models::ClipTextConfig::from_json(parts.configs.at("text_encoder_2")));
     load_weights(p->text_encoder_2_, parts, "text_encoder_2");
   }

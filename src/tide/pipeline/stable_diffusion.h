@@ -20,7 +20,8 @@
 namespace tide::pipeline {
 
 struct LoadOptions {
-  std::string variant;  // "fp16": read `*.fp16.safetensors`
+  std::string variant;              // "fp16": read `*.fp16.safetensors`
+  std::filesystem::path tokenizer;  // single-file checkpoints: a tokenizer folder or a model folder with tokenizer/
 };
 
 // Everything a pipeline is made of, before the weights are loaded: configs and where the weights are.
@@ -30,6 +31,7 @@ struct PipelineParts {
   std::map<std::string, nlohmann::json> configs;        // unet, vae, text_encoder[, text_encoder_2], scheduler
   std::map<std::string, io::WeightSource> weights;      // unet, vae, text_encoder[, text_encoder_2]
   std::filesystem::path tokenizer_dir, tokenizer_2_dir;  // tokenizer_2: SDXL only
+  std::string tokenizer_2_pad_token;                    // overrides tokenizer_2's own when set
   std::string description;                              // for messages
 };
 

@@ -36,6 +36,9 @@ class ClipTokenizer {
   // Not thread-safe: add tokens before encoding from several threads.
   int64_t add_token(const std::string& token);
 
+  // Pads with `token` instead of the configured pad token (SDXL's second tokenizer pads with "!").
+  void set_pad_token(const std::string& token) { pad_id_ = register_added(token); }
+
   // The id of a vocabulary or added token.
   std::optional<int64_t> token_id(const std::string& token) const;
 
