@@ -94,7 +94,7 @@ int run_generate(int argc, char** argv) {
       .option("variant", "NAME", "read weight files of this variant, e.g. fp16 (*.fp16.safetensors)")
       .option("tokenizer", "DIR", "single-file checkpoints: tokenizer folder (or a model folder with tokenizer/)",
               "the family's reference model on the Hub, cached or downloaded")
-      .option("threads", "N", "CPU threads", "the cores this process may use");
+      .option("threads", "N", "CPU threads", "the cores this process may use (OMP_NUM_THREADS if set)");
   if (!args.parse(argc, argv)) return 0;
   if (!args.has("model")) throw Error("tide generate: --model is required (a model folder, .safetensors file or Hub id)");
   if (!args.has("prompt")) throw Error("tide generate: --prompt is required");

@@ -3,6 +3,9 @@
 #include <ATen/Parallel.h>
 #include <sched.h>
 
+#include <algorithm>
+#include <cstdlib>
+
 #include <thread>
 
 namespace tide::runtime {
@@ -18,8 +21,17 @@ int usable_cores() {
   return hw > 0 ? static_cast<int>(hw) : 1;
 }
 
+int default_threads() {
+  // OMP_NUM_THREADS, when set, is the usual way to share a machine between processes.
+  if (const char* env = std::getenv("OMP_NUM_THREADS")) {
+    const int n = std::atoi(env);
+    if (n > 0) return std::min(n, usable_cores());
+  }
+  return usable_cores();
+}
+
 int configure_threads(int threads) {
-  const int count = threads > 0 ? threads : usable_cores();
+  const int count = threads > 0 ? threads : default_threads();
   at::set_num_threads(count);
   return count;
 }
