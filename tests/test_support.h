@@ -4,8 +4,13 @@
 
 #include <ATen/ATen.h>
 #include <cstdlib>
+#include <algorithm>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
+
+#include "tide/io/json_file.h"
 
 namespace tide::testing {
 
@@ -28,6 +33,38 @@ inline std::filesystem::path fixtures_dir() {
 
 inline std::filesystem::path reference_case(const std::string& id) { return fixtures_dir() / "reference" / id; }
 inline std::filesystem::path pipeline_dir(const std::string& name) { return fixtures_dir() / "pipelines" / name; }
+
+// A reference case found in the fixtures: its folder name and the pipeline it was made with.
+struct ReferenceCase {
+  std::string id, pipeline;
+};
+
+// The cases under $TIDE_FIXTURES/reference (folders with a case.json) that hold `marker_file` — e.g.
+// "latents_final.npy" for whole text-to-image runs, "unet_out.npy" for component dumps — made with
+// `pipeline` (any when empty), sorted. Found at run time, so a reference set of other cases is tested
+// the same way; empty without fixtures.
+inline std::vector<ReferenceCase> reference_cases(const std::string& marker_file, const std::string& pipeline = "") {
+  std::vector<ReferenceCase> cases;
+  if (!fixtures_available()) return cases;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(fixtures_dir() / "reference", ec)) {
+    const auto dir = entry.path();
+    if (!std::filesystem::exists(dir / "case.json") || !std::filesystem::exists(dir / marker_file)) continue;
+    const auto config = ::tide::io::read_json(dir / "case.json");
+    const std::string made_with = config.value("pipeline", std::string());
+    if (pipeline.empty() || made_with == pipeline) cases.push_back({dir.filename().string(), made_with});
+  }
+  std::sort(cases.begin(), cases.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+  return cases;
+}
+
+// A gtest parameter name from a case id (letters, digits and '_' only).
+inline std::string case_test_name(const std::string& id) {
+  std::string name = id;
+  for (char& c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return name;
+}
 
 inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();

@@ -87,6 +87,8 @@ void check_case(const std::string& id) {
   EXPECT_EQ(result.unet_calls, c["num_unet_calls"].get<int>());
   EXPECT_LE(worst_step, 1e-3) << "latents after some step differ";
   EXPECT_TENSOR_NEAR(result.latents, io::read_npy(dir / "latents_final.npy"), 1e-3);
+  std::printf("%s: worst per-step latent diff %.3g, final %.3g\n", id.c_str(), worst_step,
+              tide::testing::max_abs_diff(result.latents, io::read_npy(dir / "latents_final.npy")));
 
   // Pixels: each within 2 levels of 255, mean difference at most 0.25 level.
   for (int i = 0; i < request.num_images; ++i) {
@@ -95,27 +97,34 @@ void check_case(const std::string& id) {
     at::Tensor diff = (reference.to(at::kInt) - result.images[i].to(at::kInt)).abs();
     EXPECT_LE(diff.max().item<int>(), 2) << "image " << i;
     EXPECT_LE(diff.to(at::kDouble).mean().item<double>(), 0.25) << "image " << i;
+    std::printf("  image %d: max pixel diff %d, mean %.4f\n", i, diff.max().item<int>(),
+                diff.to(at::kDouble).mean().item<double>());
   }
 }
 
-class PipelineParity : public ::testing::TestWithParam<std::string> {};
+class PipelineParity : public ::testing::TestWithParam<tide::testing::ReferenceCase> {};
+// Without fixtures there are no cases: the *Cases tests below report the skip.
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(PipelineParity);
 
 TEST_P(PipelineParity, MatchesDiffusers) {
   TIDE_REQUIRE_FIXTURES();
-  check_case(GetParam());
+  check_case(GetParam().id);
 }
 
+// Every whole-run case of the reference set, found when the tests run.
+const auto kCaseName = [](const auto& info) { return tide::testing::case_test_name(info.param.id); };
 INSTANTIATE_TEST_SUITE_P(Sd1, PipelineParity,
-                         ::testing::Values("sd1_batch2_euler_64x64", "sd1_ddim_64x96", "sd1_ddpm_64x64",
-                                           "sd1_dpmpp2m_64x64", "sd1_dpmpp2m_karras_96x64", "sd1_euler_64x64",
-                                           "sd1_euler_a_64x64", "sd1_heun_64x64", "sd1_lms_64x64",
-                                           "sd1_longprompt_pndm_64x64", "sd1_nocfg_ddim_64x64", "sd1_pndm_64x64",
-                                           "sd1_unipc_64x64"));
+                         ::testing::ValuesIn(tide::testing::reference_cases("latents_final.npy", "sd1-tiny")), kCaseName);
 INSTANTIATE_TEST_SUITE_P(Sd2, PipelineParity,
-                         ::testing::Values("sd2_ddim_64x64", "sd2_dpmpp2m_64x64", "sd2_euler_64x96",
-                                           "sd2_unipc_96x64"));
+                         ::testing::ValuesIn(tide::testing::reference_cases("latents_final.npy", "sd2-tiny")), kCaseName);
 INSTANTIATE_TEST_SUITE_P(Sdxl, PipelineParity,
-                         ::testing::Values("sdxl_ddim_96x64", "sdxl_dpmpp2m_karras_64x64", "sdxl_euler_64x64",
-                                           "sdxl_euler_a_64x96"));
+                         ::testing::ValuesIn(tide::testing::reference_cases("latents_final.npy", "sdxl-tiny")), kCaseName);
+
+// The fixtures hold cases of every family, so the lists above are not silently empty.
+TEST(PipelineParityCases, EveryFamilyHasCases) {
+  TIDE_REQUIRE_FIXTURES();
+  for (const char* pipeline : {"sd1-tiny", "sd2-tiny", "sdxl-tiny"})
+    EXPECT_FALSE(tide::testing::reference_cases("latents_final.npy", pipeline).empty()) << pipeline;
+}
 
 }  // namespace

@@ -22,15 +22,6 @@ using nlohmann::json;
 using tide::schedulers::make_scheduler;
 using tide::schedulers::SchedulerOptions;
 
-// Every pipeline case of the reference set (checked against the folder by AllCasesListed).
-const std::vector<std::string> kCases = {
-    "sd1_batch2_euler_64x64", "sd1_ddim_64x96",        "sd1_ddpm_64x64",          "sd1_dpmpp2m_64x64",
-    "sd1_dpmpp2m_karras_96x64", "sd1_euler_64x64",     "sd1_euler_a_64x64",       "sd1_heun_64x64",
-    "sd1_lms_64x64",          "sd1_longprompt_pndm_64x64", "sd1_nocfg_ddim_64x64", "sd1_pndm_64x64",
-    "sd1_unipc_64x64",        "sd2_ddim_64x64",        "sd2_dpmpp2m_64x64",       "sd2_euler_64x96",
-    "sd2_unipc_96x64",        "sdxl_ddim_96x64",       "sdxl_dpmpp2m_karras_64x64", "sdxl_euler_64x64",
-    "sdxl_euler_a_64x96",
-};
 
 // case.json is written by Python's json, which spells infinities -Infinity (not JSON): read them as null,
 // which the schedulers take as the default (lambda_min_clipped = -inf).
@@ -61,11 +52,13 @@ struct Case {
   at::Tensor npy(const std::string& file) const { return tide::io::read_npy(dir / file); }
 };
 
-class SchedulerParity : public ::testing::TestWithParam<std::string> {};
+class SchedulerParity : public ::testing::TestWithParam<tide::testing::ReferenceCase> {};
+// Without fixtures there are no cases: the *Cases tests below report the skip.
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(SchedulerParity);
 
 TEST_P(SchedulerParity, ScheduleMatchesDiffusers) {
   TIDE_REQUIRE_FIXTURES();
-  const Case c(GetParam());
+  const Case c(GetParam().id);
   ASSERT_FALSE(c.name.empty()) << c.meta.at("scheduler");
   auto scheduler = make_scheduler(c.name, c.meta.at("scheduler_config"), c.options);
   scheduler->set_timesteps(c.meta.at("steps").get<int>());
@@ -92,7 +85,7 @@ TEST_P(SchedulerParity, ScheduleMatchesDiffusers) {
 
 TEST_P(SchedulerParity, FirstStepMatchesDiffusers) {
   TIDE_REQUIRE_FIXTURES();
-  const Case c(GetParam());
+  const Case c(GetParam().id);
   auto scheduler = make_scheduler(c.name, c.meta.at("scheduler_config"), c.options);
   scheduler->set_timesteps(c.meta.at("steps").get<int>());
 
@@ -125,26 +118,17 @@ TEST_P(SchedulerParity, FirstStepMatchesDiffusers) {
   EXPECT_TENSOR_NEAR(actual, expected, 1e-5);
   const double diff = tide::testing::max_abs_diff(actual, expected);
   const double scale = expected.abs().max().item<double>();
-  std::printf("[ %-26s ] %-8s first step max |diff| %.3g (max |latent| %.3g)\n", GetParam().c_str(),
+  std::printf("[ %-26s ] %-8s first step max |diff| %.3g (max |latent| %.3g)\n", GetParam().id.c_str(),
               c.name.c_str(), diff, scale);
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, SchedulerParity, ::testing::ValuesIn(kCases),
-                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+// Every whole-run case of the reference set, found when the tests run.
+INSTANTIATE_TEST_SUITE_P(Cases, SchedulerParity, ::testing::ValuesIn(tide::testing::reference_cases("latents_steps.npy")),
+                         [](const auto& info) { return tide::testing::case_test_name(info.param.id); });
 
-TEST(SchedulerParityCases, AllCasesListed) {
+TEST(SchedulerParityCases, FixturesHoldCases) {
   TIDE_REQUIRE_FIXTURES();
-  std::vector<std::string> found;
-  for (const auto& entry : fs::directory_iterator(tide::testing::fixtures_dir() / "reference")) {
-    const std::string id = entry.path().filename().string();
-    if (!entry.is_directory() || !fs::exists(entry.path() / "case.json")) continue;
-    if (read_case(entry.path() / "case.json").value("scheduler", json()).is_null()) continue;  // component cases
-    found.push_back(id);
-  }
-  std::sort(found.begin(), found.end());
-  std::vector<std::string> listed = kCases;
-  std::sort(listed.begin(), listed.end());
-  EXPECT_EQ(found, listed);
+  EXPECT_FALSE(tide::testing::reference_cases("latents_steps.npy").empty());
 }
 
 }  // namespace

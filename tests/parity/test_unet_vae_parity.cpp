@@ -48,11 +48,11 @@ at::Tensor optional_npy(const std::filesystem::path& path) {
   return std::filesystem::exists(path) ? read_npy(path) : at::Tensor();
 }
 
-struct ComponentCase {
-  std::string id, pipeline;
-};
+using ComponentCase = tide::testing::ReferenceCase;
 
 class UnetVaeComponents : public ::testing::TestWithParam<ComponentCase> {};
+// Without fixtures there are no cases: the *Cases tests below report the skip.
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(UnetVaeComponents);
 
 TEST_P(UnetVaeComponents, UnetOutput) {
   TIDE_REQUIRE_FIXTURES();
@@ -94,15 +94,15 @@ TEST_P(UnetVaeComponents, VaeEncode) {
             << tide::testing::max_abs_diff(moments.logvar, logvar) << " ]\n";
 }
 
-INSTANTIATE_TEST_SUITE_P(Tiny, UnetVaeComponents,
-                         ::testing::Values(ComponentCase{"sd1_components", "sd1-tiny"},
-                                           ComponentCase{"sd2_components", "sd2-tiny"},
-                                           ComponentCase{"sdxl_components", "sdxl-tiny"}),
-                         [](const auto& info) { return info.param.id; });
+// Every component dump of the reference set, found when the tests run.
+INSTANTIATE_TEST_SUITE_P(Tiny, UnetVaeComponents, ::testing::ValuesIn(tide::testing::reference_cases("unet_out.npy")),
+                         [](const auto& info) { return tide::testing::case_test_name(info.param.id); });
 
 // The first UNet call of a text-to-image run: CFG batch, scheduler-scaled sample, float timestep,
 // non-square sizes.
 class UnetPipelineStep0 : public ::testing::TestWithParam<ComponentCase> {};
+// Without fixtures there are no cases: the *Cases tests below report the skip.
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(UnetPipelineStep0);
 
 TEST_P(UnetPipelineStep0, FirstUnetCall) {
   TIDE_REQUIRE_FIXTURES();
@@ -121,15 +121,14 @@ TEST_P(UnetPipelineStep0, FirstUnetCall) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, UnetPipelineStep0,
-                         ::testing::Values(ComponentCase{"sd1_euler_64x64", "sd1-tiny"},
-                                           ComponentCase{"sd1_ddim_64x96", "sd1-tiny"},
-                                           ComponentCase{"sd1_nocfg_ddim_64x64", "sd1-tiny"},
-                                           ComponentCase{"sd1_batch2_euler_64x64", "sd1-tiny"},
-                                           ComponentCase{"sd2_euler_64x96", "sd2-tiny"},
-                                           ComponentCase{"sd2_unipc_96x64", "sd2-tiny"},
-                                           ComponentCase{"sdxl_euler_a_64x96", "sdxl-tiny"},
-                                           ComponentCase{"sdxl_dpmpp2m_karras_64x64", "sdxl-tiny"}),
-                         [](const auto& info) { return info.param.id; });
+                         ::testing::ValuesIn(tide::testing::reference_cases("unet_step0_out.npy")),
+                         [](const auto& info) { return tide::testing::case_test_name(info.param.id); });
+
+TEST(UnetVaeParityCases, FixturesHoldCases) {
+  TIDE_REQUIRE_FIXTURES();
+  EXPECT_FALSE(tide::testing::reference_cases("unet_out.npy").empty());
+  EXPECT_FALSE(tide::testing::reference_cases("unet_step0_out.npy").empty());
+}
 
 // ---- Full-size layouts: every parameter of the module is a checkpoint tensor of the same shape, and
 // every checkpoint tensor is a parameter. ----
