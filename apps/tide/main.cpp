@@ -16,6 +16,7 @@ constexpr const char* kUsage =
     "\n"
     "commands:\n"
     "  generate   make images from a text prompt (tide generate --help)\n"
+    "  bench      time text-to-image stage by stage, against plain libtorch (tide bench --help)\n"
     "  info       describe a model folder: components, parameters, dtypes, scheduler\n"
     "\n"
     "Run 'tide <command> --help' for the options of a command.\n";
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   try {
     if (command == "generate") return tide::cli::run_generate(argc - 2, argv + 2);
+    if (command == "bench") return tide::cli::run_bench(argc - 2, argv + 2);
     if (command == "info") return tide::cli::run_info(argc - 2, argv + 2);
     std::cerr << "error: unknown command '" << command << "'\n\n" << kUsage;
     return 2;
