@@ -17,11 +17,12 @@ using Clock = std::chrono::steady_clock;
 double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 // A fixed prompt's ids: BOS, a few words, EOS, EOS padding to 77 (only the shape matters for speed).
-at::Tensor prompt_ids(bool empty) {
-  std::vector<int64_t> ids(77, 49407);
-  ids[0] = 49406;
+// CLIP vocabularies end with BOS, EOS (49406, 49407 in the released ones).
+at::Tensor prompt_ids(bool empty, int64_t vocab_size) {
+  std::vector<int64_t> ids(77, vocab_size - 1);
+  ids[0] = vocab_size - 2;
   if (!empty)
-    for (int i = 1; i <= 8; ++i) ids[i] = 320 + 37 * i;
+    for (int i = 1; i <= 8; ++i) ids[i] = (320 + 37 * i) % (vocab_size - 2);
   return at::tensor(ids, at::kLong).unsqueeze(0);  // [1, 77]
 }
 
@@ -34,7 +35,7 @@ struct Conditioning {
 // As StableDiffusionPipeline::generate conditions the UNet; returns the text encoder passes it made.
 Conditioning encode(BenchModels& m, bool guided, int height, int width, int* encoder_passes) {
   auto one = [&](bool empty, at::Tensor* pooled) -> at::Tensor {
-    const at::Tensor ids = prompt_ids(empty);
+    const at::Tensor ids = prompt_ids(empty, m.text_encoder->config().vocab_size);
     if (!m.is_xl()) {
       ++*encoder_passes;
       return m.text_encoder->forward(ids).last_hidden_state;
