@@ -16,6 +16,7 @@ constexpr const char* kUsage =
     "\n"
     "commands:\n"
     "  generate   make images from a text prompt (tide generate --help)\n"
+    "  bench      time text-to-image stage by stage, against plain libtorch (tide bench --help)\n"
     "  info       describe a model folder: components, parameters, dtypes, scheduler\n"
     "  pull       download a model from the Hugging Face Hub into the HF cache\n"
     "  convert    diffusers folder <-> original single-file checkpoint (.safetensors)\n"
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   try {
     if (command == "generate") return tide::cli::run_generate(argc - 2, argv + 2);
+    if (command == "bench") return tide::cli::run_bench(argc - 2, argv + 2);
     if (command == "info") return tide::cli::run_info(argc - 2, argv + 2);
     if (command == "pull") return tide::cli::run_pull(argc - 2, argv + 2);
     if (command == "convert") return tide::cli::run_convert(argc - 2, argv + 2);

@@ -109,7 +109,7 @@ at::Tensor AutoencoderKLImpl::decode(const at::Tensor& z) {
     throw Error("VAE decode: latents must be [B, " + std::to_string(config_.latent_channels) + ", h, w], got " +
                 (z.defined() ? shape_string(z.sizes()) : std::string("nothing")));
   const at::Tensor h = post_quant_conv ? post_quant_conv->forward(z) : z;  // [B, latent, h, w]
-  return decoder->forward(h);                                               // [B, 3, h·f, w·f]
+  return decoder->forward(h).contiguous();                                  // [B, 3, h·f, w·f]
 }
 
 }  // namespace tide::models

@@ -164,7 +164,7 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, double ti
   }
 
   h = at::silu(conv_norm_out->forward(h));  // [B, C0, h, w]
-  return conv_out->forward(h);              // [B, out_channels, h, w]
+  return conv_out->forward(h).contiguous();  // [B, out_channels, h, w]
 }
 
 }  // namespace tide::models

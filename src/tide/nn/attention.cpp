@@ -2,10 +2,19 @@
 
 #include <cmath>
 
+#include "tide/kernels/attention_cpu.h"
+#include "tide/runtime/flop_counter.h"
+#include "tide/runtime/optimizations.h"
+
 namespace tide::nn {
 
 at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                         bool upcast) {
+  runtime::FlopCount::add_macs(2.0 * double(q.size(0) * q.size(1)) * double(q.size(2)) * double(k.size(2)) *
+                               double(q.size(3)));  // q·kᵀ and probs·v
+  // float32 inputs: upcasting changes nothing, so the blocked kernel computes the same thing.
+  if (runtime::optimizations().blocked_attention && kernels::blocked_attention_supported(q, k, v))
+    return kernels::blocked_attention(q, k, v);
   // As diffusers' AttnProcessor on heads folded into the batch: baddbmm with alpha = scale, softmax, bmm.
   const int64_t b = q.size(0), heads = q.size(1), lq = q.size(2), lk = k.size(2), d = q.size(3);
   at::Tensor q3 = q.reshape({b * heads, lq, d});
@@ -40,7 +49,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& hidden, const at::Tensor& co
   const bool spatial = hidden.dim() == 4;
   const int64_t b = hidden.size(0);
   at::Tensor x = hidden;
-  if (spatial) x = hidden.view({b, hidden.size(1), -1}).transpose(1, 2);  // [B, C, H, W] -> [B, HW, C]
+  if (spatial) x = hidden.flatten(2).transpose(1, 2);  // [B, C, H, W] -> [B, HW, C] (free when NHWC)
   if (group_norm) x = group_norm->forward(x.transpose(1, 2)).transpose(1, 2);
 
   const at::Tensor& kv = context.defined() ? context : x;

@@ -1,6 +1,10 @@
 #include "tide/nn/layers.h"
 
+#include <c10/core/GradMode.h>
+
 #include <cmath>
+
+#include "tide/runtime/optimizations.h"
 
 namespace tide::nn {
 
@@ -38,6 +42,33 @@ Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel
   const double bound = fan_in > 0 ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;
   weight = register_parameter("weight", uniform_parameter({out_channels, in_channels, kernel, kernel}, bound));
   bias = register_parameter("bias", uniform_parameter({out_channels}, bound));
+}
+
+at::Tensor spatial_contiguous(const at::Tensor& x) {
+  return x.contiguous(runtime::optimizations().channels_last ? at::MemoryFormat::ChannelsLast
+                                                             : at::MemoryFormat::Contiguous);
+}
+
+const at::Tensor& Conv2dImpl::channels_last_weight() {
+  const int64_t version = weight.is_inference() ? 0 : static_cast<int64_t>(weight._version());
+  if (!weight_nhwc_.defined() || weight_nhwc_source_ != weight.data_ptr() || weight_nhwc_version_ != version) {
+    c10::NoGradGuard no_grad;
+    weight_nhwc_ = weight.detach().contiguous(at::MemoryFormat::ChannelsLast);
+    weight_nhwc_source_ = weight.data_ptr();
+    weight_nhwc_version_ = version;
+  }
+  return weight_nhwc_;
+}
+
+at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
+  // Channels last only for inference: training needs the gradient of `weight` itself.
+  const bool nhwc = runtime::optimizations().channels_last && x.dim() == 4 && x.device().is_cpu() &&
+                    !(c10::GradMode::is_enabled() && (weight.requires_grad() || x.requires_grad()));
+  at::Tensor y = nhwc ? at::conv2d(x.contiguous(at::MemoryFormat::ChannelsLast), channels_last_weight(), bias,
+                                   {stride_, stride_}, {padding_, padding_})
+                      : at::conv2d(x, weight, bias, {stride_, stride_}, {padding_, padding_});
+  runtime::FlopCount::add_macs(double(y.numel()) * double(weight.size(1) * weight.size(2) * weight.size(3)));
+  return y;
 }
 
 GroupNormImpl::GroupNormImpl(int64_t groups, int64_t channels, double eps) : groups_(groups), eps_(eps) {

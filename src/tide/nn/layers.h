@@ -8,6 +8,8 @@
 
 #include <vector>
 
+#include "tide/runtime/flop_counter.h"
+
 namespace tide::nn {
 
 // While alive (on this thread), new layers' parameters are allocated but left uninitialized.
@@ -25,11 +27,18 @@ class NoInitGuard {
 // False inside a NoInitGuard.
 bool random_init_enabled();
 
+// `x` [B, C, H, W] made dense in the layout the convolutions use: NHWC (channels last) with the
+// channels_last optimization, NCHW otherwise. No copy when it already is.
+at::Tensor spatial_contiguous(const at::Tensor& x);
+
 class LinearImpl : public torch::nn::Module {
  public:
   // Random init as torch.nn.Linear: weight and bias ~ U(-1/√in, 1/√in).
   LinearImpl(int64_t in_features, int64_t out_features, bool bias = true);
-  at::Tensor forward(const at::Tensor& x) { return at::linear(x, weight, bias); }  // [..., in] -> [..., out]
+  at::Tensor forward(const at::Tensor& x) {  // [..., in] -> [..., out]
+    runtime::FlopCount::add_macs(double(x.numel()) * double(weight.size(0)));
+    return at::linear(x, weight, bias);
+  }
 
   at::Tensor weight;  // [out, in]
   at::Tensor bias;    // [out], undefined without bias
@@ -40,15 +49,20 @@ class Conv2dImpl : public torch::nn::Module {
  public:
   // Random init as torch.nn.Conv2d: weight and bias ~ U(-1/√fan_in, 1/√fan_in), fan_in = in·k·k.
   Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride = 1, int64_t padding = 0);
-  at::Tensor forward(const at::Tensor& x) {  // [B, in, H, W] -> [B, out, H', W']
-    return at::conv2d(x, weight, bias, {stride_, stride_}, {padding_, padding_});
-  }
+  at::Tensor forward(const at::Tensor& x);  // [B, in, H, W] -> [B, out, H', W']
 
   at::Tensor weight;  // [out, in, k, k]
   at::Tensor bias;    // [out]
 
  private:
+  // With the channels_last optimization: a channels-last copy of `weight`, made once (re-made if the
+  // weight changes), so that oneDNN runs NHWC convolutions without re-laying out the weight every call.
+  const at::Tensor& channels_last_weight();
+
   int64_t stride_, padding_;
+  at::Tensor weight_nhwc_;
+  const void* weight_nhwc_source_ = nullptr;
+  int64_t weight_nhwc_version_ = -1;
 };
 TORCH_MODULE(Conv2d);
 

@@ -64,9 +64,9 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor
   for (auto& block : blocks_) h = block->forward(h, context);  // [B, H·W, C]
 
   if (proj_out_conv)
-    h = proj_out_conv->forward(h.reshape({b, height, width, c}).permute({0, 3, 1, 2}).contiguous());
+    h = proj_out_conv->forward(spatial_contiguous(h.reshape({b, height, width, c}).permute({0, 3, 1, 2})));
   else
-    h = proj_out_linear->forward(h).reshape({b, height, width, c}).permute({0, 3, 1, 2}).contiguous();
+    h = spatial_contiguous(proj_out_linear->forward(h).reshape({b, height, width, c}).permute({0, 3, 1, 2}));
   return h + x;  // [B, C, H, W]
 }
 

@@ -66,6 +66,8 @@ class StableDiffusionPipeline {
   const nlohmann::json& scheduler_config() const { return scheduler_config_; }
   text::ClipTokenizer& tokenizer() { return *tokenizer_; }
   models::ClipTextModel& text_encoder() { return text_encoder_; }
+  models::ClipTextModel& text_encoder_2() { return text_encoder_2_; }  // SDXL only
+  bool force_zeros_for_empty_prompt() const { return force_zeros_for_empty_prompt_; }
   models::UNet2DConditionModel& unet() { return unet_; }
   models::AutoencoderKL& vae() { return vae_; }
 

@@ -1,0 +1,171 @@
+// tide bench: how fast text-to-image runs here, stage by stage, and against plain libtorch.
+#include <iostream>
+#include <sstream>
+
+#include "args.h"
+#include "commands.h"
+#include "tide/bench/attention_bench.h"
+#include "tide/bench/bench_models.h"
+#include "tide/bench/peak.h"
+#include "tide/bench/report.h"
+#include "tide/bench/runner.h"
+#include "tide/io/atomic_file.h"
+#include "tide/models/presets.h"
+#include "tide/pipeline/model_source.h"
+#include "tide/runtime/cpu_features.h"
+#include "tide/runtime/error.h"
+#include "tide/runtime/memory.h"
+#include "tide/runtime/threads.h"
+#include "tide/schedulers/scheduler.h"
+
+namespace tide::cli {
+namespace {
+
+std::string joined(const std::vector<std::string>& names, const char* sep = ", ") {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : sep) + n;
+  return s;
+}
+
+void write_json(const std::string& path, const nlohmann::json& j) {
+  io::write_file_atomically(path, j.dump(2) + "\n");
+  std::cerr << "wrote " << path << "\n";
+}
+
+int run_attention(const Args& args, const bench::PeakResult& peak, int threads) {
+  bench::AttentionBenchSettings s;
+  s.batch = args.get_int("batch");
+  s.heads = args.get_int("heads");
+  s.tokens = args.get_int("tokens");
+  s.head_dim = args.get_int("head-dim");
+  s.context_tokens = args.get_int("context-tokens");
+  s.runs = args.get_int("runs");
+  s.warmup = args.get_int("warmup");
+  const auto r = bench::run_attention_bench(s);
+  const double blocked = bench::median(r.blocked_s), plain = bench::median(r.plain_s);
+  const double gflops = r.flops * 1e-9 / blocked, plain_gflops = r.flops * 1e-9 / plain;
+  std::ostringstream o;
+  o << "attention [" << s.batch << " x " << s.heads << " heads, " << s.tokens << " x "
+    << (s.context_tokens ? s.context_tokens : s.tokens) << " tokens, head dim " << s.head_dim << "], " << threads
+    << " threads: " << r.flops * 1e-9 << " GFLOP per call\n"
+    << "  blocked: " << blocked << " s median (" << gflops << " GFLOP/s)\n"
+    << "  plain:   " << plain << " s median (" << plain_gflops << " GFLOP/s)\n"
+    << "  speedup: " << plain / blocked << "x; max |blocked - plain| = " << r.max_abs_diff << "\n";
+  if (peak.gflops > 0) o << "  peak:    " << peak.gflops << " GFLOP/s, blocked at " << 100 * gflops / peak.gflops << "%\n";
+  std::cout << o.str();
+  if (args.has("json")) {
+    nlohmann::json j = {{"attention",
+                         {{"batch", s.batch}, {"heads", s.heads}, {"tokens", s.tokens},
+                          {"context_tokens", s.context_tokens ? s.context_tokens : s.tokens}, {"head_dim", s.head_dim},
+                          {"gflop", r.flops * 1e-9}, {"blocked_median_s", blocked}, {"plain_median_s", plain},
+                          {"blocked_s", r.blocked_s}, {"plain_s", r.plain_s}, {"speedup", plain / blocked},
+                          {"gflops", gflops}, {"max_abs_diff", r.max_abs_diff}}},
+                        {"peak_gflops", peak.gflops > 0 ? nlohmann::json(peak.gflops) : nlohmann::json(nullptr)},
+                        {"threads", threads},
+                        {"cpu_features", runtime::cpu_features()},
+                        {"peak_rss_bytes", runtime::peak_rss_bytes()}};
+    write_json(args.get("json"), j);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int run_bench(int argc, char** argv) {
+  Args args("bench", "tide bench (--arch NAME | --model PATH) [options]",
+            "Times text-to-image stage by stage (text encoder, one UNet call with the guidance batch, the\n"
+            "denoising loop, VAE decode, end to end) and reports GFLOP/s, the share of the machine's FMA peak\n"
+            "and, with --compare-plain, the speed-up over plain libtorch measured in the same process.");
+  args.option("arch", "NAME", "built-in architecture with random weights, no download: " +
+                                  joined(models::presets::preset_names()))
+      .option("model", "PATH", "a diffusers model folder instead of --arch")
+      .option("width", "PX", "image width", "the model's sample size")
+      .option("height", "PX", "image height", "the model's sample size")
+      .option("steps", "N", "denoising steps", "20")
+      .option("scheduler", "NAME", "one of: " + joined(schedulers::scheduler_names()), "dpm++2m")
+      .option("guidance", "G", "guidance scale; above 1 the UNet runs a batch of 2 (uncond + cond)", "7.5")
+      .option("runs", "N", "timed passes; the median, min and max are reported", "3")
+      .option("warmup", "N", "untimed passes first", "1")
+      .option("threads", "N", "CPU threads", "the cores this process may use")
+      .option("dtype", "TYPE", "float32 | bf16 (bf16 needs AMX or AVX512-BF16)", "float32")
+      .flag("peak", "measure this machine's float32 FMA peak and report each stage's share of it")
+      .flag("plain", "switch every optimization off: plain libtorch module code, as diffusers runs it")
+      .flag("compare-plain", "after every pass run the same pass with --plain; print the speed-up per stage")
+      .option("json", "FILE", "also write the results as JSON (written atomically)")
+      .flag("attention", "time attention alone, blocked kernel vs plain, instead of the pipeline")
+      .option("batch", "N", "--attention: batch (2 = guidance batch)", "2")
+      .option("heads", "N", "--attention: heads", "8")
+      .option("tokens", "N", "--attention: query tokens (4096 = 64x64 latents, SD 1.5 at 512 px)", "4096")
+      .option("head-dim", "N", "--attention: head dimension", "40")
+      .option("context-tokens", "N", "--attention: key/value tokens; 0 = self-attention", "0");
+  if (!args.parse(argc, argv)) return 0;
+
+  const int threads = runtime::configure_threads(args.has("threads") ? args.get_int("threads") : 0);
+  const std::string dtype = args.get("dtype");
+  if (dtype != "float32" && dtype != "f32" && dtype != "bf16")
+    throw Error("tide bench: --dtype must be float32 or bf16, got '" + dtype + "'");
+  if (dtype == "bf16") {
+    if (!runtime::bf16_supported())
+      std::cerr << "bf16 unavailable: this CPU has neither AMX nor AVX512-BF16; running float32\n";
+    else
+      std::cerr << "bf16 is not implemented yet in tide; running float32\n";
+  }
+  bench::PeakResult peak;
+  if (args.get_flag("peak")) {
+    peak = bench::measure_fma_peak();
+    std::cerr << "FMA peak: " << peak.gflops << " GFLOP/s float32 (" << peak.isa << ", " << peak.threads
+              << " threads)\n";
+  }
+  if (args.get_flag("attention")) return run_attention(args, peak, threads);
+
+  if (args.has("arch") == args.has("model"))
+    throw Error("tide bench: give exactly one of --arch (" + joined(models::presets::preset_names()) +
+                ") or --model PATH");
+  if (args.get_flag("plain") && args.get_flag("compare-plain"))
+    throw Error("tide bench: --plain and --compare-plain exclude each other (--compare-plain already runs both)");
+
+  bench::BenchSettings s;
+  if (args.has("width")) s.width = args.get_int("width");
+  if (args.has("height")) s.height = args.get_int("height");
+  s.steps = args.get_int("steps");
+  s.scheduler = args.get("scheduler");
+  s.guidance = args.get_double("guidance");
+  s.runs = args.get_int("runs");
+  s.warmup = args.get_int("warmup");
+  s.compare_plain = args.get_flag("compare-plain");
+  if (args.get_flag("plain")) s.optimizations = runtime::Optimizations::plain();
+
+  bench::BenchModels models;
+  if (args.has("arch")) {
+    const auto names = models::presets::preset_names();
+    if (std::find(names.begin(), names.end(), args.get("arch")) == names.end())
+      throw Error("tide bench: unknown --arch '" + args.get("arch") + "'; choose one of: " + joined(names));
+    models = bench::models_from_preset(args.get("arch"));
+  } else {
+    models = bench::models_from_folder(pipeline::resolve_model(args.get("model")));
+  }
+  s = bench::resolve_settings(models, s);
+
+  bench::ReportContext ctx;
+  ctx.model = models.description;
+  ctx.settings = s;
+  ctx.threads = threads;
+  ctx.peak_gflops = peak.gflops;
+  ctx.peak_isa = peak.isa;
+  ctx.cpu_features = runtime::cpu_features();
+  ctx.cpu_model = runtime::cpu_model_name();
+  std::cerr << "bench " << ctx.model << ": " << s.width << "x" << s.height << ", " << s.steps << " steps "
+            << s.scheduler << ", guidance " << s.guidance << ", " << threads << " threads, float32, optimizations: "
+            << (s.optimizations.enabled().empty() ? "none (plain)" : joined(s.optimizations.enabled())) << "\n"
+            << "cpu: " << ctx.cpu_model << " [" << joined(ctx.cpu_features, " ") << "]\n";
+
+  const auto result = bench::run_bench(models, s, [&](const std::string& label, int index) {
+    std::cerr << "  " << label << " " << index + 1 << "\n";
+  });
+  ctx.peak_rss_bytes = runtime::peak_rss_bytes();
+  std::cout << bench::to_table(result, ctx);
+  if (args.has("json")) write_json(args.get("json"), bench::to_json(result, ctx));
+  return 0;
+}
+
+}  // namespace tide::cli

@@ -1,0 +1,24 @@
+// Attention alone, blocked kernel vs plain (baddbmm, softmax, bmm as diffusers' AttnProcessor), alternating
+// in one process on the same inputs. Defaults: SD 1.5's first level at 512×512 with guidance
+// (batch 2, 8 heads of 40, 4096 tokens, self-attention).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace tide::bench {
+
+struct AttentionBenchSettings {
+  int64_t batch = 2, heads = 8, tokens = 4096, head_dim = 40;
+  int64_t context_tokens = 0;  // keys/values; 0: self-attention (= tokens)
+  int runs = 5, warmup = 1;
+};
+
+struct AttentionBenchResult {
+  std::vector<double> blocked_s, plain_s;
+  double flops = 0;          // per call
+  double max_abs_diff = 0;   // blocked vs plain outputs
+};
+
+AttentionBenchResult run_attention_bench(const AttentionBenchSettings& settings);
+
+}  // namespace tide::bench

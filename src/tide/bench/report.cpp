@@ -1,0 +1,91 @@
+#include "tide/bench/report.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+
+namespace tide::bench {
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+StageSummary summarize(const BenchResult& r, int stage) {
+  StageSummary s;
+  std::vector<double> t, p;
+  for (const auto& run : r.runs) t.push_back(run[stage]);
+  for (const auto& run : r.plain_runs) p.push_back(run[stage]);
+  if (!t.empty()) {
+    s.median_s = median(t);
+    s.min_s = *std::min_element(t.begin(), t.end());
+    s.max_s = *std::max_element(t.begin(), t.end());
+  }
+  s.plain_median_s = median(p);
+  return s;
+}
+
+nlohmann::json to_json(const BenchResult& r, const ReportContext& c) {
+  using nlohmann::json;
+  json stages = json::array();
+  for (int i = 0; i < kStageCount; ++i) {
+    const StageSummary s = summarize(r, i);
+    const double gflops = s.median_s > 0 ? r.flops[i] * 1e-9 / s.median_s : 0;
+    json st = {{"stage", stage_name(i)}, {"median_s", s.median_s}, {"min_s", s.min_s}, {"max_s", s.max_s},
+               {"gflop", r.flops[i] * 1e-9}, {"gflops", gflops}};
+    st["peak_fraction"] = c.peak_gflops > 0 ? json(gflops / c.peak_gflops) : json(nullptr);
+    st["plain_median_s"] = s.plain_median_s > 0 ? json(s.plain_median_s) : json(nullptr);
+    st["speedup"] = s.plain_median_s > 0 && s.median_s > 0 ? json(s.plain_median_s / s.median_s) : json(nullptr);
+    stages.push_back(st);
+  }
+  const auto& set = c.settings;
+  json out = {{"stages", stages},
+              {"peak_gflops", c.peak_gflops > 0 ? json(c.peak_gflops) : json(nullptr)},
+              {"peak_isa", c.peak_isa},
+              {"threads", c.threads},
+              {"cpu_features", c.cpu_features},
+              {"cpu_model", c.cpu_model},
+              {"peak_rss_bytes", c.peak_rss_bytes},
+              {"model", c.model},
+              {"width", r.width},
+              {"height", r.height},
+              {"steps", set.steps},
+              {"scheduler", set.scheduler},
+              {"guidance", set.guidance},
+              {"runs", set.runs},
+              {"warmup", set.warmup},
+              {"unet_calls", r.unet_calls},
+              {"dtype", c.dtype},
+              {"optimizations", set.optimizations.enabled()},
+              {"compare_plain", set.compare_plain}};
+  return out;
+}
+
+std::string to_table(const BenchResult& r, const ReportContext& c) {
+  std::ostringstream o;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-13s %9s %9s %9s %9s %9s %6s", "stage", "median_s", "min_s", "max_s", "GFLOP",
+                "GFLOP/s", "peak%");
+  o << line << (r.plain_runs.empty() ? "" : "   plain_s  speedup") << "\n";
+  for (int i = 0; i < kStageCount; ++i) {
+    const StageSummary s = summarize(r, i);
+    const double gflops = s.median_s > 0 ? r.flops[i] * 1e-9 / s.median_s : 0;
+    char peak[16] = "-";
+    if (c.peak_gflops > 0) std::snprintf(peak, sizeof peak, "%.1f", 100 * gflops / c.peak_gflops);
+    std::snprintf(line, sizeof line, "%-13s %9.3f %9.3f %9.3f %9.1f %9.1f %6s", stage_name(i), s.median_s, s.min_s,
+                  s.max_s, r.flops[i] * 1e-9, gflops, peak);
+    o << line;
+    if (!r.plain_runs.empty()) {
+      std::snprintf(line, sizeof line, " %9.3f %7.2fx", s.plain_median_s,
+                    s.median_s > 0 ? s.plain_median_s / s.median_s : 0.0);
+      o << line;
+    }
+    o << "\n";
+  }
+  o << "UNet calls per pass: " << r.unet_calls << "; peak RSS: " << c.peak_rss_bytes / (1 << 20) << " MiB\n";
+  return o.str();
+}
+
+}  // namespace tide::bench

@@ -1,0 +1,187 @@
+#include "tide/bench/runner.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "tide/runtime/error.h"
+#include "tide/runtime/flop_counter.h"
+#include "tide/schedulers/scheduler.h"
+
+namespace tide::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// A fixed prompt's ids: BOS, a few words, EOS, EOS padding to 77 (only the shape matters for speed).
+// CLIP vocabularies end with BOS, EOS (49406, 49407 in the released ones).
+at::Tensor prompt_ids(bool empty, int64_t vocab_size) {
+  std::vector<int64_t> ids(77, vocab_size - 1);
+  ids[0] = vocab_size - 2;
+  if (!empty)
+    for (int i = 1; i <= 8; ++i) ids[i] = (320 + 37 * i) % (vocab_size - 2);
+  return at::tensor(ids, at::kLong).unsqueeze(0);  // [1, 77]
+}
+
+struct Conditioning {
+  at::Tensor context;   // [2, 77, D] (uncond, cond) or [1, 77, D] without guidance
+  at::Tensor pooled;    // SDXL [B, P]
+  at::Tensor time_ids;  // SDXL [B, 6]
+};
+
+// As StableDiffusionPipeline::generate conditions the UNet; returns the text encoder passes it made.
+Conditioning encode(BenchModels& m, bool guided, int height, int width, int* encoder_passes) {
+  auto one = [&](bool empty, at::Tensor* pooled) -> at::Tensor {
+    const at::Tensor ids = prompt_ids(empty, m.text_encoder->config().vocab_size);
+    if (!m.is_xl()) {
+      ++*encoder_passes;
+      return m.text_encoder->forward(ids).last_hidden_state;
+    }
+    const at::Tensor first = m.text_encoder->forward(ids).penultimate;
+    auto second = m.text_encoder_2->forward(ids);
+    *pooled = second.text_embeds;
+    ++*encoder_passes;
+    return at::cat({first, second.penultimate}, -1);  // [1, 77, D1 + D2]
+  };
+  Conditioning c;
+  c.context = one(false, &c.pooled);
+  if (guided) {
+    at::Tensor uncond_pooled;
+    const at::Tensor uncond = m.is_xl() && m.force_zeros_for_empty_prompt
+                                  ? (uncond_pooled = at::zeros_like(c.pooled), at::zeros_like(c.context))
+                                  : one(true, &uncond_pooled);
+    c.context = at::cat({uncond, c.context});
+    if (m.is_xl()) c.pooled = at::cat({uncond_pooled, c.pooled});
+  }
+  if (m.is_xl()) {
+    c.time_ids = at::tensor({double(height), double(width), 0.0, 0.0, double(height), double(width)}, at::kFloat)
+                     .unsqueeze(0)
+                     .repeat({c.context.size(0), 1});
+  }
+  return c;
+}
+
+// One pass over all stages; `flops` (optional) receives the analytic work of each stage.
+StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, int* unet_calls) {
+  c10::InferenceMode inference;
+  const bool guided = s.guidance > 1.0;
+  StageTimes t{};
+  const auto start = Clock::now();
+
+  int encoder_passes = 0;
+  Conditioning c = encode(m, guided, s.height, s.width, &encoder_passes);
+  t[kTextEncoder] = since(start);
+
+  const int f = m.vae_scale_factor();
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(0);
+  at::Tensor latents = at::randn({1, m.unet->config().in_channels, s.height / f, s.width / f}, generator, at::kFloat);
+
+  // One UNet call with the guidance batch, outside the end-to-end time.
+  const auto unet_start = Clock::now();
+  {
+    runtime::FlopCount count;
+    m.unet->forward(guided ? at::cat({latents, latents}) : latents, 999.0, c.context, c.pooled, c.time_ids);
+    (*flops)[kUnet] = count.flops();
+  }
+  t[kUnet] = since(unet_start);
+
+  const auto denoise_start = Clock::now();
+  auto scheduler = schedulers::make_scheduler(s.scheduler, m.scheduler_config, {});
+  scheduler->set_timesteps(s.steps);
+  latents = latents * scheduler->init_noise_sigma();
+  int calls = 0;
+  {
+    runtime::FlopCount count;
+    for (double step_t : scheduler->timesteps()) {
+      at::Tensor input = scheduler->scale_model_input(guided ? at::cat({latents, latents}) : latents, step_t);
+      at::Tensor noise = m.unet->forward(input, step_t, c.context, c.pooled, c.time_ids);
+      ++calls;
+      if (guided) {
+        auto halves = noise.chunk(2);
+        noise = halves[0] + s.guidance * (halves[1] - halves[0]);
+      }
+      latents = scheduler->step(noise, step_t, latents, generator);
+    }
+    (*flops)[kDenoise] = count.flops();
+  }
+  t[kDenoise] = since(denoise_start);
+
+  const auto vae_start = Clock::now();
+  {
+    runtime::FlopCount count;
+    // Random weights can drive latents far from the usual range; keep the decoder's input finite.
+    m.vae->decode(at::nan_to_num(latents, 0.0, 1e4, -1e4) / m.vae->config().scaling_factor);
+    (*flops)[kVaeDecode] = count.flops();
+  }
+  t[kVaeDecode] = since(vae_start);
+  t[kTotal] = since(start) - t[kUnet];
+
+  double text_flops = clip_text_flops(m.text_encoder->config(), 77);
+  if (m.is_xl()) text_flops += clip_text_flops(m.text_encoder_2->config(), 77);
+  (*flops)[kTextEncoder] = text_flops * encoder_passes;
+  (*flops)[kTotal] = (*flops)[kTextEncoder] + (*flops)[kDenoise] + (*flops)[kVaeDecode];
+  *unet_calls = calls;
+  return t;
+}
+
+}  // namespace
+
+const char* stage_name(int stage) {
+  static const char* names[kStageCount] = {"text_encoder", "unet", "denoise", "vae_decode", "total"};
+  return names[stage];
+}
+
+double clip_text_flops(const models::ClipTextConfig& c, int64_t tokens) {
+  const double d = double(c.hidden_size), inter = double(c.intermediate_size), l = double(tokens);
+  const double per_layer = l * (4 * d * d + 2 * d * inter) + 2 * l * l * d;  // q,k,v,out + mlp + q·kᵀ, probs·v
+  double macs = double(c.num_hidden_layers) * per_layer;
+  if (c.with_projection) macs += d * double(c.projection_dim);
+  return 2 * macs;
+}
+
+BenchSettings resolve_settings(const BenchModels& m, BenchSettings s) {
+  const int f = m.vae_scale_factor();
+  if (s.width == 0) s.width = m.default_size();
+  if (s.height == 0) s.height = m.default_size();
+  if (s.width < f || s.height < f || s.width % f || s.height % f)
+    throw Error("tide bench: width and height must be positive multiples of " + std::to_string(f) + ", got " +
+                std::to_string(s.width) + "x" + std::to_string(s.height));
+  if (s.steps < 1) throw Error("tide bench: --steps must be at least 1, got " + std::to_string(s.steps));
+  if (s.runs < 1) throw Error("tide bench: --runs must be at least 1, got " + std::to_string(s.runs));
+  if (s.warmup < 0) throw Error("tide bench: --warmup must be 0 or more, got " + std::to_string(s.warmup));
+  schedulers::make_scheduler(s.scheduler, m.scheduler_config, {});  // throws on an unknown name
+  return s;
+}
+
+BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
+                      const std::function<void(const std::string&, int)>& on_pass) {
+  const BenchSettings s = resolve_settings(models, raw);
+  BenchResult result;
+  result.width = s.width;
+  result.height = s.height;
+  for (int i = 0; i < s.warmup + s.runs; ++i) {
+    const bool warm = i < s.warmup;
+    const int index = warm ? i : i - s.warmup;
+    {
+      runtime::OptimizationsGuard guard(s.optimizations);
+      if (on_pass) on_pass(warm ? "warmup" : "run", index);
+      StageTimes flops{};
+      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls);
+      if (i == 0) result.flops = flops;
+      if (!warm) result.runs.push_back(t);
+    }
+    if (s.compare_plain) {
+      runtime::OptimizationsGuard guard(runtime::Optimizations::plain());
+      if (on_pass) on_pass(warm ? "plain warmup" : "plain run", index);
+      StageTimes flops{};
+      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls);
+      if (!warm) result.plain_runs.push_back(t);
+    }
+  }
+  return result;
+}
+
+}  // namespace tide::bench

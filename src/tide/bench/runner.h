@@ -1,0 +1,48 @@
+// Timed text-to-image passes, stage by stage, as `tide bench` runs them: text encoding, one UNet call with
+// the guidance batch, the whole denoising loop, VAE decode and the end-to-end time. With compare_plain,
+// each pass is followed by the same pass with every optimization off, so both see the same machine state.
+#pragma once
+#include <array>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "tide/bench/bench_models.h"
+#include "tide/runtime/optimizations.h"
+
+namespace tide::bench {
+
+enum Stage { kTextEncoder, kUnet, kDenoise, kVaeDecode, kTotal, kStageCount };
+const char* stage_name(int stage);  // "text_encoder", "unet", "denoise", "vae_decode", "total"
+
+struct BenchSettings {
+  int width = 0, height = 0;  // 0: the model's default size
+  int steps = 20;
+  std::string scheduler = "dpm++2m";
+  double guidance = 7.5;  // > 1: the UNet runs the unconditional and conditional halves as one batch of 2
+  int runs = 3;
+  int warmup = 1;
+  bool compare_plain = false;
+  runtime::Optimizations optimizations;  // the measured side (Optimizations::plain() under --plain)
+};
+
+using StageTimes = std::array<double, kStageCount>;  // seconds
+
+struct BenchResult {
+  std::vector<StageTimes> runs, plain_runs;  // timed passes (plain_runs: compare_plain only)
+  StageTimes flops{};                        // float ops per pass of each stage, analytic
+  int unet_calls = 0;                        // per pass, in the denoising loop
+  int width = 0, height = 0;
+};
+
+// Checks the settings against the models (sizes, scheduler name, steps); throws tide::Error.
+BenchSettings resolve_settings(const BenchModels& models, BenchSettings settings);
+
+// `on_pass(label, index)` is called before every pass ("warmup", "run", "plain warmup", "plain run").
+BenchResult run_bench(BenchModels& models, const BenchSettings& settings,
+                      const std::function<void(const std::string&, int)>& on_pass = nullptr);
+
+// Float ops of one text encoder pass over `tokens` tokens (linear layers and attention products, ×2).
+double clip_text_flops(const models::ClipTextConfig& config, int64_t tokens);
+
+}  // namespace tide::bench

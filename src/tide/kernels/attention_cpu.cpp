@@ -1,0 +1,209 @@
+#include "tide/kernels/attention_cpu.h"
+
+#include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define TIDE_X86 1
+#endif
+
+namespace tide::kernels {
+namespace {
+
+// One softmax row in place: x <- exp(x - max(x)); returns the sum (the caller divides the output by it).
+float softmax_row_scalar(float* x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  float sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - m));
+  return sum;
+}
+
+#ifdef TIDE_X86
+// exp for x <= 0 (Cephes' expf: range reduction by ln 2, degree-5 polynomial), rel. error ~1e-7.
+// Clamped at -87 so that results stay normal floats (denormals are slow).
+__attribute__((target("avx2,fma"))) inline __m256 exp_nonpositive(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+  fx = _mm256_floor_ps(fx);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma"))) float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) float softmax_row_avx2(float* x, int64_t n) {
+  const int64_t nv = n - n % 8;
+  __m256 vm = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t i = 0; i < nv; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vm);
+  float m = *std::max_element(lanes, lanes + 8);
+  for (int64_t i = nv; i < n; ++i) m = std::max(m, x[i]);
+  const __m256 bm = _mm256_set1_ps(m);
+  __m256 vs = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nv; i += 8) {
+    const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + i), bm));
+    _mm256_storeu_ps(x + i, e);
+    vs = _mm256_add_ps(vs, e);
+  }
+  float sum = hsum(vs);
+  for (int64_t i = nv; i < n; ++i) sum += (x[i] = std::exp(x[i] - m));
+  return sum;
+}
+
+const bool kHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+
+// C[R rows, 8·NV cols] = A[R, k] · B[k, 8·NV cols]: R·NV accumulators in registers, B streamed row by row.
+template <int R, int NV>
+__attribute__((target("avx2,fma"))) inline void micro_gemm(int64_t k, const float* a, int64_t lda, const float* b,
+                                                           int64_t ldb, float* c, int64_t ldc) {
+  __m256 acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < k; ++p) {
+    __m256 bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + p * ldb + 8 * v);
+    for (int r = 0; r < R; ++r) {
+      const __m256 av = _mm256_broadcast_ss(a + r * lda + p);
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
+}
+
+template <int R>
+__attribute__((target("avx2,fma"))) void gemm_rows(int64_t n, int64_t k, const float* a, int64_t lda,
+                                                   const float* b, int64_t ldb, float* c, int64_t ldc) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) micro_gemm<R, 2>(k, a, lda, b + j, ldb, c + j, ldc);
+  for (; j + 8 <= n; j += 8) micro_gemm<R, 1>(k, a, lda, b + j, ldb, c + j, ldc);
+  for (; j < n; ++j)  // fewer than 8 columns left
+    for (int r = 0; r < R; ++r) {
+      float sum = 0;
+      for (int64_t p = 0; p < k; ++p) sum += a[r * lda + p] * b[p * ldb + j];
+      c[r * ldc + j] = sum;
+    }
+}
+
+// Row-major C[m, n] = A[m, k] · B[k, n] (unit stride along rows), one thread, no allocation: BLAS
+// called from many threads at once contends on its internal buffers, badly on a busy machine.
+__attribute__((target("avx2,fma"))) void gemm_avx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                                                   const float* b, int64_t ldb, float* c, int64_t ldc) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) gemm_rows<4>(n, k, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
+  for (; i < m; ++i) gemm_rows<1>(n, k, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
+}
+#endif
+
+float softmax_row(float* x, int64_t n) {
+#ifdef TIDE_X86
+  if (kHasAvx2) return softmax_row_avx2(x, n);
+#endif
+  return softmax_row_scalar(x, n);
+}
+
+// Scratch for one strip of scores, reused across calls by each worker thread.
+float* strip_buffer(size_t floats) {
+  thread_local std::vector<float> buffer;
+  if (buffer.size() < floats) buffer.resize(floats);
+  return buffer.data();
+}
+
+}  // namespace
+
+bool blocked_attention_supported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  for (const at::Tensor* t : {&q, &k, &v}) {
+    if (!t->defined() || t->dim() != 4 || t->scalar_type() != at::kFloat || !t->device().is_cpu()) return false;
+    if (c10::GradMode::is_enabled() && t->requires_grad()) return false;
+  }
+  return q.size(3) == k.size(3) && k.size(3) == v.size(3) && k.size(2) == v.size(2) && q.size(0) == k.size(0) &&
+         q.size(1) == k.size(1) && k.size(0) == v.size(0) && k.size(1) == v.size(1);
+}
+
+at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+                             int64_t query_block) {
+  TORCH_CHECK(blocked_attention_supported(q_in, k_in, v_in), "blocked_attention: unsupported inputs");
+  // BLAS wants unit stride along d and a row stride of at least d.
+  auto last_dim_contiguous = [](const at::Tensor& t) {
+    return t.stride(3) == 1 && t.stride(2) >= t.size(3) ? t : t.contiguous();
+  };
+  const at::Tensor q = last_dim_contiguous(q_in), k = last_dim_contiguous(k_in), v = last_dim_contiguous(v_in);
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), Lk = k.size(2), d = q.size(3);
+  at::Tensor out = at::empty({B, Lq, H, d}, q.options());  // heads interleaved: [B, Lq, H·d] when merged
+  if (out.numel() == 0) return out.permute({0, 2, 1, 3});
+  if (Lk == 0) return out.zero_().permute({0, 2, 1, 3});
+
+  // ~256 KB of scores per strip: stays in L2 between the two products.
+  constexpr int64_t kMaxBlock = 256;
+  const int64_t bq = std::clamp<int64_t>(query_block > 0 ? query_block : 65536 / Lk, 1, kMaxBlock);
+  const int64_t blocks = (Lq + bq - 1) / bq;
+  // Scaling q once is cheaper than scaling every score; kᵀ made dense once so the score product streams it.
+  const at::Tensor qs = q * (1.0 / std::sqrt(static_cast<double>(d)));  // [B, H, Lq, d]
+  const at::Tensor kt = k.transpose(2, 3).contiguous();                 // [B, H, d, Lk]
+  const at::Tensor out_heads = out.permute({0, 2, 1, 3});               // [B, H, Lq, d] view
+  const float *qp = qs.data_ptr<float>(), *ktp = kt.data_ptr<float>(), *vp = v.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t ldo = H * d;
+#ifdef TIDE_X86
+  const bool own_gemm = kHasAvx2;
+#else
+  const bool own_gemm = false;
+#endif
+
+  at::parallel_for(0, B * H * blocks, 1, [&](int64_t begin, int64_t end) {
+    float* strip = strip_buffer(static_cast<size_t>(bq * Lk));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t bh = task / blocks, b = bh / H, h = bh % H;
+      const int64_t i0 = (task % blocks) * bq, rows = std::min(bq, Lq - i0);
+      const float* qb = qp + b * qs.stride(0) + h * qs.stride(1) + i0 * qs.stride(2);
+      const float* ktb = ktp + b * kt.stride(0) + h * kt.stride(1);
+      const float* vb = vp + b * v.stride(0) + h * v.stride(1);
+      float* ob = op + (b * Lq + i0) * ldo + h * d;
+      if (own_gemm) {
+#ifdef TIDE_X86
+        gemm_avx2(rows, Lk, d, qb, qs.stride(2), ktb, Lk, strip, Lk);  // scores [rows, Lk]
+#endif
+      } else {
+        at::Tensor scores = at::from_blob(strip, {rows, Lk}, q.options());
+        at::mm_out(scores, qs[b][h].narrow(0, i0, rows), kt[b][h]);
+      }
+      float inv_sum[kMaxBlock];
+      for (int64_t r = 0; r < rows; ++r) inv_sum[r] = 1.0f / softmax_row(strip + r * Lk, Lk);
+      if (own_gemm) {
+#ifdef TIDE_X86
+        gemm_avx2(rows, d, Lk, strip, Lk, vb, v.stride(2), ob, ldo);  // out [rows, d]
+#endif
+      } else {
+        at::Tensor ob_view = out_heads[b][h].narrow(0, i0, rows);
+        at::mm_out(ob_view, at::from_blob(strip, {rows, Lk}, q.options()), v[b][h]);
+      }
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < d; ++c) ob[r * ldo + c] *= inv_sum[r];
+    }
+  });
+  return out.permute({0, 2, 1, 3});  // [B, H, Lq, d]
+}
+
+}  // namespace tide::kernels

@@ -1,0 +1,21 @@
+// Blocked attention for CPUs: softmax(q·kᵀ·scale)·v computed one strip of query rows at a time, so the
+// full [B·H, Lq, Lk] score tensor is never materialized (plain attention writes and re-reads 1 GB of
+// scores per call at SD 1.5's 64×64 level). Each strip's scores stay in L2; the two matrix products run
+// in BLAS, the softmax in an AVX2 loop; strips of all batch × head × query blocks run in parallel.
+// Forward only (no autograd).
+#pragma once
+#include <ATen/ATen.h>
+
+namespace tide::kernels {
+
+// True when blocked_attention() can run these inputs: float32 CPU tensors of rank 4, d the same for
+// q, k and v, no gradient needed.
+bool blocked_attention_supported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
+// q [B, H, Lq, d], k and v [B, H, Lk, d] (any strides; the last dim is made contiguous if it is not)
+// -> [B, H, Lq, d], a view of memory laid out [B, Lq, H, d] so that merging the heads back is free.
+// `query_block`: query rows per strip; 0 picks one whose score strip fits in L2.
+at::Tensor blocked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             int64_t query_block = 0);
+
+}  // namespace tide::kernels

@@ -1,0 +1,33 @@
+// The speed-ups tide applies on top of plain libtorch module code, each switchable so that `tide bench
+// --compare-plain` can measure it against the straightforward path (what diffusers runs) in one process.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace tide::runtime {
+
+struct Optimizations {
+  bool blocked_attention = true;  // fused blocked attention kernel (kernels/attention_cpu.h)
+  bool channels_last = true;      // NHWC activations and conv weights for oneDNN
+
+  static Optimizations plain() { return {false, false}; }
+  // "blocked_attention", ... : the ones switched on.
+  std::vector<std::string> enabled() const;
+};
+
+// The process-wide setting the models read at every forward call.
+Optimizations& optimizations();
+
+// Sets the process-wide optimizations for a scope and restores the previous ones.
+class OptimizationsGuard {
+ public:
+  explicit OptimizationsGuard(const Optimizations& scoped) : previous_(optimizations()) { optimizations() = scoped; }
+  ~OptimizationsGuard() { optimizations() = previous_; }
+  OptimizationsGuard(const OptimizationsGuard&) = delete;
+  OptimizationsGuard& operator=(const OptimizationsGuard&) = delete;
+
+ private:
+  Optimizations previous_;
+};
+
+}  // namespace tide::runtime

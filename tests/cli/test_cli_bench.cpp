@@ -1,0 +1,100 @@
+// tide bench as a user runs it: --help, clear errors, and a tiny timed run whose JSON has every stage.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "test_support.h"
+#include "tiny_pipeline.h"
+
+namespace {
+namespace fs = std::filesystem;
+using tide::testing::TempDir;
+
+struct Run {
+  int code;
+  std::string output;  // stdout and stderr together
+};
+
+Run tide_bench(const std::string& args) {
+  const std::string command = std::string(TIDE_BINARY) + " bench " + args + " 2>&1";
+  Run r{-1, ""};
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buf{};
+  while (size_t n = std::fread(buf.data(), 1, buf.size(), pipe)) r.output.append(buf.data(), n);
+  const int status = ::pclose(pipe);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string quote(const fs::path& p) { return "'" + p.string() + "'"; }
+
+TEST(CliBench, HelpExplainsEveryFlag) {
+  auto help = tide_bench("--help");
+  EXPECT_EQ(help.code, 0);
+  for (const char* flag : {"--arch", "--model", "--width", "--height", "--steps", "--scheduler", "--runs", "--warmup",
+                           "--threads", "--peak", "--plain", "--compare-plain", "--json", "--dtype", "--attention"})
+    EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
+}
+
+TEST(CliBench, BadInvocationsFailWithClearMessages) {
+  auto neither = tide_bench("");
+  EXPECT_EQ(neither.code, 1);
+  EXPECT_NE(neither.output.find("exactly one of --arch"), std::string::npos) << neither.output;
+  auto unknown = tide_bench("--arch sd9");
+  EXPECT_EQ(unknown.code, 1);
+  EXPECT_NE(unknown.output.find("sd15"), std::string::npos) << unknown.output;
+  auto both = tide_bench("--arch sd15 --plain --compare-plain");
+  EXPECT_EQ(both.code, 1);
+  EXPECT_NE(both.output.find("exclude each other"), std::string::npos) << both.output;
+  auto dtype = tide_bench("--arch sd15 --dtype f16");
+  EXPECT_EQ(dtype.code, 1);
+  EXPECT_NE(dtype.output.find("--dtype"), std::string::npos) << dtype.output;
+}
+
+TEST(CliBench, TinyModelWritesJsonWithAllStages) {
+  TempDir dir;
+  tide::testing::make_tiny_pipeline(dir.path() / "model");
+  const fs::path json_path = dir.path() / "result.json";
+  auto run = tide_bench("--model " + quote(dir.path() / "model") +
+                        " --width 32 --height 32 --steps 2 --runs 2 --warmup 1 --threads 1 --compare-plain --json " +
+                        quote(json_path));
+  ASSERT_EQ(run.code, 0) << run.output;
+  EXPECT_NE(run.output.find("speedup"), std::string::npos) << run.output;
+  std::ifstream in(json_path);
+  const auto j = nlohmann::json::parse(in);
+  ASSERT_EQ(j.at("stages").size(), 5u);
+  const char* names[] = {"text_encoder", "unet", "denoise", "vae_decode", "total"};
+  for (size_t i = 0; i < 5; ++i) {
+    const auto& s = j["stages"][i];
+    EXPECT_EQ(s.at("stage"), names[i]);
+    EXPECT_GT(s.at("median_s").get<double>(), 0);
+    EXPECT_LE(s.at("min_s").get<double>(), s.at("median_s").get<double>());
+    EXPECT_GE(s.at("max_s").get<double>(), s.at("median_s").get<double>());
+    EXPECT_GT(s.at("gflop").get<double>(), 0) << names[i];
+    EXPECT_GT(s.at("plain_median_s").get<double>(), 0);
+    EXPECT_TRUE(s.at("peak_fraction").is_null());  // no --peak
+  }
+  EXPECT_EQ(j.at("unet_calls"), 2);
+  EXPECT_EQ(j.at("threads"), 1);
+  EXPECT_TRUE(j.at("cpu_features").is_array());
+  EXPECT_GT(j.at("peak_rss_bytes").get<int64_t>(), 0);
+  // UNet FLOPs per call times the calls = the denoising loop's.
+  EXPECT_NEAR(j["stages"][2]["gflop"].get<double>(), 2 * j["stages"][1]["gflop"].get<double>(), 1e-9);
+}
+
+TEST(CliBench, AttentionModeReportsSpeedupAndPeak) {
+  TempDir dir;
+  auto run = tide_bench("--attention --tokens 100 --heads 2 --head-dim 8 --runs 1 --threads 1 --peak --json " +
+                        quote(dir.path() / "a.json"));
+  ASSERT_EQ(run.code, 0) << run.output;
+  std::ifstream in(dir.path() / "a.json");
+  const auto j = nlohmann::json::parse(in);
+  EXPECT_LT(j.at("attention").at("max_abs_diff").get<double>(), 1e-4);
+  EXPECT_GT(j.at("peak_gflops").get<double>(), 0);
+}
+
+}  // namespace
