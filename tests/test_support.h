@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,7 @@ inline std::filesystem::path pipeline_dir(const std::string& name) { return fixt
 struct ReferenceCase {
   std::string id, pipeline;
 };
+inline void PrintTo(const ReferenceCase& c, std::ostream* os) { *os << c.id; }  // readable test listings
 
 // The cases under $TIDE_FIXTURES/reference (folders with a case.json) that hold `marker_file` — e.g.
 // "latents_final.npy" for whole text-to-image runs, "unet_out.npy" for component dumps — made with
