@@ -5,5 +5,6 @@ namespace tide::cli {
 
 int run_generate(int argc, char** argv);
 int run_info(int argc, char** argv);
+int run_train_ti(int argc, char** argv);
 
 }  // namespace tide::cli

@@ -17,6 +17,7 @@ constexpr const char* kUsage =
     "commands:\n"
     "  generate   make images from a text prompt (tide generate --help)\n"
     "  info       describe a model folder: components, parameters, dtypes, scheduler\n"
+    "  train-ti   learn a textual-inversion embedding from images (data-parallel under mpirun)\n"
     "\n"
     "Run 'tide <command> --help' for the options of a command.\n";
 
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
   try {
     if (command == "generate") return tide::cli::run_generate(argc - 2, argv + 2);
     if (command == "info") return tide::cli::run_info(argc - 2, argv + 2);
+    if (command == "train-ti") return tide::cli::run_train_ti(argc - 2, argv + 2);
     std::cerr << "error: unknown command '" << command << "'\n\n" << kUsage;
     return 2;
   } catch (const tide::Error& e) {

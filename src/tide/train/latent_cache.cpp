@@ -1,0 +1,31 @@
+#include "tide/train/latent_cache.h"
+
+namespace tide::train {
+
+LatentCache::LatentCache(models::AutoencoderKL vae, const TrainingImages& images, bool enabled)
+    : vae_(std::move(vae)), images_(images), enabled_(enabled) {}
+
+LatentCache::Entry LatentCache::encode(int image, bool flip) {
+  at::NoGradGuard no_grad;
+  ++encoder_runs_;
+  const at::Tensor pixels = images_.pixels(image, flip);
+  const auto param = vae_->parameters().front();
+  const auto moments = vae_->encode(pixels.to(param.scalar_type()));
+  return {moments.mean.to(at::kFloat), moments.std().to(at::kFloat)};
+}
+
+LatentCache::Entry LatentCache::get(int image, bool flip) {
+  if (!enabled_) return encode(image, flip);
+  const auto key = std::make_pair(image, flip);
+  auto it = cache_.find(key);
+  if (it == cache_.end()) it = cache_.emplace(key, encode(image, flip)).first;
+  return it->second;
+}
+
+std::vector<int64_t> LatentCache::latent_shape() const {
+  const auto& c = vae_->config();
+  const int64_t size = images_.resized(0).size(0) / c.scale_factor();
+  return {c.latent_channels, size, size};
+}
+
+}  // namespace tide::train
