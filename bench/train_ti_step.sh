@@ -26,8 +26,9 @@ def png(path, w, h, px):
 png(f"{out}/a.png", 600, 500, lambda x, y: ((x * 3) % 256, (y * 5) % 256, (x + y) % 256))
 PY
 
-# Median seconds of the logged steps after the first (the cached path encodes each of the image's two flip
-# variants on first use; the median leaves that out).
+# Median over the logged steps after the first: "s/step" and "s/step without encoder" (the step's time less
+# the seconds it spent in the VAE encoder). The cached path encodes each of the image's two flip variants on
+# first use; the median leaves that out.
 measure() {  # resolution steps extra-flags...
   local res=$1 steps=$2; shift 2
   local out="$work/out-$res-$#"
@@ -36,18 +37,26 @@ measure() {  # resolution steps extra-flags...
     --placeholder_token '<bench>' --initializer_token toy --resolution "$res" --train_batch_size 1 --repeats 10 \
     --max_train_steps "$steps" --seed 0 --save_steps 0 --checkpointing_steps 0 --threads "$threads" \
     --output_dir "$out" "$@" > /dev/null 2> "$out.log" || { cat "$out.log" >&2; exit 1; }
-  python3 -c 'import json,sys; import statistics as st; s=[json.loads(l)["seconds"] for l in open(sys.argv[1])][1:]; print(f"{st.median(s):.2f}")' \
-    "$out/train_log.jsonl"
+  python3 - "$out/train_log.jsonl" <<'PY'
+import json, statistics, sys
+steps = [json.loads(line) for line in open(sys.argv[1])][1:]
+step = statistics.median(s["seconds"] for s in steps)
+rest = statistics.median(s["seconds"] - s["encode_seconds"] for s in steps)
+print(f"{step:.2f} {rest:.2f}")
+PY
 }
 
 {
-  echo "# tide train-ti, SD 1.5 architecture, random weights, batch 1, float32, $threads threads"
-  echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores visible"
-  echo "resolution  s/step(cached latents)  s/step(re-encode)  speed-up"
+  echo "# tide train-ti, SD 1.5 architecture (random weights), batch 1, float32, $threads threads"
+  echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores," \
+       "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "# A: s/step, latents cached (default)   B: s/step, VAE encoder every step (--no_latent_cache)"
+  echo "# C: B's steps less their encoder seconds (same steps, so robust to machine load)   B/A and B/C: speed-up"
+  echo "res    A        B        C        B/A     B/C"
   for res in 256 512; do
     steps=$([ "$res" = 256 ] && echo "$steps_256" || echo "$steps_512")
-    cached=$(measure "$res" "$steps")
-    plain=$(measure "$res" "$steps" --no_latent_cache)
-    echo "$res         $cached                    $plain               $(python3 -c "print(f'{$plain/$cached:.2f}x')")"
+    read -r cached _ < <(measure "$res" "$steps")
+    read -r plain without_encoder < <(measure "$res" "$steps" --no_latent_cache)
+    python3 -c "print(f'$res    {$cached:<8.2f} {$plain:<8.2f} {$without_encoder:<8.2f} {$plain/$cached:<7.2f} {$plain/$without_encoder:.2f}')"
   done
 } | tee -a "$results"

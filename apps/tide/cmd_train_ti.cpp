@@ -2,6 +2,7 @@
 // under mpirun (one process per rank; rank 0 prints and writes).
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -202,9 +203,19 @@ int run_train_ti(int argc, char** argv) {
     int64_t first_step = 0;  // a resumed run counts its speed from where it started
     train::TrainHooks hooks;
     hooks.log = [&](const std::string& line) { std::cerr << line << "\n"; };
+    const bool terminal = runtime::Progress::on_terminal();
     hooks.on_step = [&](const train::StepReport& r) {
-      progress.update(static_cast<int>(r.step - first_step), "step " + std::to_string(r.step) + "  loss " + format_number("%.4f", r.loss) + "  lr " +
-                                                    format_number("%.3g", r.lr));
+      const std::string figures = "loss " + format_number("%.4f", r.loss) + "  lr " + format_number("%.3g", r.lr);
+      const int done = static_cast<int>(r.step - first_step);
+      if (terminal) {
+        progress.update(done, "step " + std::to_string(r.step) + "  " + figures);
+        return;
+      }
+      // Logs and mpirun's forwarded output: one plain line per step instead of a redrawn bar.
+      const double per_step = progress.elapsed_seconds() / std::max(done, 1);
+      std::cerr << "step " << r.step << "/" << r.total << "  " << figures << "  " << format_number("%.2f", per_step)
+                << "s/step  ETA " << runtime::format_duration(per_step * static_cast<double>(r.total - r.step))
+                << "\n";
     };
     // The validator needs the run's seed, known once the trainer is set up (rank 0 may have drawn it).
     std::unique_ptr<Validator> validator;

@@ -105,7 +105,7 @@ TEST_F(CliTrainTi, TwoRanksWithBatchOneEqualOneProcessWithBatchTwo) {
   TempDir single, ranks;
   // 6 samples per epoch, global batch 2: 5 updates cross an epoch boundary.
   const std::string steps = "--max_train_steps 5 --lr_scheduler linear --lr_warmup_steps 1";
-  auto one = tide(train_args(single.path(), "--train_batch_size 2 " + steps));
+  auto one = tide(train_args(single.path(), "--train_batch_size 2 --checkpointing_steps 3 " + steps));
   ASSERT_EQ(one.code, 0) << one.output;
   auto two = run_command(std::string(kMpirun) + " -n 2 " + TIDE_BINARY +
                          train_args(ranks.path(), "--train_batch_size 1 " + steps));
@@ -113,6 +113,15 @@ TEST_F(CliTrainTi, TwoRanksWithBatchOneEqualOneProcessWithBatchTwo) {
   EXPECT_NE(two.output.find("2 processes"), std::string::npos) << two.output;
   const at::Tensor a = learned(single.path()), b = learned(ranks.path());
   EXPECT_TENSOR_NEAR(b, a, 1e-5);
+  // Two ranks resuming the single process's checkpoint-3 (rank 0 reads it and sends it to rank 1) finish
+  // where it finished.
+  TempDir resumed;
+  fs::copy(single.path() / "checkpoint-3", resumed.path() / "checkpoint-3", fs::copy_options::recursive);
+  auto rest = run_command(std::string(kMpirun) + " -n 2 " + TIDE_BINARY +
+                          train_args(resumed.path(), "--train_batch_size 1 --resume_from_checkpoint latest " + steps));
+  ASSERT_EQ(rest.code, 0) << rest.output;
+  EXPECT_NE(rest.output.find("Resuming from checkpoint"), std::string::npos) << rest.output;
+  EXPECT_TENSOR_NEAR(learned(resumed.path()), a, 1e-5);
   // They did train: the vectors moved away from the initializer.
   auto init = tide(train_args(single.path() / "zero", "--train_batch_size 2 --max_train_steps 1 --learning_rate 0"));
   ASSERT_EQ(init.code, 0) << init.output;
@@ -167,6 +176,30 @@ TEST_F(CliTrainTi, GenerateWithTheLearnedEmbedding) {
   auto bad = gen("x", (out.path() / "nope.safetensors").string(), "x.png");
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.output.find("not found"), std::string::npos) << bad.output;
+}
+
+TEST_F(CliTrainTi, VPredictionModelAndFullPipelineOutput) {
+  TIDE_REQUIRE_FIXTURES();
+  const fs::path model = tide::testing::pipeline_dir("sd2-tiny");  // v_prediction, full CLIP vocabulary
+  TempDir out;
+  auto trained = tide(" train-ti --pretrained-model-name-or-path " + quote(model) + " --train-data-dir " +
+                      quote(dir_->path() / "images") +
+                      " --placeholder-token '<tiny2>' --initializer-token toy --resolution 32 --repeats 2 --seed 5"
+                      " --train-batch-size 1 --max-train-steps 2 --learning-rate 0.5 --save-steps 0"
+                      " --checkpointing-steps 0 --threads 1 --save-as-full-pipeline --output-dir " + quote(out.path()));
+  ASSERT_EQ(trained.code, 0) << trained.output;
+  EXPECT_NE(trained.output.find("prediction v_prediction"), std::string::npos) << trained.output;
+  EXPECT_NE(trained.output.find("step 2/2"), std::string::npos) << trained.output;  // the plain progress line
+  // The saved pipeline and the base model + learned_embeds draw the same image for the placeholder prompt.
+  auto gen = [&](const fs::path& m, const std::string& extra, const std::string& file) {
+    return tide(" generate --model " + quote(m) + " --prompt 'a <tiny2> on a table' --steps 2 --seed 3 --threads 1"
+                " --output " + quote(out.path() / file) + extra);
+  };
+  auto full = gen(out.path(), "", "full.png");
+  ASSERT_EQ(full.code, 0) << full.output;
+  auto with = gen(model, " --embedding " + quote(out.path() / "learned_embeds.safetensors"), "with.png");
+  ASSERT_EQ(with.code, 0) << with.output;
+  EXPECT_TRUE(tide::io::read_png(out.path() / "full.png").rgb8.equal(tide::io::read_png(out.path() / "with.png").rgb8));
 }
 
 }  // namespace

@@ -16,6 +16,7 @@ class SingleProcess final : public Communicator {
   int size() const override { return 1; }
   void allreduce_sum(at::Tensor&) override {}
   uint64_t broadcast(uint64_t value) override { return value; }
+  void broadcast(at::Tensor&) override {}
   void barrier() override {}
   [[noreturn]] void abort(int code) override { std::exit(code); }
 };
@@ -44,14 +45,11 @@ class Mpi final : public Communicator {
   int size() const override { return size_; }
   void allreduce_sum(at::Tensor& tensor) override {
     if (size_ == 1) return;
-    if (!tensor.is_contiguous() || !tensor.device().is_cpu())
-      throw Error("allreduce: expected a contiguous CPU tensor");
-    MPI_Datatype type = MPI_FLOAT;
-    if (tensor.scalar_type() == at::kDouble)
-      type = MPI_DOUBLE;
-    else if (tensor.scalar_type() != at::kFloat)
-      throw Error("allreduce: expected float32 or float64");
-    MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()), type, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), count(tensor), datatype(tensor), MPI_SUM, MPI_COMM_WORLD);
+  }
+  void broadcast(at::Tensor& tensor) override {
+    if (size_ == 1) return;
+    MPI_Bcast(tensor.data_ptr(), count(tensor), datatype(tensor), 0, MPI_COMM_WORLD);
   }
   uint64_t broadcast(uint64_t value) override {
     if (size_ > 1) MPI_Bcast(&value, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
@@ -66,6 +64,13 @@ class Mpi final : public Communicator {
   }
 
  private:
+  static MPI_Datatype datatype(const at::Tensor& tensor) {
+    if (!tensor.is_contiguous() || !tensor.device().is_cpu()) throw Error("MPI: expected a contiguous CPU tensor");
+    if (tensor.scalar_type() == at::kDouble) return MPI_DOUBLE;
+    if (tensor.scalar_type() != at::kFloat) throw Error("MPI: expected a float32 or float64 tensor");
+    return MPI_FLOAT;
+  }
+  static int count(const at::Tensor& tensor) { return static_cast<int>(tensor.numel()); }
   int rank_ = 0, size_ = 1;
 };
 

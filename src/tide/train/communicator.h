@@ -20,6 +20,8 @@ class Communicator {
   virtual void allreduce_sum(at::Tensor& tensor) = 0;
   // Rank 0's value on every rank.
   virtual uint64_t broadcast(uint64_t value) = 0;
+  // Rank 0's values into `tensor` on every rank, in place (same shape everywhere; float32 or float64, contiguous).
+  virtual void broadcast(at::Tensor& tensor) = 0;
   virtual void barrier() = 0;
   // Stops every rank: after an error on one rank the others would wait forever in a collective.
   [[noreturn]] virtual void abort(int code) = 0;

@@ -1,5 +1,7 @@
 #include "tide/train/latent_cache.h"
 
+#include <chrono>
+
 namespace tide::train {
 
 LatentCache::LatentCache(models::AutoencoderKL vae, const TrainingImages& images, bool enabled)
@@ -7,11 +9,14 @@ LatentCache::LatentCache(models::AutoencoderKL vae, const TrainingImages& images
 
 LatentCache::Entry LatentCache::encode(int image, bool flip) {
   at::NoGradGuard no_grad;
+  const auto start = std::chrono::steady_clock::now();
   ++encoder_runs_;
   const at::Tensor pixels = images_.pixels(image, flip);
   const auto param = vae_->parameters().front();
   const auto moments = vae_->encode(pixels.to(param.scalar_type()));
-  return {moments.mean.to(at::kFloat), moments.std().to(at::kFloat)};
+  Entry entry{moments.mean.to(at::kFloat), moments.std().to(at::kFloat)};
+  encoder_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return entry;
 }
 
 LatentCache::Entry LatentCache::get(int image, bool flip) {

@@ -21,6 +21,7 @@ class LatentCache {
 
   Entry get(int image, bool flip);
   int encoder_runs() const { return encoder_runs_; }
+  double encoder_seconds() const { return encoder_seconds_; }  // wall time spent in the encoder so far
   // [C, h, w] of one image's latent.
   std::vector<int64_t> latent_shape() const;
 
@@ -31,6 +32,7 @@ class LatentCache {
   bool enabled_;
   std::map<std::pair<int, bool>, Entry> cache_;
   int encoder_runs_ = 0;
+  double encoder_seconds_ = 0;
 };
 
 }  // namespace tide::train

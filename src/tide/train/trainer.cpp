@@ -103,27 +103,7 @@ Trainer::Trainer(TrainOptions options, Communicator& comm, TrainHooks hooks)
     models_.unet->to(at::kBFloat16);
   }
 
-  if (o.resume_from_checkpoint) {
-    const auto dir = resolve_checkpoint(o.output_dir, *o.resume_from_checkpoint);
-    if (!dir) {
-      log("Checkpoint '" + *o.resume_from_checkpoint + "' does not exist. Starting a new training run.");
-    } else {
-      log("Resuming from checkpoint " + dir->string());
-      TrainingState saved = load_checkpoint(*dir, signature());
-      if (o.seed && *o.seed != saved.seed)
-        log("note: --seed " + std::to_string(*o.seed) + " differs from the checkpoint's seed " +
-            std::to_string(saved.seed) + "; the resumed run will not continue the same sample stream");
-      {
-        at::NoGradGuard no_grad;
-        vectors_.copy_(saved.vectors);
-      }
-      optimizer_->restore(saved.adam_steps, saved.exp_avg, saved.exp_avg_sq);
-      state_.global_step = saved.global_step;
-      state_.epoch = saved.epoch;
-      state_.index = saved.index;
-      state_.seed = o.seed ? *o.seed : saved.seed;
-    }
-  }
+  if (o.resume_from_checkpoint) resume(*o.resume_from_checkpoint);
   latents_ = std::make_unique<LatentCache>(models_.vae, *images_, o.cache_latents);
 
   if (comm_.is_main()) fs::create_directories(o.output_dir);
@@ -140,6 +120,45 @@ Trainer::Trainer(TrainOptions options, Communicator& comm, TrainHooks hooks)
     << "  Learning rate = " << lr << " (" << o.lr_scheduler << "), seed = " << state_.seed << ", "
     << (unet_dtype_ == at::kBFloat16 ? "UNet in bf16" : "float32") << ", prediction " << prediction;
   log(s.str());
+}
+
+// Rank 0 reads the checkpoint and sends it to the others, so only rank 0's machine needs to see output_dir.
+// An error there (bad or mismatched checkpoint) stops the whole job through the caller's abort.
+void Trainer::resume(const std::string& spec) {
+  TrainingState saved;
+  bool found = false;
+  if (comm_.is_main()) {
+    const auto dir = resolve_checkpoint(options_.output_dir, spec);
+    if (dir) {
+      log("Resuming from checkpoint " + dir->string());
+      saved = load_checkpoint(*dir, signature());
+      found = true;
+    } else {
+      log("Checkpoint '" + spec + "' does not exist. Starting a new training run.");
+    }
+  }
+  if (comm_.broadcast(found ? 1 : 0) == 0) return;
+  for (int64_t* value : {&saved.global_step, &saved.epoch, &saved.index, &saved.adam_steps})
+    *value = static_cast<int64_t>(comm_.broadcast(static_cast<uint64_t>(*value)));
+  saved.seed = comm_.broadcast(saved.seed);
+  for (at::Tensor* tensor : {&saved.vectors, &saved.exp_avg, &saved.exp_avg_sq}) {
+    if (!comm_.is_main()) *tensor = at::zeros(vectors_.sizes(), at::TensorOptions().dtype(at::kFloat));
+    *tensor = tensor->contiguous();
+    comm_.broadcast(*tensor);
+  }
+  const auto& o = options_;
+  if (o.seed && *o.seed != saved.seed)
+    log("note: --seed " + std::to_string(*o.seed) + " differs from the checkpoint's seed " +
+        std::to_string(saved.seed) + "; the resumed run will not continue the same sample stream");
+  {
+    at::NoGradGuard no_grad;
+    vectors_.copy_(saved.vectors);
+  }
+  optimizer_->restore(saved.adam_steps, saved.exp_avg, saved.exp_avg_sq);
+  state_.global_step = saved.global_step;
+  state_.epoch = saved.epoch;
+  state_.index = saved.index;
+  state_.seed = o.seed ? *o.seed : saved.seed;
 }
 
 void Trainer::log(const std::string& message) const {
@@ -236,6 +255,7 @@ void Trainer::run() {
 
   while (state_.global_step < max_train_steps_) {
     const auto start = std::chrono::steady_clock::now();
+    const double encode_start = latents_->encoder_seconds();
     if (vectors_.grad().defined()) vectors_.mutable_grad().zero_();
     double loss_sum = 0;
     int64_t samples = 0;
@@ -274,10 +294,11 @@ void Trainer::run() {
     state_.lr_scheduler_steps = state_.global_step * comm_.size();
 
     StepReport report{state_.global_step, max_train_steps_, loss_total.item<double>() / static_cast<double>(samples), lr,
-                      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()};
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+                      latents_->encoder_seconds() - encode_start};
     if (comm_.is_main()) {
       log_file << nlohmann::json{{"step", report.step}, {"loss", report.loss}, {"lr", report.lr},
-                                 {"seconds", report.seconds}}.dump()
+                                 {"seconds", report.seconds}, {"encode_seconds", report.encode_seconds}}.dump()
                << "\n";
       log_file.flush();
       if (hooks_.on_step) hooks_.on_step(report);

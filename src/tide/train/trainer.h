@@ -29,6 +29,7 @@ struct StepReport {
   double loss = 0;    // mean over the update's samples (all ranks)
   double lr = 0;      // the learning rate this update used
   double seconds = 0;
+  double encode_seconds = 0;  // of which in the VAE encoder (first use of an image variant, or --no_latent_cache)
 };
 
 struct TrainHooks {
@@ -65,6 +66,7 @@ class Trainer {
  private:
   // The loss of one sample (scalar float32; with autograd to vectors_ when with_grad).
   at::Tensor sample_loss(int64_t epoch, int64_t index_in_epoch, bool with_grad);
+  void resume(const std::string& spec);
   const std::vector<int64_t>& permutation(int64_t epoch);
   void log(const std::string& message) const;
   void save_outputs_at_step();
