@@ -157,9 +157,11 @@ TEST_F(CliTrainTi, ResumeFromCheckpointEqualsUninterruptedRun) {
 TEST_F(CliTrainTi, GenerateWithTheLearnedEmbedding) {
   TempDir out;
   auto trained = tide(train_args(out.path(), "--train_batch_size 2 --max_train_steps 3 --num_vectors 2 "
-                                             "--learning_rate 0.5 --no_safe_serialization"));
+                                             "--learning_rate 0.5 --no_safe_serialization --validation_prompt "
+                                             "'a <tiny>' --validation_steps 3 --num_validation_images 1"));
   ASSERT_EQ(trained.code, 0) << trained.output;
   ASSERT_TRUE(fs::exists(out.path() / "learned_embeds.bin"));
+  EXPECT_TRUE(fs::exists(out.path() / "validation" / "step-3-0.png")) << trained.output;
   auto gen = [&](const std::string& prompt, const std::string& embedding, const std::string& file) {
     return tide(" generate --model " + quote(dir_->path() / "model") + " --prompt '" + prompt +
                 "' --steps 2 --seed 3 --threads 1 --output " + quote(out.path() / file) +
