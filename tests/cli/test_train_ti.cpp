@@ -5,10 +5,12 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 
 #include "test_support.h"
 #include "tide/io/image.h"
 #include "tide/text/embeddings.h"
+#include "tide/train/checkpoint.h"
 #include "tiny_pipeline.h"
 
 namespace {
@@ -202,6 +204,31 @@ TEST_F(CliTrainTi, VPredictionModelAndFullPipelineOutput) {
   auto with = gen(model, " --embedding " + quote(out.path() / "learned_embeds.safetensors"), "with.png");
   ASSERT_EQ(with.code, 0) << with.output;
   EXPECT_TRUE(tide::io::read_png(out.path() / "full.png").rgb8.equal(tide::io::read_png(out.path() / "with.png").rgb8));
+}
+
+TEST_F(CliTrainTi, KilledAndResumedEqualsUninterruptedRun) {
+  TempDir straight, killed;
+  const std::string flags = "--train_batch_size 2 --max_train_steps 8 --checkpointing_steps 2 "
+                            "--lr_scheduler linear --lr_warmup_steps 2";
+  auto full = tide(train_args(straight.path(), flags));
+  ASSERT_EQ(full.code, 0) << full.output;
+  // SIGKILL as soon as checkpoint-2 exists (wherever the run then is: mid-step, mid-write of a checkpoint).
+  const std::string args = train_args(killed.path(), flags);
+  const std::string script = std::string(TIDE_BINARY) + args + " > /dev/null 2>&1 & pid=$!; while [ ! -d " +
+                             quote(killed.path() / "checkpoint-2") + " ] && kill -0 $pid 2>/dev/null; do sleep 0.005; "
+                             "done; kill -9 $pid 2>/dev/null; wait $pid";
+  std::ofstream(killed.path() / "kill.sh") << script << "\n";
+  run_command("bash " + quote(killed.path() / "kill.sh"));
+  ASSERT_FALSE(tide::train::list_checkpoints(killed.path()).empty());
+  EXPECT_FALSE(fs::exists(killed.path() / "learned_embeds.safetensors")) << "the run ended before the kill";
+  auto rest = tide(train_args(killed.path(), flags + " --resume_from_checkpoint latest"));
+  ASSERT_EQ(rest.code, 0) << rest.output;
+  EXPECT_TRUE(learned(killed.path()).equal(learned(straight.path())));
+  // The log holds each step once, in order.
+  std::ifstream log(killed.path() / "train_log.jsonl");
+  int64_t expected = 1;
+  for (std::string line; std::getline(log, line); ++expected) EXPECT_EQ(nlohmann::json::parse(line)["step"], expected);
+  EXPECT_EQ(expected, 9);
 }
 
 }  // namespace
