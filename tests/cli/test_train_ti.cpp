@@ -231,4 +231,16 @@ TEST_F(CliTrainTi, KilledAndResumedEqualsUninterruptedRun) {
   EXPECT_EQ(expected, 9);
 }
 
+TEST_F(CliTrainTi, MixedPrecisionBf16TrainsOrSaysWhyNot) {
+  TempDir out;
+  auto r = tide(train_args(out.path(), "--train_batch_size 2 --max_train_steps 2 --learning_rate 0.5 "
+                                       "--mixed_precision bf16"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  const bool bf16 = r.output.find("UNet in bf16") != std::string::npos;
+  EXPECT_TRUE(bf16 || r.output.find("no native bf16") != std::string::npos) << r.output;
+  auto init = tide(train_args(out.path() / "zero", "--train_batch_size 2 --max_train_steps 1 --learning_rate 0"));
+  ASSERT_EQ(init.code, 0) << init.output;
+  EXPECT_GT(tide::testing::max_abs_diff(learned(out.path()), learned(out.path() / "zero")), 1e-3);
+}
+
 }  // namespace
