@@ -7,6 +7,8 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev libopenblas0-openmp   # libopenblas0-openmp: else apt may pick the slow reference BLAS
   libre2-dev nlohmann-json3-dev libpng-dev libcurl4-openssl-dev libgtest-dev
+  libopenmpi-dev openmpi-bin         # tide train-ti: data-parallel training under mpirun
+  libjpeg62-turbo-dev                # tide train-ti: JPEG training images
 )
 missing=()
 for p in "${packages[@]}"; do

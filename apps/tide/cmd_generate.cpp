@@ -16,6 +16,7 @@
 #include "tide/runtime/progress.h"
 #include "tide/runtime/threads.h"
 #include "tide/schedulers/scheduler.h"
+#include "tide/text/embeddings.h"
 
 namespace tide::cli {
 namespace fs = std::filesystem;
@@ -94,6 +95,9 @@ int run_generate(int argc, char** argv) {
       .option("variant", "NAME", "read weight files of this variant, e.g. fp16 (*.fp16.safetensors)")
       .option("tokenizer", "DIR", "single-file checkpoints: tokenizer folder (or a model folder with tokenizer/)",
               "the family's reference model on the Hub, cached or downloaded")
+      .option("embedding", "FILE[:TOKEN]",
+              "textual-inversion embedding (diffusers .safetensors/.bin, A1111 .safetensors/.pt) named TOKEN "
+              "(default: as stored); repeatable")
       .option("threads", "N", "CPU threads", "the cores this process may use (OMP_NUM_THREADS if set)");
   if (!args.parse(argc, argv)) return 0;
   if (!args.has("model")) throw Error("tide generate: --model is required (a model folder, .safetensors file or Hub id)");
@@ -134,6 +138,17 @@ int run_generate(int argc, char** argv) {
   if (args.has("tokenizer")) load.tokenizer = args.get("tokenizer");
   auto pipe = pipeline::StableDiffusionPipeline::from_parts(pipeline::model_parts(args.get("model"), load));
 
+  std::vector<std::string> embedding_tokens;
+  for (const auto& argument : args.get_all("embedding")) {
+    if (pipe->is_xl()) throw Error("tide generate: --embedding supports SD 1.x / 2.x models, not SDXL");
+    const auto [file, token] = text::parse_embedding_argument(argument);
+    const auto embedding = text::read_embedding_file(file, token);
+    text::install_embedding(pipe->tokenizer(), pipe->text_encoder(), embedding);
+    embedding_tokens.push_back(embedding.token);
+    std::cerr << "embedding " << embedding.token << " (" << embedding.vectors.size(0) << " vectors) from "
+              << file.string() << "\n";
+  }
+
   request = pipe->resolve(request);
   // Fail on a bad scheduler name before any work.
   const std::string scheduler_name = request.scheduler.empty() ? std::string("model default") : request.scheduler;
@@ -142,7 +157,12 @@ int run_generate(int argc, char** argv) {
             << " steps, " << threads << " threads\n";
 
   runtime::Progress progress("denoising", request.steps);
-  auto result = pipe->generate(request, [&](const pipeline::StepInfo& step) {
+  // A multi-vector token in the prompts stands for all its tokens (diffusers' maybe_convert_prompt).
+  pipeline::GenerationRequest expanded = request;
+  expanded.prompt = text::expand_multi_vector_tokens(request.prompt, pipe->tokenizer(), embedding_tokens);
+  if (request.negative_prompt)
+    expanded.negative_prompt = text::expand_multi_vector_tokens(*request.negative_prompt, pipe->tokenizer(), embedding_tokens);
+  auto result = pipe->generate(expanded, [&](const pipeline::StepInfo& step) {
     if (step.index == 0) progress = runtime::Progress("denoising", step.total);
     progress.update(step.index + 1);
   });

@@ -8,5 +8,6 @@ int run_info(int argc, char** argv);
 int run_pull(int argc, char** argv);
 int run_convert(int argc, char** argv);
 int run_bench(int argc, char** argv);
+int run_train_ti(int argc, char** argv);
 
 }  // namespace tide::cli

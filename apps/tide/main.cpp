@@ -20,6 +20,7 @@ constexpr const char* kUsage =
     "  info       describe a model folder: components, parameters, dtypes, scheduler\n"
     "  pull       download a model from the Hugging Face Hub into the HF cache\n"
     "  convert    diffusers folder <-> original single-file checkpoint (.safetensors)\n"
+    "  train-ti   learn a textual-inversion embedding from images (data-parallel under mpirun)\n"
     "\n"
     "Run 'tide <command> --help' for the options of a command.\n";
 
@@ -41,6 +42,7 @@ int main(int argc, char** argv) {
     if (command == "info") return tide::cli::run_info(argc - 2, argv + 2);
     if (command == "pull") return tide::cli::run_pull(argc - 2, argv + 2);
     if (command == "convert") return tide::cli::run_convert(argc - 2, argv + 2);
+    if (command == "train-ti") return tide::cli::run_train_ti(argc - 2, argv + 2);
     std::cerr << "error: unknown command '" << command << "'\n\n" << kUsage;
     return 2;
   } catch (const tide::Error& e) {

@@ -1,0 +1,180 @@
+#include "tide/text/embeddings.h"
+
+#include <c10/util/Exception.h>
+#include <torch/csrc/jit/serialization/pickle.h>
+
+#include <fstream>
+#include <iterator>
+
+#include "tide/io/atomic_file.h"
+#include "tide/io/safetensors.h"
+#include "tide/runtime/error.h"
+
+namespace tide::text {
+namespace fs = std::filesystem;
+namespace {
+
+std::string shape_string(at::IntArrayRef sizes) {
+  std::string s = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
+  return s + "]";
+}
+
+// [D] -> [1, D]; [n, D] as is; float32.
+at::Tensor as_vectors(const at::Tensor& t, const fs::path& path, const std::string& name) {
+  if (!t.is_floating_point() || t.dim() < 1 || t.dim() > 2 || t.numel() == 0)
+    throw Error(path.string() + ": embedding '" + name + "' must be a float tensor [n, dim] or [dim], found " +
+                shape_string(t.sizes()));
+  at::Tensor v = t.detach().to(at::kFloat).contiguous().clone();
+  return v.dim() == 1 ? v.unsqueeze(0) : v;
+}
+
+std::string read_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot open embedding file " + path.string());
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+TextualInversionEmbedding from_safetensors(const fs::path& path, const std::optional<std::string>& token) {
+  io::SafetensorsFile file(path);
+  const auto& entries = file.entries();
+  if (entries.size() == 1) {
+    const std::string& key = entries[0].name;
+    // A1111 names an embedding after its file; diffusers files carry the token as the key.
+    std::string name = token ? *token : key == "emb_params" ? path.stem().string() : key;
+    return {name, as_vectors(file.tensor(key), path, key)};
+  }
+  if (file.contains("clip_l") || file.contains("clip_g"))
+    throw Error(path.string() + ": an SDXL embedding (clip_l / clip_g); only SD 1.x / 2.x embeddings are supported");
+  throw Error(path.string() + ": not a textual-inversion embedding: expected one tensor ({token: [n, dim]} or "
+              "{\"emb_params\": [n, dim]}), found " + std::to_string(entries.size()));
+}
+
+std::string ivalue_key(const c10::IValue& key) { return key.isString() ? key.toStringRef() : key.tagKind(); }
+
+TextualInversionEmbedding from_pickle(const fs::path& path, const std::string& bytes,
+                                      const std::optional<std::string>& token) {
+  c10::IValue value;
+  try {
+    value = torch::jit::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
+  } catch (const c10::Error& e) {
+    throw Error(path.string() + ": cannot read this torch pickle (" + e.what_without_backtrace() +
+                "); files that store Python classes (e.g. torch.nn.ParameterDict) are not readable here: "
+                "convert the embedding to .safetensors");
+  }
+  if (value.isTensor()) {
+    if (!token) throw Error(path.string() + " holds a bare tensor: give its token as FILE:TOKEN");
+    return {*token, as_vectors(value.toTensor(), path, *token)};
+  }
+  if (!value.isGenericDict()) throw Error(path.string() + ": expected a dict of tensors, found " + value.tagKind());
+  const c10::Dict<c10::IValue, c10::IValue> dict = value.toGenericDict();
+  if (dict.size() == 1) {  // diffusers: {token: tensor}
+    const auto entry = dict.begin();
+    const std::string key = ivalue_key(entry->key());
+    if (!entry->value().isTensor()) throw Error(path.string() + ": the entry '" + key + "' is not a tensor");
+    return {token ? *token : key, as_vectors(entry->value().toTensor(), path, key)};
+  }
+  if (dict.contains("string_to_param")) {  // A1111 / original textual inversion
+    const c10::IValue params = dict.at("string_to_param");
+    if (!params.isGenericDict() || !params.toGenericDict().contains("*") ||
+        !params.toGenericDict().at("*").isTensor())
+      throw Error(path.string() + ": 'string_to_param' must be a dict with a '*' tensor");
+    std::string name = path.stem().string();
+    if (dict.contains("name") && dict.at("name").isString()) name = dict.at("name").toStringRef();
+    return {token ? *token : name, as_vectors(params.toGenericDict().at("*").toTensor(), path, "string_to_param.*")};
+  }
+  throw Error(path.string() + ": not a textual-inversion embedding: expected {token: tensor} or an A1111 dict with "
+              "'string_to_param'");
+}
+
+}  // namespace
+
+TextualInversionEmbedding read_embedding_file(const fs::path& path, const std::optional<std::string>& token) {
+  if (!fs::is_regular_file(path)) throw Error("embedding file " + path.string() + " not found");
+  if (token && token->empty()) throw Error(path.string() + ": the token must not be empty");
+  const std::string bytes = read_bytes(path);
+  TextualInversionEmbedding embedding;
+  if (bytes.size() >= 4 && bytes.compare(0, 4, "PK\x03\x04") == 0) {
+    embedding = from_pickle(path, bytes, token);
+  } else if (bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0x80) {
+    throw Error(path.string() + ": a legacy (before torch 1.6) torch.save file; re-save it with a current torch "
+                "or convert it to .safetensors");
+  } else {
+    embedding = from_safetensors(path, token);
+  }
+  if (embedding.token.empty()) throw Error(path.string() + ": the embedding has an empty token name");
+  return embedding;
+}
+
+void write_embedding_file(const fs::path& path, const std::string& token, const at::Tensor& vectors, bool pickle) {
+  const at::Tensor v = vectors.detach().to(at::kFloat).contiguous();
+  if (!pickle) {
+    io::write_safetensors(path, {{token, v}}, {{"format", "pt"}});
+    return;
+  }
+  c10::Dict<std::string, at::Tensor> dict;
+  dict.insert(token, v);
+  const std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
+  io::write_file_atomically(path, std::string(bytes.begin(), bytes.end()));
+}
+
+std::vector<std::string> multi_vector_tokens(const std::string& token, int64_t n) {
+  std::vector<std::string> tokens{token};
+  for (int64_t i = 1; i < n; ++i) tokens.push_back(token + "_" + std::to_string(i));
+  return tokens;
+}
+
+int64_t install_embedding(ClipTokenizer& tokenizer, models::ClipTextModel& text_encoder,
+                          const TextualInversionEmbedding& embedding) {
+  const at::Tensor& v = embedding.vectors;
+  const int64_t dim = text_encoder->config().hidden_size;
+  if (v.dim() != 2 || v.size(1) != dim)
+    throw Error("embedding '" + embedding.token + "' has vectors " + shape_string(v.sizes()) +
+                " but this text encoder's width is " + std::to_string(dim) +
+                " (an embedding made for another model family?)");
+  const auto tokens = multi_vector_tokens(embedding.token, v.size(0));
+  for (const auto& t : tokens)
+    if (tokenizer.token_id(t))
+      throw Error("token '" + t + "' is already in the tokenizer's vocabulary; choose another token name");
+  if (tokenizer.token_id(embedding.token + "_1"))
+    throw Error("multi-vector token '" + embedding.token + "_1' is already in the tokenizer's vocabulary");
+  if (static_cast<int64_t>(tokenizer.vocab_size()) != text_encoder->config().vocab_size)
+    throw Error("the tokenizer has " + std::to_string(tokenizer.vocab_size()) + " tokens but the text encoder " +
+                std::to_string(text_encoder->config().vocab_size) + " rows");
+  const int64_t first = tokenizer.add_token(tokens[0]);
+  for (size_t i = 1; i < tokens.size(); ++i) tokenizer.add_token(tokens[i]);
+  text_encoder->resize_token_embeddings(static_cast<int64_t>(tokenizer.vocab_size()));
+  at::NoGradGuard no_grad;
+  auto& weight = text_encoder->token_embedding()->weight;
+  weight.narrow(0, first, v.size(0)).copy_(v.to(weight.scalar_type()));
+  return first;
+}
+
+std::string expand_multi_vector_tokens(const std::string& prompt, const ClipTokenizer& tokenizer,
+                                       const std::vector<std::string>& tokens) {
+  std::string out = prompt;
+  for (const auto& token : tokens) {
+    if (token.empty() || out.find(token) == std::string::npos) continue;
+    std::string replacement = token;
+    for (int i = 1; tokenizer.token_id(token + "_" + std::to_string(i)); ++i)
+      replacement += " " + token + "_" + std::to_string(i);
+    if (replacement == token) continue;
+    std::string expanded;
+    size_t from = 0;
+    for (size_t at = out.find(token); at != std::string::npos; at = out.find(token, from)) {
+      expanded += out.substr(from, at - from) + replacement;
+      from = at + token.size();
+    }
+    out = expanded + out.substr(from);
+  }
+  return out;
+}
+
+std::pair<fs::path, std::optional<std::string>> parse_embedding_argument(const std::string& argument) {
+  const size_t colon = argument.rfind(':');
+  if (colon == std::string::npos || fs::exists(argument)) return {fs::path(argument), std::nullopt};
+  if (colon + 1 == argument.size()) return {fs::path(argument.substr(0, colon)), std::nullopt};
+  return {fs::path(argument.substr(0, colon)), argument.substr(colon + 1)};
+}
+
+}  // namespace tide::text

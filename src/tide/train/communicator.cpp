@@ -1,0 +1,89 @@
+#include "tide/train/communicator.h"
+
+#include <mpi.h>
+
+#include <cstdlib>
+#include <iostream>
+
+#include "tide/runtime/error.h"
+
+namespace tide::train {
+namespace {
+
+class SingleProcess final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  void allreduce_sum(at::Tensor&) override {}
+  uint64_t broadcast(uint64_t value) override { return value; }
+  void broadcast(at::Tensor&) override {}
+  void barrier() override {}
+  [[noreturn]] void abort(int code) override { std::exit(code); }
+};
+
+class Mpi final : public Communicator {
+ public:
+  Mpi() {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+      int provided = 0;
+      // Only the main thread calls MPI; libtorch's worker threads never do.
+      if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        throw Error("MPI_Init failed: cannot start MPI (is Open MPI installed and mpirun set up?)");
+      std::atexit([] {
+        int finalized = 0;
+        MPI_Finalized(&finalized);
+        if (!finalized) MPI_Finalize();
+      });
+    }
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  void allreduce_sum(at::Tensor& tensor) override {
+    if (size_ == 1) return;
+    MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), count(tensor), datatype(tensor), MPI_SUM, MPI_COMM_WORLD);
+  }
+  void broadcast(at::Tensor& tensor) override {
+    if (size_ == 1) return;
+    MPI_Bcast(tensor.data_ptr(), count(tensor), datatype(tensor), 0, MPI_COMM_WORLD);
+  }
+  uint64_t broadcast(uint64_t value) override {
+    if (size_ > 1) MPI_Bcast(&value, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+    return value;
+  }
+  void barrier() override {
+    if (size_ > 1) MPI_Barrier(MPI_COMM_WORLD);
+  }
+  [[noreturn]] void abort(int code) override {
+    if (size_ > 1) MPI_Abort(MPI_COMM_WORLD, code);
+    std::exit(code);
+  }
+
+ private:
+  static MPI_Datatype datatype(const at::Tensor& tensor) {
+    if (!tensor.is_contiguous() || !tensor.device().is_cpu()) throw Error("MPI: expected a contiguous CPU tensor");
+    if (tensor.scalar_type() == at::kDouble) return MPI_DOUBLE;
+    if (tensor.scalar_type() != at::kFloat) throw Error("MPI: expected a float32 or float64 tensor");
+    return MPI_FLOAT;
+  }
+  static int count(const at::Tensor& tensor) { return static_cast<int>(tensor.numel()); }
+  int rank_ = 0, size_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_single_process_communicator() { return std::make_unique<SingleProcess>(); }
+
+std::unique_ptr<Communicator> make_mpi_communicator() { return std::make_unique<Mpi>(); }
+
+bool launched_by_mpirun() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
+    if (std::getenv(var)) return true;
+  return false;
+}
+
+}  // namespace tide::train

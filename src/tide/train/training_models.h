@@ -1,0 +1,42 @@
+// The frozen parts of textual-inversion training, loaded from a diffusers SD 1.x / 2.x folder: tokenizer,
+// text encoder, UNet, VAE (every parameter requires_grad = false, eval mode) and the scheduler config the
+// DDPM noise schedule is built from. Also: writing the trained model back as a complete diffusers folder.
+#pragma once
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "tide/models/autoencoder_kl.h"
+#include "tide/models/clip_text.h"
+#include "tide/models/unet2d_condition.h"
+#include "tide/text/clip_tokenizer.h"
+
+namespace tide::train {
+
+struct TrainingModels {
+  std::unique_ptr<text::ClipTokenizer> tokenizer;
+  models::ClipTextModel text_encoder{nullptr};
+  models::UNet2DConditionModel unet{nullptr};
+  models::AutoencoderKL vae{nullptr};
+  nlohmann::json scheduler_config;
+  nlohmann::json text_encoder_config;  // config.json as read
+  std::filesystem::path folder;        // where they came from (empty for random weights)
+};
+
+// Errors name the folder and the missing or bad component; SDXL folders are refused with a clear message.
+TrainingModels load_training_models(const std::filesystem::path& folder, const std::string& variant = "");
+
+// A preset architecture ("sd15", ...) with random weights, for benchmarks; the tokenizer is read from
+// `tokenizer_dir` and the text encoder's table sized to it.
+TrainingModels random_training_models(const std::string& preset, const std::filesystem::path& tokenizer_dir,
+                                      uint64_t seed = 0);
+
+// Writes `output_dir` as a diffusers folder that loads the trained concept: every component of `source`
+// copied as is except the tokenizer (with the added tokens in added_tokens.json and tokenizer_config.json's
+// added_tokens_decoder) and the text encoder (config vocab_size and the grown token table).
+void export_full_pipeline(const std::filesystem::path& source, const std::filesystem::path& output_dir,
+                          const TrainingModels& models, const std::vector<std::pair<std::string, int64_t>>& added_tokens);
+
+}  // namespace tide::train
