@@ -46,8 +46,10 @@ Args make_args() {
       .flag("center_crop", "center-crop images to a square before resizing")
       .option("train_batch_size", "N", "samples per process in each batch", "16")
       .option("gradient_accumulation_steps", "N", "batches accumulated before each update", "1")
-      .option("max_train_steps", "N", "optimizer updates; wins over --num_train_epochs", "5000")
-      .option("num_train_epochs", "N", "epochs, used when --max_train_steps is not given", "100")
+      .option("max_train_steps", "N", "optimizer updates: the length of the run", "5000")
+      .option("num_train_epochs", "N",
+              "as in diffusers, recomputed from --max_train_steps (which always has a value), so it does not "
+              "change the run", "100")
       .option("learning_rate", "LR", "initial learning rate (after warmup)", "1e-4")
       .flag("scale_lr", "multiply the learning rate by batch size x accumulation x processes")
       .option("lr_scheduler", "NAME", "one of: " + schedules, "constant")
@@ -93,8 +95,11 @@ train::TrainOptions options_from(const Args& args) {
   o.num_vectors = args.get_int("num_vectors");
   o.train_batch_size = args.get_int("train_batch_size");
   o.gradient_accumulation_steps = args.get_int("gradient_accumulation_steps");
-  if (args.has("max_train_steps") || !args.has("num_train_epochs")) o.max_train_steps = args.get_int("max_train_steps");
-  if (args.has("num_train_epochs")) o.num_train_epochs = args.get_int("num_train_epochs");
+  // diffusers' script: max_train_steps defaults to 5000, never None, so the epoch count follows from it.
+  o.max_train_steps = args.get_int("max_train_steps");
+  if (args.has("num_train_epochs") && !args.has("max_train_steps"))
+    std::cerr << "note: --num_train_epochs does not set the length of the run (as in diffusers); "
+                 "--max_train_steps does (default 5000)\n";
   o.learning_rate = args.get_double("learning_rate");
   o.scale_lr = args.get_flag("scale_lr");
   o.lr_scheduler = args.get("lr_scheduler");

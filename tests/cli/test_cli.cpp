@@ -51,17 +51,7 @@ TEST(Cli, BadInvocationsFailWithClearMessages) {
   EXPECT_NE(not_a_model.output.find("model_index.json"), std::string::npos) << not_a_model.output;
 }
 
-class CliTinyModel : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    tide::testing::make_tiny_pipeline(dir_->path() / "model");
-  }
-  static void TearDownTestSuite() { delete dir_; }
-  static fs::path model() { return dir_->path() / "model"; }
-  static TempDir* dir_;
-};
-TempDir* CliTinyModel::dir_ = nullptr;
+class CliTinyModel : public tide::testing::TinyPipelineSuite {};
 
 TEST_F(CliTinyModel, BadSizeAndUnknownSchedulerAreErrorsAndWriteNothing) {
   TempDir out;

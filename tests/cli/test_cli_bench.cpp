@@ -1,11 +1,10 @@
 // tide bench as a user runs it: --help, clear errors, and a tiny timed run whose JSON has every stage.
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cli_runner.h"
 #include "test_support.h"
 #include "tiny_pipeline.h"
 
@@ -13,24 +12,10 @@ namespace {
 namespace fs = std::filesystem;
 using tide::testing::TempDir;
 
-struct Run {
-  int code;
-  std::string output;  // stdout and stderr together
-};
+using tide::testing::quote;
+using tide::testing::Run;
 
-Run tide_bench(const std::string& args) {
-  const std::string command = std::string(TIDE_BINARY) + " bench " + args + " 2>&1";
-  Run r{-1, ""};
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf{};
-  while (size_t n = std::fread(buf.data(), 1, buf.size(), pipe)) r.output.append(buf.data(), n);
-  const int status = ::pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-std::string quote(const fs::path& p) { return "'" + p.string() + "'"; }
+Run tide_bench(const std::string& args) { return tide::testing::run_tide("bench " + args); }
 
 TEST(CliBench, HelpExplainsEveryFlag) {
   auto help = tide_bench("--help");

@@ -16,17 +16,7 @@ using tide::testing::TempDir;
 
 size_t entries(const fs::path& dir) { return static_cast<size_t>(std::distance(fs::directory_iterator(dir), {})); }
 
-class CliConvert : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    tide::testing::make_tiny_pipeline(dir_->path() / "model");
-  }
-  static void TearDownTestSuite() { delete dir_; }
-  static fs::path model() { return dir_->path() / "model"; }
-  static TempDir* dir_;
-};
-TempDir* CliConvert::dir_ = nullptr;
+class CliConvert : public tide::testing::TinyPipelineSuite {};
 
 // The pixels `tide generate` makes from `model_path`.
 at::Tensor generate(const std::string& model_path, const fs::path& out) {

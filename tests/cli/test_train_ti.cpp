@@ -2,11 +2,10 @@
 // with the same global batch, resuming from a checkpoint, and generating with the learned embedding.
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 
+#include "cli_runner.h"
 #include "test_support.h"
 #include "tide/io/image.h"
 #include "tide/text/embeddings.h"
@@ -17,34 +16,19 @@ namespace {
 namespace fs = std::filesystem;
 using tide::testing::TempDir;
 
-struct CommandResult {
-  int code;
-  std::string output;  // stdout and stderr together
-};
-
-CommandResult run_command(const std::string& command) {
-  CommandResult r{-1, ""};
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf{};
-  while (size_t n = std::fread(buf.data(), 1, buf.size(), pipe)) r.output.append(buf.data(), n);
-  const int status = ::pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-std::string quote(const fs::path& p) { return "'" + p.string() + "'"; }
+using CommandResult = tide::testing::Run;
+using tide::testing::quote;
+using tide::testing::run_command;
 
 // Open MPI refuses root unless told; CI runs as root.
 const char* kMpirun = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe";
 
 bool have_mpirun() { return std::system("command -v mpirun > /dev/null 2>&1") == 0; }
 
-class CliTrainTi : public ::testing::Test {
+class CliTrainTi : public tide::testing::TinyPipelineSuite {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    tide::testing::make_tiny_pipeline(dir_->path() / "model");
+    TinyPipelineSuite::SetUpTestSuite();
     const fs::path images = dir_->path() / "images";
     fs::create_directories(images);
     const at::Tensor x = at::arange(20).reshape({1, 20, 1}), y = at::arange(18).reshape({18, 1, 1});
@@ -52,7 +36,6 @@ class CliTrainTi : public ::testing::Test {
     tide::io::write_png(images / "a.png", ((x * 11 + y * 5 + c * 70) % 256).to(at::kByte).contiguous());
     tide::io::write_png(images / "b.png", ((x * y + c * 30) % 256).to(at::kByte).contiguous());
   }
-  static void TearDownTestSuite() { delete dir_; }
 
   // Common flags: tiny model, 16 px, one thread per process, fixed seed, no periodic saves.
   static std::string train_args(const fs::path& out, const std::string& extra) {
@@ -66,9 +49,7 @@ class CliTrainTi : public ::testing::Test {
   static at::Tensor learned(const fs::path& out) {
     return tide::text::read_embedding_file(out / "learned_embeds.safetensors").vectors;
   }
-  static TempDir* dir_;
 };
-TempDir* CliTrainTi::dir_ = nullptr;
 
 TEST_F(CliTrainTi, HelpListsDiffusersFlags) {
   const auto help = tide(" train-ti --help");
