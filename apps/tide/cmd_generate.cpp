@@ -96,7 +96,8 @@ int run_generate(int argc, char** argv) {
       .option("tokenizer", "DIR", "single-file checkpoints: tokenizer folder (or a model folder with tokenizer/)",
               "the family's reference model on the Hub, cached or downloaded")
       .option("embedding", "FILE[:TOKEN]",
-              "textual-inversion embedding (diffusers .safetensors/.bin, A1111 .safetensors/.pt) named TOKEN "
+              "textual-inversion embedding (diffusers .safetensors/.bin, A1111 .safetensors/.pt, SDXL clip_l+clip_g "
+              ".safetensors) named TOKEN "
               "(default: as stored); repeatable")
       .option("threads", "N", "CPU threads", "the cores this process may use (OMP_NUM_THREADS if set)");
   if (!args.parse(argc, argv)) return 0;
@@ -140,10 +141,9 @@ int run_generate(int argc, char** argv) {
 
   std::vector<std::string> embedding_tokens;
   for (const auto& argument : args.get_all("embedding")) {
-    if (pipe->is_xl()) throw Error("tide generate: --embedding supports SD 1.x / 2.x models, not SDXL");
     const auto [file, token] = text::parse_embedding_argument(argument);
     const auto embedding = text::read_embedding_file(file, token);
-    text::install_embedding(pipe->tokenizer(), pipe->text_encoder(), embedding);
+    pipe->install_embedding(embedding);
     embedding_tokens.push_back(embedding.token);
     std::cerr << "embedding " << embedding.token << " (" << embedding.vectors.size(0) << " vectors) from "
               << file.string() << "\n";

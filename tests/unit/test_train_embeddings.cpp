@@ -71,10 +71,22 @@ TEST(EmbeddingFiles, A1111Layouts) {
   EXPECT_EQ(text::read_embedding_file(dir / "bare.pt", std::string("<bare>")).token, "<bare>");
 }
 
+TEST(EmbeddingFiles, SdxlPairOfVectors) {
+  TempDir dir;
+  const at::Tensor l = at::randn({2, 4}), g = at::randn({2, 8});
+  io::write_safetensors(dir / "xl-style.safetensors", {{"clip_l", l}, {"clip_g", g}});
+  const auto e = text::read_embedding_file(dir / "xl-style.safetensors");
+  EXPECT_TRUE(e.is_xl());
+  EXPECT_EQ(e.token, "xl-style");  // named after the file, as A1111 does
+  EXPECT_TRUE(e.vectors.equal(l));
+  EXPECT_TRUE(e.vectors_2.equal(g));
+  EXPECT_EQ(text::read_embedding_file(dir / "xl-style.safetensors", std::string("<s0>")).token, "<s0>");
+}
+
 TEST(EmbeddingFiles, BadFilesAreClearErrors) {
   TempDir dir;
   io::write_safetensors(dir / "two.safetensors", {{"a", at::ones({1, 4})}, {"b", at::ones({1, 4})}});
-  io::write_safetensors(dir / "xl.safetensors", {{"clip_l", at::ones({1, 4})}, {"clip_g", at::ones({1, 8})}});
+  io::write_safetensors(dir / "xl.safetensors", {{"clip_l", at::ones({1, 4})}, {"clip_g", at::ones({2, 8})}});
   io::write_safetensors(dir / "cube.safetensors", {{"<c>", at::ones({1, 2, 4})}});
   tide::testing::write_text(dir / "legacy.pt", std::string("\x80\x02garbage", 9));
   tide::testing::write_text(dir / "junk.safetensors", "not a file format");

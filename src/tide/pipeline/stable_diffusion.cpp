@@ -78,6 +78,25 @@ std::unique_ptr<StableDiffusionPipeline> StableDiffusionPipeline::from_parts(Pip
   return p;
 }
 
+void StableDiffusionPipeline::install_embedding(const text::TextualInversionEmbedding& embedding) {
+  if (embedding.is_xl() != is_xl())
+    throw Error("embedding " + embedding.token + ": " +
+                (is_xl() ? "an SD 1.x/2.x embedding; an SDXL model needs one with clip_l and clip_g vectors"
+                         : "an SDXL embedding (clip_l / clip_g); this is an SD 1.x/2.x model"));
+  auto check = [&](const at::Tensor& v, const models::ClipTextModel& encoder, const char* which) {
+    if (v.size(1) != encoder->config().hidden_size)
+      throw Error("embedding " + embedding.token + ": " + which + " vectors are " + std::to_string(v.size(1)) +
+                  " wide, the text encoder's are " + std::to_string(encoder->config().hidden_size));
+  };
+  check(embedding.vectors, text_encoder_, is_xl() ? "clip_l" : "its");
+  if (is_xl()) check(embedding.vectors_2, text_encoder_2_, "clip_g");
+  const std::string token = embedding.token;
+  if (is_xl() && tokenizer_2_->token_id(token))
+    throw Error("embedding " + token + ": the token is already in the second tokenizer's vocabulary");
+  text::install_embedding(*tokenizer_, text_encoder_, {token, embedding.vectors, {}});
+  if (is_xl()) text::install_embedding(*tokenizer_2_, text_encoder_2_, {token, embedding.vectors_2, {}});
+}
+
 int StableDiffusionPipeline::default_size() const {
   return static_cast<int>(unet_->config().sample_size) * vae_scale_factor();
 }

@@ -16,6 +16,7 @@
 #include "tide/models/unet2d_condition.h"
 #include "tide/pipeline/generation.h"
 #include "tide/text/clip_tokenizer.h"
+#include "tide/text/embeddings.h"
 
 namespace tide::pipeline {
 
@@ -64,6 +65,11 @@ class StableDiffusionPipeline {
   int default_size() const;
   const std::string& description() const { return description_; }
   const nlohmann::json& scheduler_config() const { return scheduler_config_; }
+  // Adds a textual-inversion embedding's token(s) to the tokenizer(s) and text encoder(s): SD 1.x/2.x take
+  // `vectors`, SDXL `vectors` (clip_l) and `vectors_2` (clip_g). A mismatch (family, width, known token) is a
+  // tide::Error and changes nothing.
+  void install_embedding(const text::TextualInversionEmbedding& embedding);
+
   text::ClipTokenizer& tokenizer() { return *tokenizer_; }
   models::ClipTextModel& text_encoder() { return text_encoder_; }
   models::ClipTextModel& text_encoder_2() { return text_encoder_2_; }  // SDXL only

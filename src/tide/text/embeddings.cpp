@@ -44,10 +44,16 @@ TextualInversionEmbedding from_safetensors(const fs::path& path, const std::opti
     std::string name = token ? *token : key == "emb_params" ? path.stem().string() : key;
     return {name, as_vectors(file.tensor(key), path, key)};
   }
-  if (file.contains("clip_l") || file.contains("clip_g"))
-    throw Error(path.string() + ": an SDXL embedding (clip_l / clip_g); only SD 1.x / 2.x embeddings are supported");
+  if (entries.size() == 2 && file.contains("clip_l") && file.contains("clip_g")) {  // SDXL: one per text encoder
+    TextualInversionEmbedding e{token ? *token : path.stem().string(), as_vectors(file.tensor("clip_l"), path, "clip_l"),
+                                as_vectors(file.tensor("clip_g"), path, "clip_g")};
+    if (e.vectors.size(0) != e.vectors_2.size(0))
+      throw Error(path.string() + ": clip_l and clip_g hold different numbers of vectors (" +
+                  std::to_string(e.vectors.size(0)) + " and " + std::to_string(e.vectors_2.size(0)) + ")");
+    return e;
+  }
   throw Error(path.string() + ": not a textual-inversion embedding: expected one tensor ({token: [n, dim]} or "
-              "{\"emb_params\": [n, dim]}), found " + std::to_string(entries.size()));
+              "{\"emb_params\": [n, dim]}), found " + std::to_string(entries.size()) + " (SDXL files hold exactly clip_l and clip_g)");
 }
 
 std::string ivalue_key(const c10::IValue& key) { return key.isString() ? key.toStringRef() : key.tagKind(); }
@@ -94,7 +100,11 @@ TextualInversionEmbedding read_embedding_file(const fs::path& path, const std::o
   if (token && token->empty()) throw Error(path.string() + ": the token must not be empty");
   const std::string bytes = read_bytes(path);
   TextualInversionEmbedding embedding;
-  if (bytes.size() >= 4 && bytes.compare(0, 4, "PK\x03\x04") == 0) {
+  // safetensors: an 8-byte header length, then the JSON header. Checked first: the length's low byte may be 0x80.
+  const bool safetensors = bytes.size() >= 9 && bytes[8] == '{';
+  if (safetensors) {
+    embedding = from_safetensors(path, token);
+  } else if (bytes.size() >= 4 && bytes.compare(0, 4, "PK\x03\x04") == 0) {
     embedding = from_pickle(path, bytes, token);
   } else if (bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0x80) {
     throw Error(path.string() + ": a legacy (before torch 1.6) torch.save file; re-save it with a current torch "

@@ -16,8 +16,10 @@
 namespace tide::text {
 
 struct TextualInversionEmbedding {
-  std::string token;   // the token that names it in prompts
-  at::Tensor vectors;  // float32 [n, D], n >= 1
+  std::string token;     // the token that names it in prompts
+  at::Tensor vectors;    // float32 [n, D], n >= 1; SDXL: for the first text encoder ("clip_l")
+  at::Tensor vectors_2;  // SDXL only: float32 [n, D2] for the second text encoder ("clip_g"); else undefined
+  bool is_xl() const { return vectors_2.defined(); }
 };
 
 // Reads an embedding file (by content; `.safetensors` or a torch zip pickle `.bin`/`.pt`). `token` overrides the
