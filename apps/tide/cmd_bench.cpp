@@ -50,7 +50,9 @@ int run_attention(const Args& args, const bench::PeakResult& peak, int threads) 
     << " threads: " << r.flops * 1e-9 << " GFLOP per call\n"
     << "  blocked: " << blocked << " s median (" << gflops << " GFLOP/s)\n"
     << "  plain:   " << plain << " s median (" << plain_gflops << " GFLOP/s)\n"
-    << "  speedup: " << plain / blocked << "x; max |blocked - plain| = " << r.max_abs_diff << "\n";
+    << "  speedup: " << plain / blocked << "x; max |blocked - plain| = " << r.max_abs_diff << "\n"
+    << "  cpu time: blocked " << bench::median(r.blocked_cpu_s) << " s, plain " << bench::median(r.plain_cpu_s)
+    << " s (all threads; " << bench::median(r.plain_cpu_s) / bench::median(r.blocked_cpu_s) << "x)\n";
   if (peak.gflops > 0) o << "  peak:    " << peak.gflops << " GFLOP/s, blocked at " << 100 * gflops / peak.gflops << "%\n";
   std::cout << o.str();
   if (args.has("json")) {
@@ -59,7 +61,8 @@ int run_attention(const Args& args, const bench::PeakResult& peak, int threads) 
                           {"context_tokens", s.context_tokens ? s.context_tokens : s.tokens}, {"head_dim", s.head_dim},
                           {"gflop", r.flops * 1e-9}, {"blocked_median_s", blocked}, {"plain_median_s", plain},
                           {"blocked_s", r.blocked_s}, {"plain_s", r.plain_s}, {"speedup", plain / blocked},
-                          {"gflops", gflops}, {"max_abs_diff", r.max_abs_diff}}},
+                          {"gflops", gflops}, {"max_abs_diff", r.max_abs_diff},
+                          {"blocked_cpu_s", r.blocked_cpu_s}, {"plain_cpu_s", r.plain_cpu_s}}},
                         {"peak_gflops", peak.gflops > 0 ? nlohmann::json(peak.gflops) : nlohmann::json(nullptr)},
                         {"threads", threads},
                         {"cpu_features", runtime::cpu_features()},
@@ -91,6 +94,10 @@ int run_bench(int argc, char** argv) {
       .flag("peak", "measure this machine's float32 FMA peak and report each stage's share of it")
       .flag("plain", "switch every optimization off: plain libtorch module code, as diffusers runs it")
       .flag("compare-plain", "after every pass run the same pass with --plain; print the speed-up per stage")
+      .option("compare-without", "NAMES",
+              "like --compare-plain, but the compared side keeps every optimization except these (comma-separated: " +
+                  joined(runtime::Optimizations::names(), ",") + ")")
+      .option("without", "NAMES", "switch these optimizations off (comma-separated)")
       .option("json", "FILE", "also write the results as JSON (written atomically)")
       .flag("attention", "time attention alone, blocked kernel vs plain, instead of the pipeline")
       .option("batch", "N", "--attention: batch (2 = guidance batch)", "2")
@@ -134,6 +141,13 @@ int run_bench(int argc, char** argv) {
   s.warmup = args.get_int("warmup");
   s.compare_plain = args.get_flag("compare-plain");
   if (args.get_flag("plain")) s.optimizations = runtime::Optimizations::plain();
+  if (args.has("without")) s.optimizations = s.optimizations.without(args.get("without"));
+  if (args.has("compare-without")) {
+    if (s.compare_plain) throw Error("tide bench: --compare-plain and --compare-without exclude each other");
+    s.compare_plain = true;
+    s.baseline = s.optimizations.without(args.get("compare-without"));
+    s.baseline_label = "without " + args.get("compare-without");
+  }
 
   bench::BenchModels models;
   if (args.has("arch")) {

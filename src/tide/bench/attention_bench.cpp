@@ -4,6 +4,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include <chrono>
+#include <ctime>
 
 #include "tide/kernels/attention_cpu.h"
 #include "tide/nn/attention.h"
@@ -26,14 +27,24 @@ AttentionBenchResult run_attention_bench(const AttentionBenchSettings& s) {
 
   AttentionBenchResult r;
   r.flops = 4.0 * double(s.batch * s.heads) * double(s.tokens) * double(lk) * double(s.head_dim);
-  auto timed = [](auto&& fn) {
+  auto cpu_now = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+  };
+  double cpu = 0;  // CPU seconds of the last timed call
+  auto timed = [&](auto&& fn) {
+    const double cpu_start = cpu_now();
     const auto start = std::chrono::steady_clock::now();
     fn();
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    cpu = cpu_now() - cpu_start;
+    return wall;
   };
   at::Tensor blocked, plain;
   for (int i = 0; i < s.warmup + s.runs; ++i) {
     const double tb = timed([&] { blocked = kernels::blocked_attention(q, k, v); });
+    const double cb = cpu;
     double tp;
     {
       runtime::OptimizationsGuard guard(runtime::Optimizations::plain());
@@ -42,6 +53,8 @@ AttentionBenchResult run_attention_bench(const AttentionBenchSettings& s) {
     if (i >= s.warmup) {
       r.blocked_s.push_back(tb);
       r.plain_s.push_back(tp);
+      r.blocked_cpu_s.push_back(cb);
+      r.plain_cpu_s.push_back(cpu);
     }
   }
   r.max_abs_diff = (blocked - plain).abs().max().item<double>();

@@ -15,6 +15,9 @@ struct AttentionBenchSettings {
 
 struct AttentionBenchResult {
   std::vector<double> blocked_s, plain_s;
+  // CPU time of the process over each timed call (all threads): on a machine shared with other jobs the
+  // wall time depends on the others, this less so.
+  std::vector<double> blocked_cpu_s, plain_cpu_s;
   double flops = 0;          // per call
   double max_abs_diff = 0;   // blocked vs plain outputs
 };

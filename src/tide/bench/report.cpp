@@ -36,7 +36,9 @@ nlohmann::json to_json(const BenchResult& r, const ReportContext& c) {
     json st = {{"stage", stage_name(i)}, {"median_s", s.median_s}, {"min_s", s.min_s}, {"max_s", s.max_s},
                {"gflop", r.flops[i] * 1e-9}, {"gflops", gflops}};
     st["peak_fraction"] = c.peak_gflops > 0 ? json(gflops / c.peak_gflops) : json(nullptr);
-    st["plain_median_s"] = s.plain_median_s > 0 ? json(s.plain_median_s) : json(nullptr);
+    const bool plain = c.settings.baseline_label == "plain";
+    st["plain_median_s"] = plain && s.plain_median_s > 0 ? json(s.plain_median_s) : json(nullptr);
+    if (!plain) st["baseline_median_s"] = s.plain_median_s > 0 ? json(s.plain_median_s) : json(nullptr);
     st["speedup"] = s.plain_median_s > 0 && s.median_s > 0 ? json(s.plain_median_s / s.median_s) : json(nullptr);
     stages.push_back(st);
   }
@@ -59,7 +61,11 @@ nlohmann::json to_json(const BenchResult& r, const ReportContext& c) {
               {"unet_calls", r.unet_calls},
               {"dtype", c.dtype},
               {"optimizations", set.optimizations.enabled()},
-              {"compare_plain", set.compare_plain}};
+              {"compare_plain", set.compare_plain && set.baseline_label == "plain"}};
+  if (set.compare_plain) {
+    out["baseline"] = set.baseline_label;
+    out["baseline_optimizations"] = set.baseline.enabled();
+  }
   return out;
 }
 
@@ -68,7 +74,7 @@ std::string to_table(const BenchResult& r, const ReportContext& c) {
   char line[256];
   std::snprintf(line, sizeof line, "%-13s %9s %9s %9s %9s %9s %6s", "stage", "median_s", "min_s", "max_s", "GFLOP",
                 "GFLOP/s", "peak%");
-  o << line << (r.plain_runs.empty() ? "" : "   plain_s  speedup") << "\n";
+  o << line << (r.plain_runs.empty() ? "" : "  baseline  speedup") << "\n";
   for (int i = 0; i < kStageCount; ++i) {
     const StageSummary s = summarize(r, i);
     const double gflops = s.median_s > 0 ? r.flops[i] * 1e-9 / s.median_s : 0;
@@ -84,6 +90,7 @@ std::string to_table(const BenchResult& r, const ReportContext& c) {
     }
     o << "\n";
   }
+  if (!r.plain_runs.empty()) o << "baseline: " << c.settings.baseline_label << "\n";
   o << "UNet calls per pass: " << r.unet_calls << "; peak RSS: " << c.peak_rss_bytes / (1 << 20) << " MiB\n";
   return o.str();
 }

@@ -174,8 +174,8 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       if (!warm) result.runs.push_back(t);
     }
     if (s.compare_plain) {
-      runtime::OptimizationsGuard guard(runtime::Optimizations::plain());
-      if (on_pass) on_pass(warm ? "plain warmup" : "plain run", index);
+      runtime::OptimizationsGuard guard(s.baseline);
+      if (on_pass) on_pass(s.baseline_label + (warm ? " warmup" : " run"), index);
       StageTimes flops{};
       const StageTimes t = run_pass(models, s, &flops, &result.unet_calls);
       if (!warm) result.plain_runs.push_back(t);

@@ -22,8 +22,10 @@ struct BenchSettings {
   double guidance = 7.5;  // > 1: the UNet runs the unconditional and conditional halves as one batch of 2
   int runs = 3;
   int warmup = 1;
-  bool compare_plain = false;
+  bool compare_plain = false;            // alternate every pass with a pass under `baseline`
   runtime::Optimizations optimizations;  // the measured side (Optimizations::plain() under --plain)
+  runtime::Optimizations baseline = runtime::Optimizations::plain();  // the compared side
+  std::string baseline_label = "plain";  // "plain", or "without channels_last" (--compare-without)
 };
 
 using StageTimes = std::array<double, kStageCount>;  // seconds
@@ -38,7 +40,8 @@ struct BenchResult {
 // Checks the settings against the models (sizes, scheduler name, steps); throws tide::Error.
 BenchSettings resolve_settings(const BenchModels& models, BenchSettings settings);
 
-// `on_pass(label, index)` is called before every pass ("warmup", "run", "plain warmup", "plain run").
+// `on_pass(label, index)` is called before every pass ("warmup", "run", "plain warmup", "plain run"; the
+// baseline's label for "plain").
 BenchResult run_bench(BenchModels& models, const BenchSettings& settings,
                       const std::function<void(const std::string&, int)>& on_pass = nullptr);
 

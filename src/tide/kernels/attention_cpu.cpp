@@ -4,6 +4,7 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -74,46 +75,113 @@ __attribute__((target("avx2,fma"))) float softmax_row_avx2(float* x, int64_t n) 
 
 const bool kHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 
-// C[R rows, 8·NV cols] = A[R, k] · B[k, 8·NV cols]: R·NV accumulators in registers, B streamed row by row.
-template <int R, int NV>
+// C[R rows, 8·NV cols] (+)= A[R, k] · B[k, 8·NV cols]: R·NV accumulators in registers, B streamed row by
+// row. With `row_max`, also row_max[r] = max(row_max[r], max of the row's new values) (the scores' row max
+// for the softmax, taken while they are still in registers).
+template <int R, int NV, bool Accumulate>
 __attribute__((target("avx2,fma"))) inline void micro_gemm(int64_t k, const float* a, int64_t lda, const float* b,
-                                                           int64_t ldb, float* c, int64_t ldc) {
+                                                           int64_t ldb, float* c, int64_t ldc, float* row_max) {
   __m256 acc[R][NV];
+  #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
+    #pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[r][v] = Accumulate ? _mm256_loadu_ps(c + r * ldc + 8 * v) : _mm256_setzero_ps();
   for (int64_t p = 0; p < k; ++p) {
     __m256 bv[NV];
+    #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + p * ldb + 8 * v);
+    #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m256 av = _mm256_broadcast_ss(a + r * lda + p);
+      #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
     }
   }
-  for (int r = 0; r < R; ++r)
+  #pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
+    if (row_max) {
+      __m256 m = acc[r][0];
+      #pragma GCC unroll 8
+      for (int v = 1; v < NV; ++v) m = _mm256_max_ps(m, acc[r][v]);
+      m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
+      m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0x4e));
+      m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0xb1));
+      row_max[r] = std::max(row_max[r], _mm256_cvtss_f32(m));
+    }
+  }
 }
 
-template <int R>
-__attribute__((target("avx2,fma"))) void gemm_rows(int64_t n, int64_t k, const float* a, int64_t lda,
-                                                   const float* b, int64_t ldb, float* c, int64_t ldc) {
+// All m rows of one column panel of 8·NV columns: R rows at a time, then the remaining rows.
+template <int R, int NV, bool Accumulate>
+__attribute__((target("avx2,fma"))) void panel(int64_t m, int64_t k, const float* a, int64_t lda, const float* b,
+                                               int64_t ldb, float* c, int64_t ldc, float* row_max) {
+  int64_t i = 0;
+  for (; i + R <= m; i += R)
+    micro_gemm<R, NV, Accumulate>(k, a + i * lda, lda, b, ldb, c + i * ldc, ldc, row_max ? row_max + i : nullptr);
+  for (; i < m; ++i)
+    micro_gemm<1, NV, Accumulate>(k, a + i * lda, lda, b, ldb, c + i * ldc, ldc, row_max ? row_max + i : nullptr);
+}
+
+// Row-major C[m, n] (+)= A[m, k] · B[k, n] (unit stride along rows), one thread, no allocation: BLAS called
+// from many threads at once contends on its internal buffers, badly on a busy machine. Column panels of
+// up to 40 columns with register tiles of at most 12 accumulators (16 ymm registers in all).
+template <bool Accumulate>
+__attribute__((target("avx2,fma"))) void gemm_avx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                                                   const float* b, int64_t ldb, float* c, int64_t ldc,
+                                                   float* row_max = nullptr) {
   int64_t j = 0;
-  for (; j + 16 <= n; j += 16) micro_gemm<R, 2>(k, a, lda, b + j, ldb, c + j, ldc);
-  for (; j + 8 <= n; j += 8) micro_gemm<R, 1>(k, a, lda, b + j, ldb, c + j, ldc);
+  for (; n - j >= 40; j += 40) panel<2, 5, Accumulate>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
+  if (n - j >= 32) {
+    panel<3, 4, Accumulate>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
+    j += 32;
+  } else if (n - j >= 24) {
+    panel<4, 3, Accumulate>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
+    j += 24;
+  }
+  for (; n - j >= 16; j += 16) panel<6, 2, Accumulate>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
+  for (; n - j >= 8; j += 8) panel<6, 1, Accumulate>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
   for (; j < n; ++j)  // fewer than 8 columns left
-    for (int r = 0; r < R; ++r) {
-      float sum = 0;
-      for (int64_t p = 0; p < k; ++p) sum += a[r * lda + p] * b[p * ldb + j];
-      c[r * ldc + j] = sum;
+    for (int64_t i = 0; i < m; ++i) {
+      float sum = Accumulate ? c[i * ldc + j] : 0.0f;
+      for (int64_t p = 0; p < k; ++p) sum += a[i * lda + p] * b[p * ldb + j];
+      c[i * ldc + j] = sum;
+      if (row_max) row_max[i] = std::max(row_max[i], sum);
     }
 }
 
-// Row-major C[m, n] = A[m, k] · B[k, n] (unit stride along rows), one thread, no allocation: BLAS
-// called from many threads at once contends on its internal buffers, badly on a busy machine.
-__attribute__((target("avx2,fma"))) void gemm_avx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-                                                   const float* b, int64_t ldb, float* c, int64_t ldc) {
+// Scores [m, n] = A[m, k] · Bᵀ-panel B[k, n] in 16-column panels (B = kᵀ, dense), the row maxima on the fly.
+__attribute__((target("avx2,fma"))) void scores_avx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                                                     const float* b, int64_t ldb, float* c, int64_t ldc,
+                                                     float* row_max) {
+  int64_t j = 0;
+  for (; n - j >= 16; j += 16) panel<6, 2, false>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
+  if (n > j) gemm_avx2<false>(m, n - j, k, a, lda, b + j, ldb, c + j, ldc, row_max);
+}
+
+// exp(x - max) in place over a row whose max is known; returns the sum.
+__attribute__((target("avx2,fma"))) float exp_row_avx2(float* x, int64_t n, float m) {
+  const int64_t nv = n - n % 8;
+  const __m256 bm = _mm256_set1_ps(m);
+  __m256 vs0 = _mm256_setzero_ps(), vs1 = _mm256_setzero_ps();
   int64_t i = 0;
-  for (; i + 4 <= m; i += 4) gemm_rows<4>(n, k, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
-  for (; i < m; ++i) gemm_rows<1>(n, k, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
+  for (; i + 16 <= nv; i += 16) {
+    const __m256 e0 = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + i), bm));
+    const __m256 e1 = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), bm));
+    _mm256_storeu_ps(x + i, e0);
+    _mm256_storeu_ps(x + i + 8, e1);
+    vs0 = _mm256_add_ps(vs0, e0);
+    vs1 = _mm256_add_ps(vs1, e1);
+  }
+  for (; i < nv; i += 8) {
+    const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + i), bm));
+    _mm256_storeu_ps(x + i, e);
+    vs0 = _mm256_add_ps(vs0, e);
+  }
+  float sum = hsum(_mm256_add_ps(vs0, vs1));
+  for (; i < n; ++i) sum += (x[i] = std::exp(x[i] - m));
+  return sum;
 }
 #endif
 
@@ -155,9 +223,10 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
   if (out.numel() == 0) return out.permute({0, 2, 1, 3});
   if (Lk == 0) return out.zero_().permute({0, 2, 1, 3});
 
-  // ~256 KB of scores per strip: stays in L2 between the two products.
-  constexpr int64_t kMaxBlock = 256;
-  const int64_t bq = std::clamp<int64_t>(query_block > 0 ? query_block : 65536 / Lk, 1, kMaxBlock);
+  // ~384 KB of scores per strip: stays in L2 between the two products. A multiple of the 6-row tile.
+  constexpr int64_t kMaxBlock = 252;
+  const int64_t auto_block = std::max<int64_t>(6, (98304 / Lk) / 6 * 6);
+  const int64_t bq = std::clamp<int64_t>(query_block > 0 ? query_block : auto_block, 1, kMaxBlock);
   const int64_t blocks = (Lq + bq - 1) / bq;
   // Scaling q once is cheaper than scaling every score; kᵀ made dense once so the score product streams it.
   const at::Tensor qs = q * (1.0 / std::sqrt(static_cast<double>(d)));  // [B, H, Lq, d]
@@ -171,10 +240,19 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
 #else
   const bool own_gemm = false;
 #endif
+  // Keys per step of the probs·v product: that slice of v (kKeyBlock × d) stays in L1/L2 while every row
+  // of the strip uses it.
+  const int64_t key_block = std::max<int64_t>(64, 32768 / (4 * d));
 
-  at::parallel_for(0, B * H * blocks, 1, [&](int64_t begin, int64_t end) {
+  // Strips are handed out one at a time from a shared counter rather than split evenly up front: on a
+  // machine shared with other jobs one worker may get less CPU time, and a static split then waits for it.
+  const int64_t tasks = B * H * blocks;
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), tasks);
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
     float* strip = strip_buffer(static_cast<size_t>(bq * Lk));
-    for (int64_t task = begin; task < end; ++task) {
+    float row_max[kMaxBlock], inv_sum[kMaxBlock];
+    for (int64_t task = next.fetch_add(1); task < tasks; task = next.fetch_add(1)) {
       const int64_t bh = task / blocks, b = bh / H, h = bh % H;
       const int64_t i0 = (task % blocks) * bq, rows = std::min(bq, Lq - i0);
       const float* qb = qp + b * qs.stride(0) + h * qs.stride(1) + i0 * qs.stride(2);
@@ -183,21 +261,23 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
       float* ob = op + (b * Lq + i0) * ldo + h * d;
       if (own_gemm) {
 #ifdef TIDE_X86
-        gemm_avx2(rows, Lk, d, qb, qs.stride(2), ktb, Lk, strip, Lk);  // scores [rows, Lk]
+        std::fill(row_max, row_max + rows, -std::numeric_limits<float>::infinity());
+        scores_avx2(rows, Lk, d, qb, qs.stride(2), ktb, Lk, strip, Lk, row_max);  // scores [rows, Lk]
+        for (int64_t r = 0; r < rows; ++r) inv_sum[r] = 1.0f / exp_row_avx2(strip + r * Lk, Lk, row_max[r]);
+        for (int64_t k0 = 0; k0 < Lk; k0 += key_block) {
+          const int64_t kn = std::min(key_block, Lk - k0);
+          if (k0 == 0)
+            gemm_avx2<false>(rows, d, kn, strip, Lk, vb, v.stride(2), ob, ldo);  // out [rows, d]
+          else
+            gemm_avx2<true>(rows, d, kn, strip + k0, Lk, vb + k0 * v.stride(2), v.stride(2), ob, ldo);
+        }
 #endif
       } else {
         at::Tensor scores = at::from_blob(strip, {rows, Lk}, q.options());
         at::mm_out(scores, qs[b][h].narrow(0, i0, rows), kt[b][h]);
-      }
-      float inv_sum[kMaxBlock];
-      for (int64_t r = 0; r < rows; ++r) inv_sum[r] = 1.0f / softmax_row(strip + r * Lk, Lk);
-      if (own_gemm) {
-#ifdef TIDE_X86
-        gemm_avx2(rows, d, Lk, strip, Lk, vb, v.stride(2), ob, ldo);  // out [rows, d]
-#endif
-      } else {
+        for (int64_t r = 0; r < rows; ++r) inv_sum[r] = 1.0f / softmax_row(strip + r * Lk, Lk);
         at::Tensor ob_view = out_heads[b][h].narrow(0, i0, rows);
-        at::mm_out(ob_view, at::from_blob(strip, {rows, Lk}, q.options()), v[b][h]);
+        at::mm_out(ob_view, scores, v[b][h]);
       }
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t c = 0; c < d; ++c) ob[r * ldo + c] *= inv_sum[r];

@@ -1,8 +1,9 @@
 // Blocked attention for CPUs: softmax(q·kᵀ·scale)·v computed one strip of query rows at a time, so the
 // full [B·H, Lq, Lk] score tensor is never materialized (plain attention writes and re-reads 1 GB of
-// scores per call at SD 1.5's 64×64 level). Each strip's scores stay in L2; the two matrix products run
-// in BLAS, the softmax in an AVX2 loop; strips of all batch × head × query blocks run in parallel.
-// Forward only (no autograd).
+// scores per call at SD 1.5's 64×64 level). Each strip's scores stay in L2; the two matrix products run in
+// register-blocked AVX2/FMA micro-kernels (the scores' row maxima taken while still in registers), the
+// softmax in an AVX2 loop; strips of all batch × head × query blocks are handed to the threads one at a
+// time. Without AVX2: BLAS for the products. Forward only (no autograd).
 #pragma once
 #include <ATen/ATen.h>
 

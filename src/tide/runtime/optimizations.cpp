@@ -1,5 +1,9 @@
 #include "tide/runtime/optimizations.h"
 
+#include <sstream>
+
+#include "tide/runtime/error.h"
+
 namespace tide::runtime {
 
 std::vector<std::string> Optimizations::enabled() const {
@@ -7,6 +11,23 @@ std::vector<std::string> Optimizations::enabled() const {
   if (blocked_attention) names.push_back("blocked_attention");
   if (channels_last) names.push_back("channels_last");
   return names;
+}
+
+std::vector<std::string> Optimizations::names() { return {"blocked_attention", "channels_last"}; }
+
+Optimizations Optimizations::without(const std::string& comma_separated) const {
+  Optimizations o = *this;
+  std::stringstream list(comma_separated);
+  std::string name;
+  while (std::getline(list, name, ',')) {
+    if (name == "blocked_attention")
+      o.blocked_attention = false;
+    else if (name == "channels_last")
+      o.channels_last = false;
+    else if (!name.empty())
+      throw Error("unknown optimization '" + name + "'; known: blocked_attention, channels_last");
+  }
+  return o;
 }
 
 Optimizations& optimizations() {

@@ -13,6 +13,10 @@ struct Optimizations {
   static Optimizations plain() { return {false, false}; }
   // "blocked_attention", ... : the ones switched on.
   std::vector<std::string> enabled() const;
+  // Every switch's name.
+  static std::vector<std::string> names();
+  // These with the named ones (comma-separated list) switched off; throws tide::Error on an unknown name.
+  Optimizations without(const std::string& comma_separated) const;
 };
 
 // The process-wide setting the models read at every forward call.
