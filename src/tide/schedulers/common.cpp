@@ -237,6 +237,14 @@ std::vector<double> trailing_timesteps(double start, int num_train_timesteps, in
   return t;
 }
 
+std::vector<double> discrete_timesteps(const std::string& spacing, int num_train_timesteps, int n, int steps_offset) {
+  if (spacing == "leading") return leading_timesteps(num_train_timesteps, n, steps_offset);
+  if (spacing == "trailing") return trailing_timesteps(num_train_timesteps, num_train_timesteps, n);
+  std::vector<double> t = reversed(np_linspace(0, num_train_timesteps - 1, n));  // linspace
+  for (double& v : t) v = np_round(v);
+  return t;
+}
+
 // ---------------------------------------------------------------- sigmas
 
 std::vector<double> train_sigmas(const at::Tensor& alphas_cumprod) {

@@ -71,6 +71,8 @@ std::vector<double> to_float32_values(std::vector<double> v);  // .astype(np.flo
 // "leading": round(arange(n) * (train // n))[::-1] + offset; "trailing": round(arange(start, 0, -train/n)) - 1.
 std::vector<double> leading_timesteps(int num_train_timesteps, int n, int steps_offset);
 std::vector<double> trailing_timesteps(double start, int num_train_timesteps, int n);
+// DDIM's and DDPM's integer timesteps for a `timestep_spacing` of linspace (rounded), leading or trailing.
+std::vector<double> discrete_timesteps(const std::string& spacing, int num_train_timesteps, int n, int steps_offset);
 
 // np.array(((1 - alphas_cumprod) / alphas_cumprod) ** 0.5): float32 training sigmas, ascending in t.
 std::vector<double> train_sigmas(const at::Tensor& alphas_cumprod);

@@ -38,14 +38,7 @@ class Ddpm final : public Scheduler {
       throw Error("ddpm: the number of steps must be between 1 and num_train_timesteps (" +
                   std::to_string(num_train_timesteps_) + "), got " + std::to_string(n));
     num_inference_steps_ = n;
-    if (spacing_ == "linspace") {
-      timesteps_ = reversed(np_linspace(0, num_train_timesteps_ - 1, n));
-      for (double& t : timesteps_) t = np_round(t);
-    } else if (spacing_ == "leading") {
-      timesteps_ = leading_timesteps(num_train_timesteps_, n, steps_offset_);
-    } else {
-      timesteps_ = trailing_timesteps(num_train_timesteps_, num_train_timesteps_, n);
-    }
+    timesteps_ = discrete_timesteps(spacing_, num_train_timesteps_, n, steps_offset_);
     step_index_ = 0;
   }
 
