@@ -12,6 +12,7 @@
 #include "tide/io/atomic_file.h"
 #include "tide/models/presets.h"
 #include "tide/pipeline/model_source.h"
+#include "tide/runtime/compute_dtype.h"
 #include "tide/runtime/cpu_features.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/memory.h"
@@ -90,7 +91,10 @@ int run_bench(int argc, char** argv) {
       .option("runs", "N", "timed passes; the median, min and max are reported", "3")
       .option("warmup", "N", "untimed passes first", "1")
       .option("threads", "N", "CPU threads", "the cores this process may use")
-      .option("dtype", "TYPE", "float32 | bf16 (bf16 needs AMX or AVX512-BF16)", "float32")
+      .option("dtype", "TYPE", "the UNet's compute dtype: float32 | bf16 (bf16 needs AMX or AVX512-BF16; elsewhere "
+              "float32 with a note)", "float32")
+      .option("compare-dtype", "TYPE",
+              "like --compare-plain, but the compared side keeps every optimization and runs the UNet in TYPE")
       .flag("peak", "measure this machine's float32 FMA peak and report each stage's share of it")
       .flag("plain", "switch every optimization off: plain libtorch module code, as diffusers runs it")
       .flag("compare-plain", "after every pass run the same pass with --plain; print the speed-up per stage")
@@ -108,15 +112,10 @@ int run_bench(int argc, char** argv) {
   if (!args.parse(argc, argv)) return 0;
 
   const int threads = runtime::configure_threads(args.has("threads") ? args.get_int("threads") : 0);
-  const std::string dtype = args.get("dtype");
-  if (dtype != "float32" && dtype != "f32" && dtype != "bf16")
-    throw Error("tide bench: --dtype must be float32 or bf16, got '" + dtype + "'");
-  if (dtype == "bf16") {
-    if (!runtime::bf16_supported())
-      std::cerr << "bf16 unavailable: this CPU has neither AMX nor AVX512-BF16; running float32\n";
-    else
-      std::cerr << "bf16 is not implemented yet in tide; running float32\n";
-  }
+  std::string dtype_note;
+  const at::ScalarType dtype =
+      runtime::usable_compute_dtype(runtime::parse_compute_dtype(args.get("dtype"), "tide bench: --dtype"), &dtype_note);
+  if (!dtype_note.empty()) std::cerr << dtype_note << "\n";
   bench::PeakResult peak;
   if (args.get_flag("peak")) {
     peak = bench::measure_fma_peak();
@@ -148,6 +147,14 @@ int run_bench(int argc, char** argv) {
     s.baseline = s.optimizations.without(args.get("compare-without"));
     s.baseline_label = "without " + args.get("compare-without");
   }
+  s.dtype = s.baseline_dtype = dtype;
+  if (args.has("compare-dtype")) {
+    if (s.compare_plain) throw Error("tide bench: --compare-dtype excludes --compare-plain and --compare-without");
+    s.compare_plain = true;
+    s.baseline = s.optimizations;
+    s.baseline_dtype = runtime::parse_compute_dtype(args.get("compare-dtype"), "tide bench: --compare-dtype");
+    s.baseline_label = runtime::compute_dtype_name(s.baseline_dtype);
+  }
 
   bench::BenchModels models;
   if (args.has("arch")) {
@@ -168,8 +175,9 @@ int run_bench(int argc, char** argv) {
   ctx.peak_isa = peak.isa;
   ctx.cpu_features = runtime::cpu_features();
   ctx.cpu_model = runtime::cpu_model_name();
+  ctx.dtype = runtime::compute_dtype_name(dtype);
   std::cerr << "bench " << ctx.model << ": " << s.width << "x" << s.height << ", " << s.steps << " steps "
-            << s.scheduler << ", guidance " << s.guidance << ", " << threads << " threads, float32, optimizations: "
+            << s.scheduler << ", guidance " << s.guidance << ", " << threads << " threads, UNet in " << runtime::compute_dtype_name(dtype) << ", optimizations: "
             << (s.optimizations.enabled().empty() ? "none (plain)" : joined(s.optimizations.enabled())) << "\n"
             << "cpu: " << ctx.cpu_model << " [" << joined(ctx.cpu_features, " ") << "]\n";
 

@@ -12,6 +12,7 @@
 #include "tide/io/image.h"
 #include "tide/pipeline/model_source.h"
 #include "tide/pipeline/stable_diffusion.h"
+#include "tide/runtime/compute_dtype.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/progress.h"
 #include "tide/runtime/threads.h"
@@ -46,7 +47,7 @@ std::string model_label(std::string model) {
 }
 
 std::string parameters_text(const pipeline::GenerationRequest& r, const std::string& scheduler,
-                            const std::string& model, int index) {
+                            const std::string& model, at::ScalarType dtype, int index) {
   std::ostringstream s;
   s << r.prompt << "\n";
   if (r.negative_prompt) s << "Negative prompt: " << *r.negative_prompt << "\n";
@@ -54,6 +55,7 @@ std::string parameters_text(const pipeline::GenerationRequest& r, const std::str
     << ", CFG scale: " << r.guidance << ", Seed: " << r.seed << ", Size: " << r.width << "x" << r.height
     << ", Model: " << model << ", Batch index: " << index;
   if (r.scheduler_options.eta != 0) s << ", Eta: " << r.scheduler_options.eta;
+  if (dtype != at::kFloat) s << ", Dtype: " << runtime::compute_dtype_name(dtype);
   s << ", Version: tide 0.1.0";
   return s.str();
 }
@@ -99,6 +101,10 @@ int run_generate(int argc, char** argv) {
               "textual-inversion embedding (diffusers .safetensors/.bin, A1111 .safetensors/.pt, SDXL clip_l+clip_g "
               ".safetensors) named TOKEN "
               "(default: as stored); repeatable")
+      .option("dtype", "TYPE",
+              "the UNet's compute dtype: float32, or bf16 on CPUs with AVX512-BF16 or AMX (elsewhere float32, with a "
+              "note); noise, scheduler, text encoders and VAE stay float32",
+              "float32")
       .option("threads", "N", "CPU threads", "the cores this process may use (OMP_NUM_THREADS if set)");
   if (!args.parse(argc, argv)) return 0;
   if (!args.has("model")) throw Error("tide generate: --model is required (a model folder, .safetensors file or Hub id)");
@@ -133,11 +139,17 @@ int run_generate(int argc, char** argv) {
   const fs::path out_dir = output.parent_path().empty() ? fs::path(".") : output.parent_path();
   if (!fs::is_directory(out_dir)) throw Error("tide generate: output folder " + out_dir.string() + " does not exist");
 
+  std::string dtype_note;
+  const at::ScalarType dtype = runtime::usable_compute_dtype(
+      runtime::parse_compute_dtype(args.get("dtype"), "tide generate: --dtype"), &dtype_note);
+  if (!dtype_note.empty()) std::cerr << dtype_note << "\n";
+
   const int threads = runtime::configure_threads(args.has("threads") ? args.get_int("threads") : 0);
   pipeline::LoadOptions load;
   load.variant = args.has("variant") ? args.get("variant") : "";
   if (args.has("tokenizer")) load.tokenizer = args.get("tokenizer");
   auto pipe = pipeline::StableDiffusionPipeline::from_parts(pipeline::model_parts(args.get("model"), load));
+  if (dtype != at::kFloat) pipe->set_unet_dtype(dtype);
 
   std::vector<std::string> embedding_tokens;
   for (const auto& argument : args.get_all("embedding")) {
@@ -154,7 +166,7 @@ int run_generate(int argc, char** argv) {
   const std::string scheduler_name = request.scheduler.empty() ? std::string("model default") : request.scheduler;
   pipe->make_scheduler(request);
   std::cerr << "seed " << request.seed << ", " << request.width << "x" << request.height << ", " << request.steps
-            << " steps, " << threads << " threads\n";
+            << " steps, " << threads << " threads, UNet in " << runtime::compute_dtype_name(dtype) << "\n";
 
   runtime::Progress progress("denoising", request.steps);
   // A multi-vector token in the prompts stands for all its tokens (diffusers' maybe_convert_prompt).
@@ -171,7 +183,7 @@ int run_generate(int argc, char** argv) {
   for (int i = 0; i < request.num_images; ++i) {
     const fs::path path = numbered(output, i, request.num_images);
     io::write_png(path, result.images[i],
-                  {{"parameters", parameters_text(request, scheduler_name, model_label(args.get("model")), i)}});
+                  {{"parameters", parameters_text(request, scheduler_name, model_label(args.get("model")), dtype, i)}});
     std::cout << path.string() << "\n";
   }
   std::cerr << "done in " << runtime::format_duration(progress.elapsed_seconds()) << "\n";

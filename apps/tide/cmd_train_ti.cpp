@@ -12,12 +12,12 @@
 #include "commands.h"
 #include "tide/io/image.h"
 #include "tide/pipeline/stable_diffusion.h"
+#include "tide/runtime/cpu_features.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/progress.h"
 #include "tide/runtime/threads.h"
 #include "tide/text/embeddings.h"
 #include "tide/train/communicator.h"
-#include "tide/train/cpu_bf16.h"
 #include "tide/train/lr_schedule.h"
 #include "tide/train/trainer.h"
 
@@ -191,7 +191,7 @@ int run_train_ti(int argc, char** argv) {
     const int threads = runtime::configure_threads(args.has("threads") ? args.get_int("threads") : 0);
     const std::string precision = args.get("mixed_precision");
     if (precision == "bf16") {
-      options.bf16 = train::cpu_has_native_bf16();
+      options.bf16 = runtime::bf16_supported();
       if (!options.bf16 && main_rank)
         std::cerr << "note: this CPU has no native bf16 (AVX512-BF16 or AMX): training in float32\n";
     } else if (precision == "fp16") {

@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <iostream>
 
 #include "cli_runner.h"
 #include "test_support.h"
 #include "tide/io/image.h"
+#include "tide/runtime/cpu_features.h"
 #include "tiny_pipeline.h"
 
 namespace {
@@ -24,7 +26,7 @@ TEST(Cli, HelpListsCommandsAndEveryGenerateFlag) {
   EXPECT_EQ(gen.code, 0);
   for (const char* flag : {"--model", "--prompt", "--negative-prompt", "--steps", "--guidance", "--seed", "--width",
                            "--height", "--num-images", "--scheduler", "--karras", "--eta", "--output", "--threads",
-                           "--variant", "--tokenizer", "dpm++2m", "euler-a", "unipc"})
+                           "--variant", "--tokenizer", "--dtype", "dpm++2m", "euler-a", "unipc"})
     EXPECT_NE(gen.output.find(flag), std::string::npos) << flag;
   EXPECT_EQ(run_tide("").code, 2);
   auto unknown = run_tide("paint");
@@ -92,6 +94,44 @@ TEST_F(CliTinyModel, GeneratesNumberedPngsWithParametersDeterministically) {
   EXPECT_EQ(info.code, 0) << info.output;
   EXPECT_NE(info.output.find("UNet2DConditionModel"), std::string::npos) << info.output;
   EXPECT_NE(info.output.find("PNDMScheduler"), std::string::npos) << info.output;
+}
+
+// --dtype bf16 runs the UNet in bf16 where the CPU has it natively; elsewhere (or with TIDE_NO_BF16=1) it
+// says so and gives exactly the float32 image. The initial noise is float32 either way.
+TEST_F(CliTinyModel, Bf16WhereTheCpuHasItFloat32WithANoteElsewhere) {
+  TempDir out;
+  const std::string common = "generate --model " + quote(model()) +
+                             " --prompt 'a red robot' --steps 3 --seed 11 --width 32 --height 32 --threads 1";
+  auto f32 = run_tide(common + " --output " + quote(out / "f32.png"));
+  ASSERT_EQ(f32.code, 0) << f32.output;
+  EXPECT_NE(f32.output.find("UNet in float32"), std::string::npos) << f32.output;
+  const auto f32_image = tide::io::read_png(out / "f32.png");
+
+  auto fallback = run_tide(common + " --dtype bf16 --output " + quote(out / "fallback.png"), "TIDE_NO_BF16=1 ");
+  ASSERT_EQ(fallback.code, 0) << fallback.output;
+  EXPECT_NE(fallback.output.find("running float32"), std::string::npos) << fallback.output;
+  EXPECT_TRUE(at::equal(tide::io::read_png(out / "fallback.png").rgb8, f32_image.rgb8));
+
+  auto bf16 = run_tide(common + " --dtype bf16 --output " + quote(out / "bf16.png"));
+  ASSERT_EQ(bf16.code, 0) << bf16.output;
+  const auto bf16_image = tide::io::read_png(out / "bf16.png");
+  if (tide::runtime::bf16_supported()) {
+    EXPECT_NE(bf16.output.find("UNet in bf16"), std::string::npos) << bf16.output;
+    EXPECT_NE(bf16_image.text.at("parameters").find("Dtype: bf16"), std::string::npos);
+    const at::Tensor diff = (bf16_image.rgb8.to(at::kFloat) - f32_image.rgb8.to(at::kFloat)).abs();
+    EXPECT_GT(diff.max().item<float>(), 0.f) << "bf16 gave the float32 pixels: did it run in bf16?";
+    EXPECT_LT(diff.mean().item<float>(), 3.f) << "bf16 strayed from the float32 image";
+    std::cout << "bf16 vs float32 pixels: mean " << diff.mean().item<float>() << ", max " << diff.max().item<float>()
+              << "\n";
+  } else {
+    EXPECT_NE(bf16.output.find("running float32"), std::string::npos) << bf16.output;
+    EXPECT_TRUE(at::equal(bf16_image.rgb8, f32_image.rgb8));
+  }
+
+  auto bad = run_tide(common + " --dtype f16 --output " + quote(out / "bad.png"));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.output.find("--dtype must be float32 or bf16"), std::string::npos) << bad.output;
+  EXPECT_FALSE(fs::exists(out / "bad.png"));
 }
 
 // The README's main job on the fixture pipeline: the PNG equals diffusers' reference.

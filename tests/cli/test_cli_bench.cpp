@@ -6,6 +6,7 @@
 
 #include "cli_runner.h"
 #include "test_support.h"
+#include "tide/runtime/cpu_features.h"
 #include "tiny_pipeline.h"
 
 namespace {
@@ -21,7 +22,7 @@ TEST(CliBench, HelpExplainsEveryFlag) {
   auto help = tide_bench("--help");
   EXPECT_EQ(help.code, 0);
   for (const char* flag : {"--arch", "--model", "--width", "--height", "--steps", "--scheduler", "--runs", "--warmup",
-                           "--threads", "--peak", "--plain", "--compare-plain", "--json", "--dtype", "--attention"})
+                           "--threads", "--peak", "--plain", "--compare-plain", "--json", "--dtype", "--compare-dtype", "--attention"})
     EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
 }
 
@@ -69,6 +70,28 @@ TEST(CliBench, TinyModelWritesJsonWithAllStages) {
   EXPECT_GT(j.at("peak_rss_bytes").get<int64_t>(), 0);
   // UNet FLOPs per call times the calls = the denoising loop's.
   EXPECT_NEAR(j["stages"][2]["gflop"].get<double>(), 2 * j["stages"][1]["gflop"].get<double>(), 1e-9);
+}
+
+// --compare-dtype: the same optimizations, the compared side's UNet in float32. The measured side runs
+// bf16 where the CPU has it natively (float32 with a note elsewhere).
+TEST(CliBench, CompareDtypeRunsBothSides) {
+  TempDir dir;
+  tide::testing::make_tiny_pipeline(dir.path() / "model");
+  const fs::path json_path = dir.path() / "result.json";
+  auto run = tide_bench("--model " + quote(dir.path() / "model") +
+                        " --width 32 --height 32 --steps 1 --runs 1 --warmup 0 --threads 1 --dtype bf16"
+                        " --compare-dtype float32 --json " + quote(json_path));
+  ASSERT_EQ(run.code, 0) << run.output;
+  EXPECT_NE(run.output.find("baseline: float32"), std::string::npos) << run.output;
+  std::ifstream in(json_path);
+  const auto j = nlohmann::json::parse(in);
+  EXPECT_EQ(j.at("dtype"), tide::runtime::bf16_supported() ? "bf16" : "float32");
+  EXPECT_EQ(j.at("baseline"), "float32");
+  EXPECT_EQ(j.at("compare_plain"), false);
+  for (const auto& s : j.at("stages")) EXPECT_GT(s.at("baseline_median_s").get<double>(), 0) << s.at("stage");
+  auto both = tide_bench("--arch sd15 --compare-plain --compare-dtype float32");
+  EXPECT_EQ(both.code, 1);
+  EXPECT_NE(both.output.find("--compare-dtype excludes"), std::string::npos) << both.output;
 }
 
 TEST(CliBench, AttentionModeReportsSpeedupAndPeak) {

@@ -9,7 +9,6 @@
 #include "tiny_pipeline.h"
 #include "tide/io/image.h"
 #include "tide/runtime/error.h"
-#include "tide/train/cpu_bf16.h"
 #include "tide/train/dataset.h"
 #include "tide/train/keyed_rng.h"
 #include "tide/train/pil_resize.h"
@@ -154,13 +153,6 @@ TEST(KeyedRng, EpochPermutations) {
   std::vector<int64_t> sorted = p1;
   std::sort(sorted.begin(), sorted.end());
   for (int64_t i = 0; i < 50; ++i) EXPECT_EQ(sorted[static_cast<size_t>(i)], i);
-}
-
-TEST(CpuBf16, ReadsCpuinfoFlags) {
-  EXPECT_TRUE(cpuinfo_has_native_bf16("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n"));
-  EXPECT_TRUE(cpuinfo_has_native_bf16("flags\t: fpu amx_bf16 amx_tile\n"));
-  EXPECT_FALSE(cpuinfo_has_native_bf16("flags\t: fpu sse avx2 avx512f\n"));
-  EXPECT_FALSE(cpuinfo_has_native_bf16(""));
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "tide/nn/layers.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/flop_counter.h"
 #include "tide/schedulers/scheduler.h"
@@ -127,6 +128,14 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
   return t;
 }
 
+// Puts the models in the state a side measures: the UNet in `dtype`, convolution weights stored in the
+// layout of the current optimizations. Done before a pass, outside its timing.
+void prepare_side(BenchModels& m, at::ScalarType dtype) {
+  if (m.unet->conv_in->weight.scalar_type() != dtype) m.unet->to(dtype);
+  nn::store_conv_weights_for_current_layout(*m.unet);
+  nn::store_conv_weights_for_current_layout(*m.vae);
+}
+
 }  // namespace
 
 const char* stage_name(int stage) {
@@ -167,6 +176,7 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
     const int index = warm ? i : i - s.warmup;
     {
       runtime::OptimizationsGuard guard(s.optimizations);
+      prepare_side(models, s.dtype);
       if (on_pass) on_pass(warm ? "warmup" : "run", index);
       StageTimes flops{};
       const StageTimes t = run_pass(models, s, &flops, &result.unet_calls);
@@ -175,6 +185,7 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
     }
     if (s.compare_plain) {
       runtime::OptimizationsGuard guard(s.baseline);
+      prepare_side(models, s.baseline_dtype);
       if (on_pass) on_pass(s.baseline_label + (warm ? " warmup" : " run"), index);
       StageTimes flops{};
       const StageTimes t = run_pass(models, s, &flops, &result.unet_calls);

@@ -2,6 +2,8 @@
 // the guidance batch, the whole denoising loop, VAE decode and the end-to-end time. With compare_plain,
 // each pass is followed by the same pass with every optimization off, so both see the same machine state.
 #pragma once
+#include <c10/core/ScalarType.h>
+
 #include <array>
 #include <functional>
 #include <string>
@@ -25,7 +27,9 @@ struct BenchSettings {
   bool compare_plain = false;            // alternate every pass with a pass under `baseline`
   runtime::Optimizations optimizations;  // the measured side (Optimizations::plain() under --plain)
   runtime::Optimizations baseline = runtime::Optimizations::plain();  // the compared side
-  std::string baseline_label = "plain";  // "plain", or "without channels_last" (--compare-without)
+  std::string baseline_label = "plain";  // "plain", "without channels_last" (--compare-without), "float32"
+  at::ScalarType dtype = at::kFloat;           // the UNet's compute dtype on the measured side
+  at::ScalarType baseline_dtype = at::kFloat;  // and on the compared side
 };
 
 using StageTimes = std::array<double, kStageCount>;  // seconds

@@ -138,6 +138,14 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, double ti
                                              const at::Tensor& time_ids) {
   check_inputs(sample, encoder_hidden_states, text_embeds, time_ids);
   const auto& c = config_;
+  // The model computes in its weights' dtype (bf16 under --dtype bf16) and answers in the caller's, so
+  // latents and scheduler arithmetic stay float32.
+  const at::ScalarType dtype = conv_in->weight.scalar_type();
+  if (sample.scalar_type() != dtype) {
+    auto cast = [dtype](const at::Tensor& t) { return t.defined() && t.is_floating_point() ? t.to(dtype) : t; };
+    return forward(cast(sample), timestep, cast(encoder_hidden_states), cast(text_embeds), time_ids)
+        .to(sample.scalar_type());
+  }
   const at::Tensor& context = encoder_hidden_states;  // [B, L, D]
 
   // Sizes not divisible by 2^(downsamplers): each upsampler is told the size of the matching skip.

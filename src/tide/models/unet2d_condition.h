@@ -23,7 +23,8 @@ class UNet2DConditionModelImpl : public torch::nn::Module {
   // time projection does); encoder_hidden_states [B, L, cross_attention_dim] (L = 77);
   // SDXL (addition_embed_type text_time): text_embeds [B, D] (pooled text embeddings) and time_ids [B, 6]
   // (original size, crop top-left, target size), undefined otherwise.
-  // -> [B, out_channels, h, w]. Wrong shapes throw tide::Error.
+  // -> [B, out_channels, h, w] in sample's dtype, computed in the weights' dtype (inputs are cast).
+  // Wrong shapes throw tide::Error.
   at::Tensor forward(const at::Tensor& sample, double timestep, const at::Tensor& encoder_hidden_states,
                      const at::Tensor& text_embeds = {}, const at::Tensor& time_ids = {});
 

@@ -49,26 +49,51 @@ at::Tensor spatial_contiguous(const at::Tensor& x) {
                                                              : at::MemoryFormat::Contiguous);
 }
 
-const at::Tensor& Conv2dImpl::channels_last_weight() {
+const at::Tensor& Conv2dImpl::weight_as(at::MemoryFormat format) {
+  if (weight.is_contiguous(format)) return weight;
   const int64_t version = weight.is_inference() ? 0 : static_cast<int64_t>(weight._version());
-  if (!weight_nhwc_.defined() || weight_nhwc_source_ != weight.data_ptr() || weight_nhwc_version_ != version) {
+  if (!weight_copy_.defined() || weight_copy_format_ != format || weight_copy_source_ != weight.data_ptr() ||
+      weight_copy_version_ != version) {
     c10::NoGradGuard no_grad;
-    weight_nhwc_ = weight.detach().contiguous(at::MemoryFormat::ChannelsLast);
-    weight_nhwc_source_ = weight.data_ptr();
-    weight_nhwc_version_ = version;
+    weight_copy_ = weight.detach().contiguous(format);
+    weight_copy_format_ = format;
+    weight_copy_source_ = weight.data_ptr();
+    weight_copy_version_ = version;
   }
-  return weight_nhwc_;
+  return weight_copy_;
+}
+
+void Conv2dImpl::store_weight_as(at::MemoryFormat format) {
+  if (weight.is_contiguous(format)) return;
+  c10::NoGradGuard no_grad;
+  weight.set_data(weight.detach().contiguous(format));
+  weight_copy_ = at::Tensor();
 }
 
 at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   // Channels last only for inference: training needs the gradient of `weight` itself.
   const bool nhwc = runtime::optimizations().channels_last && x.dim() == 4 && x.device().is_cpu() &&
                     !(c10::GradMode::is_enabled() && (weight.requires_grad() || x.requires_grad()));
-  at::Tensor y = nhwc ? at::conv2d(x.contiguous(at::MemoryFormat::ChannelsLast), channels_last_weight(), bias,
-                                   {stride_, stride_}, {padding_, padding_})
-                      : at::conv2d(x, weight, bias, {stride_, stride_}, {padding_, padding_});
+  at::Tensor y;
+  if (nhwc) {
+    y = at::conv2d(x.contiguous(at::MemoryFormat::ChannelsLast), weight_as(at::MemoryFormat::ChannelsLast), bias,
+                   {stride_, stride_}, {padding_, padding_});
+  } else {
+    // A channels-last weight would make oneDNN pick channels last, so NCHW needs an NCHW weight.
+    const at::Tensor& w = weight.requires_grad() && c10::GradMode::is_enabled()
+                              ? weight
+                              : weight_as(at::MemoryFormat::Contiguous);
+    y = at::conv2d(x, w, bias, {stride_, stride_}, {padding_, padding_});
+  }
   runtime::FlopCount::add_macs(double(y.numel()) * double(weight.size(1) * weight.size(2) * weight.size(3)));
   return y;
+}
+
+void store_conv_weights_for_current_layout(torch::nn::Module& root) {
+  const auto format =
+      runtime::optimizations().channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  for (const auto& module : root.modules(/*include_self=*/true))
+    if (auto* conv = dynamic_cast<Conv2dImpl*>(module.get())) conv->store_weight_as(format);
 }
 
 GroupNormImpl::GroupNormImpl(int64_t groups, int64_t channels, double eps) : groups_(groups), eps_(eps) {

@@ -51,20 +51,29 @@ class Conv2dImpl : public torch::nn::Module {
   Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride = 1, int64_t padding = 0);
   at::Tensor forward(const at::Tensor& x);  // [B, in, H, W] -> [B, out, H', W']
 
+  // Re-stores `weight` in `format` (NCHW or channels last), so that the layout the forward pass wants is
+  // the weight itself and no second copy is kept.
+  void store_weight_as(at::MemoryFormat format);
+
   at::Tensor weight;  // [out, in, k, k]
   at::Tensor bias;    // [out]
 
  private:
-  // With the channels_last optimization: a channels-last copy of `weight`, made once (re-made if the
-  // weight changes), so that oneDNN runs NHWC convolutions without re-laying out the weight every call.
-  const at::Tensor& channels_last_weight();
+  // `weight` in `format`: the weight itself when it is stored that way, else a copy made once (re-made if
+  // the weight changes), so that oneDNN never re-lays out the weight on every call.
+  const at::Tensor& weight_as(at::MemoryFormat format);
 
   int64_t stride_, padding_;
-  at::Tensor weight_nhwc_;
-  const void* weight_nhwc_source_ = nullptr;
-  int64_t weight_nhwc_version_ = -1;
+  at::Tensor weight_copy_;
+  at::MemoryFormat weight_copy_format_ = at::MemoryFormat::Contiguous;
+  const void* weight_copy_source_ = nullptr;
+  int64_t weight_copy_version_ = -1;
 };
 TORCH_MODULE(Conv2d);
+
+// Stores every convolution weight under `root` in the layout the current optimizations use (channels last
+// or NCHW). Loading a model and `tide bench` switching sides call it, outside any timed region.
+void store_conv_weights_for_current_layout(torch::nn::Module& root);
 
 class GroupNormImpl : public torch::nn::Module {
  public:

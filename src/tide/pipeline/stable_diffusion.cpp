@@ -5,6 +5,7 @@
 
 #include "tide/io/image.h"
 #include "tide/io/json_file.h"
+#include "tide/nn/layers.h"
 #include "tide/runtime/error.h"
 
 namespace tide::pipeline {
@@ -72,6 +73,8 @@ std::unique_ptr<StableDiffusionPipeline> StableDiffusionPipeline::from_parts(Pip
   p->vae_ = models::AutoencoderKL(models::AutoencoderKLConfig::from_json(parts.configs.at("vae")));
   load_weights(p->vae_, parts, "vae");
   p->scheduler_config_ = parts.configs.at("scheduler");
+  nn::store_conv_weights_for_current_layout(*p->unet_);
+  nn::store_conv_weights_for_current_layout(*p->vae_);
   if (p->is_xl() != p->unet_->config().has_text_time())
     throw Error(parts.description + ": the UNet's addition_embed_type does not fit a " +
                 (p->is_xl() ? "two" : "one") + "-text-encoder pipeline");
@@ -95,6 +98,11 @@ void StableDiffusionPipeline::install_embedding(const text::TextualInversionEmbe
     throw Error("embedding " + token + ": the token is already in the second tokenizer's vocabulary");
   text::install_embedding(*tokenizer_, text_encoder_, {token, embedding.vectors, {}});
   if (is_xl()) text::install_embedding(*tokenizer_2_, text_encoder_2_, {token, embedding.vectors_2, {}});
+}
+
+void StableDiffusionPipeline::set_unet_dtype(at::ScalarType dtype) {
+  unet_->to(dtype);
+  nn::store_conv_weights_for_current_layout(*unet_);
 }
 
 int StableDiffusionPipeline::default_size() const {

@@ -61,6 +61,12 @@ class StableDiffusionPipeline {
 
   GenerationResult generate(const GenerationRequest& request, const StepCallback& on_step = nullptr);
 
+  // The dtype the UNet computes in (float32 as loaded; bf16 for --dtype bf16). Text encoders and VAE stay
+  // float32: they run once per image, and latents, noise and scheduler arithmetic stay float32 too, so a
+  // seed draws the same initial noise in every dtype.
+  void set_unet_dtype(at::ScalarType dtype);
+  at::ScalarType unet_dtype() const { return unet_->conv_in->weight.scalar_type(); }
+
   int vae_scale_factor() const { return static_cast<int>(vae_->config().scale_factor()); }
   int default_size() const;
   const std::string& description() const { return description_; }
