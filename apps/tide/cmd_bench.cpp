@@ -4,6 +4,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "thread_flags.h"
 #include "tide/bench/attention_bench.h"
 #include "tide/bench/bench_models.h"
 #include "tide/bench/peak.h"
@@ -90,7 +91,6 @@ int run_bench(int argc, char** argv) {
       .option("guidance", "G", "guidance scale; above 1 the UNet runs a batch of 2 (uncond + cond)", "7.5")
       .option("runs", "N", "timed passes; the median, min and max are reported", "3")
       .option("warmup", "N", "untimed passes first", "1")
-      .option("threads", "N", "CPU threads", "the cores this process may use")
       .option("dtype", "TYPE", "the UNet's compute dtype: float32 | bf16 (bf16 needs AMX or AVX512-BF16; elsewhere "
               "float32 with a note)", "float32")
       .option("compare-dtype", "TYPE",
@@ -103,15 +103,17 @@ int run_bench(int argc, char** argv) {
                   joined(runtime::Optimizations::names(), ",") + ")")
       .option("without", "NAMES", "switch these optimizations off (comma-separated)")
       .option("json", "FILE", "also write the results as JSON (written atomically)")
+      .flag("profile", "after the timed passes, break one UNet call and one VAE decode down by operator")
       .flag("attention", "time attention alone, blocked kernel vs plain, instead of the pipeline")
       .option("batch", "N", "--attention: batch (2 = guidance batch)", "2")
       .option("heads", "N", "--attention: heads", "8")
       .option("tokens", "N", "--attention: query tokens (4096 = 64x64 latents, SD 1.5 at 512 px)", "4096")
       .option("head-dim", "N", "--attention: head dimension", "40")
       .option("context-tokens", "N", "--attention: key/value tokens; 0 = self-attention", "0");
+  add_thread_flags(args);
   if (!args.parse(argc, argv)) return 0;
 
-  const int threads = runtime::configure_threads(args.has("threads") ? args.get_int("threads") : 0);
+  const int threads = apply_thread_flags(args, "tide bench");
   std::string dtype_note;
   const at::ScalarType dtype =
       runtime::usable_compute_dtype(runtime::parse_compute_dtype(args.get("dtype"), "tide bench: --dtype"), &dtype_note);
@@ -171,13 +173,14 @@ int run_bench(int argc, char** argv) {
   ctx.model = models.description;
   ctx.settings = s;
   ctx.threads = threads;
+  if (args.has("cpus")) ctx.cpus = args.get("cpus");
   ctx.peak_gflops = peak.gflops;
   ctx.peak_isa = peak.isa;
   ctx.cpu_features = runtime::cpu_features();
   ctx.cpu_model = runtime::cpu_model_name();
   ctx.dtype = runtime::compute_dtype_name(dtype);
   std::cerr << "bench " << ctx.model << ": " << s.width << "x" << s.height << ", " << s.steps << " steps "
-            << s.scheduler << ", guidance " << s.guidance << ", " << threads << " threads, UNet in " << runtime::compute_dtype_name(dtype) << ", optimizations: "
+            << s.scheduler << ", guidance " << s.guidance << ", " << thread_summary(args, threads) << ", UNet in " << runtime::compute_dtype_name(dtype) << ", optimizations: "
             << (s.optimizations.enabled().empty() ? "none (plain)" : joined(s.optimizations.enabled())) << "\n"
             << "cpu: " << ctx.cpu_model << " [" << joined(ctx.cpu_features, " ") << "]\n";
 
@@ -187,6 +190,7 @@ int run_bench(int argc, char** argv) {
   ctx.peak_rss_bytes = runtime::peak_rss_bytes();
   std::cout << bench::to_table(result, ctx);
   if (args.has("json")) write_json(args.get("json"), bench::to_json(result, ctx));
+  if (args.get_flag("profile")) std::cout << bench::profile_report(models, s);
   return 0;
 }
 

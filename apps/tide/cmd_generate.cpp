@@ -9,13 +9,13 @@
 
 #include "args.h"
 #include "commands.h"
+#include "thread_flags.h"
 #include "tide/io/image.h"
 #include "tide/pipeline/model_source.h"
 #include "tide/pipeline/stable_diffusion.h"
 #include "tide/runtime/compute_dtype.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/progress.h"
-#include "tide/runtime/threads.h"
 #include "tide/schedulers/scheduler.h"
 #include "tide/text/embeddings.h"
 
@@ -104,8 +104,8 @@ int run_generate(int argc, char** argv) {
       .option("dtype", "TYPE",
               "the UNet's compute dtype: float32, or bf16 on CPUs with AVX512-BF16 or AMX (elsewhere float32, with a "
               "note); noise, scheduler, text encoders and VAE stay float32",
-              "float32")
-      .option("threads", "N", "CPU threads", "the cores this process may use (OMP_NUM_THREADS if set)");
+              "float32");
+  add_thread_flags(args);
   if (!args.parse(argc, argv)) return 0;
   if (!args.has("model")) throw Error("tide generate: --model is required (a model folder, .safetensors file or Hub id)");
   if (!args.has("prompt")) throw Error("tide generate: --prompt is required");
@@ -144,7 +144,7 @@ int run_generate(int argc, char** argv) {
       runtime::parse_compute_dtype(args.get("dtype"), "tide generate: --dtype"), &dtype_note);
   if (!dtype_note.empty()) std::cerr << dtype_note << "\n";
 
-  const int threads = runtime::configure_threads(args.has("threads") ? args.get_int("threads") : 0);
+  const int threads = apply_thread_flags(args, "tide generate");
   pipeline::LoadOptions load;
   load.variant = args.has("variant") ? args.get("variant") : "";
   if (args.has("tokenizer")) load.tokenizer = args.get("tokenizer");
@@ -166,7 +166,7 @@ int run_generate(int argc, char** argv) {
   const std::string scheduler_name = request.scheduler.empty() ? std::string("model default") : request.scheduler;
   pipe->make_scheduler(request);
   std::cerr << "seed " << request.seed << ", " << request.width << "x" << request.height << ", " << request.steps
-            << " steps, " << threads << " threads, UNet in " << runtime::compute_dtype_name(dtype) << "\n";
+            << " steps, " << thread_summary(args, threads) << ", UNet in " << runtime::compute_dtype_name(dtype) << "\n";
 
   runtime::Progress progress("denoising", request.steps);
   // A multi-vector token in the prompts stands for all its tokens (diffusers' maybe_convert_prompt).

@@ -26,7 +26,7 @@ TEST(Cli, HelpListsCommandsAndEveryGenerateFlag) {
   EXPECT_EQ(gen.code, 0);
   for (const char* flag : {"--model", "--prompt", "--negative-prompt", "--steps", "--guidance", "--seed", "--width",
                            "--height", "--num-images", "--scheduler", "--karras", "--eta", "--output", "--threads",
-                           "--variant", "--tokenizer", "--dtype", "dpm++2m", "euler-a", "unipc"})
+                           "--variant", "--tokenizer", "--dtype", "--cpus", "dpm++2m", "euler-a", "unipc"})
     EXPECT_NE(gen.output.find(flag), std::string::npos) << flag;
   EXPECT_EQ(run_tide("").code, 2);
   auto unknown = run_tide("paint");
@@ -132,6 +132,23 @@ TEST_F(CliTinyModel, Bf16WhereTheCpuHasItFloat32WithANoteElsewhere) {
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.output.find("--dtype must be float32 or bf16"), std::string::npos) << bad.output;
   EXPECT_FALSE(fs::exists(out / "bad.png"));
+}
+
+// --cpus pins like numactl -C; the default thread count follows the CPUs left.
+TEST_F(CliTinyModel, CpusPinsAndBadListsAreClearErrors) {
+  TempDir out;
+  const std::string common = "generate --model " + quote(model()) + " --prompt cat --steps 1 --seed 1 --width 16 --height 16";
+  auto pinned = run_tide(common + " --cpus 0 --output " + quote(out / "a.png"));
+  ASSERT_EQ(pinned.code, 0) << pinned.output;
+  EXPECT_NE(pinned.output.find("1 thread on CPUs 0"), std::string::npos) << pinned.output;
+  EXPECT_TRUE(fs::exists(out / "a.png"));
+  auto backwards = run_tide(common + " --cpus 3-1 --output " + quote(out / "b.png"));
+  EXPECT_EQ(backwards.code, 1);
+  EXPECT_NE(backwards.output.find("tide generate: --cpus expects CPU numbers"), std::string::npos) << backwards.output;
+  auto absent = run_tide(common + " --cpus 1000 --output " + quote(out / "b.png"));
+  EXPECT_EQ(absent.code, 1);
+  EXPECT_NE(absent.output.find("CPU 1000 is not available"), std::string::npos) << absent.output;
+  EXPECT_FALSE(fs::exists(out / "b.png"));
 }
 
 // The README's main job on the fixture pipeline: the PNG equals diffusers' reference.

@@ -22,7 +22,7 @@ TEST(CliBench, HelpExplainsEveryFlag) {
   auto help = tide_bench("--help");
   EXPECT_EQ(help.code, 0);
   for (const char* flag : {"--arch", "--model", "--width", "--height", "--steps", "--scheduler", "--runs", "--warmup",
-                           "--threads", "--peak", "--plain", "--compare-plain", "--json", "--dtype", "--compare-dtype", "--attention"})
+                           "--threads", "--peak", "--plain", "--compare-plain", "--json", "--dtype", "--compare-dtype", "--profile", "--cpus", "--attention"})
     EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
 }
 
@@ -92,6 +92,18 @@ TEST(CliBench, CompareDtypeRunsBothSides) {
   auto both = tide_bench("--arch sd15 --compare-plain --compare-dtype float32");
   EXPECT_EQ(both.code, 1);
   EXPECT_NE(both.output.find("--compare-dtype excludes"), std::string::npos) << both.output;
+}
+
+// --profile breaks a UNet call and a VAE decode down by operator, the blocked attention kernel named.
+TEST(CliBench, ProfileListsOperators) {
+  TempDir dir;
+  tide::testing::make_tiny_pipeline(dir.path() / "model");
+  auto run = tide_bench("--model " + quote(dir.path() / "model") +
+                        " --width 32 --height 32 --steps 1 --runs 1 --warmup 0 --threads 1 --profile");
+  ASSERT_EQ(run.code, 0) << run.output;
+  for (const char* expected : {"UNet call (batch 2)", "VAE decode", "aten::conv2d", "tide::blocked_attention",
+                               "(not in an operator)", "share"})
+    EXPECT_NE(run.output.find(expected), std::string::npos) << expected << "\n" << run.output;
 }
 
 TEST(CliBench, AttentionModeReportsSpeedupAndPeak) {

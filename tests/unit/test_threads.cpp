@@ -2,9 +2,14 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <fstream>
 #include <optional>
 #include <string>
+#include <thread>
+#include <vector>
 
+#include "test_support.h"
+#include "tide/runtime/error.h"
 #include "tide/runtime/threads.h"
 
 namespace {
@@ -31,7 +36,8 @@ TEST(Threads, DefaultIsTheAffinityMaskUnlessOmpNumThreadsSaysLess) {
   ASSERT_GE(cores, 1);
   {
     OmpThreadsEnv env(nullptr);
-    EXPECT_EQ(tide::runtime::default_threads(), cores);
+    EXPECT_EQ(tide::runtime::default_threads(), tide::runtime::physical_cores(tide::runtime::allowed_cpus()));
+    EXPECT_LE(tide::runtime::default_threads(), cores);
   }
   {
     OmpThreadsEnv env("1");
@@ -47,6 +53,61 @@ TEST(Threads, DefaultIsTheAffinityMaskUnlessOmpNumThreadsSaysLess) {
     OmpThreadsEnv env("many");
     EXPECT_EQ(tide::runtime::default_threads(), cores);
   }
+}
+
+// A fake sysfs: cpu0/cpu1 are SMT siblings of core 0, cpu2 is core 1, cpu3 is core 0 of a second package,
+// cpu4 has no topology files.
+TEST(Threads, PhysicalCoresCountSmtSiblingsOnce) {
+  tide::testing::TempDir sysfs;
+  auto add = [&](int cpu, int package, int core) {
+    const auto dir = sysfs.path() / ("cpu" + std::to_string(cpu)) / "topology";
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / "physical_package_id") << package << "\n";
+    std::ofstream(dir / "core_id") << core << "\n";
+  };
+  add(0, 0, 0);
+  add(1, 0, 0);
+  add(2, 0, 1);
+  add(3, 1, 0);
+  using tide::runtime::physical_cores;
+  EXPECT_EQ(physical_cores({0, 1}, sysfs.path()), 1);
+  EXPECT_EQ(physical_cores({0, 1, 2}, sysfs.path()), 2);
+  EXPECT_EQ(physical_cores({0, 1, 2, 3}, sysfs.path()), 3);
+  EXPECT_EQ(physical_cores({0, 1, 2, 3, 4}, sysfs.path()), 4);
+}
+
+TEST(Threads, ParsesCpuListsLikeNumactl) {
+  using tide::runtime::parse_cpu_list;
+  EXPECT_EQ(parse_cpu_list("0"), (std::vector<int>{0}));
+  EXPECT_EQ(parse_cpu_list("0-3,8,10-11"), (std::vector<int>{0, 1, 2, 3, 8, 10, 11}));
+  EXPECT_EQ(parse_cpu_list("3,1-2,2"), (std::vector<int>{1, 2, 3}));
+  for (const char* bad : {"", "a", "3-1", "1,", "-2", "1-2-3", "0x1", "99999999"})
+    EXPECT_THROW(parse_cpu_list(bad), tide::Error) << bad;
+  try {
+    parse_cpu_list("5-2", "tide generate: --cpus");
+  } catch (const tide::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("range 5-2 runs backwards"), std::string::npos) << e.what();
+  }
+}
+
+// Pinning to one allowed CPU shrinks the affinity mask; a CPU outside it is refused. Runs in a child
+// thread so the test process keeps its own mask.
+TEST(Threads, PinningRestrictsTheAffinityMask) {
+  const std::vector<int> before = tide::runtime::allowed_cpus();
+  std::vector<int> inside;
+  std::string refused;
+  std::thread([&] {
+    tide::runtime::pin_to_cpus({before.back()});
+    inside = tide::runtime::allowed_cpus();
+    try {
+      tide::runtime::pin_to_cpus({before.back() + 1});
+    } catch (const tide::Error& e) {
+      refused = e.what();
+    }
+  }).join();
+  EXPECT_EQ(inside, (std::vector<int>{before.back()}));
+  EXPECT_NE(refused.find("is not available to this process"), std::string::npos) << refused;
+  EXPECT_EQ(tide::runtime::allowed_cpus(), before);
 }
 
 }  // namespace

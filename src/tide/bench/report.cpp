@@ -47,6 +47,7 @@ nlohmann::json to_json(const BenchResult& r, const ReportContext& c) {
               {"peak_gflops", c.peak_gflops > 0 ? json(c.peak_gflops) : json(nullptr)},
               {"peak_isa", c.peak_isa},
               {"threads", c.threads},
+              {"cpus", c.cpus},
               {"cpu_features", c.cpu_features},
               {"cpu_model", c.cpu_model},
               {"peak_rss_bytes", c.peak_rss_bytes},

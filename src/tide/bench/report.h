@@ -15,6 +15,7 @@ struct ReportContext {
   std::string model;  // "sd15 (random weights)" or a folder
   BenchSettings settings;
   int threads = 0;
+  std::string cpus = "all";  // --cpus, as given
   double peak_gflops = 0;  // 0: not measured (--peak not given)
   std::string peak_isa;
   std::vector<std::string> cpu_features;

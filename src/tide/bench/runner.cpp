@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "tide/bench/op_profile.h"
 #include "tide/nn/layers.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/flop_counter.h"
@@ -163,6 +164,27 @@ BenchSettings resolve_settings(const BenchModels& m, BenchSettings s) {
   if (s.warmup < 0) throw Error("tide bench: --warmup must be 0 or more, got " + std::to_string(s.warmup));
   schedulers::make_scheduler(s.scheduler, m.scheduler_config, {});  // throws on an unknown name
   return s;
+}
+
+std::string profile_report(BenchModels& m, const BenchSettings& raw) {
+  const BenchSettings s = resolve_settings(m, raw);
+  runtime::OptimizationsGuard guard(s.optimizations);
+  prepare_side(m, s.dtype);
+  c10::InferenceMode inference;
+  const bool guided = s.guidance > 1.0;
+  int encoder_passes = 0;
+  const Conditioning c = encode(m, guided, s.height, s.width, &encoder_passes);
+  const int f = m.vae_scale_factor();
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(0);
+  const at::Tensor latents =
+      at::randn({1, m.unet->config().in_channels, s.height / f, s.width / f}, generator, at::kFloat);
+  const at::Tensor input = guided ? at::cat({latents, latents}) : latents;
+  m.unet->forward(input, 999.0, c.context, c.pooled, c.time_ids);  // warm: first-call costs are not the model's
+  std::string out = "UNet call (batch " + std::to_string(input.size(0)) + "):\n";
+  out += op_table(profile_ops([&] { m.unet->forward(input, 999.0, c.context, c.pooled, c.time_ids); }));
+  out += "VAE decode:\n";
+  out += op_table(profile_ops([&] { m.vae->decode(latents / m.vae->config().scaling_factor); }));
+  return out;
 }
 
 BenchResult run_bench(BenchModels& models, const BenchSettings& raw,

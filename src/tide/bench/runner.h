@@ -49,6 +49,10 @@ BenchSettings resolve_settings(const BenchModels& models, BenchSettings settings
 BenchResult run_bench(BenchModels& models, const BenchSettings& settings,
                       const std::function<void(const std::string&, int)>& on_pass = nullptr);
 
+// `--profile`: one UNet call with the guidance batch and one VAE decode on the measured side, broken down
+// by operator (op_profile.h), as text.
+std::string profile_report(BenchModels& models, const BenchSettings& settings);
+
 // Float ops of one text encoder pass over `tokens` tokens (linear layers and attention products, ×2).
 double clip_text_flops(const models::ClipTextConfig& config, int64_t tokens);
 

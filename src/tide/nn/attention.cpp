@@ -1,5 +1,7 @@
 #include "tide/nn/attention.h"
 
+#include <ATen/record_function.h>
+
 #include <cmath>
 
 #include "tide/kernels/attention_cpu.h"
@@ -13,13 +15,16 @@ at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k
   runtime::FlopCount::add_macs(2.0 * double(q.size(0) * q.size(1)) * double(q.size(2)) * double(k.size(2)) *
                                double(q.size(3)));  // q·kᵀ and probs·v
   // float32 inputs: upcasting changes nothing, so the blocked kernel computes the same thing.
-  if (runtime::optimizations().blocked_attention && kernels::blocked_attention_supported(q, k, v))
-    return kernels::blocked_attention(q, k, v);
-  // bf16 (--dtype bf16): the blocked kernel in float32. Casting q, k, v costs O(L·d) against the O(L²·d)
-  // products, and the softmax keeps float32 accuracy.
-  if (runtime::optimizations().blocked_attention && q.scalar_type() == at::kBFloat16) {
-    const at::Tensor qf = q.to(at::kFloat), kf = k.to(at::kFloat), vf = v.to(at::kFloat);
-    if (kernels::blocked_attention_supported(qf, kf, vf)) return kernels::blocked_attention(qf, kf, vf).to(q.scalar_type());
+  if (runtime::optimizations().blocked_attention) {
+    RECORD_USER_SCOPE("tide::blocked_attention");  // named in `tide bench --profile`
+    if (kernels::blocked_attention_supported(q, k, v)) return kernels::blocked_attention(q, k, v);
+    // bf16 (--dtype bf16): the blocked kernel in float32. Casting q, k, v costs O(L·d) against the O(L²·d)
+    // products, and the softmax keeps float32 accuracy.
+    if (q.scalar_type() == at::kBFloat16) {
+      const at::Tensor qf = q.to(at::kFloat), kf = k.to(at::kFloat), vf = v.to(at::kFloat);
+      if (kernels::blocked_attention_supported(qf, kf, vf))
+        return kernels::blocked_attention(qf, kf, vf).to(q.scalar_type());
+    }
   }
   // As diffusers' AttnProcessor on heads folded into the batch: baddbmm with alpha = scale, softmax, bmm.
   const int64_t b = q.size(0), heads = q.size(1), lq = q.size(2), lk = k.size(2), d = q.size(3);

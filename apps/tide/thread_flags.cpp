@@ -1,0 +1,25 @@
+#include "thread_flags.h"
+
+#include "tide/runtime/threads.h"
+
+namespace tide::cli {
+
+Args& add_thread_flags(Args& args) {
+  return args
+      .option("threads", "N", "CPU threads",
+              "OMP_NUM_THREADS if set, else one per physical core this process may use (SMT siblings count once)")
+      .option("cpus", "LIST", "run only on these CPUs, like numactl -C / taskset -c (e.g. 0-15 or 0,2,4-7)",
+              "all this process may use");
+}
+
+int apply_thread_flags(const Args& args, const std::string& command) {
+  if (args.has("cpus")) runtime::pin_to_cpus(runtime::parse_cpu_list(args.get("cpus"), command + ": --cpus"));
+  return runtime::configure_threads(args.has("threads") ? args.get_int("threads") : 0);
+}
+
+std::string thread_summary(const Args& args, int threads) {
+  return std::to_string(threads) + (threads == 1 ? " thread" : " threads") +
+         (args.has("cpus") ? " on CPUs " + args.get("cpus") : "");
+}
+
+}  // namespace tide::cli
