@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "tide/runtime/error.h"
+#include "tide/nn/in_place.h"
 
 namespace tide::models {
 
@@ -50,7 +51,7 @@ at::Tensor EncoderImpl::forward(const at::Tensor& x) {
   at::Tensor h = conv_in->forward(x);                 // [B, C0, H, W]
   for (auto& block : down_) h = block->forward(h);    // [B, Cn, H/f, W/f]
   h = mid_block->forward(h);
-  h = at::silu(conv_norm_out->forward(h));
+  h = nn::silu_temporary(conv_norm_out->forward(h));
   return conv_out->forward(h);  // [B, 2·latent, H/f, W/f]
 }
 
@@ -79,7 +80,7 @@ at::Tensor DecoderImpl::forward(const at::Tensor& z) {
   at::Tensor h = conv_in->forward(z);  // [B, Cn, h, w]
   h = mid_block->forward(h);
   for (auto& block : up_) h = block->forward(h);  // [B, C0, h·f, w·f]
-  h = at::silu(conv_norm_out->forward(h));
+  h = nn::silu_temporary(conv_norm_out->forward(h));
   return conv_out->forward(h);  // [B, out_channels, h·f, w·f]
 }
 

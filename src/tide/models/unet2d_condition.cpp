@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "tide/runtime/error.h"
+#include "tide/nn/in_place.h"
 
 namespace tide::models {
 
@@ -171,7 +172,7 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, double ti
     h = up_[i]->forward(h, skips, emb, context, upsample_size);
   }
 
-  h = at::silu(conv_norm_out->forward(h));  // [B, C0, h, w]
+  h = nn::silu_temporary(conv_norm_out->forward(h));  // [B, C0, h, w]
   return conv_out->forward(h).contiguous();  // [B, out_channels, h, w]
 }
 

@@ -7,6 +7,7 @@
 #include "tide/kernels/attention_cpu.h"
 #include "tide/runtime/flop_counter.h"
 #include "tide/runtime/optimizations.h"
+#include "tide/nn/in_place.h"
 
 namespace tide::nn {
 
@@ -75,7 +76,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& hidden, const at::Tensor& co
   out = out_proj_->forward(out);                                           // [B, L, C]
 
   if (spatial) out = out.transpose(-1, -2).reshape(hidden.sizes());  // [B, C, H, W]
-  if (options_.residual_connection) out = out + hidden;
+  if (options_.residual_connection) out = add_to_temporary(out, hidden);
   if (options_.rescale_output_factor != 1.0) out = out / options_.rescale_output_factor;
   return out;
 }

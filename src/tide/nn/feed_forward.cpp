@@ -1,5 +1,7 @@
 #include "tide/nn/feed_forward.h"
 
+#include "tide/nn/in_place.h"
+
 namespace tide::nn {
 
 GegluImpl::GegluImpl(int64_t dim_in, int64_t dim_out) {
@@ -8,7 +10,7 @@ GegluImpl::GegluImpl(int64_t dim_in, int64_t dim_out) {
 
 at::Tensor GegluImpl::forward(const at::Tensor& x) {
   const auto halves = proj->forward(x).chunk(2, -1);  // [B, L, 2·out] -> 2 × [B, L, out]
-  return halves[0] * at::gelu(halves[1]);
+  return gelu_gated(halves[0], halves[1]);
 }
 
 FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {

@@ -1,5 +1,7 @@
 #include "tide/nn/transformer_2d.h"
 
+#include "tide/nn/in_place.h"
+
 namespace tide::nn {
 
 namespace {
@@ -27,9 +29,9 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim, int64_t heads,
 }
 
 at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Tensor& context) {
-  at::Tensor h = attn1->forward(norm1->forward(x)) + x;    // [B, L, dim]
-  h = attn2->forward(norm2->forward(h), context) + h;      // [B, L, dim]
-  return ff->forward(norm3->forward(h)) + h;               // [B, L, dim]
+  at::Tensor h = add_to_temporary(attn1->forward(norm1->forward(x)), x);  // [B, L, dim]
+  h = add_to_temporary(attn2->forward(norm2->forward(h), context), h);    // [B, L, dim]
+  return add_to_temporary(ff->forward(norm3->forward(h)), h);             // [B, L, dim]
 }
 
 Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DOptions& o) {
@@ -67,7 +69,7 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor
     h = proj_out_conv->forward(spatial_contiguous(h.reshape({b, height, width, c}).permute({0, 3, 1, 2})));
   else
     h = spatial_contiguous(proj_out_linear->forward(h).reshape({b, height, width, c}).permute({0, 3, 1, 2}));
-  return h + x;  // [B, C, H, W]
+  return add_to_temporary(h, x);  // [B, C, H, W]
 }
 
 }  // namespace tide::nn

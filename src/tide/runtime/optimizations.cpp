@@ -10,10 +10,11 @@ std::vector<std::string> Optimizations::enabled() const {
   std::vector<std::string> names;
   if (blocked_attention) names.push_back("blocked_attention");
   if (channels_last) names.push_back("channels_last");
+  if (in_place) names.push_back("in_place");
   return names;
 }
 
-std::vector<std::string> Optimizations::names() { return {"blocked_attention", "channels_last"}; }
+std::vector<std::string> Optimizations::names() { return {"blocked_attention", "channels_last", "in_place"}; }
 
 Optimizations Optimizations::without(const std::string& comma_separated) const {
   Optimizations o = *this;
@@ -24,8 +25,10 @@ Optimizations Optimizations::without(const std::string& comma_separated) const {
       o.blocked_attention = false;
     else if (name == "channels_last")
       o.channels_last = false;
+    else if (name == "in_place")
+      o.in_place = false;
     else if (!name.empty())
-      throw Error("unknown optimization '" + name + "'; known: blocked_attention, channels_last");
+      throw Error("unknown optimization '" + name + "'; known: blocked_attention, channels_last, in_place");
   }
   return o;
 }

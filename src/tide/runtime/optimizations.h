@@ -9,8 +9,9 @@ namespace tide::runtime {
 struct Optimizations {
   bool blocked_attention = true;  // fused blocked attention kernel (kernels/attention_cpu.h)
   bool channels_last = true;      // NHWC activations and conv weights for oneDNN
+  bool in_place = true;           // SiLU, residual adds and GEGLU write into their temporary operand (nn/in_place.h)
 
-  static Optimizations plain() { return {false, false}; }
+  static Optimizations plain() { return {false, false, false}; }
   // "blocked_attention", ... : the ones switched on.
   std::vector<std::string> enabled() const;
   // Every switch's name.
