@@ -99,6 +99,11 @@ int run_generate(int argc, char** argv) {
               "textual-inversion embedding (diffusers .safetensors/.bin, A1111 .safetensors/.pt, SDXL clip_l+clip_g "
               ".safetensors) named TOKEN "
               "(default: as stored); repeatable")
+      .option("vae-tiling", "auto|on|off",
+              "decode the image in overlapping tiles (diffusers' enable_tiling) to bound the VAE's memory: on = "
+              "whenever the latent is larger than one tile, auto = only for images of more than 1024x1024 pixels "
+              "(default sizes decode untiled, as in diffusers), off = never",
+              "auto")
       .option("threads", "N", "CPU threads", "the cores this process may use (OMP_NUM_THREADS if set)");
   if (!args.parse(argc, argv)) return 0;
   if (!args.has("model")) throw Error("tide generate: --model is required (a model folder, .safetensors file or Hub id)");
@@ -117,6 +122,11 @@ int run_generate(int argc, char** argv) {
     const auto names = schedulers::scheduler_names();
     if (std::find(names.begin(), names.end(), request.scheduler) == names.end())
       throw Error("tide generate: unknown scheduler '" + request.scheduler + "'; choose one of: " + joined_scheduler_names());
+  }
+  try {
+    request.vae_tiling = models::parse_vae_tiling(args.get("vae-tiling"));
+  } catch (const Error&) {
+    throw Error("tide generate: --vae-tiling must be auto, on or off, got '" + args.get("vae-tiling") + "'");
   }
   request.scheduler_options.karras = args.get_flag("karras");
   request.scheduler_options.eta = args.get_double("eta");
@@ -155,6 +165,11 @@ int run_generate(int argc, char** argv) {
   pipe->make_scheduler(request);
   std::cerr << "seed " << request.seed << ", " << request.width << "x" << request.height << ", " << request.steps
             << " steps, " << threads << " threads\n";
+  const int f = pipe->vae_scale_factor();
+  if (pipe->vae()->tiles(request.height / f, request.width / f, request.vae_tiling))
+    std::cerr << "VAE decode in tiles of " << pipe->vae()->tile_sample_size() << "x"
+              << pipe->vae()->tile_sample_size() << " px (--vae-tiling " << models::vae_tiling_name(request.vae_tiling)
+              << ")\n";
 
   runtime::Progress progress("denoising", request.steps);
   // A multi-vector token in the prompts stands for all its tokens (diffusers' maybe_convert_prompt).
