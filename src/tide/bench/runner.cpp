@@ -8,6 +8,7 @@
 
 #include "tide/runtime/error.h"
 #include "tide/runtime/flop_counter.h"
+#include "tide/runtime/memory.h"
 #include "tide/schedulers/scheduler.h"
 
 namespace tide::bench {
@@ -64,8 +65,10 @@ Conditioning encode(BenchModels& m, bool guided, int height, int width, int* enc
   return c;
 }
 
-// One pass over all stages; `flops` (optional) receives the analytic work of each stage.
-StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, int* unet_calls) {
+// One pass over all stages; `flops` receives the analytic work of each stage, `vae_peak_rss` (optional)
+// the most resident memory during the VAE decode.
+StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, int* unet_calls,
+                    int64_t* vae_peak_rss) {
   c10::InferenceMode inference;
   const bool guided = s.guidance > 1.0;
   StageTimes t{};
@@ -109,14 +112,16 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
   }
   t[kDenoise] = since(denoise_start);
 
+  const bool window = vae_peak_rss && runtime::reset_peak_rss_window();
   const auto vae_start = Clock::now();
   {
     runtime::FlopCount count;
     // Random weights can drive latents far from the usual range; keep the decoder's input finite.
-    m.vae->decode(at::nan_to_num(latents, 0.0, 1e4, -1e4) / m.vae->config().scaling_factor);
+    m.vae->decode(at::nan_to_num(latents, 0.0, 1e4, -1e4) / m.vae->config().scaling_factor, s.vae_tiling);
     (*flops)[kVaeDecode] = count.flops();
   }
   t[kVaeDecode] = since(vae_start);
+  if (window) *vae_peak_rss = std::max(*vae_peak_rss, runtime::window_peak_rss_bytes());
   t[kTotal] = since(start) - t[kUnet];
 
   double text_flops = clip_text_flops(m.text_encoder->config(), 77);
@@ -162,6 +167,8 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
   BenchResult result;
   result.width = s.width;
   result.height = s.height;
+  const int f = models.vae_scale_factor();
+  result.vae_tiled = models.vae->tiles(s.height / f, s.width / f, s.vae_tiling);
   for (int i = 0; i < s.warmup + s.runs; ++i) {
     const bool warm = i < s.warmup;
     const int index = warm ? i : i - s.warmup;
@@ -169,7 +176,7 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       runtime::OptimizationsGuard guard(s.optimizations);
       if (on_pass) on_pass(warm ? "warmup" : "run", index);
       StageTimes flops{};
-      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls);
+      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls, &result.vae_decode_peak_rss_bytes);
       if (i == 0) result.flops = flops;
       if (!warm) result.runs.push_back(t);
     }
@@ -177,7 +184,7 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       runtime::OptimizationsGuard guard(s.baseline);
       if (on_pass) on_pass(s.baseline_label + (warm ? " warmup" : " run"), index);
       StageTimes flops{};
-      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls);
+      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls, nullptr);
       if (!warm) result.plain_runs.push_back(t);
     }
   }

@@ -26,6 +26,7 @@ struct BenchSettings {
   runtime::Optimizations optimizations;  // the measured side (Optimizations::plain() under --plain)
   runtime::Optimizations baseline = runtime::Optimizations::plain();  // the compared side
   std::string baseline_label = "plain";  // "plain", or "without channels_last" (--compare-without)
+  models::VaeTiling vae_tiling = models::VaeTiling::kAuto;  // tiled VAE decode (--vae-tiling), as in tide generate
 };
 
 using StageTimes = std::array<double, kStageCount>;  // seconds
@@ -35,6 +36,9 @@ struct BenchResult {
   StageTimes flops{};                        // float ops per pass of each stage, analytic
   int unet_calls = 0;                        // per pass, in the denoising loop
   int width = 0, height = 0;
+  bool vae_tiled = false;                // the VAE decode stage ran tiled
+  int64_t vae_decode_peak_rss_bytes = 0;  // most resident memory during the VAE decode stage (measured side,
+                                          // all passes); 0 where it cannot be measured on its own
 };
 
 // Checks the settings against the models (sizes, scheduler name, steps); throws tide::Error.
