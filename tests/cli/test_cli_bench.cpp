@@ -74,6 +74,8 @@ TEST(CliBench, TinyModelWritesJsonWithAllStages) {
   EXPECT_GT(j.at("peak_rss_bytes").get<int64_t>(), 0);
   EXPECT_GT(j.at("vae_decode_peak_rss_bytes").get<int64_t>(), 0);
   EXPECT_LE(j.at("vae_decode_peak_rss_bytes").get<int64_t>(), j.at("peak_rss_bytes").get<int64_t>());
+  EXPECT_GT(j.at("vae_decode_start_rss_bytes").get<int64_t>(), 0);
+  EXPECT_LE(j.at("vae_decode_start_rss_bytes").get<int64_t>(), j.at("vae_decode_peak_rss_bytes").get<int64_t>());
   EXPECT_EQ(j.at("vae_tiling"), "auto");
   EXPECT_FALSE(j.at("vae_tiled").get<bool>());
   // UNet FLOPs per call times the calls = the denoising loop's.

@@ -65,10 +65,10 @@ Conditioning encode(BenchModels& m, bool guided, int height, int width, int* enc
   return c;
 }
 
-// One pass over all stages; `flops` receives the analytic work of each stage, `vae_peak_rss` (optional)
-// the most resident memory during the VAE decode.
+// One pass over all stages; `flops` receives the analytic work of each stage; `result` (optional) the
+// resident memory during the VAE decode, when this pass's peak is the highest so far.
 StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, int* unet_calls,
-                    int64_t* vae_peak_rss) {
+                    BenchResult* result) {
   c10::InferenceMode inference;
   const bool guided = s.guidance > 1.0;
   StageTimes t{};
@@ -112,7 +112,8 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
   }
   t[kDenoise] = since(denoise_start);
 
-  const bool window = vae_peak_rss && runtime::reset_peak_rss_window();
+  const int64_t start_rss = runtime::current_rss_bytes();
+  const bool window = result && runtime::reset_peak_rss_window();
   const auto vae_start = Clock::now();
   {
     runtime::FlopCount count;
@@ -121,7 +122,13 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
     (*flops)[kVaeDecode] = count.flops();
   }
   t[kVaeDecode] = since(vae_start);
-  if (window) *vae_peak_rss = std::max(*vae_peak_rss, runtime::window_peak_rss_bytes());
+  if (window) {
+    const int64_t peak = runtime::window_peak_rss_bytes();
+    if (peak > result->vae_decode_peak_rss_bytes) {
+      result->vae_decode_peak_rss_bytes = peak;
+      result->vae_decode_start_rss_bytes = start_rss;
+    }
+  }
   t[kTotal] = since(start) - t[kUnet];
 
   double text_flops = clip_text_flops(m.text_encoder->config(), 77);
@@ -176,7 +183,7 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       runtime::OptimizationsGuard guard(s.optimizations);
       if (on_pass) on_pass(warm ? "warmup" : "run", index);
       StageTimes flops{};
-      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls, &result.vae_decode_peak_rss_bytes);
+      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls, &result);
       if (i == 0) result.flops = flops;
       if (!warm) result.runs.push_back(t);
     }

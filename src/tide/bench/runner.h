@@ -39,6 +39,7 @@ struct BenchResult {
   bool vae_tiled = false;                // the VAE decode stage ran tiled
   int64_t vae_decode_peak_rss_bytes = 0;  // most resident memory during the VAE decode stage (measured side,
                                           // all passes); 0 where it cannot be measured on its own
+  int64_t vae_decode_start_rss_bytes = 0;  // resident memory when that stage began (in the same pass)
 };
 
 // Checks the settings against the models (sizes, scheduler name, steps); throws tide::Error.

@@ -19,6 +19,21 @@ int64_t rusage_peak_bytes() {
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // kilobytes on Linux
 }
 
+// A "VmXXX:   123 kB" line of /proc/self/status, in bytes; 0 if absent.
+int64_t status_bytes(const std::string& wanted) {
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  while (status >> key) {
+    if (key == wanted) {
+      int64_t kb = 0;
+      status >> kb;
+      return kb * 1024;
+    }
+    status.ignore(1 << 16, '\n');
+  }
+  return 0;
+}
+
 }  // namespace
 
 int64_t peak_rss_bytes() { return std::max(rusage_peak_bytes(), g_peak_before_reset.load()); }
@@ -34,18 +49,7 @@ bool reset_peak_rss_window() {
   return static_cast<bool>(clear);
 }
 
-int64_t window_peak_rss_bytes() {
-  std::ifstream status("/proc/self/status");
-  std::string key;
-  while (status >> key) {
-    if (key == "VmHWM:") {
-      int64_t kb = 0;
-      status >> kb;
-      return kb * 1024;
-    }
-    status.ignore(1 << 16, '\n');
-  }
-  return 0;
-}
+int64_t window_peak_rss_bytes() { return status_bytes("VmHWM:"); }
+int64_t current_rss_bytes() { return status_bytes("VmRSS:"); }
 
 }  // namespace tide::runtime

@@ -14,5 +14,7 @@ int64_t peak_rss_bytes();
 bool reset_peak_rss_window();
 // The most resident memory since the last reset_peak_rss_window() (VmHWM), in bytes; 0 if unknown.
 int64_t window_peak_rss_bytes();
+// Resident memory now (VmRSS), in bytes; 0 if unknown.
+int64_t current_rss_bytes();
 
 }  // namespace tide::runtime
