@@ -102,6 +102,10 @@ int run_bench(int argc, char** argv) {
               "like --compare-plain, but the compared side keeps every optimization except these (comma-separated: " +
                   joined(runtime::Optimizations::names(), ",") + ")")
       .option("without", "NAMES", "switch these optimizations off (comma-separated)")
+      .option("vae-tiling", "auto|on|off",
+              "tiled VAE decode as in tide generate: on = whenever the latent is larger than one tile, auto = only "
+              "for images of more than 1024x1024 pixels, off = never",
+              "auto")
       .option("json", "FILE", "also write the results as JSON (written atomically)")
       .flag("profile", "after the timed passes, break one UNet call and one VAE decode down by operator")
       .flag("attention", "time attention alone, blocked kernel vs plain, instead of the pipeline")
@@ -141,6 +145,11 @@ int run_bench(int argc, char** argv) {
   s.runs = args.get_int("runs");
   s.warmup = args.get_int("warmup");
   s.compare_plain = args.get_flag("compare-plain");
+  try {
+    s.vae_tiling = models::parse_vae_tiling(args.get("vae-tiling"));
+  } catch (const Error&) {
+    throw Error("tide bench: --vae-tiling must be auto, on or off, got '" + args.get("vae-tiling") + "'");
+  }
   if (args.get_flag("plain")) s.optimizations = runtime::Optimizations::plain();
   if (args.has("without")) s.optimizations = s.optimizations.without(args.get("without"));
   if (args.has("compare-without")) {
@@ -180,8 +189,10 @@ int run_bench(int argc, char** argv) {
   ctx.cpu_model = runtime::cpu_model_name();
   ctx.dtype = runtime::compute_dtype_name(dtype);
   std::cerr << "bench " << ctx.model << ": " << s.width << "x" << s.height << ", " << s.steps << " steps "
-            << s.scheduler << ", guidance " << s.guidance << ", " << thread_summary(args, threads) << ", UNet in " << runtime::compute_dtype_name(dtype) << ", optimizations: "
-            << (s.optimizations.enabled().empty() ? "none (plain)" : joined(s.optimizations.enabled())) << "\n"
+            << s.scheduler << ", guidance " << s.guidance << ", " << thread_summary(args, threads) << ", UNet in "
+            << runtime::compute_dtype_name(dtype) << ", optimizations: "
+            << (s.optimizations.enabled().empty() ? "none (plain)" : joined(s.optimizations.enabled()))
+            << ", VAE tiling " << models::vae_tiling_name(s.vae_tiling) << "\n"
             << "cpu: " << ctx.cpu_model << " [" << joined(ctx.cpu_features, " ") << "]\n";
 
   const auto result = bench::run_bench(models, s, [&](const std::string& label, int index) {

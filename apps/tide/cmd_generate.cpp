@@ -101,6 +101,11 @@ int run_generate(int argc, char** argv) {
               "textual-inversion embedding (diffusers .safetensors/.bin, A1111 .safetensors/.pt, SDXL clip_l+clip_g "
               ".safetensors) named TOKEN "
               "(default: as stored); repeatable")
+      .option("vae-tiling", "auto|on|off",
+              "decode the image in overlapping tiles (diffusers' enable_tiling) to bound the VAE's memory: on = "
+              "whenever the latent is larger than one tile, auto = only for images of more than 1024x1024 pixels "
+              "(default sizes decode untiled, as in diffusers), off = never",
+              "auto")
       .option("dtype", "TYPE",
               "the UNet's compute dtype: float32, or bf16 on CPUs with AVX512-BF16 or AMX (elsewhere float32, with a "
               "note); noise, scheduler, text encoders and VAE stay float32",
@@ -123,6 +128,11 @@ int run_generate(int argc, char** argv) {
     const auto names = schedulers::scheduler_names();
     if (std::find(names.begin(), names.end(), request.scheduler) == names.end())
       throw Error("tide generate: unknown scheduler '" + request.scheduler + "'; choose one of: " + joined_scheduler_names());
+  }
+  try {
+    request.vae_tiling = models::parse_vae_tiling(args.get("vae-tiling"));
+  } catch (const Error&) {
+    throw Error("tide generate: --vae-tiling must be auto, on or off, got '" + args.get("vae-tiling") + "'");
   }
   request.scheduler_options.karras = args.get_flag("karras");
   request.scheduler_options.eta = args.get_double("eta");
@@ -167,6 +177,11 @@ int run_generate(int argc, char** argv) {
   pipe->make_scheduler(request);
   std::cerr << "seed " << request.seed << ", " << request.width << "x" << request.height << ", " << request.steps
             << " steps, " << thread_summary(args, threads) << ", UNet in " << runtime::compute_dtype_name(dtype) << "\n";
+  const int f = pipe->vae_scale_factor();
+  if (pipe->vae()->tiles(request.height / f, request.width / f, request.vae_tiling))
+    std::cerr << "VAE decode in tiles of " << pipe->vae()->tile_sample_size() << "x"
+              << pipe->vae()->tile_sample_size() << " px (--vae-tiling " << models::vae_tiling_name(request.vae_tiling)
+              << ")\n";
 
   runtime::Progress progress("denoising", request.steps);
   // A multi-vector token in the prompts stands for all its tokens (diffusers' maybe_convert_prompt).

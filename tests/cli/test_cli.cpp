@@ -26,7 +26,7 @@ TEST(Cli, HelpListsCommandsAndEveryGenerateFlag) {
   EXPECT_EQ(gen.code, 0);
   for (const char* flag : {"--model", "--prompt", "--negative-prompt", "--steps", "--guidance", "--seed", "--width",
                            "--height", "--num-images", "--scheduler", "--karras", "--eta", "--output", "--threads",
-                           "--variant", "--tokenizer", "--dtype", "--cpus", "dpm++2m", "euler-a", "unipc"})
+                           "--variant", "--tokenizer", "--dtype", "--cpus", "--vae-tiling", "dpm++2m", "euler-a", "unipc"})
     EXPECT_NE(gen.output.find(flag), std::string::npos) << flag;
   EXPECT_EQ(run_tide("").code, 2);
   auto unknown = run_tide("paint");
@@ -164,6 +164,41 @@ TEST(CliFixtures, GenerateMatchesTheDiffusersReferenceImage) {
   ASSERT_EQ(ours.sizes(), reference.sizes());
   EXPECT_LE((ours - reference).abs().max().item<int>(), 2);
   EXPECT_LE((ours - reference).abs().to(at::kDouble).mean().item<double>(), 0.25);
+}
+
+// --vae-tiling on the fixture pipeline, whose VAE tiles are 128 px (64 latents): on tiles a larger image,
+// a bad value fails before any work and writes nothing, and off equals the default at the default size.
+TEST(CliFixtures, VaeTilingFlag) {
+  TIDE_REQUIRE_FIXTURES();
+  TempDir out;
+  const std::string common = "generate --model " + quote(tide::testing::pipeline_dir("sd1-tiny")) +
+                             " --prompt 'a lighthouse at dusk' --seed 11 --threads 1";
+  // 144x136 px = 72x68 latents: 2 x 2 tiles. One step without guidance: the UNet is slow at this size.
+  const std::string large = " --width 144 --height 136 --steps 1 --guidance 1";
+  auto tiled = run_tide(common + large + " --vae-tiling on --output " + quote(out / "tiled.png"));
+  ASSERT_EQ(tiled.code, 0) << tiled.output;
+  EXPECT_NE(tiled.output.find("VAE decode in tiles of 128x128 px"), std::string::npos) << tiled.output;
+  const at::Tensor tiled_image = tide::io::read_png(out / "tiled.png").rgb8;
+  EXPECT_EQ(tiled_image.sizes(), (at::IntArrayRef{136, 144, 3}));
+  // The same image untiled (auto: far below 1 MP) differs: the tiling took effect.
+  auto untiled = run_tide(common + large + " --output " + quote(out / "untiled.png"));
+  ASSERT_EQ(untiled.code, 0) << untiled.output;
+  EXPECT_EQ(untiled.output.find("VAE decode in tiles"), std::string::npos) << untiled.output;
+  EXPECT_FALSE(at::equal(tiled_image, tide::io::read_png(out / "untiled.png").rgb8));
+
+  auto bogus = run_tide(common + " --steps 2 --vae-tiling bogus --output " + quote(out / "bogus.png"));
+  EXPECT_EQ(bogus.code, 1);
+  EXPECT_NE(bogus.output.find("--vae-tiling must be auto, on or off, got 'bogus'"), std::string::npos) << bogus.output;
+  EXPECT_FALSE(fs::exists(out / "bogus.png"));
+  EXPECT_EQ(std::distance(fs::directory_iterator(out.path()), {}), 2) << "a failed run left files behind";
+
+  auto off = run_tide(common + " --steps 2 --vae-tiling off --output " + quote(out / "off.png"));
+  ASSERT_EQ(off.code, 0) << off.output;
+  auto by_default = run_tide(common + " --steps 2 --output " + quote(out / "default.png"));
+  ASSERT_EQ(by_default.code, 0) << by_default.output;
+  const at::Tensor off_image = tide::io::read_png(out / "off.png").rgb8;
+  EXPECT_EQ(off_image.sizes(), (at::IntArrayRef{64, 64, 3}));
+  EXPECT_TRUE(at::equal(off_image, tide::io::read_png(out / "default.png").rgb8));
 }
 
 }  // namespace

@@ -22,7 +22,8 @@ TEST(CliBench, HelpExplainsEveryFlag) {
   auto help = tide_bench("--help");
   EXPECT_EQ(help.code, 0);
   for (const char* flag : {"--arch", "--model", "--width", "--height", "--steps", "--scheduler", "--runs", "--warmup",
-                           "--threads", "--peak", "--plain", "--compare-plain", "--json", "--dtype", "--compare-dtype", "--profile", "--cpus", "--attention"})
+                           "--threads", "--peak", "--plain", "--compare-plain", "--json", "--dtype", "--compare-dtype", "--profile", "--cpus", "--attention",
+                           "--vae-tiling"})
     EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
 }
 
@@ -39,6 +40,10 @@ TEST(CliBench, BadInvocationsFailWithClearMessages) {
   auto dtype = tide_bench("--arch sd15 --dtype f16");
   EXPECT_EQ(dtype.code, 1);
   EXPECT_NE(dtype.output.find("--dtype"), std::string::npos) << dtype.output;
+  auto tiling = tide_bench("--arch sd15 --vae-tiling always");
+  EXPECT_EQ(tiling.code, 1);
+  EXPECT_NE(tiling.output.find("--vae-tiling must be auto, on or off, got 'always'"), std::string::npos)
+      << tiling.output;
 }
 
 TEST(CliBench, TinyModelWritesJsonWithAllStages) {
@@ -68,8 +73,31 @@ TEST(CliBench, TinyModelWritesJsonWithAllStages) {
   EXPECT_EQ(j.at("threads"), 1);
   EXPECT_TRUE(j.at("cpu_features").is_array());
   EXPECT_GT(j.at("peak_rss_bytes").get<int64_t>(), 0);
+  EXPECT_GT(j.at("vae_decode_peak_rss_bytes").get<int64_t>(), 0);
+  EXPECT_LE(j.at("vae_decode_peak_rss_bytes").get<int64_t>(), j.at("peak_rss_bytes").get<int64_t>());
+  EXPECT_GT(j.at("vae_decode_start_rss_bytes").get<int64_t>(), 0);
+  EXPECT_LE(j.at("vae_decode_start_rss_bytes").get<int64_t>(), j.at("vae_decode_peak_rss_bytes").get<int64_t>());
+  EXPECT_EQ(j.at("vae_tiling"), "auto");
+  EXPECT_FALSE(j.at("vae_tiled").get<bool>());
   // UNet FLOPs per call times the calls = the denoising loop's.
   EXPECT_NEAR(j["stages"][2]["gflop"].get<double>(), 2 * j["stages"][1]["gflop"].get<double>(), 1e-9);
+}
+
+// The tiny VAE's tiles are 32 px (sample_size 32, f = 2): 48x32 px is larger than one tile.
+TEST(CliBench, VaeTilingOnTilesTheDecode) {
+  TempDir dir;
+  tide::testing::make_tiny_pipeline(dir.path() / "model");
+  const fs::path json_path = dir.path() / "result.json";
+  auto run = tide_bench("--model " + quote(dir.path() / "model") +
+                        " --width 48 --height 32 --steps 1 --runs 1 --warmup 0 --threads 1 --vae-tiling on --json " +
+                        quote(json_path));
+  ASSERT_EQ(run.code, 0) << run.output;
+  EXPECT_NE(run.output.find("VAE decode: tiled (--vae-tiling on)"), std::string::npos) << run.output;
+  std::ifstream in(json_path);
+  const auto j = nlohmann::json::parse(in);
+  EXPECT_EQ(j.at("vae_tiling"), "on");
+  EXPECT_TRUE(j.at("vae_tiled").get<bool>());
+  EXPECT_GT(j["stages"][3]["median_s"].get<double>(), 0);
 }
 
 // --compare-dtype: the same optimizations, the compared side's UNet in float32. The measured side runs

@@ -51,6 +51,10 @@ nlohmann::json to_json(const BenchResult& r, const ReportContext& c) {
               {"cpu_features", c.cpu_features},
               {"cpu_model", c.cpu_model},
               {"peak_rss_bytes", c.peak_rss_bytes},
+              {"vae_decode_peak_rss_bytes",
+               r.vae_decode_peak_rss_bytes > 0 ? json(r.vae_decode_peak_rss_bytes) : json(nullptr)},
+              {"vae_decode_start_rss_bytes",
+               r.vae_decode_peak_rss_bytes > 0 ? json(r.vae_decode_start_rss_bytes) : json(nullptr)},
               {"model", c.model},
               {"width", r.width},
               {"height", r.height},
@@ -60,6 +64,8 @@ nlohmann::json to_json(const BenchResult& r, const ReportContext& c) {
               {"runs", set.runs},
               {"warmup", set.warmup},
               {"unet_calls", r.unet_calls},
+              {"vae_tiling", models::vae_tiling_name(set.vae_tiling)},
+              {"vae_tiled", r.vae_tiled},
               {"dtype", c.dtype},
               {"optimizations", set.optimizations.enabled()},
               {"compare_plain", set.compare_plain && set.baseline_label == "plain"}};
@@ -92,7 +98,12 @@ std::string to_table(const BenchResult& r, const ReportContext& c) {
     o << "\n";
   }
   if (!r.plain_runs.empty()) o << "baseline: " << c.settings.baseline_label << "\n";
-  o << "UNet calls per pass: " << r.unet_calls << "; peak RSS: " << c.peak_rss_bytes / (1 << 20) << " MiB\n";
+  o << "UNet calls per pass: " << r.unet_calls << "; peak RSS: " << c.peak_rss_bytes / (1 << 20) << " MiB";
+  if (r.vae_decode_peak_rss_bytes > 0)
+    o << " (during VAE decode: " << r.vae_decode_peak_rss_bytes / (1 << 20) << " MiB, "
+      << r.vae_decode_start_rss_bytes / (1 << 20) << " MiB when it began)";
+  o << "\nVAE decode: " << (r.vae_tiled ? "tiled" : "untiled") << " (--vae-tiling "
+    << models::vae_tiling_name(c.settings.vae_tiling) << ")\n";
   return o.str();
 }
 

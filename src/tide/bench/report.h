@@ -1,6 +1,7 @@
 // Bench results as a table for people and as JSON for scripts:
 // {"stages": [{"stage", "median_s", "min_s", "max_s", "gflop", "gflops", "peak_fraction", "plain_median_s",
-//   "speedup"}], "peak_gflops", "threads", "cpu_features", "peak_rss_bytes", ...settings}.
+//   "speedup"}], "peak_gflops", "threads", "cpu_features", "peak_rss_bytes", "vae_decode_peak_rss_bytes",
+//   "vae_decode_start_rss_bytes", "vae_tiled", ...settings}.
 // gflop: work of one pass of the stage; gflops: achieved rate at the median; null where not measured.
 #pragma once
 #include <nlohmann/json.hpp>

@@ -10,6 +10,7 @@
 #include "tide/nn/layers.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/flop_counter.h"
+#include "tide/runtime/memory.h"
 #include "tide/schedulers/scheduler.h"
 
 namespace tide::bench {
@@ -66,8 +67,10 @@ Conditioning encode(BenchModels& m, bool guided, int height, int width, int* enc
   return c;
 }
 
-// One pass over all stages; `flops` (optional) receives the analytic work of each stage.
-StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, int* unet_calls) {
+// One pass over all stages; `flops` receives the analytic work of each stage; `result` (optional) the
+// resident memory during the VAE decode, when this pass's peak is the highest so far.
+StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, int* unet_calls,
+                    BenchResult* result) {
   c10::InferenceMode inference;
   const bool guided = s.guidance > 1.0;
   StageTimes t{};
@@ -111,14 +114,23 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
   }
   t[kDenoise] = since(denoise_start);
 
+  const int64_t start_rss = runtime::current_rss_bytes();
+  const bool window = result && runtime::reset_peak_rss_window();
   const auto vae_start = Clock::now();
   {
     runtime::FlopCount count;
     // Random weights can drive latents far from the usual range; keep the decoder's input finite.
-    m.vae->decode(at::nan_to_num(latents, 0.0, 1e4, -1e4) / m.vae->config().scaling_factor);
+    m.vae->decode(at::nan_to_num(latents, 0.0, 1e4, -1e4) / m.vae->config().scaling_factor, s.vae_tiling);
     (*flops)[kVaeDecode] = count.flops();
   }
   t[kVaeDecode] = since(vae_start);
+  if (window) {
+    const int64_t peak = runtime::window_peak_rss_bytes();
+    if (peak > result->vae_decode_peak_rss_bytes) {
+      result->vae_decode_peak_rss_bytes = peak;
+      result->vae_decode_start_rss_bytes = start_rss;
+    }
+  }
   t[kTotal] = since(start) - t[kUnet];
 
   double text_flops = clip_text_flops(m.text_encoder->config(), 77);
@@ -193,6 +205,8 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
   BenchResult result;
   result.width = s.width;
   result.height = s.height;
+  const int f = models.vae_scale_factor();
+  result.vae_tiled = models.vae->tiles(s.height / f, s.width / f, s.vae_tiling);
   for (int i = 0; i < s.warmup + s.runs; ++i) {
     const bool warm = i < s.warmup;
     const int index = warm ? i : i - s.warmup;
@@ -201,7 +215,7 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       prepare_side(models, s.dtype);
       if (on_pass) on_pass(warm ? "warmup" : "run", index);
       StageTimes flops{};
-      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls);
+      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls, &result);
       if (i == 0) result.flops = flops;
       if (!warm) result.runs.push_back(t);
     }
@@ -210,7 +224,7 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       prepare_side(models, s.baseline_dtype);
       if (on_pass) on_pass(s.baseline_label + (warm ? " warmup" : " run"), index);
       StageTimes flops{};
-      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls);
+      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls, nullptr);
       if (!warm) result.plain_runs.push_back(t);
     }
   }

@@ -30,6 +30,7 @@ struct BenchSettings {
   std::string baseline_label = "plain";  // "plain", "without channels_last" (--compare-without), "float32"
   at::ScalarType dtype = at::kFloat;           // the UNet's compute dtype on the measured side
   at::ScalarType baseline_dtype = at::kFloat;  // and on the compared side
+  models::VaeTiling vae_tiling = models::VaeTiling::kAuto;  // tiled VAE decode (--vae-tiling), as in tide generate
 };
 
 using StageTimes = std::array<double, kStageCount>;  // seconds
@@ -39,6 +40,10 @@ struct BenchResult {
   StageTimes flops{};                        // float ops per pass of each stage, analytic
   int unet_calls = 0;                        // per pass, in the denoising loop
   int width = 0, height = 0;
+  bool vae_tiled = false;                // the VAE decode stage ran tiled
+  int64_t vae_decode_peak_rss_bytes = 0;  // most resident memory during the VAE decode stage (measured side,
+                                          // all passes); 0 where it cannot be measured on its own
+  int64_t vae_decode_start_rss_bytes = 0;  // resident memory when that stage began (in the same pass)
 };
 
 // Checks the settings against the models (sizes, scheduler name, steps); throws tide::Error.

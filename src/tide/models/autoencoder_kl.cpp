@@ -23,7 +23,42 @@ std::string shape_string(at::IntArrayRef sizes) {
   return s + "]";
 }
 
+// diffusers' blend_v (dim 2) / blend_h (dim 3): the first e rows or columns of `b` fade from the last e of
+// `a` (the tile above / to the left) to b's own, in place: b[y] = a[-e + y]·(1 - y/e) + b[y]·(y/e).
+void blend(const at::Tensor& a, at::Tensor& b, int64_t dim, int64_t blend_extent) {
+  const int64_t e = std::min({a.size(dim), b.size(dim), blend_extent});
+  if (e <= 0) return;
+  // The weights are computed in double and rounded to float, as Python floats are when they multiply a
+  // float32 tensor, so that the result is diffusers' bit for bit.
+  std::vector<float> from_a(e), from_b(e);
+  for (int64_t y = 0; y < e; ++y) {
+    from_a[y] = static_cast<float>(1.0 - static_cast<double>(y) / e);
+    from_b[y] = static_cast<float>(static_cast<double>(y) / e);
+  }
+  std::vector<int64_t> shape(4, 1);
+  shape[dim] = e;  // [1, 1, e, 1] or [1, 1, 1, e]
+  const at::Tensor wa = at::tensor(from_a).view(shape), wb = at::tensor(from_b).view(shape);
+  at::Tensor head = b.narrow(dim, 0, e);
+  head.copy_(a.narrow(dim, a.size(dim) - e, e) * wa + head * wb);
+}
+
 }  // namespace
+
+VaeTiling parse_vae_tiling(const std::string& name) {
+  if (name == "off") return VaeTiling::kOff;
+  if (name == "on") return VaeTiling::kOn;
+  if (name == "auto") return VaeTiling::kAuto;
+  throw Error("VAE tiling must be auto, on or off, got '" + name + "'");
+}
+
+const char* vae_tiling_name(VaeTiling tiling) {
+  switch (tiling) {
+    case VaeTiling::kOff: return "off";
+    case VaeTiling::kOn: return "on";
+    case VaeTiling::kAuto: return "auto";
+  }
+  return "?";
+}
 
 namespace vae {
 
@@ -105,12 +140,55 @@ AutoencoderKLImpl::Moments AutoencoderKLImpl::encode(const at::Tensor& x) {
   return {halves[0], at::clamp(halves[1], -30.0, 20.0)};
 }
 
-at::Tensor AutoencoderKLImpl::decode(const at::Tensor& z) {
+void AutoencoderKLImpl::check_latents(const at::Tensor& z) const {
   if (!z.defined() || z.dim() != 4 || z.size(1) != config_.latent_channels)
     throw Error("VAE decode: latents must be [B, " + std::to_string(config_.latent_channels) + ", h, w], got " +
                 (z.defined() ? shape_string(z.sizes()) : std::string("nothing")));
+}
+
+bool AutoencoderKLImpl::tiles(int64_t h, int64_t w, VaeTiling tiling) const {
+  if (tiling == VaeTiling::kOff) return false;
+  const int64_t tile = tile_latent_size();
+  if (h <= tile && w <= tile) return false;  // fits in one tile: diffusers decodes it untiled
+  if (tiling == VaeTiling::kOn) return true;
+  const int64_t f = config_.scale_factor();
+  return h * f * w * f > kAutoTilingMinPixels;
+}
+
+at::Tensor AutoencoderKLImpl::decode(const at::Tensor& z, VaeTiling tiling) {
+  check_latents(z);
+  if (tiles(z.size(2), z.size(3), tiling)) return tiled_decode(z);
   const at::Tensor h = post_quant_conv ? post_quant_conv->forward(z) : z;  // [B, latent, h, w]
   return decoder->forward(h).contiguous();                                  // [B, 3, h·f, w·f]
+}
+
+at::Tensor AutoencoderKLImpl::tiled_decode(const at::Tensor& z) {
+  check_latents(z);
+  const int64_t tile = tile_latent_size(), stride = tile_stride(), extent = blend_extent();
+  const int64_t row_limit = tile_sample_size() - extent;  // pixels of each tile that reach the output
+  if (stride < 1)
+    throw Error("VAE tiling: sample_size " + std::to_string(config_.sample_size) + " gives tiles of " +
+                std::to_string(tile) + " latents, too small to tile");
+  const int64_t height = z.size(2), width = z.size(3);
+  // diffusers decodes every tile, then blends them in place row by row: the tile above and the tile to the
+  // left are blended ones by the time a tile is blended with them. Keeping the previous row of tiles is
+  // enough for that, and the same arithmetic.
+  std::vector<at::Tensor> above, out_rows;
+  for (int64_t i = 0; i < height; i += stride) {
+    std::vector<at::Tensor> row, kept;
+    for (int64_t j = 0; j < width; j += stride) {
+      const at::Tensor part = z.slice(2, i, i + tile).slice(3, j, j + tile);  // [B, latent, <=tile, <=tile]
+      at::Tensor decoded =
+          decoder->forward(post_quant_conv ? post_quant_conv->forward(part) : part);  // [B, 3, <=tile·f, <=tile·f]
+      if (!above.empty()) blend(above[row.size()], decoded, 2, extent);
+      if (!row.empty()) blend(row.back(), decoded, 3, extent);
+      kept.push_back(decoded.slice(2, 0, row_limit).slice(3, 0, row_limit));
+      row.push_back(decoded);
+    }
+    out_rows.push_back(at::cat(kept, 3));  // [B, 3, <=row_limit, w·f]
+    above = std::move(row);
+  }
+  return at::cat(out_rows, 2).contiguous();  // [B, 3, h·f, w·f]
 }
 
 }  // namespace tide::models

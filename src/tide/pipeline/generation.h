@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "tide/models/autoencoder_kl.h"
 #include "tide/schedulers/scheduler.h"
 
 namespace tide::pipeline {
@@ -27,6 +28,9 @@ struct GenerationRequest {
   int original_height = 0, original_width = 0;
   int crop_top = 0, crop_left = 0;
   int target_height = 0, target_width = 0;
+  // Tiled VAE decode: auto tiles only images of more than 1 MP (models::kAutoTilingMinPixels), so the
+  // default sizes decode untiled, as diffusers does.
+  models::VaeTiling vae_tiling = models::VaeTiling::kAuto;
 };
 
 // What the UNet is conditioned on for one prompt.

@@ -158,9 +158,9 @@ std::unique_ptr<schedulers::Scheduler> StableDiffusionPipeline::make_scheduler(c
   return schedulers::make_scheduler(r.scheduler, scheduler_config_, r.scheduler_options);
 }
 
-at::Tensor StableDiffusionPipeline::decode(const at::Tensor& latents) {
+at::Tensor StableDiffusionPipeline::decode(const at::Tensor& latents, models::VaeTiling tiling) {
   c10::InferenceMode inference;
-  return vae_->decode(latents / vae_->config().scaling_factor);  // [N, 3, H, W]
+  return vae_->decode(latents / vae_->config().scaling_factor, tiling);  // [N, 3, H, W]
 }
 
 GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw, const StepCallback& on_step) {
@@ -211,7 +211,7 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw,
     if (on_step) on_step(StepInfo{static_cast<int>(i), static_cast<int>(timesteps.size()), t, latents});
   }
   result.latents = latents;
-  result.decoded = decode(latents);
+  result.decoded = decode(latents, r.vae_tiling);
   result.images = io::to_rgb8(result.decoded);
   return result;
 }

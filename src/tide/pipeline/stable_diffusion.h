@@ -57,7 +57,8 @@ class StableDiffusionPipeline {
   // Checks the request (sizes, steps, guidance) and fills the defaults; throws tide::Error.
   GenerationRequest resolve(GenerationRequest request) const;
   std::unique_ptr<schedulers::Scheduler> make_scheduler(const GenerationRequest& request) const;
-  at::Tensor decode(const at::Tensor& latents);  // latents / scaling_factor -> VAE decoder
+  // latents / scaling_factor -> VAE decoder, tiled or not as `tiling` says (models::VaeTiling).
+  at::Tensor decode(const at::Tensor& latents, models::VaeTiling tiling = models::VaeTiling::kAuto);
 
   GenerationResult generate(const GenerationRequest& request, const StepCallback& on_step = nullptr);
 

@@ -2,12 +2,54 @@
 
 #include <sys/resource.h>
 
-namespace tide::runtime {
+#include <algorithm>
+#include <atomic>
+#include <fstream>
+#include <string>
 
-int64_t peak_rss_bytes() {
+namespace tide::runtime {
+namespace {
+
+// The peak before the last reset: resetting the high-water mark also resets ru_maxrss.
+std::atomic<int64_t> g_peak_before_reset{0};
+
+int64_t rusage_peak_bytes() {
   rusage usage{};
   if (getrusage(RUSAGE_SELF, &usage) != 0) return 0;
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // kilobytes on Linux
 }
+
+// A "VmXXX:   123 kB" line of /proc/self/status, in bytes; 0 if absent.
+int64_t status_bytes(const std::string& wanted) {
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  while (status >> key) {
+    if (key == wanted) {
+      int64_t kb = 0;
+      status >> kb;
+      return kb * 1024;
+    }
+    status.ignore(1 << 16, '\n');
+  }
+  return 0;
+}
+
+}  // namespace
+
+int64_t peak_rss_bytes() { return std::max(rusage_peak_bytes(), g_peak_before_reset.load()); }
+
+bool reset_peak_rss_window() {
+  const int64_t peak = peak_rss_bytes();
+  int64_t previous = g_peak_before_reset.load();
+  while (previous < peak && !g_peak_before_reset.compare_exchange_weak(previous, peak)) {
+  }
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";  // 5: reset the peak resident set size to the current one
+  clear.flush();
+  return static_cast<bool>(clear);
+}
+
+int64_t window_peak_rss_bytes() { return status_bytes("VmHWM:"); }
+int64_t current_rss_bytes() { return status_bytes("VmRSS:"); }
 
 }  // namespace tide::runtime
