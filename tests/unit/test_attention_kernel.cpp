@@ -35,11 +35,16 @@ TEST(BlockedAttention, MatchesPlainOnRandomShapes) {
     const at::Tensor k = at::randn({s.b, s.lk, s.h, s.d}, gen).transpose(1, 2) * 3;  // peaky softmax
     const at::Tensor v = at::randn({s.b, s.lk, s.h, s.d}, gen).transpose(1, 2);
     const at::Tensor expected = plain_attention(q, k, v);
-    for (int64_t block : {0, 1, 7, 256}) {
-      const at::Tensor got = tide::kernels::blocked_attention(q, k, v, block);
-      ASSERT_EQ(got.sizes(), expected.sizes());
-      EXPECT_LT(tide::testing::max_abs_diff(got, expected), 2e-5)
-          << "b=" << s.b << " h=" << s.h << " lq=" << s.lq << " lk=" << s.lk << " d=" << s.d << " block=" << block;
+    // Blocks that are and are not multiples of the 6-row and 4-row tiles; the AVX-512VL probs·v tile (where
+    // the CPU has it) and the AVX2 one.
+    for (int64_t block : {0, 1, 7, 18, 30, 256}) {
+      for (bool avx512 : {true, false}) {
+        const at::Tensor got = tide::kernels::blocked_attention(q, k, v, block, avx512);
+        ASSERT_EQ(got.sizes(), expected.sizes());
+        EXPECT_LT(tide::testing::max_abs_diff(got, expected), 2e-5) << "b=" << s.b << " h=" << s.h << " lq=" << s.lq
+                                                                    << " lk=" << s.lk << " d=" << s.d
+                                                                    << " block=" << block << " avx512=" << avx512;
+      }
     }
     // Contiguous [B, H, L, d] inputs too.
     EXPECT_LT(tide::testing::max_abs_diff(
