@@ -114,6 +114,7 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
   }
   t[kDenoise] = since(denoise_start);
 
+  runtime::return_free_memory();  // as StableDiffusionPipeline::decode does
   const int64_t start_rss = runtime::current_rss_bytes();
   const bool window = result && runtime::reset_peak_rss_window();
   const auto vae_start = Clock::now();

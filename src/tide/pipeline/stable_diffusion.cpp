@@ -7,6 +7,7 @@
 #include "tide/io/json_file.h"
 #include "tide/nn/layers.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/memory.h"
 
 namespace tide::pipeline {
 namespace fs = std::filesystem;
@@ -160,6 +161,7 @@ std::unique_ptr<schedulers::Scheduler> StableDiffusionPipeline::make_scheduler(c
 
 at::Tensor StableDiffusionPipeline::decode(const at::Tensor& latents, models::VaeTiling tiling) {
   c10::InferenceMode inference;
+  runtime::return_free_memory();
   return vae_->decode(latents / vae_->config().scaling_factor, tiling);  // [N, 3, H, W]
 }
 

@@ -1,5 +1,9 @@
 #include "tide/runtime/memory.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -51,5 +55,11 @@ bool reset_peak_rss_window() {
 
 int64_t window_peak_rss_bytes() { return status_bytes("VmHWM:"); }
 int64_t current_rss_bytes() { return status_bytes("VmRSS:"); }
+
+void return_free_memory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
 
 }  // namespace tide::runtime

@@ -17,4 +17,9 @@ int64_t window_peak_rss_bytes();
 // Resident memory now (VmRSS), in bytes; 0 if unknown.
 int64_t current_rss_bytes();
 
+// Hands the allocator's free memory back to the system (glibc: malloc_trim). The denoising loop's freed
+// activations otherwise stay resident in the heap while the VAE decoder maps its own, larger ones, and
+// the process peak is their sum.
+void return_free_memory();
+
 }  // namespace tide::runtime
