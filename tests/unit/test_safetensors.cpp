@@ -6,6 +6,7 @@
 
 #include "test_support.h"
 #include "tide/io/safetensors.h"
+#include "tide/runtime/memory.h"
 #include "tide/io/weights.h"
 #include "tide/runtime/error.h"
 
@@ -119,6 +120,24 @@ struct TinyModule : torch::nn::Module {
   }
   torch::nn::Linear proj{nullptr};
 };
+
+// Reading a tensor leaves only the copy resident, not also the file's mapped pages (loading a 4 GB
+// checkpoint would otherwise peak at twice its size); a second read still gives the same values.
+TEST(Safetensors, ReadPagesLeaveTheResidentMemory) {
+  tide::testing::TempDir dir;
+  const auto path = dir.path() / "big.safetensors";
+  const int64_t n = 16 << 20;  // 64 MiB of float32
+  const at::Tensor big = at::arange(n, at::kFloat);
+  tide::io::write_safetensors(path, {{"big", big}});
+  tide::io::SafetensorsFile file(path);
+  const int64_t before = tide::runtime::current_rss_bytes();
+  at::Tensor first = file.tensor("big");
+  const int64_t growth = tide::runtime::current_rss_bytes() - before;
+  ASSERT_GT(before, 0) << "no VmRSS on this system";
+  EXPECT_LT(growth, 96ll << 20) << "resident growth " << (growth >> 20) << " MiB for a 64 MiB tensor";
+  EXPECT_TRUE(at::equal(first, big));
+  EXPECT_TRUE(at::equal(file.tensor("big"), big));
+}
 
 TEST(Weights, LoadsByNameConvertsDtypeAndReportsMismatches) {
   TempDir dir;
