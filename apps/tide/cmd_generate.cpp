@@ -189,7 +189,10 @@ int run_generate(int argc, char** argv) {
   expanded.prompt = text::expand_multi_vector_tokens(request.prompt, pipe->tokenizer(), embedding_tokens);
   if (request.negative_prompt)
     expanded.negative_prompt = text::expand_multi_vector_tokens(*request.negative_prompt, pipe->tokenizer(), embedding_tokens);
-  auto result = pipe->generate(expanded, [&](const pipeline::StepInfo& step) {
+  // One generation per run: once the prompts are encoded the text encoders only hold memory.
+  const pipeline::UNetConditioning conditioning = pipe->condition(expanded);
+  pipe->release_text_encoders();
+  auto result = pipe->generate(expanded, conditioning, [&](const pipeline::StepInfo& step) {
     if (step.index == 0) progress = runtime::Progress("denoising", step.total);
     progress.update(step.index + 1);
   });

@@ -39,6 +39,13 @@ struct PromptEmbeddings {
   at::Tensor pooled;   // [1, P] SDXL pooled text embedding (undefined for SD 1.x / 2.x)
 };
 
+// What the UNet is conditioned on for a whole request, in the guidance batch order [uncond × N, cond × N].
+struct UNetConditioning {
+  at::Tensor context;   // [B, 77, D] encoder_hidden_states
+  at::Tensor pooled;    // [B, P] SDXL only
+  at::Tensor time_ids;  // [B, 6] SDXL only
+};
+
 // Called after every scheduler step (index from 0) with the new latents.
 struct StepInfo {
   int index;

@@ -60,6 +60,7 @@ std::unique_ptr<StableDiffusionPipeline> StableDiffusionPipeline::from_parts(Pip
   std::unique_ptr<StableDiffusionPipeline> p(new StableDiffusionPipeline());
   p->description_ = parts.description;
   p->force_zeros_for_empty_prompt_ = parts.force_zeros_for_empty_prompt;
+  p->xl_ = parts.configs.count("text_encoder_2") > 0;
   p->tokenizer_ = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::from_folder(parts.tokenizer_dir));
   p->text_encoder_ = models::ClipTextModel(models::ClipTextConfig::from_json(parts.configs.at("text_encoder")));
   load_weights(p->text_encoder_, parts, "text_encoder");
@@ -83,6 +84,7 @@ std::unique_ptr<StableDiffusionPipeline> StableDiffusionPipeline::from_parts(Pip
 }
 
 void StableDiffusionPipeline::install_embedding(const text::TextualInversionEmbedding& embedding) {
+  if (!text_encoder_) throw Error(description_ + ": the text encoders were released; embeddings can no longer be added");
   if (embedding.is_xl() != is_xl())
     throw Error("embedding " + embedding.token + ": " +
                 (is_xl() ? "an SD 1.x/2.x embedding; an SDXL model needs one with clip_l and clip_g vectors"
@@ -120,6 +122,8 @@ at::Tensor StableDiffusionPipeline::encode_ids(models::ClipTextModel& encoder, t
 
 PromptEmbeddings StableDiffusionPipeline::encode_prompt(const std::string& prompt) {
   c10::InferenceMode inference;
+  if (!text_encoder_)
+    throw Error(description_ + ": the text encoders were released (release_text_encoders); prompts can no longer be encoded");
   if (!is_xl()) return {encode_ids(text_encoder_, *tokenizer_, prompt, false, nullptr), {}};
   // SDXL: penultimate hidden states of both encoders side by side; pooled = the second's projection.
   PromptEmbeddings e;
@@ -165,15 +169,16 @@ at::Tensor StableDiffusionPipeline::decode(const at::Tensor& latents, models::Va
   return vae_->decode(latents / vae_->config().scaling_factor, tiling);  // [N, 3, H, W]
 }
 
-GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw, const StepCallback& on_step) {
+UNetConditioning StableDiffusionPipeline::condition(const GenerationRequest& raw) {
   c10::InferenceMode inference;
   const GenerationRequest r = resolve(raw);
   const bool guided = r.guidance > 1.0;
 
-  // Conditioning, batch order [uncond × N, cond × N] like diffusers with num_images_per_prompt.
+  // Batch order [uncond × N, cond × N] like diffusers with num_images_per_prompt.
   const PromptEmbeddings cond = encode_prompt(r.prompt);
-  at::Tensor context = cond.context.repeat({r.num_images, 1, 1});  // [N, 77, D]
-  at::Tensor pooled = is_xl() ? cond.pooled.repeat({r.num_images, 1}) : at::Tensor();  // [N, P]
+  UNetConditioning c;
+  c.context = cond.context.repeat({r.num_images, 1, 1});                          // [N, 77, D]
+  if (is_xl()) c.pooled = cond.pooled.repeat({r.num_images, 1});                 // [N, P]
   if (guided) {
     PromptEmbeddings uncond;
     if (is_xl() && force_zeros_for_empty_prompt_ && !r.negative_prompt) {
@@ -181,17 +186,37 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw,
     } else {
       uncond = encode_prompt(r.negative_prompt.value_or(""));
     }
-    context = at::cat({uncond.context.repeat({r.num_images, 1, 1}), context});  // [2N, 77, D]
-    if (is_xl()) pooled = at::cat({uncond.pooled.repeat({r.num_images, 1}), pooled});
+    c.context = at::cat({uncond.context.repeat({r.num_images, 1, 1}), c.context});  // [2N, 77, D]
+    if (is_xl()) c.pooled = at::cat({uncond.pooled.repeat({r.num_images, 1}), c.pooled});
   }
-  at::Tensor time_ids;  // SDXL: [original size, crop top-left, target size] per batch row
-  if (is_xl()) {
-    time_ids = at::tensor({double(r.original_height), double(r.original_width), double(r.crop_top),
-                           double(r.crop_left), double(r.target_height), double(r.target_width)},
-                          at::kFloat)
-                   .unsqueeze(0)
-                   .repeat({context.size(0), 1});  // [B, 6]
+  if (is_xl()) {  // [original size, crop top-left, target size] per batch row
+    c.time_ids = at::tensor({double(r.original_height), double(r.original_width), double(r.crop_top),
+                             double(r.crop_left), double(r.target_height), double(r.target_width)},
+                            at::kFloat)
+                     .unsqueeze(0)
+                     .repeat({c.context.size(0), 1});  // [B, 6]
   }
+  return c;
+}
+
+void StableDiffusionPipeline::release_text_encoders() {
+  text_encoder_ = models::ClipTextModel(nullptr);
+  text_encoder_2_ = models::ClipTextModel(nullptr);
+}
+
+GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& request, const StepCallback& on_step) {
+  return generate(request, condition(request), on_step);
+}
+
+GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw, const UNetConditioning& c,
+                                                   const StepCallback& on_step) {
+  c10::InferenceMode inference;
+  const GenerationRequest r = resolve(raw);
+  const bool guided = r.guidance > 1.0;
+  const at::Tensor &context = c.context, &pooled = c.pooled, &time_ids = c.time_ids;
+  if (context.size(0) != r.num_images * (guided ? 2 : 1))
+    throw Error("the conditioning has " + std::to_string(context.size(0)) + " rows; this request needs " +
+                std::to_string(r.num_images * (guided ? 2 : 1)) + " (was it made for another request?)");
 
   auto scheduler = make_scheduler(r);
   scheduler->set_timesteps(r.steps);

@@ -1,0 +1,48 @@
+// Conditioning made once, then the text encoders released (tide generate's one-shot path): the same
+// images as generate(request), and clear errors for what can no longer be done.
+#include <gtest/gtest.h>
+
+#include "test_support.h"
+#include "tide/pipeline/stable_diffusion.h"
+#include "tide/runtime/error.h"
+#include "tiny_pipeline.h"
+
+namespace {
+
+TEST(PipelineConditioning, ReleasedTextEncodersGiveTheSameImagesAndClearErrors) {
+  tide::testing::TempDir dir;
+  tide::testing::make_tiny_pipeline(dir.path() / "model");
+  auto pipe = tide::pipeline::StableDiffusionPipeline::from_folder(dir.path() / "model");
+  tide::pipeline::GenerationRequest request;
+  request.prompt = "a red robot";
+  request.negative_prompt = "blurry";
+  request.width = request.height = 16;
+  request.steps = 2;
+  request.seed = 3;
+  request.num_images = 2;
+  const auto expected = pipe->generate(request);
+
+  const auto conditioning = pipe->condition(request);
+  EXPECT_EQ(conditioning.context.size(0), 4);  // [uncond × 2, cond × 2]
+  pipe->release_text_encoders();
+  const auto got = pipe->generate(request, conditioning);
+  EXPECT_TRUE(at::equal(got.latents, expected.latents));
+  EXPECT_TRUE(at::equal(got.images, expected.images));
+
+  try {
+    pipe->generate(request);
+    FAIL() << "encoded a prompt without text encoders";
+  } catch (const tide::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("text encoders were released"), std::string::npos) << e.what();
+  }
+  tide::pipeline::GenerationRequest other = request;
+  other.num_images = 1;
+  try {
+    pipe->generate(other, conditioning);
+    FAIL() << "conditioning for 2 images accepted for 1";
+  } catch (const tide::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("this request needs 2"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
