@@ -18,6 +18,9 @@ using tide::testing::Run;
 
 Run tide_bench(const std::string& args) { return tide::testing::run_tide("bench " + args); }
 
+// The tests that time a real (tiny) pipeline share one model folder.
+class CliBenchTinyModel : public tide::testing::TinyPipelineSuite {};
+
 TEST(CliBench, HelpExplainsEveryFlag) {
   auto help = tide_bench("--help");
   EXPECT_EQ(help.code, 0);
@@ -46,11 +49,10 @@ TEST(CliBench, BadInvocationsFailWithClearMessages) {
       << tiling.output;
 }
 
-TEST(CliBench, TinyModelWritesJsonWithAllStages) {
+TEST_F(CliBenchTinyModel, TinyModelWritesJsonWithAllStages) {
   TempDir dir;
-  tide::testing::make_tiny_pipeline(dir.path() / "model");
   const fs::path json_path = dir.path() / "result.json";
-  auto run = tide_bench("--model " + quote(dir.path() / "model") +
+  auto run = tide_bench("--model " + quote(model()) +
                         " --width 32 --height 32 --steps 2 --runs 2 --warmup 1 --threads 1 --compare-plain --json " +
                         quote(json_path));
   ASSERT_EQ(run.code, 0) << run.output;
@@ -84,11 +86,10 @@ TEST(CliBench, TinyModelWritesJsonWithAllStages) {
 }
 
 // The tiny VAE's tiles are 32 px (sample_size 32, f = 2): 48x32 px is larger than one tile.
-TEST(CliBench, VaeTilingOnTilesTheDecode) {
+TEST_F(CliBenchTinyModel, VaeTilingOnTilesTheDecode) {
   TempDir dir;
-  tide::testing::make_tiny_pipeline(dir.path() / "model");
   const fs::path json_path = dir.path() / "result.json";
-  auto run = tide_bench("--model " + quote(dir.path() / "model") +
+  auto run = tide_bench("--model " + quote(model()) +
                         " --width 48 --height 32 --steps 1 --runs 1 --warmup 0 --threads 1 --vae-tiling on --json " +
                         quote(json_path));
   ASSERT_EQ(run.code, 0) << run.output;
@@ -102,11 +103,10 @@ TEST(CliBench, VaeTilingOnTilesTheDecode) {
 
 // --compare-dtype: the same optimizations, the compared side's UNet in float32. The measured side runs
 // bf16 where the CPU has it natively (float32 with a note elsewhere).
-TEST(CliBench, CompareDtypeRunsBothSides) {
+TEST_F(CliBenchTinyModel, CompareDtypeRunsBothSides) {
   TempDir dir;
-  tide::testing::make_tiny_pipeline(dir.path() / "model");
   const fs::path json_path = dir.path() / "result.json";
-  auto run = tide_bench("--model " + quote(dir.path() / "model") +
+  auto run = tide_bench("--model " + quote(model()) +
                         " --width 32 --height 32 --steps 1 --runs 1 --warmup 0 --threads 1 --dtype bf16"
                         " --compare-dtype float32 --json " + quote(json_path));
   ASSERT_EQ(run.code, 0) << run.output;
@@ -123,10 +123,8 @@ TEST(CliBench, CompareDtypeRunsBothSides) {
 }
 
 // --profile breaks a UNet call and a VAE decode down by operator, the blocked attention kernel named.
-TEST(CliBench, ProfileListsOperators) {
-  TempDir dir;
-  tide::testing::make_tiny_pipeline(dir.path() / "model");
-  auto run = tide_bench("--model " + quote(dir.path() / "model") +
+TEST_F(CliBenchTinyModel, ProfileListsOperators) {
+  auto run = tide_bench("--model " + quote(model()) +
                         " --width 32 --height 32 --steps 1 --runs 1 --warmup 0 --threads 1 --profile");
   ASSERT_EQ(run.code, 0) << run.output;
   for (const char* expected : {"UNet call (batch 2)", "VAE decode", "aten::conv2d", "tide::blocked_attention",
