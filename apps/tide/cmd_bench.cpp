@@ -145,11 +145,7 @@ int run_bench(int argc, char** argv) {
   s.runs = args.get_int("runs");
   s.warmup = args.get_int("warmup");
   s.compare_plain = args.get_flag("compare-plain");
-  try {
-    s.vae_tiling = models::parse_vae_tiling(args.get("vae-tiling"));
-  } catch (const Error&) {
-    throw Error("tide bench: --vae-tiling must be auto, on or off, got '" + args.get("vae-tiling") + "'");
-  }
+  s.vae_tiling = models::parse_vae_tiling(args.get("vae-tiling"), "tide bench: --vae-tiling");
   if (args.get_flag("plain")) s.optimizations = runtime::Optimizations::plain();
   if (args.has("without")) s.optimizations = s.optimizations.without(args.get("without"));
   if (args.has("compare-without")) {

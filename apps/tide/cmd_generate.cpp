@@ -129,11 +129,7 @@ int run_generate(int argc, char** argv) {
     if (std::find(names.begin(), names.end(), request.scheduler) == names.end())
       throw Error("tide generate: unknown scheduler '" + request.scheduler + "'; choose one of: " + joined_scheduler_names());
   }
-  try {
-    request.vae_tiling = models::parse_vae_tiling(args.get("vae-tiling"));
-  } catch (const Error&) {
-    throw Error("tide generate: --vae-tiling must be auto, on or off, got '" + args.get("vae-tiling") + "'");
-  }
+  request.vae_tiling = models::parse_vae_tiling(args.get("vae-tiling"), "tide generate: --vae-tiling");
   request.scheduler_options.karras = args.get_flag("karras");
   request.scheduler_options.eta = args.get_double("eta");
   if (args.has("original-size")) std::tie(request.original_height, request.original_width) = int_pair(args, "original-size");

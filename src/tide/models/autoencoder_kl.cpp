@@ -44,11 +44,11 @@ void blend(const at::Tensor& a, at::Tensor& b, int64_t dim, int64_t blend_extent
 
 }  // namespace
 
-VaeTiling parse_vae_tiling(const std::string& name) {
+VaeTiling parse_vae_tiling(const std::string& name, const std::string& what) {
   if (name == "off") return VaeTiling::kOff;
   if (name == "on") return VaeTiling::kOn;
   if (name == "auto") return VaeTiling::kAuto;
-  throw Error("VAE tiling must be auto, on or off, got '" + name + "'");
+  throw Error(what + " must be auto, on or off, got '" + name + "'");
 }
 
 const char* vae_tiling_name(VaeTiling tiling) {

@@ -31,8 +31,8 @@ enum class VaeTiling {
 // keeps growing with the pixel count (2048x2048: 4x that of 1024x1024), so larger images are tiled.
 inline constexpr int64_t kAutoTilingMinPixels = int64_t{1024} * 1024;
 
-// "off" | "on" | "auto"; anything else is a tide::Error that lists the choices.
-VaeTiling parse_vae_tiling(const std::string& name);
+// "off" | "on" | "auto"; anything else is a tide::Error that lists the choices and names `what` (a flag).
+VaeTiling parse_vae_tiling(const std::string& name, const std::string& what = "VAE tiling");
 const char* vae_tiling_name(VaeTiling tiling);
 
 namespace vae {
