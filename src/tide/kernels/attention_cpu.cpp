@@ -1,5 +1,7 @@
 #include "tide/kernels/attention_cpu.h"
 
+#include "tide/kernels/gemm_cpu.h"
+
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 
@@ -75,122 +77,6 @@ __attribute__((target("avx2,fma"))) float softmax_row_avx2(float* x, int64_t n) 
 
 const bool kHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 
-// C[R rows, 8·NV cols] (+)= A[R, k] · B[k, 8·NV cols]: R·NV accumulators in registers, B streamed row by
-// row. With `row_max`, also row_max[r] = max(row_max[r], max of the row's new values) (the scores' row max
-// for the softmax, taken while they are still in registers).
-template <int R, int NV, bool Accumulate>
-__attribute__((target("avx2,fma"), always_inline)) inline void micro_gemm(int64_t k, const float* a, int64_t lda, const float* b,
-                                                           int64_t ldb, float* c, int64_t ldc, float* row_max) {
-  __m256 acc[R][NV];
-  #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-    #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[r][v] = Accumulate ? _mm256_loadu_ps(c + r * ldc + 8 * v) : _mm256_setzero_ps();
-  for (int64_t p = 0; p < k; ++p) {
-    __m256 bv[NV];
-    #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + p * ldb + 8 * v);
-    #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m256 av = _mm256_broadcast_ss(a + r * lda + p);
-      #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
-    }
-  }
-  #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
-    if (row_max) {
-      __m256 m = acc[r][0];
-      #pragma GCC unroll 8
-      for (int v = 1; v < NV; ++v) m = _mm256_max_ps(m, acc[r][v]);
-      m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
-      m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0x4e));
-      m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0xb1));
-      row_max[r] = std::max(row_max[r], _mm256_cvtss_f32(m));
-    }
-  }
-}
-
-// All m rows of one column panel of 8·NV columns: R rows at a time, then the remaining rows.
-template <int R, int NV, bool Accumulate>
-__attribute__((target("avx2,fma"))) void panel(int64_t m, int64_t k, const float* a, int64_t lda, const float* b,
-                                               int64_t ldb, float* c, int64_t ldc, float* row_max) {
-  int64_t i = 0;
-  for (; i + R <= m; i += R)
-    micro_gemm<R, NV, Accumulate>(k, a + i * lda, lda, b, ldb, c + i * ldc, ldc, row_max ? row_max + i : nullptr);
-  for (; i < m; ++i)
-    micro_gemm<1, NV, Accumulate>(k, a + i * lda, lda, b, ldb, c + i * ldc, ldc, row_max ? row_max + i : nullptr);
-}
-
-// Row-major C[m, n] (+)= A[m, k] · B[k, n] (unit stride along rows), one thread, no allocation: BLAS called
-// from many threads at once contends on its internal buffers, badly on a busy machine. Column panels of
-// up to 40 columns with register tiles of at most 12 accumulators (16 ymm registers in all).
-template <bool Accumulate>
-__attribute__((target("avx2,fma"))) void gemm_avx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-                                                   const float* b, int64_t ldb, float* c, int64_t ldc,
-                                                   float* row_max = nullptr) {
-  int64_t j = 0;
-  for (; n - j >= 40; j += 40) panel<2, 5, Accumulate>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
-  if (n - j >= 32) {
-    panel<3, 4, Accumulate>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
-    j += 32;
-  } else if (n - j >= 24) {
-    panel<4, 3, Accumulate>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
-    j += 24;
-  }
-  for (; n - j >= 16; j += 16) panel<6, 2, Accumulate>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
-  for (; n - j >= 8; j += 8) panel<6, 1, Accumulate>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
-  for (; j < n; ++j)  // fewer than 8 columns left
-    for (int64_t i = 0; i < m; ++i) {
-      float sum = Accumulate ? c[i * ldc + j] : 0.0f;
-      for (int64_t p = 0; p < k; ++p) sum += a[i * lda + p] * b[p * ldb + j];
-      c[i * ldc + j] = sum;
-      if (row_max) row_max[i] = std::max(row_max[i], sum);
-    }
-}
-
-// Scores [m, n] = A[m, k] · Bᵀ-panel B[k, n] in 16-column panels (B = kᵀ, dense), the row maxima on the fly.
-__attribute__((target("avx2,fma"))) void scores_avx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-                                                     const float* b, int64_t ldb, float* c, int64_t ldc,
-                                                     float* row_max) {
-  int64_t j = 0;
-  for (; n - j >= 16; j += 16) panel<6, 2, false>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
-  if (n > j) gemm_avx2<false>(m, n - j, k, a, lda, b + j, ldb, c + j, ldc, row_max);
-}
-
-// probs·v on CPUs with AVX-512VL: micro_gemm is inlined here and compiled for that target, so it has 32
-// vector registers and takes 4 rows × 40 columns per register tile (20 accumulators, twice the AVX2
-// tile's): each loaded row of v feeds twice the FMAs. Columns left over go to the AVX2 version. (A
-// 12 × 16 tile for the scores was measured slower than the AVX2 6 × 16 one: 0.46 vs 0.39 s at 4096
-// tokens, so the scores keep it.)
-#define TIDE_VL_TARGET __attribute__((target("avx2,fma,avx512f,avx512vl")))
-template <int R, int NV, bool Accumulate>
-TIDE_VL_TARGET void panel_vl(int64_t m, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                             int64_t ldc, float* row_max) {
-  int64_t i = 0;
-  for (; i + R <= m; i += R)
-    micro_gemm<R, NV, Accumulate>(k, a + i * lda, lda, b, ldb, c + i * ldc, ldc, row_max ? row_max + i : nullptr);
-  if (m - i >= R / 2) {  // a half tile before single rows
-    micro_gemm<R / 2, NV, Accumulate>(k, a + i * lda, lda, b, ldb, c + i * ldc, ldc, row_max ? row_max + i : nullptr);
-    i += R / 2;
-  }
-  for (; i < m; ++i)
-    micro_gemm<1, NV, Accumulate>(k, a + i * lda, lda, b, ldb, c + i * ldc, ldc, row_max ? row_max + i : nullptr);
-}
-
-template <bool Accumulate>
-TIDE_VL_TARGET void gemm_vl(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-                            float* c, int64_t ldc) {
-  int64_t j = 0;
-  for (; n - j >= 40; j += 40) panel_vl<4, 5, Accumulate>(m, k, a, lda, b + j, ldb, c + j, ldc, nullptr);
-  if (n > j) gemm_avx2<Accumulate>(m, n - j, k, a, lda, b + j, ldb, c + j, ldc);
-}
-
-#undef TIDE_VL_TARGET
-
-const bool kHasAvx512vl = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
 
 // exp(x - max) in place over a row whose max is known; returns the sum.
 __attribute__((target("avx2,fma"))) float exp_row_avx2(float* x, int64_t n, float m) {
@@ -256,9 +142,9 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
   if (Lk == 0) return out.zero_().permute({0, 2, 1, 3});
 
 #ifdef TIDE_X86
-  const bool own_gemm = kHasAvx2, wide = own_gemm && allow_avx512 && kHasAvx512vl;
+  const bool own_gemm = kHasAvx2;
 #else
-  const bool own_gemm = false, wide = false;
+  const bool own_gemm = false;
 #endif
   // ~384 KB of scores per strip: stays in L2 between the two products. A multiple of the 6-row tile.
   constexpr int64_t kMaxBlock = 252;
@@ -294,20 +180,13 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
       if (own_gemm) {
 #ifdef TIDE_X86
         std::fill(row_max, row_max + rows, -std::numeric_limits<float>::infinity());
-        scores_avx2(rows, Lk, d, qb, qs.stride(2), ktb, Lk, strip, Lk, row_max);  // scores [rows, Lk]
+        gemm_row_max_f32(rows, Lk, d, qb, qs.stride(2), ktb, Lk, strip, Lk, row_max);  // scores [rows, Lk]
         for (int64_t r = 0; r < rows; ++r) inv_sum[r] = 1.0f / exp_row_avx2(strip + r * Lk, Lk, row_max[r]);
         for (int64_t k0 = 0; k0 < Lk; k0 += key_block) {
           const int64_t kn = std::min(key_block, Lk - k0);
           const float* pk = strip + k0;
           const float* vk = vb + k0 * v.stride(2);
-          if (wide && k0 == 0)
-            gemm_vl<false>(rows, d, kn, pk, Lk, vk, v.stride(2), ob, ldo);  // out [rows, d]
-          else if (wide)
-            gemm_vl<true>(rows, d, kn, pk, Lk, vk, v.stride(2), ob, ldo);
-          else if (k0 == 0)
-            gemm_avx2<false>(rows, d, kn, pk, Lk, vk, v.stride(2), ob, ldo);
-          else
-            gemm_avx2<true>(rows, d, kn, pk, Lk, vk, v.stride(2), ob, ldo);
+          gemm_f32(rows, d, kn, pk, Lk, vk, v.stride(2), ob, ldo, /*accumulate=*/k0 > 0, allow_avx512);  // out [rows, d]
         }
 #endif
       } else {

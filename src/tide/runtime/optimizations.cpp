@@ -11,10 +11,11 @@ std::vector<std::string> Optimizations::enabled() const {
   if (blocked_attention) names.push_back("blocked_attention");
   if (channels_last) names.push_back("channels_last");
   if (in_place) names.push_back("in_place");
+  if (winograd) names.push_back("winograd");
   return names;
 }
 
-std::vector<std::string> Optimizations::names() { return {"blocked_attention", "channels_last", "in_place"}; }
+std::vector<std::string> Optimizations::names() { return {"blocked_attention", "channels_last", "in_place", "winograd"}; }
 
 Optimizations Optimizations::without(const std::string& comma_separated) const {
   Optimizations o = *this;
@@ -27,8 +28,10 @@ Optimizations Optimizations::without(const std::string& comma_separated) const {
       o.channels_last = false;
     else if (name == "in_place")
       o.in_place = false;
+    else if (name == "winograd")
+      o.winograd = false;
     else if (!name.empty())
-      throw Error("unknown optimization '" + name + "'; known: blocked_attention, channels_last, in_place");
+      throw Error("unknown optimization '" + name + "'; known: blocked_attention, channels_last, in_place, winograd");
   }
   return o;
 }

@@ -10,8 +10,9 @@ struct Optimizations {
   bool blocked_attention = true;  // fused blocked attention kernel (kernels/attention_cpu.h)
   bool channels_last = true;      // NHWC activations and conv weights for oneDNN
   bool in_place = true;           // SiLU, residual adds and GEGLU write into their temporary operand (nn/in_place.h)
+  bool winograd = true;           // 3×3 convolutions on large maps as Winograd F(2×2, 3×3) (kernels/winograd_conv.h)
 
-  static Optimizations plain() { return {false, false, false}; }
+  static Optimizations plain() { return {false, false, false, false}; }
   // "blocked_attention", ... : the ones switched on.
   std::vector<std::string> enabled() const;
   // Every switch's name.

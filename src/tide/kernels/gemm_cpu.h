@@ -1,0 +1,23 @@
+// Single-threaded float32 matrix products for kernels that run them from their own worker threads
+// (blocked attention, Winograd convolution): BLAS called from many threads at once contends on its
+// internal buffers and thread pool, badly on a busy machine. Register-blocked AVX2/FMA tiles, and a taller
+// tile where AVX-512VL gives 32 vector registers. All matrices are row-major with unit stride along rows.
+#pragma once
+#include <cstdint>
+
+namespace tide::kernels {
+
+// True on x86 CPUs with AVX2 and FMA, where the functions below may be called.
+bool gemm_f32_available();
+
+// C[m, n] = A[m, k] · B[k, n], or C += A · B with `accumulate`. `allow_avx512`: use the AVX-512VL tile
+// where the CPU has it (false: only the AVX2 tiles, e.g. to test both).
+void gemm_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+              int64_t ldc, bool accumulate, bool allow_avx512 = true);
+
+// C = A · B and, for each row i, row_max[i] = max(row_max[i], max_j C[i, j]), taken while the values are
+// still in registers (attention scores before their softmax).
+void gemm_row_max_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                      float* c, int64_t ldc, float* row_max);
+
+}  // namespace tide::kernels

@@ -1,0 +1,227 @@
+#include "tide/kernels/winograd_conv.h"
+
+#include "tide/kernels/gemm_cpu.h"
+
+#include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
+
+#include <algorithm>
+#include <atomic>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define TIDE_X86 1
+#endif
+
+namespace tide::kernels {
+namespace {
+
+// The transforms run along channels, contiguous in channels-last tensors: 8 at a time with AVX2, the rest
+// (and CPUs without AVX2) one at a time in the same arithmetic.
+
+// Input tile transform V = Bᵀ·d·B of one 4×4 input tile for channels [c0, c1):
+//   Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+// d[i·4 + j] points at the channels of the tile's pixel (i, j) (a zero row outside the image);
+// v[ξ·v_stride + c] receives position ξ = i·4 + j.
+void input_transform_scalar(const float* const* d, int64_t c0, int64_t c1, float* v, int64_t v_stride) {
+  for (int64_t c = c0; c < c1; ++c) {
+    float t[4][4];  // Bᵀ·d
+    for (int j = 0; j < 4; ++j) {
+      const float d0 = d[j][c], d1 = d[4 + j][c], d2 = d[8 + j][c], d3 = d[12 + j][c];
+      t[0][j] = d0 - d2;
+      t[1][j] = d1 + d2;
+      t[2][j] = d2 - d1;
+      t[3][j] = d1 - d3;
+    }
+    for (int i = 0; i < 4; ++i) {  // (Bᵀ·d)·B
+      v[(i * 4 + 0) * v_stride + c] = t[i][0] - t[i][2];
+      v[(i * 4 + 1) * v_stride + c] = t[i][1] + t[i][2];
+      v[(i * 4 + 2) * v_stride + c] = t[i][2] - t[i][1];
+      v[(i * 4 + 3) * v_stride + c] = t[i][1] - t[i][3];
+    }
+  }
+}
+
+// Output tile transform Y = Aᵀ·m·A + bias of one tile for channels [k0, k1): Aᵀ = [1 1 1 0; 0 1 -1 -1].
+// m[ξ·m_stride + k] holds position ξ of the products; y[a·2 + b] points at output pixel (a, b) of the 2×2
+// tile (null where it falls outside the image).
+void output_transform_scalar(const float* m, int64_t m_stride, const float* bias, int64_t k0, int64_t k1,
+                             float* const* y) {
+  for (int64_t k = k0; k < k1; ++k) {
+    float r[2][4];  // Aᵀ·m
+    for (int j = 0; j < 4; ++j) {
+      const float m0 = m[j * m_stride + k], m1 = m[(4 + j) * m_stride + k], m2 = m[(8 + j) * m_stride + k],
+                  m3 = m[(12 + j) * m_stride + k];
+      r[0][j] = m0 + m1 + m2;
+      r[1][j] = m1 - m2 - m3;
+    }
+    const float b = bias ? bias[k] : 0.0f;
+    const float out[4] = {r[0][0] + r[0][1] + r[0][2] + b, r[0][1] - r[0][2] - r[0][3] + b,
+                          r[1][0] + r[1][1] + r[1][2] + b, r[1][1] - r[1][2] - r[1][3] + b};
+    for (int p = 0; p < 4; ++p)
+      if (y[p]) y[p][k] = out[p];
+  }
+}
+
+#ifdef TIDE_X86
+const bool kHasAvx2 = __builtin_cpu_supports("avx2");
+
+__attribute__((target("avx2"))) void input_transform_avx2(const float* const* d, int64_t C, float* v,
+                                                          int64_t v_stride) {
+  int64_t c = 0;
+  for (; c + 8 <= C; c += 8) {
+    __m256 t[4][4];
+    for (int j = 0; j < 4; ++j) {
+      const __m256 d0 = _mm256_loadu_ps(d[j] + c), d1 = _mm256_loadu_ps(d[4 + j] + c),
+                   d2 = _mm256_loadu_ps(d[8 + j] + c), d3 = _mm256_loadu_ps(d[12 + j] + c);
+      t[0][j] = _mm256_sub_ps(d0, d2);
+      t[1][j] = _mm256_add_ps(d1, d2);
+      t[2][j] = _mm256_sub_ps(d2, d1);
+      t[3][j] = _mm256_sub_ps(d1, d3);
+    }
+    for (int i = 0; i < 4; ++i) {
+      _mm256_storeu_ps(v + (i * 4 + 0) * v_stride + c, _mm256_sub_ps(t[i][0], t[i][2]));
+      _mm256_storeu_ps(v + (i * 4 + 1) * v_stride + c, _mm256_add_ps(t[i][1], t[i][2]));
+      _mm256_storeu_ps(v + (i * 4 + 2) * v_stride + c, _mm256_sub_ps(t[i][2], t[i][1]));
+      _mm256_storeu_ps(v + (i * 4 + 3) * v_stride + c, _mm256_sub_ps(t[i][1], t[i][3]));
+    }
+  }
+  input_transform_scalar(d, c, C, v, v_stride);
+}
+
+__attribute__((target("avx2"))) void output_transform_avx2(const float* m, int64_t m_stride, const float* bias,
+                                                           int64_t K, float* const* y) {
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 r[2][4];
+    for (int j = 0; j < 4; ++j) {
+      const __m256 m0 = _mm256_loadu_ps(m + j * m_stride + k), m1 = _mm256_loadu_ps(m + (4 + j) * m_stride + k),
+                   m2 = _mm256_loadu_ps(m + (8 + j) * m_stride + k), m3 = _mm256_loadu_ps(m + (12 + j) * m_stride + k);
+      r[0][j] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+      r[1][j] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+    }
+    const __m256 b = bias ? _mm256_loadu_ps(bias + k) : _mm256_setzero_ps();
+    const __m256 out[4] = {
+        _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(r[0][0], r[0][1]), r[0][2]), b),
+        _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(r[0][1], r[0][2]), r[0][3]), b),
+        _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(r[1][0], r[1][1]), r[1][2]), b),
+        _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(r[1][1], r[1][2]), r[1][3]), b)};
+    for (int p = 0; p < 4; ++p)
+      if (y[p]) _mm256_storeu_ps(y[p] + k, out[p]);
+  }
+  output_transform_scalar(m, m_stride, bias, k, K, y);
+}
+#endif
+
+void input_transform(const float* const* d, int64_t C, float* v, int64_t v_stride) {
+#ifdef TIDE_X86
+  if (kHasAvx2) return input_transform_avx2(d, C, v, v_stride);
+#endif
+  input_transform_scalar(d, 0, C, v, v_stride);
+}
+
+void output_transform(const float* m, int64_t m_stride, const float* bias, int64_t K, float* const* y) {
+#ifdef TIDE_X86
+  if (kHasAvx2) return output_transform_avx2(m, m_stride, bias, K, y);
+#endif
+  output_transform_scalar(m, m_stride, bias, 0, K, y);
+}
+
+}  // namespace
+
+bool winograd_conv3x3_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
+                                int64_t width) {
+  const int64_t tiles = batch * ((height + 1) / 2) * ((width + 1) / 2);
+  return gemm_f32_available() && std::min(in_channels, out_channels) >= 16 &&
+         tiles >= 2 * std::max(in_channels, out_channels);
+}
+
+bool winograd_conv3x3_supported(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding) {
+  if (!x.defined() || !weight.defined() || x.dim() != 4 || weight.dim() != 4) return false;
+  if (x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat) return false;
+  if (!x.device().is_cpu() || !weight.device().is_cpu()) return false;
+  if (c10::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad())) return false;
+  return stride == 1 && padding == 1 && weight.size(2) == 3 && weight.size(3) == 3 && weight.size(1) == x.size(1);
+}
+
+at::Tensor winograd_weight_transform(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3, "winograd: weight must be [K, C, 3, 3]");
+  const int64_t K = weight.size(0), C = weight.size(1);
+  // G·g·Gᵀ for all channel pairs at once: position (a, b) of the 4×4 result is Σᵢⱼ G[a][i]·G[b][j]·g[i][j], so
+  // with g as [9, C·K] it is one product with G ⊗ G [16, 9]. G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1].
+  const at::Tensor G = at::tensor({1.0f, 0.0f, 0.0f, 0.5f, 0.5f, 0.5f, 0.5f, -0.5f, 0.5f, 0.0f, 0.0f, 1.0f}).view({4, 3});
+  const at::Tensor g = weight.to(at::kFloat).permute({2, 3, 1, 0}).reshape({9, C * K});  // [3·3, C·K]
+  return at::mm(at::kron(G, G), g).view({16, C, K});                                      // [16, C, K]
+}
+
+at::Tensor winograd_conv3x3(const at::Tensor& x_in, const at::Tensor& u, const at::Tensor& bias_in,
+                            int64_t tiles_per_chunk) {
+  TORCH_CHECK(x_in.dim() == 4 && x_in.scalar_type() == at::kFloat, "winograd: x must be float32 [N, C, H, W]");
+  TORCH_CHECK(u.dim() == 3 && u.size(0) == 16 && u.size(1) == x_in.size(1) && u.is_contiguous(),
+              "winograd: transformed weights must be [16, C, K] for the input's C");
+  const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = u.size(2);
+  at::Tensor y = at::empty({N, K, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (y.numel() == 0) return y;
+  const at::Tensor bias = bias_in.defined() ? bias_in.to(at::kFloat).contiguous() : bias_in;
+
+  const int64_t tiles_h = (H + 1) / 2, tiles_w = (W + 1) / 2, tiles = N * tiles_h * tiles_w;
+  // Each worker takes a chunk of T tiles through all three phases (transform, 16 products, transform back)
+  // in its own buffers, 16·T·(C + K) floats: up to 8 MiB, so the products' operands stay in the caches
+  // while every chunk streams all of u (16·C·K floats) once: T = 128 at 512 channels, measured faster
+  // than 32 (1.35× against 1.2× over oneDNN at 512 × 64 × 64) and no slower than 192.
+  const int64_t T = std::min(tiles, tiles_per_chunk > 0 ? tiles_per_chunk
+                                                        : std::clamp<int64_t>((int64_t(1) << 21) / (16 * (C + K)), 16, 256));
+  const int64_t chunks = (tiles + T - 1) / T;
+  const std::vector<float> zeros(C, 0.0f);
+  const bool own_gemm = gemm_f32_available();
+
+  const float* xp = x.data_ptr<float>();
+  const float* up = u.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  // Chunks are handed out one at a time: on a shared machine a static split waits for the slowest worker.
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), chunks), 1, [&](int64_t, int64_t) {
+    std::vector<float> v(16 * T * C), m(16 * T * K);  // [16, T, C] transformed input, [16, T, K] products
+    const float* d[16];
+    float* out[4];
+    for (int64_t chunk = next.fetch_add(1); chunk < chunks; chunk = next.fetch_add(1)) {
+      const int64_t t0 = chunk * T, count = std::min(T, tiles - t0);
+      for (int64_t t = 0; t < count; ++t) {
+        const int64_t tile = t0 + t, n = tile / (tiles_h * tiles_w), ty = tile / tiles_w % tiles_h, tx = tile % tiles_w;
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) {
+            const int64_t yy = 2 * ty - 1 + i, xx = 2 * tx - 1 + j;  // padding 1
+            d[i * 4 + j] = yy >= 0 && yy < H && xx >= 0 && xx < W ? xp + ((n * H + yy) * W + xx) * C : zeros.data();
+          }
+        input_transform(d, C, v.data() + t * C, T * C);
+      }
+      for (int64_t xi = 0; xi < 16; ++xi) {  // [count, C] · [C, K] for each tile position
+        const float* a = v.data() + xi * T * C;
+        const float* b = up + xi * C * K;
+        float* c = m.data() + xi * T * K;
+        if (own_gemm) {
+          gemm_f32(count, K, C, a, C, b, K, c, K, /*accumulate=*/false);
+        } else {
+          at::Tensor c_view = at::from_blob(c, {count, K}, x.options());
+          at::mm_out(c_view, at::from_blob(const_cast<float*>(a), {count, C}, x.options()),
+                     at::from_blob(const_cast<float*>(b), {C, K}, x.options()));
+        }
+      }
+      for (int64_t t = 0; t < count; ++t) {
+        const int64_t tile = t0 + t, n = tile / (tiles_h * tiles_w), ty = tile / tiles_w % tiles_h, tx = tile % tiles_w;
+        for (int i = 0; i < 2; ++i)
+          for (int j = 0; j < 2; ++j) {
+            const int64_t yy = 2 * ty + i, xx = 2 * tx + j;
+            out[i * 2 + j] = yy < H && xx < W ? yp + ((n * H + yy) * W + xx) * K : nullptr;
+          }
+        output_transform(m.data() + t * K, T * K, bp, K, out);
+      }
+    }
+  });
+  return y;
+}
+
+}  // namespace tide::kernels

@@ -1,0 +1,37 @@
+// Winograd F(2×2, 3×3) convolution for CPUs: a 3×3, stride 1, padding 1 convolution computed as 16
+// matrix products on transformed 4×4 input tiles, which needs 16 multiply-adds per 2×2 output pixels and
+// channel pair instead of 36 (2.25× fewer). The VAE decoder is nearly all such convolutions at high
+// resolution, where oneDNN's direct kernels already run at ~75% of peak: fewer multiplies is the lever left.
+//
+// Tiles are processed a chunk at a time (transform the chunk's input, 16 BLAS products, transform back), so
+// the transformed tensors stay in cache and the memory they need is bounded by the chunk, not the image.
+// F(2×2, 3×3)'s transforms only add and subtract (and halve in the weight transform), so its rounding error
+// is within a small factor of a direct convolution's; larger tiles (F(4×4, 3×3)) trade accuracy for speed.
+#pragma once
+#include <ATen/ATen.h>
+
+namespace tide::kernels {
+
+// True when winograd_conv3x3() computes this convolution: float32 CPU input [N, C, H, W], weight
+// [K, C, 3, 3], stride 1, padding 1, no gradient needed.
+bool winograd_conv3x3_supported(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding);
+
+// Whether winograd_conv3x3() is expected to beat oneDNN's direct convolution for this shape: measured on
+// AVX2/AVX-512 (2 threads), it does where a map has at least twice as many 2×2 tiles as channels (1.2–1.75×
+// on the VAE decoder's convolutions, 1.5× at 320 channels on 64×64) and loses where the transformed weights
+// (16·C·K floats, streamed once per chunk of tiles) outweigh the tiles (0.5× at 1280 channels on 16×16) or
+// the products are too thin (0.4× for 3 output channels). False without AVX2 and FMA.
+bool winograd_conv3x3_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
+                               int64_t width);
+
+// The weight transform G·g·Gᵀ of every (output, input) channel pair: [K, C, 3, 3] -> [16, C, K].
+at::Tensor winograd_weight_transform(const at::Tensor& weight);
+
+// conv2d(x, weight, bias, stride 1, padding 1) with the weights already transformed (u = [16, C, K]).
+// x: [N, C, H, W] in any memory format (made channels last); bias: [K] or undefined.
+// -> [N, K, H, W], channels last. `tiles_per_chunk`: 0 picks one that keeps a chunk's transformed input and
+// output within a few MiB.
+at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias,
+                            int64_t tiles_per_chunk = 0);
+
+}  // namespace tide::kernels

@@ -1,0 +1,100 @@
+// The Winograd F(2×2, 3×3) convolution against conv2d on random inputs: odd and even sizes, one and
+// several chunks, both memory formats, with and without bias; its rounding error is compared with that of
+// libtorch's float32 convolution, both measured against a float64 reference.
+#include <gtest/gtest.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <c10/core/InferenceMode.h>
+
+#include "test_support.h"
+#include "tide/kernels/winograd_conv.h"
+#include "tide/nn/layers.h"
+#include "tide/runtime/optimizations.h"
+
+namespace {
+
+struct ConvShape {
+  int64_t n, c, k, h, w;
+};
+
+TEST(WinogradConv, MatchesConv2dOnRandomShapes) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  const ConvShape shapes[] = {{1, 1, 1, 1, 1},  {1, 3, 5, 2, 2},    {2, 4, 6, 7, 9},    {1, 17, 9, 13, 8},
+                              {2, 64, 32, 16, 15}, {1, 128, 128, 20, 20}, {1, 32, 3, 33, 31}};
+  for (const auto& s : shapes) {
+    const at::Tensor x = at::randn({s.n, s.c, s.h, s.w}, gen);
+    const at::Tensor weight = at::randn({s.k, s.c, 3, 3}, gen) / std::sqrt(9.0 * s.c);
+    const at::Tensor bias = at::randn({s.k}, gen);
+    const at::Tensor u = tide::kernels::winograd_weight_transform(weight);
+    for (bool with_bias : {true, false}) {
+      const at::Tensor b = with_bias ? bias : at::Tensor();
+      const at::Tensor exact = at::conv2d(x.to(at::kDouble), weight.to(at::kDouble),
+                                          with_bias ? bias.to(at::kDouble) : at::Tensor(), 1, 1);
+      const double direct_error = tide::testing::max_abs_diff(at::conv2d(x, weight, b, 1, 1), exact);
+      for (int64_t chunk : {0, 1, 7, 64}) {
+        for (bool nhwc : {true, false}) {
+          const at::Tensor input = nhwc ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
+          const at::Tensor got = tide::kernels::winograd_conv3x3(input, u, b, chunk);
+          ASSERT_EQ(got.sizes(), exact.sizes());
+          EXPECT_TRUE(got.is_contiguous(at::MemoryFormat::ChannelsLast));
+          // A few times the direct convolution's own rounding error, and small in absolute terms.
+          const double error = tide::testing::max_abs_diff(got, exact);
+          EXPECT_LT(error, 4 * direct_error + 1e-6)
+              << "n=" << s.n << " c=" << s.c << " k=" << s.k << " h=" << s.h << " w=" << s.w << " chunk=" << chunk;
+          EXPECT_LT(error, 2e-5);
+        }
+      }
+    }
+  }
+}
+
+TEST(WinogradConv, SupportedOnlyForStrideOnePaddingOneFloatWithoutGrad) {
+  const at::Tensor x = at::randn({1, 4, 8, 8}), w = at::randn({2, 4, 3, 3});
+  EXPECT_TRUE(tide::kernels::winograd_conv3x3_supported(x, w, 1, 1));
+  EXPECT_FALSE(tide::kernels::winograd_conv3x3_supported(x, w, 2, 1));
+  EXPECT_FALSE(tide::kernels::winograd_conv3x3_supported(x, w, 1, 0));
+  EXPECT_FALSE(tide::kernels::winograd_conv3x3_supported(x, at::randn({2, 4, 1, 1}), 1, 1));
+  EXPECT_FALSE(tide::kernels::winograd_conv3x3_supported(x.to(at::kDouble), w.to(at::kDouble), 1, 1));
+  EXPECT_FALSE(tide::kernels::winograd_conv3x3_supported(x, w.clone().requires_grad_(), 1, 1));
+}
+
+TEST(WinogradConv, RejectsWeightsOfTheWrongShape) {
+  EXPECT_THROW(tide::kernels::winograd_weight_transform(at::randn({2, 4, 1, 1})), c10::Error);
+  const at::Tensor u = tide::kernels::winograd_weight_transform(at::randn({2, 4, 3, 3}));
+  EXPECT_THROW(tide::kernels::winograd_conv3x3(at::randn({1, 5, 8, 8}), u, at::Tensor()), c10::Error);
+}
+
+TEST(WinogradConv, PaysOffOnLargeMapsOnly) {
+  if (!tide::kernels::winograd_conv3x3_pays_off(1, 512, 512, 64, 64)) GTEST_SKIP() << "this CPU has no AVX2/FMA";
+  EXPECT_TRUE(tide::kernels::winograd_conv3x3_pays_off(1, 128, 128, 512, 512));    // VAE decoder's last level
+  EXPECT_TRUE(tide::kernels::winograd_conv3x3_pays_off(2, 320, 320, 64, 64));      // UNet's first level
+  EXPECT_FALSE(tide::kernels::winograd_conv3x3_pays_off(2, 1280, 1280, 16, 16));   // UNet's deepest levels
+  EXPECT_FALSE(tide::kernels::winograd_conv3x3_pays_off(1, 128, 3, 512, 512));     // conv_out: 3 channels
+}
+
+// The Conv2d module takes the Winograd path where it pays off and the optimization is on, and oneDNN's
+// otherwise: close results, but not the same bits, which shows which path ran.
+TEST(WinogradConv, Conv2dModuleUsesItWhereItPaysOff) {
+  if (!tide::kernels::winograd_conv3x3_pays_off(1, 32, 32, 64, 64)) GTEST_SKIP() << "this CPU has no AVX2/FMA";
+  c10::InferenceMode inference;
+  tide::nn::Conv2d conv(32, 32, 3, 1, 1);
+  tide::nn::store_conv_weights_for_current_layout(*conv);
+  const at::Tensor x = at::randn({1, 32, 64, 64}).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor with = conv->forward(x);
+  at::Tensor without;
+  {
+    tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("winograd"));
+    without = conv->forward(x);
+  }
+  const at::Tensor direct = at::conv2d(x, conv->weight, conv->bias, 1, 1);
+  EXPECT_TRUE(without.equal(direct));
+  EXPECT_FALSE(with.equal(direct));
+  EXPECT_LT(tide::testing::max_abs_diff(with, direct), 1e-5);
+  // Strided convolutions, which it does not cover, stay on oneDNN.
+  tide::nn::Conv2d strided(32, 32, 3, 2, 1);
+  tide::nn::store_conv_weights_for_current_layout(*strided);
+  EXPECT_TRUE(strided->forward(x).equal(at::conv2d(x, strided->weight, strided->bias, 2, 1)));
+}
+
+}  // namespace
