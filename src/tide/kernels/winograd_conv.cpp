@@ -184,7 +184,12 @@ at::Tensor winograd_conv3x3(const at::Tensor& x_in, const at::Tensor& u, const a
   // Chunks are handed out one at a time: on a shared machine a static split waits for the slowest worker.
   std::atomic<int64_t> next{0};
   at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), chunks), 1, [&](int64_t, int64_t) {
-    std::vector<float> v(16 * T * C), m(16 * T * K);  // [16, T, C] transformed input, [16, T, K] products
+    // Each worker's buffers are kept from call to call: a fresh 8 MiB would be page faults and zeroing.
+    thread_local std::vector<float> v_buffer, m_buffer;
+    if (v_buffer.size() < size_t(16 * T * C)) v_buffer.resize(16 * T * C);
+    if (m_buffer.size() < size_t(16 * T * K)) m_buffer.resize(16 * T * K);
+    float* const v = v_buffer.data();  // [16, T, C] transformed input of a chunk
+    float* const m = m_buffer.data();  // [16, T, K] its products with u
     const float* d[16];
     float* out[4];
     for (int64_t chunk = next.fetch_add(1); chunk < chunks; chunk = next.fetch_add(1)) {
@@ -196,12 +201,12 @@ at::Tensor winograd_conv3x3(const at::Tensor& x_in, const at::Tensor& u, const a
             const int64_t yy = 2 * ty - 1 + i, xx = 2 * tx - 1 + j;  // padding 1
             d[i * 4 + j] = yy >= 0 && yy < H && xx >= 0 && xx < W ? xp + ((n * H + yy) * W + xx) * C : zeros.data();
           }
-        input_transform(d, C, v.data() + t * C, T * C);
+        input_transform(d, C, v + t * C, T * C);
       }
       for (int64_t xi = 0; xi < 16; ++xi) {  // [count, C] · [C, K] for each tile position
-        const float* a = v.data() + xi * T * C;
+        const float* a = v + xi * T * C;
         const float* b = up + xi * C * K;
-        float* c = m.data() + xi * T * K;
+        float* c = m + xi * T * K;
         if (own_gemm) {
           gemm_f32(count, K, C, a, C, b, K, c, K, /*accumulate=*/false);
         } else {
@@ -217,7 +222,7 @@ at::Tensor winograd_conv3x3(const at::Tensor& x_in, const at::Tensor& u, const a
             const int64_t yy = 2 * ty + i, xx = 2 * tx + j;
             out[i * 2 + j] = yy < H && xx < W ? yp + ((n * H + yy) * W + xx) * K : nullptr;
           }
-        output_transform(m.data() + t * K, T * K, bp, K, out);
+        output_transform(m + t * K, T * K, bp, K, out);
       }
     }
   });
