@@ -1,5 +1,6 @@
 // Blocked attention's backward (recomputed strip by strip) against autograd through plain attention
-// (baddbmm, softmax, bmm), on random shapes with strided head views.
+// (baddbmm, softmax, bmm), on random shapes with strided head views, and the attention module and
+// scaled_dot_product_attention using it when gradients are needed.
 #include <gtest/gtest.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -115,6 +116,54 @@ TEST(BlockedAttentionBackward, StripStaysWithinItsBudget) {
   }
   // A single row larger than the budget still makes progress.
   EXPECT_EQ(tide::kernels::attention_backward_strip_rows(1 << 20, 1 << 20), 1);
+}
+
+TEST(BlockedAttentionBackward, ScaledDotProductAttentionUsesItForGradients) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(8);
+  const Case c({1, 2, 20, 20, 16}, gen);
+  auto sdpa = [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+    return tide::nn::scaled_dot_product_attention(q, k, v);
+  };
+  const at::Tensor out = sdpa(c.q.transpose(1, 2), c.k.transpose(1, 2), c.v.transpose(1, 2));
+  ASSERT_TRUE(out.grad_fn());
+  EXPECT_NE(out.grad_fn()->name().find("BlockedAttention"), std::string::npos) << out.grad_fn()->name();
+  const auto expected = plain_grads(c);
+  const auto got = c.grads(sdpa);
+  for (int i = 0; i < 3; ++i) EXPECT_LT(relative_error(got[i], expected[i]), 1e-5);
+  {
+    OptimizationsGuard plain(Optimizations::plain());  // --plain stays plain
+    const at::Tensor plain_out = sdpa(c.q.transpose(1, 2), c.k.transpose(1, 2), c.v.transpose(1, 2));
+    EXPECT_EQ(plain_out.grad_fn()->name().find("BlockedAttention"), std::string::npos);
+  }
+  // bf16 inputs: computed in float32, gradients back in bf16.
+  const at::Tensor qb = c.q.detach().to(at::kBFloat16).requires_grad_();
+  const at::Tensor bf16_out = sdpa(qb.transpose(1, 2), c.k.detach().to(at::kBFloat16).transpose(1, 2),
+                                   c.v.detach().to(at::kBFloat16).transpose(1, 2));
+  const at::Tensor dq = torch::autograd::grad({(bf16_out.to(at::kFloat) * c.w).sum()}, {qb})[0];
+  EXPECT_EQ(dq.scalar_type(), at::kBFloat16);
+  EXPECT_LT(relative_error(dq, expected[0]), 0.05);
+}
+
+TEST(BlockedAttentionBackward, AttentionModuleGradientsSameWithAndWithoutOptimizations) {
+  torch::manual_seed(9);
+  tide::nn::AttentionOptions o;
+  o.query_dim = 48;
+  o.heads = 3;
+  o.dim_head = 16;
+  o.cross_attention_dim = 32;
+  tide::nn::Attention attn(o);
+  const at::Tensor x = at::randn({2, 33, 48}).requires_grad_(), ctx = at::randn({2, 7, 32}).requires_grad_();
+  auto grads = [&] {
+    return torch::autograd::grad({attn->forward(x, ctx).square().sum()},
+                                 {x, ctx, attn->to_q->weight, attn->to_k->weight, attn->to_v->weight});
+  };
+  const auto optimized = grads();
+  std::vector<at::Tensor> plain;
+  {
+    OptimizationsGuard guard(Optimizations::plain());
+    plain = grads();
+  }
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_LT(relative_error(optimized[i], plain[i]), 1e-5) << i;
 }
 
 }  // namespace
