@@ -1,13 +1,15 @@
-// Blocked attention's backward (recomputed strip by strip) against autograd through plain attention
-// (baddbmm, softmax, bmm), on random shapes with strided head views, and the attention module and
-// scaled_dot_product_attention using it when gradients are needed.
+// Blocked attention's backward (recomputed strip by strip: AVX2 micro-kernels per head, or BLAS over all
+// heads) against autograd through plain attention (baddbmm, softmax, bmm), on random shapes with strided
+// head views, and the attention module and scaled_dot_product_attention using it when gradients are needed.
 #include <gtest/gtest.h>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include "test_support.h"
 #include "tide/kernels/attention_autograd.h"
+#include "tide/kernels/attention_cpu.h"
 #include "tide/nn/attention.h"
 #include "tide/runtime/optimizations.h"
 
@@ -54,6 +56,14 @@ double relative_error(const at::Tensor& got, const at::Tensor& expected) {
   return scale > 0 ? diff / scale : diff;
 }
 
+// The gradients to q, k, v [B, L, H, d] from blocked_attention_backward called directly (dO = w).
+std::vector<at::Tensor> direct_grads(const Case& c, const tide::kernels::AttentionBackwardOptions& options) {
+  const at::Tensor q = c.q.detach().transpose(1, 2), k = c.k.detach().transpose(1, 2), v = c.v.detach().transpose(1, 2);
+  const auto g = tide::kernels::blocked_attention_backward(c.w, q, k, v, tide::kernels::blocked_attention(q, k, v),
+                                                           options);
+  return {g[0].transpose(1, 2), g[1].transpose(1, 2), g[2].transpose(1, 2)};
+}
+
 TEST(BlockedAttentionBackward, GradientsMatchPlainAutograd) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(5);
   // Odd lengths, cross-attention over 77 text tokens, SD head sizes 40/64/80, and a single token.
@@ -62,19 +72,43 @@ TEST(BlockedAttentionBackward, GradientsMatchPlainAutograd) {
   for (const auto& s : shapes) {
     const Case c(s, gen);
     const auto expected = plain_grads(c);
-    // Strips of one row, of sizes that do not divide the lengths, and the automatic size (one strip here).
+    // Strips of one row, of sizes that do not divide the lengths, and the automatic size.
     for (int64_t rows : {0, 1, 7, 64}) {
-      const auto got = c.grads([&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-        return tide::kernels::blocked_attention_autograd(q, k, v, rows);
-      });
-      for (int i = 0; i < 3; ++i) {
-        ASSERT_EQ(got[i].sizes(), expected[i].sizes());
-        EXPECT_LT(relative_error(got[i], expected[i]), 1e-5)
-            << "d" << "qkv"[i] << " b=" << s.b << " h=" << s.h << " lq=" << s.lq << " lk=" << s.lk << " d=" << s.d
-            << " rows=" << rows;
-      }
+      auto check = [&](const std::vector<at::Tensor>& got, const char* path) {
+        for (int i = 0; i < 3; ++i) {
+          ASSERT_EQ(got[i].sizes(), expected[i].sizes());
+          EXPECT_LT(relative_error(got[i], expected[i]), 1e-5)
+              << "d" << "qkv"[i] << " " << path << " b=" << s.b << " h=" << s.h << " lq=" << s.lq << " lk=" << s.lk
+              << " d=" << s.d << " rows=" << rows;
+        }
+      };
+      // Through autograd (the AVX-512VL tiles where the CPU has them), then the AVX2 tiles and the BLAS path.
+      check(c.grads([&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+              return tide::kernels::blocked_attention_autograd(q, k, v, rows);
+            }),
+            "autograd");
+      tide::kernels::AttentionBackwardOptions options;
+      options.strip_rows = rows;
+      options.allow_avx512 = false;
+      check(direct_grads(c, options), "avx2");
+      options.own_kernels = false;
+      check(direct_grads(c, options), "blas");
     }
   }
+}
+
+TEST(BlockedAttentionBackward, HeadsSplitAcrossThreadsWhenFewerThanThreads) {
+  // One head on three threads: its strips in three chunks, each with its own dk/dv sums.
+  const int threads = at::get_num_threads();
+  at::set_num_threads(3);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(10);
+  const Case c({1, 1, 100, 77, 40}, gen);
+  const auto expected = plain_grads(c);
+  tide::kernels::AttentionBackwardOptions options;
+  options.strip_rows = 7;
+  const auto got = direct_grads(c, options);
+  at::set_num_threads(threads);
+  for (int i = 0; i < 3; ++i) EXPECT_LT(relative_error(got[i], expected[i]), 1e-5) << i;
 }
 
 TEST(BlockedAttentionBackward, OnlyNeededGradientsAreComputed) {
@@ -88,12 +122,17 @@ TEST(BlockedAttentionBackward, OnlyNeededGradientsAreComputed) {
   EXPECT_LT(relative_error(grads[0], expected[1]), 1e-5);
   EXPECT_LT(relative_error(grads[1], expected[2]), 1e-5);
 
-  const at::Tensor dout = at::randn({1, 2, 50, 40}, gen);
   const at::Tensor k = c.k.detach().transpose(1, 2), v = c.v.detach().transpose(1, 2);
-  const auto only_dk = tide::kernels::blocked_attention_backward(dout, q, k, v, out.detach(), 16, {false, true, false});
-  EXPECT_FALSE(only_dk[0].defined());
-  EXPECT_TRUE(only_dk[1].defined());
-  EXPECT_FALSE(only_dk[2].defined());
+  for (bool own : {true, false}) {
+    tide::kernels::AttentionBackwardOptions options;
+    options.needed = {false, true, false};
+    options.own_kernels = own;
+    const auto only_dk = tide::kernels::blocked_attention_backward(c.w, q, k, v, out.detach(), options);
+    EXPECT_FALSE(only_dk[0].defined());
+    ASSERT_TRUE(only_dk[1].defined());
+    EXPECT_FALSE(only_dk[2].defined());
+    EXPECT_LT(relative_error(only_dk[1].transpose(1, 2), expected[1]), 1e-5);
+  }
 }
 
 TEST(BlockedAttentionBackward, SecondOrderGradientsAreRefused) {
@@ -106,16 +145,22 @@ TEST(BlockedAttentionBackward, SecondOrderGradientsAreRefused) {
 }
 
 TEST(BlockedAttentionBackward, StripStaysWithinItsBudget) {
+  using tide::kernels::attention_backward_strip_rows;
   for (int64_t bh : {1, 8, 16, 40}) {
     for (int64_t lk : {77, 1024, 4096, 16384}) {
-      const int64_t rows = tide::kernels::attention_backward_strip_rows(bh, lk);
+      // BLAS path: the [B·H, rows, Lk] strip within its budget, and as tall as fits.
+      const int64_t rows = attention_backward_strip_rows(bh, lk, /*own_kernels=*/false);
       EXPECT_GE(rows, 1);
-      EXPECT_LE(rows * bh * lk * 4, tide::kernels::kAttentionBackwardStripBytes) << bh << " x " << lk;
-      EXPECT_GT((rows + 1) * bh * lk * 4, tide::kernels::kAttentionBackwardStripBytes) << bh << " x " << lk;
+      EXPECT_LE(rows * bh * lk * 4, tide::kernels::kAttentionBackwardBlasStripBytes) << bh << " x " << lk;
+      EXPECT_GT((rows + 1) * bh * lk * 4, tide::kernels::kAttentionBackwardBlasStripBytes) << bh << " x " << lk;
+      // AVX2 path: one head's P and dS strips in ~512 KiB, whole score tiles of 6 rows.
+      const int64_t own = attention_backward_strip_rows(bh, lk);
+      EXPECT_EQ(own % 6, 0);
+      EXPECT_TRUE(own == 6 || 2 * own * lk * 4 <= (512 << 10)) << lk;
     }
   }
   // A single row larger than the budget still makes progress.
-  EXPECT_EQ(tide::kernels::attention_backward_strip_rows(1 << 20, 1 << 20), 1);
+  EXPECT_EQ(attention_backward_strip_rows(1 << 20, 1 << 20, false), 1);
 }
 
 TEST(BlockedAttentionBackward, ScaledDotProductAttentionUsesItForGradients) {
