@@ -16,6 +16,11 @@ grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo && bf16=(yes)
 # Attention alone at SD 1.5's first level (512 px, guidance batch), self- and cross-attention.
 "$tide" bench --attention --peak --runs 5 "${thr[@]}" --json "$out/attention-sd15-4096.json"
 "$tide" bench --attention --context-tokens 77 --runs 5 "${thr[@]}" --json "$out/attention-sd15-4096x77.json"
+# The same with backward, as textual-inversion training runs it (batch 1 and 2, and cross-attention).
+"$tide" bench --attention --backward --batch 1 --runs 9 "${thr[@]}" --json "$out/attention-backward-sd15-4096-b1.json"
+"$tide" bench --attention --backward --batch 2 --runs 5 "${thr[@]}" --json "$out/attention-backward-sd15-4096-b2.json"
+"$tide" bench --attention --backward --batch 1 --context-tokens 77 --runs 7 "${thr[@]}" \
+  --json "$out/attention-backward-sd15-4096x77-b1.json"
 
 # SD 1.5 at 512x512: one step side by side with plain libtorch (per-stage ratios), then the
 # end-to-end DPM-Solver++ 20-step run and its peak memory, in float32 and (where native) bf16.

@@ -43,18 +43,23 @@ int run_attention(const Args& args, const bench::PeakResult& peak, int threads) 
   s.context_tokens = args.get_int("context-tokens");
   s.runs = args.get_int("runs");
   s.warmup = args.get_int("warmup");
+  s.backward = args.get_flag("backward");
+  s.strip_rows = args.get_int("strip-rows");
   const auto r = bench::run_attention_bench(s);
   const double blocked = bench::median(r.blocked_s), plain = bench::median(r.plain_s);
   const double gflops = r.flops * 1e-9 / blocked, plain_gflops = r.flops * 1e-9 / plain;
   std::ostringstream o;
   o << "attention [" << s.batch << " x " << s.heads << " heads, " << s.tokens << " x "
-    << (s.context_tokens ? s.context_tokens : s.tokens) << " tokens, head dim " << s.head_dim << "], " << threads
-    << " threads: " << r.flops * 1e-9 << " GFLOP per call\n"
+    << (s.context_tokens ? s.context_tokens : s.tokens) << " tokens, head dim " << s.head_dim << "]"
+    << (s.backward ? ", forward + backward" : "") << ", " << threads << " threads: " << r.flops * 1e-9
+    << " GFLOP per call\n"
     << "  blocked: " << blocked << " s median (" << gflops << " GFLOP/s)\n"
     << "  plain:   " << plain << " s median (" << plain_gflops << " GFLOP/s)\n"
     << "  speedup: " << plain / blocked << "x; max |blocked - plain| = " << r.max_abs_diff << "\n"
     << "  cpu time: blocked " << bench::median(r.blocked_cpu_s) << " s, plain " << bench::median(r.plain_cpu_s)
-    << " s (all threads; " << bench::median(r.plain_cpu_s) / bench::median(r.blocked_cpu_s) << "x)\n";
+    << " s (all threads; " << bench::median(r.plain_cpu_s) / bench::median(r.blocked_cpu_s) << "x)\n"
+    << "  memory:  blocked " << bench::median(r.blocked_peak_bytes) / (1 << 20) << " MiB, plain "
+    << bench::median(r.plain_peak_bytes) / (1 << 20) << " MiB median peak above the resident memory before the call\n";
   if (peak.gflops > 0) o << "  peak:    " << peak.gflops << " GFLOP/s, blocked at " << 100 * gflops / peak.gflops << "%\n";
   std::cout << o.str();
   if (args.has("json")) {
@@ -64,7 +69,9 @@ int run_attention(const Args& args, const bench::PeakResult& peak, int threads) 
                           {"gflop", r.flops * 1e-9}, {"blocked_median_s", blocked}, {"plain_median_s", plain},
                           {"blocked_s", r.blocked_s}, {"plain_s", r.plain_s}, {"speedup", plain / blocked},
                           {"gflops", gflops}, {"max_abs_diff", r.max_abs_diff},
-                          {"blocked_cpu_s", r.blocked_cpu_s}, {"plain_cpu_s", r.plain_cpu_s}}},
+                          {"blocked_cpu_s", r.blocked_cpu_s}, {"plain_cpu_s", r.plain_cpu_s},
+                          {"backward", s.backward}, {"blocked_peak_bytes", r.blocked_peak_bytes},
+                          {"plain_peak_bytes", r.plain_peak_bytes}}},
                         {"peak_gflops", peak.gflops > 0 ? nlohmann::json(peak.gflops) : nlohmann::json(nullptr)},
                         {"threads", threads},
                         {"cpu_features", runtime::cpu_features()},
@@ -113,7 +120,10 @@ int run_bench(int argc, char** argv) {
       .option("heads", "N", "--attention: heads", "8")
       .option("tokens", "N", "--attention: query tokens (4096 = 64x64 latents, SD 1.5 at 512 px)", "4096")
       .option("head-dim", "N", "--attention: head dimension", "40")
-      .option("context-tokens", "N", "--attention: key/value tokens; 0 = self-attention", "0");
+      .option("context-tokens", "N", "--attention: key/value tokens; 0 = self-attention", "0")
+      .flag("backward", "--attention: time forward + backward (training): the blocked kernel's strip-wise backward "
+            "vs plain autograd")
+      .option("strip-rows", "N", "--attention --backward: query rows per backward strip; 0 = the kernel's choice", "0");
   add_thread_flags(args);
   if (!args.parse(argc, argv)) return 0;
 

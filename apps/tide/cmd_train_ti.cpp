@@ -14,6 +14,7 @@
 #include "tide/pipeline/stable_diffusion.h"
 #include "tide/runtime/cpu_features.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/optimizations.h"
 #include "tide/runtime/progress.h"
 #include "tide/runtime/threads.h"
 #include "tide/text/embeddings.h"
@@ -28,6 +29,9 @@ namespace {
 Args make_args() {
   std::string schedules;
   for (const auto& n : train::lr_schedule_names()) schedules += (schedules.empty() ? "" : ", ") + n;
+  std::string optimization_names;
+  for (const auto& n : runtime::Optimizations::names())
+    optimization_names += (optimization_names.empty() ? "" : ",") + n;
   Args args("train-ti",
             "tide train-ti --pretrained_model_name_or_path MODEL --train_data_dir DIR --placeholder_token TOKEN "
             "--initializer_token WORD [options]",
@@ -75,7 +79,9 @@ Args make_args() {
       .option("validation_steps", "N", "updates between validations", "100")
       .option("threads", "N", "CPU threads per process", "the cores this process may use")
       .option("random_weights", "PRESET", "benchmarks: random sd15/sd21 weights; the model folder gives only tokenizer/")
-      .flag("no_latent_cache", "benchmarks: run the VAE encoder for every sample instead of once per image variant");
+      .flag("no_latent_cache", "benchmarks: run the VAE encoder for every sample instead of once per image variant")
+      .option("without", "NAMES", "benchmarks: switch these optimizations off (comma-separated: " + optimization_names +
+              "), e.g. blocked_attention to train with plain attention");
   return args;
 }
 
@@ -189,6 +195,7 @@ int run_train_ti(int argc, char** argv) {
   const int world = comm->size();
   try {
     const int threads = runtime::configure_threads(args.has("threads") ? args.get_int("threads") : 0);
+    if (args.has("without")) runtime::optimizations() = runtime::optimizations().without(args.get("without"));
     const std::string precision = args.get("mixed_precision");
     if (precision == "bf16") {
       options.bf16 = runtime::bf16_supported();

@@ -26,6 +26,7 @@ TEST(CliBench, HelpExplainsEveryFlag) {
   EXPECT_EQ(help.code, 0);
   for (const char* flag : {"--arch", "--model", "--width", "--height", "--steps", "--scheduler", "--runs", "--warmup",
                            "--threads", "--peak", "--plain", "--compare-plain", "--json", "--dtype", "--compare-dtype", "--profile", "--cpus", "--attention",
+                           "--backward", "--strip-rows",
                            "--vae-tiling"})
     EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
 }
@@ -141,6 +142,23 @@ TEST(CliBench, AttentionModeReportsSpeedupAndPeak) {
   const auto j = nlohmann::json::parse(in);
   EXPECT_LT(j.at("attention").at("max_abs_diff").get<double>(), 1e-4);
   EXPECT_GT(j.at("peak_gflops").get<double>(), 0);
+}
+
+// --attention --backward: forward and backward, the blocked kernel's strip-wise backward (several strips
+// here) against plain autograd, with each side's peak memory.
+TEST(CliBench, AttentionBackwardModeComparesGradients) {
+  TempDir dir;
+  auto run = tide_bench("--attention --backward --strip-rows 16 --tokens 100 --context-tokens 77 --heads 2 "
+                        "--head-dim 8 --runs 1 --warmup 0 --threads 1 --json " + quote(dir.path() / "a.json"));
+  ASSERT_EQ(run.code, 0) << run.output;
+  EXPECT_NE(run.output.find("forward + backward"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("memory:"), std::string::npos) << run.output;
+  std::ifstream in(dir.path() / "a.json");
+  const auto j = nlohmann::json::parse(in).at("attention");
+  EXPECT_TRUE(j.at("backward").get<bool>());
+  EXPECT_LT(j.at("max_abs_diff").get<double>(), 1e-4);
+  EXPECT_EQ(j.at("blocked_peak_bytes").size(), 1u);
+  EXPECT_EQ(j.at("plain_peak_bytes").size(), 1u);
 }
 
 }  // namespace

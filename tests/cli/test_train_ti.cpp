@@ -62,7 +62,8 @@ TEST_F(CliTrainTi, HelpListsDiffusersFlags) {
         "--adam-epsilon", "--output-dir", "--mixed-precision", "--save-as-full-pipeline", "--repeats",
         "--center-crop", "--gradient-checkpointing", "--num-vectors", "--validation-prompt",
         "--num-validation-images", "--validation-steps", "--checkpointing-steps", "--checkpoints-total-limit",
-        "--resume-from-checkpoint", "--save-steps", "--no-safe-serialization", "--threads", "cosine_with_restarts"})
+        "--resume-from-checkpoint", "--save-steps", "--no-safe-serialization", "--threads", "--without",
+        "cosine_with_restarts"})
     EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
   EXPECT_NE(tide(" --help").output.find("train-ti"), std::string::npos);
 }
@@ -81,6 +82,21 @@ TEST_F(CliTrainTi, ClearErrors) {
   auto fp16 = tide(train_args(out.path(), "--mixed_precision fp16"));
   EXPECT_EQ(fp16.code, 1);
   EXPECT_NE(fp16.output.find("fp16"), std::string::npos) << fp16.output;
+}
+
+// --without blocked_attention trains with plain attention (autograd keeps the probabilities) instead of the
+// blocked kernel and its strip-wise backward: the same embedding.
+TEST_F(CliTrainTi, WithoutBlockedAttentionLearnsTheSameEmbedding) {
+  TempDir blocked, plain;
+  const std::string flags = "--train_batch_size 2 --max_train_steps 2";
+  auto a = tide(train_args(blocked.path(), flags));
+  ASSERT_EQ(a.code, 0) << a.output;
+  auto b = tide(train_args(plain.path(), flags + " --without blocked_attention"));
+  ASSERT_EQ(b.code, 0) << b.output;
+  EXPECT_TENSOR_NEAR(learned(plain.path()), learned(blocked.path()), 1e-5);
+  auto unknown = tide(train_args(plain.path() / "x", "--max_train_steps 1 --without attention"));
+  EXPECT_EQ(unknown.code, 1);
+  EXPECT_NE(unknown.output.find("unknown optimization 'attention'"), std::string::npos) << unknown.output;
 }
 
 TEST_F(CliTrainTi, TwoRanksWithBatchOneEqualOneProcessWithBatchTwo) {

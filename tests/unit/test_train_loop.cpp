@@ -9,6 +9,7 @@
 #include "tide/io/image.h"
 #include "tide/io/safetensors.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/optimizations.h"
 #include "tide/text/embeddings.h"
 #include "tide/train/trainer.h"
 #include "tiny_pipeline.h"
@@ -186,6 +187,31 @@ TEST_F(TrainLoop, GradientAccumulationEqualsTheLargerBatch) {
   ta.run();
   tb.run();
   EXPECT_TENSOR_NEAR(ta.vectors().detach(), tb.vectors().detach(), 1e-6);
+}
+
+TEST_F(TrainLoop, BlockedAttentionGivesPlainAttentionsLossAndGradient) {
+  // The UNet's attention with gradients: the blocked kernel with its strip-wise backward by default, plain
+  // baddbmm/softmax/bmm (whose autograd keeps the probabilities) without it. One update from the same
+  // vectors: the same loss and the same gradient.
+  auto comm = train::make_single_process_communicator();
+  Quiet quiet;
+  auto step = [&](const runtime::Optimizations& optimizations, const std::string& out, double& loss) {
+    runtime::OptimizationsGuard guard(optimizations);
+    auto o = options(out);
+    o.max_train_steps = 1;
+    auto hooks = quiet.hooks();
+    hooks.on_step = [&](const train::StepReport& r) { loss = r.loss; };
+    train::Trainer trainer(o, *comm, hooks);
+    trainer.run();
+    return trainer.vectors().grad().clone();
+  };
+  double blocked_loss = 0, plain_loss = 0;
+  const at::Tensor blocked = step(runtime::Optimizations(), "blocked", blocked_loss);
+  const at::Tensor plain = step(runtime::Optimizations().without("blocked_attention"), "plain", plain_loss);
+  ASSERT_TRUE(blocked.defined() && plain.defined());
+  EXPECT_GT(plain.abs().max().item<double>(), 0);
+  EXPECT_NEAR(blocked_loss, plain_loss, 1e-6 * plain_loss);
+  EXPECT_TENSOR_NEAR(blocked, plain, 1e-5 * plain.abs().max().item<double>());
 }
 
 TEST_F(TrainLoop, BadSettingsAreClearErrors) {

@@ -6,6 +6,7 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <limits>
@@ -201,6 +202,152 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
     }
   });
   return out.permute({0, 2, 1, 3});  // [B, H, Lq, d]
+}
+
+
+// ---- Backward ----
+
+namespace {
+
+// Heads folded into the batch, dense: [B, H, L, d] (usually strided head views) -> [B·H, L, d].
+at::Tensor fold_heads(const at::Tensor& t) { return t.reshape({t.size(0) * t.size(1), t.size(2), t.size(3)}); }
+
+// The BLAS path: each strip's [B·H, rows, Lk] probabilities with bmm over all heads at once. `qs` = q·scale,
+// `delta` [B·H, Lq, 1]; dk and dv accumulate into zeros, dq is written strip by strip.
+void backward_blas(const at::Tensor& qs, const at::Tensor& k3, const at::Tensor& v3, const at::Tensor& dout,
+                   const at::Tensor& delta, int64_t rows, at::Tensor& dq, at::Tensor& dk, at::Tensor& dv) {
+  const int64_t Lq = qs.size(1);
+  for (int64_t i0 = 0; i0 < Lq; i0 += rows) {
+    const int64_t n = std::min(rows, Lq - i0);
+    const at::Tensor q_s = qs.narrow(1, i0, n), dout_s = dout.narrow(1, i0, n);  // [B·H, n, d]
+    const at::Tensor p = at::softmax(at::bmm(q_s, k3.transpose(1, 2)), -1);     // [B·H, n, Lk]
+    if (dv.defined()) dv.baddbmm_(p.transpose(1, 2), dout_s);                    // += Pᵀ·dO_s
+    if (!dq.defined() && !dk.defined()) continue;
+    at::Tensor ds = at::bmm(dout_s, v3.transpose(1, 2));  // dP [B·H, n, Lk]
+    ds.sub_(delta.narrow(1, i0, n)).mul_(p);              // dS = P∘(dP − D), in place
+    if (dq.defined()) {
+      at::Tensor dq_s = dq.narrow(1, i0, n);
+      at::bmm_out(dq_s, ds, k3);  // dS·k; the scale once at the end
+    }
+    if (dk.defined()) dk.baddbmm_(ds.transpose(1, 2), q_s);  // += scale·dSᵀ·q_s (q_s carries the scale)
+  }
+}
+
+#ifdef TIDE_X86
+__attribute__((target("avx2,fma"))) void scale_row_avx2(float* x, int64_t n, float s) {
+  for (int64_t i = 0; i < n; ++i) x[i] *= s;
+}
+
+// The softmax backward on one row, in place over dP: dS = P∘(dP − D).
+__attribute__((target("avx2,fma"))) void softmax_grad_row_avx2(const float* p, float* dp, int64_t n, float delta) {
+  for (int64_t i = 0; i < n; ++i) dp[i] = p[i] * (dp[i] - delta);
+}
+
+// The AVX2 path: one head's strip at a time, its probabilities and dS in a per-thread buffer, the products
+// in the forward's register-tiled micro-kernels. A task is one head, or with fewer heads than threads a
+// chunk of a head's strips with its own dk/dv partial sums (`dk_parts`, `dv_parts` [chunks, B·H, Lk, d],
+// zeros), so that no two threads add into the same rows.
+void backward_avx2(const at::Tensor& qs, const at::Tensor& k3, const at::Tensor& v3, const at::Tensor& dout,
+                   const at::Tensor& delta, int64_t rows, bool wide, at::Tensor& dq, at::Tensor& dk_parts,
+                   at::Tensor& dv_parts) {
+  const int64_t BH = qs.size(0), Lq = qs.size(1), Lk = k3.size(1), d = qs.size(2);
+  const int64_t chunks = dk_parts.defined() ? dk_parts.size(0) : dv_parts.defined() ? dv_parts.size(0) : 1;
+  const at::Tensor kt = k3.transpose(1, 2).contiguous(), vt = v3.transpose(1, 2).contiguous();  // [B·H, d, Lk]
+  const float *qp = qs.data_ptr<float>(), *kp = k3.data_ptr<float>(), *ktp = kt.data_ptr<float>(),
+              *vtp = vt.data_ptr<float>(), *dop = dout.data_ptr<float>(), *deltap = delta.data_ptr<float>();
+  float* dqp = dq.defined() ? dq.data_ptr<float>() : nullptr;
+  float* dkp = dk_parts.defined() ? dk_parts.data_ptr<float>() : nullptr;
+  float* dvp = dv_parts.defined() ? dv_parts.data_ptr<float>() : nullptr;
+  const int64_t strips = (Lq + rows - 1) / rows;
+  const int64_t key_block = std::max<int64_t>(64, 32768 / (4 * d));  // as in the forward's probs·v
+
+  const int64_t tasks = BH * chunks;
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), tasks);
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    float* p = strip_buffer(static_cast<size_t>(2 * rows * Lk));  // P [rows, Lk], then dS [rows, Lk]
+    float* ds = p + rows * Lk;
+    std::vector<float> row_max(static_cast<size_t>(rows));
+    for (int64_t task = next.fetch_add(1); task < tasks; task = next.fetch_add(1)) {
+      const int64_t bh = task / chunks, chunk = task % chunks;
+      const float *kb = kp + bh * Lk * d, *ktb = ktp + bh * d * Lk, *vtb = vtp + bh * d * Lk;
+      float* dkb = dkp ? dkp + (chunk * BH + bh) * Lk * d : nullptr;  // [Lk, d]
+      float* dvb = dvp ? dvp + (chunk * BH + bh) * Lk * d : nullptr;
+      for (int64_t s = chunk * strips / chunks; s < (chunk + 1) * strips / chunks; ++s) {
+        const int64_t i0 = s * rows, n = std::min(rows, Lq - i0);
+        const float* q_s = qp + (bh * Lq + i0) * d;  // [n, d], scaled
+        const float* do_s = dop + (bh * Lq + i0) * d;
+        std::fill(row_max.begin(), row_max.begin() + n, -std::numeric_limits<float>::infinity());
+        gemm_row_max_f32(n, Lk, d, q_s, d, ktb, Lk, p, Lk, row_max.data());  // S [n, Lk]
+        for (int64_t r = 0; r < n; ++r) scale_row_avx2(p + r * Lk, Lk, 1.0f / exp_row_avx2(p + r * Lk, Lk, row_max[r]));
+        if (dvb) gemm_f32(Lk, d, n, p, Lk, do_s, d, dvb, d, true, wide, /*transpose_a=*/true);  // dV += Pᵀ·dO_s
+        if (!dqp && !dkb) continue;
+        gemm_row_max_f32(n, Lk, d, do_s, d, vtb, Lk, ds, Lk, nullptr);  // dP = dO_s·vᵀ [n, Lk]
+        for (int64_t r = 0; r < n; ++r) softmax_grad_row_avx2(p + r * Lk, ds + r * Lk, Lk, deltap[bh * Lq + i0 + r]);
+        if (dqp)  // dQ_s += dS·k in key blocks whose rows of k stay in L1 (zeros first; the scale at the end)
+          for (int64_t k0 = 0; k0 < Lk; k0 += key_block)
+            gemm_f32(n, d, std::min(key_block, Lk - k0), ds + k0, Lk, kb + k0 * d, d, dqp + (bh * Lq + i0) * d, d,
+                     /*accumulate=*/true, wide);
+        if (dkb) gemm_f32(Lk, d, n, ds, Lk, q_s, d, dkb, d, true, wide, /*transpose_a=*/true);  // dK += dSᵀ·q_s
+      }
+    }
+  });
+}
+#endif
+
+}  // namespace
+
+int64_t attention_backward_strip_rows(int64_t batch_heads, int64_t lk, bool own_kernels) {
+  if (own_kernels) {
+    // A head's P and dS strips (2 × rows × Lk floats) in ~512 KiB, inside a 1 MiB L2 with the operands
+    // streamed past them; a multiple of the 6-row score tile. At 4096 keys (12 rows) strips of 12 to 96
+    // rows measured alike, 6 and 192 slower.
+    return std::clamp<int64_t>((65536 / std::max<int64_t>(lk, 1)) / 6 * 6, 6, 252);
+  }
+  // BLAS over all heads: the strip's [B·H, rows, Lk] tensors within kAttentionBackwardBlasStripBytes.
+  const int64_t row_bytes = std::max<int64_t>(1, batch_heads * lk) * int64_t(sizeof(float));
+  return std::max<int64_t>(1, kAttentionBackwardBlasStripBytes / row_bytes);
+}
+
+std::array<at::Tensor, 3> blocked_attention_backward(const at::Tensor& grad_out, const at::Tensor& q,
+                                                     const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+                                                     const AttentionBackwardOptions& options) {
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), Lk = k.size(2), d = q.size(3), BH = B * H;
+  const auto [need_dq, need_dk, need_dv] = options.needed;
+#ifdef TIDE_X86
+  const bool own = options.own_kernels && kHasAvx2, wide = own && options.allow_avx512;
+#else
+  const bool own = false, wide = false;
+#endif
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  const at::Tensor qs = (fold_heads(q) * scale).contiguous();  // [B·H, Lq, d], the scale applied once
+  const at::Tensor k3 = fold_heads(k).contiguous(), v3 = fold_heads(v).contiguous();  // [B·H, Lk, d]
+  const at::Tensor dout = fold_heads(grad_out).contiguous();    // [B·H, Lq, d]
+  // The softmax backward's Σ_j P_ij·dP_ij equals dO_i·O_i: O(L·d) from the output instead of O(L²) per strip.
+  const at::Tensor delta = (dout * fold_heads(out)).sum(-1, /*keepdim=*/true);  // [B·H, Lq, 1]
+  const int64_t rows = options.strip_rows > 0 ? options.strip_rows : attention_backward_strip_rows(BH, Lk, own);
+
+  const auto opts = qs.options();
+  at::Tensor dq = need_dq ? at::zeros({BH, Lq, d}, opts) : at::Tensor();
+  at::Tensor dk, dv;
+  if (own) {
+#ifdef TIDE_X86
+    // Fewer heads than threads: each head's strips split into chunks with their own dk/dv sums.
+    const int64_t chunks = std::max<int64_t>(1, (at::get_num_threads() + BH - 1) / BH);
+    at::Tensor dk_parts = need_dk ? at::zeros({chunks, BH, Lk, d}, opts) : at::Tensor();
+    at::Tensor dv_parts = need_dv ? at::zeros({chunks, BH, Lk, d}, opts) : at::Tensor();
+    if (Lq > 0 && Lk > 0) backward_avx2(qs, k3, v3, dout, delta, rows, wide, dq, dk_parts, dv_parts);
+    if (need_dk) dk = chunks == 1 ? dk_parts[0] : dk_parts.sum(0);
+    if (need_dv) dv = chunks == 1 ? dv_parts[0] : dv_parts.sum(0);
+#endif
+  } else {
+    if (need_dk) dk = at::zeros({BH, Lk, d}, opts);
+    if (need_dv) dv = at::zeros({BH, Lk, d}, opts);
+    backward_blas(qs, k3, v3, dout, delta, rows, dq, dk, dv);
+  }
+  if (need_dq) dq.mul_(scale);
+  auto unfold = [&](const at::Tensor& t) { return t.defined() ? t.view({B, H, t.size(1), d}) : t; };
+  return {unfold(dq), unfold(dk), unfold(dv)};
 }
 
 }  // namespace tide::kernels

@@ -3,9 +3,12 @@
 // scores per call at SD 1.5's 64×64 level). Each strip's scores stay in L2; the two matrix products run in
 // register-blocked AVX2/FMA micro-kernels (the scores' row maxima taken while still in registers; a taller
 // probs·v tile where AVX-512VL gives 32 registers), the softmax in an AVX2 loop; strips of all batch × head × query blocks are handed to the threads one at a
-// time. Without AVX2: BLAS for the products. Forward only (no autograd).
+// time. Without AVX2: BLAS for the products. The backward (blocked_attention_backward) recomputes the
+// probabilities strip by strip the same way; kernels/attention_autograd.h makes the pair differentiable.
 #pragma once
 #include <ATen/ATen.h>
+
+#include <array>
 
 namespace tide::kernels {
 
@@ -19,5 +22,30 @@ bool blocked_attention_supported(const at::Tensor& q, const at::Tensor& k, const
 // taller AVX-512VL probs·v tile where the CPU has it (false: the AVX2 tiles, e.g. to test both).
 at::Tensor blocked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              int64_t query_block = 0, bool allow_avx512 = true);
+
+struct AttentionBackwardOptions {
+  std::array<bool, 3> needed{true, true, true};  // which of dq, dk, dv to compute
+  int64_t strip_rows = 0;     // query rows per strip; 0: attention_backward_strip_rows()
+  bool allow_avx512 = true;   // as in blocked_attention()
+  bool own_kernels = true;    // false: the BLAS path of CPUs without AVX2 (e.g. to test it)
+};
+
+// The gradients of blocked_attention(): given dO = ∂loss/∂out [B, H, Lq, d] and the forward's q, k, v and
+// out, returns {dq, dk, dv} shaped like q, k, v (contiguous); those not needed are undefined. Recomputes
+// P = softmax(q·kᵀ·scale) one strip of query rows at a time and never holds the whole [B·H, Lq, Lk]:
+// with AVX2 per head, the strip's P and dS in L2 and the products in the forward's micro-kernels (heads,
+// or chunks of them, handed to the threads); without, bmm over all heads per strip.
+std::array<at::Tensor, 3> blocked_attention_backward(const at::Tensor& grad_out, const at::Tensor& q,
+                                                     const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+                                                     const AttentionBackwardOptions& options = {});
+
+// The BLAS path's bound on a strip's [B·H, rows, Lk] float32 tensors (about two are alive at once): a
+// small fraction of the 512 MiB per layer plain attention keeps at 4096 tokens × 8 heads. Taller strips
+// run BLAS faster (OpenBLAS, 8 heads × 4096 keys: the backward's products 5.5 s in strips of 256 rows,
+// 2.7 s in strips of 1024), but this path is only for CPUs without AVX2.
+constexpr int64_t kAttentionBackwardBlasStripBytes = 32ll << 20;
+// Query rows per backward strip for B·H heads and Lk keys: for the AVX2 path (`own_kernels`) a head's
+// strips in L2; for the BLAS path the most within kAttentionBackwardBlasStripBytes (at least one row).
+int64_t attention_backward_strip_rows(int64_t batch_heads, int64_t lk, bool own_kernels = true);
 
 }  // namespace tide::kernels

@@ -11,12 +11,13 @@ namespace tide::kernels {
 bool gemm_f32_available();
 
 // C[m, n] = A[m, k] · B[k, n], or C += A · B with `accumulate`. `allow_avx512`: use the AVX-512VL tile
-// where the CPU has it (false: only the AVX2 tiles, e.g. to test both).
+// where the CPU has it (false: only the AVX2 tiles, e.g. to test both). `transpose_a`: A is stored as
+// Aᵀ [k, m] (element (i, p) at a[p·lda + i]), read that way without a transposed copy.
 void gemm_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-              int64_t ldc, bool accumulate, bool allow_avx512 = true);
+              int64_t ldc, bool accumulate, bool allow_avx512 = true, bool transpose_a = false);
 
 // C = A · B and, for each row i, row_max[i] = max(row_max[i], max_j C[i, j]), taken while the values are
-// still in registers (attention scores before their softmax).
+// still in registers (attention scores before their softmax); `row_max` may be null.
 void gemm_row_max_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                       float* c, int64_t ldc, float* row_max);
 

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "tide/kernels/attention_autograd.h"
 #include "tide/kernels/attention_cpu.h"
 #include "tide/runtime/flop_counter.h"
 #include "tide/runtime/optimizations.h"
@@ -19,12 +20,17 @@ at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k
   if (runtime::optimizations().blocked_attention) {
     RECORD_USER_SCOPE("tide::blocked_attention");  // named in `tide bench --profile`
     if (kernels::blocked_attention_supported(q, k, v)) return kernels::blocked_attention(q, k, v);
+    // Training: the same kernel, with a backward that recomputes the probabilities strip by strip instead of
+    // keeping all of them as plain attention does.
+    if (kernels::blocked_attention_autograd_supported(q, k, v)) return kernels::blocked_attention_autograd(q, k, v);
     // bf16 (--dtype bf16): the blocked kernel in float32. Casting q, k, v costs O(L·d) against the O(L²·d)
     // products, and the softmax keeps float32 accuracy.
     if (q.scalar_type() == at::kBFloat16) {
       const at::Tensor qf = q.to(at::kFloat), kf = k.to(at::kFloat), vf = v.to(at::kFloat);
       if (kernels::blocked_attention_supported(qf, kf, vf))
         return kernels::blocked_attention(qf, kf, vf).to(q.scalar_type());
+      if (kernels::blocked_attention_autograd_supported(qf, kf, vf))
+        return kernels::blocked_attention_autograd(qf, kf, vf).to(q.scalar_type());
     }
   }
   // As diffusers' AttnProcessor on heads folded into the batch: baddbmm with alpha = scale, softmax, bmm.
