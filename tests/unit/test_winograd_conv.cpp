@@ -26,7 +26,7 @@ TEST(WinogradConv, MatchesConv2dOnRandomShapes) {
     const at::Tensor x = at::randn({s.n, s.c, s.h, s.w}, gen);
     const at::Tensor weight = at::randn({s.k, s.c, 3, 3}, gen) / std::sqrt(9.0 * s.c);
     const at::Tensor bias = at::randn({s.k}, gen);
-    const at::Tensor u = tide::kernels::winograd_weight_transform(weight);
+    const auto u = tide::kernels::winograd_weight_transform(weight);
     for (bool with_bias : {true, false}) {
       const at::Tensor b = with_bias ? bias : at::Tensor();
       const at::Tensor exact = at::conv2d(x.to(at::kDouble), weight.to(at::kDouble),
@@ -61,7 +61,7 @@ TEST(WinogradConv, SupportedOnlyForStrideOnePaddingOneFloatWithoutGrad) {
 
 TEST(WinogradConv, RejectsWeightsOfTheWrongShape) {
   EXPECT_THROW(tide::kernels::winograd_weight_transform(at::randn({2, 4, 1, 1})), c10::Error);
-  const at::Tensor u = tide::kernels::winograd_weight_transform(at::randn({2, 4, 3, 3}));
+  const auto u = tide::kernels::winograd_weight_transform(at::randn({2, 4, 3, 3}));
   EXPECT_THROW(tide::kernels::winograd_conv3x3(at::randn({1, 5, 8, 8}), u, at::Tensor()), c10::Error);
 }
 

@@ -145,23 +145,31 @@ bool winograd_conv3x3_supported(const at::Tensor& x, const at::Tensor& weight, i
   return stride == 1 && padding == 1 && weight.size(2) == 3 && weight.size(3) == 3 && weight.size(1) == x.size(1);
 }
 
-at::Tensor winograd_weight_transform(const at::Tensor& weight) {
+WinogradWeights winograd_weight_transform(const at::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3, "winograd: weight must be [K, C, 3, 3]");
   const int64_t K = weight.size(0), C = weight.size(1);
   // G·g·Gᵀ for all channel pairs at once: position (a, b) of the 4×4 result is Σᵢⱼ G[a][i]·G[b][j]·g[i][j], so
   // with g as [9, C·K] it is one product with G ⊗ G [16, 9]. G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1].
   const at::Tensor G = at::tensor({1.0f, 0.0f, 0.0f, 0.5f, 0.5f, 0.5f, 0.5f, -0.5f, 0.5f, 0.0f, 0.0f, 1.0f}).view({4, 3});
   const at::Tensor g = weight.to(at::kFloat).permute({2, 3, 1, 0}).reshape({9, C * K});  // [3·3, C·K]
-  return at::mm(at::kron(G, G), g).view({16, C, K});                                      // [16, C, K]
+  const at::Tensor u = at::mm(at::kron(G, G), g).view({16, C, K});                         // [16, C, K]
+  const int64_t full = K / kWinogradPanel * kWinogradPanel;
+  std::vector<at::Tensor> panels;  // per position: the full panels [K/40, C, 40], then the rest [C, K % 40]
+  if (full > 0)
+    panels.push_back(
+        u.narrow(2, 0, full).reshape({16, C, full / kWinogradPanel, kWinogradPanel}).permute({0, 2, 1, 3}).reshape({16, -1}));
+  if (K > full) panels.push_back(u.narrow(2, full, K - full).reshape({16, -1}));
+  return {at::cat(panels, 1).contiguous(), C, K};  // [16, C·K]
 }
 
-at::Tensor winograd_conv3x3(const at::Tensor& x_in, const at::Tensor& u, const at::Tensor& bias_in,
+at::Tensor winograd_conv3x3(const at::Tensor& x_in, const WinogradWeights& u, const at::Tensor& bias_in,
                             int64_t tiles_per_chunk) {
   TORCH_CHECK(x_in.dim() == 4 && x_in.scalar_type() == at::kFloat, "winograd: x must be float32 [N, C, H, W]");
-  TORCH_CHECK(u.dim() == 3 && u.size(0) == 16 && u.size(1) == x_in.size(1) && u.is_contiguous(),
-              "winograd: transformed weights must be [16, C, K] for the input's C");
+  TORCH_CHECK(u.in_channels == x_in.size(1) && u.packed.is_contiguous() &&
+                  u.packed.numel() == 16 * u.in_channels * u.out_channels,
+              "winograd: the transformed weights are for ", u.in_channels, " input channels, x has ", x_in.size(1));
   const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = u.size(2);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = u.out_channels;
   at::Tensor y = at::empty({N, K, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   if (y.numel() == 0) return y;
   const at::Tensor bias = bias_in.defined() ? bias_in.to(at::kFloat).contiguous() : bias_in;
@@ -178,7 +186,7 @@ at::Tensor winograd_conv3x3(const at::Tensor& x_in, const at::Tensor& u, const a
   const bool own_gemm = gemm_f32_available();
 
   const float* xp = x.data_ptr<float>();
-  const float* up = u.data_ptr<float>();
+  const float* up = u.packed.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   // Chunks are handed out one at a time: on a shared machine a static split waits for the slowest worker.
@@ -203,16 +211,19 @@ at::Tensor winograd_conv3x3(const at::Tensor& x_in, const at::Tensor& u, const a
           }
         input_transform(d, C, v + t * C, T * C);
       }
-      for (int64_t xi = 0; xi < 16; ++xi) {  // [count, C] · [C, K] for each tile position
+      for (int64_t xi = 0; xi < 16; ++xi) {  // [count, C] · [C, K] for each tile position, panel by panel
         const float* a = v + xi * T * C;
-        const float* b = up + xi * C * K;
-        float* c = m + xi * T * K;
-        if (own_gemm) {
-          gemm_f32(count, K, C, a, C, b, K, c, K, /*accumulate=*/false);
-        } else {
-          at::Tensor c_view = at::from_blob(c, {count, K}, x.options());
-          at::mm_out(c_view, at::from_blob(const_cast<float*>(a), {count, C}, x.options()),
-                     at::from_blob(const_cast<float*>(b), {C, K}, x.options()));
+        for (int64_t j = 0; j < K; j += kWinogradPanel) {
+          const int64_t width = std::min(kWinogradPanel, K - j);
+          const float* b = up + (xi * K + j) * C;  // [C, width]
+          float* c = m + xi * T * K + j;           // [count, width] of [count, K]
+          if (own_gemm) {
+            gemm_f32(count, width, C, a, C, b, width, c, K, /*accumulate=*/false);
+          } else {
+            at::Tensor c_view = at::from_blob(c, {count, width}, {K, 1}, x.options());
+            at::mm_out(c_view, at::from_blob(const_cast<float*>(a), {count, C}, x.options()),
+                       at::from_blob(const_cast<float*>(b), {C, width}, x.options()));
+          }
         }
       }
       for (int64_t t = 0; t < count; ++t) {
