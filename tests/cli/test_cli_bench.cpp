@@ -6,6 +6,7 @@
 
 #include "cli_runner.h"
 #include "test_support.h"
+#include "tide/kernels/winograd_conv.h"
 #include "tide/runtime/cpu_features.h"
 #include "tiny_pipeline.h"
 
@@ -131,6 +132,10 @@ TEST_F(CliBenchTinyModel, ProfileListsOperators) {
   for (const char* expected : {"UNet call (batch 2)", "VAE decode", "aten::conv2d", "tide::blocked_attention",
                                "(not in an operator)", "share"})
     EXPECT_NE(run.output.find(expected), std::string::npos) << expected << "\n" << run.output;
+  // The VAE decoder's 32-channel convolutions on the 32×32 image take the Winograd path where it pays off.
+  if (tide::kernels::winograd_conv3x3_pays_off(1, 32, 32, 32, 32)) {
+    EXPECT_NE(run.output.find("tide::winograd_conv3x3"), std::string::npos) << run.output;
+  }
 }
 
 TEST(CliBench, AttentionModeReportsSpeedupAndPeak) {

@@ -1,5 +1,6 @@
 #include "tide/nn/layers.h"
 
+#include <ATen/record_function.h>
 #include <c10/core/GradMode.h>
 
 #include <cmath>
@@ -80,6 +81,7 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
       kernels::winograd_conv3x3_pays_off(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3))) {
     // Transformed per call rather than kept (16/9 of the weights' memory): 5 ms at 512 channels, a few % of a
     // 64×64 convolution and under 1% of the larger ones.
+    RECORD_USER_SCOPE("tide::winograd_conv3x3");  // named in `tide bench --profile`
     y = kernels::winograd_conv3x3(x, kernels::winograd_weight_transform(weight), bias);
   } else if (nhwc) {
     y = at::conv2d(x.contiguous(at::MemoryFormat::ChannelsLast), weight_as(at::MemoryFormat::ChannelsLast), bias,
