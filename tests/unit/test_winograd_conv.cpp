@@ -69,7 +69,9 @@ TEST(WinogradConv, PaysOffOnLargeMapsOnly) {
   if (!tide::kernels::winograd_conv3x3_pays_off(1, 512, 512, 64, 64)) GTEST_SKIP() << "this CPU has no AVX2/FMA";
   EXPECT_TRUE(tide::kernels::winograd_conv3x3_pays_off(1, 128, 128, 512, 512));    // VAE decoder's last level
   EXPECT_TRUE(tide::kernels::winograd_conv3x3_pays_off(2, 320, 320, 64, 64));      // UNet's first level
-  EXPECT_FALSE(tide::kernels::winograd_conv3x3_pays_off(2, 1280, 1280, 16, 16));   // UNet's deepest levels
+  EXPECT_TRUE(tide::kernels::winograd_conv3x3_pays_off(2, 640, 640, 48, 48));      // SD 2.1's second level at 768
+  EXPECT_FALSE(tide::kernels::winograd_conv3x3_pays_off(2, 1280, 1280, 24, 24));   // and its third
+  EXPECT_FALSE(tide::kernels::winograd_conv3x3_pays_off(2, 1280, 1280, 16, 16));   // SD 1.5's deepest levels
   EXPECT_FALSE(tide::kernels::winograd_conv3x3_pays_off(1, 128, 3, 512, 512));     // conv_out: 3 channels
 }
 

@@ -134,7 +134,7 @@ bool winograd_conv3x3_pays_off(int64_t batch, int64_t in_channels, int64_t out_c
                                 int64_t width) {
   const int64_t tiles = batch * ((height + 1) / 2) * ((width + 1) / 2);
   return gemm_f32_available() && std::min(in_channels, out_channels) >= 16 &&
-         tiles >= 2 * std::max(in_channels, out_channels);
+         2 * tiles >= std::max(in_channels, out_channels);
 }
 
 bool winograd_conv3x3_supported(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding) {

@@ -16,11 +16,12 @@ namespace tide::kernels {
 // [K, C, 3, 3], stride 1, padding 1, no gradient needed.
 bool winograd_conv3x3_supported(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding);
 
-// Whether winograd_conv3x3() is expected to beat oneDNN's direct convolution for this shape: measured on
-// AVX2/AVX-512 (2 threads), it does where a map has at least twice as many 2×2 tiles as channels (1.2–1.75×
-// on the VAE decoder's convolutions, 1.5× at 320 channels on 64×64) and loses where the transformed weights
-// (16·C·K floats, streamed once per chunk of tiles) outweigh the tiles (0.5× at 1280 channels on 16×16) or
-// the products are too thin (0.4× for 3 output channels). False without AVX2 and FMA.
+// Whether winograd_conv3x3() is expected to beat oneDNN's direct convolution for this shape. Measured on
+// AVX2/AVX-512 with 2 threads against oneDNN at 90% of the FMA peak, it does where the maps hold at least
+// half as many 2×2 tiles as there are channels: 1.4–1.9× on the VAE decoder's convolutions, 1.65× at 320
+// channels on 64×64 (batch 2), 1.5× at 640 on 48×48, 1.05× at 640 on 32×32. It loses where the transformed
+// weights (16·C·K floats, streamed once per chunk of tiles) outweigh the tiles (0.8× at 1280 channels on
+// 24×24, 0.5× on 16×16) or the products are too thin (0.4× for 3 output channels). False without AVX2/FMA.
 bool winograd_conv3x3_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
                                int64_t width);
 
