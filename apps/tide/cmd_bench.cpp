@@ -7,6 +7,7 @@
 #include "thread_flags.h"
 #include "tide/bench/attention_bench.h"
 #include "tide/bench/bench_models.h"
+#include "tide/bench/conv_bench.h"
 #include "tide/bench/peak.h"
 #include "tide/bench/report.h"
 #include "tide/bench/runner.h"
@@ -36,7 +37,7 @@ void write_json(const std::string& path, const nlohmann::json& j) {
 
 int run_attention(const Args& args, const bench::PeakResult& peak, int threads) {
   bench::AttentionBenchSettings s;
-  s.batch = args.get_int("batch");
+  s.batch = args.has("batch") ? args.get_int("batch") : 2;
   s.heads = args.get_int("heads");
   s.tokens = args.get_int("tokens");
   s.head_dim = args.get_int("head-dim");
@@ -81,6 +82,41 @@ int run_attention(const Args& args, const bench::PeakResult& peak, int threads) 
   return 0;
 }
 
+int run_conv(const Args& args, const bench::PeakResult& peak, int threads) {
+  bench::ConvBenchSettings s;
+  s.batch = args.has("batch") ? args.get_int("batch") : 1;
+  s.in_channels = args.get_int("channels");
+  s.out_channels = args.has("out-channels") ? args.get_int("out-channels") : s.in_channels;
+  s.size = args.get_int("size");
+  s.runs = args.get_int("runs");
+  s.warmup = args.get_int("warmup");
+  const auto r = bench::run_conv_bench(s);
+  const double winograd = bench::median(r.winograd_s), direct = bench::median(r.direct_s);
+  const double gflops = r.flops * 1e-9 / winograd, direct_gflops = r.flops * 1e-9 / direct;
+  std::ostringstream o;
+  o << "3x3 convolution [" << s.batch << " x " << s.in_channels << " -> " << s.out_channels << " channels, " << s.size
+    << " x " << s.size << "], " << threads << " threads: " << r.flops * 1e-9 << " GFLOP per call (direct count)\n"
+    << "  winograd: " << winograd << " s median (" << gflops << " GFLOP/s direct-equivalent)\n"
+    << "  oneDNN:   " << direct << " s median (" << direct_gflops << " GFLOP/s)\n"
+    << "  speedup:  " << direct / winograd << "x; max |winograd - direct| = " << r.max_abs_diff << "\n"
+    << "  the Conv2d module " << (r.pays_off ? "takes" : "does not take") << " the Winograd path for this shape\n";
+  if (peak.gflops > 0) o << "  peak:     " << peak.gflops << " GFLOP/s, oneDNN at " << 100 * direct_gflops / peak.gflops << "%\n";
+  std::cout << o.str();
+  if (args.has("json")) {
+    nlohmann::json j = {{"conv",
+                         {{"batch", s.batch}, {"in_channels", s.in_channels}, {"out_channels", s.out_channels},
+                          {"size", s.size}, {"gflop", r.flops * 1e-9}, {"winograd_median_s", winograd},
+                          {"direct_median_s", direct}, {"winograd_s", r.winograd_s}, {"direct_s", r.direct_s},
+                          {"speedup", direct / winograd}, {"max_abs_diff", r.max_abs_diff},
+                          {"pays_off", r.pays_off}}},
+                        {"peak_gflops", peak.gflops > 0 ? nlohmann::json(peak.gflops) : nlohmann::json(nullptr)},
+                        {"threads", threads},
+                        {"cpu_features", runtime::cpu_features()}};
+    write_json(args.get("json"), j);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int run_bench(int argc, char** argv) {
@@ -116,14 +152,19 @@ int run_bench(int argc, char** argv) {
       .option("json", "FILE", "also write the results as JSON (written atomically)")
       .flag("profile", "after the timed passes, break one UNet call and one VAE decode down by operator")
       .flag("attention", "time attention alone, blocked kernel vs plain, instead of the pipeline")
-      .option("batch", "N", "--attention: batch (2 = guidance batch)", "2")
+      .option("batch", "N", "--attention: batch (2 = guidance batch); --conv: batch", "2 with --attention, 1 with --conv")
       .option("heads", "N", "--attention: heads", "8")
       .option("tokens", "N", "--attention: query tokens (4096 = 64x64 latents, SD 1.5 at 512 px)", "4096")
       .option("head-dim", "N", "--attention: head dimension", "40")
       .option("context-tokens", "N", "--attention: key/value tokens; 0 = self-attention", "0")
       .flag("backward", "--attention: time forward + backward (training): the blocked kernel's strip-wise backward "
             "vs plain autograd")
-      .option("strip-rows", "N", "--attention --backward: query rows per backward strip; 0 = the kernel's choice", "0");
+      .option("strip-rows", "N", "--attention --backward: query rows per backward strip; 0 = the kernel's choice", "0")
+      .flag("conv", "time one 3x3 convolution (stride 1, padding 1), the Winograd kernel vs oneDNN's direct one, "
+                    "instead of the pipeline")
+      .option("channels", "N", "--conv: input channels", "512")
+      .option("out-channels", "N", "--conv: output channels", "--channels")
+      .option("size", "PX", "--conv: height and width of the map (64 = the VAE decoder's mid block at 512 px)", "64");
   add_thread_flags(args);
   if (!args.parse(argc, argv)) return 0;
 
@@ -138,7 +179,10 @@ int run_bench(int argc, char** argv) {
     std::cerr << "FMA peak: " << peak.gflops << " GFLOP/s float32 (" << peak.isa << ", " << peak.threads
               << " threads)\n";
   }
+  if (args.get_flag("attention") && args.get_flag("conv"))
+    throw Error("tide bench: --attention and --conv exclude each other");
   if (args.get_flag("attention")) return run_attention(args, peak, threads);
+  if (args.get_flag("conv")) return run_conv(args, peak, threads);
 
   if (args.has("arch") == args.has("model"))
     throw Error("tide bench: give exactly one of --arch (" + joined(models::presets::preset_names()) +

@@ -127,13 +127,13 @@ TEST_F(CliBenchTinyModel, CompareDtypeRunsBothSides) {
 // --profile breaks a UNet call and a VAE decode down by operator, the blocked attention kernel named.
 TEST_F(CliBenchTinyModel, ProfileListsOperators) {
   auto run = tide_bench("--model " + quote(model()) +
-                        " --width 32 --height 32 --steps 1 --runs 1 --warmup 0 --threads 1 --profile");
+                        " --width 128 --height 128 --steps 1 --runs 1 --warmup 0 --threads 1 --profile");
   ASSERT_EQ(run.code, 0) << run.output;
   for (const char* expected : {"UNet call (batch 2)", "VAE decode", "aten::conv2d", "tide::blocked_attention",
                                "(not in an operator)", "share"})
     EXPECT_NE(run.output.find(expected), std::string::npos) << expected << "\n" << run.output;
-  // The VAE decoder's 32-channel convolutions on the 32×32 image take the Winograd path where it pays off.
-  if (tide::kernels::winograd_conv3x3_pays_off(1, 32, 32, 32, 32)) {
+  // The VAE decoder's 32-channel convolutions on the 128×128 image take the Winograd path where it pays off.
+  if (tide::kernels::winograd_conv3x3_pays_off(1, 32, 32, 128, 128)) {
     EXPECT_NE(run.output.find("tide::winograd_conv3x3"), std::string::npos) << run.output;
   }
 }
@@ -147,6 +147,29 @@ TEST(CliBench, AttentionModeReportsSpeedupAndPeak) {
   const auto j = nlohmann::json::parse(in);
   EXPECT_LT(j.at("attention").at("max_abs_diff").get<double>(), 1e-4);
   EXPECT_GT(j.at("peak_gflops").get<double>(), 0);
+}
+
+// --conv: one 3×3 convolution, the Winograd kernel against oneDNN's direct one, with the same outputs.
+TEST(CliBench, ConvModeComparesWinogradWithDirect) {
+  TempDir dir;
+  auto run = tide_bench("--conv --channels 16 --out-channels 24 --size 20 --batch 2 --runs 2 --warmup 0 --threads 1 "
+                        "--json " + quote(dir.path() / "c.json"));
+  ASSERT_EQ(run.code, 0) << run.output;
+  EXPECT_NE(run.output.find("speedup:"), std::string::npos) << run.output;
+  std::ifstream in(dir.path() / "c.json");
+  const auto j = nlohmann::json::parse(in).at("conv");
+  EXPECT_EQ(j.at("in_channels"), 16);
+  EXPECT_EQ(j.at("out_channels"), 24);
+  EXPECT_EQ(j.at("winograd_s").size(), 2u);
+  EXPECT_NEAR(j.at("gflop").get<double>(), 2.0 * 2 * 24 * 20 * 20 * 16 * 9 * 1e-9, 1e-12);
+  EXPECT_LT(j.at("max_abs_diff").get<double>(), 1e-4);
+  EXPECT_EQ(j.at("pays_off").get<bool>(), tide::kernels::winograd_conv3x3_pays_off(2, 16, 24, 20, 20));
+  auto both = tide_bench("--conv --attention");
+  EXPECT_EQ(both.code, 1);
+  EXPECT_NE(both.output.find("exclude each other"), std::string::npos) << both.output;
+  auto bad = tide_bench("--conv --channels 0");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.output.find("must be positive"), std::string::npos) << bad.output;
 }
 
 // --attention --backward: forward and backward, the blocked kernel's strip-wise backward (several strips

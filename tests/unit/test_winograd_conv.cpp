@@ -9,6 +9,8 @@
 
 #include "test_support.h"
 #include "tide/kernels/winograd_conv.h"
+#include "tide/models/autoencoder_kl.h"
+#include "tide/models/autoencoder_kl_config.h"
 #include "tide/nn/layers.h"
 #include "tide/runtime/optimizations.h"
 
@@ -73,16 +75,18 @@ TEST(WinogradConv, PaysOffOnLargeMapsOnly) {
   EXPECT_FALSE(tide::kernels::winograd_conv3x3_pays_off(2, 1280, 1280, 24, 24));   // and its third
   EXPECT_FALSE(tide::kernels::winograd_conv3x3_pays_off(2, 1280, 1280, 16, 16));   // SD 1.5's deepest levels
   EXPECT_FALSE(tide::kernels::winograd_conv3x3_pays_off(1, 128, 3, 512, 512));     // conv_out: 3 channels
+  EXPECT_FALSE(tide::kernels::winograd_conv3x3_pays_off(1, 32, 32, 32, 32));       // too little work
+  EXPECT_TRUE(tide::kernels::winograd_conv3x3_pays_off(1, 64, 64, 64, 64));
 }
 
 // The Conv2d module takes the Winograd path where it pays off and the optimization is on, and oneDNN's
 // otherwise: close results, but not the same bits, which shows which path ran.
 TEST(WinogradConv, Conv2dModuleUsesItWhereItPaysOff) {
-  if (!tide::kernels::winograd_conv3x3_pays_off(1, 32, 32, 64, 64)) GTEST_SKIP() << "this CPU has no AVX2/FMA";
+  if (!tide::kernels::winograd_conv3x3_pays_off(1, 64, 64, 64, 64)) GTEST_SKIP() << "this CPU has no AVX2/FMA";
   c10::InferenceMode inference;
-  tide::nn::Conv2d conv(32, 32, 3, 1, 1);
+  tide::nn::Conv2d conv(64, 64, 3, 1, 1);
   tide::nn::store_conv_weights_for_current_layout(*conv);
-  const at::Tensor x = at::randn({1, 32, 64, 64}).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor x = at::randn({1, 64, 64, 64}).contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor with = conv->forward(x);
   at::Tensor without;
   {
@@ -94,9 +98,34 @@ TEST(WinogradConv, Conv2dModuleUsesItWhereItPaysOff) {
   EXPECT_FALSE(with.equal(direct));
   EXPECT_LT(tide::testing::max_abs_diff(with, direct), 1e-5);
   // Strided convolutions, which it does not cover, stay on oneDNN.
-  tide::nn::Conv2d strided(32, 32, 3, 2, 1);
+  tide::nn::Conv2d strided(64, 64, 3, 2, 1);
   tide::nn::store_conv_weights_for_current_layout(*strided);
   EXPECT_TRUE(strided->forward(x).equal(at::conv2d(x, strided->weight, strided->bias, 2, 1)));
+}
+
+// A VAE decoder whose last level is large enough for the Winograd path decodes like the one without it,
+// to float32 rounding (the tiny fixtures' decoders are too small to take it).
+TEST(WinogradConv, VaeDecodeMatchesTheDecodeWithoutIt) {
+  if (!tide::kernels::winograd_conv3x3_pays_off(1, 64, 64, 64, 64)) GTEST_SKIP() << "this CPU has no AVX2/FMA";
+  c10::InferenceMode inference;
+  at::manual_seed(6);
+  tide::models::AutoencoderKL vae(tide::models::AutoencoderKLConfig::from_json(
+      {{"block_out_channels", {64, 64}},
+       {"down_block_types", {"DownEncoderBlock2D", "DownEncoderBlock2D"}},
+       {"up_block_types", {"UpDecoderBlock2D", "UpDecoderBlock2D"}},
+       {"latent_channels", 4},
+       {"layers_per_block", 1},
+       {"norm_num_groups", 32}}));
+  tide::nn::store_conv_weights_for_current_layout(*vae);
+  const at::Tensor latents = at::randn({1, 4, 32, 32});
+  const at::Tensor with = vae->decode(latents);  // [1, 3, 64, 64]
+  at::Tensor without;
+  {
+    tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("winograd"));
+    without = vae->decode(latents);
+  }
+  EXPECT_FALSE(with.equal(without));  // the 64×64 level took the other path
+  EXPECT_TENSOR_NEAR(with, without, 1e-5);
 }
 
 }  // namespace

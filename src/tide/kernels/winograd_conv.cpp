@@ -133,7 +133,8 @@ void output_transform(const float* m, int64_t m_stride, const float* bias, int64
 bool winograd_conv3x3_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
                                 int64_t width) {
   const int64_t tiles = batch * ((height + 1) / 2) * ((width + 1) / 2);
-  return gemm_f32_available() && std::min(in_channels, out_channels) >= 16 &&
+  const double macs = 9.0 * double(batch * height * width) * double(in_channels * out_channels);
+  return gemm_f32_available() && std::min(in_channels, out_channels) >= 16 && macs >= double(1 << 27) &&
          2 * tiles >= std::max(in_channels, out_channels);
 }
 

@@ -21,7 +21,9 @@ bool winograd_conv3x3_supported(const at::Tensor& x, const at::Tensor& weight, i
 // half as many 2×2 tiles as there are channels: 1.4–1.9× on the VAE decoder's convolutions, 1.65× at 320
 // channels on 64×64 (batch 2), 1.5× at 640 on 48×48, 1.05× at 640 on 32×32. It loses where the transformed
 // weights (16·C·K floats, streamed once per chunk of tiles) outweigh the tiles (0.8× at 1280 channels on
-// 24×24, 0.5× on 16×16) or the products are too thin (0.4× for 3 output channels). False without AVX2/FMA.
+// 24×24, 0.5× on 16×16), the products are too thin (0.4× for 3 output channels), or the convolution is too
+// small for the per-call setup (0.7× at 32 channels on 32×32; 1.08× at 64 on 64×64, 1.5·10⁸ multiply-adds,
+// just above the 2²⁷ required). False without AVX2/FMA.
 bool winograd_conv3x3_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
                                int64_t width);
 

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Times the Winograd 3x3 convolution against oneDNN's direct one on the shapes of SD 1.5's VAE decoder
+# and UNet (and a few of SD 2.1 at 768) with `tide bench --conv`, one JSON per shape in bench/results/conv/.
+# Usage: bench/conv_shapes.sh [path/to/tide] [threads]
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+tide="${1:-$here/../build/tide}"
+threads="${2:-0}"
+out="$here/results/conv"
+mkdir -p "$out"
+thr=()
+[ "$threads" != 0 ] && thr=(--threads "$threads")
+# batch in_channels out_channels size
+while read -r batch cin cout size; do
+  "$tide" bench --conv --batch "$batch" --channels "$cin" --out-channels "$cout" --size "$size" --runs 3 \
+    "${thr[@]}" --json "$out/conv-b${batch}-${cin}-${cout}-${size}.json"
+done <<'SHAPES'
+1 512 512 64
+1 512 512 256
+1 512 256 256
+1 256 256 512
+1 256 128 512
+1 128 128 512
+1 128 3 512
+2 320 320 64
+2 640 640 32
+2 640 640 48
+2 1280 1280 24
+2 1280 1280 16
+SHAPES
