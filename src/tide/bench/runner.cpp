@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "tide/bench/op_profile.h"
 #include "tide/nn/layers.h"
@@ -84,6 +85,7 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(0);
   at::Tensor latents = at::randn({1, m.unet->config().in_channels, s.height / f, s.width / f}, generator, at::kFloat);
 
+  std::optional<runtime::FreedMemoryReuse> reuse(std::in_place);  // the UNet calls, as the pipeline does
   // One UNet call with the guidance batch, outside the end-to-end time.
   const auto unet_start = Clock::now();
   {
@@ -114,6 +116,7 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
   }
   t[kDenoise] = since(denoise_start);
 
+  reuse.reset();
   runtime::return_free_memory();  // as StableDiffusionPipeline::decode does
   const int64_t start_rss = runtime::current_rss_bytes();
   const bool window = result && runtime::reset_peak_rss_window();

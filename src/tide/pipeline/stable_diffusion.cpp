@@ -1,5 +1,7 @@
 #include "tide/pipeline/stable_diffusion.h"
 
+#include <optional>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/InferenceMode.h>
 
@@ -225,6 +227,7 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw,
 
   GenerationResult result;
   const auto& timesteps = scheduler->timesteps();
+  std::optional<runtime::FreedMemoryReuse> reuse(std::in_place);  // until the loop ends, before the decode
   for (size_t i = 0; i < timesteps.size(); ++i) {
     const double t = timesteps[i];
     at::Tensor model_input = scheduler->scale_model_input(guided ? at::cat({latents, latents}) : latents, t);
@@ -237,6 +240,7 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw,
     latents = scheduler->step(noise_pred, t, latents, generator);
     if (on_step) on_step(StepInfo{static_cast<int>(i), static_cast<int>(timesteps.size()), t, latents});
   }
+  reuse.reset();
   result.latents = latents;
   result.decoded = decode(latents, r.vae_tiling);
   result.images = io::to_rgb8(result.decoded);

@@ -1,5 +1,7 @@
 #include "tide/runtime/memory.h"
 
+#include "tide/runtime/optimizations.h"
+
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -7,6 +9,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <atomic>
 #include <fstream>
 #include <string>
@@ -59,6 +62,27 @@ int64_t current_rss_bytes() { return status_bytes("VmRSS:"); }
 void return_free_memory() {
 #if defined(__GLIBC__)
   malloc_trim(0);
+#endif
+}
+
+FreedMemoryReuse::FreedMemoryReuse() {
+#if defined(__GLIBC__)
+  if (!optimizations().reuse_memory) return;
+  active_ = true;
+  mallopt(M_MMAP_MAX, 0);                // every block from the heap
+  mallopt(M_TRIM_THRESHOLD, INT32_MAX);  // and the heap's free top kept
+#endif
+}
+
+FreedMemoryReuse::~FreedMemoryReuse() {
+#if defined(__GLIBC__)
+  if (!active_) return;
+  // glibc's defaults once its dynamic threshold has grown to the top: blocks over 32 MiB mapped, free
+  // heap top over twice that trimmed.
+  mallopt(M_MMAP_MAX, 65536);
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  return_free_memory();
 #endif
 }
 

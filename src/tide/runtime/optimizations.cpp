@@ -12,10 +12,11 @@ std::vector<std::string> Optimizations::enabled() const {
   if (channels_last) names.push_back("channels_last");
   if (in_place) names.push_back("in_place");
   if (winograd) names.push_back("winograd");
+  if (reuse_memory) names.push_back("reuse_memory");
   return names;
 }
 
-std::vector<std::string> Optimizations::names() { return {"blocked_attention", "channels_last", "in_place", "winograd"}; }
+std::vector<std::string> Optimizations::names() { return {"blocked_attention", "channels_last", "in_place", "winograd", "reuse_memory"}; }
 
 Optimizations Optimizations::without(const std::string& comma_separated) const {
   Optimizations o = *this;
@@ -30,8 +31,10 @@ Optimizations Optimizations::without(const std::string& comma_separated) const {
       o.in_place = false;
     else if (name == "winograd")
       o.winograd = false;
+    else if (name == "reuse_memory")
+      o.reuse_memory = false;
     else if (!name.empty())
-      throw Error("unknown optimization '" + name + "'; known: blocked_attention, channels_last, in_place, winograd");
+      throw Error("unknown optimization '" + name + "'; known: blocked_attention, channels_last, in_place, winograd, reuse_memory");
   }
   return o;
 }

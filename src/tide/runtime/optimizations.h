@@ -11,8 +11,9 @@ struct Optimizations {
   bool channels_last = true;      // NHWC activations and conv weights for oneDNN
   bool in_place = true;           // SiLU, residual adds and GEGLU write into their temporary operand (nn/in_place.h)
   bool winograd = true;           // 3×3 convolutions on large maps as Winograd F(2×2, 3×3) (kernels/winograd_conv.h)
+  bool reuse_memory = true;       // the denoising loop's freed activations kept for its next step (runtime/memory.h)
 
-  static Optimizations plain() { return {false, false, false, false}; }
+  static Optimizations plain() { return {false, false, false, false, false}; }
   // "blocked_attention", ... : the ones switched on.
   std::vector<std::string> enabled() const;
   // Every switch's name.
