@@ -29,6 +29,28 @@ void load_weights(Module& module, PipelineParts& parts, const std::string& compo
   module->eval();
 }
 
+// A pipeline's compute settings on the calling thread for the duration of one call.
+class ComputeScope {
+ public:
+  explicit ComputeScope(const StableDiffusionPipeline::ComputeSettings& settings)
+      : optimizations_(settings.optimizations), previous_threads_(at::get_num_threads()) {
+    if (settings.threads > 0 && settings.threads != previous_threads_) {
+      at::set_num_threads(settings.threads);
+      restore_threads_ = true;
+    }
+  }
+  ~ComputeScope() {
+    if (restore_threads_) at::set_num_threads(previous_threads_);
+  }
+  ComputeScope(const ComputeScope&) = delete;
+  ComputeScope& operator=(const ComputeScope&) = delete;
+
+ private:
+  runtime::OptimizationsGuard optimizations_;
+  int previous_threads_;
+  bool restore_threads_ = false;
+};
+
 }  // namespace
 
 PipelineParts parts_from_folder(const fs::path& folder, const LoadOptions& options) {
@@ -60,6 +82,7 @@ PipelineParts parts_from_folder(const fs::path& folder, const LoadOptions& optio
 
 std::unique_ptr<StableDiffusionPipeline> StableDiffusionPipeline::from_parts(PipelineParts parts) {
   std::unique_ptr<StableDiffusionPipeline> p(new StableDiffusionPipeline());
+  p->compute_.optimizations = runtime::optimizations();
   p->description_ = parts.description;
   p->force_zeros_for_empty_prompt_ = parts.force_zeros_for_empty_prompt;
   p->xl_ = parts.configs.count("text_encoder_2") > 0;
@@ -105,7 +128,15 @@ void StableDiffusionPipeline::install_embedding(const text::TextualInversionEmbe
   if (is_xl()) text::install_embedding(*tokenizer_2_, text_encoder_2_, {token, embedding.vectors_2, {}});
 }
 
+void StableDiffusionPipeline::set_compute_settings(const ComputeSettings& settings) {
+  compute_ = settings;
+  ComputeScope scope(compute_);
+  nn::store_conv_weights_for_current_layout(*unet_);
+  nn::store_conv_weights_for_current_layout(*vae_);
+}
+
 void StableDiffusionPipeline::set_unet_dtype(at::ScalarType dtype) {
+  ComputeScope scope(compute_);
   unet_->to(dtype);
   nn::store_conv_weights_for_current_layout(*unet_);
 }
@@ -124,6 +155,7 @@ at::Tensor StableDiffusionPipeline::encode_ids(models::ClipTextModel& encoder, t
 
 PromptEmbeddings StableDiffusionPipeline::encode_prompt(const std::string& prompt) {
   c10::InferenceMode inference;
+  ComputeScope scope(compute_);
   if (!text_encoder_)
     throw Error(description_ + ": the text encoders were released (release_text_encoders); prompts can no longer be encoded");
   if (!is_xl()) return {encode_ids(text_encoder_, *tokenizer_, prompt, false, nullptr), {}};
@@ -167,6 +199,7 @@ std::unique_ptr<schedulers::Scheduler> StableDiffusionPipeline::make_scheduler(c
 
 at::Tensor StableDiffusionPipeline::decode(const at::Tensor& latents, models::VaeTiling tiling) {
   c10::InferenceMode inference;
+  ComputeScope scope(compute_);
   runtime::return_free_memory();
   return vae_->decode(latents / vae_->config().scaling_factor, tiling);  // [N, 3, H, W]
 }
@@ -213,6 +246,7 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& requ
 GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw, const UNetConditioning& c,
                                                    const StepCallback& on_step) {
   c10::InferenceMode inference;
+  ComputeScope scope(compute_);
   const GenerationRequest r = resolve(raw);
   const bool guided = r.guidance > 1.0;
   const at::Tensor &context = c.context, &pooled = c.pooled, &time_ids = c.time_ids;

@@ -15,6 +15,7 @@
 #include "tide/models/clip_text.h"
 #include "tide/models/unet2d_condition.h"
 #include "tide/pipeline/generation.h"
+#include "tide/runtime/optimizations.h"
 #include "tide/text/clip_tokenizer.h"
 #include "tide/text/embeddings.h"
 
@@ -78,6 +79,17 @@ class StableDiffusionPipeline {
   void set_unet_dtype(at::ScalarType dtype);
   at::ScalarType unet_dtype() const { return unet_->conv_in->weight.scalar_type(); }
 
+  // How this pipeline computes: its optimizations and thread count (0: the calling thread's own). Every
+  // call installs them on the calling thread for its duration and restores what was there, so pipelines
+  // with different settings can run in different threads of one process. A new pipeline takes the
+  // optimizations of the thread that loads it.
+  struct ComputeSettings {
+    runtime::Optimizations optimizations;
+    int threads = 0;
+  };
+  void set_compute_settings(const ComputeSettings& settings);
+  const ComputeSettings& compute_settings() const { return compute_; }
+
   int vae_scale_factor() const { return static_cast<int>(vae_->config().scale_factor()); }
   int default_size() const;
   const std::string& description() const { return description_; }
@@ -106,6 +118,7 @@ class StableDiffusionPipeline {
   models::UNet2DConditionModel unet_{nullptr};
   models::AutoencoderKL vae_{nullptr};
   nlohmann::json scheduler_config_;
+  ComputeSettings compute_;
 };
 
 }  // namespace tide::pipeline

@@ -1,5 +1,7 @@
 #include "tide/runtime/memory.h"
 
+#include <mutex>
+
 #include "tide/runtime/optimizations.h"
 
 #if defined(__GLIBC__)
@@ -65,10 +67,17 @@ void return_free_memory() {
 #endif
 }
 
+namespace {
+std::mutex g_reuse_mutex;
+int g_reuse_scopes = 0;  // open FreedMemoryReuse scopes, in all threads
+}  // namespace
+
 FreedMemoryReuse::FreedMemoryReuse() {
 #if defined(__GLIBC__)
   if (!optimizations().reuse_memory) return;
   active_ = true;
+  std::lock_guard<std::mutex> lock(g_reuse_mutex);
+  if (g_reuse_scopes++ > 0) return;
   mallopt(M_MMAP_MAX, 0);                // every block from the heap
   mallopt(M_TRIM_THRESHOLD, INT32_MAX);  // and the heap's free top kept
 #endif
@@ -77,6 +86,8 @@ FreedMemoryReuse::FreedMemoryReuse() {
 FreedMemoryReuse::~FreedMemoryReuse() {
 #if defined(__GLIBC__)
   if (!active_) return;
+  std::lock_guard<std::mutex> lock(g_reuse_mutex);
+  if (--g_reuse_scopes > 0) return;
   // glibc's defaults once its dynamic threshold has grown to the top: blocks over 32 MiB mapped, free
   // heap top over twice that trimmed.
   mallopt(M_MMAP_MAX, 65536);

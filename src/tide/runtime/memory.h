@@ -27,7 +27,9 @@ void return_free_memory();
 // iteration. By default glibc maps every block over 32 MiB afresh and unmaps it when freed (the UNet's
 // GEGLU and attention temporaries at 512 px), so each UNet call faulted in ~3 GiB of zeroed pages
 // (780k page faults per SD 1.5 call at 512). At scope exit large blocks are mapped again as before and the
-// heap kept by the loop is handed back (return_free_memory). Scopes must not overlap.
+// heap kept by the loop is handed back (return_free_memory). glibc's settings are process-wide, so scopes are
+// counted: the first one to open sets them and the last one to close restores them, and two pipelines
+// in two threads may each hold one.
 class FreedMemoryReuse {
  public:
   FreedMemoryReuse();

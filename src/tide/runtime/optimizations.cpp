@@ -40,7 +40,7 @@ Optimizations Optimizations::without(const std::string& comma_separated) const {
 }
 
 Optimizations& optimizations() {
-  static Optimizations current;
+  thread_local Optimizations current;
   return current;
 }
 

@@ -22,10 +22,12 @@ struct Optimizations {
   Optimizations without(const std::string& comma_separated) const;
 };
 
-// The process-wide setting the models read at every forward call.
+// The calling thread's setting, which the models read at every forward call: all on in a new thread. A
+// pipeline installs its own for each call (OptimizationsGuard), so pipelines with different settings can
+// run in different threads of one process.
 Optimizations& optimizations();
 
-// Sets the process-wide optimizations for a scope and restores the previous ones.
+// Sets this thread's optimizations for a scope and restores the previous ones.
 class OptimizationsGuard {
  public:
   explicit OptimizationsGuard(const Optimizations& scoped) : previous_(optimizations()) { optimizations() = scoped; }
