@@ -3,7 +3,7 @@
 
 #include "args.h"
 #include "commands.h"
-#include "tide/pipeline/hub.h"
+#include "tide/hub/hub.h"
 #include "tide/runtime/error.h"
 
 namespace tide::cli {
@@ -22,16 +22,16 @@ int run_pull(int argc, char** argv) {
   if (!args.parse(argc, argv)) return 0;
   const auto model = args.positional_value("MODEL");
   if (!model) throw Error("tide pull: a model id is required (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5)");
-  const auto ref = pipeline::hub::parse_repo_ref(*model);
+  const auto ref = hub::parse_repo_ref(*model);
   if (!ref) throw Error("tide pull: '" + *model + "' is not a Hugging Face model id (org/name or org/name@revision)");
   if (ref->revision && args.has("revision") && *ref->revision != args.get("revision"))
     throw Error("tide pull: two revisions given (@" + *ref->revision + " and --revision " + args.get("revision") + ")");
 
-  pipeline::hub::Options options;
+  hub::Options options;
   options.revision = ref->revision ? *ref->revision : args.get("revision");
   if (args.has("variant")) options.variant = args.get("variant");
   if (args.has("cache-dir")) options.cache_dir = args.get("cache-dir");
-  std::cout << pipeline::hub::snapshot_download(ref->repo_id, options).string() << "\n";
+  std::cout << hub::snapshot_download(ref->repo_id, options).string() << "\n";
   return 0;
 }
 

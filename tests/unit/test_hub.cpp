@@ -9,15 +9,15 @@
 #include "hub_server.h"
 #include "test_support.h"
 #include "tide/io/safetensors.h"
-#include "tide/pipeline/hub.h"
-#include "tide/pipeline/hub_cache.h"
+#include "tide/hub/hub.h"
+#include "tide/hub/hub_cache.h"
 #include "tide/pipeline/model_source.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/sha256.h"
 
 namespace {
 namespace fs = std::filesystem;
-namespace hub = tide::pipeline::hub;
+namespace hub = tide::hub;
 using tide::testing::HubServer;
 using tide::testing::TempDir;
 

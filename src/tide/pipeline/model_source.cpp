@@ -1,7 +1,7 @@
 #include "tide/pipeline/model_source.h"
 
 #include "tide/io/json_file.h"
-#include "tide/pipeline/hub.h"
+#include "tide/hub/hub.h"
 #include "tide/pipeline/single_file.h"
 #include "tide/runtime/error.h"
 

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-namespace tide::pipeline::hub {
+namespace tide::hub {
 
 struct Options {
   std::string revision = "main";     // branch, tag or commit hash
@@ -56,4 +56,4 @@ std::string weight_variant(const std::string& file_name);
 // "W/\"abc\"" → "abc"
 std::string normalize_etag(const std::string& etag);
 
-}  // namespace tide::pipeline::hub
+}  // namespace tide::hub

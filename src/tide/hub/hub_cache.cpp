@@ -1,4 +1,4 @@
-#include "tide/pipeline/hub_cache.h"
+#include "tide/hub/hub_cache.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -12,7 +12,7 @@
 #include "tide/io/atomic_file.h"
 #include "tide/runtime/error.h"
 
-namespace tide::pipeline::hub {
+namespace tide::hub {
 namespace fs = std::filesystem;
 namespace {
 
@@ -112,4 +112,4 @@ FileLock::~FileLock() {
   if (fd_ >= 0) ::close(fd_);  // closing releases the flock
 }
 
-}  // namespace tide::pipeline::hub
+}  // namespace tide::hub

@@ -9,7 +9,7 @@
 #include <optional>
 #include <string>
 
-namespace tide::pipeline::hub {
+namespace tide::hub {
 
 // $HF_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub.
 std::filesystem::path default_cache_dir();
@@ -56,4 +56,4 @@ class FileLock {
   int fd_ = -1;
 };
 
-}  // namespace tide::pipeline::hub
+}  // namespace tide::hub

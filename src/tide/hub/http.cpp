@@ -1,4 +1,4 @@
-#include "tide/pipeline/http.h"
+#include "tide/hub/http.h"
 
 #include <curl/curl.h>
 
@@ -7,7 +7,7 @@
 #include <memory>
 #include <mutex>
 
-namespace tide::pipeline::http {
+namespace tide::hub::http {
 namespace {
 
 struct Transfer {
@@ -131,4 +131,4 @@ std::string url_encode(const std::string& text, bool keep_slash) {
   return out;
 }
 
-}  // namespace tide::pipeline::http
+}  // namespace tide::hub::http

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace tide::pipeline::http {
+namespace tide::hub::http {
 
 struct Request {
   std::string method = "GET";  // GET or HEAD
@@ -44,4 +44,4 @@ std::string origin_of(const std::string& url);
 // Percent-encodes everything but unreserved characters (and '/' when keep_slash).
 std::string url_encode(const std::string& text, bool keep_slash);
 
-}  // namespace tide::pipeline::http
+}  // namespace tide::hub::http

@@ -1,4 +1,4 @@
-#include "tide/pipeline/hub.h"
+#include "tide/hub/hub.h"
 
 #include <algorithm>
 #include <cctype>
@@ -9,12 +9,12 @@
 #include <set>
 
 #include "tide/io/json_file.h"
-#include "tide/pipeline/hub_cache.h"
-#include "tide/pipeline/hub_download.h"
-#include "tide/pipeline/http.h"
+#include "tide/hub/hub_cache.h"
+#include "tide/hub/hub_download.h"
+#include "tide/hub/http.h"
 #include "tide/runtime/error.h"
 
-namespace tide::pipeline::hub {
+namespace tide::hub {
 namespace fs = std::filesystem;
 using detail::Session;
 namespace {
@@ -306,4 +306,4 @@ fs::path snapshot_download(const std::string& repo_id, const Options& options) {
   return cache.snapshot(info.commit);
 }
 
-}  // namespace tide::pipeline::hub
+}  // namespace tide::hub

@@ -6,10 +6,10 @@
 #include <string>
 #include <vector>
 
-#include "tide/pipeline/hub_cache.h"
-#include "tide/pipeline/http.h"
+#include "tide/hub/hub_cache.h"
+#include "tide/hub/http.h"
 
-namespace tide::pipeline::hub::detail {
+namespace tide::hub::detail {
 
 // What one snapshot_download call talks to, and how.
 struct Session {
@@ -46,4 +46,4 @@ void download_blob(const Session& session, const RepoCache& cache, const FileMet
 
 bool is_sha256_hex(const std::string& text);
 
-}  // namespace tide::pipeline::hub::detail
+}  // namespace tide::hub::detail

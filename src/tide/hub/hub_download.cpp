@@ -1,4 +1,4 @@
-#include "tide/pipeline/hub_download.h"
+#include "tide/hub/hub_download.h"
 
 #include <unistd.h>
 
@@ -11,12 +11,12 @@
 #include <thread>
 #include <vector>
 
-#include "tide/pipeline/hub.h"
+#include "tide/hub/hub.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/progress.h"
 #include "tide/runtime/sha256.h"
 
-namespace tide::pipeline::hub::detail {
+namespace tide::hub::detail {
 namespace fs = std::filesystem;
 namespace {
 
@@ -310,4 +310,4 @@ void download_blob(const Session& session, const RepoCache& cache, const FileMet
   if (ec) throw Error("cannot move " + partial.string() + " to " + blob.string() + ": " + ec.message());
 }
 
-}  // namespace tide::pipeline::hub::detail
+}  // namespace tide::hub::detail
