@@ -22,4 +22,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${TIDE_CMAKE_ARGS:-}
-cmake --build build -j "$(nproc)"
+# The first build makes only the tide binary (short); scripts/test.sh builds everything.
+cmake --build build -j "$(nproc)" --target "${TIDE_SETUP_TARGET:-tide}"

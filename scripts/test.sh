@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Builds tide and runs the whole test suite. Parity tests need TIDE_FIXTURES (the reference
-# fixtures folder); without it they are reported as skipped.
+# Builds tide with its tests and runs the whole suite. Parity tests need TIDE_FIXTURES (the reference
+# fixtures folder); without it they are reported as skipped, and this script says why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+TIDE_SETUP_TARGET=all scripts/setup.sh
+if [ -z "${TIDE_FIXTURES:-}" ]; then
+  echo "note: TIDE_FIXTURES is not set: the parity tests will be reported as skipped"
+elif [ ! -d "$TIDE_FIXTURES" ]; then
+  echo "note: TIDE_FIXTURES names $TIDE_FIXTURES, which is not a folder: the parity tests will be reported as skipped"
+fi
 ctest --test-dir build --output-on-failure -j "$(nproc)" --timeout 1500

@@ -15,17 +15,24 @@
 
 namespace tide::testing {
 
-// The fixtures folder from TIDE_FIXTURES; skips the calling test when unset (CTest reports it skipped).
-#define TIDE_REQUIRE_FIXTURES()                                                      \
-  do {                                                                               \
-    if (!::tide::testing::fixtures_available())                                     \
-      GTEST_SKIP() << "TIDE_FIXTURES is not set: reference fixtures not available"; \
-  } while (0)
-
-inline bool fixtures_available() {
+// Why the reference fixtures cannot be used ("" when they can): TIDE_FIXTURES unset, or naming a folder
+// that does not exist.
+inline std::string fixtures_unavailable_reason() {
   const char* dir = std::getenv("TIDE_FIXTURES");
-  return dir && *dir && std::filesystem::is_directory(dir);
+  if (!dir || !*dir) return "TIDE_FIXTURES is not set: reference fixtures not available";
+  if (!std::filesystem::is_directory(dir))
+    return std::string("TIDE_FIXTURES names ") + dir + ", which is not a folder: reference fixtures not available";
+  return "";
 }
+
+inline bool fixtures_available() { return fixtures_unavailable_reason().empty(); }
+
+// Skips the calling test, with the reason, when the fixtures cannot be used (CTest reports it skipped).
+#define TIDE_REQUIRE_FIXTURES()                                                 \
+  do {                                                                          \
+    const std::string tide_reason_ = ::tide::testing::fixtures_unavailable_reason(); \
+    if (!tide_reason_.empty()) GTEST_SKIP() << tide_reason_;                    \
+  } while (0)
 
 inline std::filesystem::path fixtures_dir() {
   const char* dir = std::getenv("TIDE_FIXTURES");
@@ -58,6 +65,22 @@ inline std::vector<ReferenceCase> reference_cases(const std::string& marker_file
   }
   std::sort(cases.begin(), cases.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
   return cases;
+}
+
+// The cases of one kind of feature fixture ($TIDE_FIXTURES/features/<kind>/<case>/case.json: img2img,
+// inpaint, fewstep, taesd, ti_step, tome, lora, a1111, ...), sorted; found at run time like
+// reference_cases(), so unseen cases of the same kind are tested the same way. Empty without fixtures.
+inline std::filesystem::path feature_case(const std::string& kind, const std::string& id) {
+  return fixtures_dir() / "features" / kind / id;
+}
+inline std::vector<std::string> feature_cases(const std::string& kind) {
+  std::vector<std::string> ids;
+  if (!fixtures_available()) return ids;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(fixtures_dir() / "features" / kind, ec))
+    if (std::filesystem::exists(entry.path() / "case.json")) ids.push_back(entry.path().filename().string());
+  std::sort(ids.begin(), ids.end());
+  return ids;
 }
 
 // A gtest parameter name from a case id (letters, digits and '_' only).
