@@ -12,6 +12,7 @@
 #include "tide/models/autoencoder_kl.h"
 #include "tide/models/clip_text.h"
 #include "tide/models/unet2d_condition.h"
+#include "tide/pipeline/tiny_model.h"
 
 namespace tide::testing {
 
@@ -49,56 +50,9 @@ inline std::vector<std::string> byte_symbols() {
   return out;
 }
 
-// Writes the folder and returns its path (`dir`).
+// Writes the folder (tide::pipeline::write_tiny_pipeline) and returns its path (`dir`).
 inline std::filesystem::path make_tiny_pipeline(const std::filesystem::path& dir, uint64_t seed = 0) {
-  at::manual_seed(seed);
-  // Tokenizer: every byte symbol (with and without </w>) and the two special tokens, no merges.
-  nlohmann::json vocab = nlohmann::json::object();
-  int id = 0;
-  for (const auto& s : byte_symbols()) vocab[s] = id++;
-  for (const auto& s : byte_symbols()) vocab[s + "</w>"] = id++;
-  vocab["<|startoftext|>"] = id++;
-  vocab["<|endoftext|>"] = id++;
-  write_text(dir / "tokenizer/vocab.json", vocab.dump());
-  write_text(dir / "tokenizer/merges.txt", "#version: 0.2\n");
-  write_text(dir / "tokenizer/tokenizer_config.json",
-             R"({"model_max_length": 77, "pad_token": "<|endoftext|>", "tokenizer_class": "CLIPTokenizer"})");
-
-  const nlohmann::json text_config = {
-      {"architectures", {"CLIPTextModel"}}, {"bos_token_id", 0}, {"eos_token_id", 2}, {"hidden_act", "quick_gelu"},
-      {"hidden_size", 16}, {"intermediate_size", 24}, {"layer_norm_eps", 1e-5}, {"max_position_embeddings", 77},
-      {"num_attention_heads", 2}, {"num_hidden_layers", 2}, {"projection_dim", 16}, {"vocab_size", id}};
-  write_text(dir / "text_encoder/config.json", text_config.dump(2));
-  models::ClipTextModel text(models::ClipTextConfig::from_json(text_config));
-  save_module(*text, dir / "text_encoder/model.safetensors");
-
-  const nlohmann::json unet_config = {
-      {"_class_name", "UNet2DConditionModel"}, {"attention_head_dim", 2}, {"block_out_channels", {32, 64}},
-      {"cross_attention_dim", 16}, {"down_block_types", {"CrossAttnDownBlock2D", "DownBlock2D"}},
-      {"up_block_types", {"UpBlock2D", "CrossAttnUpBlock2D"}}, {"in_channels", 4}, {"out_channels", 4},
-      {"layers_per_block", 1}, {"norm_num_groups", 32}, {"sample_size", 16}};
-  write_text(dir / "unet/config.json", unet_config.dump(2));
-  models::UNet2DConditionModel unet(models::UNet2DConditionConfig::from_json(unet_config));
-  save_module(*unet, dir / "unet/diffusion_pytorch_model.safetensors");
-
-  const nlohmann::json vae_config = {
-      {"_class_name", "AutoencoderKL"}, {"block_out_channels", {32, 32}},
-      {"down_block_types", {"DownEncoderBlock2D", "DownEncoderBlock2D"}},
-      {"up_block_types", {"UpDecoderBlock2D", "UpDecoderBlock2D"}}, {"in_channels", 3}, {"out_channels", 3},
-      {"latent_channels", 4}, {"layers_per_block", 1}, {"norm_num_groups", 32}, {"scaling_factor", 0.18215}};
-  write_text(dir / "vae/config.json", vae_config.dump(2));
-  models::AutoencoderKL vae(models::AutoencoderKLConfig::from_json(vae_config));
-  save_module(*vae, dir / "vae/diffusion_pytorch_model.safetensors");
-
-  write_text(dir / "scheduler/scheduler_config.json",
-             R"({"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
-                 "beta_start": 0.00085, "num_train_timesteps": 1000, "set_alpha_to_one": false,
-                 "skip_prk_steps": true, "steps_offset": 1, "timestep_spacing": "leading"})");
-  write_text(dir / "model_index.json",
-             R"({"_class_name": "StableDiffusionPipeline", "scheduler": ["diffusers", "PNDMScheduler"],
-                 "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
-                 "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
-                 "safety_checker": [null, null], "feature_extractor": [null, null]})");
+  tide::pipeline::write_tiny_pipeline(dir, seed);
   return dir;
 }
 

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <random>
 #include <cstdio>
 #include <sstream>
@@ -11,6 +12,7 @@
 #include "commands.h"
 #include "thread_flags.h"
 #include "tide/io/image.h"
+#include "tide/io/npy.h"
 #include "tide/pipeline/model_source.h"
 #include "tide/pipeline/stable_diffusion.h"
 #include "tide/runtime/compute_dtype.h"
@@ -18,6 +20,7 @@
 #include "tide/runtime/progress.h"
 #include "tide/schedulers/scheduler.h"
 #include "tide/text/embeddings.h"
+#include "tide/version.h"
 
 namespace tide::cli {
 namespace fs = std::filesystem;
@@ -56,7 +59,7 @@ std::string parameters_text(const pipeline::GenerationRequest& r, const std::str
     << ", Model: " << model << ", Batch index: " << index;
   if (r.scheduler_options.eta != 0) s << ", Eta: " << r.scheduler_options.eta;
   if (dtype != at::kFloat) s << ", Dtype: " << runtime::compute_dtype_name(dtype);
-  s << ", Version: tide 0.1.0";
+  s << ", Version: tide " TIDE_VERSION;
   return s.str();
 }
 
@@ -94,6 +97,9 @@ int run_generate(int argc, char** argv) {
       .option("crop", "TOP,LEFT", "SDXL micro-conditioning: crop top-left corner", "0,0")
       .option("target-size", "H,W", "SDXL micro-conditioning: target image size (height,width)", "the image size")
       .option("output", "FILE.png", "output file; with several images FILE-0.png, FILE-1.png, ...", "out.png")
+      .option("output-latents", "FILE.npy",
+              "also write the final latents [N, 4, H/8, W/8] as float32 .npy: what diffusers returns with "
+              "output_type=\"latent\", to compare runs before the VAE and the 8-bit rounding")
       .option("variant", "NAME", "read weight files of this variant, e.g. fp16 (*.fp16.safetensors)")
       .option("tokenizer", "DIR", "single-file checkpoints: tokenizer folder (or a model folder with tokenizer/)",
               "the family's reference model on the Hub, cached or downloaded")
@@ -144,6 +150,14 @@ int run_generate(int argc, char** argv) {
   if (output.extension() != ".png") throw Error("tide generate: --output must name a .png file, got " + output.string());
   const fs::path out_dir = output.parent_path().empty() ? fs::path(".") : output.parent_path();
   if (!fs::is_directory(out_dir)) throw Error("tide generate: output folder " + out_dir.string() + " does not exist");
+  std::optional<fs::path> latents_output;
+  if (args.has("output-latents")) {
+    latents_output = fs::path(args.get("output-latents"));
+    if (latents_output->extension() != ".npy")
+      throw Error("tide generate: --output-latents must name a .npy file, got " + latents_output->string());
+    const fs::path dir = latents_output->parent_path().empty() ? fs::path(".") : latents_output->parent_path();
+    if (!fs::is_directory(dir)) throw Error("tide generate: output folder " + dir.string() + " does not exist");
+  }
 
   std::string dtype_note;
   const at::ScalarType dtype = runtime::usable_compute_dtype(
@@ -199,6 +213,10 @@ int run_generate(int argc, char** argv) {
     io::write_png(path, result.images[i],
                   {{"parameters", parameters_text(request, scheduler_name, model_label(args.get("model")), dtype, i)}});
     std::cout << path.string() << "\n";
+  }
+  if (latents_output) {
+    io::write_npy(*latents_output, result.latents.contiguous());
+    std::cout << latents_output->string() << "\n";
   }
   std::cerr << "done in " << runtime::format_duration(progress.elapsed_seconds()) << "\n";
   return 0;

@@ -30,27 +30,22 @@ std::string human_count(int64_t n) {
 
 int run_info(int argc, char** argv) {
   Args args("info", "tide info MODEL", "Lists a model's components, their parameter counts and stored dtypes, and its scheduler.");
-  args.positional("MODEL", "diffusers model folder or Hugging Face Hub id (org/name[@revision])").option("variant", "NAME", "describe this weight variant (e.g. fp16)");
+  args.positional("MODEL", "diffusers model folder, single-file checkpoint or Hugging Face Hub id (org/name[@revision])")
+      .option("variant", "NAME", "describe this weight variant (e.g. fp16)");
   if (!args.parse(argc, argv)) return 0;
-  const fs::path folder = pipeline::resolve_model(*args.positional_value("MODEL"), args.has("variant") ? args.get("variant") : "");
-  const fs::path index_path = folder / "model_index.json";
-  if (!fs::exists(index_path)) throw Error(folder.string() + " is not a diffusers pipeline folder (no model_index.json)");
-  const auto index = io::read_json(index_path);
-  std::cout << "model     " << folder.string() << "\n";
-  std::cout << "pipeline  " << io::json_get<std::string>(index, "_class_name", "?") << "\n";
+  const auto model = args.positional_value("MODEL");
+  if (!model) throw Error("tide info: give a model (folder, single file or Hub id)");
+  pipeline::LoadOptions load;
+  load.variant = args.has("variant") ? args.get("variant") : "";
+  load.tokenizers = false;  // only configs and weights are described
+  const pipeline::PipelineParts parts = pipeline::model_parts(*model, load);
+  std::cout << "model     " << parts.description << "\n";
+  std::cout << "pipeline  " << parts.pipeline_class << "\n";
   int64_t total = 0;
-  for (const auto& [name, value] : index.items()) {
-    if (name.empty() || name[0] == '_' || !value.is_array() || value.size() != 2 || value[1].is_null()) continue;
-    const std::string cls = value[1].get<std::string>();
-    std::cout << "\n" << name << " (" << cls << ")\n";
-    if (name == "scheduler") {
-      const auto config = io::read_json(folder / name / "scheduler_config.json");
-      for (const char* key : {"beta_schedule", "beta_start", "beta_end", "prediction_type", "timestep_spacing", "steps_offset"})
-        if (config.contains(key)) std::cout << "  " << key << ": " << config[key].dump() << "\n";
-      continue;
-    }
-    if (name.rfind("tokenizer", 0) == 0) continue;
-    const auto source = io::WeightSource::from_component_dir(folder / name, args.has("variant") ? args.get("variant") : "");
+  for (const auto& [name, source] : parts.weights) {
+    const auto& config = parts.configs.at(name);
+    std::cout << "\n" << name << " (" << io::json_get<std::string>(config, "_class_name", name == "unet" ? "UNet2DConditionModel" : "?")
+              << ")\n";
     int64_t params = 0;
     std::map<std::string, int64_t> by_dtype;
     for (const auto& tensor : source.names()) {
@@ -65,6 +60,10 @@ int run_info(int argc, char** argv) {
     for (const auto& [dtype, n] : by_dtype) std::cout << " " << dtype << " (" << human_count(n) << ")";
     std::cout << "\n  file: " << source.description() << "\n";
   }
+  const auto& scheduler = parts.configs.at("scheduler");
+  std::cout << "\nscheduler (" << io::json_get<std::string>(scheduler, "_class_name", "?") << ")\n";
+  for (const char* key : {"beta_schedule", "beta_start", "beta_end", "prediction_type", "timestep_spacing", "steps_offset"})
+    if (scheduler.contains(key)) std::cout << "  " << key << ": " << scheduler[key].dump() << "\n";
   std::cout << "\ntotal parameters: " << human_count(total) << "\n";
   return 0;
 }

@@ -11,6 +11,7 @@
 #include "args.h"
 #include "commands.h"
 #include "tide/io/image.h"
+#include "tide/pipeline/model_source.h"
 #include "tide/pipeline/stable_diffusion.h"
 #include "tide/runtime/cpu_features.h"
 #include "tide/runtime/error.h"
@@ -38,8 +39,14 @@ Args make_args() {
             "Learns a textual-inversion embedding for a new token from a few images, like diffusers'\n"
             "examples/textual_inversion/textual_inversion.py (same flags and defaults). Data-parallel under\n"
             "mpirun: every rank takes train_batch_size samples of each global batch; rank 0 prints and writes.");
-  args.option("pretrained_model_name_or_path", "PATH", "diffusers SD 1.x / 2.x model folder")
+  args.option("pretrained_model_name_or_path", "MODEL",
+              "SD 1.x / 2.x model: a diffusers folder, a single-file .safetensors checkpoint or a Hugging Face Hub id "
+              "(org/name[@revision]), as tide generate --model takes it")
+      .option("revision", "REV", "Hub ids: the branch, tag or commit to use", "main")
       .option("variant", "NAME", "read weight files of this variant, e.g. fp16")
+      .option("tokenizer_name", "DIR",
+              "tokenizer folder (or a model folder with tokenizer/) instead of the model's own; single-file "
+              "checkpoints need one or take their family's reference tokenizer from the Hub")
       .option("train_data_dir", "DIR", "folder with the training images (PNG, JPEG)")
       .option("learnable_property", "object|style", "caption templates to use", "object")
       .option("placeholder_token", "TOKEN", "the new token that stands for the concept, e.g. <cat-toy>")
@@ -78,6 +85,18 @@ Args make_args() {
       .option("num_validation_images", "N", "images per validation", "4")
       .option("validation_steps", "N", "updates between validations", "100")
       .option("threads", "N", "CPU threads per process", "the cores this process may use")
+      // diffusers' flags that have no meaning here: accepted so that existing command lines run, with a note.
+      .option("dataloader_num_workers", "N", "accepted for compatibility: tide reads images in the training process")
+      .option("logging_dir", "DIR", "accepted for compatibility: the log is output_dir/train_log.jsonl")
+      .option("report_to", "NAME", "accepted for compatibility: the log is output_dir/train_log.jsonl (no tensorboard/wandb)")
+      .flag("allow_tf32", "accepted for compatibility: a GPU setting, without effect on CPUs")
+      .flag("enable_xformers_memory_efficient_attention",
+            "accepted for compatibility: tide always uses its own memory-efficient attention")
+      .option("local_rank", "N", "accepted for compatibility: under mpirun the rank comes from MPI")
+      .option("validation_epochs", "N", "deprecated in diffusers: validation every N epochs (converted to steps)")
+      .flag("push_to_hub", "not supported: tide never uploads; upload output_dir yourself (huggingface-cli upload)")
+      .option("hub_token", "TOKEN", "only with --push_to_hub, which tide does not support")
+      .option("hub_model_id", "ID", "only with --push_to_hub, which tide does not support")
       .option("random_weights", "PRESET", "benchmarks: random sd15/sd21 weights; the model folder gives only tokenizer/")
       .flag("no_latent_cache", "benchmarks: run the VAE encoder for every sample instead of once per image variant")
       .option("without", "NAMES", "benchmarks: switch these optimizations off (comma-separated: " + optimization_names +
@@ -91,6 +110,11 @@ train::TrainOptions options_from(const Args& args) {
   train::TrainOptions o;
   o.model = args.get("pretrained_model_name_or_path");
   if (args.has("variant")) o.variant = args.get("variant");
+  if (args.has("revision")) o.revision = args.get("revision");
+  if (args.has("tokenizer_name")) o.tokenizer = args.get("tokenizer_name");
+  if (args.get_flag("push_to_hub"))
+    throw Error("tide train-ti: --push_to_hub is not supported: tide never uploads; upload " + args.get("output_dir") +
+                " yourself, e.g. with huggingface-cli upload");
   o.data.dir = args.get("train_data_dir");
   o.data.resolution = args.get_int("resolution");
   o.data.repeats = args.get_int("repeats");
@@ -127,6 +151,7 @@ train::TrainOptions options_from(const Args& args) {
   o.num_validation_images = args.get_int("num_validation_images");
   o.validation_steps = args.get_int("validation_steps");
   if (args.has("random_weights")) o.random_weights = args.get("random_weights");
+  if (args.has("validation_epochs")) o.validation_epochs = args.get_int("validation_epochs");
   o.cache_latents = !args.get_flag("no_latent_cache");
   return o;
 }
@@ -142,7 +167,9 @@ class Validator {
     if (!pipe_) {
       pipeline::LoadOptions load;
       load.variant = options_.variant;
-      pipe_ = pipeline::StableDiffusionPipeline::from_folder(options_.model, load);
+      load.revision = options_.revision;
+      load.tokenizer = options_.tokenizer;
+      pipe_ = pipeline::StableDiffusionPipeline::from_parts(pipeline::model_parts(options_.model, load));
       text::install_embedding(pipe_->tokenizer(), pipe_->text_encoder(), {placeholder.token, current(models, placeholder)});
     } else {
       at::NoGradGuard no_grad;
@@ -175,6 +202,15 @@ class Validator {
   std::unique_ptr<pipeline::StableDiffusionPipeline> pipe_;
 };
 
+// One line for each given flag of diffusers' script that means nothing here.
+std::vector<std::string> compatibility_notes(const Args& args) {
+  std::vector<std::string> notes;
+  for (const char* flag : {"dataloader_num_workers", "logging_dir", "report_to", "allow_tf32",
+                           "enable_xformers_memory_efficient_attention", "local_rank", "hub_token", "hub_model_id"})
+    if (args.has(flag)) notes.push_back(std::string("note: --") + flag + " has no effect in tide (tide train-ti --help says why)");
+  return notes;
+}
+
 std::string format_number(const char* format, double value) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), format, value);
@@ -196,6 +232,8 @@ int run_train_ti(int argc, char** argv) {
   try {
     const int threads = runtime::configure_threads(args.has("threads") ? args.get_int("threads") : 0);
     if (args.has("without")) runtime::optimizations() = runtime::optimizations().without(args.get("without"));
+    if (main_rank)
+      for (const auto& note : compatibility_notes(args)) std::cerr << note << "\n";
     const std::string precision = args.get("mixed_precision");
     if (precision == "bf16") {
       options.bf16 = runtime::bf16_supported();

@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "tide/runtime/error.h"
+#include "tide/version.h"
 
 namespace {
 
@@ -21,6 +22,7 @@ constexpr const char* kUsage =
     "  pull       download a model from the Hugging Face Hub into the HF cache\n"
     "  convert    diffusers folder <-> original single-file checkpoint (.safetensors)\n"
     "  train-ti   learn a textual-inversion embedding from images (data-parallel under mpirun)\n"
+    "  make-tiny  write a tiny random-weight model folder, to try tide without downloading a model\n"
     "\n"
     "Run 'tide <command> --help' for the options of a command.\n";
 
@@ -32,7 +34,7 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   if (!std::strcmp(argv[1], "--version")) {
-    std::cout << "tide 0.1.0\n";
+    std::cout << "tide " TIDE_VERSION "\n";
     return 0;
   }
   const std::string command = argv[1];
@@ -43,6 +45,7 @@ int main(int argc, char** argv) {
     if (command == "pull") return tide::cli::run_pull(argc - 2, argv + 2);
     if (command == "convert") return tide::cli::run_convert(argc - 2, argv + 2);
     if (command == "train-ti") return tide::cli::run_train_ti(argc - 2, argv + 2);
+    if (command == "make-tiny") return tide::cli::run_make_tiny(argc - 2, argv + 2);
     std::cerr << "error: unknown command '" << command << "'\n\n" << kUsage;
     return 2;
   } catch (const tide::Error& e) {

@@ -6,6 +6,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "test_support.h"
+#include "tide/runtime/cpu_features.h"
 #include "tide/kernels/attention_cpu.h"
 #include "tide/nn/attention.h"
 #include "tide/runtime/flop_counter.h"
@@ -29,6 +30,10 @@ TEST(BlockedAttention, MatchesPlainOnRandomShapes) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
   const Shape shapes[] = {{1, 1, 1, 1, 1},   {2, 8, 64, 64, 40}, {1, 3, 37, 77, 24}, {2, 5, 129, 77, 64},
                           {1, 2, 301, 300, 17}, {1, 1, 1000, 513, 160}, {2, 1, 70, 70, 512}};
+  if (!tide::runtime::has_cpu_feature("avx512vl"))
+    tide::testing::note_path_not_exercised("the AVX-512VL probs·v tile", "this CPU has no AVX-512VL");
+  if (!tide::runtime::has_cpu_feature("avx2"))
+    tide::testing::note_path_not_exercised("the AVX2 micro-kernels", "this CPU has no AVX2 (the plain fallback ran)");
   for (const auto& s : shapes) {
     // Strided like the attention module's heads: [B, L, H, d] viewed as [B, H, L, d].
     const at::Tensor q = at::randn({s.b, s.lq, s.h, s.d}, gen).transpose(1, 2);

@@ -2,6 +2,8 @@
 
 #include <curl/curl.h>
 
+#include "tide/version.h"
+
 #include <algorithm>
 #include <cctype>
 #include <memory>
@@ -85,7 +87,7 @@ bool perform(const Request& request, Response& response, TransportError& error) 
   curl_easy_setopt(c, CURLOPT_HEADERDATA, &transfer);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &transfer);
-  curl_easy_setopt(c, CURLOPT_USERAGENT, "tide/0.1.0");
+  curl_easy_setopt(c, CURLOPT_USERAGENT, "tide/" TIDE_VERSION);
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, request.connect_timeout_seconds);
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, request.stall_timeout_seconds);

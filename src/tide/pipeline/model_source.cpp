@@ -59,13 +59,13 @@ PipelineParts single_file_parts(const fs::path& file, const LoadOptions& options
   for (const auto& component : family_components(model.family)) parts.configs[component] = model.configs.at(component);
   parts.configs["scheduler"] = model.configs.at("scheduler");
   parts.weights = std::move(model.components);
-  find_tokenizers(parts, model.family, options.tokenizer);
+  if (options.tokenizers) find_tokenizers(parts, model.family, options.tokenizer);
   return parts;
 }
 
 }  // namespace
 
-fs::path resolve_model(const std::string& model, const std::string& variant) {
+fs::path resolve_model(const std::string& model, const std::string& variant, const std::string& revision) {
   if (model.empty()) throw Error("no model given");
   const fs::path path(model);
   if (fs::is_directory(path)) return path;
@@ -73,6 +73,7 @@ fs::path resolve_model(const std::string& model, const std::string& variant) {
   // Not on disk: "org/name[@revision]" is a Hugging Face Hub model.
   if (const auto ref = hub::parse_repo_ref(model)) {
     hub::Options options;
+    if (!revision.empty()) options.revision = revision;
     if (ref->revision) options.revision = *ref->revision;
     options.variant = variant;
     return hub::snapshot_download(ref->repo_id, options);
@@ -88,7 +89,7 @@ PipelineParts model_parts(const std::string& model, const LoadOptions& options) 
                   "(convert .ckpt files to .safetensors first)");
     return single_file_parts(path, options);
   }
-  return parts_from_folder(resolve_model(model, options.variant), options);
+  return parts_from_folder(resolve_model(model, options.variant, options.revision), options);
 }
 
 }  // namespace tide::pipeline

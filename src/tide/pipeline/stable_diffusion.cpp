@@ -61,6 +61,7 @@ PipelineParts parts_from_folder(const fs::path& folder, const LoadOptions& optio
   const auto index = io::read_json(index_path);
   PipelineParts parts;
   parts.description = folder.string();
+  parts.folder = folder;
   parts.pipeline_class = io::json_get<std::string>(index, "_class_name", "");
   std::vector<std::string> components = {"unet", "vae", "text_encoder"};
   if (parts.pipeline_class == "StableDiffusionXLPipeline") {

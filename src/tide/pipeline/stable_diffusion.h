@@ -23,7 +23,9 @@ namespace tide::pipeline {
 
 struct LoadOptions {
   std::string variant;              // "fp16": read `*.fp16.safetensors`
+  std::string revision;             // Hub ids: branch, tag or commit (an `@revision` in the id wins)
   std::filesystem::path tokenizer;  // single-file checkpoints: a tokenizer folder or a model folder with tokenizer/
+  bool tokenizers = true;           // single files: find their tokenizer(s) (false: configs and weights only)
 };
 
 // Everything a pipeline is made of, before the weights are loaded: configs and where the weights are.
@@ -35,6 +37,7 @@ struct PipelineParts {
   std::filesystem::path tokenizer_dir, tokenizer_2_dir;  // tokenizer_2: SDXL only
   std::string tokenizer_2_pad_token;                    // overrides tokenizer_2's own when set
   std::string description;                              // for messages
+  std::filesystem::path folder;                         // the diffusers folder, when the model is one (local or Hub)
 };
 
 // Reads model_index.json and the component configs of a diffusers folder.

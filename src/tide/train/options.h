@@ -12,8 +12,10 @@
 namespace tide::train {
 
 struct TrainOptions {
-  std::filesystem::path model;  // diffusers folder (--pretrained_model_name_or_path)
-  std::string variant;          // weight files of this variant ("fp16")
+  std::string model;  // --pretrained_model_name_or_path: diffusers folder, single file or Hub id
+  std::string variant;   // weight files of this variant ("fp16")
+  std::string revision;  // Hub ids: branch, tag or commit
+  std::filesystem::path tokenizer;  // --tokenizer_name: tokenizer folder (single files need one, or the Hub)
   DatasetOptions data;          // --train_data_dir, --resolution, --repeats, --center_crop
   LearnableProperty property = LearnableProperty::object;
   std::string placeholder_token;
@@ -45,8 +47,11 @@ struct TrainOptions {
   std::optional<std::string> validation_prompt;
   int num_validation_images = 4;
   int validation_steps = 100;
+  // diffusers' deprecated --validation_epochs: validation_steps becomes epochs × dataset length, as there.
+  std::optional<int> validation_epochs;
 
-  // Benchmarks: build this preset with random weights instead of loading `model` (whose tokenizer/ is used).
+  // Benchmarks: build this preset with random weights instead of loading `model` (a folder whose tokenizer/
+  // is used).
   std::string random_weights;
   bool cache_latents = true;  // false: run the VAE encoder for every sample (the uncached path)
 };

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <fstream>
 #include <iostream>
 #include <random>
@@ -11,6 +12,7 @@
 #include "tide/runtime/error.h"
 #include "tide/text/embeddings.h"
 #include "tide/train/keyed_rng.h"
+#include "tide/train/sample_loss.h"
 #include "tide/train/templates.h"
 
 namespace tide::train {
@@ -50,8 +52,22 @@ Trainer::Trainer(TrainOptions options, Communicator& comm, TrainHooks hooks)
   if (o.placeholder_token.empty()) throw Error("--placeholder_token is required");
   if (o.initializer_token.empty()) throw Error("--initializer_token is required");
 
-  models_ = o.random_weights.empty() ? load_training_models(o.model, o.variant)
-                                     : random_training_models(o.random_weights, o.model / "tokenizer");
+  auto load = [&] {
+    pipeline::LoadOptions load_options;
+    load_options.variant = o.variant;
+    load_options.revision = o.revision;
+    load_options.tokenizer = o.tokenizer;
+    models_ = o.random_weights.empty()
+                  ? load_training_models(o.model, load_options)
+                  : random_training_models(o.random_weights, o.tokenizer.empty() ? fs::path(o.model) / "tokenizer" : o.tokenizer);
+  };
+  if (fs::is_directory(o.model)) {
+    load();
+  } else {  // a Hub id or a single file may download: rank 0 first, the others then read the cache
+    if (comm_.is_main()) load();
+    comm_.barrier();
+    if (!comm_.is_main()) load();
+  }
   placeholder_ = add_placeholder(*models_.tokenizer, models_.text_encoder, o.placeholder_token, o.initializer_token,
                                  o.num_vectors);
 
@@ -61,6 +77,13 @@ Trainer::Trainer(TrainOptions options, Communicator& comm, TrainHooks hooks)
                 std::to_string(o.data.resolution));
   images_ = std::make_unique<TrainingImages>(o.data);
   for (const auto& skipped : images_->skipped_files()) log("skipping " + skipped.string() + " (not a PNG or JPEG)");
+  if (o.validation_epochs) {
+    require_positive(*o.validation_epochs, "validation_epochs");
+    options_.validation_steps = static_cast<int>(std::min<int64_t>(
+        int64_t(*o.validation_epochs) * images_->length(), std::numeric_limits<int>::max()));
+    log("--validation_epochs is deprecated (as in diffusers): validating every " +
+        std::to_string(options_.validation_steps) + " steps");
+  }
   // Every rank must see the same dataset, or the shares of a global batch would not add up.
   const uint64_t length = static_cast<uint64_t>(images_->length());
   if (comm_.broadcast(length) != length)
@@ -205,21 +228,10 @@ at::Tensor Trainer::sample_loss(int64_t epoch, int64_t index_in_epoch, bool with
                                     static_cast<int>(templates.size()), kFlipProbability,
                                     noise_scheduler_->num_train_timesteps(), latent_shape);
 
-  const LatentCache::Entry moments = latents_->get(image, d.flip);
-  const at::Tensor latents = (moments.mean + moments.std * d.latent_eps) * models_.vae->config().scaling_factor;
-  const at::Tensor t = at::full({1}, d.timestep, at::TensorOptions().dtype(at::kLong));
-  const at::Tensor noisy = noise_scheduler_->add_noise(latents, d.noise, t);
-  const at::Tensor target =
-      noise_scheduler_->prediction_type() == "epsilon" ? d.noise : noise_scheduler_->get_velocity(latents, d.noise, t);
-
   std::optional<at::NoGradGuard> no_grad;
   if (!with_grad) no_grad.emplace();
-  const at::Tensor ids = caption_ids(d.template_index);
-  const at::Tensor inputs = embed_with_vectors(models_.text_encoder, ids, vectors_, placeholder_.first_id);
-  const at::Tensor context = models_.text_encoder->forward_embeddings(inputs, ids).last_hidden_state;
-  const at::Tensor pred = models_.unet->forward(noisy.to(unet_dtype_), static_cast<double>(d.timestep),
-                                                context.to(unet_dtype_));
-  return at::mse_loss(pred.to(at::kFloat), target.to(at::kFloat));
+  const SampleInputs inputs{latents_->get(image, d.flip), d.latent_eps, d.noise, d.timestep, caption_ids(d.template_index)};
+  return train::sample_loss(models_, *noise_scheduler_, vectors_, placeholder_.first_id, inputs, unet_dtype_);
 }
 
 double Trainer::evaluate_loss(const std::vector<int64_t>& positions, const at::Tensor& vectors) {

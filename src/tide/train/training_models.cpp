@@ -5,17 +5,12 @@
 #include "tide/io/safetensors.h"
 #include "tide/io/weights.h"
 #include "tide/models/presets.h"
+#include "tide/pipeline/model_source.h"
 #include "tide/runtime/error.h"
 
 namespace tide::train {
 namespace fs = std::filesystem;
 namespace {
-
-nlohmann::json component_config(const fs::path& folder, const std::string& component, const char* file) {
-  const fs::path path = folder / component / file;
-  if (!fs::exists(path)) throw Error(folder.string() + ": component '" + component + "' is missing (" + path.string() + ")");
-  return io::read_json(path);
-}
 
 void freeze(torch::nn::Module& module) {
   for (auto& p : module.parameters()) p.set_requires_grad(false);
@@ -24,29 +19,42 @@ void freeze(torch::nn::Module& module) {
 
 void write_json(const fs::path& path, const nlohmann::json& json) { io::write_file_atomically(path, json.dump(2) + "\n"); }
 
+// A component folder: config.json and the module's parameters and buffers as safetensors.
+void write_module(const torch::nn::Module& module, const nlohmann::json& config, const fs::path& dir, const std::string& file) {
+  fs::create_directories(dir);
+  write_json(dir / "config.json", config);
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& p : module.named_parameters()) tensors.emplace_back(p.key(), p.value());
+  for (const auto& b : module.named_buffers()) tensors.emplace_back(b.key(), b.value());
+  io::write_safetensors(dir / file, tensors, {{"format", "pt"}});
+}
+
+void copy_folder_files(const fs::path& from, const fs::path& to) {
+  fs::create_directories(to);
+  for (const auto& entry : fs::directory_iterator(from))
+    if (entry.is_regular_file()) fs::copy(entry.path(), to / entry.path().filename(), fs::copy_options::overwrite_existing);
+}
+
 }  // namespace
 
-TrainingModels load_training_models(const fs::path& folder, const std::string& variant) {
-  if (!fs::is_directory(folder)) throw Error("model folder " + folder.string() + " does not exist");
-  if (!fs::exists(folder / "model_index.json"))
-    throw Error(folder.string() + " is not a diffusers pipeline folder (no model_index.json)");
-  const auto index = io::read_json(folder / "model_index.json");
-  const auto cls = io::json_get<std::string>(index, "_class_name", "");
-  if (cls == "StableDiffusionXLPipeline" || index.contains("text_encoder_2"))
-    throw Error(folder.string() + ": textual inversion training supports SD 1.x / 2.x pipelines, not SDXL");
+TrainingModels load_training_models(const std::string& model, const pipeline::LoadOptions& options) {
+  pipeline::PipelineParts parts = pipeline::model_parts(model, options);
+  if (parts.configs.count("text_encoder_2"))
+    throw Error(parts.description + ": textual inversion training supports SD 1.x / 2.x pipelines, not SDXL");
   TrainingModels m;
-  m.folder = folder;
-  m.tokenizer = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::from_folder(folder / "tokenizer"));
-  m.text_encoder_config = component_config(folder, "text_encoder", "config.json");
+  m.folder = parts.folder;
+  m.scheduler_config = parts.configs.at("scheduler");
+  m.unet_config = parts.configs.at("unet");
+  m.vae_config = parts.configs.at("vae");
+  m.tokenizer = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::from_folder(parts.tokenizer_dir));
+  m.text_encoder_config = parts.configs.at("text_encoder");
   m.text_encoder = models::ClipTextModel(models::ClipTextConfig::from_json(m.text_encoder_config));
-  io::load_module_weights(*m.text_encoder, io::WeightSource::from_component_dir(folder / "text_encoder", variant),
-                          "text_encoder");
-  m.unet = models::UNet2DConditionModel(
-      models::UNet2DConditionConfig::from_json(component_config(folder, "unet", "config.json")));
-  io::load_module_weights(*m.unet, io::WeightSource::from_component_dir(folder / "unet", variant), "unet");
-  m.vae = models::AutoencoderKL(models::AutoencoderKLConfig::from_json(component_config(folder, "vae", "config.json")));
-  io::load_module_weights(*m.vae, io::WeightSource::from_component_dir(folder / "vae", variant), "vae");
-  m.scheduler_config = component_config(folder, "scheduler", "scheduler_config.json");
+  io::load_module_weights(*m.text_encoder, parts.weights.at("text_encoder"), "text_encoder");
+  m.unet = models::UNet2DConditionModel(models::UNet2DConditionConfig::from_json(m.unet_config));
+  io::load_module_weights(*m.unet, parts.weights.at("unet"), "unet");
+  m.vae = models::AutoencoderKL(models::AutoencoderKLConfig::from_json(m.vae_config));
+  io::load_module_weights(*m.vae, parts.weights.at("vae"), "vae");
+  m.tokenizer_dir = parts.tokenizer_dir;
   freeze(*m.text_encoder);
   freeze(*m.unet);
   freeze(*m.vae);
@@ -57,11 +65,14 @@ TrainingModels random_training_models(const std::string& preset, const fs::path&
   at::manual_seed(seed);
   TrainingModels m;
   m.tokenizer = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::from_folder(tokenizer_dir));
+  m.tokenizer_dir = tokenizer_dir;
   m.text_encoder_config = models::presets::preset_config(preset, "text_encoder");
   m.text_encoder_config["vocab_size"] = m.tokenizer->vocab_size();
   m.text_encoder = models::ClipTextModel(models::ClipTextConfig::from_json(m.text_encoder_config));
-  m.unet = models::UNet2DConditionModel(models::UNet2DConditionConfig::from_json(models::presets::preset_config(preset, "unet")));
-  m.vae = models::AutoencoderKL(models::AutoencoderKLConfig::from_json(models::presets::preset_config(preset, "vae")));
+  m.unet_config = models::presets::preset_config(preset, "unet");
+  m.vae_config = models::presets::preset_config(preset, "vae");
+  m.unet = models::UNet2DConditionModel(models::UNet2DConditionConfig::from_json(m.unet_config));
+  m.vae = models::AutoencoderKL(models::AutoencoderKLConfig::from_json(m.vae_config));
   m.scheduler_config = models::presets::preset_config(preset, "scheduler");
   freeze(*m.text_encoder);
   freeze(*m.unet);
@@ -71,19 +82,28 @@ TrainingModels random_training_models(const std::string& preset, const fs::path&
 
 void export_full_pipeline(const fs::path& source, const fs::path& output_dir, const TrainingModels& models,
                           const std::vector<std::pair<std::string, int64_t>>& added_tokens) {
-  if (source.empty()) throw Error("--save_as_full_pipeline needs a model folder to copy (not random weights)");
   fs::create_directories(output_dir);
   const fs::path tok_out = output_dir / "tokenizer";
-  if (!fs::equivalent(source, output_dir)) {
+  if (source.empty()) {
+    // No folder to copy (a single file, random weights): the components are written from the models.
+    write_json(output_dir / "model_index.json",
+               {{"_class_name", "StableDiffusionPipeline"},
+                {"scheduler", {"diffusers", io::json_get<std::string>(models.scheduler_config, "_class_name", "PNDMScheduler")}},
+                {"text_encoder", {"transformers", "CLIPTextModel"}}, {"tokenizer", {"transformers", "CLIPTokenizer"}},
+                {"unet", {"diffusers", "UNet2DConditionModel"}}, {"vae", {"diffusers", "AutoencoderKL"}}});
+    fs::create_directories(output_dir / "scheduler");
+    write_json(output_dir / "scheduler" / "scheduler_config.json", models.scheduler_config);
+    write_module(*models.unet, models.unet_config, output_dir / "unet", "diffusion_pytorch_model.safetensors");
+    write_module(*models.vae, models.vae_config, output_dir / "vae", "diffusion_pytorch_model.safetensors");
+    copy_folder_files(models.tokenizer_dir, tok_out);
+  } else if (!fs::equivalent(source, output_dir)) {
     // Everything but the two components that change, copied byte for byte.
     for (const auto& entry : fs::directory_iterator(source)) {
       const std::string name = entry.path().filename().string();
       if (name == "tokenizer" || name == "text_encoder" || fs::equivalent(entry.path(), output_dir)) continue;
       fs::copy(entry.path(), output_dir / name, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
     }
-    fs::create_directories(tok_out);
-    for (const auto& entry : fs::directory_iterator(source / "tokenizer"))
-      fs::copy(entry.path(), tok_out / entry.path().filename(), fs::copy_options::overwrite_existing);
+    copy_folder_files(source / "tokenizer", tok_out);
   }
   // Tokenizer: the source files plus the added tokens, in both places transformers and tide read them.
   nlohmann::json added = fs::exists(tok_out / "added_tokens.json") ? io::read_json(tok_out / "added_tokens.json")
@@ -105,11 +125,7 @@ void export_full_pipeline(const fs::path& source, const fs::path& output_dir, co
   fs::create_directories(te_out);
   nlohmann::json te_config = models.text_encoder_config;
   te_config["vocab_size"] = models.text_encoder->config().vocab_size;
-  write_json(te_out / "config.json", te_config);
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& p : models.text_encoder->named_parameters()) tensors.emplace_back(p.key(), p.value());
-  for (const auto& b : models.text_encoder->named_buffers()) tensors.emplace_back(b.key(), b.value());
-  io::write_safetensors(te_out / "model.safetensors", tensors, {{"format", "pt"}});
+  write_module(*models.text_encoder, te_config, output_dir / "text_encoder", "model.safetensors");
 }
 
 }  // namespace tide::train

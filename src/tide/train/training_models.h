@@ -11,6 +11,7 @@
 #include "tide/models/autoencoder_kl.h"
 #include "tide/models/clip_text.h"
 #include "tide/models/unet2d_condition.h"
+#include "tide/pipeline/stable_diffusion.h"
 #include "tide/text/clip_tokenizer.h"
 
 namespace tide::train {
@@ -22,11 +23,15 @@ struct TrainingModels {
   models::AutoencoderKL vae{nullptr};
   nlohmann::json scheduler_config;
   nlohmann::json text_encoder_config;  // config.json as read
-  std::filesystem::path folder;        // where they came from (empty for random weights)
+  nlohmann::json unet_config, vae_config;
+  std::filesystem::path tokenizer_dir;  // the tokenizer files read
+  std::filesystem::path folder;         // the diffusers folder they came from (empty: single file, random weights)
 };
 
-// Errors name the folder and the missing or bad component; SDXL folders are refused with a clear message.
-TrainingModels load_training_models(const std::filesystem::path& folder, const std::string& variant = "");
+// `model` as `tide generate` takes it: a diffusers folder, a single-file checkpoint (tokenizer from
+// options.tokenizer or the family's Hub reference) or a Hub id, through pipeline::model_parts. Errors name
+// the model and the missing or bad component; SDXL is refused with a clear message.
+TrainingModels load_training_models(const std::string& model, const pipeline::LoadOptions& options = {});
 
 // A preset architecture ("sd15", ...) with random weights, for benchmarks; the tokenizer is read from
 // `tokenizer_dir` and the text encoder's table sized to it.
@@ -34,7 +39,7 @@ TrainingModels random_training_models(const std::string& preset, const std::file
                                       uint64_t seed = 0);
 
 // Writes `output_dir` as a diffusers folder that loads the trained concept: every component of `source`
-// copied as is except the tokenizer (with the added tokens in added_tokens.json and tokenizer_config.json's
+// copied as is (a model that is no folder: UNet, VAE and scheduler written from `models`) except the tokenizer (with the added tokens in added_tokens.json and tokenizer_config.json's
 // added_tokens_decoder) and the text encoder (config vocab_size and the grown token table).
 void export_full_pipeline(const std::filesystem::path& source, const std::filesystem::path& output_dir,
                           const TrainingModels& models, const std::vector<std::pair<std::string, int64_t>>& added_tokens);

@@ -1,0 +1,23 @@
+#include "tide/train/sample_loss.h"
+
+#include "tide/train/placeholder.h"
+
+namespace tide::train {
+
+at::Tensor sample_loss(TrainingModels& models, const schedulers::Scheduler& noise_scheduler, const at::Tensor& vectors,
+                       int64_t first_id, const SampleInputs& s, at::ScalarType unet_dtype) {
+  const at::Tensor latents =
+      (s.moments.mean + s.moments.std * s.latent_eps) * models.vae->config().scaling_factor;  // [1, C, h, w]
+  const at::Tensor t = at::full({1}, s.timestep, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor noisy = noise_scheduler.add_noise(latents, s.noise, t);
+  const at::Tensor target =
+      noise_scheduler.prediction_type() == "epsilon" ? s.noise : noise_scheduler.get_velocity(latents, s.noise, t);
+
+  const at::Tensor inputs = embed_with_vectors(models.text_encoder, s.ids, vectors, first_id);       // [1, 77, D]
+  const at::Tensor context = models.text_encoder->forward_embeddings(inputs, s.ids).last_hidden_state;  // [1, 77, D]
+  const at::Tensor pred =
+      models.unet->forward(noisy.to(unet_dtype), static_cast<double>(s.timestep), context.to(unet_dtype));
+  return at::mse_loss(pred.to(at::kFloat), target.to(at::kFloat));
+}
+
+}  // namespace tide::train
