@@ -61,7 +61,7 @@ TEST(CliFirstRun, MakeTinyWritesAModelThatGeneratesAPicture) {
   EXPECT_NE(not_a_model.output.find("already exists"), std::string::npos) << not_a_model.output;
   auto no_dir = run_tide("make-tiny");
   EXPECT_NE(no_dir.code, 0);
-  EXPECT_NE(no_dir.output.find("give the folder"), std::string::npos) << no_dir.output;
+  EXPECT_NE(no_dir.output.find("missing DIR"), std::string::npos) << no_dir.output;
 }
 
 TEST(CliFirstRun, OutputLatentsAreTheFinalLatentsOfTheRun) {

@@ -57,11 +57,12 @@ TEST_P(TiStepParity, OneStepMatchesDiffusers) {
   const bool flip = c["flip"].get<bool>();
   EXPECT_TENSOR_NEAR(images.pixels(0, flip), io::read_npy(dir / "pixel_values.npy"), 1e-6);
 
-  // Latent distribution of the VAE encoder.
+  // Latent distribution of the VAE encoder. Its float32 reductions are summed in an order that depends on the
+  // thread count (1.6e-5 seen with 2 threads), so it gets the step's tolerance, 1e-4.
   train::LatentCache cache(models.vae, images);
   const auto moments = cache.get(0, flip);
-  EXPECT_LE(relative_error(moments.mean, io::read_npy(dir / "latent_dist_mean.npy")), 1e-5);
-  EXPECT_LE(relative_error(moments.std, at::exp(0.5 * io::read_npy(dir / "latent_dist_logvar.npy"))), 1e-5);
+  EXPECT_LE(relative_error(moments.mean, io::read_npy(dir / "latent_dist_mean.npy")), 1e-4);
+  EXPECT_LE(relative_error(moments.std, at::exp(0.5 * io::read_npy(dir / "latent_dist_logvar.npy"))), 1e-4);
 
   // Caption from the template, tokenized.
   const auto& templates = train::caption_templates(train::LearnableProperty::object);
