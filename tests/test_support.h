@@ -7,8 +7,10 @@
 #include <cstdlib>
 #include <algorithm>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <ostream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -97,6 +99,18 @@ inline std::string case_test_name(const std::string& id) {
 inline void note_path_not_exercised(const std::string& path, const std::string& why) {
   ::testing::Test::RecordProperty("not_exercised", path);
   std::printf("[   NOTE   ] %s not exercised: %s\n", path.c_str(), why.c_str());
+}
+
+// The `tide generate --scheduler` name of a diffusers scheduler class with its from_config kwargs.
+inline std::string scheduler_cli_name(const std::string& cls, const nlohmann::json& kwargs) {
+  static const std::map<std::string, std::string> names = {
+      {"PNDMScheduler", "pndm"},         {"DDIMScheduler", "ddim"},        {"DDPMScheduler", "ddpm"},
+      {"EulerDiscreteScheduler", "euler"}, {"EulerAncestralDiscreteScheduler", "euler-a"},
+      {"LMSDiscreteScheduler", "lms"},   {"HeunDiscreteScheduler", "heun"}, {"UniPCMultistepScheduler", "unipc"}};
+  if (cls == "DPMSolverMultistepScheduler") return kwargs.value("solver_order", 2) == 3 ? "dpm++3m" : "dpm++2m";
+  const auto it = names.find(cls);
+  if (it == names.end()) throw std::runtime_error("no tide scheduler for " + cls);
+  return it->second;
 }
 
 inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {

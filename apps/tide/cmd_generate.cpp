@@ -58,6 +58,8 @@ std::string parameters_text(const pipeline::GenerationRequest& r, const std::str
     << ", CFG scale: " << r.guidance << ", Seed: " << r.seed << ", Size: " << r.width << "x" << r.height
     << ", Model: " << model << ", Batch index: " << index;
   if (r.scheduler_options.eta != 0) s << ", Eta: " << r.scheduler_options.eta;
+  if (r.clip_skip != 1) s << ", Clip skip: " << r.clip_skip;
+  if (r.prompt_syntax == pipeline::PromptSyntax::kPlain) s << ", Prompt syntax: plain";
   if (dtype != at::kFloat) s << ", Dtype: " << runtime::compute_dtype_name(dtype);
   s << ", Version: tide " TIDE_VERSION;
   return s.str();
@@ -84,6 +86,16 @@ int run_generate(int argc, char** argv) {
               "(org/name[@revision], downloaded into the HF cache)")
       .option("prompt", "TEXT", "what to draw")
       .option("negative-prompt", "TEXT", "what to steer away from", "\"\"")
+      .option("prompt-syntax", "plain|a1111",
+              "how prompts are read: plain = as diffusers does (77 tokens at most, no weights; its pictures equal "
+              "diffusers'); a1111 = as AUTOMATIC1111 does: (text) x1.1, [text] /1.1, (text:1.3), \\( escapes, BREAK, "
+              "prompts of any length in chunks of 75 tokens",
+              "plain")
+      .option("clip-skip", "N",
+              "read the prompt from the text encoder's N-th layer from the end, in A1111's numbering (1 = last layer, "
+              "2 = the one before; diffusers' clip_skip is N-1). plain: applied to the prompt only, as diffusers "
+              "does; a1111: to both prompts, on SD 1.x only (A1111 applies none to SD 2.x and SDXL)",
+              "1")
       .option("steps", "N", "number of denoising steps", "50")
       .option("guidance", "G", "classifier-free guidance scale; 1 or less disables the unconditional pass", "7.5")
       .option("seed", "N", "random seed (a torch CPU generator seeded like diffusers)", "random, printed")
@@ -124,6 +136,11 @@ int run_generate(int argc, char** argv) {
   pipeline::GenerationRequest request;
   request.prompt = args.get("prompt");
   if (args.has("negative-prompt")) request.negative_prompt = args.get("negative-prompt");
+  const std::string syntax = args.get("prompt-syntax");
+  if (syntax != "plain" && syntax != "a1111")
+    throw Error("tide generate: --prompt-syntax must be plain or a1111, got '" + syntax + "'");
+  request.prompt_syntax = syntax == "a1111" ? pipeline::PromptSyntax::kA1111 : pipeline::PromptSyntax::kPlain;
+  request.clip_skip = args.get_int("clip-skip");
   request.steps = args.get_int("steps");
   request.guidance = args.get_double("guidance");
   request.num_images = args.get_int("num-images");

@@ -16,15 +16,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace tide;
 using tide::testing::reference_case;
-
-std::string scheduler_cli_name(const std::string& cls, const nlohmann::json& kwargs) {
-  static const std::map<std::string, std::string> names = {
-      {"PNDMScheduler", "pndm"},         {"DDIMScheduler", "ddim"},        {"DDPMScheduler", "ddpm"},
-      {"EulerDiscreteScheduler", "euler"}, {"EulerAncestralDiscreteScheduler", "euler-a"},
-      {"LMSDiscreteScheduler", "lms"},   {"HeunDiscreteScheduler", "heun"}, {"UniPCMultistepScheduler", "unipc"}};
-  if (cls == "DPMSolverMultistepScheduler") return kwargs.value("solver_order", 2) == 3 ? "dpm++3m" : "dpm++2m";
-  return names.at(cls);
-}
+using tide::testing::scheduler_cli_name;
 
 pipeline::StableDiffusionPipeline& load_pipeline(const std::string& name) {
   static std::map<std::string, std::unique_ptr<pipeline::StableDiffusionPipeline>> cache;

@@ -175,10 +175,13 @@ ClipTextOutput ClipTextModelImpl::forward_embeddings(const at::Tensor& inputs_em
 
   ClipTextOutput out;
   const auto& layers = *tm.encoder->layers;
+  out.hidden_states.reserve(layers.size() + 1);
   for (size_t i = 0; i < layers.size(); ++i) {
+    out.hidden_states.push_back(h);
     if (i + 1 == layers.size()) out.penultimate = h;  // hidden_states[-2]
     h = layers[i]->as<clip::EncoderLayer>()->forward(h, mask);
   }
+  out.hidden_states.push_back(h);
   out.last_hidden_state = tm.final_layer_norm->forward(h);  // [B, L, D]
 
   const at::Tensor ids = input_ids.to(h.device());

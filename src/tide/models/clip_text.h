@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace tide::models {
 
@@ -40,6 +41,9 @@ struct ClipTextOutput {
   at::Tensor penultimate;        // [B, L, D] hidden_states[-2] (input of the last layer, no final norm)
   at::Tensor pooled;             // [B, D] pooler_output: last_hidden_state at the EOS position
   at::Tensor text_embeds;        // [B, P] text_projection(pooled); undefined without projection
+  // transformers' hidden_states: the embeddings, then every layer's output (no final norm); [-1] is the last
+  // layer's, [-2] == penultimate. Clip skip picks one of them.
+  std::vector<at::Tensor> hidden_states;  // num_hidden_layers + 1 of [B, L, D]
 };
 
 namespace clip {

@@ -12,9 +12,19 @@
 
 namespace tide::pipeline {
 
+// How a prompt is read. plain: as diffusers does (one 77-token window, no weights): its pictures equal
+// diffusers'. a1111: as AUTOMATIC1111's webui does: `(text:1.3)` weights, `[text]`, `BREAK`, prompts of any
+// length in chunks of 75 tokens (text/a1111_prompt.h).
+enum class PromptSyntax { kPlain, kA1111 };
+
 struct GenerationRequest {
   std::string prompt;
   std::optional<std::string> negative_prompt;  // none: "" (SD 1.x/2.x)
+  PromptSyntax prompt_syntax = PromptSyntax::kPlain;
+  // A1111's clip skip: 1 = the text encoder's last layer, 2 = the one before, ... (diffusers' clip_skip is this
+  // minus one). plain: applied to the prompt only, as diffusers does; a1111: to both prompts, SD 1.x only (A1111
+  // applies none to SD 2.x and SDXL).
+  int clip_skip = 1;
   int width = 0;                               // 0: the model's default (unet sample_size × VAE factor)
   int height = 0;
   int steps = 50;

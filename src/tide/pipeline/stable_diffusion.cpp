@@ -8,6 +8,7 @@
 #include "tide/io/image.h"
 #include "tide/io/json_file.h"
 #include "tide/nn/layers.h"
+#include "tide/pipeline/a1111_conditioning.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/memory.h"
 
@@ -147,25 +148,60 @@ int StableDiffusionPipeline::default_size() const {
 }
 
 at::Tensor StableDiffusionPipeline::encode_ids(models::ClipTextModel& encoder, text::ClipTokenizer& tokenizer,
-                                               const std::string& prompt, bool penultimate, at::Tensor* text_embeds) {
+                                               const std::string& prompt, int from_end, bool final_norm,
+                                               at::Tensor* text_embeds) {
   at::Tensor ids = at::tensor(tokenizer.encode_padded(prompt), at::kLong).unsqueeze(0);  // [1, 77]
   auto out = encoder->forward(ids);
   if (text_embeds) *text_embeds = out.text_embeds;
-  return penultimate ? out.penultimate : out.last_hidden_state;  // [1, 77, D]
+  return hidden_state(out, encoder, {from_end, final_norm});  // [1, 77, D]
 }
 
-PromptEmbeddings StableDiffusionPipeline::encode_prompt(const std::string& prompt) {
+PromptEmbeddings StableDiffusionPipeline::encode_prompt(const std::string& prompt, PromptSyntax syntax, int clip_skip) {
   c10::InferenceMode inference;
   ComputeScope scope(compute_);
   if (!text_encoder_)
     throw Error(description_ + ": the text encoders were released (release_text_encoders); prompts can no longer be encoded");
-  if (!is_xl()) return {encode_ids(text_encoder_, *tokenizer_, prompt, false, nullptr), {}};
+  if (clip_skip < 1) throw Error("clip skip must be at least 1 (1 = the text encoder's last layer), got " + std::to_string(clip_skip));
+  if (syntax == PromptSyntax::kA1111) {
+    // A1111 reads SDXL from both encoders' penultimate layers, and applies clip skip to neither SDXL nor SD 2.x
+    // (whose OpenCLIP encoder pads with id 0, not EOS).
+    if (is_xl()) {
+      PromptEmbeddings e;
+      at::Tensor first = encode_a1111_prompt(text_encoder_, *tokenizer_, prompt, {2, false});
+      at::Tensor second = encode_a1111_prompt(text_encoder_2_, *tokenizer_2_, prompt, {2, false}, &e.pooled);
+      e.context = at::cat({first, second}, -1);  // [1, 77 n, D1 + D2]
+      return e;
+    }
+    const bool open_clip = tokenizer_->pad_id() != tokenizer_->eos_id();
+    return {encode_a1111_prompt(text_encoder_, *tokenizer_, prompt, {open_clip ? 1 : clip_skip, true}), {}};
+  }
+  if (!is_xl()) return {encode_ids(text_encoder_, *tokenizer_, prompt, clip_skip, true, nullptr), {}};
   // SDXL: penultimate hidden states of both encoders side by side; pooled = the second's projection.
   PromptEmbeddings e;
-  at::Tensor first = encode_ids(text_encoder_, *tokenizer_, prompt, true, nullptr);
-  at::Tensor second = encode_ids(text_encoder_2_, *tokenizer_2_, prompt, true, &e.pooled);
+  at::Tensor first = encode_ids(text_encoder_, *tokenizer_, prompt, clip_skip + 1, false, nullptr);
+  at::Tensor second = encode_ids(text_encoder_2_, *tokenizer_2_, prompt, clip_skip + 1, false, &e.pooled);
   e.context = at::cat({first, second}, -1);  // [1, 77, D1 + D2]
   return e;
+}
+
+std::pair<PromptEmbeddings, PromptEmbeddings> StableDiffusionPipeline::encode_a1111_pair(const GenerationRequest& r,
+                                                                                        bool guided) {
+  const PromptEmbeddings cond = encode_prompt(r.prompt, PromptSyntax::kA1111, r.clip_skip);
+  if (!guided) return {cond, {}};
+  const std::string negative = r.negative_prompt.value_or("");
+  PromptEmbeddings uncond;
+  if (is_xl() && negative.empty()) {
+    // A1111 gives SDXL zeros for an empty negative prompt (any chunk padding below is the empty prompt's).
+    uncond = {at::zeros({1, 77, cond.context.size(2)}), at::zeros_like(cond.pooled)};
+  } else {
+    uncond = encode_prompt(negative, PromptSyntax::kA1111, r.clip_skip);
+  }
+  if (cond.context.size(1) != uncond.context.size(1)) {
+    PromptEmbeddings c = cond;
+    pad_to_same_length(c.context, uncond.context, encode_prompt("", PromptSyntax::kA1111, r.clip_skip).context);
+    return {c, uncond};
+  }
+  return {cond, uncond};
 }
 
 at::Tensor StableDiffusionPipeline::prepare_latents(int num_images, int height, int width, double init_noise_sigma,
@@ -187,6 +223,8 @@ GenerationRequest StableDiffusionPipeline::resolve(GenerationRequest r) const {
   if (r.steps < 1) throw Error("the number of steps must be at least 1, got " + std::to_string(r.steps));
   if (r.num_images < 1) throw Error("the number of images must be at least 1, got " + std::to_string(r.num_images));
   if (!(r.guidance >= 0)) throw Error("guidance must be a non-negative number");
+  if (r.clip_skip < 1)
+    throw Error("clip skip must be at least 1 (1 = the text encoder's last layer), got " + std::to_string(r.clip_skip));
   if (r.original_height == 0) r.original_height = r.height;
   if (r.original_width == 0) r.original_width = r.width;
   if (r.target_height == 0) r.target_height = r.height;
@@ -211,17 +249,22 @@ UNetConditioning StableDiffusionPipeline::condition(const GenerationRequest& raw
   const bool guided = r.guidance > 1.0;
 
   // Batch order [uncond × N, cond × N] like diffusers with num_images_per_prompt.
-  const PromptEmbeddings cond = encode_prompt(r.prompt);
-  UNetConditioning c;
-  c.context = cond.context.repeat({r.num_images, 1, 1});                          // [N, 77, D]
-  if (is_xl()) c.pooled = cond.pooled.repeat({r.num_images, 1});                 // [N, P]
-  if (guided) {
-    PromptEmbeddings uncond;
-    if (is_xl() && force_zeros_for_empty_prompt_ && !r.negative_prompt) {
+  PromptEmbeddings cond, uncond;
+  if (r.prompt_syntax == PromptSyntax::kA1111) {
+    std::tie(cond, uncond) = encode_a1111_pair(r, guided);
+  } else {
+    // diffusers applies clip skip to the prompt only.
+    cond = encode_prompt(r.prompt, PromptSyntax::kPlain, r.clip_skip);
+    if (guided && is_xl() && force_zeros_for_empty_prompt_ && !r.negative_prompt) {
       uncond = {at::zeros_like(cond.context), at::zeros_like(cond.pooled)};
-    } else {
+    } else if (guided) {
       uncond = encode_prompt(r.negative_prompt.value_or(""));
     }
+  }
+  UNetConditioning c;
+  c.context = cond.context.repeat({r.num_images, 1, 1});                          // [N, 77 n, D]
+  if (is_xl()) c.pooled = cond.pooled.repeat({r.num_images, 1});                 // [N, P]
+  if (guided) {
     c.context = at::cat({uncond.context.repeat({r.num_images, 1, 1}), c.context});  // [2N, 77, D]
     if (is_xl()) c.pooled = at::cat({uncond.pooled.repeat({r.num_images, 1}), c.pooled});
   }

@@ -53,8 +53,10 @@ class StableDiffusionPipeline {
 
   bool is_xl() const { return xl_; }
   // Embeddings of one prompt: SD: last hidden state; XL: both encoders' penultimate states
-  // concatenated, and the second encoder's projected pooled output.
-  PromptEmbeddings encode_prompt(const std::string& prompt);
+  // concatenated, and the second encoder's projected pooled output. `clip_skip` (A1111's numbering, see
+  // GenerationRequest) moves up that many layers minus one. a1111 syntax: [1, 77 × chunks, D].
+  PromptEmbeddings encode_prompt(const std::string& prompt, PromptSyntax syntax = PromptSyntax::kPlain,
+                                 int clip_skip = 1);
   // Initial latents: one randn [N, C, H/f, W/f] from `generator`, times the scheduler's init sigma.
   at::Tensor prepare_latents(int num_images, int height, int width, double init_noise_sigma,
                              at::Generator& generator) const;
@@ -112,7 +114,9 @@ class StableDiffusionPipeline {
  private:
   StableDiffusionPipeline() = default;
   at::Tensor encode_ids(models::ClipTextModel& encoder, text::ClipTokenizer& tokenizer, const std::string& prompt,
-                        bool penultimate, at::Tensor* text_embeds);
+                        int from_end, bool final_norm, at::Tensor* text_embeds);
+  // The conditioning of a prompt and a negative prompt in the guidance batch order, a1111 syntax.
+  std::pair<PromptEmbeddings, PromptEmbeddings> encode_a1111_pair(const GenerationRequest& r, bool guided);
   std::string description_;
   bool force_zeros_for_empty_prompt_ = false;
   bool xl_ = false;  // two text encoders (StableDiffusionXLPipeline)
