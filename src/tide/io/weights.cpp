@@ -4,6 +4,7 @@
 
 #include "tide/io/json_file.h"
 #include "tide/io/safetensors.h"
+#include "tide/io/torch_file.h"
 #include "tide/runtime/error.h"
 
 namespace tide::io {
@@ -19,6 +20,15 @@ std::string shape_string(at::IntArrayRef shape) {
 }  // namespace
 
 void WeightSource::add_file(const fs::path& file) {
+  if (is_torch_zip_file(file)) {  // torch.save (.bin, .ckpt, .pt): read by the restricted unpickler
+    for (auto& [name, tensor] : state_dict_tensors(load_torch_file(file), file.string())) {
+      const auto sizes = tensor.sizes();
+      entries_[name] = Derived{std::vector<int64_t>(sizes.begin(), sizes.end()), tensor.scalar_type(),
+                               [tensor] { return tensor; }};
+    }
+    description_ += (description_.empty() ? "" : ", ") + file.string();
+    return;
+  }
   auto st = std::make_shared<SafetensorsFile>(file);  // kept alive (mapped) by the loaders below
   for (const auto& e : st->entries())
     entries_[e.name] = Derived{e.shape, e.dtype, [st, name = e.name] { return st->tensor(name); }};
@@ -37,10 +47,14 @@ WeightSource WeightSource::from_file(const fs::path& file) {
 WeightSource WeightSource::from_component_dir(const fs::path& dir, const std::string& variant) {
   if (!fs::is_directory(dir)) throw Error("model component folder " + dir.string() + " does not exist");
   const std::string suffix = variant.empty() ? ".safetensors" : "." + variant + ".safetensors";
-  for (const char* stem : {"diffusion_pytorch_model", "model"}) {
-    const fs::path single = dir / (std::string(stem) + suffix);
+  const std::string bin_suffix = variant.empty() ? ".bin" : "." + variant + ".bin";
+  // safetensors first; older repositories only have PyTorch .bin files (read without running their pickles).
+  for (const auto& [stem, ext] : std::vector<std::pair<std::string, std::string>>{
+           {"diffusion_pytorch_model", suffix}, {"model", suffix}, {"diffusion_pytorch_model", bin_suffix},
+           {"pytorch_model", bin_suffix}}) {
+    const fs::path single = dir / (stem + ext);
     if (fs::exists(single)) return from_file(single);
-    const fs::path index = dir / (std::string(stem) + suffix + ".index.json");
+    const fs::path index = dir / (stem + ext + ".index.json");
     if (fs::exists(index)) {
       const auto json = read_json(index);
       if (!json.contains("weight_map") || !json["weight_map"].is_object())
@@ -63,11 +77,11 @@ WeightSource WeightSource::from_component_dir(const fs::path& dir, const std::st
         name.find(".ckpt") != std::string::npos)
       found += (found.empty() ? "" : ", ") + name;
   }
-  std::string message = "no " + (variant.empty() ? std::string() : variant + " ") + "safetensors weights in " +
-                        dir.string() + " (looked for diffusion_pytorch_model" + suffix + ", model" + suffix +
+  std::string message = "no " + (variant.empty() ? std::string() : variant + " ") + "weights in " + dir.string() +
+                        " (looked for diffusion_pytorch_model" + suffix + ", model" + suffix +
+                        ", diffusion_pytorch_model" + bin_suffix + ", pytorch_model" + bin_suffix +
                         " and their .index.json)";
   if (!found.empty()) message += "; found: " + found;
-  if (found.find(".bin") != std::string::npos) message += " (PyTorch .bin files are not read: convert them to safetensors)";
   if (variant.empty() && found.find(".fp16.safetensors") != std::string::npos) message += " (try --variant fp16)";
   throw Error(message);
 }

@@ -84,9 +84,10 @@ fs::path resolve_model(const std::string& model, const std::string& variant, con
 PipelineParts model_parts(const std::string& model, const LoadOptions& options) {
   const fs::path path(model);
   if (fs::is_regular_file(path)) {
-    if (path.extension() != ".safetensors")
-      throw Error(model + ": tide reads diffusers folders, Hub ids and single-file .safetensors checkpoints " +
-                  "(convert .ckpt files to .safetensors first)");
+    const std::string ext = path.extension().string();
+    if (ext != ".safetensors" && ext != ".ckpt" && ext != ".pt" && ext != ".pth" && ext != ".bin")
+      throw Error(model + ": tide reads diffusers folders, Hub ids and single-file checkpoints (.safetensors, or "
+                  ".ckpt / .pt / .pth / .bin as torch.save writes them)");
     return single_file_parts(path, options);
   }
   return parts_from_folder(resolve_model(model, options.variant, options.revision), options);

@@ -8,6 +8,7 @@
 
 #include "tide/io/atomic_file.h"
 #include "tide/io/safetensors.h"
+#include "tide/io/torch_file.h"
 #include "tide/runtime/error.h"
 
 namespace tide::text {
@@ -56,38 +57,37 @@ TextualInversionEmbedding from_safetensors(const fs::path& path, const std::opti
               "{\"emb_params\": [n, dim]}), found " + std::to_string(entries.size()) + " (SDXL files hold exactly clip_l and clip_g)");
 }
 
-std::string ivalue_key(const c10::IValue& key) { return key.isString() ? key.toStringRef() : key.tagKind(); }
+// A tensor entry of a dict read from a torch file, or of an inert object's state (the original textual inversion
+// code saves `string_to_param` as a torch.nn.ParameterDict, whose tensors are in its `_parameters`).
+io::PickleRef dict_of(const io::PickleRef& v) {
+  using Kind = io::PickleValue::Kind;
+  if (v && v->is(Kind::kObject) && v->state) {
+    const auto params = v->state->find("_parameters");
+    return params ? params : v->state;
+  }
+  return v;
+}
 
-TextualInversionEmbedding from_pickle(const fs::path& path, const std::string& bytes,
-                                      const std::optional<std::string>& token) {
-  c10::IValue value;
-  try {
-    value = torch::jit::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
-  } catch (const c10::Error& e) {
-    throw Error(path.string() + ": cannot read this torch pickle (" + e.what_without_backtrace() +
-                "); files that store Python classes (e.g. torch.nn.ParameterDict) are not readable here: "
-                "convert the embedding to .safetensors");
-  }
-  if (value.isTensor()) {
+TextualInversionEmbedding from_pickle(const fs::path& path, const std::optional<std::string>& token) {
+  using Kind = io::PickleValue::Kind;
+  const io::PickleRef value = io::load_torch_file(path);
+  if (value->is(Kind::kTensor)) {
     if (!token) throw Error(path.string() + " holds a bare tensor: give its token as FILE:TOKEN");
-    return {*token, as_vectors(value.toTensor(), path, *token)};
+    return {*token, as_vectors(value->tensor, path, *token)};
   }
-  if (!value.isGenericDict()) throw Error(path.string() + ": expected a dict of tensors, found " + value.tagKind());
-  const c10::Dict<c10::IValue, c10::IValue> dict = value.toGenericDict();
-  if (dict.size() == 1) {  // diffusers: {token: tensor}
-    const auto entry = dict.begin();
-    const std::string key = ivalue_key(entry->key());
-    if (!entry->value().isTensor()) throw Error(path.string() + ": the entry '" + key + "' is not a tensor");
-    return {token ? *token : key, as_vectors(entry->value().toTensor(), path, key)};
+  if (!value->is(Kind::kDict)) throw Error(path.string() + ": expected a dict of tensors");
+  if (value->entries.size() == 1) {  // diffusers: {token: tensor}
+    const auto& [key, entry] = value->entries.front();
+    if (!key->is(Kind::kString)) throw Error(path.string() + ": the key of its entry is not a string");
+    if (!entry->is(Kind::kTensor)) throw Error(path.string() + ": the entry '" + key->text + "' is not a tensor");
+    return {token ? *token : key->text, as_vectors(entry->tensor, path, key->text)};
   }
-  if (dict.contains("string_to_param")) {  // A1111 / original textual inversion
-    const c10::IValue params = dict.at("string_to_param");
-    if (!params.isGenericDict() || !params.toGenericDict().contains("*") ||
-        !params.toGenericDict().at("*").isTensor())
-      throw Error(path.string() + ": 'string_to_param' must be a dict with a '*' tensor");
+  if (const auto params = dict_of(value->find("string_to_param"))) {  // A1111 / original textual inversion
+    const auto star = params->is(Kind::kDict) ? params->find("*") : nullptr;
+    if (!star || !star->is(Kind::kTensor)) throw Error(path.string() + ": 'string_to_param' must be a dict with a '*' tensor");
     std::string name = path.stem().string();
-    if (dict.contains("name") && dict.at("name").isString()) name = dict.at("name").toStringRef();
-    return {token ? *token : name, as_vectors(params.toGenericDict().at("*").toTensor(), path, "string_to_param.*")};
+    if (const auto stored = value->find("name"); stored && stored->is(Kind::kString)) name = stored->text;
+    return {token ? *token : name, as_vectors(star->tensor, path, "string_to_param.*")};
   }
   throw Error(path.string() + ": not a textual-inversion embedding: expected {token: tensor} or an A1111 dict with "
               "'string_to_param'");
@@ -105,7 +105,7 @@ TextualInversionEmbedding read_embedding_file(const fs::path& path, const std::o
   if (safetensors) {
     embedding = from_safetensors(path, token);
   } else if (bytes.size() >= 4 && bytes.compare(0, 4, "PK\x03\x04") == 0) {
-    embedding = from_pickle(path, bytes, token);
+    embedding = from_pickle(path, token);
   } else if (bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0x80) {
     throw Error(path.string() + ": a legacy (before torch 1.6) torch.save file; re-save it with a current torch "
                 "or convert it to .safetensors");

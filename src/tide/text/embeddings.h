@@ -24,7 +24,8 @@ struct TextualInversionEmbedding {
 
 // Reads an embedding file (by content; `.safetensors` or a torch zip pickle `.bin`/`.pt`). `token` overrides the
 // token stored in the file; A1111 safetensors (`emb_params`) without one are named after the file stem, as
-// A1111 does. Unknown layouts, pickles with Python classes, and bad shapes are tide::Errors naming the file.
+// A1111 does. Pickles are read by io/pickle.h's restricted unpickler (the original textual-inversion
+// ParameterDict included). Unknown layouts, globals outside its allow-list and bad shapes are tide::Errors.
 TextualInversionEmbedding read_embedding_file(const std::filesystem::path& path,
                                               const std::optional<std::string>& token = std::nullopt);
 
