@@ -1,6 +1,7 @@
 #include "args.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cerrno>
 #include <cstdlib>
 #include <iostream>
@@ -140,8 +141,8 @@ double Args::get_double(const std::string& name) const {
   char* end = nullptr;
   errno = 0;
   const double d = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end != '\0' || errno != 0)
-    throw Error("tide " + command_ + ": --" + normalize(name) + " expects a number, got '" + v + "'");
+  if (v.empty() || *end != '\0' || errno != 0 || !std::isfinite(d))
+    throw Error("tide " + command_ + ": --" + normalize(name) + " expects a finite number, got '" + v + "'");
   return d;
 }
 

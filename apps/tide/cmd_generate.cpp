@@ -59,6 +59,7 @@ std::string parameters_text(const pipeline::GenerationRequest& r, const std::str
     << ", Model: " << model << ", Batch index: " << index;
   if (r.scheduler_options.eta != 0) s << ", Eta: " << r.scheduler_options.eta;
   if (r.clip_skip != 1) s << ", Clip skip: " << r.clip_skip;
+  if (r.tome.enabled()) s << ", Token merging ratio: " << r.tome.ratio;
   if (r.prompt_syntax == pipeline::PromptSyntax::kPlain) s << ", Prompt syntax: plain";
   if (dtype != at::kFloat) s << ", Dtype: " << runtime::compute_dtype_name(dtype);
   s << ", Version: tide " TIDE_VERSION;
@@ -124,6 +125,18 @@ int run_generate(int argc, char** argv) {
               "whenever the latent is larger than one tile, auto = only for images of more than 1024x1024 pixels "
               "(default sizes decode untiled, as in diffusers), off = never",
               "auto")
+      .option("tome", "RATIO",
+              "Token Merging (tomesd): merge this fraction of the tokens before each self-attention of the blocks "
+              "at most --tome-max-downsample below the latent size, and unmerge after it; faster attention, a "
+              "slightly different picture. 0 = off; 0.3-0.5 are usual",
+              "0")
+      .option("tome-seed", "N", "seed of ToMe's random destination choices", "the generation seed")
+      .flag("tome-no-rand", "ToMe: always take each cell's top-left token as destination")
+      .option("tome-max-downsample", "M", "ToMe: only blocks whose tokens are at most M times downsampled (1, 2, 4, 8); "
+              "with 1, SDXL has no block to merge", "1")
+      .option("tome-sx", "N", "ToMe: width of the cell in which one destination token is chosen", "2")
+      .option("tome-sy", "N", "ToMe: height of that cell", "2")
+      .option("tome-merge", "LIST", "ToMe: where to merge, any of attn,crossattn,mlp", "attn")
       .option("dtype", "TYPE",
               "the UNet's compute dtype: float32, or bf16 on CPUs with AVX512-BF16 or AMX (elsewhere float32, with a "
               "note); noise, scheduler, text encoders and VAE stay float32",
@@ -141,6 +154,22 @@ int run_generate(int argc, char** argv) {
     throw Error("tide generate: --prompt-syntax must be plain or a1111, got '" + syntax + "'");
   request.prompt_syntax = syntax == "a1111" ? pipeline::PromptSyntax::kA1111 : pipeline::PromptSyntax::kPlain;
   request.clip_skip = args.get_int("clip-skip");
+  request.tome.ratio = args.get_double("tome");
+  if (args.has("tome-seed")) request.tome_seed = args.get_u64("tome-seed");
+  request.tome.use_rand = !args.get_flag("tome-no-rand");
+  request.tome.max_downsample = args.get_int("tome-max-downsample");
+  request.tome.sx = args.get_int("tome-sx");
+  request.tome.sy = args.get_int("tome-sy");
+  {
+    request.tome.merge_attn = request.tome.merge_crossattn = request.tome.merge_mlp = false;
+    std::stringstream places(args.get("tome-merge"));
+    for (std::string place; std::getline(places, place, ',');) {
+      if (place == "attn") request.tome.merge_attn = true;
+      else if (place == "crossattn") request.tome.merge_crossattn = true;
+      else if (place == "mlp") request.tome.merge_mlp = true;
+      else throw Error("tide generate: --tome-merge takes attn, crossattn and mlp, got '" + place + "'");
+    }
+  }
   request.steps = args.get_int("steps");
   request.guidance = args.get_double("guidance");
   request.num_images = args.get_int("num-images");

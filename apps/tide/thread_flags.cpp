@@ -1,5 +1,9 @@
 #include "thread_flags.h"
 
+#include <algorithm>
+#include <thread>
+
+#include "tide/runtime/error.h"
 #include "tide/runtime/threads.h"
 
 namespace tide::cli {
@@ -14,7 +18,14 @@ Args& add_thread_flags(Args& args) {
 
 int apply_thread_flags(const Args& args, const std::string& command) {
   if (args.has("cpus")) runtime::pin_to_cpus(runtime::parse_cpu_list(args.get("cpus"), command + ": --cpus"));
-  return runtime::configure_threads(args.has("threads") ? args.get_int("threads") : 0);
+  if (!args.has("threads")) return runtime::configure_threads(0);
+  // More threads than CPUs only makes OpenMP threads wait for each other; thousands exhaust the process.
+  const int limit = 4 * std::max(1u, std::thread::hardware_concurrency());
+  const int threads = args.get_int("threads");
+  if (threads < 1 || threads > limit)
+    throw Error(command + ": --threads must be between 1 and " + std::to_string(limit) +
+                " (four per CPU of this machine), got " + std::to_string(threads));
+  return runtime::configure_threads(threads);
 }
 
 std::string thread_summary(const Args& args, int threads) {

@@ -1,5 +1,7 @@
 #include "tide/nn/transformer_2d.h"
 
+#include "tide/nn/token_merging.h"
+
 #include "tide/nn/in_place.h"
 
 namespace tide::nn {
@@ -29,6 +31,15 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim, int64_t heads,
 }
 
 at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Tensor& context) {
+  if (TokenMerging* tome = current_token_merging()) {
+    // ToMe: the tokens matched on the block's input are merged before, and copied back after, the parts asked.
+    const TokenMatching m = tome->match(x);
+    const auto& o = tome->options();
+    auto around = [&](bool on, const at::Tensor& t, auto&& f) { return on ? m.unmerge(f(m.merge(t))) : f(t); };
+    at::Tensor h = add_to_temporary(around(o.merge_attn, norm1->forward(x), [&](const at::Tensor& t) { return attn1->forward(t); }), x);
+    h = add_to_temporary(around(o.merge_crossattn, norm2->forward(h), [&](const at::Tensor& t) { return attn2->forward(t, context); }), h);
+    return add_to_temporary(around(o.merge_mlp, norm3->forward(h), [&](const at::Tensor& t) { return ff->forward(t); }), h);
+  }
   at::Tensor h = add_to_temporary(attn1->forward(norm1->forward(x)), x);  // [B, L, dim]
   h = add_to_temporary(attn2->forward(norm2->forward(h), context), h);    // [B, L, dim]
   return add_to_temporary(ff->forward(norm3->forward(h)), h);             // [B, L, dim]

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "tide/models/autoencoder_kl.h"
+#include "tide/nn/token_merging.h"
 #include "tide/schedulers/scheduler.h"
 
 namespace tide::pipeline {
@@ -41,6 +42,10 @@ struct GenerationRequest {
   // Tiled VAE decode: auto tiles only images of more than 1 MP (models::kAutoTilingMinPixels), so the
   // default sizes decode untiled, as diffusers does.
   models::VaeTiling vae_tiling = models::VaeTiling::kAuto;
+  // Token Merging (off unless tome.ratio > 0); its random choices come from a generator seeded with tome_seed,
+  // or with `seed` when unset.
+  nn::TokenMergingOptions tome;
+  std::optional<uint64_t> tome_seed;
 };
 
 // What the UNet is conditioned on for one prompt.

@@ -223,6 +223,10 @@ GenerationRequest StableDiffusionPipeline::resolve(GenerationRequest r) const {
   if (r.steps < 1) throw Error("the number of steps must be at least 1, got " + std::to_string(r.steps));
   if (r.num_images < 1) throw Error("the number of images must be at least 1, got " + std::to_string(r.num_images));
   if (!(r.guidance >= 0)) throw Error("guidance must be a non-negative number");
+  const auto& t = r.tome;
+  if (!(t.ratio >= 0 && t.ratio < 1)) throw Error("the ToMe ratio must be in [0, 1), got " + std::to_string(t.ratio));
+  if (t.sx < 1 || t.sy < 1 || t.max_downsample < 1)
+    throw Error("ToMe's sx, sy and max_downsample must be at least 1");
   if (r.clip_skip < 1)
     throw Error("clip skip must be at least 1 (1 = the text encoder's last layer), got " + std::to_string(r.clip_skip));
   if (r.original_height == 0) r.original_height = r.height;
@@ -302,6 +306,14 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw,
   scheduler->set_timesteps(r.steps);
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(r.seed);
   at::Tensor latents = prepare_latents(r.num_images, r.height, r.width, scheduler->init_noise_sigma(), generator);
+
+  // ToMe's state lives for the whole loop: its generator is drawn from in every UNet call.
+  std::optional<nn::TokenMerging> tome;
+  if (r.tome.enabled()) {
+    tome.emplace(r.tome, r.tome_seed.value_or(r.seed));
+    tome->set_latent_size(latents.size(2), latents.size(3));
+  }
+  nn::TokenMergingScope tome_scope(tome ? &*tome : nullptr);
 
   GenerationResult result;
   const auto& timesteps = scheduler->timesteps();

@@ -85,6 +85,15 @@ void write_folder(const fs::path& dir, uint64_t seed) {
       {"num_attention_heads", 2}, {"num_hidden_layers", 2}, {"projection_dim", 16}, {"vocab_size", id}};
   write_text(dir / "text_encoder/config.json", text_config.dump(2));
   models::ClipTextModel text(models::ClipTextConfig::from_json(text_config));
+  {
+    // Real CLIP encoders end in a layer norm with a non-zero bias. A fresh one (weight 1, bias 0) makes every
+    // token's output mean 0, which A1111's prompt weighting divides by.
+    at::NoGradGuard no_grad;
+    auto& norm = text->text_model->final_layer_norm;
+    const at::Tensor k = at::arange(norm->weight.size(0), at::kFloat);
+    norm->weight.copy_(1 + 0.2 * at::sin(1.3 * k));
+    norm->bias.copy_(0.1 + 0.05 * at::cos(0.7 * k));
+  }
   save_module(*text, dir / "text_encoder/model.safetensors");
 
   const nlohmann::json unet_config = {

@@ -1,0 +1,81 @@
+// tide generate's A1111 prompt syntax, clip skip and Token Merging flags, and the values it refuses.
+#include <gtest/gtest.h>
+
+#include "cli_runner.h"
+#include "test_support.h"
+#include "tide/io/image.h"
+#include "tiny_pipeline.h"
+
+namespace {
+namespace fs = std::filesystem;
+using tide::testing::quote;
+using tide::testing::run_tide;
+using tide::testing::TempDir;
+
+class CliPromptAndTome : public tide::testing::TinyPipelineSuite {
+ protected:
+  std::string generate(const std::string& flags, const fs::path& output) {
+    return "generate --model " + quote(model()) + " --prompt 'a (red:1.3) robot BREAK blue sky' --steps 2 --seed 3 "
+           "--width 32 --height 32 --threads 1 " + flags + " --output " + quote(output);
+  }
+};
+
+TEST_F(CliPromptAndTome, HelpExplainsTheFlags) {
+  const auto help = run_tide("generate --help");
+  for (const char* flag : {"--prompt-syntax", "--clip-skip", "diffusers' clip_skip is N-1", "--tome", "--tome-seed",
+                           "--tome-no-rand", "--tome-max-downsample", "--tome-sx", "--tome-sy", "--tome-merge"})
+    EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
+}
+
+TEST_F(CliPromptAndTome, A1111SyntaxAndClipSkipChangeThePictureAndAreRecorded) {
+  TempDir out;
+  ASSERT_EQ(run_tide(generate("", out / "plain.png")).code, 0);
+  const auto a1111 = run_tide(generate("--prompt-syntax a1111 --clip-skip 2", out / "a1111.png"));
+  ASSERT_EQ(a1111.code, 0) << a1111.output;
+  const auto plain = tide::io::read_png(out / "plain.png"), weighted = tide::io::read_png(out / "a1111.png");
+  EXPECT_FALSE(at::equal(plain.rgb8, weighted.rgb8));
+  EXPECT_NE(weighted.text.at("parameters").find("Clip skip: 2"), std::string::npos);
+  EXPECT_EQ(weighted.text.at("parameters").find("Prompt syntax: plain"), std::string::npos);
+  EXPECT_NE(plain.text.at("parameters").find("Prompt syntax: plain"), std::string::npos);
+}
+
+TEST_F(CliPromptAndTome, TokenMergingRunsAndIsRecorded) {
+  TempDir out;
+  ASSERT_EQ(run_tide(generate("", out / "plain.png")).code, 0);
+  const auto merged = run_tide(generate("--tome 0.5 --tome-merge attn,mlp", out / "tome.png"));
+  ASSERT_EQ(merged.code, 0) << merged.output;
+  const auto image = tide::io::read_png(out / "tome.png");
+  EXPECT_NE(image.text.at("parameters").find("Token merging ratio: 0.5"), std::string::npos);
+  EXPECT_FALSE(at::equal(image.rgb8, tide::io::read_png(out / "plain.png").rgb8));
+  // Another ToMe seed, another choice of destination tokens.
+  ASSERT_EQ(run_tide(generate("--tome 0.5 --tome-merge attn,mlp --tome-seed 9", out / "seed9.png")).code, 0);
+  EXPECT_FALSE(at::equal(image.rgb8, tide::io::read_png(out / "seed9.png").rgb8));
+}
+
+TEST_F(CliPromptAndTome, BadValuesAreRefusedAndWriteNothing) {
+  TempDir out;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--guidance inf", "finite number"},
+      {"--guidance nan", "finite number"},
+      {"--threads 100000", "--threads must be between 1 and"},
+      {"--threads 0", "--threads must be between 1 and"},
+      {"--prompt-syntax comfy", "plain or a1111"},
+      {"--clip-skip 0", "clip skip must be at least 1"},
+      {"--prompt-syntax a1111 --clip-skip 7", "the text encoder has"},
+      {"--tome 1.5", "ToMe ratio"},
+      {"--tome 0.5 --tome-merge everything", "--tome-merge takes"},
+      {"--tome 0.5 --tome-sx 0", "at least 1"},
+  };
+  for (const auto& [flags, message] : cases) {
+    const auto r = run_tide(generate(flags, out / "bad.png"));
+    EXPECT_EQ(r.code, 1) << flags;
+    EXPECT_NE(r.output.find(message), std::string::npos) << flags << ": " << r.output;
+    EXPECT_FALSE(fs::exists(out / "bad.png")) << flags;
+  }
+  const auto weight = run_tide("generate --model " + quote(model()) + " --prompt '(a:1.2.3)' --prompt-syntax a1111 "
+                               "--steps 1 --width 32 --height 32 --output " + quote(out / "bad.png"));
+  EXPECT_EQ(weight.code, 1);
+  EXPECT_NE(weight.output.find("is not a number"), std::string::npos) << weight.output;
+}
+
+}  // namespace
