@@ -149,6 +149,10 @@ int run_bench(int argc, char** argv) {
               "tiled VAE decode as in tide generate: on = whenever the latent is larger than one tile, auto = only "
               "for images of more than 1024x1024 pixels, off = never",
               "auto")
+      .option("tome", "RATIO", "Token Merging ratio on the measured side (tomesd's defaults otherwise: max_downsample 1, "
+              "2x2 cells, self-attention only)", "0")
+      .option("tome-max-downsample", "M", "with --tome: merge in blocks at most M times downsampled", "1")
+      .flag("compare-tome", "after every pass run the same pass without Token Merging; print the speed-up per stage")
       .option("json", "FILE", "also write the results as JSON (written atomically)")
       .flag("profile", "after the timed passes, break one UNet call and one VAE decode down by operator")
       .flag("attention", "time attention alone, blocked kernel vs plain, instead of the pipeline")
@@ -215,6 +219,19 @@ int run_bench(int argc, char** argv) {
     s.baseline = s.optimizations;
     s.baseline_dtype = runtime::parse_compute_dtype(args.get("compare-dtype"), "tide bench: --compare-dtype");
     s.baseline_label = runtime::compute_dtype_name(s.baseline_dtype);
+  }
+
+  s.tome.ratio = args.get_double("tome");
+  s.tome.max_downsample = args.get_int("tome-max-downsample");
+  if (!(s.tome.ratio >= 0 && s.tome.ratio < 1)) throw Error("tide bench: --tome must be in [0, 1)");
+  if (s.tome.max_downsample < 1) throw Error("tide bench: --tome-max-downsample must be at least 1");
+  if (args.get_flag("compare-tome")) {
+    if (s.compare_plain) throw Error("tide bench: --compare-tome excludes the other --compare-* flags");
+    if (!s.tome.enabled()) throw Error("tide bench: --compare-tome needs --tome RATIO");
+    s.compare_plain = true;
+    s.baseline = s.optimizations;
+    s.baseline_dtype = s.dtype;
+    s.baseline_label = "without ToMe";
   }
 
   bench::BenchModels models;

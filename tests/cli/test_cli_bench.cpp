@@ -124,6 +124,24 @@ TEST_F(CliBenchTinyModel, CompareDtypeRunsBothSides) {
   EXPECT_NE(both.output.find("--compare-dtype excludes"), std::string::npos) << both.output;
 }
 
+// --compare-tome: the same pass with and without Token Merging; fewer attention FLOPs on the ToMe side.
+TEST_F(CliBenchTinyModel, CompareTomeRunsBothSides) {
+  TempDir dir;
+  const fs::path json_path = dir.path() / "result.json";
+  auto run = tide_bench("--model " + quote(model()) + " --width 32 --height 32 --steps 1 --runs 1 --warmup 0 "
+                        "--threads 1 --tome 0.5 --compare-tome --json " + quote(json_path));
+  ASSERT_EQ(run.code, 0) << run.output;
+  EXPECT_NE(run.output.find("baseline: without ToMe"), std::string::npos) << run.output;
+  std::ifstream in(json_path);
+  const auto j = nlohmann::json::parse(in);
+  EXPECT_EQ(j.at("tome_ratio").get<double>(), 0.5);
+  EXPECT_EQ(j.at("baseline"), "without ToMe");
+  for (const auto& s : j.at("stages")) EXPECT_GT(s.at("baseline_median_s").get<double>(), 0) << s.at("stage");
+  auto no_ratio = tide_bench("--model " + quote(model()) + " --compare-tome");
+  EXPECT_EQ(no_ratio.code, 1);
+  EXPECT_NE(no_ratio.output.find("--compare-tome needs --tome"), std::string::npos) << no_ratio.output;
+}
+
 // --profile breaks a UNet call and a VAE decode down by operator, the blocked attention kernel named.
 TEST_F(CliBenchTinyModel, ProfileListsOperators) {
   auto run = tide_bench("--model " + quote(model()) +

@@ -67,6 +67,8 @@ nlohmann::json to_json(const BenchResult& r, const ReportContext& c) {
               {"vae_tiling", models::vae_tiling_name(set.vae_tiling)},
               {"vae_tiled", r.vae_tiled},
               {"dtype", c.dtype},
+              {"tome_ratio", set.tome.ratio},
+              {"tome_max_downsample", set.tome.max_downsample},
               {"optimizations", set.optimizations.enabled()},
               {"compare_plain", set.compare_plain && set.baseline_label == "plain"}};
   if (set.compare_plain) {

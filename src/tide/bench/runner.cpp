@@ -70,10 +70,17 @@ Conditioning encode(BenchModels& m, bool guided, int height, int width, int* enc
 
 // One pass over all stages; `flops` receives the analytic work of each stage; `result` (optional) the
 // resident memory during the VAE decode, when this pass's peak is the highest so far.
-StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, int* unet_calls,
-                    BenchResult* result) {
+StageTimes run_pass(BenchModels& m, const BenchSettings& s, const nn::TokenMergingOptions& tome_options,
+                    StageTimes* flops, int* unet_calls, BenchResult* result) {
   c10::InferenceMode inference;
   const bool guided = s.guidance > 1.0;
+  // Token Merging for this pass's UNet calls, as the pipeline installs it.
+  std::optional<nn::TokenMerging> tome;
+  if (tome_options.enabled()) {
+    tome.emplace(tome_options, 0);
+    tome->set_latent_size(s.height / m.vae_scale_factor(), s.width / m.vae_scale_factor());
+  }
+  nn::TokenMergingScope tome_scope(tome ? &*tome : nullptr);
   StageTimes t{};
   const auto start = Clock::now();
 
@@ -219,7 +226,7 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       prepare_side(models, s.dtype);
       if (on_pass) on_pass(warm ? "warmup" : "run", index);
       StageTimes flops{};
-      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls, &result);
+      const StageTimes t = run_pass(models, s, s.tome, &flops, &result.unet_calls, &result);
       if (i == 0) result.flops = flops;
       if (!warm) result.runs.push_back(t);
     }
@@ -228,7 +235,7 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       prepare_side(models, s.baseline_dtype);
       if (on_pass) on_pass(s.baseline_label + (warm ? " warmup" : " run"), index);
       StageTimes flops{};
-      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls, nullptr);
+      const StageTimes t = run_pass(models, s, s.baseline_tome, &flops, &result.unet_calls, nullptr);
       if (!warm) result.plain_runs.push_back(t);
     }
   }

@@ -12,6 +12,8 @@
 #include "tide/bench/bench_models.h"
 #include "tide/runtime/optimizations.h"
 
+#include "tide/nn/token_merging.h"
+
 namespace tide::bench {
 
 enum Stage { kTextEncoder, kUnet, kDenoise, kVaeDecode, kTotal, kStageCount };
@@ -31,6 +33,8 @@ struct BenchSettings {
   at::ScalarType dtype = at::kFloat;           // the UNet's compute dtype on the measured side
   at::ScalarType baseline_dtype = at::kFloat;  // and on the compared side
   models::VaeTiling vae_tiling = models::VaeTiling::kAuto;  // tiled VAE decode (--vae-tiling), as in tide generate
+  nn::TokenMergingOptions tome;           // Token Merging on the measured side (off unless ratio > 0)
+  nn::TokenMergingOptions baseline_tome;  // and on the compared side
 };
 
 using StageTimes = std::array<double, kStageCount>;  // seconds
