@@ -153,6 +153,8 @@ int run_bench(int argc, char** argv) {
               "2x2 cells, self-attention only)", "0")
       .option("tome-max-downsample", "M", "with --tome: merge in blocks at most M times downsampled", "1")
       .flag("compare-tome", "after every pass run the same pass without Token Merging; print the speed-up per stage")
+      .option("cache-interval", "N", "DeepCache in the denoising loop: the whole UNet every N-th step only", "1")
+      .flag("compare-cache", "after every pass run the same pass without DeepCache; print the speed-up per stage")
       .option("json", "FILE", "also write the results as JSON (written atomically)")
       .flag("profile", "after the timed passes, break one UNet call and one VAE decode down by operator")
       .flag("attention", "time attention alone, blocked kernel vs plain, instead of the pipeline")
@@ -225,13 +227,26 @@ int run_bench(int argc, char** argv) {
   s.tome.max_downsample = args.get_int("tome-max-downsample");
   if (!(s.tome.ratio >= 0 && s.tome.ratio < 1)) throw Error("tide bench: --tome must be in [0, 1)");
   if (s.tome.max_downsample < 1) throw Error("tide bench: --tome-max-downsample must be at least 1");
+  s.baseline_tome = s.tome;  // both sides merge tokens, unless --compare-tome compares with and without
   if (args.get_flag("compare-tome")) {
+    s.baseline_tome = bench::BenchSettings().baseline_tome;
     if (s.compare_plain) throw Error("tide bench: --compare-tome excludes the other --compare-* flags");
     if (!s.tome.enabled()) throw Error("tide bench: --compare-tome needs --tome RATIO");
     s.compare_plain = true;
     s.baseline = s.optimizations;
     s.baseline_dtype = s.dtype;
     s.baseline_label = "without ToMe";
+  }
+
+  s.cache_interval = args.get_int("cache-interval");
+  if (s.cache_interval < 1) throw Error("tide bench: --cache-interval must be at least 1 (1 = off)");
+  if (args.get_flag("compare-cache")) {
+    if (s.compare_plain) throw Error("tide bench: --compare-cache excludes the other --compare-* flags");
+    if (s.cache_interval < 2) throw Error("tide bench: --compare-cache needs --cache-interval 2 or more");
+    s.compare_plain = s.compare_cache = true;
+    s.baseline = s.optimizations;
+    s.baseline_dtype = s.dtype;
+    s.baseline_label = "without DeepCache";
   }
 
   bench::BenchModels models;

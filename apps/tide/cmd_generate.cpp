@@ -60,6 +60,7 @@ std::string parameters_text(const pipeline::GenerationRequest& r, const std::str
   if (r.scheduler_options.eta != 0) s << ", Eta: " << r.scheduler_options.eta;
   if (r.clip_skip != 1) s << ", Clip skip: " << r.clip_skip;
   if (r.tome.enabled()) s << ", Token merging ratio: " << r.tome.ratio;
+  if (r.cache_interval > 1) s << ", DeepCache interval: " << r.cache_interval;
   if (r.prompt_syntax == pipeline::PromptSyntax::kPlain) s << ", Prompt syntax: plain";
   if (dtype != at::kFloat) s << ", Dtype: " << runtime::compute_dtype_name(dtype);
   s << ", Version: tide " TIDE_VERSION;
@@ -125,6 +126,10 @@ int run_generate(int argc, char** argv) {
               "whenever the latent is larger than one tile, auto = only for images of more than 1024x1024 pixels "
               "(default sizes decode untiled, as in diffusers), off = never",
               "auto")
+      .option("cache-interval", "N",
+              "DeepCache: run the whole UNet every N-th step only; the steps between reuse its deep features and "
+              "run just its outermost layers (much faster steps, a somewhat different picture). 1 = off",
+              "1")
       .option("tome", "RATIO",
               "Token Merging (tomesd): merge this fraction of the tokens before each self-attention of the blocks "
               "at most --tome-max-downsample below the latent size, and unmerge after it; faster attention, a "
@@ -154,6 +159,7 @@ int run_generate(int argc, char** argv) {
     throw Error("tide generate: --prompt-syntax must be plain or a1111, got '" + syntax + "'");
   request.prompt_syntax = syntax == "a1111" ? pipeline::PromptSyntax::kA1111 : pipeline::PromptSyntax::kPlain;
   request.clip_skip = args.get_int("clip-skip");
+  request.cache_interval = args.get_int("cache-interval");
   request.tome.ratio = args.get_double("tome");
   if (args.has("tome-seed")) request.tome_seed = args.get_u64("tome-seed");
   request.tome.use_rand = !args.get_flag("tome-no-rand");

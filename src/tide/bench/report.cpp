@@ -69,6 +69,7 @@ nlohmann::json to_json(const BenchResult& r, const ReportContext& c) {
               {"dtype", c.dtype},
               {"tome_ratio", set.tome.ratio},
               {"tome_max_downsample", set.tome.max_downsample},
+              {"cache_interval", set.cache_interval},
               {"optimizations", set.optimizations.enabled()},
               {"compare_plain", set.compare_plain && set.baseline_label == "plain"}};
   if (set.compare_plain) {

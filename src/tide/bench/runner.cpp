@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "tide/bench/op_profile.h"
+#include "tide/models/deep_cache.h"
 #include "tide/nn/layers.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/flop_counter.h"
@@ -71,7 +72,7 @@ Conditioning encode(BenchModels& m, bool guided, int height, int width, int* enc
 // One pass over all stages; `flops` receives the analytic work of each stage; `result` (optional) the
 // resident memory during the VAE decode, when this pass's peak is the highest so far.
 StageTimes run_pass(BenchModels& m, const BenchSettings& s, const nn::TokenMergingOptions& tome_options,
-                    StageTimes* flops, int* unet_calls, BenchResult* result) {
+                    int cache_interval, StageTimes* flops, int* unet_calls, BenchResult* result) {
   c10::InferenceMode inference;
   const bool guided = s.guidance > 1.0;
   // Token Merging for this pass's UNet calls, as the pipeline installs it.
@@ -109,7 +110,11 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, const nn::TokenMergi
   int calls = 0;
   {
     runtime::FlopCount count;
+    std::optional<models::DeepCache> deep_cache;
+    if (cache_interval > 1) deep_cache.emplace(cache_interval);
+    models::DeepCacheScope deep_cache_scope(deep_cache ? &*deep_cache : nullptr);
     for (double step_t : scheduler->timesteps()) {
+      if (deep_cache) deep_cache->begin_call(calls);
       at::Tensor input = scheduler->scale_model_input(guided ? at::cat({latents, latents}) : latents, step_t);
       at::Tensor noise = m.unet->forward(input, step_t, c.context, c.pooled, c.time_ids);
       ++calls;
@@ -226,7 +231,7 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       prepare_side(models, s.dtype);
       if (on_pass) on_pass(warm ? "warmup" : "run", index);
       StageTimes flops{};
-      const StageTimes t = run_pass(models, s, s.tome, &flops, &result.unet_calls, &result);
+      const StageTimes t = run_pass(models, s, s.tome, s.cache_interval, &flops, &result.unet_calls, &result);
       if (i == 0) result.flops = flops;
       if (!warm) result.runs.push_back(t);
     }
@@ -235,7 +240,7 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       prepare_side(models, s.baseline_dtype);
       if (on_pass) on_pass(s.baseline_label + (warm ? " warmup" : " run"), index);
       StageTimes flops{};
-      const StageTimes t = run_pass(models, s, s.baseline_tome, &flops, &result.unet_calls, nullptr);
+      const StageTimes t = run_pass(models, s, s.baseline_tome, s.compare_cache ? 1 : s.cache_interval, &flops, &result.unet_calls, nullptr);
       if (!warm) result.plain_runs.push_back(t);
     }
   }

@@ -35,6 +35,8 @@ struct BenchSettings {
   models::VaeTiling vae_tiling = models::VaeTiling::kAuto;  // tiled VAE decode (--vae-tiling), as in tide generate
   nn::TokenMergingOptions tome;           // Token Merging on the measured side (off unless ratio > 0)
   nn::TokenMergingOptions baseline_tome;  // and on the compared side
+  int cache_interval = 1;                 // DeepCache in the denoising loop of the measured side (1 = off)
+  bool compare_cache = false;             // the compared side without it
 };
 
 using StageTimes = std::array<double, kStageCount>;  // seconds

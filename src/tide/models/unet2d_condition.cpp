@@ -1,5 +1,7 @@
 #include "tide/models/unet2d_condition.h"
 
+#include "tide/models/deep_cache.h"
+
 #include <algorithm>
 
 #include "tide/runtime/error.h"
@@ -157,19 +159,26 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, double ti
 
   at::Tensor h = c.center_input_sample ? sample * 2.0 - 1.0 : sample;
   h = conv_in->forward(h);  // [B, C0, h, w]
-  std::vector<at::Tensor> skips{h};
-  for (auto& block : down_) h = block->forward(h, emb, context, skips);  // [B, Cn, h/2^(n-1), w/2^(n-1)]
+  DeepCache* cache = current_deep_cache();
+  if (cache && cache->reuse() && cache->features().size(0) == h.size(0)) {
+    // A cached call: the last up block's last layer on the kept deep features and this call's conv_in skip.
+    h = up_.back()->forward_last_layer(cache->features(), h, emb, context);  // [B, C0, h, w]
+  } else {
+    std::vector<at::Tensor> skips{h};
+    for (auto& block : down_) h = block->forward(h, emb, context, skips);  // [B, Cn, h/2^(n-1), w/2^(n-1)]
 
-  if (mid_block) h = mid_block->forward(h, emb, context);
+    if (mid_block) h = mid_block->forward(h, emb, context);
 
-  for (size_t i = 0; i < up_.size(); ++i) {
-    std::vector<int64_t> upsample_size;
-    const size_t remaining = skips.size() - static_cast<size_t>(up_[i]->num_resnets());
-    if (i + 1 < up_.size() && forward_upsample_size) {
-      const at::Tensor& next_skip = skips[remaining - 1];
-      upsample_size = {next_skip.size(2), next_skip.size(3)};
+    for (size_t i = 0; i < up_.size(); ++i) {
+      std::vector<int64_t> upsample_size;
+      const size_t remaining = skips.size() - static_cast<size_t>(up_[i]->num_resnets());
+      if (i + 1 < up_.size() && forward_upsample_size) {
+        const at::Tensor& next_skip = skips[remaining - 1];
+        upsample_size = {next_skip.size(2), next_skip.size(3)};
+      }
+      const bool last = i + 1 == up_.size();
+      h = up_[i]->forward(h, skips, emb, context, upsample_size, cache && last ? &cache->features() : nullptr);
     }
-    h = up_[i]->forward(h, skips, emb, context, upsample_size);
   }
 
   h = nn::silu_temporary(conv_norm_out->forward(h));  // [B, C0, h, w]

@@ -105,15 +105,27 @@ UNetUpBlockImpl::UNetUpBlockImpl(const UNetBlockOptions& o) {
 }
 
 at::Tensor UNetUpBlockImpl::forward(const at::Tensor& x, std::vector<at::Tensor>& skips, const at::Tensor& temb,
-                                    const at::Tensor& context, const std::vector<int64_t>& upsample_size) {
+                                    const at::Tensor& context, const std::vector<int64_t>& upsample_size,
+                                    at::Tensor* last_layer_input) {
   at::Tensor h = x;
   for (size_t i = 0; i < resnets_.size(); ++i) {
     const at::Tensor skip = skips.back();  // [B, Cskip, H, W]
     skips.pop_back();
+    if (last_layer_input && i + 1 == resnets_.size()) *last_layer_input = h;
     h = resnets_[i]->forward(at::cat({h, skip}, 1), temb);  // [B, Cout, H, W]
     if (!attentions_.empty()) h = attentions_[i]->forward(h, context);
   }
   if (upsampler_) h = upsampler_->forward(h, upsample_size);  // [B, Cout, 2H, 2W]
+  return h;
+}
+
+at::Tensor UNetUpBlockImpl::forward_last_layer(const at::Tensor& last_layer_input, const at::Tensor& skip,
+                                               const at::Tensor& temb, const at::Tensor& context,
+                                               const std::vector<int64_t>& upsample_size) {
+  const size_t i = resnets_.size() - 1;
+  at::Tensor h = resnets_[i]->forward(at::cat({last_layer_input, skip}, 1), temb);  // [B, Cout, H, W]
+  if (!attentions_.empty()) h = attentions_[i]->forward(h, context);
+  if (upsampler_) h = upsampler_->forward(h, upsample_size);
   return h;
 }
 

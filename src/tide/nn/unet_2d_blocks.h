@@ -74,8 +74,14 @@ class UNetUpBlockImpl : public torch::nn::Module {
   explicit UNetUpBlockImpl(const UNetBlockOptions& options);
   // x [B, Cprev, H, W]; takes num_resnets() skip tensors from the back of `skips` (concatenated on the
   // channel axis before each resnet); -> [B, Cout, 2H, 2W] (or `upsample_size`; H, W without upsampler).
+  // `last_layer_input`, when given, receives what enters the last resnet before its skip is concatenated
+  // (DeepCache's cached features).
   at::Tensor forward(const at::Tensor& x, std::vector<at::Tensor>& skips, const at::Tensor& temb,
-                     const at::Tensor& context, const std::vector<int64_t>& upsample_size = {});
+                     const at::Tensor& context, const std::vector<int64_t>& upsample_size = {},
+                     at::Tensor* last_layer_input = nullptr);
+  // The last resnet (+ attention, + upsampler) alone, on that input and its skip.
+  at::Tensor forward_last_layer(const at::Tensor& last_layer_input, const at::Tensor& skip, const at::Tensor& temb,
+                                const at::Tensor& context, const std::vector<int64_t>& upsample_size = {});
   int64_t num_resnets() const { return static_cast<int64_t>(resnets_.size()); }
 
   torch::nn::ModuleList resnets{nullptr}, attentions{nullptr}, upsamplers{nullptr};

@@ -46,6 +46,9 @@ struct GenerationRequest {
   // or with `seed` when unset.
   nn::TokenMergingOptions tome;
   std::optional<uint64_t> tome_seed;
+  // DeepCache (models/deep_cache.h): every cache_interval-th UNet call runs in full, the others reuse its deep
+  // features; 1 = off.
+  int cache_interval = 1;
 };
 
 // What the UNet is conditioned on for one prompt.

@@ -7,6 +7,7 @@
 
 #include "tide/io/image.h"
 #include "tide/io/json_file.h"
+#include "tide/models/deep_cache.h"
 #include "tide/nn/layers.h"
 #include "tide/pipeline/a1111_conditioning.h"
 #include "tide/runtime/error.h"
@@ -227,6 +228,7 @@ GenerationRequest StableDiffusionPipeline::resolve(GenerationRequest r) const {
   if (!(t.ratio >= 0 && t.ratio < 1)) throw Error("the ToMe ratio must be in [0, 1), got " + std::to_string(t.ratio));
   if (t.sx < 1 || t.sy < 1 || t.max_downsample < 1)
     throw Error("ToMe's sx, sy and max_downsample must be at least 1");
+  if (r.cache_interval < 1) throw Error("the cache interval must be at least 1 (1 = off), got " + std::to_string(r.cache_interval));
   if (r.clip_skip < 1)
     throw Error("clip skip must be at least 1 (1 = the text encoder's last layer), got " + std::to_string(r.clip_skip));
   if (r.original_height == 0) r.original_height = r.height;
@@ -314,12 +316,16 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw,
     tome->set_latent_size(latents.size(2), latents.size(3));
   }
   nn::TokenMergingScope tome_scope(tome ? &*tome : nullptr);
+  std::optional<models::DeepCache> deep_cache;
+  if (r.cache_interval > 1) deep_cache.emplace(r.cache_interval);
+  models::DeepCacheScope deep_cache_scope(deep_cache ? &*deep_cache : nullptr);
 
   GenerationResult result;
   const auto& timesteps = scheduler->timesteps();
   std::optional<runtime::FreedMemoryReuse> reuse(std::in_place);  // until the loop ends, before the decode
   for (size_t i = 0; i < timesteps.size(); ++i) {
     const double t = timesteps[i];
+    if (deep_cache) deep_cache->begin_call(static_cast<int>(i));
     at::Tensor model_input = scheduler->scale_model_input(guided ? at::cat({latents, latents}) : latents, t);
     at::Tensor noise_pred = unet_->forward(model_input, t, context, pooled, time_ids);
     ++result.unet_calls;
