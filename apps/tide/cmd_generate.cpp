@@ -14,12 +14,14 @@
 #include "tide/io/image.h"
 #include "tide/io/npy.h"
 #include "tide/pipeline/model_source.h"
+#include "tide/pipeline/prompt_batch.h"
 #include "tide/pipeline/stable_diffusion.h"
 #include "tide/runtime/compute_dtype.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/progress.h"
 #include "tide/schedulers/scheduler.h"
 #include "tide/text/embeddings.h"
+#include "tide/train/communicator.h"
 #include "tide/version.h"
 
 namespace tide::cli {
@@ -77,6 +79,46 @@ std::pair<int, int> int_pair(const Args& args, const std::string& name) {
   return {a, b};
 }
 
+// --prompts FILE: every line of the file this rank owns, with one pipeline.
+int run_prompt_file(const Args& args, pipeline::StableDiffusionPipeline& pipe, pipeline::GenerationRequest base,
+                    const std::vector<std::string>& embedding_tokens, at::ScalarType dtype) {
+  auto communicator =
+      train::launched_by_mpirun() ? train::make_mpi_communicator() : train::make_single_process_communicator();
+  base.seed = communicator->broadcast(base.seed);  // one base seed for all ranks, also when it was drawn at random
+  const fs::path dir = args.get("output-dir");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (!fs::is_directory(dir)) throw Error("tide generate: cannot create the output folder " + dir.string());
+  auto items = pipeline::read_prompt_batch(args.get("prompts"), base);
+  for (auto& item : items) {  // a multi-vector token stands for all its tokens, as for --prompt
+    item.request.prompt = text::expand_multi_vector_tokens(item.request.prompt, pipe.tokenizer(), embedding_tokens);
+    if (item.request.negative_prompt)
+      item.request.negative_prompt =
+          text::expand_multi_vector_tokens(*item.request.negative_prompt, pipe.tokenizer(), embedding_tokens);
+  }
+  const std::string label = model_label(args.get("model"));
+  const std::string prefix = communicator->size() > 1 ? "rank " + std::to_string(communicator->rank()) + ": " : "";
+  if (communicator->is_main())
+    std::cerr << items.size() << " prompts from " << args.get("prompts") << " over " << communicator->size()
+              << (communicator->size() == 1 ? " process" : " processes") << ", seed " << base.seed << "\n";
+  const auto outcome = pipeline::run_prompt_batch(
+      pipe, items, *communicator, dir, args.get_flag("resume"),
+      [&](const pipeline::BatchItem& item, const pipeline::GenerationResult& result) {
+        const auto outputs = pipeline::batch_outputs(item, dir);
+        const std::string scheduler = item.request.scheduler.empty() ? "model default" : item.request.scheduler;
+        for (size_t i = 0; i < outputs.size(); ++i) {
+          io::write_png(outputs[i], result.images[static_cast<int64_t>(i)],
+                        {{"parameters", parameters_text(item.request, scheduler, label, dtype, static_cast<int>(i))}});
+          std::cout << outputs[i].string() << "\n";
+        }
+      },
+      [&](const std::string& line) { std::cerr << prefix << line << "\n"; });
+  if (communicator->is_main())
+    std::cerr << "prompts: " << outcome.done << " made, " << outcome.skipped << " skipped (their pictures exist), "
+              << outcome.failed << " failed\n";
+  return outcome.failed > 0 ? 1 : 0;
+}
+
 }  // namespace
 
 int run_generate(int argc, char** argv) {
@@ -111,6 +153,14 @@ int run_generate(int argc, char** argv) {
       .option("crop", "TOP,LEFT", "SDXL micro-conditioning: crop top-left corner", "0,0")
       .option("target-size", "H,W", "SDXL micro-conditioning: target image size (height,width)", "the image size")
       .option("output", "FILE.png", "output file; with several images FILE-0.png, FILE-1.png, ...", "out.png")
+      .option("prompts", "FILE",
+              "make many pictures: one prompt per line, or JSON lines with per-picture settings (prompt, "
+              "negative_prompt, seed, width, height, steps, guidance, scheduler, num_images, clip_skip, name); written "
+              "to --output-dir as NNNNN.png (line order) with seed = --seed + NNNNN unless a line sets them. Under "
+              "mpirun the lines are shared out over the ranks; the same file gives the same pictures with any "
+              "number of ranks")
+      .option("output-dir", "DIR", "with --prompts: the folder for the pictures (created)", "out")
+      .flag("resume", "with --prompts: skip lines whose pictures already exist")
       .option("output-latents", "FILE.npy",
               "also write the final latents [N, 4, H/8, W/8] as float32 .npy: what diffusers returns with "
               "output_type=\"latent\", to compare runs before the VAE and the 8-bit rounding")
@@ -149,10 +199,11 @@ int run_generate(int argc, char** argv) {
   add_thread_flags(args);
   if (!args.parse(argc, argv)) return 0;
   if (!args.has("model")) throw Error("tide generate: --model is required (a model folder, .safetensors file or Hub id)");
-  if (!args.has("prompt")) throw Error("tide generate: --prompt is required");
+  if (!args.has("prompt") && !args.has("prompts")) throw Error("tide generate: --prompt (or --prompts FILE) is required");
+  if (args.has("prompt") && args.has("prompts")) throw Error("tide generate: give --prompt or --prompts, not both");
 
   pipeline::GenerationRequest request;
-  request.prompt = args.get("prompt");
+  if (args.has("prompt")) request.prompt = args.get("prompt");
   if (args.has("negative-prompt")) request.negative_prompt = args.get("negative-prompt");
   const std::string syntax = args.get("prompt-syntax");
   if (syntax != "plain" && syntax != "a1111")
@@ -233,6 +284,7 @@ int run_generate(int argc, char** argv) {
               << file.string() << "\n";
   }
 
+  if (args.has("prompts")) return run_prompt_file(args, *pipe, request, embedding_tokens, dtype);
   request = pipe->resolve(request);
   // Fail on a bad scheduler name before any work.
   const std::string scheduler_name = request.scheduler.empty() ? std::string("model default") : request.scheduler;

@@ -1,0 +1,86 @@
+// tide generate --prompts: many pictures from a file, the same with one process or two MPI ranks, a bad line
+// reported while the others finish, --resume skipping what exists.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "cli_runner.h"
+#include "test_support.h"
+#include "tide/io/image.h"
+#include "tiny_pipeline.h"
+
+namespace {
+namespace fs = std::filesystem;
+using tide::testing::quote;
+using tide::testing::run_command;
+using tide::testing::run_tide;
+using tide::testing::TempDir;
+
+const char* kMpirun = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe";
+bool have_mpirun() { return std::system("command -v mpirun > /dev/null 2>&1") == 0; }
+
+class CliPromptFile : public tide::testing::TinyPipelineSuite {
+ protected:
+  static fs::path write_prompts(const fs::path& dir, const std::string& text) {
+    std::ofstream(dir / "prompts.txt") << text;
+    return dir / "prompts.txt";
+  }
+  std::string batch(const fs::path& prompts, const fs::path& out, const std::string& extra = "") {
+    return "generate --model " + quote(model()) + " --prompts " + quote(prompts) + " --output-dir " + quote(out) +
+           " --seed 10 --steps 2 --width 32 --height 32 --threads 1 " + extra;
+  }
+  static at::Tensor pixels(const fs::path& png) { return tide::io::read_png(png).rgb8; }
+};
+
+TEST_F(CliPromptFile, LinesBecomeNumberedPicturesWithTheirOwnSeeds) {
+  TempDir dir;
+  const auto prompts = write_prompts(dir.path(), "# a comment\na red robot\n\n"
+                                                 "{\"prompt\": \"a blue robot\", \"seed\": 99, \"name\": \"blue\"}\n"
+                                                 "{\"prompt\": \"two cats\", \"num_images\": 2, \"width\": 48}\n");
+  auto run = run_tide(batch(prompts, dir / "out"));
+  ASSERT_EQ(run.code, 0) << run.output;
+  for (const char* name : {"00000.png", "blue.png", "00002-0.png", "00002-1.png"})
+    EXPECT_TRUE(fs::exists(dir / "out" / name)) << name << "\n" << run.output;
+  EXPECT_EQ(pixels(dir / "out" / "00002-0.png").size(1), 48);
+  // Line 0 is what --prompt makes with seed 10 + 0; the named line keeps its own seed.
+  ASSERT_EQ(run_tide("generate --model " + quote(model()) + " --prompt 'a red robot' --seed 10 --steps 2 --width 32 "
+                     "--height 32 --threads 1 --output " + quote(dir / "single.png")).code, 0);
+  EXPECT_TRUE(at::equal(pixels(dir / "out" / "00000.png"), pixels(dir / "single.png")));
+  EXPECT_NE(tide::io::read_png(dir / "out" / "blue.png").text.at("parameters").find("Seed: 99"), std::string::npos);
+}
+
+TEST_F(CliPromptFile, ABadLineIsReportedAndTheOthersFinishThenResumeSkips) {
+  TempDir dir;
+  const auto prompts = write_prompts(dir.path(), "first\n{\"prompt\": 3}\n{not json\n"
+                                                 "{\"prompt\": \"odd\", \"width\": 33}\nlast\n");
+  auto run = run_tide(batch(prompts, dir / "out"));
+  EXPECT_EQ(run.code, 1) << run.output;
+  EXPECT_NE(run.output.find("line 2"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("line 3"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("multiples of"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("2 made"), std::string::npos) << run.output;
+  EXPECT_TRUE(fs::exists(dir / "out" / "00000.png"));
+  EXPECT_TRUE(fs::exists(dir / "out" / "00004.png"));
+  const auto before = fs::last_write_time(dir / "out" / "00000.png");
+  auto again = run_tide(batch(prompts, dir / "out", "--resume"));
+  EXPECT_NE(again.output.find("0 made, 2 skipped"), std::string::npos) << again.output;
+  EXPECT_EQ(fs::last_write_time(dir / "out" / "00000.png"), before);
+  auto both = run_tide("generate --model " + quote(model()) + " --prompt x --prompts " + quote(prompts));
+  EXPECT_EQ(both.code, 1);
+  EXPECT_NE(both.output.find("not both"), std::string::npos) << both.output;
+}
+
+TEST_F(CliPromptFile, TwoRanksMakeTheSamePicturesAsOne) {
+  if (!have_mpirun()) GTEST_SKIP() << "mpirun not installed";
+  TempDir dir;
+  const auto prompts = write_prompts(dir.path(), "a\nb\nc\n");
+  ASSERT_EQ(run_tide(batch(prompts, dir / "one")).code, 0);
+  auto two = run_command(std::string(kMpirun) + " -n 2 " + TIDE_BINARY + " " + batch(prompts, dir / "two"));
+  ASSERT_EQ(two.code, 0) << two.output;
+  EXPECT_NE(two.output.find("over 2 processes"), std::string::npos) << two.output;
+  EXPECT_NE(two.output.find("3 made"), std::string::npos) << two.output;
+  for (const char* name : {"00000.png", "00001.png", "00002.png"})
+    EXPECT_TRUE(at::equal(pixels(dir / "one" / name), pixels(dir / "two" / name))) << name;
+}
+
+}  // namespace
