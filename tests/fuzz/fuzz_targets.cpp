@@ -1,0 +1,174 @@
+#include "fuzz_targets.h"
+
+#include <unistd.h>
+
+#include <c10/core/InferenceMode.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "tide/io/image.h"
+#include "tide/io/pickle.h"
+#include "tide/io/safetensors.h"
+#include "tide/io/torch_file.h"
+#include "tide/models/autoencoder_kl_config.h"
+#include "tide/models/clip_text.h"
+#include "tide/models/unet2d_condition_config.h"
+#include "tide/pipeline/prompt_batch.h"
+#include "tide/runtime/error.h"
+#include "tide/schedulers/scheduler.h"
+#include "tide/text/a1111_prompt.h"
+#include "tide/text/clip_tokenizer.h"
+#include "tide/text/embeddings.h"
+#include "tide/text/extra_networks.h"
+
+namespace tide::fuzz {
+namespace fs = std::filesystem;
+namespace {
+
+std::string as_string(const uint8_t* data, size_t size) { return std::string(reinterpret_cast<const char*>(data), size); }
+
+// Parsers that read files get the bytes as a file of their own (one per process and thread).
+fs::path scratch_file(const uint8_t* data, size_t size, const std::string& extension) {
+  thread_local const fs::path dir = [] {
+    fs::path d = fs::temp_directory_path() / ("tide-fuzz-" + std::to_string(::getpid()));
+    fs::create_directories(d);
+    return d;
+  }();
+  const fs::path path = dir / ("input" + extension);
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+  return path;
+}
+
+// A small tokenizer of byte symbols (every byte, no merges), enough to exercise the BPE and added tokens.
+const text::ClipTokenizer& tokenizer() {
+  static const text::ClipTokenizer t = [] {
+    const fs::path dir = fs::temp_directory_path() / ("tide-fuzz-tokenizer-" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    nlohmann::json vocab = nlohmann::json::object();
+    int id = 0;
+    for (int c = 33; c < 127; ++c) {
+      vocab[std::string(1, static_cast<char>(c))] = id++;
+      vocab[std::string(1, static_cast<char>(c)) + "</w>"] = id++;
+    }
+    vocab["<|startoftext|>"] = id++;
+    vocab["<|endoftext|>"] = id++;
+    std::ofstream(dir / "vocab.json") << vocab.dump();
+    std::ofstream(dir / "merges.txt") << "#version: 0.2\na b\n";
+    return text::ClipTokenizer::from_folder(dir);
+  }();
+  return t;
+}
+
+void safetensors(const uint8_t* d, size_t n) {
+  io::SafetensorsFile file(scratch_file(d, n, ".safetensors"));
+  for (const auto& e : file.entries()) (void)file.tensor(e.name).sum();
+}
+std::vector<std::string> safetensors_seeds() {
+  const fs::path p = fs::temp_directory_path() / ("tide-fuzz-seed-" + std::to_string(::getpid()) + ".safetensors");
+  io::write_safetensors(p, {{"a", at::arange(6, at::kFloat).view({2, 3})}, {"b", at::ones({2}, at::kHalf)}},
+                        {{"format", "pt"}});
+  std::ifstream in(p, std::ios::binary);
+  return {std::string(std::istreambuf_iterator<char>(in), {})};
+}
+
+void torch_file(const uint8_t* d, size_t n) {
+  const auto root = io::load_torch_file(scratch_file(d, n, ".pt"));
+  try {
+    for (const auto& [name, t] : io::state_dict_tensors(root, "input")) (void)t.sum();
+  } catch (const Error&) {
+  }
+}
+
+void pickle(const uint8_t* d, size_t n) {
+  io::unpickle(d, n, nullptr, "input");
+}
+void configs(const uint8_t* d, size_t n) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(as_string(d, n));
+  } catch (const nlohmann::json::exception&) {
+    return;  // not JSON: read_json reports that with the file name
+  }
+  auto attempt = [](auto&& f) {
+    try {
+      f();
+    } catch (const Error&) {
+    }
+  };
+  attempt([&] { (void)models::UNet2DConditionConfig::from_json(j); });
+  attempt([&] { (void)models::AutoencoderKLConfig::from_json(j); });
+  attempt([&] { (void)models::ClipTextConfig::from_json(j); });
+  for (const auto& name : schedulers::scheduler_names())
+    attempt([&] { schedulers::make_scheduler(name, j, {})->set_timesteps(4); });
+}
+std::vector<std::string> config_seeds() {
+  return {R"({"_class_name": "UNet2DConditionModel", "block_out_channels": [32, 64], "layers_per_block": 1,
+              "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+              "cross_attention_dim": 16, "attention_head_dim": 2, "sample_size": 16})",
+          R"({"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+              "prediction_type": "epsilon", "steps_offset": 1, "timestep_spacing": "leading"})",
+          R"({"hidden_size": 16, "intermediate_size": 24, "num_attention_heads": 2, "num_hidden_layers": 2,
+              "vocab_size": 100, "max_position_embeddings": 77, "hidden_act": "quick_gelu"})"};
+}
+
+void tokenize(const uint8_t* d, size_t n) {
+  (void)tokenizer().encode(as_string(d, n));
+  (void)tokenizer().encode_padded(as_string(d, n));
+}
+
+void a1111_prompt(const uint8_t* d, size_t n) {
+  const std::string prompt = as_string(d, n);
+  (void)text::extract_lora_tags(prompt);
+  text::ChunkingOptions options;
+  options.start_id = tokenizer().bos_id();
+  options.end_id = tokenizer().eos_id();
+  options.comma_id = tokenizer().token_id(",</w>").value_or(-1);
+  const auto chunked = text::chunk_prompt(text::parse_prompt_attention(prompt), tokenizer(), options);
+  for (const auto& c : chunked.chunks)
+    if (c.tokens.size() != 77 || c.multipliers.size() != 77) std::abort();
+}
+std::vector<std::string> prompt_seeds() {
+  return {"a (red:1.3) car, [blurry] BREAK ((masterpiece)) \\(x\\) <lora:pixel:0.8>", "(a:1.2.3) [[b]] (c:.5)",
+          "caf\xC3\xA9 (na\xC3\xAFve:1.2) BREAK \xE6\x9D\xB1\xE4\xBA\xAC"};
+}
+
+void png(const uint8_t* d, size_t n) {
+  const auto image = io::read_png(scratch_file(d, n, ".png"));
+  (void)image.rgb8.sum();
+}
+std::vector<std::string> png_seeds() {
+  const fs::path p = fs::temp_directory_path() / ("tide-fuzz-seed-" + std::to_string(::getpid()) + ".png");
+  io::write_png(p, at::arange(4 * 3 * 3, at::kByte).view({4, 3, 3}), {{"parameters", "a cat\nSteps: 2"}});
+  std::ifstream in(p, std::ios::binary);
+  return {std::string(std::istreambuf_iterator<char>(in), {})};
+}
+
+void embedding(const uint8_t* d, size_t n) {
+  // By content: safetensors or a torch zip, whatever the name says.
+  (void)text::read_embedding_file(scratch_file(d, n, ".bin"));
+}
+
+void prompt_file(const uint8_t* d, size_t n) {
+  (void)pipeline::read_prompt_batch(scratch_file(d, n, ".txt"), pipeline::GenerationRequest{});
+}
+std::vector<std::string> prompt_file_seeds() {
+  return {"a cat\n# note\n{\"prompt\": \"a dog\", \"seed\": 3, \"name\": \"dog\", \"num_images\": 2}\n{bad\n"};
+}
+
+std::vector<std::string> no_seeds() { return {}; }
+
+}  // namespace
+
+const std::vector<Target>& targets() {
+  static const std::vector<Target> all = {
+      {"safetensors", safetensors, safetensors_seeds}, {"torch_file", torch_file, no_seeds},
+      {"pickle", pickle, no_seeds},                {"configs", configs, config_seeds},
+      {"tokenizer", tokenize, prompt_seeds},           {"a1111_prompt", a1111_prompt, prompt_seeds},
+      {"png", png, png_seeds},                         {"embedding", embedding, safetensors_seeds},
+      {"prompt_file", prompt_file, prompt_file_seeds}};
+  return all;
+}
+
+}  // namespace tide::fuzz
