@@ -11,6 +11,7 @@
 #include "args.h"
 #include "commands.h"
 #include "thread_flags.h"
+#include "tide/adapters/lora_argument.h"
 #include "tide/io/image.h"
 #include "tide/io/npy.h"
 #include "tide/pipeline/model_source.h"
@@ -19,6 +20,7 @@
 #include "tide/runtime/compute_dtype.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/progress.h"
+#include "tide/runtime/sha256.h"
 #include "tide/schedulers/scheduler.h"
 #include "tide/text/embeddings.h"
 #include "tide/train/communicator.h"
@@ -51,10 +53,19 @@ std::string model_label(std::string model) {
   return fs::exists(path) ? path.filename().string() : model;
 }
 
+// LoRAs as A1111 writes them: <lora:NAME:WEIGHT> after the prompt and `Lora hashes` (sha256, 12 digits).
+struct LoraRecord {
+  std::string label, short_hash;
+  double weight;
+};
+
 std::string parameters_text(const pipeline::GenerationRequest& r, const std::string& scheduler,
-                            const std::string& model, at::ScalarType dtype, int index) {
+                            const std::string& model, at::ScalarType dtype, int index,
+                            const std::vector<LoraRecord>& loras) {
   std::ostringstream s;
-  s << r.prompt << "\n";
+  s << r.prompt;
+  for (const auto& l : loras) s << " <lora:" << l.label << ":" << l.weight << ">";
+  s << "\n";
   if (r.negative_prompt) s << "Negative prompt: " << *r.negative_prompt << "\n";
   s << "Steps: " << r.steps << ", Sampler: " << scheduler << (r.scheduler_options.karras ? " karras" : "")
     << ", CFG scale: " << r.guidance << ", Seed: " << r.seed << ", Size: " << r.width << "x" << r.height
@@ -65,6 +76,11 @@ std::string parameters_text(const pipeline::GenerationRequest& r, const std::str
   if (r.cache_interval > 1) s << ", DeepCache interval: " << r.cache_interval;
   if (r.prompt_syntax == pipeline::PromptSyntax::kPlain) s << ", Prompt syntax: plain";
   if (dtype != at::kFloat) s << ", Dtype: " << runtime::compute_dtype_name(dtype);
+  if (!loras.empty()) {
+    s << ", Lora hashes: \"";
+    for (size_t i = 0; i < loras.size(); ++i) s << (i ? ", " : "") << loras[i].label << ": " << loras[i].short_hash;
+    s << "\"";
+  }
   s << ", Version: tide " TIDE_VERSION;
   return s.str();
 }
@@ -171,6 +187,10 @@ int run_generate(int argc, char** argv) {
               "textual-inversion embedding (diffusers .safetensors/.bin, A1111 .safetensors/.pt, SDXL clip_l+clip_g "
               ".safetensors) named TOKEN "
               "(default: as stored); repeatable")
+      .option("lora", "FILE[:WEIGHT]",
+              "LoRA to merge into the UNet and text encoder(s) with this multiplier (default 1): kohya/A1111, "
+              "diffusers/PEFT, LyCORIS LoCon/LoHa/LoKr .safetensors; FILE may be a name in --lora-dir; repeatable")
+      .option("lora-dir", "DIR", "folder where --lora names are looked up (NAME or NAME.safetensors)")
       .option("vae-tiling", "auto|on|off",
               "decode the image in overlapping tiles (diffusers' enable_tiling) to bound the VAE's memory: on = "
               "whenever the latent is larger than one tile, auto = only for images of more than 1024x1024 pixels "
@@ -271,7 +291,20 @@ int run_generate(int argc, char** argv) {
   pipeline::LoadOptions load;
   load.variant = args.has("variant") ? args.get("variant") : "";
   if (args.has("tokenizer")) load.tokenizer = args.get("tokenizer");
+  std::optional<fs::path> lora_dir;
+  if (args.has("lora-dir")) lora_dir = fs::path(args.get("lora-dir"));
+  std::vector<adapters::LoraSpec> loras;
+  for (const auto& argument : args.get_all("lora")) loras.push_back(adapters::parse_lora_argument(argument, lora_dir));
   auto pipe = pipeline::StableDiffusionPipeline::from_parts(pipeline::model_parts(args.get("model"), load));
+  // Merged in float32 before the UNet changes dtype.
+  std::vector<LoraRecord> lora_records;
+  if (!loras.empty()) {
+    pipe->set_loras(loras);
+    for (const auto& l : loras) {
+      lora_records.push_back({adapters::lora_label(l), runtime::sha256_file(l.file).substr(0, 12), l.weight});
+      std::cerr << "LoRA " << lora_records.back().label << " x" << l.weight << " from " << l.file.string() << "\n";
+    }
+  }
   if (dtype != at::kFloat) pipe->set_unet_dtype(dtype);
 
   std::vector<std::string> embedding_tokens;
@@ -315,7 +348,7 @@ int run_generate(int argc, char** argv) {
   for (int i = 0; i < request.num_images; ++i) {
     const fs::path path = numbered(output, i, request.num_images);
     io::write_png(path, result.images[i],
-                  {{"parameters", parameters_text(request, scheduler_name, model_label(args.get("model")), dtype, i)}});
+                  {{"parameters", parameters_text(request, scheduler_name, model_label(args.get("model")), dtype, i, lora_records)}});
     std::cout << path.string() << "\n";
   }
   if (latents_output) {

@@ -90,6 +90,8 @@ const json& config_of(const std::map<std::string, json>& configs, const std::str
   return it->second;
 }
 
+}  // namespace
+
 // model.diffusion_model.*: input_blocks / middle_block / output_blocks -> down_blocks / mid_block / up_blocks.
 ComponentTable unet_table(const json& config) {
   ComponentTable t{"unet", "model.diffusion_model.", {}, nullptr};
@@ -144,6 +146,8 @@ ComponentTable unet_table(const json& config) {
   }
   return t;
 }
+
+namespace {
 
 // first_stage_model.*: the original numbers decoder levels from the lowest resolution up, diffusers in
 // the order they run.

@@ -63,6 +63,9 @@ struct Source {
 // "text_encoder_2").
 std::vector<ComponentTable> family_tables(Family family, const std::map<std::string, nlohmann::json>& configs);
 
+// The UNet's table alone (also names kohya LoRA layers written in the original layout, SDXL's input_blocks...).
+ComponentTable unet_table(const nlohmann::json& config);
+
 // `name` is without the table's prefix. Empty / nullopt: no rule.
 std::vector<Target> to_diffusers(const ComponentTable& table, const std::string& name);
 std::optional<Source> to_original(const ComponentTable& table, const std::string& name);

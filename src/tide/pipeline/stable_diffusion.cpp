@@ -131,6 +131,13 @@ void StableDiffusionPipeline::install_embedding(const text::TextualInversionEmbe
   if (is_xl()) text::install_embedding(*tokenizer_2_, text_encoder_2_, {token, embedding.vectors_2, {}});
 }
 
+void StableDiffusionPipeline::set_loras(const std::vector<adapters::LoraSpec>& loras) {
+  std::map<std::string, torch::nn::Module*> components = {{"unet", unet_.get()}};
+  if (text_encoder_) components["text_encoder"] = text_encoder_.get();
+  if (text_encoder_2_) components["text_encoder_2"] = text_encoder_2_.get();
+  loras_.apply(loras, components, &unet_->config(), xl_);
+}
+
 void StableDiffusionPipeline::set_compute_settings(const ComputeSettings& settings) {
   compute_ = settings;
   ComputeScope scope(compute_);

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "tide/adapters/lora_set.h"
 #include "tide/io/weights.h"
 #include "tide/models/autoencoder_kl.h"
 #include "tide/models/clip_text.h"
@@ -104,6 +105,12 @@ class StableDiffusionPipeline {
   // tide::Error and changes nothing.
   void install_embedding(const text::TextualInversionEmbedding& embedding);
 
+  // Merges these LoRAs (file, multiplier) into the UNet and text encoder(s), replacing the ones set before;
+  // {} gives back the base weights bit for bit. Call it before encoding prompts. A file that does not fit
+  // the model (unknown layer, shape, other family) is a tide::Error and changes nothing.
+  void set_loras(const std::vector<adapters::LoraSpec>& loras);
+  const std::vector<adapters::LoraSpec>& loras() const { return loras_.active(); }
+
   text::ClipTokenizer& tokenizer() { return *tokenizer_; }
   models::ClipTextModel& text_encoder() { return text_encoder_; }
   models::ClipTextModel& text_encoder_2() { return text_encoder_2_; }  // SDXL only
@@ -126,6 +133,7 @@ class StableDiffusionPipeline {
   models::AutoencoderKL vae_{nullptr};
   nlohmann::json scheduler_config_;
   ComputeSettings compute_;
+  adapters::LoraSet loras_;
 };
 
 }  // namespace tide::pipeline
