@@ -23,6 +23,7 @@
 #include "tide/runtime/sha256.h"
 #include "tide/schedulers/scheduler.h"
 #include "tide/text/embeddings.h"
+#include "tide/text/extra_networks.h"
 #include "tide/train/communicator.h"
 #include "tide/version.h"
 
@@ -97,7 +98,8 @@ std::pair<int, int> int_pair(const Args& args, const std::string& name) {
 
 // --prompts FILE: every line of the file this rank owns, with one pipeline.
 int run_prompt_file(const Args& args, pipeline::StableDiffusionPipeline& pipe, pipeline::GenerationRequest base,
-                    const std::vector<std::string>& embedding_tokens, at::ScalarType dtype) {
+                    const std::vector<std::string>& embedding_tokens, at::ScalarType dtype,
+                    const std::vector<LoraRecord>& loras) {
   auto communicator =
       train::launched_by_mpirun() ? train::make_mpi_communicator() : train::make_single_process_communicator();
   base.seed = communicator->broadcast(base.seed);  // one base seed for all ranks, also when it was drawn at random
@@ -124,7 +126,7 @@ int run_prompt_file(const Args& args, pipeline::StableDiffusionPipeline& pipe, p
         const std::string scheduler = item.request.scheduler.empty() ? "model default" : item.request.scheduler;
         for (size_t i = 0; i < outputs.size(); ++i) {
           io::write_png(outputs[i], result.images[static_cast<int64_t>(i)],
-                        {{"parameters", parameters_text(item.request, scheduler, label, dtype, static_cast<int>(i))}});
+                        {{"parameters", parameters_text(item.request, scheduler, label, dtype, static_cast<int>(i), loras)}});
           std::cout << outputs[i].string() << "\n";
         }
       },
@@ -190,7 +192,9 @@ int run_generate(int argc, char** argv) {
       .option("lora", "FILE[:WEIGHT]",
               "LoRA to merge into the UNet and text encoder(s) with this multiplier (default 1): kohya/A1111, "
               "diffusers/PEFT, LyCORIS LoCon/LoHa/LoKr .safetensors; FILE may be a name in --lora-dir; repeatable")
-      .option("lora-dir", "DIR", "folder where --lora names are looked up (NAME or NAME.safetensors)")
+      .option("lora-dir", "DIR", "folder where --lora names and <lora:NAME:WEIGHT> prompt tags (--prompt-syntax a1111) "
+              "are looked up (NAME or NAME.safetensors)")
+      .option("loras", "DIR", "the same as --lora-dir")
       .option("vae-tiling", "auto|on|off",
               "decode the image in overlapping tiles (diffusers' enable_tiling) to bound the VAE's memory: on = "
               "whenever the latent is larger than one tile, auto = only for images of more than 1024x1024 pixels "
@@ -293,8 +297,20 @@ int run_generate(int argc, char** argv) {
   if (args.has("tokenizer")) load.tokenizer = args.get("tokenizer");
   std::optional<fs::path> lora_dir;
   if (args.has("lora-dir")) lora_dir = fs::path(args.get("lora-dir"));
+  if (args.has("loras")) lora_dir = fs::path(args.get("loras"));
   std::vector<adapters::LoraSpec> loras;
   for (const auto& argument : args.get_all("lora")) loras.push_back(adapters::parse_lora_argument(argument, lora_dir));
+  if (request.prompt_syntax == pipeline::PromptSyntax::kA1111) {
+    // A1111's <lora:NAME:WEIGHT> tags leave the prompt and name files in the LoRA folder.
+    const auto tagged = text::extract_lora_tags(request.prompt);
+    request.prompt = tagged.prompt;
+    for (const auto& tag : tagged.loras) {
+      adapters::LoraSpec spec = adapters::parse_lora_argument(tag.name, lora_dir);
+      spec.weight = tag.unet_weight;
+      if (tag.text_encoder_weight != tag.unet_weight) spec.text_encoder_weight = tag.text_encoder_weight;
+      loras.push_back(spec);
+    }
+  }
   auto pipe = pipeline::StableDiffusionPipeline::from_parts(pipeline::model_parts(args.get("model"), load));
   // Merged in float32 before the UNet changes dtype.
   std::vector<LoraRecord> lora_records;
@@ -317,7 +333,7 @@ int run_generate(int argc, char** argv) {
               << file.string() << "\n";
   }
 
-  if (args.has("prompts")) return run_prompt_file(args, *pipe, request, embedding_tokens, dtype);
+  if (args.has("prompts")) return run_prompt_file(args, *pipe, request, embedding_tokens, dtype, lora_records);
   request = pipe->resolve(request);
   // Fail on a bad scheduler name before any work.
   const std::string scheduler_name = request.scheduler.empty() ? std::string("model default") : request.scheduler;

@@ -4,6 +4,7 @@
 #include "cli_runner.h"
 #include "test_support.h"
 #include "tide/io/image.h"
+#include "tide/io/json_file.h"
 #include "tiny_pipeline.h"
 
 namespace {
@@ -76,6 +77,34 @@ TEST_F(CliPromptAndTome, BadValuesAreRefusedAndWriteNothing) {
                                "--steps 1 --width 32 --height 32 --output " + quote(out / "bad.png"));
   EXPECT_EQ(weight.code, 1);
   EXPECT_NE(weight.output.find("is not a number"), std::string::npos) << weight.output;
+}
+
+// <lora:NAME:WEIGHT> in an A1111 prompt: the LoRA from the folder, merged like --lora (here the features/lora
+// LoCon case at 0.6 gives diffusers' image); a third number is the UNet's own weight.
+TEST(CliPromptLoraTags, TagsApplyLorasFromTheFolder) {
+  TIDE_REQUIRE_FIXTURES();
+  TempDir dir;
+  const fs::path lora_case = tide::testing::feature_case("lora", "lora_sd1_locon_m06");
+  fs::copy_file(lora_case / "lora.safetensors", dir / "locon.safetensors");
+  const auto c = tide::io::read_json(lora_case / "case.json");
+  const std::string common = "generate --model " + quote(tide::testing::pipeline_dir("sd1-tiny")) + " --seed " +
+                             std::to_string(c["seed"].get<int>()) + " --steps " + std::to_string(c["steps"].get<int>()) +
+                             " --width 64 --height 64 --scheduler euler --threads 1 --prompt-syntax a1111 --lora-dir " +
+                             quote(dir.path());
+  const std::string prompt = c["prompt"].get<std::string>();
+  auto run = run_tide(common + " --prompt " + quote(prompt + " <lora:locon:0.6>") + " --output " + quote(dir / "a.png"));
+  ASSERT_EQ(run.code, 0) << run.output;
+  const auto ours = tide::io::read_png(dir / "a.png");
+  const auto reference = tide::io::read_png(lora_case / "image_0.png").rgb8.to(at::kInt);
+  EXPECT_LE((ours.rgb8.to(at::kInt) - reference).abs().max().item<int>(), 2);
+  EXPECT_NE(ours.text.at("parameters").find("<lora:locon:0.6>"), std::string::npos) << ours.text.at("parameters");
+  run = run_tide(common + " --prompt " + quote(prompt + " <lora:locon:0.6:0>") + " --output " + quote(dir / "b.png"));
+  ASSERT_EQ(run.code, 0) << run.output;
+  EXPECT_FALSE(at::equal(tide::io::read_png(dir / "b.png").rgb8, ours.rgb8));
+  run = run_tide(common + " --prompt " + quote(prompt + " <lora:missing:1>") + " --output " + quote(dir / "c.png"));
+  EXPECT_EQ(run.code, 1);
+  EXPECT_NE(run.output.find("missing"), std::string::npos) << run.output;
+  EXPECT_FALSE(fs::exists(dir / "c.png"));
 }
 
 }  // namespace

@@ -42,7 +42,7 @@ std::map<std::string, at::Tensor> lora_deltas(const std::vector<LoraSpec>& loras
   at::NoGradGuard no_grad;
   std::map<std::string, at::Tensor> sums;
   for (const auto& spec : loras) {
-    if (!std::isfinite(spec.weight))
+    if (!std::isfinite(spec.weight) || !std::isfinite(spec.text_encoder_weight.value_or(0.0)))
       throw Error("LoRA file " + spec.file.string() + ": the weight must be a finite number");
     const LoraFile file = read_lora_file(spec.file, targets);
     std::set<std::string> seen;
@@ -52,7 +52,9 @@ std::map<std::string, at::Tensor> lora_deltas(const std::vector<LoraSpec>& loras
       if (!seen.insert(key).second)
         throw Error(where + ": another layer of the file already changes " + layer.component + " " + layer.module);
       at::Tensor delta = lora_delta(layer, *targets.weight_shape(layer.component, layer.module), where);
-      if (spec.weight != 1.0) delta = delta * spec.weight;
+      const bool text_encoder = layer.component != "unet";
+      const double multiplier = text_encoder ? spec.text_encoder_weight.value_or(spec.weight) : spec.weight;
+      if (multiplier != 1.0) delta = delta * multiplier;
       auto it = sums.find(key);
       if (it == sums.end()) sums.emplace(key, delta);
       else it->second = it->second + delta;

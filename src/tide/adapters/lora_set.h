@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,10 +15,11 @@
 
 namespace tide::adapters {
 
-// A LoRA file and its multiplier.
+// A LoRA file and its multiplier; A1111's <lora:NAME:TE:UNET> may give the text encoders another one.
 struct LoraSpec {
   std::filesystem::path file;
   double weight = 1.0;
+  std::optional<double> text_encoder_weight;  // unset: `weight`
 };
 
 // The deltas of a list of LoRAs, summed per weight: "component/module" -> float32 delta (multipliers
