@@ -14,6 +14,7 @@
 #include "tide/adapters/lora_argument.h"
 #include "tide/io/image.h"
 #include "tide/io/npy.h"
+#include "tide/pipeline/latent_preview.h"
 #include "tide/pipeline/model_source.h"
 #include "tide/pipeline/prompt_batch.h"
 #include "tide/pipeline/stable_diffusion.h"
@@ -179,6 +180,9 @@ int run_generate(int argc, char** argv) {
               "number of ranks")
       .option("output-dir", "DIR", "with --prompts: the folder for the pictures (created)", "out")
       .flag("resume", "with --prompts: skip lines whose pictures already exist")
+      .option("preview", "FILE.png",
+              "write a small preview of the first image after every step (the latents through a fixed linear "
+              "latent-to-RGB map, 1/8 of the image size), replaced in place: watch it while the run goes on")
       .option("output-latents", "FILE.npy",
               "also write the final latents [N, 4, H/8, W/8] as float32 .npy: what diffusers returns with "
               "output_type=\"latent\", to compare runs before the VAE and the 8-bit rounding")
@@ -277,6 +281,8 @@ int run_generate(int argc, char** argv) {
   if (output.extension() != ".png") throw Error("tide generate: --output must name a .png file, got " + output.string());
   const fs::path out_dir = output.parent_path().empty() ? fs::path(".") : output.parent_path();
   if (!fs::is_directory(out_dir)) throw Error("tide generate: output folder " + out_dir.string() + " does not exist");
+  if (args.has("preview") && fs::path(args.get("preview")).extension() != ".png")
+    throw Error("tide generate: --preview must name a .png file, got " + args.get("preview"));
   std::optional<fs::path> latents_output;
   if (args.has("output-latents")) {
     latents_output = fs::path(args.get("output-latents"));
@@ -355,8 +361,11 @@ int run_generate(int argc, char** argv) {
   // One generation per run: once the prompts are encoded the text encoders only hold memory.
   const pipeline::UNetConditioning conditioning = pipe->condition(expanded);
   pipe->release_text_encoders();
+  std::optional<fs::path> preview;
+  if (args.has("preview")) preview = fs::path(args.get("preview"));
   auto result = pipe->generate(expanded, conditioning, [&](const pipeline::StepInfo& step) {
     if (step.index == 0) progress = runtime::Progress("denoising", step.total);
+    if (preview) io::write_png(*preview, pipeline::latent_preview_rgb8(step.latents[0], pipe->is_xl()));
     progress.update(step.index + 1);
   });
   progress.finish();

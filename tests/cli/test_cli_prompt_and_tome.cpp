@@ -53,6 +53,21 @@ TEST_F(CliPromptAndTome, TokenMergingRunsAndIsRecorded) {
   EXPECT_FALSE(at::equal(image.rgb8, tide::io::read_png(out / "seed9.png").rgb8));
 }
 
+TEST_F(CliPromptAndTome, PreviewAndDeepCache) {
+  TempDir out;
+  const auto run = run_tide(generate("--preview " + quote(out / "preview.png") + " --cache-interval 2", out / "a.png"));
+  ASSERT_EQ(run.code, 0) << run.output;
+  const auto preview = tide::io::read_png(out / "preview.png");
+  EXPECT_EQ(preview.rgb8.sizes(), (at::IntArrayRef{16, 16, 3}));  // the latent's size: 32 px / VAE factor 2
+  EXPECT_NE(tide::io::read_png(out / "a.png").text.at("parameters").find("DeepCache interval: 2"), std::string::npos);
+  const auto bad = run_tide(generate("--preview " + quote(out / "p.jpg"), out / "b.png"));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.output.find("--preview must name a .png"), std::string::npos) << bad.output;
+  const auto zero = run_tide(generate("--cache-interval 0", out / "c.png"));
+  EXPECT_EQ(zero.code, 1);
+  EXPECT_NE(zero.output.find("cache interval must be at least 1"), std::string::npos) << zero.output;
+}
+
 TEST_F(CliPromptAndTome, BadValuesAreRefusedAndWriteNothing) {
   TempDir out;
   const std::vector<std::pair<std::string, std::string>> cases = {
