@@ -36,7 +36,8 @@ TEST(A1111Prompt, BreakOnlyAsAWordOfItsOwn) {
 TEST(A1111Prompt, AWeightThatIsNoNumberIsAnError) {
   EXPECT_THROW(text::parse_prompt_attention("(a:1.2.3)"), Error);
   EXPECT_THROW(text::parse_prompt_attention("(a:.)"), Error);
-  EXPECT_THROW(text::parse_prompt_attention("(a:-)"), Error);
+  // A sign without digits is no weight at all: A1111 keeps it as text.
+  EXPECT_EQ(text::parse_prompt_attention("(a:-)"), (Pieces{{"a:-", 1.1}}));
 }
 
 class A1111Chunks : public ::testing::Test {

@@ -30,7 +30,10 @@ PickleRef make_text(Kind kind, std::string s) {
 const std::set<std::string> kRebuildFunctions = {
     "collections.OrderedDict",        "torch._utils._rebuild_tensor_v2",  "torch._utils._rebuild_tensor",
     "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
-    "torch._tensor._rebuild_from_type_v2", "torch.Size", "builtins.set", "__builtin__.set"};
+    "torch._tensor._rebuild_from_type_v2", "torch.Size", "builtins.set", "__builtin__.set",
+    // libtorch's own pickler (torch::pickle_save, TorchScript) tags typed containers; the value is the argument.
+    "torch.jit._pickle.restore_type_tag", "torch.jit._pickle.build_intlist", "torch.jit._pickle.build_doublelist",
+    "torch.jit._pickle.build_boollist", "torch.jit._pickle.build_tensorlist"};
 // Globals that only name something: storage types and tensor classes.
 const std::set<std::string> kNames = {
     "torch.FloatStorage", "torch.HalfStorage",  "torch.BFloat16Storage", "torch.DoubleStorage", "torch.LongStorage",
@@ -330,6 +333,10 @@ class Unpickler {
     if (f == "torch._utils._rebuild_tensor_v2" || f == "torch._utils._rebuild_tensor") return rebuild_tensor(args);
     if (f == "torch._utils._rebuild_parameter" || f == "torch._utils._rebuild_parameter_with_state") {
       if (args.items.empty() || !args.items[0]->is(Kind::kTensor)) fail("a parameter rebuilt from no tensor");
+      return args.items[0];
+    }
+    if (f.rfind("torch.jit._pickle.", 0) == 0) {
+      if (args.items.empty()) fail("'" + f + "' without its argument");
       return args.items[0];
     }
     if (f == "torch._tensor._rebuild_from_type_v2") {  // (function, type, args, state)
