@@ -146,7 +146,7 @@ TEST_P(LoraParity, MatchesDiffusers) {
   check_case(GetParam());
 }
 
-INSTANTIATE_TEST_SUITE_P(Features, LoraParity, ::testing::ValuesIn(tide::testing::feature_cases("lora")),
+INSTANTIATE_TEST_SUITE_P(LoraParityFeatures, LoraParity, ::testing::ValuesIn(tide::testing::feature_cases("lora")),
                          [](const auto& info) { return tide::testing::case_test_name(info.param); });
 
 // The cases are there (and of every format), so the list above is not silently empty.
