@@ -167,7 +167,14 @@ int run_generate(int argc, char** argv) {
       .option("num-images", "N", "images per prompt, drawn as one batch", "1")
       .option("scheduler", "NAME", "one of: " + joined_scheduler_names(), "the model's own")
       .flag("karras", "use Karras sigmas (schedulers that support them)")
-      .option("eta", "E", "DDIM eta (0 = deterministic)", "0")
+      .option("eta", "E", "ddim: eta, the weight of the noise drawn each step; tcd: gamma in [0, 1] (0.3 is TCD's "
+              "usual value); 0 = deterministic", "0")
+      .option("timestep-spacing", "leading|trailing|linspace",
+              "how the steps are spread over the training timesteps (e.g. trailing for SDXL-Turbo); not for lcm/tcd",
+              "the model's scheduler config")
+      .option("taesd", "DIR",
+              "decode with a tiny autoencoder (a diffusers AutoencoderTiny folder, e.g. madebyollin/taesd for SD "
+              "1.x/2.x, taesdxl for SDXL): much faster, slightly less detail")
       .option("original-size", "H,W", "SDXL micro-conditioning: original image size (height,width)", "the image size")
       .option("crop", "TOP,LEFT", "SDXL micro-conditioning: crop top-left corner", "0,0")
       .option("target-size", "H,W", "SDXL micro-conditioning: target image size (height,width)", "the image size")
@@ -269,6 +276,7 @@ int run_generate(int argc, char** argv) {
   request.vae_tiling = models::parse_vae_tiling(args.get("vae-tiling"), "tide generate: --vae-tiling");
   request.scheduler_options.karras = args.get_flag("karras");
   request.scheduler_options.eta = args.get_double("eta");
+  if (args.has("timestep-spacing")) request.scheduler_options.timestep_spacing = args.get("timestep-spacing");
   if (args.has("original-size")) std::tie(request.original_height, request.original_width) = int_pair(args, "original-size");
   if (args.has("crop")) std::tie(request.crop_top, request.crop_left) = int_pair(args, "crop");
   if (args.has("target-size")) std::tie(request.target_height, request.target_width) = int_pair(args, "target-size");
@@ -328,6 +336,7 @@ int run_generate(int argc, char** argv) {
     }
   }
   if (dtype != at::kFloat) pipe->set_unet_dtype(dtype);
+  if (args.has("taesd")) pipe->set_tiny_autoencoder(models::load_autoencoder_tiny(args.get("taesd"), load.variant));
 
   std::vector<std::string> embedding_tokens;
   for (const auto& argument : args.get_all("embedding")) {
@@ -347,7 +356,7 @@ int run_generate(int argc, char** argv) {
   std::cerr << "seed " << request.seed << ", " << request.width << "x" << request.height << ", " << request.steps
             << " steps, " << thread_summary(args, threads) << ", UNet in " << runtime::compute_dtype_name(dtype) << "\n";
   const int f = pipe->vae_scale_factor();
-  if (pipe->vae()->tiles(request.height / f, request.width / f, request.vae_tiling))
+  if (!pipe->has_tiny_autoencoder() && pipe->vae()->tiles(request.height / f, request.width / f, request.vae_tiling))
     std::cerr << "VAE decode in tiles of " << pipe->vae()->tile_sample_size() << "x"
               << pipe->vae()->tile_sample_size() << " px (--vae-tiling " << models::vae_tiling_name(request.vae_tiling)
               << ")\n";

@@ -68,7 +68,8 @@ std::string error_of(const std::function<void()>& f) {
 
 TEST(Schedulers, NamesAndUnknownName) {
   const std::vector<std::string> expected = {"pndm", "ddim", "ddpm", "euler", "euler-a",
-                                             "lms",  "heun", "dpm++2m", "dpm++3m", "unipc"};
+                                             "lms",  "heun", "dpm++2m", "dpm++3m", "unipc",
+                                             "lcm",  "tcd"};
   EXPECT_EQ(tide::schedulers::scheduler_names(), expected);
   for (const auto& name : expected) EXPECT_EQ(make(name)->name(), name);
   const std::string msg = error_of([] { make("warp"); });
@@ -111,7 +112,8 @@ TEST(Schedulers, OwnClassFromConfig) {
       {"PNDMScheduler", "pndm"}, {"DDIMScheduler", "ddim"}, {"DDPMScheduler", "ddpm"},
       {"EulerDiscreteScheduler", "euler"}, {"EulerAncestralDiscreteScheduler", "euler-a"},
       {"LMSDiscreteScheduler", "lms"}, {"HeunDiscreteScheduler", "heun"},
-      {"DPMSolverMultistepScheduler", "dpm++2m"}, {"UniPCMultistepScheduler", "unipc"}};
+      {"DPMSolverMultistepScheduler", "dpm++2m"}, {"UniPCMultistepScheduler", "unipc"},
+      {"LCMScheduler", "lcm"}, {"TCDScheduler", "tcd"}};
   for (const auto& [cls, name] : classes) EXPECT_EQ(make("", sd_config({{"_class_name", cls}}))->name(), name);
   EXPECT_EQ(make("", sd_config({{"_class_name", "DPMSolverMultistepScheduler"}, {"solver_order", 3}}))->name(), "dpm++3m");
 }

@@ -31,7 +31,7 @@ UNet2DConditionModelImpl::UNet2DConditionModelImpl(const UNet2DConditionConfig& 
   const int64_t temb = c.time_embed_dim();
 
   conv_in = register_module("conv_in", conv(c.in_channels, channels[0], c.conv_in_kernel));
-  time_embedding = register_module("time_embedding", nn::TimestepEmbedding(channels[0], temb));
+  time_embedding = register_module("time_embedding", nn::TimestepEmbedding(channels[0], temb, c.time_cond_proj_dim));
   if (c.has_text_time())
     add_embedding = register_module("add_embedding", nn::TimestepEmbedding(c.projection_class_embeddings_input_dim, temb));
 
@@ -92,7 +92,8 @@ UNet2DConditionModelImpl::UNet2DConditionModelImpl(const UNet2DConditionConfig& 
 }
 
 void UNet2DConditionModelImpl::check_inputs(const at::Tensor& sample, const at::Tensor& encoder_hidden_states,
-                                            const at::Tensor& text_embeds, const at::Tensor& time_ids) const {
+                                            const at::Tensor& text_embeds, const at::Tensor& time_ids,
+                                            const at::Tensor& timestep_cond) const {
   const auto& c = config_;
   if (!sample.defined() || sample.dim() != 4 || sample.size(1) != c.in_channels)
     throw Error("UNet: sample must be [B, " + std::to_string(c.in_channels) + ", h, w], got " +
@@ -104,6 +105,13 @@ void UNet2DConditionModelImpl::check_inputs(const at::Tensor& sample, const at::
     throw Error("UNet: encoder_hidden_states must be [" + std::to_string(b) + ", L, " + std::to_string(context_dim) +
                 "], got " +
                 (encoder_hidden_states.defined() ? shape_string(encoder_hidden_states.sizes()) : std::string("nothing")));
+  if (timestep_cond.defined()) {
+    if (c.time_cond_proj_dim == 0)
+      throw Error("UNet: timestep_cond given, but this UNet has no time_cond_proj_dim (not a guidance-distilled model)");
+    if (timestep_cond.dim() != 2 || timestep_cond.size(0) != b || timestep_cond.size(1) != c.time_cond_proj_dim)
+      throw Error("UNet: timestep_cond must be [" + std::to_string(b) + ", " + std::to_string(c.time_cond_proj_dim) +
+                  "], got " + shape_string(timestep_cond.sizes()));
+  }
   if (!c.has_text_time()) return;
   // time_ids: 6 values for SDXL base (original size, crop top-left, target size), 5 for the refiner.
   if (!time_ids.defined() || time_ids.dim() != 2 || time_ids.size(0) != b)
@@ -118,13 +126,13 @@ void UNet2DConditionModelImpl::check_inputs(const at::Tensor& sample, const at::
 }
 
 at::Tensor UNet2DConditionModelImpl::embed_time(const at::Tensor& sample, double timestep, const at::Tensor& text_embeds,
-                                                const at::Tensor& time_ids) {
+                                                const at::Tensor& time_ids, const at::Tensor& timestep_cond) {
   const auto& c = config_;
   const int64_t b = sample.size(0);
   const at::Tensor t = at::full({b}, timestep, sample.options().dtype(at::kFloat));  // [B]
   const at::Tensor t_emb =
       nn::timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift).to(sample.scalar_type());
-  at::Tensor emb = time_embedding->forward(t_emb);  // [B, T]
+  at::Tensor emb = time_embedding->forward(t_emb, timestep_cond);  // [B, T]
   if (c.has_text_time()) {
     const at::Tensor time_embeds =
         nn::timestep_embedding(time_ids.flatten(), c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift)
@@ -138,15 +146,16 @@ at::Tensor UNet2DConditionModelImpl::embed_time(const at::Tensor& sample, double
 
 at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, double timestep,
                                              const at::Tensor& encoder_hidden_states, const at::Tensor& text_embeds,
-                                             const at::Tensor& time_ids) {
-  check_inputs(sample, encoder_hidden_states, text_embeds, time_ids);
+                                             const at::Tensor& time_ids, const at::Tensor& timestep_cond) {
+  check_inputs(sample, encoder_hidden_states, text_embeds, time_ids, timestep_cond);
   const auto& c = config_;
   // The model computes in its weights' dtype (bf16 under --dtype bf16) and answers in the caller's, so
   // latents and scheduler arithmetic stay float32.
   const at::ScalarType dtype = conv_in->weight.scalar_type();
   if (sample.scalar_type() != dtype) {
     auto cast = [dtype](const at::Tensor& t) { return t.defined() && t.is_floating_point() ? t.to(dtype) : t; };
-    return forward(cast(sample), timestep, cast(encoder_hidden_states), cast(text_embeds), time_ids)
+    return forward(cast(sample), timestep, cast(encoder_hidden_states), cast(text_embeds), time_ids,
+                   cast(timestep_cond))
         .to(sample.scalar_type());
   }
   const at::Tensor& context = encoder_hidden_states;  // [B, L, D]
@@ -155,7 +164,7 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, double ti
   const int64_t factor = c.downsample_factor();
   const bool forward_upsample_size = sample.size(2) % factor != 0 || sample.size(3) % factor != 0;
 
-  const at::Tensor emb = embed_time(sample, timestep, text_embeds, time_ids);  // [B, T]
+  const at::Tensor emb = embed_time(sample, timestep, text_embeds, time_ids, timestep_cond);  // [B, T]
 
   at::Tensor h = c.center_input_sample ? sample * 2.0 - 1.0 : sample;
   h = conv_in->forward(h);  // [B, C0, h, w]

@@ -23,10 +23,12 @@ class UNet2DConditionModelImpl : public torch::nn::Module {
   // time projection does); encoder_hidden_states [B, L, cross_attention_dim] (L = 77);
   // SDXL (addition_embed_type text_time): text_embeds [B, D] (pooled text embeddings) and time_ids [B, 6]
   // (original size, crop top-left, target size), undefined otherwise.
+  // timestep_cond [B, time_cond_proj_dim]: the guidance-scale embedding of LCM-distilled models (optional).
   // -> [B, out_channels, h, w] in sample's dtype, computed in the weights' dtype (inputs are cast).
   // Wrong shapes throw tide::Error.
   at::Tensor forward(const at::Tensor& sample, double timestep, const at::Tensor& encoder_hidden_states,
-                     const at::Tensor& text_embeds = {}, const at::Tensor& time_ids = {});
+                     const at::Tensor& text_embeds = {}, const at::Tensor& time_ids = {},
+                     const at::Tensor& timestep_cond = {});
 
   const UNet2DConditionConfig& config() const { return config_; }
 
@@ -39,10 +41,10 @@ class UNet2DConditionModelImpl : public torch::nn::Module {
 
  private:
   void check_inputs(const at::Tensor& sample, const at::Tensor& encoder_hidden_states, const at::Tensor& text_embeds,
-                    const at::Tensor& time_ids) const;
-  // Timestep (+ SDXL added conditions) embedding: [B, time_embed_dim].
+                    const at::Tensor& time_ids, const at::Tensor& timestep_cond) const;
+  // Timestep (+ guidance embedding, + SDXL added conditions) embedding: [B, time_embed_dim].
   at::Tensor embed_time(const at::Tensor& sample, double timestep, const at::Tensor& text_embeds,
-                        const at::Tensor& time_ids);
+                        const at::Tensor& time_ids, const at::Tensor& timestep_cond);
 
   UNet2DConditionConfig config_;
   std::vector<nn::UNetDownBlock> down_;

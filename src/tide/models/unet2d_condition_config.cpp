@@ -94,6 +94,7 @@ void UNet2DConditionConfig::validate() const {
   require(downsample_padding == 0 || downsample_padding == 1,
           "unsupported downsample_padding = " + std::to_string(downsample_padding) + " (supported: 0, 1)");
   require(time_embedding_dim >= 0, "time_embedding_dim must be positive");
+  require(time_cond_proj_dim >= 0, "time_cond_proj_dim must be positive");
   require(addition_embed_type.empty() || addition_embed_type == "text_time",
           "unsupported addition_embed_type \"" + addition_embed_type + "\" (supported: text_time, null)");
   if (has_text_time()) {
@@ -121,7 +122,6 @@ UNet2DConditionConfig UNet2DConditionConfig::from_json(const json& j) {
   require_value(j, "resnet_skip_time_act", false, "supported: false");
   require_value(j, "time_embedding_act_fn", nullptr, "supported: null");
   require_value(j, "timestep_post_act", nullptr, "supported: null");
-  require_value(j, "time_cond_proj_dim", nullptr, "supported: null");
   require_value(j, "cross_attention_norm", nullptr, "supported: null");
   require_value(j, "reverse_transformer_layers_per_block", nullptr, "supported: null");
   if (present(j, "only_cross_attention")) {
@@ -167,6 +167,7 @@ UNet2DConditionConfig UNet2DConditionConfig::from_json(const json& j) {
   c.upcast_attention = json_get<bool>(j, "upcast_attention", c.upcast_attention);
   c.resnet_out_scale_factor = json_get<double>(j, "resnet_out_scale_factor", c.resnet_out_scale_factor);
   c.time_embedding_dim = json_get<int64_t>(j, "time_embedding_dim", 0);
+  c.time_cond_proj_dim = json_get<int64_t>(j, "time_cond_proj_dim", 0);
   c.conv_in_kernel = json_get<int64_t>(j, "conv_in_kernel", c.conv_in_kernel);
   c.conv_out_kernel = json_get<int64_t>(j, "conv_out_kernel", c.conv_out_kernel);
   c.addition_embed_type = json_get<std::string>(j, "addition_embed_type", "");

@@ -35,6 +35,9 @@ struct UNet2DConditionConfig {
   bool upcast_attention = false;
   double resnet_out_scale_factor = 1.0;
   int64_t time_embedding_dim = 0;  // 0: 4 · block_out_channels[0]
+  // LCM-distilled models: width of the guidance-scale embedding the time embedding takes (0 = none).
+  // Pipelines then run without classifier-free guidance and pass the scale through this embedding.
+  int64_t time_cond_proj_dim = 0;
   int64_t conv_in_kernel = 3;
   int64_t conv_out_kernel = 3;
   // SDXL: "text_time" adds Linear embeddings of [text_embeds, sinusoidal(time_ids)]; "" = none.

@@ -38,12 +38,13 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
   if (with_bias) bias = register_parameter("bias", uniform_parameter({out_features}, bound));
 }
 
-Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride, int64_t padding)
+Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride, int64_t padding,
+                       bool with_bias)
     : stride_(stride), padding_(padding) {
   const int64_t fan_in = in_channels * kernel * kernel;
   const double bound = fan_in > 0 ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;
   weight = register_parameter("weight", uniform_parameter({out_channels, in_channels, kernel, kernel}, bound));
-  bias = register_parameter("bias", uniform_parameter({out_channels}, bound));
+  if (with_bias) bias = register_parameter("bias", uniform_parameter({out_channels}, bound));
 }
 
 at::Tensor spatial_contiguous(const at::Tensor& x) {

@@ -48,7 +48,9 @@ TORCH_MODULE(Linear);
 class Conv2dImpl : public torch::nn::Module {
  public:
   // Random init as torch.nn.Conv2d: weight and bias ~ U(-1/√fan_in, 1/√fan_in), fan_in = in·k·k.
-  Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride = 1, int64_t padding = 0);
+  // bias = false: no `bias` parameter (torch.nn.Conv2d(..., bias=False)).
+  Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride = 1, int64_t padding = 0,
+             bool bias = true);
   at::Tensor forward(const at::Tensor& x);  // [B, in, H, W] -> [B, out, H', W']
 
   // Re-stores `weight` in `format` (NCHW or channels last), so that the layout the forward pass wants is
@@ -56,7 +58,7 @@ class Conv2dImpl : public torch::nn::Module {
   void store_weight_as(at::MemoryFormat format);
 
   at::Tensor weight;  // [out, in, k, k]
-  at::Tensor bias;    // [out]
+  at::Tensor bias;    // [out], undefined without bias
 
  private:
   // `weight` in `format`: the weight itself when it is stored that way, else a copy made once (re-made if

@@ -10,6 +10,7 @@
 #include "tide/models/deep_cache.h"
 #include "tide/nn/layers.h"
 #include "tide/pipeline/a1111_conditioning.h"
+#include "tide/nn/timestep_embedding.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/memory.h"
 
@@ -70,9 +71,11 @@ PipelineParts parts_from_folder(const fs::path& folder, const LoadOptions& optio
     components.push_back("text_encoder_2");
     parts.tokenizer_2_dir = folder / "tokenizer_2";
     parts.force_zeros_for_empty_prompt = io::json_get<bool>(index, "force_zeros_for_empty_prompt", true);
-  } else if (parts.pipeline_class != "StableDiffusionPipeline") {
+  } else if (parts.pipeline_class != "StableDiffusionPipeline" &&
+             parts.pipeline_class != "LatentConsistencyModelPipeline") {
     throw Error(index_path.string() + ": pipeline class '" + parts.pipeline_class +
-                "' is not supported (StableDiffusionPipeline and StableDiffusionXLPipeline are)");
+                "' is not supported (StableDiffusionPipeline, StableDiffusionXLPipeline and "
+                "LatentConsistencyModelPipeline are)");
   }
   for (const auto& c : components) {
     parts.configs[c] = read_component_json(folder, c, "config.json");
@@ -89,6 +92,7 @@ std::unique_ptr<StableDiffusionPipeline> StableDiffusionPipeline::from_parts(Pip
   p->description_ = parts.description;
   p->force_zeros_for_empty_prompt_ = parts.force_zeros_for_empty_prompt;
   p->xl_ = parts.configs.count("text_encoder_2") > 0;
+  p->decode_denoised_ = parts.pipeline_class == "LatentConsistencyModelPipeline";
   p->tokenizer_ = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::from_folder(parts.tokenizer_dir));
   p->text_encoder_ = models::ClipTextModel(models::ClipTextConfig::from_json(parts.configs.at("text_encoder")));
   load_weights(p->text_encoder_, parts, "text_encoder");
@@ -143,6 +147,7 @@ void StableDiffusionPipeline::set_compute_settings(const ComputeSettings& settin
   ComputeScope scope(compute_);
   nn::store_conv_weights_for_current_layout(*unet_);
   nn::store_conv_weights_for_current_layout(*vae_);
+  if (taesd_) nn::store_conv_weights_for_current_layout(*taesd_);
 }
 
 void StableDiffusionPipeline::set_unet_dtype(at::ScalarType dtype) {
@@ -253,13 +258,33 @@ at::Tensor StableDiffusionPipeline::decode(const at::Tensor& latents, models::Va
   c10::InferenceMode inference;
   ComputeScope scope(compute_);
   runtime::return_free_memory();
-  return vae_->decode(latents / vae_->config().scaling_factor, tiling);  // [N, 3, H, W]
+  if (taesd_) return taesd_->decode(latents / taesd_->config().scaling_factor);  // [N, 3, H, W]
+  return vae_->decode(latents / vae_->config().scaling_factor, tiling);          // [N, 3, H, W]
+}
+
+void StableDiffusionPipeline::set_tiny_autoencoder(models::AutoencoderTiny taesd) {
+  if (!taesd) throw Error("set_tiny_autoencoder: no model given");
+  const auto& t = taesd->config();
+  const int64_t latent = unet_->config().out_channels;
+  if (t.latent_channels != latent)
+    throw Error("the tiny autoencoder has " + std::to_string(t.latent_channels) + " latent channels, " + description_ +
+                " has " + std::to_string(latent) + ": use the TAESD made for this model family");
+  if (t.scale_factor() != vae_scale_factor())
+    throw Error("the tiny autoencoder upscales latents " + std::to_string(t.scale_factor()) + "x, the VAE of " +
+                description_ + " " + std::to_string(vae_scale_factor()) + "x: use the TAESD made for this model");
+  ComputeScope scope(compute_);
+  nn::store_conv_weights_for_current_layout(*taesd);
+  taesd_ = std::move(taesd);
+}
+
+bool StableDiffusionPipeline::uses_classifier_free_guidance(double guidance) const {
+  return guidance > 1.0 && unet_->config().time_cond_proj_dim == 0;
 }
 
 UNetConditioning StableDiffusionPipeline::condition(const GenerationRequest& raw) {
   c10::InferenceMode inference;
   const GenerationRequest r = resolve(raw);
-  const bool guided = r.guidance > 1.0;
+  const bool guided = uses_classifier_free_guidance(r.guidance);
 
   // Batch order [uncond × N, cond × N] like diffusers with num_images_per_prompt.
   PromptEmbeddings cond, uncond;
@@ -305,7 +330,7 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw,
   c10::InferenceMode inference;
   ComputeScope scope(compute_);
   const GenerationRequest r = resolve(raw);
-  const bool guided = r.guidance > 1.0;
+  const bool guided = uses_classifier_free_guidance(r.guidance);
   const at::Tensor &context = c.context, &pooled = c.pooled, &time_ids = c.time_ids;
   if (context.size(0) != r.num_images * (guided ? 2 : 1))
     throw Error("the conditioning has " + std::to_string(context.size(0)) + " rows; this request needs " +
@@ -326,6 +351,10 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw,
   std::optional<models::DeepCache> deep_cache;
   if (r.cache_interval > 1) deep_cache.emplace(r.cache_interval);
   models::DeepCacheScope deep_cache_scope(deep_cache ? &*deep_cache : nullptr);
+  // Guidance-distilled UNets (LCM) take the scale as an embedding of w = guidance - 1.
+  at::Tensor timestep_cond;
+  if (const int64_t dim = unet_->config().time_cond_proj_dim; dim > 0)
+    timestep_cond = nn::guidance_scale_embedding(at::full({r.num_images}, r.guidance - 1, at::kFloat), dim);  // [N, dim]
 
   GenerationResult result;
   const auto& timesteps = scheduler->timesteps();
@@ -334,7 +363,7 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw,
     const double t = timesteps[i];
     if (deep_cache) deep_cache->begin_call(static_cast<int>(i));
     at::Tensor model_input = scheduler->scale_model_input(guided ? at::cat({latents, latents}) : latents, t);
-    at::Tensor noise_pred = unet_->forward(model_input, t, context, pooled, time_ids);
+    at::Tensor noise_pred = unet_->forward(model_input, t, context, pooled, time_ids, timestep_cond);
     ++result.unet_calls;
     if (guided) {
       auto halves = noise_pred.chunk(2);
@@ -345,7 +374,8 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw,
   }
   reuse.reset();
   result.latents = latents;
-  result.decoded = decode(latents, r.vae_tiling);
+  const bool denoised = decode_denoised_ && scheduler->last_denoised().defined();
+  result.decoded = decode(denoised ? scheduler->last_denoised() : latents, r.vae_tiling);
   result.images = io::to_rgb8(result.decoded);
   return result;
 }

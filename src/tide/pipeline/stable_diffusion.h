@@ -13,6 +13,7 @@
 #include "tide/adapters/lora_set.h"
 #include "tide/io/weights.h"
 #include "tide/models/autoencoder_kl.h"
+#include "tide/models/autoencoder_tiny.h"
 #include "tide/models/clip_text.h"
 #include "tide/models/unet2d_condition.h"
 #include "tide/pipeline/generation.h"
@@ -31,7 +32,7 @@ struct LoadOptions {
 
 // Everything a pipeline is made of, before the weights are loaded: configs and where the weights are.
 struct PipelineParts {
-  std::string pipeline_class;  // StableDiffusionPipeline | StableDiffusionXLPipeline
+  std::string pipeline_class;  // StableDiffusionPipeline | StableDiffusionXLPipeline | LatentConsistencyModelPipeline
   bool force_zeros_for_empty_prompt = false;
   std::map<std::string, nlohmann::json> configs;        // unet, vae, text_encoder[, text_encoder_2], scheduler
   std::map<std::string, io::WeightSource> weights;      // unet, vae, text_encoder[, text_encoder_2]
@@ -64,8 +65,16 @@ class StableDiffusionPipeline {
   // Checks the request (sizes, steps, guidance) and fills the defaults; throws tide::Error.
   GenerationRequest resolve(GenerationRequest request) const;
   std::unique_ptr<schedulers::Scheduler> make_scheduler(const GenerationRequest& request) const;
-  // latents / scaling_factor -> VAE decoder, tiled or not as `tiling` says (models::VaeTiling).
+  // latents / scaling_factor -> VAE decoder, tiled or not as `tiling` says (models::VaeTiling); with a tiny
+  // autoencoder set, its decoder instead (never tiled).
   at::Tensor decode(const at::Tensor& latents, models::VaeTiling tiling = models::VaeTiling::kAuto);
+  // Decodes with `taesd` from now on, like diffusers' `pipe.vae = AutoencoderTiny...` (the VAE's encoder and
+  // scale factor stay). Latent channels or scale factor that do not fit the model are a tide::Error.
+  void set_tiny_autoencoder(models::AutoencoderTiny taesd);
+  bool has_tiny_autoencoder() const { return static_cast<bool>(taesd_); }
+  // Whether a request at `guidance` batches an unconditional pass: guidance > 1, except for guidance-distilled
+  // UNets (time_cond_proj_dim), which take the scale as an embedding instead.
+  bool uses_classifier_free_guidance(double guidance) const;
 
   // What the UNet is conditioned on for a request: the prompt's (and the negative prompt's) embeddings in
   // the guidance batch order, and SDXL's pooled embeddings and time ids.
@@ -127,10 +136,13 @@ class StableDiffusionPipeline {
   std::string description_;
   bool force_zeros_for_empty_prompt_ = false;
   bool xl_ = false;  // two text encoders (StableDiffusionXLPipeline)
+  // LatentConsistencyModelPipeline decodes the scheduler's last `denoised`, not the latents.
+  bool decode_denoised_ = false;
   std::unique_ptr<text::ClipTokenizer> tokenizer_, tokenizer_2_;
   models::ClipTextModel text_encoder_{nullptr}, text_encoder_2_{nullptr};
   models::UNet2DConditionModel unet_{nullptr};
   models::AutoencoderKL vae_{nullptr};
+  models::AutoencoderTiny taesd_{nullptr};
   nlohmann::json scheduler_config_;
   ComputeSettings compute_;
   adapters::LoraSet loras_;

@@ -343,3 +343,47 @@ at::Tensor k_denoised(const std::string& prediction_type, const at::Tensor& mode
 }
 
 }  // namespace tide::schedulers::detail
+
+namespace tide::schedulers::detail {
+
+// ---------------------------------------------------------------- consistency models (LCM, TCD)
+
+std::vector<double> consistency_timesteps(int num_train_timesteps, int original_steps, int n, const std::string& who) {
+  if (n < 1) throw Error(who + ": the number of steps must be at least 1, got " + std::to_string(n));
+  if (n > num_train_timesteps)
+    throw Error(who + ": the number of steps (" + std::to_string(n) + ") cannot exceed num_train_timesteps (" +
+                std::to_string(num_train_timesteps) + ")");
+  std::vector<double> origin;  // ascending distillation timesteps
+  if (original_steps > 0) {
+    if (original_steps > num_train_timesteps)
+      throw Error(who + ": original_inference_steps (" + std::to_string(original_steps) +
+                  ") cannot exceed num_train_timesteps (" + std::to_string(num_train_timesteps) + ")");
+    if (n > original_steps)
+      throw Error(who + ": the number of steps (" + std::to_string(n) + ") cannot exceed original_inference_steps (" +
+                  std::to_string(original_steps) + "): the schedule is a subset of the distillation schedule");
+    const int k = num_train_timesteps / original_steps;  // the skipping step of the LCM paper
+    for (int i = 1; i <= original_steps; ++i) origin.push_back(static_cast<double>(i * k - 1));
+  } else {
+    for (int i = 0; i < num_train_timesteps; ++i) origin.push_back(static_cast<double>(i));
+  }
+  origin = reversed(origin);
+  // np.floor(np.linspace(0, len, num=n, endpoint=False)): arange(n) * (len / n), floored.
+  const double step = static_cast<double>(origin.size()) / n;
+  std::vector<double> t(n);
+  for (int i = 0; i < n; ++i) t[i] = origin[static_cast<size_t>(std::floor(static_cast<double>(i) * step))];
+  return t;
+}
+
+Prediction predict_original_and_epsilon(const std::string& prediction_type, const at::Tensor& model_output,
+                                        const at::Tensor& sample, const at::Tensor& alpha_prod_t) {
+  const at::Tensor beta_prod_t = at::rsub(alpha_prod_t, 1);
+  if (prediction_type == "epsilon")
+    return {(sample - beta_prod_t.sqrt() * model_output) / alpha_prod_t.sqrt(), model_output};
+  if (prediction_type == "sample")
+    return {model_output, (sample - alpha_prod_t.sqrt() * model_output) / beta_prod_t.sqrt()};
+  // v_prediction
+  return {alpha_prod_t.sqrt() * sample - beta_prod_t.sqrt() * model_output,
+          alpha_prod_t.sqrt() * model_output + beta_prod_t.sqrt() * sample};
+}
+
+}  // namespace tide::schedulers::detail

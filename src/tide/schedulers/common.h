@@ -103,6 +103,21 @@ at::Tensor k_scale_model_input(const at::Tensor& sample, const at::Tensor& sigma
 at::Tensor k_denoised(const std::string& prediction_type, const at::Tensor& model_output, const at::Tensor& sample,
                       const at::Tensor& sigma);
 
+// Consistency-model schedules (LCM, TCD): the distillation timesteps k·i - 1 for i = 1..original_steps
+// (k = num_train_timesteps // original_steps), reversed, of which the n at floor(linspace(0, len, n,
+// endpoint=False)) are taken. original_steps 0: TCD without original_inference_steps (all of 0..train-1).
+// Throws like diffusers for an n the schedule cannot give; `who` names the scheduler in messages.
+std::vector<double> consistency_timesteps(int num_train_timesteps, int original_steps, int n, const std::string& who);
+
+// x0 and epsilon predicted from a model output at alpha_prod_t (float32 0-dim) for epsilon, sample and
+// v_prediction models, with DDIM's formulas.
+struct Prediction {
+  at::Tensor original;  // x0
+  at::Tensor epsilon;
+};
+Prediction predict_original_and_epsilon(const std::string& prediction_type, const at::Tensor& model_output,
+                                        const at::Tensor& sample, const at::Tensor& alpha_prod_t);
+
 // The config's prediction_type (default "epsilon"); throws unless it is one of `allowed`.
 std::string read_prediction_type(const Config& config, std::initializer_list<const char*> allowed);
 
@@ -116,5 +131,7 @@ std::unique_ptr<Scheduler> make_lms(const Config& config);
 std::unique_ptr<Scheduler> make_heun(const Config& config);
 std::unique_ptr<Scheduler> make_dpm_solver(const Config& config, const std::string& name);
 std::unique_ptr<Scheduler> make_unipc(const Config& config);
+std::unique_ptr<Scheduler> make_lcm(const Config& config);
+std::unique_ptr<Scheduler> make_tcd(const Config& config, double eta);
 
 }  // namespace tide::schedulers::detail

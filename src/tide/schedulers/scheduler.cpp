@@ -27,6 +27,8 @@ const Family kFamilies[] = {
     {"dpm++2m", "DPMSolverMultistepScheduler", true},
     {"dpm++3m", "DPMSolverMultistepScheduler", true},
     {"unipc", "UniPCMultistepScheduler", true},
+    {"lcm", "LCMScheduler", false},
+    {"tcd", "TCDScheduler", false},
 };
 
 const Family* find_family(const std::string& name) {
@@ -95,12 +97,19 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& requested, const nl
     throw Error("the " + name + " scheduler (diffusers " + family->class_name +
                 ") has no Karras sigmas; --karras works with: " + karras_names());
   if (!(options.eta >= 0)) throw Error("eta must be a non-negative number");
-  if (options.eta != 0 && name != "ddim")
-    throw Error("eta applies only to the ddim scheduler, not to " + name);
+  if (options.eta != 0 && name != "ddim" && name != "tcd")
+    throw Error("eta applies only to the ddim and tcd schedulers, not to " + name);
+  const std::string& spacing = options.timestep_spacing;
+  if (!spacing.empty() && spacing != "leading" && spacing != "trailing" && spacing != "linspace")
+    throw Error("unknown timestep spacing '" + spacing + "'; valid: leading, trailing, linspace");
+  if (!spacing.empty() && (name == "lcm" || name == "tcd"))
+    throw Error("the " + name + " scheduler takes its timesteps from original_inference_steps; a timestep spacing "
+                "does not apply to it");
 
   // Like <Scheduler>.from_config(config, **kwargs): kwargs override the config's keys.
   nlohmann::json merged = scheduler_config;
   if (options.karras) merged["use_karras_sigmas"] = true;
+  if (!spacing.empty()) merged["timestep_spacing"] = spacing;
   if (family->class_name == std::string("DPMSolverMultistepScheduler") && !own_class) {
     merged["algorithm_type"] = "dpmsolver++";
     merged["solver_order"] = name == "dpm++3m" ? 3 : 2;
@@ -115,6 +124,8 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& requested, const nl
   if (name == "lms") return detail::make_lms(config);
   if (name == "heun") return detail::make_heun(config);
   if (name == "unipc") return detail::make_unipc(config);
+  if (name == "lcm") return detail::make_lcm(config);
+  if (name == "tcd") return detail::make_tcd(config, options.eta);
   return detail::make_dpm_solver(config, name);
 }
 

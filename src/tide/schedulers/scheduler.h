@@ -14,7 +14,10 @@ namespace tide::schedulers {
 
 struct SchedulerOptions {
   bool karras = false;  // use_karras_sigmas (euler, lms, heun, dpm++2m, dpm++3m, unipc)
-  double eta = 0.0;     // ddim only: weight of the noise drawn in each step
+  double eta = 0.0;     // ddim: weight of the noise drawn in each step; tcd: gamma, in [0, 1]
+  // timestep_spacing override ("leading", "trailing", "linspace"; "" = the config's), as
+  // <Scheduler>.from_config(config, timestep_spacing=...). lcm and tcd have their own schedule.
+  std::string timestep_spacing;
 };
 
 class Scheduler {
@@ -43,6 +46,10 @@ class Scheduler {
   virtual at::Tensor step(const at::Tensor& model_output, double timestep, const at::Tensor& sample,
                           at::Generator& generator) = 0;
 
+  // The second output of the last step(): LCM's `denoised` (what LatentConsistencyModelPipeline decodes),
+  // TCD's pred_noised_sample; undefined for the other schedulers.
+  const at::Tensor& last_denoised() const { return last_denoised_; }
+
   // Training: DDPMScheduler.add_noise / get_velocity with int64 timesteps [B].
   at::Tensor add_noise(const at::Tensor& original, const at::Tensor& noise, const at::Tensor& timesteps) const;
   at::Tensor get_velocity(const at::Tensor& sample, const at::Tensor& noise, const at::Tensor& timesteps) const;
@@ -69,6 +76,7 @@ class Scheduler {
   double init_noise_sigma_ = 1.0;
   int num_inference_steps_ = 0;
   int step_index_ = -1;  // -1 until the first scale_model_input/step after set_timesteps
+  at::Tensor last_denoised_;
 };
 
 // name: one of scheduler_names(), or "" for the config's own `_class_name`.
