@@ -48,6 +48,7 @@ class Lms final : public Scheduler {
  public:
   explicit Lms(const Config& c) {
     name_ = "lms";
+    noise_form_ = NoiseForm::kSigma;
     num_train_timesteps_ = c.get_int("num_train_timesteps", 1000);
     prediction_type_ = read_prediction_type(c, {"epsilon", "v_prediction", "sample"});
     karras_ = c.get_bool("use_karras_sigmas", false);
@@ -78,6 +79,7 @@ class Lms final : public Scheduler {
     init_noise_sigma_ = k_init_noise_sigma(sigmas_, spacing_);
     derivatives_.clear();
     step_index_ = -1;
+    begin_index_ = -1;
   }
 
   at::Tensor scale_model_input(const at::Tensor& sample, double timestep) override {
