@@ -31,6 +31,11 @@ struct GenerationRequest {
   // Tiled VAE decode: auto tiles only images of more than 1 MP (models::kAutoTilingMinPixels), so the
   // default sizes decode untiled, as diffusers does.
   models::VaeTiling vae_tiling = models::VaeTiling::kAuto;
+  // Image-to-image and inpainting (pipeline/image_conditioning.h), as diffusers' Img2Img / Inpaint pipelines.
+  at::Tensor init_image;          // uint8 [H, W, 3]; undefined: text-to-image
+  at::Tensor mask;                // uint8 [H, W] or [H, W, 3], white = repaint; needs init_image
+  std::optional<double> strength; // in (0, 1]; none: diffusers' default (SD 0.8, SDXL img2img 0.3, SDXL inpaint 0.9999)
+  double mask_blur = 0;           // Gaussian blur radius (pixels) of the mask before it is binarized; 0 = none
 };
 
 // What the UNet is conditioned on for one prompt.
