@@ -1,4 +1,4 @@
-// tide generate: text to image.
+// tide generate: text to image, image to image (--init-image) and inpainting (--init-image --mask).
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
@@ -26,6 +26,7 @@
 #include "tide/text/embeddings.h"
 #include "tide/text/extra_networks.h"
 #include "tide/train/communicator.h"
+#include "tide/train/image_files.h"
 #include "tide/version.h"
 
 namespace tide::cli {
@@ -77,6 +78,8 @@ std::string parameters_text(const pipeline::GenerationRequest& r, const std::str
   if (r.tome.enabled()) s << ", Token merging ratio: " << r.tome.ratio;
   if (r.cache_interval > 1) s << ", DeepCache interval: " << r.cache_interval;
   if (r.prompt_syntax == pipeline::PromptSyntax::kPlain) s << ", Prompt syntax: plain";
+  if (r.init_image.defined() && r.strength) s << ", Denoising strength: " << *r.strength;
+  if (r.mask.defined() && r.mask_blur > 0) s << ", Mask blur: " << r.mask_blur;
   if (dtype != at::kFloat) s << ", Dtype: " << runtime::compute_dtype_name(dtype);
   if (!loras.empty()) {
     s << ", Lora hashes: \"";
@@ -138,12 +141,26 @@ int run_prompt_file(const Args& args, pipeline::StableDiffusionPipeline& pipe, p
   return outcome.failed > 0 ? 1 : 0;
 }
 
+// An --init-image / --mask file as uint8 [H, W, 3]; errors name the flag.
+at::Tensor read_input_image(const std::string& file, const char* flag) {
+  if (!fs::is_regular_file(file)) throw Error("tide generate: " + std::string(flag) + " " + file + " does not exist");
+  if (!train::is_image_file(file))
+    throw Error("tide generate: " + std::string(flag) + " " + file + " is not a .png, .jpg or .jpeg file");
+  try {
+    return train::read_rgb_image(file);
+  } catch (const Error& e) {
+    throw Error("tide generate: " + std::string(flag) + ": " + e.what());
+  }
+}
+
 }  // namespace
 
 int run_generate(int argc, char** argv) {
-  Args args("generate", "tide generate --model MODEL --prompt TEXT [options]",
+  Args args("generate", "tide generate --model MODEL --prompt TEXT [--init-image FILE [--mask FILE]] [options]",
             "Makes images from a text prompt with a Stable Diffusion model, the same images diffusers makes\n"
-            "for the same seed and settings.");
+            "for the same seed and settings. With --init-image it redraws an image (diffusers' Img2Img\n"
+            "pipelines), with --mask as well only the masked part (its Inpaint pipelines; inpainting models\n"
+            "with a 9-channel UNet need both).");
   args.option("model", "MODEL",
               "a diffusers model folder, a single-file .safetensors checkpoint, or a Hugging Face Hub id "
               "(org/name[@revision], downloaded into the HF cache)")
@@ -178,6 +195,20 @@ int run_generate(int argc, char** argv) {
       .option("original-size", "H,W", "SDXL micro-conditioning: original image size (height,width)", "the image size")
       .option("crop", "TOP,LEFT", "SDXL micro-conditioning: crop top-left corner", "0,0")
       .option("target-size", "H,W", "SDXL micro-conditioning: target image size (height,width)", "the image size")
+      .option("init-image", "FILE",
+              "image-to-image: start from this PNG or JPEG instead of pure noise; the output has its size rounded "
+              "down to a multiple of the VAE factor (resized with Lanczos when --width/--height say otherwise)")
+      .option("strength", "S",
+              "with --init-image: how much of the schedule runs, in (0, 1]; 1 = ignore the image's content except "
+              "where a mask keeps it",
+              "0.8; SDXL: 0.3, SDXL inpainting 0.9999 (as diffusers)")
+      .option("mask", "FILE",
+              "inpainting: PNG or JPEG of the init image's size, white = repaint, black = keep (binarized at 50% "
+              "grey); the output size is the model's default unless --width/--height are given")
+      .option("mask-blur", "PX",
+              "with --mask: Gaussian blur radius in pixels (Pillow's GaussianBlur) applied to the mask before it "
+              "is binarized, which rounds its corners",
+              "0")
       .option("output", "FILE.png", "output file; with several images FILE-0.png, FILE-1.png, ...", "out.png")
       .option("prompts", "FILE",
               "make many pictures: one prompt per line, or JSON lines with per-picture settings (prompt, "
@@ -280,6 +311,22 @@ int run_generate(int argc, char** argv) {
   if (args.has("original-size")) std::tie(request.original_height, request.original_width) = int_pair(args, "original-size");
   if (args.has("crop")) std::tie(request.crop_top, request.crop_left) = int_pair(args, "crop");
   if (args.has("target-size")) std::tie(request.target_height, request.target_width) = int_pair(args, "target-size");
+  if (args.has("init-image")) request.init_image = read_input_image(args.get("init-image"), "--init-image");
+  if (args.has("mask")) {
+    if (!args.has("init-image")) throw Error("tide generate: --mask needs --init-image (the image to inpaint)");
+    request.mask = read_input_image(args.get("mask"), "--mask");
+  }
+  if (args.has("strength")) {
+    if (!args.has("init-image")) throw Error("tide generate: --strength needs --init-image");
+    request.strength = args.get_double("strength");
+    if (!(*request.strength > 0 && *request.strength <= 1))
+      throw Error("tide generate: --strength must be in (0, 1], got " + args.get("strength"));
+  }
+  if (args.has("mask-blur")) {
+    if (!args.has("mask")) throw Error("tide generate: --mask-blur needs --mask");
+    request.mask_blur = args.get_double("mask-blur");
+    if (!(request.mask_blur >= 0)) throw Error("tide generate: --mask-blur must be a non-negative radius");
+  }
   if (args.has("seed")) {
     request.seed = args.get_u64("seed");
   } else {

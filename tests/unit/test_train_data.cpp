@@ -11,11 +11,12 @@
 #include "tide/runtime/error.h"
 #include "tide/train/dataset.h"
 #include "tide/train/keyed_rng.h"
-#include "tide/train/pil_resize.h"
+#include "tide/io/pil_resize.h"
 #include "tide/train/templates.h"
 
 namespace {
 using namespace tide::train;
+using namespace tide::io;
 
 at::Tensor row_image(const std::vector<int>& values, int rows = 1, int channels = 1) {
   at::Tensor t = at::empty({rows, static_cast<int64_t>(values.size()), channels}, at::kByte);

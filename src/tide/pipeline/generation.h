@@ -49,6 +49,11 @@ struct GenerationRequest {
   // DeepCache (models/deep_cache.h): every cache_interval-th UNet call runs in full, the others reuse its deep
   // features; 1 = off.
   int cache_interval = 1;
+  // Image-to-image and inpainting (pipeline/image_conditioning.h), as diffusers' Img2Img / Inpaint pipelines.
+  at::Tensor init_image;          // uint8 [H, W, 3]; undefined: text-to-image
+  at::Tensor mask;                // uint8 [H, W] or [H, W, 3], white = repaint; needs init_image
+  std::optional<double> strength; // in (0, 1]; none: diffusers' default (SD 0.8, SDXL img2img 0.3, SDXL inpaint 0.9999)
+  double mask_blur = 0;           // Gaussian blur radius (pixels) of the mask before it is binarized; 0 = none
 };
 
 // What the UNet is conditioned on for one prompt.

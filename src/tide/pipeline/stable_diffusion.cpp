@@ -8,6 +8,7 @@
 #include "tide/io/image.h"
 #include "tide/io/json_file.h"
 #include "tide/models/deep_cache.h"
+#include "tide/pipeline/image_conditioning.h"
 #include "tide/nn/layers.h"
 #include "tide/pipeline/a1111_conditioning.h"
 #include "tide/nn/timestep_embedding.h"
@@ -67,6 +68,11 @@ PipelineParts parts_from_folder(const fs::path& folder, const LoadOptions& optio
   parts.folder = folder;
   parts.pipeline_class = io::json_get<std::string>(index, "_class_name", "");
   std::vector<std::string> components = {"unet", "vae", "text_encoder"};
+  // The img2img / inpaint variants of a folder hold the same components.
+  if (parts.pipeline_class == "StableDiffusionXLImg2ImgPipeline" || parts.pipeline_class == "StableDiffusionXLInpaintPipeline")
+    parts.pipeline_class = "StableDiffusionXLPipeline";
+  if (parts.pipeline_class == "StableDiffusionImg2ImgPipeline" || parts.pipeline_class == "StableDiffusionInpaintPipeline")
+    parts.pipeline_class = "StableDiffusionPipeline";
   if (parts.pipeline_class == "StableDiffusionXLPipeline") {
     components.push_back("text_encoder_2");
     parts.tokenizer_2_dir = folder / "tokenizer_2";
@@ -220,7 +226,7 @@ std::pair<PromptEmbeddings, PromptEmbeddings> StableDiffusionPipeline::encode_a1
 at::Tensor StableDiffusionPipeline::prepare_latents(int num_images, int height, int width, double init_noise_sigma,
                                                     at::Generator& generator) const {
   const int f = vae_scale_factor();
-  const int64_t channels = unet_->config().in_channels;
+  const int64_t channels = vae_->config().latent_channels;  // not the UNet's: 9 for inpainting models
   // One draw for the whole batch, like diffusers' randn_tensor with a single CPU generator.
   at::Tensor noise = at::randn({num_images, channels, height / f, width / f}, generator, at::kFloat);
   return noise * init_noise_sigma;
@@ -228,6 +234,7 @@ at::Tensor StableDiffusionPipeline::prepare_latents(int num_images, int height, 
 
 GenerationRequest StableDiffusionPipeline::resolve(GenerationRequest r) const {
   const int f = vae_scale_factor();
+  resolve_image_inputs(r, f, is_xl(), unet_->config().in_channels);
   if (r.width == 0) r.width = default_size();
   if (r.height == 0) r.height = default_size();
   if (r.width < f || r.height < f || r.width % f != 0 || r.height % f != 0)
@@ -339,7 +346,13 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw,
   auto scheduler = make_scheduler(r);
   scheduler->set_timesteps(r.steps);
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(r.seed);
-  at::Tensor latents = prepare_latents(r.num_images, r.height, r.width, scheduler->init_noise_sigma(), generator);
+  // Text-to-image starts from noise at the first timestep; image-to-image and inpainting midway.
+  DenoiseStart start;
+  if (r.init_image.defined())
+    start = prepare_image_start(r, *scheduler, vae_, unet_->config().in_channels, generator);
+  else
+    start.latents = prepare_latents(r.num_images, r.height, r.width, scheduler->init_noise_sigma(), generator);
+  at::Tensor latents = start.latents;
 
   // ToMe's state lives for the whole loop: its generator is drawn from in every UNet call.
   std::optional<nn::TokenMerging> tome;
@@ -359,10 +372,12 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw,
   GenerationResult result;
   const auto& timesteps = scheduler->timesteps();
   std::optional<runtime::FreedMemoryReuse> reuse(std::in_place);  // until the loop ends, before the decode
-  for (size_t i = 0; i < timesteps.size(); ++i) {
+  const int total = static_cast<int>(timesteps.size() - start.first);
+  for (size_t i = start.first; i < timesteps.size(); ++i) {
     const double t = timesteps[i];
-    if (deep_cache) deep_cache->begin_call(static_cast<int>(i));
+    if (deep_cache) deep_cache->begin_call(static_cast<int>(i - start.first));  // counted from the first step run
     at::Tensor model_input = scheduler->scale_model_input(guided ? at::cat({latents, latents}) : latents, t);
+    model_input = start.unet_input(model_input, guided);  // 9-channel inpainting: + mask, masked image latents
     at::Tensor noise_pred = unet_->forward(model_input, t, context, pooled, time_ids, timestep_cond);
     ++result.unet_calls;
     if (guided) {
@@ -370,7 +385,8 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw,
       noise_pred = halves[0] + r.guidance * (halves[1] - halves[0]);
     }
     latents = scheduler->step(noise_pred, t, latents, generator);
-    if (on_step) on_step(StepInfo{static_cast<int>(i), static_cast<int>(timesteps.size()), t, latents});
+    latents = start.after_step(*scheduler, latents, i);  // 4-channel inpainting: keep the unmasked area
+    if (on_step) on_step(StepInfo{static_cast<int>(i - start.first), total, t, latents});
   }
   reuse.reset();
   result.latents = latents;

@@ -15,6 +15,7 @@ class DpmSolver final : public Scheduler {
  public:
   DpmSolver(const Config& c, const std::string& name) : config_(c) {
     name_ = name;
+    noise_form_ = NoiseForm::kAlphaSigma;
     num_train_timesteps_ = c.get_int("num_train_timesteps", 1000);
     solver_order_ = c.get_int("solver_order", 2);
     if (solver_order_ < 1 || solver_order_ > 3) c.fail("solver_order", "must be 1, 2 or 3");
@@ -94,6 +95,7 @@ class DpmSolver final : public Scheduler {
     model_outputs_.assign(solver_order_, at::Tensor());
     lower_order_nums_ = 0;
     step_index_ = -1;
+    begin_index_ = -1;
   }
 
   at::Tensor step(const at::Tensor& model_output, double timestep, const at::Tensor& sample_in,

@@ -12,6 +12,7 @@ class EulerDiscrete final : public Scheduler {
  public:
   explicit EulerDiscrete(const Config& c) : config_(c) {
     name_ = "euler";
+    noise_form_ = NoiseForm::kSigma;
     num_train_timesteps_ = c.get_int("num_train_timesteps", 1000);
     prediction_type_ = read_prediction_type(c, {"epsilon", "v_prediction", "sample", "original_sample"});
     interpolation_type_ = c.get_choice("interpolation_type", "linear", {"linear", "log_linear"});
@@ -66,6 +67,7 @@ class EulerDiscrete final : public Scheduler {
     timesteps_ = continuous_v() ? log_timesteps(sigmas_.slice(0, 0, -1)) : to_float32_values(t);
     init_noise_sigma_ = k_init_noise_sigma(sigmas_, spacing_);
     step_index_ = -1;
+    begin_index_ = -1;
   }
 
   at::Tensor scale_model_input(const at::Tensor& sample, double timestep) override {

@@ -13,6 +13,7 @@ class EulerAncestral final : public Scheduler {
  public:
   explicit EulerAncestral(const Config& c) {
     name_ = "euler-a";
+    noise_form_ = NoiseForm::kSigma;
     num_train_timesteps_ = c.get_int("num_train_timesteps", 1000);
     // diffusers raises NotImplementedError for "sample"
     prediction_type_ = read_prediction_type(c, {"epsilon", "v_prediction"});
@@ -41,6 +42,7 @@ class EulerAncestral final : public Scheduler {
     timesteps_ = t;
     init_noise_sigma_ = k_init_noise_sigma(sigmas_, spacing_);
     step_index_ = -1;
+    begin_index_ = -1;
   }
 
   at::Tensor scale_model_input(const at::Tensor& sample, double timestep) override {

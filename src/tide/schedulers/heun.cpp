@@ -12,6 +12,7 @@ class Heun final : public Scheduler {
  public:
   explicit Heun(const Config& c) : config_(c) {
     name_ = "heun";
+    noise_form_ = NoiseForm::kSigma;
     num_train_timesteps_ = c.get_int("num_train_timesteps", 1000);
     prediction_type_ = read_prediction_type(c, {"epsilon", "v_prediction", "sample"});
     karras_ = c.get_bool("use_karras_sigmas", false);
@@ -24,6 +25,8 @@ class Heun final : public Scheduler {
     alphas_cumprod_ = alphas_cumprod_from_betas(make_betas(c, BetaDefaults{0.00085, 0.012, "linear"}, {"exp"}));
     set_timesteps(num_train_timesteps_);  // like diffusers' __init__
   }
+
+  int order() const override { return 2; }
 
   void set_timesteps(int n) override {
     if (n < 1) throw Error("heun: the number of steps must be at least 1");
@@ -48,6 +51,7 @@ class Heun final : public Scheduler {
     init_noise_sigma_ = k_init_noise_sigma(sigmas_, spacing_);
     prev_derivative_ = dt_ = first_sample_ = at::Tensor();
     step_index_ = -1;
+    begin_index_ = -1;
   }
 
   at::Tensor scale_model_input(const at::Tensor& sample, double timestep) override {

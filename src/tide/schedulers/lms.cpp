@@ -48,6 +48,7 @@ class Lms final : public Scheduler {
  public:
   explicit Lms(const Config& c) {
     name_ = "lms";
+    noise_form_ = NoiseForm::kSigma;
     num_train_timesteps_ = c.get_int("num_train_timesteps", 1000);
     prediction_type_ = read_prediction_type(c, {"epsilon", "v_prediction", "sample"});
     karras_ = c.get_bool("use_karras_sigmas", false);
@@ -78,6 +79,7 @@ class Lms final : public Scheduler {
     init_noise_sigma_ = k_init_noise_sigma(sigmas_, spacing_);
     derivatives_.clear();
     step_index_ = -1;
+    begin_index_ = -1;
   }
 
   at::Tensor scale_model_input(const at::Tensor& sample, double timestep) override {
@@ -97,9 +99,12 @@ class Lms final : public Scheduler {
     if (derivatives_.size() > kOrder) derivatives_.pop_front();
 
     const int order = std::min(step_index_ + 1, kOrder);
-    // sample + sum(coeff * derivative) with the newest derivative first; Python's sum starts from 0
+    // sample + sum(coeff * derivative) with the newest derivative first; Python's sum starts from 0.
+    // diffusers zips the coefficients with the derivatives, so a schedule started midway (image-to-image:
+    // step index > 0, fewer derivatives than the order) uses only the derivatives it has.
+    const int terms = std::min(order, static_cast<int>(derivatives_.size()));
     at::Tensor sum;
-    for (int k = 0; k < order; ++k) {
+    for (int k = 0; k < terms; ++k) {
       const at::Tensor term = lms_coefficient(order, step_index_, k) * derivatives_[derivatives_.size() - 1 - k];
       sum = k == 0 ? term : sum + term;
     }

@@ -137,19 +137,54 @@ std::vector<double> Scheduler::sigmas() const {
 
 at::Tensor Scheduler::scale_model_input(const at::Tensor& sample, double) { return sample; }
 
-void Scheduler::init_step_index(double timestep, bool fallback_to_last) {
+int Scheduler::index_for_timestep(double timestep) const {
   std::vector<int> found;
   for (size_t i = 0; i < timesteps_.size(); ++i)
     if (timesteps_[i] == timestep) found.push_back(static_cast<int>(i));
-  if (found.empty()) {
+  if (found.empty()) return -1;
+  // diffusers takes the second occurrence, so that a schedule started midway does not skip a sigma
+  return found.size() > 1 ? found[1] : found[0];
+}
+
+void Scheduler::init_step_index(double timestep, bool fallback_to_last) {
+  if (begin_index_ >= 0) {
+    step_index_ = begin_index_;
+    return;
+  }
+  const int found = index_for_timestep(timestep);
+  if (found < 0) {
     if (!fallback_to_last || timesteps_.empty())
       throw Error("scheduler " + name_ + ": timestep " + std::to_string(timestep) +
                   " is not in the schedule (call set_timesteps and pass its timesteps in order)");
     step_index_ = static_cast<int>(timesteps_.size()) - 1;
     return;
   }
-  // diffusers takes the second occurrence, so that a schedule started midway does not skip a sigma
-  step_index_ = found.size() > 1 ? found[1] : found[0];
+  step_index_ = found;
+}
+
+void Scheduler::set_begin_index(int index) {
+  if (timesteps_.empty()) throw Error("scheduler " + name_ + ": call set_timesteps before set_begin_index");
+  if (index < 0 || index >= static_cast<int>(timesteps_.size()))
+    throw Error("scheduler " + name_ + ": begin index " + std::to_string(index) + " is outside the " +
+                std::to_string(timesteps_.size()) + " timesteps");
+  begin_index_ = index;
+}
+
+at::Tensor Scheduler::add_noise(const at::Tensor& original, const at::Tensor& noise, double timestep) const {
+  if (!original.sizes().equals(noise.sizes())) throw Error("add_noise: sample and noise shapes differ");
+  if (noise_form_ == NoiseForm::kAlphasCumprod) {
+    const int64_t t = std::llround(timestep);
+    return add_noise(original, noise, at::full({1}, t, at::kLong));
+  }
+  int index = step_index_ >= 0 ? step_index_ : begin_index_ >= 0 ? begin_index_ : index_for_timestep(timestep);
+  if (index < 0 || !sigmas_.defined() || index >= sigmas_.size(0))
+    throw Error("scheduler " + name_ + ": add_noise at timestep " + std::to_string(timestep) +
+                ", which is not in the schedule");
+  const at::Tensor sigma = sigmas_[index].to(original.scalar_type());  // 0-dim, float32
+  if (noise_form_ == NoiseForm::kSigma) return original + noise * sigma;
+  const at::Tensor alpha_t = at::reciprocal(at::pow(at::pow(sigma, 2) + 1, 0.5)) * 1;  // Python's 1 / x
+  const at::Tensor sigma_t = sigma * alpha_t;
+  return alpha_t * original + sigma_t * noise;
 }
 
 void Scheduler::require_step_available() const {

@@ -49,6 +49,22 @@ class Scheduler {
   // The second output of the last step(): LCM's `denoised` (what LatentConsistencyModelPipeline decodes),
   // TCD's pred_noised_sample; undefined for the other schedulers.
   const at::Tensor& last_denoised() const { return last_denoised_; }
+  // diffusers' scheduler.order: UNet calls per step in timesteps() (Heun: 2). A run that starts midway
+  // (image-to-image) starts at timesteps()[t_start * order()].
+  virtual int order() const { return 1; }
+  // diffusers' set_begin_index: the step index of the first call of a schedule that starts midway, and the
+  // sigma add_noise uses before the first step. Call it after set_timesteps; set_timesteps clears it.
+  // Schedulers that step by timestep alone (ddim, ddpm, pndm) do not need it.
+  void set_begin_index(int index);
+  int begin_index() const { return begin_index_; }
+
+  // Inference add_noise (image-to-image, inpainting), each family with its diffusers formula in float32:
+  // sigma schedulers (euler, euler-a, heun, lms) `original + sigma * noise`; dpm++ and unipc
+  // `alpha_t * original + sigma_t * noise` with alpha_t = 1 / sqrt(sigma^2 + 1), sigma_t = sigma * alpha_t;
+  // ddim, ddpm, pndm `sqrt(acp[t]) * original + sqrt(1 - acp[t]) * noise`. The sigma is that of the current
+  // step index once stepping has begun (inpainting re-noises at timesteps[i + 1] after step i), else of
+  // the begin index, else of `timestep`'s position in timesteps().
+  at::Tensor add_noise(const at::Tensor& original, const at::Tensor& noise, double timestep) const;
 
   // Training: DDPMScheduler.add_noise / get_velocity with int64 timesteps [B].
   at::Tensor add_noise(const at::Tensor& original, const at::Tensor& noise, const at::Tensor& timesteps) const;
@@ -63,7 +79,10 @@ class Scheduler {
   // Step index of the first call like diffusers' _init_step_index: the position of `timestep` in
   // timesteps_ (the second one when it occurs twice). `fallback_to_last`: DPM/UniPC use the last
   // index when the timestep is absent; the others treat it as an error.
+  // With a begin index (set_begin_index) the first call starts there instead.
   void init_step_index(double timestep, bool fallback_to_last);
+  // diffusers' index_for_timestep: the position of `timestep` (the second one when it occurs twice), -1 if absent.
+  int index_for_timestep(double timestep) const;
   // Checks that a step is called after set_timesteps and not past the end.
   void require_step_available() const;
 
@@ -77,6 +96,10 @@ class Scheduler {
   int num_inference_steps_ = 0;
   int step_index_ = -1;  // -1 until the first scale_model_input/step after set_timesteps
   at::Tensor last_denoised_;
+  int begin_index_ = -1;  // -1: none (set_begin_index); the sigma schedulers' set_timesteps reset it
+  // Which add_noise formula the family uses (see add_noise).
+  enum class NoiseForm { kAlphasCumprod, kSigma, kAlphaSigma };
+  NoiseForm noise_form_ = NoiseForm::kAlphasCumprod;
 };
 
 // name: one of scheduler_names(), or "" for the config's own `_class_name`.

@@ -14,6 +14,7 @@ class UniPc final : public Scheduler {
  public:
   explicit UniPc(const Config& c) : config_(c) {
     name_ = "unipc";
+    noise_form_ = NoiseForm::kAlphaSigma;
     num_train_timesteps_ = c.get_int("num_train_timesteps", 1000);
     solver_order_ = c.get_int("solver_order", 2);
     if (solver_order_ < 1) c.fail("solver_order", "must be at least 1");
@@ -89,6 +90,7 @@ class UniPc final : public Scheduler {
     this_order_ = 0;
     last_sample_ = at::Tensor();
     step_index_ = -1;
+    begin_index_ = -1;
   }
 
   at::Tensor step(const at::Tensor& model_output, double timestep, const at::Tensor& sample_in,

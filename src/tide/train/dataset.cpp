@@ -2,7 +2,7 @@
 
 #include "tide/runtime/error.h"
 #include "tide/train/image_files.h"
-#include "tide/train/pil_resize.h"
+#include "tide/io/pil_resize.h"
 
 namespace tide::train {
 
@@ -23,7 +23,7 @@ TrainingImages::TrainingImages(DatasetOptions options) : options_(std::move(opti
   for (const auto& file : files_) {
     at::Tensor img = read_rgb_image(file);
     if (options_.center_crop) img = center_crop(img);
-    resized_.push_back(pil_resize_bicubic(img, options_.resolution, options_.resolution));
+    resized_.push_back(io::pil_resize_bicubic(img, options_.resolution, options_.resolution));
   }
 }
 

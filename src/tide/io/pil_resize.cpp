@@ -1,11 +1,11 @@
-#include "tide/train/pil_resize.h"
+#include "tide/io/pil_resize.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "tide/runtime/error.h"
 
-namespace tide::train {
+namespace tide::io {
 namespace {
 
 constexpr int kPrecisionBits = 32 - 8 - 2;  // Pillow's PRECISION_BITS
@@ -15,6 +15,17 @@ double bicubic_filter(double x) {
   if (x < 0.0) x = -x;
   if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
   if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0.0;
+}
+
+double sinc_filter(double x) {
+  if (x == 0.0) return 1.0;
+  x = x * M_PI;
+  return std::sin(x) / x;
+}
+
+double lanczos_filter(double x) {  // truncated sinc, support 3
+  if (-3.0 <= x && x < 3.0) return sinc_filter(x) * sinc_filter(x / 3);
   return 0.0;
 }
 
@@ -33,8 +44,9 @@ inline uint8_t clip8(int32_t sum) { return static_cast<uint8_t>(std::clamp(sum >
 
 }  // namespace
 
-ResampleCoefficients bicubic_coefficients(int in_size, int out_size) {
-  constexpr double support_1 = 2.0;  // bicubic support at scale 1
+ResampleCoefficients resample_coefficients(int in_size, int out_size, ResampleFilter filter) {
+  const bool lanczos = filter == ResampleFilter::kLanczos;
+  const double support_1 = lanczos ? 3.0 : 2.0;  // the filter's support at scale 1
   const double scale = static_cast<double>(static_cast<float>(in_size) - 0.0f) / out_size;
   const double filterscale = std::max(scale, 1.0);
   const double support = support_1 * filterscale;
@@ -53,7 +65,8 @@ ResampleCoefficients bicubic_coefficients(int in_size, int out_size) {
     std::vector<double> k(static_cast<size_t>(std::max(xmax, 0)));
     double ww = 0.0;
     for (int x = 0; x < xmax; ++x) {
-      k[x] = bicubic_filter((x + xmin - center + 0.5) * ss);
+      const double arg = (x + xmin - center + 0.5) * ss;
+      k[x] = lanczos ? lanczos_filter(arg) : bicubic_filter(arg);
       ww += k[x];
     }
     if (ww != 0.0)
@@ -65,7 +78,7 @@ ResampleCoefficients bicubic_coefficients(int in_size, int out_size) {
   return c;
 }
 
-at::Tensor pil_resize_bicubic(const at::Tensor& rgb8, int out_width, int out_height) {
+at::Tensor pil_resize(const at::Tensor& rgb8, int out_width, int out_height, ResampleFilter filter) {
   if (rgb8.scalar_type() != at::kByte || rgb8.dim() != 3 || rgb8.size(2) < 1 || rgb8.size(2) > 4)
     throw Error("resize: expected a uint8 [H, W, C] image");
   if (out_width < 1 || out_height < 1) throw Error("resize: the output size must be positive");
@@ -74,7 +87,7 @@ at::Tensor pil_resize_bicubic(const at::Tensor& rgb8, int out_width, int out_hei
   if (h == out_height && w == out_width) return in.clone();  // Image.resize returns a copy
 
   // Rows the vertical pass reads; the horizontal pass only computes those (as Pillow does).
-  const ResampleCoefficients vert = bicubic_coefficients(h, out_height);
+  const ResampleCoefficients vert = resample_coefficients(h, out_height, filter);
   const int row_first = vert.first[0];
   const int row_last = vert.first[out_height - 1] + vert.count[out_height - 1];
 
@@ -82,7 +95,7 @@ at::Tensor pil_resize_bicubic(const at::Tensor& rgb8, int out_width, int out_hei
   at::Tensor tmp;
   int tmp_first = 0;  // input row of tmp's row 0
   if (w != out_width) {
-    const ResampleCoefficients horiz = bicubic_coefficients(w, out_width);
+    const ResampleCoefficients horiz = resample_coefficients(w, out_width, filter);
     const auto kk = fixed_point(horiz);
     tmp = at::empty({row_last - row_first, out_width, ch}, in.options());
     const uint8_t* src = in.data_ptr<uint8_t>();
@@ -117,4 +130,4 @@ at::Tensor pil_resize_bicubic(const at::Tensor& rgb8, int out_width, int out_hei
   return out;
 }
 
-}  // namespace tide::train
+}  // namespace tide::io
