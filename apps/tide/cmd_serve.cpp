@@ -133,10 +133,10 @@ int run_serve(int argc, char** argv) {
   const int port = server.bind();
 
   std::thread watcher([&] {
-    int signal = 0;
-    sigwait(&signals, &signal);
-    if (signal == SIGUSR1) return;  // the server ended by itself
-    std::cerr << "\n" << (signal == SIGINT ? "SIGINT" : "SIGTERM") << ": stopping (the running job is interrupted)\n";
+    int received = 0;
+    sigwait(&signals, &received);
+    if (received == SIGUSR1) return;  // the server ended by itself
+    std::cerr << "\n" << (received == SIGINT ? "SIGINT" : "SIGTERM") << ": stopping (the running job is interrupted)\n";
     server.stop();
   });
   std::cerr << "tide serve: " << server.registry().models().size() << " model(s), " << threads << " thread(s)\n";

@@ -178,7 +178,7 @@ TEST_F(ServerA1111, ListsOptionsAndPngInfo) {
   const auto samplers = get_json(*client, "/sdapi/v1/samplers");
   ASSERT_EQ(samplers.status, 200);
   std::vector<std::string> names;
-  for (const auto& s : samplers.body) names.push_back(s["name"]);
+  for (const auto& s : samplers.body) names.push_back(s["name"].get<std::string>());
   for (const char* name : {"Euler a", "Euler", "LMS", "Heun", "DPM++ 2M", "DDIM", "PLMS", "UniPC"})
     EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name;
   EXPECT_EQ(get_json(*client, "/sdapi/v1/schedulers").body.size(), 3u);

@@ -96,7 +96,7 @@ TEST_F(ServerOpenAI, AnApiKeyIsRequiredOnEveryApiRoute) {
 }
 
 TEST(ServerBase64, RoundTripsAndRejectsJunk) {
-  for (const std::string s : {"", "f", "fo", "foo", "foob", "fooba", "foobar", std::string("\0\xff\x10", 3)})
+  for (const std::string& s : std::vector<std::string>{"", "f", "fo", "foo", "foob", "fooba", "foobar", std::string("\0\xff\x10", 3)})
     EXPECT_EQ(tide::server::base64_decode(tide::server::base64_encode(s)), s);
   EXPECT_EQ(tide::server::base64_encode("foobar"), "Zm9vYmFy");
   EXPECT_EQ(tide::server::base64_encode("fo"), "Zm8=");

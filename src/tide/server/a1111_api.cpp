@@ -191,7 +191,9 @@ HttpReply txt2img(ApiContext& ctx, const std::string& raw_body) {
     std::vector<std::string> warnings;
     for (const auto& name : unimplemented_fields(body)) warnings.push_back(name + " is not implemented by tide and was ignored");
     std::string model;
-    const json overrides = body.value("override_settings", json::object());
+    const json overrides = body.contains("override_settings") && !body["override_settings"].is_null()
+                               ? body["override_settings"]
+                               : json::object();
     if (!overrides.is_object()) throw FieldError{"override_settings", "value is not a valid dict", "type_error.dict"};
     for (const auto& [key, value] : overrides.items()) {
       if (key == "sd_model_checkpoint") {

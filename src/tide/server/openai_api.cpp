@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <ctime>
 #include <random>
+#include <stdexcept>
 
 #include "tide/io/image.h"
 #include "tide/runtime/error.h"
