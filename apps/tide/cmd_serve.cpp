@@ -57,6 +57,7 @@ int run_serve(int argc, char** argv) {
               "the model used when a request names none: a name in --models, or a diffusers folder, checkpoint file "
               "or Hub id (also listed)",
               "the first listed")
+      .flag("no-hf-cache", "do not list the diffusers models found in the Hugging Face cache")
       .option("embeddings", "DIR", "textual-inversion embeddings usable in prompts by file name; repeatable")
       .option("host", "ADDRESS", "address to listen on; any but loopback needs --api-key-file or --insecure-no-auth",
               "127.0.0.1")
@@ -79,6 +80,7 @@ int run_serve(int argc, char** argv) {
   server::RegistryOptions registry;
   for (const auto& dir : args.get_all("models")) registry.model_dirs.push_back(dir);
   for (const auto& dir : args.get_all("embeddings")) registry.embedding_dirs.push_back(dir);
+  registry.include_hf_cache = !args.get_flag("no-hf-cache");
   registry.max_loaded = static_cast<size_t>(positive(args, "max-loaded"));
   if (args.has("variant")) registry.load.variant = args.get("variant");
   if (args.has("tokenizer")) registry.load.tokenizer = args.get("tokenizer");

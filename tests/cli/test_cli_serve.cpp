@@ -11,6 +11,8 @@
 
 #include "cli_runner.h"
 #include "test_support.h"
+#include "tide/io/image.h"
+#include "tide/server/base64.h"
 
 namespace {
 using nlohmann::json;
@@ -88,7 +90,18 @@ TEST_F(CliServe, ServesARequestAndStopsCleanlyOnSigtermAndSigint) {
     const auto reply = client.Post("/sdapi/v1/txt2img", request.dump(), "application/json");
     ASSERT_TRUE(reply);
     ASSERT_EQ(reply->status, 200) << reply->body;
-    EXPECT_EQ(json::parse(reply->body)["images"].size(), 1u);
+    const json body = json::parse(reply->body);
+    ASSERT_EQ(body["images"].size(), 1u);
+    if (signal == SIGTERM) {
+      // Same seed, same pixels: the A1111 API's defaults (Euler, CFG 7) as `tide generate` flags.
+      tide::testing::TempDir out;
+      const auto generated = run_tide("generate --model " + quote(model()) + " --prompt 'a fox' --prompt-syntax a1111 "
+                                      "--seed 3 --steps 2 --width 32 --height 32 --scheduler euler --guidance 7 "
+                                      "--threads 1 --output " + quote(out / "fox.png"));
+      ASSERT_EQ(generated.code, 0) << generated.output;
+      const auto served = tide::io::decode_png(tide::server::base64_decode(body["images"][0].get<std::string>()));
+      EXPECT_TRUE(at::equal(served.rgb8, tide::io::read_png(out / "fox.png").rgb8));
+    }
     const auto page = client.Get("/");
     ASSERT_TRUE(page);
     EXPECT_EQ(page->status, 200);
@@ -108,7 +121,7 @@ TEST_F(CliServe, HelpAndBadFlags) {
   EXPECT_EQ(missing.code, 1);
   EXPECT_NE(missing.output.find("is not a folder"), std::string::npos) << missing.output;
   tide::testing::TempDir empty;
-  const auto none = run_tide("serve --models " + quote(empty.path()) + " --port 0");
+  const auto none = run_tide("serve --models " + quote(empty.path()) + " --no-hf-cache --port 0");
   EXPECT_EQ(none.code, 1);
   EXPECT_NE(none.output.find("no models"), std::string::npos) << none.output;
   const auto key = run_tide("serve --models " + quote(model().parent_path()) + " --api-key-file /nonexistent/key --port 0");

@@ -1,7 +1,10 @@
 #include "tide/server/model_registry.h"
 
 #include <algorithm>
+#include <fstream>
 #include <iostream>
+
+#include "tide/hub/hub_cache.h"
 
 #include "tide/pipeline/model_source.h"
 #include "tide/runtime/error.h"
@@ -57,6 +60,24 @@ void ModelRegistry::refresh() {
     for (const auto& p : paths) {
       if (fs::is_directory(p) && fs::exists(p / "model_index.json")) add({p.filename().string(), p.string(), "diffusers"});
       else if (fs::is_regular_file(p) && is_checkpoint_file(p)) add({p.stem().string(), p.string(), "single-file"});
+    }
+  }
+  if (options_.include_hf_cache) {
+    // models--org--name folders whose main snapshot is a diffusers pipeline.
+    std::vector<fs::path> repos;
+    std::error_code ec;
+    for (const auto& item : fs::directory_iterator(hub::default_cache_dir(), ec)) repos.push_back(item.path());
+    std::sort(repos.begin(), repos.end());
+    for (const auto& repo : repos) {
+      const std::string folder = repo.filename().string();
+      if (folder.rfind("models--", 0) != 0) continue;
+      std::string id = folder.substr(8);
+      const size_t separator = id.find("--");
+      if (separator != std::string::npos) id.replace(separator, 2, "/");
+      std::ifstream ref(repo / "refs" / "main");
+      std::string commit;
+      if (!(ref >> commit)) continue;
+      if (fs::exists(repo / "snapshots" / commit / "model_index.json")) add({id, id, "hub"});
     }
   }
   std::lock_guard<std::mutex> lock(mutex_);

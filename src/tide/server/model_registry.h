@@ -34,6 +34,8 @@ struct RegistryOptions {
   std::vector<std::filesystem::path> model_dirs;
   std::vector<std::string> extra_models;  // --model values that are not names in model_dirs (paths, Hub ids)
   std::vector<std::filesystem::path> embedding_dirs;
+  // Also list the diffusers models in the Hugging Face cache (hub::default_cache_dir()), by Hub id.
+  bool include_hf_cache = false;
   size_t max_loaded = 1;
   pipeline::LoadOptions load;
   pipeline::StableDiffusionPipeline::ComputeSettings compute;
