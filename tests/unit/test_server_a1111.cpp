@@ -13,6 +13,7 @@ class ServerA1111 : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir();
+    std::filesystem::create_directories(dir_->path() / "models");
     make_tiny_pipeline(dir_->path() / "models" / "tiny");
     harness_ = new ServerHarness(dir_->path() / "models");
     pipe_ = tide::pipeline::StableDiffusionPipeline::from_folder(dir_->path() / "models" / "tiny").release();

@@ -11,6 +11,7 @@ class ServerOpenAI : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir();
+    std::filesystem::create_directories(dir_->path() / "models");
     make_tiny_pipeline(dir_->path() / "models" / "tiny");
   }
   static void TearDownTestSuite() { delete dir_; }
