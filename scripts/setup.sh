@@ -9,6 +9,7 @@ packages=(
   libre2-dev nlohmann-json3-dev libpng-dev libcurl4-openssl-dev libgtest-dev
   libopenmpi-dev openmpi-bin         # tide train-ti: data-parallel training under mpirun
   libjpeg62-turbo-dev                # tide train-ti: JPEG training images
+  libcpp-httplib-dev                 # tide serve: HTTP server (header-only)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -10,5 +10,6 @@ int run_convert(int argc, char** argv);
 int run_bench(int argc, char** argv);
 int run_train_ti(int argc, char** argv);
 int run_make_tiny(int argc, char** argv);
+int run_serve(int argc, char** argv);
 
 }  // namespace tide::cli

@@ -17,11 +17,16 @@ at::Tensor to_rgb8(const at::Tensor& decoded);
 void write_png(const std::filesystem::path& path, const at::Tensor& rgb8,
                const std::map<std::string, std::string>& text = {});
 
+// The same PNG bytes in memory (HTTP responses).
+std::string encode_png(const at::Tensor& rgb8, const std::map<std::string, std::string>& text = {});
+
 struct PngImage {
   at::Tensor rgb8;  // uint8 [H, W, 3]
   std::map<std::string, std::string> text;
 };
 // Reads any PNG (grey, palette, 16-bit and alpha are converted to 8-bit RGB). Errors name the file.
 PngImage read_png(const std::filesystem::path& path);
+// The same from PNG bytes in memory; `name` is used in error messages.
+PngImage decode_png(const std::string& bytes, const std::string& name = "PNG data");
 
 }  // namespace tide::io

@@ -1,0 +1,155 @@
+// tide serve: a web page and HTTP APIs (AUTOMATIC1111's /sdapi/v1, OpenAI's /v1/images) over warm models.
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <cctype>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "args.h"
+#include "commands.h"
+#include "thread_flags.h"
+#include "tide/runtime/error.h"
+#include "tide/runtime/optimizations.h"
+#include "tide/server/server.h"
+
+namespace tide::cli {
+namespace fs = std::filesystem;
+namespace {
+
+std::string read_api_key(const fs::path& file) {
+  std::ifstream in(file);
+  if (!in) throw Error("tide serve: cannot read --api-key-file " + file.string());
+  std::stringstream s;
+  s << in.rdbuf();
+  std::string key = s.str();
+  const auto not_space = [](unsigned char c) { return !std::isspace(c); };
+  key.erase(key.begin(), std::find_if(key.begin(), key.end(), not_space));
+  key.erase(std::find_if(key.rbegin(), key.rend(), not_space).base(), key.end());
+  if (key.empty()) throw Error("tide serve: --api-key-file " + file.string() + " is empty");
+  return key;
+}
+
+bool is_loopback(const std::string& host) {
+  return host == "127.0.0.1" || host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+int positive(const Args& args, const std::string& name) {
+  const int v = args.get_int(name);
+  if (v < 1) throw Error("tide serve: --" + name + " must be at least 1, got " + std::to_string(v));
+  return v;
+}
+
+}  // namespace
+
+int run_serve(int argc, char** argv) {
+  Args args("serve", "tide serve --models DIR [--port 7860] [options]",
+            "Serves a web page and HTTP APIs for text-to-image: AUTOMATIC1111's /sdapi/v1 (txt2img, progress, interrupt,\n"
+            "models, samplers, options, png-info, ...) and OpenAI's /v1/images/generations. Models load on first use\n"
+            "and stay warm; one job computes at a time, the others wait in a bounded queue.");
+  args.option("models", "DIR",
+              "a folder of models: diffusers folders and .safetensors/.ckpt checkpoints in it are listed by name "
+              "(folder or file name without extension); repeatable")
+      .option("model", "MODEL",
+              "the model used when a request names none: a name in --models, or a diffusers folder, checkpoint file "
+              "or Hub id (also listed)",
+              "the first listed")
+      .flag("no-hf-cache", "do not list the diffusers models found in the Hugging Face cache")
+      .option("embeddings", "DIR", "textual-inversion embeddings usable in prompts by file name; repeatable")
+      .option("host", "ADDRESS", "address to listen on; any but loopback needs --api-key-file or --insecure-no-auth",
+              "127.0.0.1")
+      .option("port", "N", "TCP port (0: any free port, printed)", "7860")
+      .option("api-key-file", "FILE", "require `Authorization: Bearer KEY` on every API route, KEY read from FILE")
+      .flag("insecure-no-auth", "allow a non-loopback --host without an API key")
+      .option("max-queue", "N", "jobs that may wait behind the running one; more get HTTP 503", "16")
+      .option("max-loaded", "N", "models kept loaded; beyond, the least recently used is dropped", "1")
+      .option("max-size", "PX", "largest width and height a request may ask for", "2048")
+      .option("max-steps", "N", "most steps a request may ask for", "150")
+      .option("max-images", "N", "most images per request (batch_size x n_iter, or n)", "16")
+      .option("max-body", "MB", "largest request body, in MiB", "32")
+      .option("output-dir", "DIR", "where A1111's save_images writes PNGs", "nowhere")
+      .option("variant", "NAME", "read weight files of this variant, e.g. fp16 (*.fp16.safetensors)")
+      .option("tokenizer", "DIR", "single-file checkpoints: tokenizer folder (or a model folder with tokenizer/)",
+              "the family's reference model on the Hub, cached or downloaded");
+  add_thread_flags(args);
+  if (!args.parse(argc, argv)) return 0;
+
+  server::RegistryOptions registry;
+  for (const auto& dir : args.get_all("models")) registry.model_dirs.push_back(dir);
+  for (const auto& dir : args.get_all("embeddings")) registry.embedding_dirs.push_back(dir);
+  registry.include_hf_cache = !args.get_flag("no-hf-cache");
+  registry.max_loaded = static_cast<size_t>(positive(args, "max-loaded"));
+  if (args.has("variant")) registry.load.variant = args.get("variant");
+  if (args.has("tokenizer")) registry.load.tokenizer = args.get("tokenizer");
+
+  server::ServerOptions options;
+  options.host = args.get("host");
+  options.port = args.get_int("port");
+  if (options.port < 0 || options.port > 65535)
+    throw Error("tide serve: --port must be between 0 and 65535, got " + std::to_string(options.port));
+  if (args.has("api-key-file")) options.api_key = read_api_key(args.get("api-key-file"));
+  if (!is_loopback(options.host) && options.api_key.empty() && !args.get_flag("insecure-no-auth"))
+    throw Error("tide serve: --host " + options.host +
+                " lets other machines in: give --api-key-file (or --insecure-no-auth to serve without one)");
+  options.max_queue = static_cast<size_t>(positive(args, "max-queue"));
+  options.limits.max_side = positive(args, "max-size");
+  options.limits.max_steps = positive(args, "max-steps");
+  options.limits.max_images = positive(args, "max-images");
+  options.max_body_bytes = static_cast<size_t>(positive(args, "max-body")) << 20;
+  if (args.has("output-dir")) {
+    options.output_dir = args.get("output-dir");
+    if (!fs::is_directory(options.output_dir))
+      throw Error("tide serve: --output-dir " + options.output_dir.string() + " is not a folder");
+  }
+  options.command_line = {{"models", args.get_all("models")}, {"listen", !is_loopback(options.host)},
+                          {"port", options.port}, {"api", true}, {"nowebui", false},
+                          {"api_auth", !options.api_key.empty()}, {"max_queue", options.max_queue}};
+
+  // Every thread started from here on (HTTP pool, generation worker, OpenMP) inherits the blocked signals, so
+  // SIGINT/SIGTERM reach only the watcher below, which shuts the server down in order.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGUSR1);  // sent by this process when the server ends by itself
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  const int threads = apply_thread_flags(args, "tide serve");
+  registry.compute.threads = threads;  // the worker thread computes with these, whatever its own defaults
+  registry.compute.optimizations = runtime::optimizations();
+
+  std::string first_model;
+  if (args.has("model")) {
+    first_model = args.get("model");
+    // A path or Hub id that is not a listed name joins the list.
+    server::ModelRegistry probe(registry);
+    if (!probe.find(first_model)) registry.extra_models.push_back(first_model);
+  }
+  server::Server server(options, registry);
+  if (server.registry().models().empty())
+    throw Error("tide serve: no models: give --models DIR (diffusers folders, .safetensors or .ckpt files in it) or --model");
+  if (!first_model.empty()) server.registry().set_current(first_model);
+  const int port = server.bind();
+
+  std::thread watcher([&] {
+    int received = 0;
+    sigwait(&signals, &received);
+    if (received == SIGUSR1) return;  // the server ended by itself
+    std::cerr << "\n" << (received == SIGINT ? "SIGINT" : "SIGTERM") << ": stopping (the running job is interrupted)\n";
+    server.stop();
+  });
+  std::cerr << "tide serve: " << server.registry().models().size() << " model(s), " << threads << " thread(s)\n";
+  std::cout << "listening on http://" << (options.host.find(':') != std::string::npos ? "[" + options.host + "]" : options.host)
+            << ":" << port << "/" << std::endl;
+  server.run();
+  // run() returns after stop(); wake the watcher if it is still waiting.
+  pthread_kill(watcher.native_handle(), SIGUSR1);
+  watcher.join();
+  std::cerr << "tide serve: stopped\n";
+  return 0;
+}
+
+}  // namespace tide::cli

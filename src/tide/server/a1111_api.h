@@ -1,0 +1,31 @@
+// AUTOMATIC1111's web API (/sdapi/v1/*), as its clients use it: request fields, defaults and response shapes of
+// modules/api/models.py and api.py. Unknown fields are ignored, as A1111 does; fields tide accepts but does not
+// implement (hires fix, face restoration, subseeds, styles, scripts, ...) are named in info's "warnings" when set
+// to anything but their defaults, never silently changing the picture. Bad values: HTTP 422 {"detail": ...}.
+#pragma once
+#include <string>
+
+#include "tide/server/api_context.h"
+
+namespace tide::server::a1111 {
+
+HttpReply txt2img(ApiContext& ctx, const std::string& body);
+// task_id: a job's id (force_task_id) to report its place in the queue, as tide's extension "queue_position".
+HttpReply progress(ApiContext& ctx, bool skip_current_image, const std::string& task_id);
+// body: empty, or {"id_task": ...} to cancel that job (running or waiting).
+HttpReply interrupt(ApiContext& ctx, const std::string& body);
+HttpReply skip(ApiContext& ctx);
+HttpReply sd_models(ApiContext& ctx);
+HttpReply refresh_checkpoints(ApiContext& ctx);
+HttpReply samplers();
+HttpReply schedulers();
+HttpReply embeddings(ApiContext& ctx);
+HttpReply get_options(ApiContext& ctx);
+HttpReply set_options(ApiContext& ctx, const std::string& body);
+HttpReply cmd_flags(ApiContext& ctx);
+HttpReply png_info(const std::string& body);
+HttpReply memory();
+// The lists clients probe that tide has nothing in (sd-vae, upscalers, loras, ...): "[]" or "{}".
+HttpReply empty_list();
+
+}  // namespace tide::server::a1111

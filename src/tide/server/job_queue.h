@@ -1,0 +1,128 @@
+// Generation jobs run one at a time, in order, on one worker thread that owns every pipeline call (a pipeline
+// is used from one thread at a time). HTTP threads submit jobs, wait for them, read the progress of the running
+// one (step i of n, elapsed, ETA, the latest latents for a preview) and interrupt or skip it.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tide/pipeline/generation.h"
+#include "tide/server/model_registry.h"
+
+namespace tide::server {
+
+// What a job computes: `images` pictures of `request`, image i from seed request.seed + i (each reproducible on
+// its own by `tide generate --seed`), all from the same conditioning.
+struct JobSpec {
+  std::string id;     // "" = a new one
+  std::string model;  // registry name; "" = the current model
+  pipeline::GenerationRequest request;
+  int images = 1;
+};
+
+struct JobImage {
+  at::Tensor rgb8;  // uint8 [H, W, 3]
+  uint64_t seed;
+};
+
+struct JobOutcome {
+  std::vector<JobImage> images;
+  pipeline::GenerationRequest request;  // as resolved by the pipeline (sizes filled in)
+  std::string model;                    // the model's name
+  bool interrupted = false;             // stopped by interrupt(), or cancelled while queued
+  std::string error;                    // set when the job failed; bad_request: a tide::Error (the request's fault)
+  bool bad_request = false;
+  double seconds = 0;
+};
+
+class Job {
+ public:
+  explicit Job(JobSpec spec) : spec_(std::move(spec)) {}
+  const std::string& id() const { return spec_.id; }
+  const JobSpec& spec() const { return spec_; }
+  // Blocks until the job has finished (or was cancelled).
+  JobOutcome wait();
+
+ private:
+  friend class JobQueue;
+  void finish(JobOutcome outcome);
+  JobSpec spec_;
+  std::mutex mutex_;
+  std::condition_variable done_cv_;
+  bool done_ = false;
+  JobOutcome outcome_;
+};
+
+// The running job as /progress shows it.
+struct ProgressSnapshot {
+  bool active = false;
+  std::string job_id;
+  std::string model;
+  int image_index = 0, image_count = 0;  // which picture of the job is being computed
+  int step = 0, steps = 0;               // UNet calls done in this picture, and their number
+  double elapsed = 0;                    // seconds since the job started
+  double progress = 0;                   // 0..1 over the whole job
+  double eta = 0;                        // seconds left, estimated from the pace so far
+  bool interrupted = false;
+  int queued = 0;      // jobs waiting behind it
+  at::Tensor latents;  // the latest latents [N, C, h, w] (undefined before the first step)
+  bool xl = false;
+};
+
+class QueueFull : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class JobQueue {
+ public:
+  // max_waiting: how many jobs may wait while one runs; submit() beyond that throws QueueFull.
+  JobQueue(ModelRegistry& registry, size_t max_waiting);
+  ~JobQueue();
+
+  std::shared_ptr<Job> submit(JobSpec spec);
+  // Stops the running job after its current step ("" or its id) or removes a waiting one (its id).
+  // False when no such job.
+  bool interrupt(const std::string& id = "");
+  // Abandons the picture being computed and goes on with the job's next one (A1111's skip).
+  void skip();
+  ProgressSnapshot progress() const;
+  // 0: running, k > 0: k-th in line, -1: not known (finished or never submitted).
+  int position(const std::string& id) const;
+  size_t waiting() const;
+  // Ends the worker: waiting jobs are cancelled, the running one is interrupted; returns when it has stopped.
+  void shutdown();
+
+  // Test hooks: while paused the worker starts no new job; the observer runs on the worker after every step.
+  void set_paused(bool paused);
+  void set_step_observer(std::function<void(const std::string& job_id, int step)> observer);
+
+ private:
+  void work();
+  JobOutcome run(Job& job);
+  ModelRegistry& registry_;
+  const size_t max_waiting_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::shared_ptr<Job>> waiting_;
+  std::shared_ptr<Job> running_;
+  bool stopping_ = false, paused_ = false;
+  bool interrupt_ = false, skip_ = false;
+  ProgressSnapshot progress_;
+  std::chrono::steady_clock::time_point started_;
+  uint64_t next_id_ = 1;
+  std::function<void(const std::string&, int)> observer_;
+  std::thread worker_;
+};
+
+}  // namespace tide::server

@@ -1,0 +1,165 @@
+#include "tide/server/server.h"
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <iostream>
+#include <thread>
+
+#include "tide/runtime/error.h"
+#include "tide/server/a1111_api.h"
+#include "tide/server/api_context.h"
+#include "tide/server/openai_api.h"
+#include "tide/server/web_page.h"
+
+namespace tide::server {
+
+bool constant_time_equal(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  const std::string& other = a.size() == b.size() ? b : a;  // same length, so the loop never reads past the end
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ other[i]);
+  return diff == 0;
+}
+
+struct Server::Impl {
+  Impl(ServerOptions o, RegistryOptions r)
+      : options(std::move(o)),
+        registry(std::move(r)),
+        queue(registry, options.max_queue),
+        context{registry, queue, options.limits, options.output_dir, options.command_line} {}
+  ServerOptions options;
+  ModelRegistry registry;
+  JobQueue queue;
+  ApiContext context;
+  httplib::Server http;
+  std::atomic<bool> stopped{false}, run_started{false}, run_ended{false};
+};
+
+namespace {
+
+void send(httplib::Response& res, const HttpReply& reply) {
+  res.status = reply.status;
+  for (const auto& [key, value] : reply.headers) res.set_header(key, value);
+  res.set_content(reply.body, reply.content_type.c_str());
+}
+
+bool is_api_path(const std::string& path) { return path != "/" && path != "/favicon.ico" && path != "/health"; }
+
+}  // namespace
+
+Server::Server(ServerOptions options, RegistryOptions registry)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(registry))) {
+  auto& http = impl_->http;
+  auto& ctx = impl_->context;
+  Impl* impl = impl_.get();
+  // Handlers of txt2img wait for their job: enough threads that waiting requests never starve /progress.
+  const size_t threads = impl_->options.max_queue + 8;
+  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http.set_payload_max_length(impl_->options.max_body_bytes);
+
+  http.set_pre_routing_handler([impl](const httplib::Request& req, httplib::Response& res) {
+    const std::string& key = impl->options.api_key;
+    if (key.empty() || !is_api_path(req.path)) return httplib::Server::HandlerResponse::Unhandled;
+    const std::string header = req.get_header_value("Authorization");
+    const std::string prefix = "Bearer ";
+    if (header.rfind(prefix, 0) == 0 && constant_time_equal(header.substr(prefix.size()), key))
+      return httplib::Server::HandlerResponse::Unhandled;
+    res.status = 401;
+    res.set_header("WWW-Authenticate", "Bearer");
+    res.set_content(R"({"detail":"Not authenticated: send Authorization: Bearer <API key>"})", "application/json");
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string message = "internal error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      message = e.what();
+    } catch (...) {
+    }
+    res.status = 500;
+    res.set_content(nlohmann::json{{"detail", message}}.dump(), "application/json");
+  });
+
+  http.Get("/", [](const httplib::Request&, httplib::Response& res) { res.set_content(kWebPage, "text/html; charset=utf-8"); });
+  http.Get("/health", [impl](const httplib::Request&, httplib::Response& res) {
+    send(res, json_reply({{"status", "ok"}, {"queued", impl->queue.waiting()}, {"loaded", impl->registry.loaded_names()}}));
+  });
+
+  // AUTOMATIC1111
+  http.Post("/sdapi/v1/txt2img", [&ctx](const httplib::Request& req, httplib::Response& res) {
+    send(res, a1111::txt2img(ctx, req.body));
+  });
+  http.Post("/sdapi/v1/img2img", [](const httplib::Request&, httplib::Response& res) {
+    send(res, json_reply({{"detail", "img2img is not implemented by tide"}}, 501));
+  });
+  http.Get("/sdapi/v1/progress", [&ctx](const httplib::Request& req, httplib::Response& res) {
+    const std::string skip = req.get_param_value("skip_current_image");
+    send(res, a1111::progress(ctx, skip == "true" || skip == "True" || skip == "1", req.get_param_value("id_task")));
+  });
+  http.Post("/sdapi/v1/interrupt", [&ctx](const httplib::Request& req, httplib::Response& res) {
+    send(res, a1111::interrupt(ctx, req.body));
+  });
+  http.Post("/sdapi/v1/skip", [&ctx](const httplib::Request&, httplib::Response& res) { send(res, a1111::skip(ctx)); });
+  http.Get("/sdapi/v1/sd-models", [&ctx](const httplib::Request&, httplib::Response& res) { send(res, a1111::sd_models(ctx)); });
+  http.Post("/sdapi/v1/refresh-checkpoints", [&ctx](const httplib::Request&, httplib::Response& res) {
+    send(res, a1111::refresh_checkpoints(ctx));
+  });
+  http.Get("/sdapi/v1/samplers", [](const httplib::Request&, httplib::Response& res) { send(res, a1111::samplers()); });
+  http.Get("/sdapi/v1/schedulers", [](const httplib::Request&, httplib::Response& res) { send(res, a1111::schedulers()); });
+  http.Get("/sdapi/v1/embeddings", [&ctx](const httplib::Request&, httplib::Response& res) { send(res, a1111::embeddings(ctx)); });
+  http.Get("/sdapi/v1/options", [&ctx](const httplib::Request&, httplib::Response& res) { send(res, a1111::get_options(ctx)); });
+  http.Post("/sdapi/v1/options", [&ctx](const httplib::Request& req, httplib::Response& res) {
+    send(res, a1111::set_options(ctx, req.body));
+  });
+  http.Get("/sdapi/v1/cmd-flags", [&ctx](const httplib::Request&, httplib::Response& res) { send(res, a1111::cmd_flags(ctx)); });
+  http.Post("/sdapi/v1/png-info", [](const httplib::Request& req, httplib::Response& res) { send(res, a1111::png_info(req.body)); });
+  http.Get("/sdapi/v1/memory", [](const httplib::Request&, httplib::Response& res) { send(res, a1111::memory()); });
+  for (const char* path : {"/sdapi/v1/sd-vae", "/sdapi/v1/upscalers", "/sdapi/v1/latent-upscale-modes", "/sdapi/v1/loras",
+                           "/sdapi/v1/prompt-styles", "/sdapi/v1/face-restorers", "/sdapi/v1/hypernetworks",
+                           "/sdapi/v1/realesrgan-models", "/sdapi/v1/sd-modules", "/sdapi/v1/extensions"})
+    http.Get(path, [](const httplib::Request&, httplib::Response& res) { send(res, a1111::empty_list()); });
+  http.Get("/sdapi/v1/scripts", [](const httplib::Request&, httplib::Response& res) {
+    send(res, json_reply({{"txt2img", nlohmann::json::array()}, {"img2img", nlohmann::json::array()}}));
+  });
+
+  // OpenAI
+  http.Post("/v1/images/generations", [&ctx](const httplib::Request& req, httplib::Response& res) {
+    send(res, openai::images_generations(ctx, req.body));
+  });
+  http.Get("/v1/models", [&ctx](const httplib::Request&, httplib::Response& res) { send(res, openai::models(ctx)); });
+}
+
+Server::~Server() { stop(); }
+
+int Server::bind() {
+  const auto& o = impl_->options;
+  const int port = o.port == 0 ? impl_->http.bind_to_any_port(o.host) : (impl_->http.bind_to_port(o.host, o.port) ? o.port : -1);
+  if (port < 0)
+    throw Error("cannot listen on " + o.host + ":" + std::to_string(o.port) + " (address in use, or not an address of this host)");
+  return port;
+}
+
+void Server::run() {
+  impl_->run_started = true;
+  if (!impl_->stopped) impl_->http.listen_after_bind();
+  impl_->run_ended = true;
+}
+
+bool Server::running() const { return impl_->http.is_running(); }
+
+void Server::stop() {
+  if (impl_->stopped.exchange(true)) return;
+  impl_->queue.shutdown();  // first: handlers waiting for jobs get their answers, so the HTTP threads can end
+  // httplib's stop() only acts on a server already listening: wait for run() to get there (or to give up).
+  while (impl_->run_started && !impl_->run_ended && !impl_->http.is_running())
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  impl_->http.stop();
+}
+
+ModelRegistry& Server::registry() { return impl_->registry; }
+JobQueue& Server::queue() { return impl_->queue; }
+
+}  // namespace tide::server

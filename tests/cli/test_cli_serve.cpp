@@ -1,0 +1,132 @@
+// `tide serve` as a process: it starts on a free port, answers the A1111 API and the page, and stops cleanly
+// on SIGTERM and SIGINT; bad flags are refused before it listens.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "cli_runner.h"
+#include "test_support.h"
+#include "tide/io/image.h"
+#include "tide/server/base64.h"
+
+namespace {
+using nlohmann::json;
+using tide::testing::quote;
+using tide::testing::run_tide;
+
+// A running `tide serve`; its stdout is read up to the "listening on" line, which names the port.
+class ServeProcess {
+ public:
+  explicit ServeProcess(const std::vector<std::string>& args) {
+    int out[2];
+    if (pipe(out) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], STDOUT_FILENO);
+      close(out[0]);
+      close(out[1]);
+      std::vector<char*> argv;
+      argv.push_back(const_cast<char*>(TIDE_BINARY));
+      argv.push_back(const_cast<char*>("serve"));
+      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      execv(TIDE_BINARY, argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    // Read until the line with the address (or the end, when it failed to start).
+    std::string seen;
+    char c;
+    while (read(out[0], &c, 1) == 1) {
+      seen += c;
+      std::smatch m;
+      if (c == '\n' && std::regex_search(seen, m, std::regex("listening on http://127\\.0\\.0\\.1:([0-9]+)/"))) {
+        port_ = std::stoi(m[1]);
+        break;
+      }
+    }
+    stdout_ = out[0];
+  }
+  ~ServeProcess() {
+    if (pid_ > 0 && !waited_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (stdout_ >= 0) close(stdout_);
+  }
+  int port() const { return port_; }
+  // Sends `signal` and returns the exit code (-1: killed by a signal).
+  int stop(int signal) {
+    kill(pid_, signal);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    waited_ = true;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0, stdout_ = -1;
+  bool waited_ = false;
+};
+
+class CliServe : public tide::testing::TinyPipelineSuite {};
+
+TEST_F(CliServe, ServesARequestAndStopsCleanlyOnSigtermAndSigint) {
+  for (const int signal : {SIGTERM, SIGINT}) {
+    ServeProcess serve({"--models", model().parent_path().string(), "--port", "0", "--threads", "1"});
+    ASSERT_GT(serve.port(), 0) << "tide serve did not print its address";
+    httplib::Client client("127.0.0.1", serve.port());
+    client.set_read_timeout(300, 0);
+    const auto models = client.Get("/sdapi/v1/sd-models");
+    ASSERT_TRUE(models);
+    EXPECT_EQ(json::parse(models->body)[0]["model_name"], "model");
+    const json request = {{"prompt", "a fox"}, {"seed", 3}, {"steps", 2}, {"width", 32}, {"height", 32}};
+    const auto reply = client.Post("/sdapi/v1/txt2img", request.dump(), "application/json");
+    ASSERT_TRUE(reply);
+    ASSERT_EQ(reply->status, 200) << reply->body;
+    const json body = json::parse(reply->body);
+    ASSERT_EQ(body["images"].size(), 1u);
+    if (signal == SIGTERM) {
+      // Same seed, same pixels: the A1111 API's defaults (Euler, CFG 7) as `tide generate` flags.
+      tide::testing::TempDir out;
+      const auto generated = run_tide("generate --model " + quote(model()) + " --prompt 'a fox' --prompt-syntax a1111 "
+                                      "--seed 3 --steps 2 --width 32 --height 32 --scheduler euler --guidance 7 "
+                                      "--threads 1 --output " + quote(out / "fox.png"));
+      ASSERT_EQ(generated.code, 0) << generated.output;
+      const auto served = tide::io::decode_png(tide::server::base64_decode(body["images"][0].get<std::string>()));
+      EXPECT_TRUE(at::equal(served.rgb8, tide::io::read_png(out / "fox.png").rgb8));
+    }
+    const auto page = client.Get("/");
+    ASSERT_TRUE(page);
+    EXPECT_EQ(page->status, 200);
+    EXPECT_EQ(serve.stop(signal), 0) << "signal " << signal;
+  }
+}
+
+TEST_F(CliServe, HelpAndBadFlags) {
+  const auto help = run_tide("serve --help");
+  EXPECT_EQ(help.code, 0);
+  for (const char* flag : {"--models", "--model", "--host", "--port", "--api-key-file", "--max-queue", "--max-loaded"})
+    EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
+  const auto open = run_tide("serve --models " + quote(model().parent_path()) + " --host 0.0.0.0 --port 0");
+  EXPECT_EQ(open.code, 1);
+  EXPECT_NE(open.output.find("--api-key-file"), std::string::npos) << open.output;
+  const auto missing = run_tide("serve --models /nonexistent/models --port 0");
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.output.find("is not a folder"), std::string::npos) << missing.output;
+  tide::testing::TempDir empty;
+  const auto none = run_tide("serve --models " + quote(empty.path()) + " --no-hf-cache --port 0");
+  EXPECT_EQ(none.code, 1);
+  EXPECT_NE(none.output.find("no models"), std::string::npos) << none.output;
+  const auto key = run_tide("serve --models " + quote(model().parent_path()) + " --api-key-file /nonexistent/key --port 0");
+  EXPECT_EQ(key.code, 1);
+  EXPECT_NE(key.output.find("cannot read --api-key-file"), std::string::npos) << key.output;
+}
+
+}  // namespace
