@@ -104,7 +104,9 @@ TEST(CliPromptLoraTags, TagsApplyLorasFromTheFolder) {
   const auto c = tide::io::read_json(lora_case / "case.json");
   const std::string common = "generate --model " + quote(tide::testing::pipeline_dir("sd1-tiny")) + " --seed " +
                              std::to_string(c["seed"].get<int>()) + " --steps " + std::to_string(c["steps"].get<int>()) +
-                             " --width 64 --height 64 --scheduler euler --threads 1 --prompt-syntax a1111 --lora-dir " +
+                             " --width 64 --height 64 --threads 1 --prompt-syntax a1111 --scheduler " +
+                             tide::testing::scheduler_cli_name(c["scheduler"].get<std::string>(), c["scheduler_kwargs"]) +
+                             " --lora-dir " +
                              quote(dir.path());
   const std::string prompt = c["prompt"].get<std::string>();
   auto run = run_tide(common + " --prompt " + quote(prompt + " <lora:locon:0.6>") + " --output " + quote(dir / "a.png"));

@@ -58,7 +58,8 @@ TokenMatching TokenMerging::match(const at::Tensor& x) {
   m.b_idx = order.narrow(1, 0, m.num_dst_);               // destinations
 
   // Cosine similarity of every source to every destination; each source's best destination.
-  const at::Tensor metric = x / x.norm(2, -1, true);
+  // Python's metric.norm(dim=-1, keepdim=True) is linalg.vector_norm: the same reduction, the same rounding.
+  const at::Tensor metric = x / at::linalg_vector_norm(x, 2, {-1}, true);
   const auto [a, b] = m.split(metric);
   const at::Tensor scores = at::matmul(a, b.transpose(-1, -2));  // [B, N - dst, dst]
   r = std::min(a.size(1), r);
