@@ -225,3 +225,42 @@ TEST_F(ServerA1111, TheWebPageIsServedAndCallsTheApi) {
 }
 
 }  // namespace
+
+namespace {
+
+// img2img and inpainting through /sdapi/v1/img2img equal the pipeline's own runs with that image and mask.
+TEST_F(ServerA1111, Img2ImgAndInpaintingGiveThePipelinesPictures) {
+  auto client = harness_->client();
+  const at::Tensor init = direct_image(*pipe_, a1111_request("a red robot", 5));  // [32, 32, 3]
+  at::Tensor mask = at::zeros({32, 32, 3}, at::kByte);
+  mask.narrow(1, 16, 16).fill_(255);  // repaint the right half
+  const std::string init_b64 = tide::server::base64_encode(tide::io::encode_png(init));
+  json request = {{"prompt", "a blue robot"}, {"negative_prompt", "blurry"}, {"seed", 9}, {"steps", 3},
+                  {"cfg_scale", 5}, {"width", 32}, {"height", 32}, {"sampler_name", "Euler"},
+                  {"init_images", {"data:image/png;base64," + init_b64}}, {"denoising_strength", 0.6}};
+  auto reply = post_json(*client, "/sdapi/v1/img2img", request.dump());
+  ASSERT_EQ(reply.status, 200) << reply.raw;
+  auto expected_request = a1111_request("a blue robot", 9);
+  expected_request.init_image = init;
+  expected_request.strength = 0.6;
+  EXPECT_TRUE(at::equal(decode_b64_png(reply.body["images"][0]).rgb8, direct_image(*pipe_, expected_request)));
+  EXPECT_EQ(json::parse(reply.body["info"].get<std::string>())["denoising_strength"], 0.6);
+
+  request["mask"] = tide::server::base64_encode(tide::io::encode_png(mask));
+  request["mask_blur"] = 0;
+  reply = post_json(*client, "/sdapi/v1/img2img", request.dump());
+  ASSERT_EQ(reply.status, 200) << reply.raw;
+  expected_request.mask = mask;
+  EXPECT_TRUE(at::equal(decode_b64_png(reply.body["images"][0]).rgb8, direct_image(*pipe_, expected_request)));
+
+  request.erase("mask");
+  request["init_images"] = {"not base64!"};
+  EXPECT_EQ(post_json(*client, "/sdapi/v1/img2img", request.dump()).status, 422);
+  request.erase("init_images");
+  EXPECT_EQ(post_json(*client, "/sdapi/v1/img2img", request.dump()).status, 422);
+  request["init_images"] = {init_b64};
+  request["denoising_strength"] = 1.5;
+  EXPECT_EQ(post_json(*client, "/sdapi/v1/img2img", request.dump()).status, 422);
+}
+
+}  // namespace

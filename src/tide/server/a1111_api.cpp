@@ -137,7 +137,26 @@ json model_json(const ModelEntry& e) {
 
 }  // namespace
 
-HttpReply txt2img(ApiContext& ctx, const std::string& raw_body) {
+namespace {
+// A base64 image of an img2img request (a data: URL prefix allowed), as uint8 [H, W, 3]; PNG only.
+at::Tensor request_image(const json& body, const char* field, const json& value) {
+  std::string text = value.is_string() ? value.get<std::string>() : std::string();
+  if (text.empty()) throw FieldError{field, "expected a base64-encoded PNG image", "type_error.str"};
+  if (text.rfind("data:", 0) == 0 && text.find(',') != std::string::npos) text = text.substr(text.find(',') + 1);
+  std::string bytes;
+  try {
+    bytes = base64_decode(text);
+    return io::decode_png(bytes, field).rgb8;
+  } catch (const Error& e) {
+    throw FieldError{field, std::string("not a base64 PNG image: ") + e.what(), "value_error"};
+  }
+}
+}  // namespace
+
+HttpReply txt2img(ApiContext& ctx, const std::string& raw_body) { return generate(ctx, raw_body, false); }
+HttpReply img2img(ApiContext& ctx, const std::string& raw_body) { return generate(ctx, raw_body, true); }
+
+HttpReply generate(ApiContext& ctx, const std::string& raw_body, bool image_to_image) {
   json body;
   try {
     body = json::parse(raw_body);
@@ -182,6 +201,24 @@ HttpReply txt2img(ApiContext& ctx, const std::string& raw_body) {
     }
     request.scheduler = sampler.scheduler;
     request.scheduler_options.karras = sampler.karras;
+    if (image_to_image) {
+      // A1111's img2img: init_images[0] redrawn at denoising_strength; with `mask`, inpainting (white = repaint,
+      // inpainting_mask_invert swaps), mask_blur in pixels.
+      if (!body.contains("init_images") || !body["init_images"].is_array() || body["init_images"].empty())
+        throw FieldError{"init_images", "img2img needs init_images with one base64 PNG", "value_error.missing"};
+      request.init_image = request_image(body, "init_images", body["init_images"][0]);
+      request.strength = get_number(body, "denoising_strength", 0.75);
+      if (!(*request.strength > 0 && *request.strength <= 1))
+        throw FieldError{"denoising_strength", "denoising_strength must be in (0, 1]", "value_error.number.not_in_range"};
+      if (body.contains("mask") && !body["mask"].is_null()) {
+        at::Tensor mask = request_image(body, "mask", body["mask"]);
+        if (get_int(body, "inpainting_mask_invert", 0) != 0) mask = 255 - mask;
+        request.mask = mask;
+        request.mask_blur = static_cast<double>(get_int(body, "mask_blur", 4));
+        if (request.mask_blur < 0 || request.mask_blur > 64)
+          throw FieldError{"mask_blur", "mask_blur must be between 0 and 64", "value_error.number.not_in_range"};
+      }
+    }
     if (sampler.scheduler == "ddim") {
       const double eta = get_number(body, "eta", 0.0);
       if (!(eta >= 0 && eta <= 1)) throw FieldError{"eta", "eta must be between 0 and 1", "value_error"};
@@ -274,7 +311,7 @@ HttpReply txt2img(ApiContext& ctx, const std::string& raw_body) {
         {"sd_vae_hash", nullptr},
         {"seed_resize_from_w", -1},
         {"seed_resize_from_h", -1},
-        {"denoising_strength", nullptr},
+        {"denoising_strength", r.strength ? json(*r.strength) : json(nullptr)},
         {"extra_generation_params", sampler.schedule_label.empty() ? json::object() : json{{"Schedule type", sampler.schedule_label}}},
         {"index_of_first_image", 0},
         {"infotexts", infotexts},

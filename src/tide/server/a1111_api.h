@@ -10,6 +10,10 @@
 namespace tide::server::a1111 {
 
 HttpReply txt2img(ApiContext& ctx, const std::string& body);
+// /sdapi/v1/img2img: init_images, denoising_strength, mask, mask_blur, inpainting_mask_invert (PNG images).
+HttpReply img2img(ApiContext& ctx, const std::string& body);
+// Both: text-to-image, or with image_to_image the init image (and mask) of the request.
+HttpReply generate(ApiContext& ctx, const std::string& body, bool image_to_image);
 // task_id: a job's id (force_task_id) to report its place in the queue, as tide's extension "queue_position".
 HttpReply progress(ApiContext& ctx, bool skip_current_image, const std::string& task_id);
 // body: empty, or {"id_task": ...} to cancel that job (running or waiting).

@@ -92,8 +92,8 @@ Server::Server(ServerOptions options, RegistryOptions registry)
   http.Post("/sdapi/v1/txt2img", [&ctx](const httplib::Request& req, httplib::Response& res) {
     send(res, a1111::txt2img(ctx, req.body));
   });
-  http.Post("/sdapi/v1/img2img", [](const httplib::Request&, httplib::Response& res) {
-    send(res, json_reply({{"detail", "img2img is not implemented by tide"}}, 501));
+  http.Post("/sdapi/v1/img2img", [&ctx](const httplib::Request& req, httplib::Response& res) {
+    send(res, a1111::img2img(ctx, req.body));
   });
   http.Get("/sdapi/v1/progress", [&ctx](const httplib::Request& req, httplib::Response& res) {
     const std::string skip = req.get_param_value("skip_current_image");
