@@ -78,7 +78,12 @@ at::Tensor TokenMatching::merge(const at::Tensor& x) const {  // [B, N, C] -> [B
   const int64_t n = src.size(0), t1 = src.size(1), c = src.size(2);
   const at::Tensor unm = src.gather(-2, unm_idx.expand({n, t1 - r_, c}));
   src = src.gather(-2, src_idx.expand({n, r_, c}));
-  dst = dst.scatter_reduce(-2, dst_idx.expand({n, r_, c}), src, "mean");
+  // tomesd's scatter_reduce(mean, include_self) is this sum and count (libtorch computes it the same way),
+  // without the "scatter_reduce is in beta" warning it prints.
+  const at::Tensor sums = dst.scatter_add(-2, dst_idx.expand({n, r_, c}), src);
+  const at::Tensor counts = at::ones({n, dst.size(1), 1}, dst.options())
+                                .scatter_add(-2, dst_idx, at::ones({n, r_, 1}, dst.options()));
+  dst = sums / counts;
   return at::cat({unm, dst}, 1);
 }
 
