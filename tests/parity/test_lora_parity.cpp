@@ -14,20 +14,11 @@
 #include "tide/io/json_file.h"
 #include "tide/io/npy.h"
 #include "tide/pipeline/stable_diffusion.h"
+#include "tide/schedulers/scheduler.h"
 
 namespace {
 namespace fs = std::filesystem;
 using namespace tide;
-
-std::string scheduler_cli_name(const std::string& cls) {
-  static const std::map<std::string, std::string> names = {{"EulerDiscreteScheduler", "euler"},
-                                                           {"DPMSolverMultistepScheduler", "dpm++2m"},
-                                                           {"EulerAncestralDiscreteScheduler", "euler-a"},
-                                                           {"DDIMScheduler", "ddim"},
-                                                           {"PNDMScheduler", "pndm"},
-                                                           {"UniPCMultistepScheduler", "unipc"}};
-  return names.at(cls);
-}
 
 pipeline::GenerationRequest request_for(const nlohmann::json& c) {
   pipeline::GenerationRequest r;
@@ -40,8 +31,7 @@ pipeline::GenerationRequest request_for(const nlohmann::json& c) {
   r.seed = c["seed"].get<uint64_t>();
   r.num_images = c["num_images_per_prompt"].get<int>();
   const auto& kwargs = c["scheduler_kwargs"];
-  r.scheduler = scheduler_cli_name(c["scheduler"].get<std::string>());
-  if (kwargs.value("solver_order", 2) == 3) r.scheduler = "dpm++3m";
+  r.scheduler = schedulers::scheduler_name_for_class(c["scheduler"].get<std::string>(), kwargs);
   r.scheduler_options.karras = kwargs.value("use_karras_sigmas", false);
   return r;
 }
