@@ -152,6 +152,16 @@ at::Tensor rescale_zero_terminal_snr(const at::Tensor& betas) {
 
 at::Tensor alphas_cumprod_from_betas(const at::Tensor& betas) { return at::cumprod(at::rsub(betas, 1.0), 0); }
 
+DdimAlphas ddim_alphas(const Config& c, const BetaDefaults& defaults) {
+  at::Tensor betas = make_betas(c, defaults);
+  if (c.get_bool("rescale_betas_zero_snr", false)) betas = rescale_zero_terminal_snr(betas);
+  DdimAlphas a;
+  a.alphas_cumprod = alphas_cumprod_from_betas(betas);
+  a.final_alpha_cumprod =
+      c.get_bool("set_alpha_to_one", true) ? at::scalar_tensor(1.0, at::kFloat) : a.alphas_cumprod[0];
+  return a;
+}
+
 // ---------------------------------------------------------------- numpy
 
 std::vector<double> np_linspace(double start, double stop, int64_t num) {

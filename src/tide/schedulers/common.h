@@ -57,6 +57,14 @@ at::Tensor make_betas(const Config& config, const BetaDefaults& defaults,
 at::Tensor rescale_zero_terminal_snr(const at::Tensor& betas);
 // alphas_cumprod = cumprod(1 - betas), optionally after rescale_betas_zero_snr.
 at::Tensor alphas_cumprod_from_betas(const at::Tensor& betas);
+// The DDIM family's (DDIM, LCM, TCD) alphas: alphas_cumprod of the config's betas, rescaled to zero terminal SNR
+// when rescale_betas_zero_snr is set, and the "previous" alpha product of the last step (1 with set_alpha_to_one,
+// default true, else alphas_cumprod[0]).
+struct DdimAlphas {
+  at::Tensor alphas_cumprod;
+  at::Tensor final_alpha_cumprod;
+};
+DdimAlphas ddim_alphas(const Config& config, const BetaDefaults& defaults);
 
 // numpy-exact helpers (float64).
 std::vector<double> np_linspace(double start, double stop, int64_t num);

@@ -23,12 +23,9 @@ class Ddim final : public Scheduler {
     spacing_ = c.get_choice("timestep_spacing", "leading", {"linspace", "leading", "trailing"});
     steps_offset_ = c.get_int("steps_offset", 0);
 
-    at::Tensor betas = make_betas(c, BetaDefaults{});
-    if (c.get_bool("rescale_betas_zero_snr", false)) betas = rescale_zero_terminal_snr(betas);
-    alphas_cumprod_ = alphas_cumprod_from_betas(betas);
-    // the "previous" alpha product of the last step
-    final_alpha_cumprod_ = c.get_bool("set_alpha_to_one", true) ? at::scalar_tensor(1.0, at::kFloat)
-                                                                  : alphas_cumprod_[0];
+    auto alphas = ddim_alphas(c, BetaDefaults{});
+    alphas_cumprod_ = alphas.alphas_cumprod;
+    final_alpha_cumprod_ = alphas.final_alpha_cumprod;  // the "previous" alpha product of the last step
     init_noise_sigma_ = 1.0;
   }
 

@@ -25,11 +25,9 @@ class Lcm final : public Scheduler {
     dynamic_thresholding_ratio_ = c.get_double("dynamic_thresholding_ratio", 0.995);
     sample_max_value_ = c.get_double("sample_max_value", 1.0);
 
-    at::Tensor betas = make_betas(c, BetaDefaults{0.00085, 0.012, "scaled_linear"});
-    if (c.get_bool("rescale_betas_zero_snr", false)) betas = rescale_zero_terminal_snr(betas);
-    alphas_cumprod_ = alphas_cumprod_from_betas(betas);
-    final_alpha_cumprod_ = c.get_bool("set_alpha_to_one", true) ? at::scalar_tensor(1.0, at::kFloat)
-                                                                  : alphas_cumprod_[0];
+    auto alphas = ddim_alphas(c, BetaDefaults{0.00085, 0.012, "scaled_linear"});
+    alphas_cumprod_ = alphas.alphas_cumprod;
+    final_alpha_cumprod_ = alphas.final_alpha_cumprod;  // the "previous" alpha product of the last step
     init_noise_sigma_ = 1.0;
   }
 
