@@ -136,6 +136,13 @@ int run_bench(int argc, char** argv) {
       .option("warmup", "N", "untimed passes first", "1")
       .option("dtype", "TYPE", "the UNet's compute dtype: float32 | bf16 (bf16 needs AMX or AVX512-BF16; elsewhere "
               "float32 with a note)", "float32")
+      .option("weights", "FORMAT",
+              "how Linear and Conv2d weights are kept in memory: f32, f16, bf16 (widened per layer when used) or "
+              "int8 (per-channel scales; int8 kernels where the CPU has them); --model: as stored unless given",
+              "f32 with --arch")
+      .option("compare-weights", "FORMAT",
+              "like --compare-plain, but the compared side keeps every optimization and stores its weights as FORMAT "
+              "(a second copy of the models is loaded)")
       .option("compare-dtype", "TYPE",
               "like --compare-plain, but the compared side keeps every optimization and runs the UNet in TYPE")
       .flag("peak", "measure this machine's float32 FMA peak and report each stage's share of it")
@@ -223,6 +230,17 @@ int run_bench(int argc, char** argv) {
     s.baseline_label = runtime::compute_dtype_name(s.baseline_dtype);
   }
 
+  std::optional<nn::WeightFormat> weights, baseline_weights;
+  if (args.has("weights")) weights = nn::parse_weight_format(args.get("weights"), "tide bench: --weights");
+  if (args.has("compare-weights")) {
+    if (s.compare_plain) throw Error("tide bench: --compare-weights excludes the other --compare-* flags");
+    baseline_weights = nn::parse_weight_format(args.get("compare-weights"), "tide bench: --compare-weights");
+    s.compare_plain = true;
+    s.baseline = s.optimizations;
+    s.baseline_dtype = s.dtype;
+    s.baseline_label = "weights " + nn::weight_format_name(*baseline_weights);
+  }
+
   s.tome.ratio = args.get_double("tome");
   s.tome.max_downsample = args.get_int("tome-max-downsample");
   if (!(s.tome.ratio >= 0 && s.tome.ratio < 1)) throw Error("tide bench: --tome must be in [0, 1)");
@@ -254,9 +272,14 @@ int run_bench(int argc, char** argv) {
     const auto names = models::presets::preset_names();
     if (std::find(names.begin(), names.end(), args.get("arch")) == names.end())
       throw Error("tide bench: unknown --arch '" + args.get("arch") + "'; choose one of: " + joined(names));
-    models = bench::models_from_preset(args.get("arch"));
+    models = bench::models_from_preset(args.get("arch"), weights.value_or(nn::WeightFormat::kFloat32));
+    if (baseline_weights)
+      models.baseline = std::make_shared<bench::BenchModels>(bench::models_from_preset(args.get("arch"), *baseline_weights));
   } else {
-    models = bench::models_from_folder(pipeline::resolve_model(args.get("model")));
+    const auto folder = pipeline::resolve_model(args.get("model"));
+    models = bench::models_from_folder(folder, weights);
+    if (baseline_weights)
+      models.baseline = std::make_shared<bench::BenchModels>(bench::models_from_folder(folder, baseline_weights));
   }
   s = bench::resolve_settings(models, s);
 
@@ -270,9 +293,10 @@ int run_bench(int argc, char** argv) {
   ctx.cpu_features = runtime::cpu_features();
   ctx.cpu_model = runtime::cpu_model_name();
   ctx.dtype = runtime::compute_dtype_name(dtype);
+  ctx.weights = models.weights;
   std::cerr << "bench " << ctx.model << ": " << s.width << "x" << s.height << ", " << s.steps << " steps "
             << s.scheduler << ", guidance " << s.guidance << ", " << thread_summary(args, threads) << ", UNet in "
-            << runtime::compute_dtype_name(dtype) << ", optimizations: "
+            << runtime::compute_dtype_name(dtype) << ", weights " << models.weights << ", optimizations: "
             << (s.optimizations.enabled().empty() ? "none (plain)" : joined(s.optimizations.enabled()))
             << ", VAE tiling " << models::vae_tiling_name(s.vae_tiling) << "\n"
             << "cpu: " << ctx.cpu_model << " [" << joined(ctx.cpu_features, " ") << "]\n";

@@ -18,6 +18,7 @@
 #include "tide/pipeline/model_source.h"
 #include "tide/pipeline/prompt_batch.h"
 #include "tide/pipeline/stable_diffusion.h"
+#include "tide/nn/weight_storage.h"
 #include "tide/runtime/compute_dtype.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/progress.h"
@@ -258,6 +259,12 @@ int run_generate(int argc, char** argv) {
       .option("tome-sx", "N", "ToMe: width of the cell in which one destination token is chosen", "2")
       .option("tome-sy", "N", "ToMe: height of that cell", "2")
       .option("tome-merge", "LIST", "ToMe: where to merge, any of attn,crossattn,mlp", "attn")
+      .option("weights", "FORMAT",
+              "how the weights of linear layers and convolutions are kept in memory: f32, f16 or bf16 (widened "
+              "layer by layer when used: about half the memory of f32, the same picture as f32 for an f16 file), or "
+              "int8 (one scale per output channel; int8 arithmetic where the CPU has VNNI or AVX2, about a quarter "
+              "of the memory, a slightly different picture; the VAE stays f16)",
+              "as the model file stores them")
       .option("dtype", "TYPE",
               "the UNet's compute dtype: float32, or bf16 on CPUs with AVX512-BF16 or AMX (elsewhere float32, with a "
               "note); noise, scheduler, text encoders and VAE stay float32",
@@ -356,6 +363,7 @@ int run_generate(int argc, char** argv) {
   pipeline::LoadOptions load;
   load.variant = args.has("variant") ? args.get("variant") : "";
   if (args.has("tokenizer")) load.tokenizer = args.get("tokenizer");
+  if (args.has("weights")) load.weights = nn::parse_weight_format(args.get("weights"), "tide generate: --weights");
   std::optional<fs::path> lora_dir;
   if (args.has("lora-dir")) lora_dir = fs::path(args.get("lora-dir"));
   if (args.has("loras")) lora_dir = fs::path(args.get("loras"));

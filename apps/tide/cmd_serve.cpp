@@ -12,6 +12,7 @@
 #include "args.h"
 #include "commands.h"
 #include "thread_flags.h"
+#include "tide/nn/weight_storage.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/optimizations.h"
 #include "tide/server/server.h"
@@ -72,6 +73,9 @@ int run_serve(int argc, char** argv) {
       .option("max-body", "MB", "largest request body, in MiB", "32")
       .option("output-dir", "DIR", "where A1111's save_images writes PNGs", "nowhere")
       .option("variant", "NAME", "read weight files of this variant, e.g. fp16 (*.fp16.safetensors)")
+      .option("weights", "FORMAT",
+              "how loaded models keep their weights: f32, f16, bf16 or int8 (as in tide generate --weights)",
+              "as each model file stores them")
       .option("tokenizer", "DIR", "single-file checkpoints: tokenizer folder (or a model folder with tokenizer/)",
               "the family's reference model on the Hub, cached or downloaded");
   add_thread_flags(args);
@@ -84,6 +88,7 @@ int run_serve(int argc, char** argv) {
   registry.max_loaded = static_cast<size_t>(positive(args, "max-loaded"));
   if (args.has("variant")) registry.load.variant = args.get("variant");
   if (args.has("tokenizer")) registry.load.tokenizer = args.get("tokenizer");
+  if (args.has("weights")) registry.load.weights = nn::parse_weight_format(args.get("weights"), "tide serve: --weights");
 
   server::ServerOptions options;
   options.host = args.get("host");

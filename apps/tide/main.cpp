@@ -21,6 +21,7 @@ constexpr const char* kUsage =
     "  info       describe a model folder: components, parameters, dtypes, scheduler\n"
     "  pull       download a model from the Hugging Face Hub into the HF cache\n"
     "  convert    diffusers folder <-> original single-file checkpoint (.safetensors)\n"
+    "  quantize   store a model's weights as int8, f16 or bf16 (a folder tide loads directly)\n"
     "  train-ti   learn a textual-inversion embedding from images (data-parallel under mpirun)\n"
     "  serve      a web page and HTTP APIs (AUTOMATIC1111, OpenAI) over warm models (tide serve --help)\n"
     "  make-tiny  write a tiny random-weight model folder, to try tide without downloading a model\n"
@@ -45,6 +46,7 @@ int main(int argc, char** argv) {
     if (command == "info") return tide::cli::run_info(argc - 2, argv + 2);
     if (command == "pull") return tide::cli::run_pull(argc - 2, argv + 2);
     if (command == "convert") return tide::cli::run_convert(argc - 2, argv + 2);
+    if (command == "quantize") return tide::cli::run_quantize(argc - 2, argv + 2);
     if (command == "train-ti") return tide::cli::run_train_ti(argc - 2, argv + 2);
     if (command == "serve") return tide::cli::run_serve(argc - 2, argv + 2);
     if (command == "make-tiny") return tide::cli::run_make_tiny(argc - 2, argv + 2);

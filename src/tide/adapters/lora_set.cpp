@@ -4,20 +4,27 @@
 #include <set>
 
 #include "tide/adapters/lora_delta.h"
+#include "tide/kernels/weight_quantization.h"
 #include "tide/runtime/error.h"
 
 namespace tide::adapters {
 namespace {
 
-// "component/module" -> the module's weight parameter, for every loaded component.
-std::map<std::string, at::Tensor> weights_by_key(const std::map<std::string, torch::nn::Module*>& components) {
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// "component/module" -> the module's weight parameter (or, `scales`, the scale buffer of an int8 weight), for
+// every loaded component.
+std::map<std::string, at::Tensor> weights_by_key(const std::map<std::string, torch::nn::Module*>& components,
+                                                 bool scales = false) {
   std::map<std::string, at::Tensor> weights;
+  const std::string suffix = scales ? ".weight_scale" : ".weight";
   for (const auto& [component, module] : components) {
     if (!module) continue;
-    for (const auto& p : module->named_parameters(/*recurse=*/true)) {
+    for (const auto& p : scales ? module->named_buffers(/*recurse=*/true) : module->named_parameters(/*recurse=*/true)) {
       const std::string& name = p.key();
-      if (name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0)
-        weights.emplace(component + "/" + name.substr(0, name.size() - 7), p.value());
+      if (ends_with(name, suffix)) weights.emplace(component + "/" + name.substr(0, name.size() - suffix.size()), p.value());
     }
   }
   return weights;
@@ -73,23 +80,38 @@ void LoraSet::apply(const std::vector<LoraSpec>& loras, const std::map<std::stri
     if (!weights.count(key)) throw Error("LoRA: no weight " + key);  // cannot happen: targets come from them
 
   restore(components);
+  auto scales = weights_by_key(components, /*scales=*/true);
   at::NoGradGuard no_grad;
   for (const auto& [key, delta] : deltas) {
     at::Tensor& weight = weights.at(key);
     const at::Tensor base = weight.detach().clone();
-    replace_values(weight, base.to(at::kFloat) + delta);
     base_.emplace(key, base);
+    if (weight.scalar_type() != at::kChar) {
+      replace_values(weight, base.to(at::kFloat) + delta);
+      continue;
+    }
+    // int8: merged in float32 and quantized again, with new scales (the base ones are kept to restore).
+    at::Tensor& scale = scales.at(key);
+    base_scale_.emplace(key, scale.detach().clone());
+    auto merged = kernels::quantize_per_channel(kernels::dequantize_per_channel(base, scale) + delta, "LoRA-merged " + key);
+    replace_values(weight, merged.q);
+    replace_values(scale, merged.scale);
   }
   active_ = loras;
 }
 
 void LoraSet::restore(const std::map<std::string, torch::nn::Module*>& components) {
-  auto weights = weights_by_key(components);
+  auto weights = weights_by_key(components), scales = weights_by_key(components, /*scales=*/true);
   for (const auto& [key, base] : base_) {
     auto it = weights.find(key);
     if (it != weights.end()) replace_values(it->second, base);  // a released component has nothing to restore
   }
+  for (const auto& [key, base] : base_scale_) {
+    auto it = scales.find(key);
+    if (it != scales.end()) replace_values(it->second, base);
+  }
   base_.clear();
+  base_scale_.clear();
   active_.clear();
 }
 

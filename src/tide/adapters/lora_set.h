@@ -38,7 +38,8 @@ class LoraSet {
   // Puts the base values back into every weight changed so far (of the components still loaded).
   void restore(const std::map<std::string, torch::nn::Module*>& components);
 
-  std::map<std::string, at::Tensor> base_;  // "component/module" -> the weight before any LoRA
+  std::map<std::string, at::Tensor> base_;        // "component/module" -> the weight before any LoRA
+  std::map<std::string, at::Tensor> base_scale_;  // the same for int8 weights' scales
   std::vector<LoraSpec> active_;
 };
 

@@ -6,16 +6,20 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <map>
 
 #include "tide/models/presets.h"
 #include "tide/nn/layers.h"
+#include "tide/nn/weight_storage.h"
 
 namespace tide::bench {
 namespace {
 
 // Fills every parameter from one 1M-value uniform pool (copying is ~10x faster than drawing ~3·10^9
 // random numbers for SDXL): matrices and kernels scaled by 1/√fan_in, norm weights 1, biases small.
-void fill_parameters(torch::nn::Module& module) {
+// `filled(name)` runs after each parameter is filled.
+void fill_parameters(torch::nn::Module& module, const std::function<void(const std::string&)>& filled) {
   constexpr int64_t kPool = 1 << 20;
   static const at::Tensor pool = at::empty({kPool}).uniform_(-1.0, 1.0, at::make_generator<at::CPUGeneratorImpl>(0));
   const float* src = pool.data_ptr<float>();
@@ -27,6 +31,7 @@ void fill_parameters(torch::nn::Module& module) {
     const bool is_bias = name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0;
     if (p.dim() == 1 && !is_bias) {  // norm weights
       p.fill_(1.0);
+      filled(name);
       continue;
     }
     const double scale = p.dim() >= 2 ? 1.0 / std::sqrt(double(p.numel() / p.size(0))) : 0.02;
@@ -35,43 +40,58 @@ void fill_parameters(torch::nn::Module& module) {
     at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) dst[i] = static_cast<float>(scale) * src[(start + i) & (kPool - 1)];
     });
+    filled(name);
   }
 }
 
 template <typename Module>
-void prepare(Module& m) {
-  fill_parameters(*m);
+void prepare(Module& m, nn::WeightFormat weights, const std::string& component) {
+  // Each layer's weight is stored in `weights` right after it is filled, so that a narrow format never holds
+  // the float32 model (bench --json reports the peak resident memory).
+  std::map<std::string, std::shared_ptr<torch::nn::Module>> layers;
+  for (const auto& item : m->named_modules("", /*include_self=*/false)) layers.emplace(item.key(), item.value());
+  fill_parameters(*m, [&](const std::string& name) {
+    if (name.size() <= 7 || name.compare(name.size() - 7, 7, ".weight") != 0) return;
+    const std::string layer = name.substr(0, name.size() - 7);
+    auto it = layers.find(layer);
+    if (it == layers.end()) return;
+    nn::convert_weight_storage(*it->second, [&](const std::string&) { return nn::storage_for_layer(weights, component, layer); });
+  });
   m->eval();
 }
 
 }  // namespace
 
-BenchModels models_from_preset(const std::string& family) {
+BenchModels models_from_preset(const std::string& family, nn::WeightFormat weights) {
   using models::presets::preset_config;
   BenchModels m;
   m.description = family + " (random weights)";
+  m.weights = nn::weight_format_name(weights);
   nn::NoInitGuard no_init;  // the fill below replaces torch's random init
   m.text_encoder = models::ClipTextModel(models::ClipTextConfig::from_json(preset_config(family, "text_encoder")));
-  prepare(m.text_encoder);
+  prepare(m.text_encoder, weights, "text_encoder");
   const auto components = models::presets::preset_components(family);
   if (std::find(components.begin(), components.end(), "text_encoder_2") != components.end()) {
     m.text_encoder_2 =
         models::ClipTextModel(models::ClipTextConfig::from_json(preset_config(family, "text_encoder_2")));
-    prepare(m.text_encoder_2);
+    prepare(m.text_encoder_2, weights, "text_encoder_2");
     m.force_zeros_for_empty_prompt = preset_config(family, "model_index").value("force_zeros_for_empty_prompt", true);
   }
   m.unet = models::UNet2DConditionModel(models::UNet2DConditionConfig::from_json(preset_config(family, "unet")));
-  prepare(m.unet);
+  prepare(m.unet, weights, "unet");
   m.vae = models::AutoencoderKL(models::AutoencoderKLConfig::from_json(preset_config(family, "vae")));
-  prepare(m.vae);
+  prepare(m.vae, weights, "vae");
   m.scheduler_config = preset_config(family, "scheduler");
   return m;
 }
 
-BenchModels models_from_folder(const std::filesystem::path& folder) {
-  auto pipe = pipeline::StableDiffusionPipeline::from_folder(folder);
+BenchModels models_from_folder(const std::filesystem::path& folder, std::optional<nn::WeightFormat> weights) {
+  pipeline::LoadOptions options;
+  options.weights = weights;
+  auto pipe = pipeline::StableDiffusionPipeline::from_folder(folder, options);
   BenchModels m;
   m.description = folder.string();
+  m.weights = weights ? nn::weight_format_name(*weights) : "as stored";
   m.text_encoder = pipe->text_encoder();
   if (pipe->is_xl()) {
     m.text_encoder_2 = pipe->text_encoder_2();

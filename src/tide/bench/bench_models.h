@@ -4,11 +4,13 @@
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "tide/models/autoencoder_kl.h"
 #include "tide/models/clip_text.h"
 #include "tide/models/unet2d_condition.h"
+#include "tide/nn/weight_storage.h"
 #include "tide/pipeline/stable_diffusion.h"
 
 namespace tide::bench {
@@ -21,6 +23,9 @@ struct BenchModels {
   models::AutoencoderKL vae{nullptr};
   nlohmann::json scheduler_config;
   bool force_zeros_for_empty_prompt = false;  // SDXL: the unconditional embeddings are zeros
+  std::string weights = "f32";                // how Linear/Conv2d weights are stored (--weights)
+  // --compare-weights: the same models with their weights stored another way, for the compared side.
+  std::shared_ptr<BenchModels> baseline;
 
   bool is_xl() const { return static_cast<bool>(text_encoder_2); }
   int vae_scale_factor() const { return static_cast<int>(vae->config().scale_factor()); }
@@ -29,9 +34,10 @@ struct BenchModels {
 
 // "sd15", "sd21", "sdxl" (models::presets). Weights are a fixed pseudo-random pattern scaled like
 // torch's default init (norm weights 1): as fast to run as real weights, built in seconds.
-BenchModels models_from_preset(const std::string& family);
+// `weights`: how Linear and Conv2d weights are stored (nn::storage_for_layer per component).
+BenchModels models_from_preset(const std::string& family, nn::WeightFormat weights = nn::WeightFormat::kFloat32);
 
-// A diffusers pipeline folder.
-BenchModels models_from_folder(const std::filesystem::path& folder);
+// A diffusers pipeline folder, loaded with LoadOptions::weights = `weights` (unset: as stored).
+BenchModels models_from_folder(const std::filesystem::path& folder, std::optional<nn::WeightFormat> weights = std::nullopt);
 
 }  // namespace tide::bench

@@ -67,6 +67,7 @@ nlohmann::json to_json(const BenchResult& r, const ReportContext& c) {
               {"vae_tiling", models::vae_tiling_name(set.vae_tiling)},
               {"vae_tiled", r.vae_tiled},
               {"dtype", c.dtype},
+              {"weights", c.weights},
               {"tome_ratio", set.tome.ratio},
               {"tome_max_downsample", set.tome.max_downsample},
               {"cache_interval", set.cache_interval},

@@ -22,6 +22,7 @@ struct ReportContext {
   std::vector<std::string> cpu_features;
   std::string cpu_model;
   std::string dtype = "float32";
+  std::string weights = "f32";  // how the measured side stores Linear/Conv2d weights (--weights)
   int64_t peak_rss_bytes = 0;
 };
 

@@ -10,6 +10,7 @@
 #include "tide/bench/op_profile.h"
 #include "tide/models/deep_cache.h"
 #include "tide/nn/layers.h"
+#include "tide/nn/weight_storage.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/flop_counter.h"
 #include "tide/runtime/memory.h"
@@ -160,7 +161,7 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, const nn::TokenMergi
 // Puts the models in the state a side measures: the UNet in `dtype`, convolution weights stored in the
 // layout of the current optimizations. Done before a pass, outside its timing.
 void prepare_side(BenchModels& m, at::ScalarType dtype) {
-  if (m.unet->conv_in->weight.scalar_type() != dtype) m.unet->to(dtype);
+  nn::set_compute_dtype(*m.unet, dtype);
   nn::store_conv_weights_for_current_layout(*m.unet);
   nn::store_conv_weights_for_current_layout(*m.vae);
 }
@@ -236,11 +237,12 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       if (!warm) result.runs.push_back(t);
     }
     if (s.compare_plain) {
+      BenchModels& side = models.baseline ? *models.baseline : models;  // --compare-weights: other weights
       runtime::OptimizationsGuard guard(s.baseline);
-      prepare_side(models, s.baseline_dtype);
+      prepare_side(side, s.baseline_dtype);
       if (on_pass) on_pass(s.baseline_label + (warm ? " warmup" : " run"), index);
       StageTimes flops{};
-      const StageTimes t = run_pass(models, s, s.baseline_tome, s.compare_cache ? 1 : s.cache_interval, &flops, &result.unet_calls, nullptr);
+      const StageTimes t = run_pass(side, s, s.baseline_tome, s.compare_cache ? 1 : s.cache_interval, &flops, &result.unet_calls, nullptr);
       if (!warm) result.plain_runs.push_back(t);
     }
   }

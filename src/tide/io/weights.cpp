@@ -2,14 +2,23 @@
 
 #include <torch/nn/module.h>
 
+#include <set>
+
 #include "tide/io/json_file.h"
 #include "tide/io/safetensors.h"
 #include "tide/io/torch_file.h"
+#include "tide/kernels/weight_quantization.h"
 #include "tide/runtime/error.h"
 
 namespace tide::io {
 namespace fs = std::filesystem;
 namespace {
+
+// Scales of int8 weights must be positive and finite: anything else would silently poison every image.
+void check_scales(const at::Tensor& scale, const std::string& what) {
+  if (!(at::isfinite(scale).all().item<bool>() && (scale > 0).all().item<bool>()))
+    throw Error(what + " holds a zero, negative or non-finite scale: the quantized file is damaged");
+}
 
 std::string shape_string(at::IntArrayRef shape) {
   std::string s = "[";
@@ -104,7 +113,11 @@ std::vector<std::string> WeightSource::names() const {
 
 void load_module_weights(torch::nn::Module& module, const WeightSource& source, const std::string& component) {
   std::vector<std::string> missing;
+  std::map<std::string, at::Tensor> buffers;  // by name: int8 weights' scale buffers are filled with them
+  for (auto& item : module.named_buffers(/*recurse=*/true)) buffers.emplace(item.key(), item.value());
+  std::set<std::string> filled;  // scales already set by quantizing a float weight
   auto copy_into = [&](const std::string& name, at::Tensor& target) {
+    if (filled.count(name)) return;
     if (!source.contains(name)) {
       missing.push_back(name);
       return;
@@ -115,7 +128,27 @@ void load_module_weights(torch::nn::Module& module, const WeightSource& source, 
                   shape_string(stored) + ", the model expects " + shape_string(target.sizes()) +
                   " (does the config.json match the weights?)");
     at::NoGradGuard no_grad;
-    target.copy_(source.tensor(name));
+    const bool stored_int8 = source.dtype(name) == at::kChar, wants_int8 = target.scalar_type() == at::kChar;
+    const std::string scale = name + "_scale";  // nn::scale_name()
+    if (wants_int8 && !stored_int8) {  // quantized as it is loaded
+      auto it = buffers.find(scale);
+      if (it == buffers.end()) throw Error(component + ": int8 tensor '" + name + "' has no scale buffer");
+      auto quantized = kernels::quantize_per_channel(source.tensor(name), component + " tensor '" + name + "'");
+      target.copy_(quantized.q);
+      it->second.copy_(quantized.scale);
+      filled.insert(scale);
+    } else if (stored_int8 && !wants_int8) {  // an int8 file read into float (or 16-bit) storage
+      if (!source.contains(scale) || source.shape(scale) != std::vector<int64_t>{target.size(0)})
+        throw Error(component + ": int8 tensor '" + name + "' in " + source.description() + " has no '" + scale +
+                    "' of " + std::to_string(target.size(0)) + " scales");
+      const at::Tensor scales = source.tensor(scale).to(at::kFloat);
+      check_scales(scales, component + " tensor '" + scale + "' in " + source.description());
+      target.copy_(kernels::dequantize_per_channel(source.tensor(name), scales));
+    } else {
+      target.copy_(source.tensor(name));
+      const bool is_scale = name.size() > 13 && name.compare(name.size() - 13, 13, ".weight_scale") == 0;
+      if (is_scale && buffers.count(name)) check_scales(target, component + " tensor '" + name + "' in " + source.description());
+    }
   };
   for (auto& item : module.named_parameters(/*recurse=*/true)) copy_into(item.key(), item.value());
   for (auto& item : module.named_buffers(/*recurse=*/true)) copy_into(item.key(), item.value());

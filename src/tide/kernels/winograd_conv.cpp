@@ -140,7 +140,8 @@ bool winograd_conv3x3_pays_off(int64_t batch, int64_t in_channels, int64_t out_c
 
 bool winograd_conv3x3_supported(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding) {
   if (!x.defined() || !weight.defined() || x.dim() != 4 || weight.dim() != 4) return false;
-  if (x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat) return false;
+  // Any weight dtype: callers widen a 16-bit or int8 weight before winograd_weight_transform().
+  if (x.scalar_type() != at::kFloat) return false;
   if (!x.device().is_cpu() || !weight.device().is_cpu()) return false;
   if (c10::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad())) return false;
   return stride == 1 && padding == 1 && weight.size(2) == 3 && weight.size(3) == 3 && weight.size(1) == x.size(1);

@@ -13,7 +13,8 @@
 namespace tide::kernels {
 
 // True when winograd_conv3x3() computes this convolution: float32 CPU input [N, C, H, W], weight
-// [K, C, 3, 3], stride 1, padding 1, no gradient needed.
+// [K, C, 3, 3] (any dtype: the caller widens it for winograd_weight_transform()), stride 1, padding 1, no
+// gradient needed.
 bool winograd_conv3x3_supported(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding);
 
 // Whether winograd_conv3x3() is expected to beat oneDNN's direct convolution for this shape. Measured on

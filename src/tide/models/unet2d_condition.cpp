@@ -149,9 +149,9 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, double ti
                                              const at::Tensor& time_ids, const at::Tensor& timestep_cond) {
   check_inputs(sample, encoder_hidden_states, text_embeds, time_ids, timestep_cond);
   const auto& c = config_;
-  // The model computes in its weights' dtype (bf16 under --dtype bf16) and answers in the caller's, so
-  // latents and scheduler arithmetic stay float32.
-  const at::ScalarType dtype = conv_in->weight.scalar_type();
+  // The model computes in its parameters' dtype (bf16 under --dtype bf16; weights may be stored narrower) and
+  // answers in the caller's, so latents and scheduler arithmetic stay float32.
+  const at::ScalarType dtype = conv_in->bias.scalar_type();
   if (sample.scalar_type() != dtype) {
     auto cast = [dtype](const at::Tensor& t) { return t.defined() && t.is_floating_point() ? t.to(dtype) : t; };
     return forward(cast(sample), timestep, cast(encoder_hidden_states), cast(text_embeds), time_ids,

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "tide/kernels/winograd_conv.h"
+#include "tide/nn/weight_storage.h"
 #include "tide/runtime/optimizations.h"
 
 namespace tide::nn {
@@ -47,12 +48,18 @@ Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel
   if (with_bias) bias = register_parameter("bias", uniform_parameter({out_channels}, bound));
 }
 
+at::Tensor LinearImpl::forward(const at::Tensor& x) {
+  runtime::FlopCount::add_macs(double(x.numel()) * double(weight.size(0)));
+  return at::linear(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias);
+}
+
 at::Tensor spatial_contiguous(const at::Tensor& x) {
   return x.contiguous(runtime::optimizations().channels_last ? at::MemoryFormat::ChannelsLast
                                                              : at::MemoryFormat::Contiguous);
 }
 
-const at::Tensor& Conv2dImpl::weight_as(at::MemoryFormat format) {
+at::Tensor Conv2dImpl::weight_as(at::MemoryFormat format, at::ScalarType dtype) {
+  if (weight.scalar_type() != dtype) return weight_for_compute(weight, weight_scale, dtype).contiguous(format);
   if (weight.is_contiguous(format)) return weight;
   const int64_t version = weight.is_inference() ? 0 : static_cast<int64_t>(weight._version());
   if (!weight_copy_.defined() || weight_copy_format_ != format || weight_copy_source_ != weight.data_ptr() ||
@@ -83,15 +90,15 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
     // Transformed per call rather than kept (16/9 of the weights' memory): 5 ms at 512 channels, a few % of a
     // 64×64 convolution and under 1% of the larger ones.
     RECORD_USER_SCOPE("tide::winograd_conv3x3");  // named in `tide bench --profile`
-    y = kernels::winograd_conv3x3(x, kernels::winograd_weight_transform(weight), bias);
+    y = kernels::winograd_conv3x3(x, kernels::winograd_weight_transform(weight_for_compute(weight, weight_scale, x.scalar_type())), bias);
   } else if (nhwc) {
-    y = at::conv2d(x.contiguous(at::MemoryFormat::ChannelsLast), weight_as(at::MemoryFormat::ChannelsLast), bias,
+    y = at::conv2d(x.contiguous(at::MemoryFormat::ChannelsLast), weight_as(at::MemoryFormat::ChannelsLast, x.scalar_type()), bias,
                    {stride_, stride_}, {padding_, padding_});
   } else {
     // A channels-last weight would make oneDNN pick channels last, so NCHW needs an NCHW weight.
-    const at::Tensor& w = weight.requires_grad() && c10::GradMode::is_enabled()
-                              ? weight
-                              : weight_as(at::MemoryFormat::Contiguous);
+    const at::Tensor w = weight.requires_grad() && c10::GradMode::is_enabled()
+                             ? weight
+                             : weight_as(at::MemoryFormat::Contiguous, x.scalar_type());
     y = at::conv2d(x, w, bias, {stride_, stride_}, {padding_, padding_});
   }
   runtime::FlopCount::add_macs(double(y.numel()) * double(weight.size(1) * weight.size(2) * weight.size(3)));

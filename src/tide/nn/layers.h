@@ -35,13 +35,12 @@ class LinearImpl : public torch::nn::Module {
  public:
   // Random init as torch.nn.Linear: weight and bias ~ U(-1/√in, 1/√in).
   LinearImpl(int64_t in_features, int64_t out_features, bool bias = true);
-  at::Tensor forward(const at::Tensor& x) {  // [..., in] -> [..., out]
-    runtime::FlopCount::add_macs(double(x.numel()) * double(weight.size(0)));
-    return at::linear(x, weight, bias);
-  }
+  at::Tensor forward(const at::Tensor& x);  // [..., in] -> [..., out]
 
-  at::Tensor weight;  // [out, in]
-  at::Tensor bias;    // [out], undefined without bias
+  at::Tensor weight;        // [out, in]: float32, float16, bfloat16 or int8 (nn/weight_storage.h)
+  at::Tensor bias;          // [out], undefined without bias
+  at::Tensor weight_scale;  // [out]: int8 weights only, w ≈ weight · weight_scale[:, None]
+  at::ScalarType stored_dtype = at::kFloat;  // kFloat: `weight` follows the compute dtype (set_compute_dtype)
 };
 TORCH_MODULE(Linear);
 
@@ -57,13 +56,16 @@ class Conv2dImpl : public torch::nn::Module {
   // the weight itself and no second copy is kept.
   void store_weight_as(at::MemoryFormat format);
 
-  at::Tensor weight;  // [out, in, k, k]
-  at::Tensor bias;    // [out], undefined without bias
+  at::Tensor weight;        // [out, in, k, k]: float32, float16, bfloat16 or int8 (nn/weight_storage.h)
+  at::Tensor bias;          // [out], undefined without bias
+  at::Tensor weight_scale;  // [out]: int8 weights only
+  at::ScalarType stored_dtype = at::kFloat;  // kFloat: `weight` follows the compute dtype (set_compute_dtype)
 
  private:
-  // `weight` in `format`: the weight itself when it is stored that way, else a copy made once (re-made if
-  // the weight changes), so that oneDNN never re-lays out the weight on every call.
-  const at::Tensor& weight_as(at::MemoryFormat format);
+  // `weight` in `format` and `dtype`: the weight itself when it is stored that way; else, for a weight stored
+  // in `dtype`, a copy made once (re-made if the weight changes), so that oneDNN never re-lays out the
+  // weight on every call; else (16-bit or int8 storage) a temporary widened per call.
+  at::Tensor weight_as(at::MemoryFormat format, at::ScalarType dtype);
 
   int64_t stride_, padding_;
   at::Tensor weight_copy_;

@@ -59,6 +59,7 @@ PipelineParts single_file_parts(const fs::path& file, const LoadOptions& options
   for (const auto& component : family_components(model.family)) parts.configs[component] = model.configs.at(component);
   parts.configs["scheduler"] = model.configs.at("scheduler");
   parts.weights = std::move(model.components);
+  parts.weight_format = options.weights;
   if (options.tokenizers) find_tokenizers(parts, model.family, options.tokenizer);
   return parts;
 }

@@ -25,12 +25,38 @@ nlohmann::json read_component_json(const fs::path& folder, const std::string& co
   return io::read_json(path);
 }
 
+// The storage of a layer (module path `layer`) of `component`: `requested`, or unset, as the file stores it.
+nn::WeightFormat layer_storage(const std::optional<nn::WeightFormat>& requested, const std::string& component,
+                               const std::string& layer, const io::WeightSource& source) {
+  if (requested) return nn::storage_for_layer(*requested, component, layer);
+  const std::string weight = layer + ".weight";
+  if (!source.contains(weight)) return nn::WeightFormat::kFloat32;  // reported as missing by the loader
+  switch (source.dtype(weight)) {
+    case at::kChar: return nn::WeightFormat::kInt8;
+    case at::kHalf: return nn::WeightFormat::kFloat16;
+    case at::kBFloat16: return nn::WeightFormat::kBFloat16;
+    default: return nn::WeightFormat::kFloat32;
+  }
+}
+
 template <typename Module>
 void load_weights(Module& module, PipelineParts& parts, const std::string& component) {
   auto it = parts.weights.find(component);
   if (it == parts.weights.end()) throw Error(parts.description + ": no weights for component '" + component + "'");
-  io::load_module_weights(*module, it->second, component);
+  const io::WeightSource& source = it->second;
+  nn::set_weight_storage(*module, [&](const std::string& layer) {
+    return layer_storage(parts.weight_format, component, layer, source);
+  });
+  io::load_module_weights(*module, source, component);
   module->eval();
+}
+
+// Builds a component without drawing torch's random init: every parameter is loaded right after, and
+// untouched memory is not resident, so a model stored in 16 or 8 bits never holds a float32 copy.
+template <typename Model, typename Config>
+Model build(const Config& config) {
+  nn::NoInitGuard no_init;
+  return Model(config);
 }
 
 // A pipeline's compute settings on the calling thread for the duration of one call.
@@ -89,6 +115,7 @@ PipelineParts parts_from_folder(const fs::path& folder, const LoadOptions& optio
   }
   parts.configs["scheduler"] = read_component_json(folder, "scheduler", "scheduler_config.json");
   parts.tokenizer_dir = folder / "tokenizer";
+  parts.weight_format = options.weights;
   return parts;
 }
 
@@ -100,17 +127,17 @@ std::unique_ptr<StableDiffusionPipeline> StableDiffusionPipeline::from_parts(Pip
   p->xl_ = parts.configs.count("text_encoder_2") > 0;
   p->decode_denoised_ = parts.pipeline_class == "LatentConsistencyModelPipeline";
   p->tokenizer_ = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::from_folder(parts.tokenizer_dir));
-  p->text_encoder_ = models::ClipTextModel(models::ClipTextConfig::from_json(parts.configs.at("text_encoder")));
+  p->text_encoder_ = build<models::ClipTextModel>(models::ClipTextConfig::from_json(parts.configs.at("text_encoder")));
   load_weights(p->text_encoder_, parts, "text_encoder");
   if (parts.configs.count("text_encoder_2")) {
     p->tokenizer_2_ = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::from_folder(parts.tokenizer_2_dir));
     if (!parts.tokenizer_2_pad_token.empty()) p->tokenizer_2_->set_pad_token(parts.tokenizer_2_pad_token);
-    p->text_encoder_2_ = models::ClipTextModel(models::ClipTextConfig::from_json(parts.configs.at("text_encoder_2")));
+    p->text_encoder_2_ = build<models::ClipTextModel>(models::ClipTextConfig::from_json(parts.configs.at("text_encoder_2")));
     load_weights(p->text_encoder_2_, parts, "text_encoder_2");
   }
-  p->unet_ = models::UNet2DConditionModel(models::UNet2DConditionConfig::from_json(parts.configs.at("unet")));
+  p->unet_ = build<models::UNet2DConditionModel>(models::UNet2DConditionConfig::from_json(parts.configs.at("unet")));
   load_weights(p->unet_, parts, "unet");
-  p->vae_ = models::AutoencoderKL(models::AutoencoderKLConfig::from_json(parts.configs.at("vae")));
+  p->vae_ = build<models::AutoencoderKL>(models::AutoencoderKLConfig::from_json(parts.configs.at("vae")));
   load_weights(p->vae_, parts, "vae");
   p->scheduler_config_ = parts.configs.at("scheduler");
   nn::store_conv_weights_for_current_layout(*p->unet_);
@@ -158,7 +185,7 @@ void StableDiffusionPipeline::set_compute_settings(const ComputeSettings& settin
 
 void StableDiffusionPipeline::set_unet_dtype(at::ScalarType dtype) {
   ComputeScope scope(compute_);
-  unet_->to(dtype);
+  nn::set_compute_dtype(*unet_, dtype);
   nn::store_conv_weights_for_current_layout(*unet_);
 }
 

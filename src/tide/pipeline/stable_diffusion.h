@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "tide/adapters/lora_set.h"
@@ -16,6 +17,7 @@
 #include "tide/models/autoencoder_tiny.h"
 #include "tide/models/clip_text.h"
 #include "tide/models/unet2d_condition.h"
+#include "tide/nn/weight_storage.h"
 #include "tide/pipeline/generation.h"
 #include "tide/runtime/optimizations.h"
 #include "tide/text/clip_tokenizer.h"
@@ -28,6 +30,9 @@ struct LoadOptions {
   std::string revision;             // Hub ids: branch, tag or commit (an `@revision` in the id wins)
   std::filesystem::path tokenizer;  // single-file checkpoints: a tokenizer folder or a model folder with tokenizer/
   bool tokenizers = true;           // single files: find their tokenizer(s) (false: configs and weights only)
+  // How Linear and Conv2d weights are kept in memory (--weights); unset: as stored (float32, 16-bit or int8
+  // files keep their layers' dtype; computing is float32 either way).
+  std::optional<nn::WeightFormat> weights;
 };
 
 // Everything a pipeline is made of, before the weights are loaded: configs and where the weights are.
@@ -40,6 +45,7 @@ struct PipelineParts {
   std::string tokenizer_2_pad_token;                    // overrides tokenizer_2's own when set
   std::string description;                              // for messages
   std::filesystem::path folder;                         // the diffusers folder, when the model is one (local or Hub)
+  std::optional<nn::WeightFormat> weight_format;        // LoadOptions::weights
 };
 
 // Reads model_index.json and the component configs of a diffusers folder.
@@ -92,7 +98,7 @@ class StableDiffusionPipeline {
   // float32: they run once per image, and latents, noise and scheduler arithmetic stay float32 too, so a
   // seed draws the same initial noise in every dtype.
   void set_unet_dtype(at::ScalarType dtype);
-  at::ScalarType unet_dtype() const { return unet_->conv_in->weight.scalar_type(); }
+  at::ScalarType unet_dtype() const { return unet_->conv_in->bias.scalar_type(); }  // weights may be stored narrower
 
   // How this pipeline computes: its optimizations and thread count (0: the calling thread's own). Every
   // call installs them on the calling thread for its duration and restores what was there, so pipelines

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "tide/io/atomic_file.h"
+#include "tide/nn/weight_storage.h"
 #include "tide/runtime/error.h"
 #include "tide/text/embeddings.h"
 #include "tide/train/keyed_rng.h"
@@ -123,7 +124,7 @@ Trainer::Trainer(TrainOptions options, Communicator& comm, TrainHooks hooks)
 
   if (o.bf16) {
     unet_dtype_ = at::kBFloat16;
-    models_.unet->to(at::kBFloat16);
+    nn::set_compute_dtype(*models_.unet, at::kBFloat16);
   }
 
   if (o.resume_from_checkpoint) resume(*o.resume_from_checkpoint);

@@ -1,0 +1,257 @@
+// --weights: int8 per-channel quantization against a float64 reference, 16-bit and int8 layers against
+// float32, and whole tiny pipelines stored, written (tide quantize) and read back in every format.
+#include <gtest/gtest.h>
+
+#include <c10/core/GradMode.h>
+
+#include "test_support.h"
+#include "tiny_pipeline.h"
+#include "tide/io/safetensors.h"
+#include "tide/kernels/weight_quantization.h"
+#include "tide/nn/layers.h"
+#include "tide/nn/weight_storage.h"
+#include "tide/pipeline/model_writer.h"
+#include "tide/pipeline/stable_diffusion.h"
+#include "tide/runtime/error.h"
+
+namespace {
+namespace fs = std::filesystem;
+using tide::nn::WeightFormat;
+using tide::testing::TempDir;
+
+// ||a - b|| / ||b|| in float64.
+double relative_l2(const at::Tensor& a, const at::Tensor& b) {
+  const at::Tensor a64 = a.to(at::kDouble), b64 = b.to(at::kDouble);
+  return (a64 - b64).norm().item<double>() / b64.norm().item<double>();
+}
+
+TEST(WeightQuantization, MatchesFloat64ReferencePerChannel) {
+  at::manual_seed(1);
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{7, 13}, {5, 3, 3, 3}, {1, 1}, {33, 65, 1, 1}}) {
+    at::Tensor w = at::randn(shape) * 3;
+    w[0].mul_(100);  // channels of very different ranges get their own scales
+    const auto q = tide::kernels::quantize_per_channel(w);
+    ASSERT_EQ(q.q.scalar_type(), at::kChar);
+    ASSERT_EQ(q.q.sizes(), w.sizes());
+    ASSERT_EQ(q.scale.sizes(), at::IntArrayRef({shape[0]}));
+    // Reference in float64: scale = max|w| / 127, q = round(w / scale).
+    const at::Tensor w64 = w.to(at::kDouble).reshape({shape[0], -1});
+    const at::Tensor scale64 = w64.abs().amax(1) / 127.0;
+    EXPECT_TENSOR_NEAR(q.scale.to(at::kDouble), scale64, 1e-7 * scale64.max().item<double>());
+    const at::Tensor q64 = at::round(w64 / scale64.unsqueeze(1));
+    EXPECT_EQ(tide::testing::max_abs_diff(q.q.reshape({shape[0], -1}), q64), 0.0) << "shape " << shape.size();
+    // Dequantized within half a step of each channel.
+    const at::Tensor err = (tide::kernels::dequantize_per_channel(q.q, q.scale).to(at::kDouble).reshape({shape[0], -1}) - w64).abs();
+    EXPECT_TRUE((err <= scale64.unsqueeze(1) * 0.5 * (1 + 1e-6)).all().item<bool>());
+    EXPECT_LE(q.q.abs().max().item<int>(), 127);
+  }
+}
+
+TEST(WeightQuantization, ZeroRowsAndBadValues) {
+  at::Tensor w = at::randn({4, 6});
+  w[2].zero_();
+  const auto q = tide::kernels::quantize_per_channel(w);
+  EXPECT_EQ(q.scale[2].item<float>(), 1.0f);
+  EXPECT_EQ(q.q[2].abs().sum().item<int64_t>(), 0);
+  w[1][3] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(tide::kernels::quantize_per_channel(w, "layer.weight"), tide::Error);
+  EXPECT_THROW(tide::kernels::dequantize_per_channel(q.q, at::ones({3})), tide::Error);
+  EXPECT_THROW(tide::kernels::dequantize_per_channel(at::ones({4, 6}), q.scale), tide::Error);
+  EXPECT_THROW(tide::nn::parse_weight_format("int4"), tide::Error);
+  EXPECT_EQ(tide::nn::parse_weight_format("fp16"), WeightFormat::kFloat16);
+}
+
+// A Linear and a Conv2d stored in `format` compute what float32 layers holding the stored values compute.
+TEST(WeightStorage, LayersComputeWithTheStoredValues) {
+  c10::NoGradGuard no_grad;
+  at::manual_seed(2);
+  for (WeightFormat format : {WeightFormat::kFloat16, WeightFormat::kBFloat16, WeightFormat::kInt8}) {
+    tide::nn::Linear linear(24, 10);
+    tide::nn::Conv2d conv(6, 5, 3, 1, 1);
+    const at::Tensor x = at::randn({2, 7, 24}), image = at::randn({2, 6, 9, 11});
+    const at::Tensor y32 = linear->forward(x), z32 = conv->forward(image);
+    tide::nn::convert_weight_storage(*linear, [&](const std::string&) { return format; });
+    tide::nn::convert_weight_storage(*conv, [&](const std::string&) { return format; });
+    const at::Tensor w_lin = tide::nn::weight_for_compute(linear->weight, linear->weight_scale, at::kFloat);
+    const at::Tensor w_conv = tide::nn::weight_for_compute(conv->weight, conv->weight_scale, at::kFloat);
+    EXPECT_NE(linear->weight.scalar_type(), at::kFloat);
+    // Exactly the float32 layer with the stored (rounded) values ...
+    EXPECT_TENSOR_NEAR(linear->forward(x), at::linear(x, w_lin, linear->bias), 1e-5);
+    EXPECT_TENSOR_NEAR(conv->forward(image), at::conv2d(image, w_conv, conv->bias, 1, 1), 1e-5);
+    // ... which are close to the float32 ones: relative error of the format's rounding.
+    const double tol = format == WeightFormat::kFloat16 ? 2e-3 : 2e-2;
+    EXPECT_LT(relative_l2(linear->forward(x), y32), tol) << tide::nn::weight_format_name(format);
+    EXPECT_LT(relative_l2(conv->forward(image), z32), tol) << tide::nn::weight_format_name(format);
+  }
+}
+
+TEST(WeightStorage, ComputeDtypeLeavesNarrowWeightsAlone) {
+  tide::nn::Linear a(8, 4), b(8, 4);
+  tide::nn::convert_weight_storage(*b, [](const std::string&) { return WeightFormat::kInt8; });
+  tide::nn::set_compute_dtype(*a, at::kBFloat16);
+  tide::nn::set_compute_dtype(*b, at::kBFloat16);
+  EXPECT_EQ(a->weight.scalar_type(), at::kBFloat16);  // float32-stored weights follow the compute dtype
+  EXPECT_EQ(b->weight.scalar_type(), at::kChar);
+  EXPECT_EQ(b->weight_scale.scalar_type(), at::kFloat);
+  EXPECT_EQ(b->bias.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(b->forward(at::randn({3, 8}).to(at::kBFloat16)).scalar_type(), at::kBFloat16);
+  EXPECT_THROW(tide::nn::convert_weight_storage(*b, [](const std::string&) { return WeightFormat::kFloat16; }), tide::Error);
+}
+
+TEST(WeightStorage, Int8KeepsTheSensitiveLayersInFloat) {
+  using tide::nn::storage_for_layer;
+  EXPECT_EQ(storage_for_layer(WeightFormat::kInt8, "unet", "conv_in"), WeightFormat::kFloat32);
+  EXPECT_EQ(storage_for_layer(WeightFormat::kInt8, "unet", "time_embedding.linear_1"), WeightFormat::kFloat32);
+  EXPECT_EQ(storage_for_layer(WeightFormat::kInt8, "unet", "down_blocks.0.resnets.0.conv1"), WeightFormat::kInt8);
+  EXPECT_EQ(storage_for_layer(WeightFormat::kInt8, "vae", "decoder.conv_in"), WeightFormat::kFloat16);
+  EXPECT_EQ(storage_for_layer(WeightFormat::kInt8, "text_encoder", "text_model.encoder.layers.0.mlp.fc1"), WeightFormat::kInt8);
+  EXPECT_EQ(storage_for_layer(WeightFormat::kFloat16, "unet", "conv_in"), WeightFormat::kFloat16);
+}
+
+// The tiny pipeline, generated with a few steps.
+tide::pipeline::GenerationResult generate(tide::pipeline::StableDiffusionPipeline& pipe) {
+  tide::pipeline::GenerationRequest request;
+  request.prompt = "a red fox";
+  request.steps = 3;
+  request.seed = 7;
+  return pipe.generate(pipe.resolve(request));
+}
+
+std::unique_ptr<tide::pipeline::StableDiffusionPipeline> load(const fs::path& folder, std::optional<WeightFormat> weights) {
+  tide::pipeline::LoadOptions options;
+  options.weights = weights;
+  return tide::pipeline::StableDiffusionPipeline::from_folder(folder, options);
+}
+
+at::ScalarType stored(tide::pipeline::StableDiffusionPipeline& pipe, const std::string& layer) {
+  for (const auto& p : pipe.unet()->named_parameters())
+    if (p.key() == layer + ".weight") return p.value().scalar_type();
+  throw std::runtime_error("no layer " + layer);
+}
+
+// The first Linear/Conv2d layers of the UNet that int8 quantizes.
+const char* kQuantizedLayer = "down_blocks.0.resnets.0.conv1";
+
+TEST(WeightStoragePipeline, SixteenBitFileGivesTheFloat32Picture) {
+  TempDir dir;
+  const fs::path base = tide::testing::make_tiny_pipeline(dir / "base");
+  const fs::path f16 = dir / "f16";
+  {
+    auto pipe = load(base, WeightFormat::kFloat16);
+    EXPECT_EQ(stored(*pipe, kQuantizedLayer), at::kHalf);
+    EXPECT_EQ(pipe->unet_dtype(), at::kFloat);
+    tide::pipeline::write_pipeline_folder(*pipe, tide::pipeline::parts_from_folder(base), f16);
+  }
+  // As stored, the f16 file keeps 16-bit weights in memory; read into float32, the same values widened once.
+  auto as_stored = load(f16, std::nullopt);
+  auto widened = load(f16, WeightFormat::kFloat32);
+  EXPECT_EQ(stored(*as_stored, kQuantizedLayer), at::kHalf);
+  EXPECT_EQ(stored(*widened, kQuantizedLayer), at::kFloat);
+  const auto a = generate(*as_stored), b = generate(*widened);
+  EXPECT_TRUE(at::equal(a.latents, b.latents)) << "max diff " << tide::testing::max_abs_diff(a.latents, b.latents);
+  EXPECT_TRUE(at::equal(a.images, b.images));
+  // And near the float32 model's picture.
+  auto f32 = load(base, std::nullopt);
+  EXPECT_LT(relative_l2(a.latents, generate(*f32).latents), 1e-2);
+}
+
+TEST(WeightStoragePipeline, Int8RoundTripsThroughAQuantizedFolder) {
+  TempDir dir;
+  const fs::path base = tide::testing::make_tiny_pipeline(dir / "base");
+  const fs::path int8 = dir / "int8";
+  auto quantized = load(base, WeightFormat::kInt8);
+  EXPECT_EQ(stored(*quantized, kQuantizedLayer), at::kChar);
+  EXPECT_EQ(stored(*quantized, "conv_in"), at::kFloat);
+  EXPECT_EQ(quantized->vae()->named_parameters()["decoder.conv_in.weight"].scalar_type(), at::kHalf);
+  tide::pipeline::write_pipeline_folder(*quantized, tide::pipeline::parts_from_folder(base), int8, {{"tide.quantization", "{}"}});
+  EXPECT_THROW(tide::pipeline::write_pipeline_folder(*quantized, tide::pipeline::parts_from_folder(base), int8), tide::Error);
+
+  // The file holds int8 weights and their scales; loaded as stored, the layers are int8 again with the same values.
+  const auto file = tide::io::WeightSource::from_component_dir(int8 / "unet");
+  EXPECT_EQ(file.dtype(std::string(kQuantizedLayer) + ".weight"), at::kChar);
+  EXPECT_TRUE(file.contains(std::string(kQuantizedLayer) + ".weight_scale"));
+  auto reloaded = load(int8, std::nullopt);
+  EXPECT_EQ(stored(*reloaded, kQuantizedLayer), at::kChar);
+  for (const auto& p : quantized->unet()->named_parameters())
+    EXPECT_TRUE(at::equal(p.value(), reloaded->unet()->named_parameters()[p.key()])) << p.key();
+  for (const auto& b : quantized->unet()->named_buffers())
+    EXPECT_TRUE(at::equal(b.value(), reloaded->unet()->named_buffers()[b.key()])) << b.key();
+  const auto a = generate(*quantized), b = generate(*reloaded);
+  EXPECT_TRUE(at::equal(a.images, b.images));
+
+  // int8 changes the picture only a little; read into float32, the int8 file gives the dequantized weights.
+  auto f32 = load(base, std::nullopt);
+  const auto reference = generate(*f32);
+  const double err = relative_l2(a.latents, reference.latents);
+  EXPECT_GT(err, 0.0);
+  EXPECT_LT(err, 0.05);
+  auto dequantized = load(int8, WeightFormat::kFloat32);
+  EXPECT_EQ(stored(*dequantized, kQuantizedLayer), at::kFloat);
+  EXPECT_LT(relative_l2(generate(*dequantized).latents, a.latents), 1e-4);
+}
+
+TEST(WeightStoragePipeline, DamagedQuantizedFilesAreRefused) {
+  TempDir dir;
+  const fs::path base = tide::testing::make_tiny_pipeline(dir / "base");
+  const fs::path int8 = dir / "int8";
+  {
+    auto quantized = load(base, WeightFormat::kInt8);
+    tide::pipeline::write_pipeline_folder(*quantized, tide::pipeline::parts_from_folder(base), int8);
+  }
+  const fs::path unet_file = int8 / "unet" / "diffusion_pytorch_model.safetensors";
+  const auto original = tide::io::WeightSource::from_file(unet_file);
+  auto rewrite = [&](const std::function<void(std::string, at::Tensor&, std::vector<std::pair<std::string, at::Tensor>>&)>& edit) {
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (const auto& name : original.names()) {
+      at::Tensor t = original.tensor(name).clone();
+      edit(name, t, tensors);
+    }
+    fs::remove(unet_file);
+    tide::io::write_safetensors(unet_file, tensors);
+  };
+  const std::string scale = std::string(kQuantizedLayer) + ".weight_scale";
+  for (const std::string damage : {"zero scale", "nan scale", "missing scale", "short scale"}) {
+    rewrite([&](std::string name, at::Tensor& t, std::vector<std::pair<std::string, at::Tensor>>& out) {
+      if (name == scale) {
+        if (damage == "missing scale") return;
+        if (damage == "zero scale") t[0] = 0.0f;
+        if (damage == "nan scale") t[1] = std::numeric_limits<float>::quiet_NaN();
+        if (damage == "short scale") t = t.narrow(0, 0, t.size(0) - 1).clone();
+      }
+      out.emplace_back(name, t);
+    });
+    for (std::optional<WeightFormat> weights : {std::optional<WeightFormat>(), std::optional<WeightFormat>(WeightFormat::kFloat32)}) {
+      try {
+        load(int8, weights);
+        ADD_FAILURE() << damage << ": loaded";
+      } catch (const tide::Error& e) {
+        EXPECT_NE(std::string(e.what()).find(kQuantizedLayer), std::string::npos) << damage << ": " << e.what();
+      }
+    }
+  }
+}
+
+TEST(WeightStoragePipeline, LorasMergeIntoInt8AndRestoreBitForBit) {
+  // A LoRA on an int8 model is merged in float32 and quantized again; clearing it restores weights and scales.
+  TempDir dir;
+  const fs::path base = tide::testing::make_tiny_pipeline(dir / "base");
+  auto pipe = load(base, WeightFormat::kInt8);
+  const std::string layer = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q";
+  at::Tensor q_before = pipe->unet()->named_parameters()[layer + ".weight"].clone();
+  at::Tensor s_before = pipe->unet()->named_buffers()[layer + ".weight_scale"].clone();
+  ASSERT_EQ(q_before.scalar_type(), at::kChar);
+  const int64_t out = q_before.size(0), in = q_before.size(1);
+  at::manual_seed(3);
+  const fs::path lora = dir / "lora.safetensors";
+  tide::io::write_safetensors(lora, {{"unet." + layer + ".lora_A.weight", at::randn({2, in})},
+                                     {"unet." + layer + ".lora_B.weight", at::randn({out, 2})}});
+  pipe->set_loras({{lora, 1.0}});
+  at::Tensor q_merged = pipe->unet()->named_parameters()[layer + ".weight"];
+  EXPECT_EQ(q_merged.scalar_type(), at::kChar);
+  EXPECT_FALSE(at::equal(q_merged, q_before));
+  pipe->set_loras({});
+  EXPECT_TRUE(at::equal(pipe->unet()->named_parameters()[layer + ".weight"], q_before));
+  EXPECT_TRUE(at::equal(pipe->unet()->named_buffers()[layer + ".weight_scale"], s_before));
+}
+
+}  // namespace
