@@ -1,0 +1,98 @@
+// Int8 arithmetic for linear layers and convolutions with int8 weights (W8A8): the weights are quantized once,
+// symmetric per output channel; the activations are quantized on every call, per tensor, to unsigned 8 bits with
+// a zero point (SD activations after SiLU/GELU are far from symmetric, so the zero point buys about a bit);
+// oneDNN multiplies them with int32 accumulation and writes float32 with the scales and the bias applied.
+// Weights are reordered once into the layout oneDNN's kernel prefers; primitives are cached per input shape.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace tide::kernels {
+
+// Symmetric per-output-channel int8 weights: w[o, ...] ≈ q[o, ...] · scale[o].
+struct QuantizedWeight {
+  at::Tensor q;      // int8, the shape of w, values in [-127, 127]
+  at::Tensor scale;  // float32 [out]
+};
+
+// scale[o] = max|w[o, ...]| / 127 and q = round(w / scale), so |w − q·scale| ≤ scale/2 per element. A row of
+// zeros gets scale 1 (q = 0 dequantizes to exactly zero; any positive scale would, 1 keeps every later division
+// finite). `w`: any floating dtype, at least one dimension, dim 0 = output channels. Non-finite weights, an empty
+// tensor or a non-floating dtype: tide::Error.
+QuantizedWeight quantize_weight_per_channel(const at::Tensor& w);
+
+// q · scale[o] along dim 0, float32, the shape of q.
+at::Tensor dequantize_weight(const at::Tensor& q, const at::Tensor& scale);
+
+// The int8 path oneDNN takes on this CPU, respecting DNNL_MAX_CPU_ISA: "amx" (AMX tiles), "avx512_vnni",
+// "avx_vnni" (AVX2 with VNNI), "avx512" (AVX-512 without VNNI: vpmaddubsw), "avx2" (vpmaddubsw) or "none".
+std::string int8_compute_path();
+
+// True where W8A8 is faster than float32 on this CPU: the VNNI and AMX paths (the vpmaddubsw paths were measured
+// slower than float32 for most SD layer shapes: bench/README.md). Where false, int8 weights should be widened to
+// float (weight-only quantization) instead; the kernels below still work and stay correct there.
+bool int8_compute_available();
+
+// Levels the activations are quantized to: 255 where the CPU multiplies u8·s8 pairs into int32 (VNNI, AMX);
+// 127 on the vpmaddubsw paths, whose int16 sum of two u8·s8 products would saturate with 8-bit activations
+// (2·255·127 > 32767) but not with 7-bit ones (2·127·127 ≤ 32767).
+int activation_levels();
+
+// Per-tensor asymmetric quantization of activations: x ≈ (xq − zero_point) · scale, xq in [0, levels]. The range
+// always includes 0 (so zero padding and ReLU-like zeros are exact); an all-zero tensor gets scale 1.
+struct ActivationQuantization {
+  float scale = 1.f;
+  int32_t zero_point = 0;
+  int levels = 255;
+};
+// Chooses the quantization of `x` from its minimum and maximum (one pass); non-finite values: tide::Error.
+ActivationQuantization choose_activation_quantization(const at::Tensor& x, int levels);
+
+// y = x · wᵀ + bias with int8 weights, activations quantized per call. Thread-safe: forward() may run from
+// several threads at once on one object (the primitive cache is behind a mutex; execution is concurrent, each
+// call with its own scratchpad). Computes on the caller's thread count (at::get_num_threads()).
+class Int8Linear {
+ public:
+  // q: int8 [out, in]; scale: float32 [out]; bias: float [out] or undefined.
+  Int8Linear(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias);
+  ~Int8Linear();
+  // x: float [..., in] (any strides) → float32 [..., out], contiguous.
+  at::Tensor forward(const at::Tensor& x) const;
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+
+  struct Impl;
+
+ private:
+  int64_t in_, out_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// conv2d(x, w, bias, stride, padding) with int8 weights (groups 1, dilation 1), activations quantized per call.
+// Thread-safe like Int8Linear.
+class Int8Conv2d {
+ public:
+  // q: int8 [O, I, kh, kw]; scale: float32 [O]; bias: float [O] or undefined.
+  Int8Conv2d(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t stride, int64_t padding);
+  ~Int8Conv2d();
+  // x: float [B, I, H, W], NCHW or channels-last → float32 [B, O, H', W'], channels-last.
+  at::Tensor forward(const at::Tensor& x) const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// What the kernels compute, with at:: ops in float64 (for tests): the same activation quantization (including
+// its float32 rounding of x / scale + zero point), exact integer products, the same float32 combined scales,
+// then the bias. `levels` 0: activation_levels() of this CPU.
+at::Tensor int8_linear_reference(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale,
+                                 const at::Tensor& bias, int levels = 0);
+at::Tensor int8_conv2d_reference(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale,
+                                 const at::Tensor& bias, int64_t stride, int64_t padding, int levels = 0);
+
+}  // namespace tide::kernels
