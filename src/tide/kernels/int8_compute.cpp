@@ -1,9 +1,7 @@
 // W8A8 linear layers and convolutions through oneDNN 2.x (the library libtorch itself links): per call, one pass
 // for the activations' range, one quantizing reorder (float32 → u8 with scale and zero point, which also turns
-// an NCHW input channels-last), one int8 primitive that applies the per-channel scales and the bias on its way
-// out. The matmul uses oneDNN 2.x output scales, dst = output_scale · (Σ (src − src_zp)·wei + bias): the bias is
-// in the accumulator's units there, so it is divided by the combined scale on every call (`out` floats). The
-// convolution multiplies and adds in post-ops: dst = Σ (src − src_zp)·wei · scale + bias.
+// an NCHW input channels-last), one int8 primitive (matmul or convolution) that applies the per-channel scales and
+// the bias on its way out: dst = Σ (src − zero_point)·wei · (activation scale · weight scale[o]) + bias[o].
 #include "tide/kernels/int8_compute.h"
 
 #include <ATen/Parallel.h>
@@ -34,21 +32,17 @@ const dnnl::engine& cpu_engine() {
 
 memory::dims dims_of(at::IntArrayRef a) { return memory::dims(a.begin(), a.end()); }
 
-// Attributes of the int8 products: the source zero point given at run time, and a scratchpad each call brings
-// (so concurrent calls never share one). The matmul takes its per-output-channel scales (`scale_mask`) at run
-// time; oneDNN 2.x convolutions accept only fixed output scales, so a convolution multiplies by the scales and
-// adds the bias in binary post-ops instead (`conv_out_channels` > 0), whose operands are run-time data.
-dnnl::primitive_attr int8_product_attr(int scale_mask, int64_t conv_out_channels = 0, bool conv_bias = false) {
+// Attributes of the int8 products: the source zero point given at run time; the per-output-channel scales and
+// the bias as binary post-ops (multiply, then add), whose operands (`per_channel`) are run-time data too. Not
+// output scales: oneDNN 2.6 convolutions accept only fixed ones, and a matmul with run-time output scales falls
+// back from the brgemm kernels (VNNI, AMX) to its slow gemm path. A scratchpad each call brings (so concurrent
+// calls never share one).
+dnnl::primitive_attr int8_product_attr(const memory::desc& per_channel, bool with_bias) {
   dnnl::primitive_attr attr;
-  if (conv_out_channels > 0) {
-    const memory::desc per_channel({1, conv_out_channels, 1, 1}, dt::f32, tag::nchw);
-    dnnl::post_ops ops;
-    ops.append_binary(dnnl::algorithm::binary_mul, per_channel);
-    if (conv_bias) ops.append_binary(dnnl::algorithm::binary_add, per_channel);
-    attr.set_post_ops(ops);
-  } else {
-    attr.set_output_scales(scale_mask, {DNNL_RUNTIME_F32_VAL});
-  }
+  dnnl::post_ops ops;
+  ops.append_binary(dnnl::algorithm::binary_mul, per_channel);
+  if (with_bias) ops.append_binary(dnnl::algorithm::binary_add, per_channel);
+  attr.set_post_ops(ops);
   attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   return attr;
@@ -85,6 +79,22 @@ void quantize_activations(const dnnl::reorder& reorder, const memory::desc& scra
            {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, memory({{1}, dt::s32, tag::x}, cpu_engine(), &zero_point)}});
 }
 
+// Runs an int8 product: dst = Σ (src − zero_point)·weights · scale + bias (scale, bias: `per_channel`).
+void execute_product(const dnnl::primitive& p, const memory::desc& scratchpad, const memory::desc& src_md,
+                     const at::Tensor& xq, const memory& weights, const memory::desc& dst_md, const at::Tensor& y,
+                     const memory::desc& per_channel, const at::Tensor& scale, const at::Tensor& bias,
+                     int32_t zero_point) {
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, memory(src_md, cpu_engine(), xq.data_ptr())},
+      {DNNL_ARG_WEIGHTS, weights},
+      {DNNL_ARG_DST, memory(dst_md, cpu_engine(), y.data_ptr())},
+      {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, memory(per_channel, cpu_engine(), scale.data_ptr())},
+      {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, memory({{1}, dt::s32, tag::x}, cpu_engine(), &zero_point)}};
+  if (bias.defined())
+    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, memory(per_channel, cpu_engine(), bias.data_ptr()));
+  execute(p, scratchpad, std::move(args));
+}
+
 // The int8 weights in the layouts primitives asked for: the first layout is packed when the layer is built;
 // a shape whose primitive prefers another layout packs (and keeps) one more. Guarded by the owner's mutex.
 class PackedWeights {
@@ -108,12 +118,6 @@ class PackedWeights {
   memory::desc plain_md_;
   std::vector<memory> packed_;
 };
-
-// The bias in accumulator units for this call's scales (see the file comment), float32 [out]; undefined without
-// a bias.
-at::Tensor accumulator_bias(const at::Tensor& bias, const at::Tensor& combined_scale) {
-  return bias.defined() ? bias / combined_scale : at::Tensor();
-}
 
 void check_weights(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t dims,
                    const char* what) {
@@ -183,7 +187,9 @@ ActivationQuantization choose_activation_quantization(const at::Tensor& x, int l
   ActivationQuantization aq;
   aq.levels = levels;
   if (x.numel() == 0) return aq;
-  const auto [lo_t, hi_t] = at::aminmax(x);
+  // Over the elements as stored: libtorch 1.13 reduces a channels-last tensor 15× slower than a flat one.
+  const at::Tensor flat = (x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast)) ? x.as_strided({x.numel()}, {1}) : x.reshape(-1);
+  const auto [lo_t, hi_t] = at::aminmax(flat);
   const double lo = std::min(lo_t.item<double>(), 0.0), hi = std::max(hi_t.item<double>(), 0.0);
   if (!std::isfinite(lo) || !std::isfinite(hi)) throw Error("int8 compute: the activations have NaN or infinite values");
   if (hi - lo <= 0) return aq;  // all zeros: scale 1, zero point 0
@@ -225,9 +231,9 @@ struct Int8Linear::Impl {
     p->quantize = dnnl::reorder(quantize_pd);
     p->quantize_scratchpad = quantize_pd.scratchpad_desc();
     const memory::desc weights_any({k, n}, dt::s8, tag::any), dst({m, n}, dt::f32, tag::ab);
-    const memory::desc bias_md = bias.defined() ? memory::desc({1, n}, dt::f32, tag::ab) : memory::desc();
-    const dnnl::matmul::desc desc(src_u8, weights_any, bias_md, dst);
-    const dnnl::matmul::primitive_desc pd(desc, int8_product_attr(1 << 1), cpu_engine());
+    const dnnl::matmul::desc desc(src_u8, weights_any, dst);
+    const dnnl::matmul::primitive_desc pd(desc, int8_product_attr({{1, n}, dt::f32, tag::ab}, bias.defined()),
+                                          cpu_engine());
     p->matmul = dnnl::matmul(pd);
     p->matmul_scratchpad = pd.scratchpad_desc();
     p->weights_md = pd.weights_desc();
@@ -266,16 +272,8 @@ at::Tensor Int8Linear::forward(const at::Tensor& x) const {
   quantize_activations(p->quantize, p->quantize_scratchpad, src_f32, x2, src_u8, xq, aq);
 
   const at::Tensor combined = impl_->scale * aq.scale;  // float32 [out]
-  const at::Tensor bias = accumulator_bias(impl_->bias, combined);
-  int32_t zero_point = aq.zero_point;
-  std::unordered_map<int, memory> args{
-      {DNNL_ARG_SRC, memory(src_u8, cpu_engine(), xq.data_ptr())},
-      {DNNL_ARG_WEIGHTS, p->weights},
-      {DNNL_ARG_DST, memory({{m, out_}, dt::f32, tag::ab}, cpu_engine(), y.data_ptr())},
-      {DNNL_ARG_ATTR_OUTPUT_SCALES, memory({{out_}, dt::f32, tag::x}, cpu_engine(), combined.data_ptr())},
-      {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, memory({{1}, dt::s32, tag::x}, cpu_engine(), &zero_point)}};
-  if (bias.defined()) args.emplace(DNNL_ARG_BIAS, memory({{1, out_}, dt::f32, tag::ab}, cpu_engine(), bias.data_ptr()));
-  execute(p->matmul, p->matmul_scratchpad, std::move(args));
+  execute_product(p->matmul, p->matmul_scratchpad, src_u8, xq, p->weights, {{m, out_}, dt::f32, tag::ab}, y,
+                  {{1, out_}, dt::f32, tag::ab}, combined, impl_->bias, aq.zero_point);
   return y;
 }
 
@@ -322,8 +320,8 @@ struct Int8Conv2d::Impl {
     const dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
                                                p->src_u8, weights_any, memory::desc(), p->dst, {stride, stride},
                                                {padding, padding}, {padding, padding});
-    const dnnl::convolution_forward::primitive_desc pd(desc, int8_product_attr(0, out_channels, bias.defined()),
-                                                       cpu_engine());
+    const dnnl::convolution_forward::primitive_desc pd(
+        desc, int8_product_attr({{1, out_channels, 1, 1}, dt::f32, tag::nchw}, bias.defined()), cpu_engine());
     p->conv = dnnl::convolution_forward(pd);
     p->conv_scratchpad = pd.scratchpad_desc();
     p->weights = packed.get(pd.weights_desc());
@@ -366,18 +364,8 @@ at::Tensor Int8Conv2d::forward(const at::Tensor& x) const {
   quantize_activations(p->quantize, p->quantize_scratchpad, p->src_f32, xf, p->src_u8, xq, aq);
 
   const at::Tensor combined = im.scale * aq.scale;  // float32 [O]
-  int32_t zero_point = aq.zero_point;
-  const memory::desc per_channel({1, im.out_channels, 1, 1}, dt::f32, tag::nchw);
-  std::unordered_map<int, memory> args{
-      {DNNL_ARG_SRC, memory(p->src_u8, cpu_engine(), xq.data_ptr())},
-      {DNNL_ARG_WEIGHTS, p->weights},
-      {DNNL_ARG_DST, memory(p->dst, cpu_engine(), y.data_ptr())},
-      {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, memory(per_channel, cpu_engine(), combined.data_ptr())},
-      {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, memory({{1}, dt::s32, tag::x}, cpu_engine(), &zero_point)}};
-  if (im.bias.defined())
-    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1,
-                 memory(per_channel, cpu_engine(), im.bias.data_ptr()));
-  execute(p->conv, p->conv_scratchpad, std::move(args));
+  execute_product(p->conv, p->conv_scratchpad, p->src_u8, xq, p->weights, p->dst, y,
+                  {{1, im.out_channels, 1, 1}, dt::f32, tag::nchw}, combined, im.bias, aq.zero_point);
   return y;
 }
 
