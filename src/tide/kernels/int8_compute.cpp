@@ -95,27 +95,40 @@ void execute_product(const dnnl::primitive& p, const memory::desc& scratchpad, c
   execute(p, scratchpad, std::move(args));
 }
 
-// The int8 weights in the layouts primitives asked for: the first layout is packed when the layer is built;
-// a shape whose primitive prefers another layout packs (and keeps) one more. Guarded by the owner's mutex.
+// The int8 weights in the layouts primitives asked for. The layer packs them when it is built, in the layout
+// of a typical shape ("provisional"); the first call whose primitive wants another layout drops that one, so a
+// layer never keeps a layout no call uses; a later shape that wants yet another layout packs (and keeps) one more.
+// Keeps a reference to the caller's int8 tensor (no copy) to pack from. Guarded by the owner's mutex.
 class PackedWeights {
  public:
   // `plain`: the int8 weights as the caller stores them, described by `plain_md`.
   PackedWeights(at::Tensor plain, memory::desc plain_md) : plain_(std::move(plain)), plain_md_(plain_md) {}
+
+  void pack_provisional(const memory::desc& layout) { provisional_ = pack(layout); }
+
   memory get(const memory::desc& wanted) {
     for (const auto& m : packed_)
       if (m.get_desc() == wanted) return m;
-    memory packed(wanted, cpu_engine());
+    memory found;
+    if (provisional_ && provisional_.get_desc() == wanted) found = provisional_;
+    provisional_ = memory();  // used now, or not the layout calls want
+    packed_.push_back(found ? found : pack(wanted));
+    return packed_.back();
+  }
+
+ private:
+  memory pack(const memory::desc& layout) const {
+    memory packed(layout, cpu_engine());
     memory src(plain_md_, cpu_engine(), plain_.data_ptr());
     dnnl::stream stream(cpu_engine());
     dnnl::reorder(src, packed).execute(stream, src, packed);
     stream.wait();
-    packed_.push_back(packed);
     return packed;
   }
 
- private:
   at::Tensor plain_;
   memory::desc plain_md_;
+  memory provisional_;
   std::vector<memory> packed_;
 };
 
@@ -205,7 +218,7 @@ struct LinearPlan {
   dnnl::reorder quantize;
   memory::desc quantize_scratchpad;
   dnnl::matmul matmul;
-  memory::desc matmul_scratchpad, weights_md;
+  memory::desc matmul_scratchpad;
   memory weights;
 };
 }  // namespace
@@ -221,35 +234,36 @@ struct Int8Linear::Impl {
         // q [out, in] read as the matmul's [K, N] operand: K = in with stride 1, N = out with stride in.
         packed(q.contiguous(), memory::desc({q.size(1), q.size(0)}, dt::s8, tag::ba)) {}
 
+  dnnl::matmul::primitive_desc product_pd(int64_t m, int64_t k, int64_t n) const {
+    const dnnl::matmul::desc desc({{m, k}, dt::u8, tag::ab}, {{k, n}, dt::s8, tag::any}, {{m, n}, dt::f32, tag::ab});
+    return dnnl::matmul::primitive_desc(desc, int8_product_attr({{1, n}, dt::f32, tag::ab}, bias.defined()),
+                                        cpu_engine());
+  }
+
   std::shared_ptr<const LinearPlan> plan(int64_t m, int64_t k, int64_t n) const {
     std::lock_guard<std::mutex> lock(mutex);
     auto& slot = plans[m];
     if (slot) return slot;
     auto p = std::make_shared<LinearPlan>();
-    const memory::desc src_f32({m, k}, dt::f32, tag::ab), src_u8({m, k}, dt::u8, tag::ab);
-    const auto quantize_pd = quantize_reorder_pd(src_f32, src_u8);
+    const auto quantize_pd = quantize_reorder_pd({{m, k}, dt::f32, tag::ab}, {{m, k}, dt::u8, tag::ab});
     p->quantize = dnnl::reorder(quantize_pd);
     p->quantize_scratchpad = quantize_pd.scratchpad_desc();
-    const memory::desc weights_any({k, n}, dt::s8, tag::any), dst({m, n}, dt::f32, tag::ab);
-    const dnnl::matmul::desc desc(src_u8, weights_any, dst);
-    const dnnl::matmul::primitive_desc pd(desc, int8_product_attr({{1, n}, dt::f32, tag::ab}, bias.defined()),
-                                          cpu_engine());
+    const auto pd = product_pd(m, k, n);
     p->matmul = dnnl::matmul(pd);
     p->matmul_scratchpad = pd.scratchpad_desc();
-    p->weights_md = pd.weights_desc();
-    p->weights = packed.get(p->weights_md);
+    p->weights = packed.get(pd.weights_desc());
     slot = p;
     return slot;
   }
 };
 
-Int8Linear::Int8Linear(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias) {
+Int8Linear::Int8Linear(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t typical_rows) {
   check_weights(q, scale, bias, 2, "int8 linear");
   in_ = q.size(1);
   out_ = q.size(0);
   impl_ = std::make_unique<Impl>(q, scale.to(at::kFloat).contiguous(),
                                  bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor());
-  impl_->plan(4096, in_, out_);  // packs the weights now, in the layout of a typical shape
+  impl_->packed.pack_provisional(impl_->product_pd(typical_rows, in_, out_).weights_desc());
 }
 
 Int8Linear::~Int8Linear() = default;
@@ -303,25 +317,29 @@ struct Int8Conv2d::Impl {
 
   int64_t out_size(int64_t in, int64_t k) const { return (in + 2 * padding - k) / stride + 1; }
 
+  dnnl::convolution_forward::primitive_desc product_pd(int64_t b, int64_t h, int64_t w) const {
+    const memory::dims src_dims{b, in_channels, h, w};
+    const memory::dims dst_dims{b, out_channels, out_size(h, kh), out_size(w, kw)};
+    const dnnl::convolution_forward::desc desc(
+        dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, {src_dims, dt::u8, tag::nhwc},
+        {{out_channels, in_channels, kh, kw}, dt::s8, tag::any}, {dst_dims, dt::f32, tag::nhwc}, {stride, stride},
+        {padding, padding}, {padding, padding});
+    return dnnl::convolution_forward::primitive_desc(
+        desc, int8_product_attr({{1, out_channels, 1, 1}, dt::f32, tag::nchw}, bias.defined()), cpu_engine());
+  }
+
   std::shared_ptr<const ConvPlan> plan(int64_t b, int64_t h, int64_t w, bool channels_last) const {
     std::lock_guard<std::mutex> lock(mutex);
     auto& slot = plans[ConvKey(b, h, w, channels_last)];
     if (slot) return slot;
     auto p = std::make_shared<ConvPlan>();
-    const memory::dims src_dims{b, in_channels, h, w};
-    const memory::dims dst_dims{b, out_channels, out_size(h, kh), out_size(w, kw)};
-    p->src_f32 = memory::desc(src_dims, dt::f32, channels_last ? tag::nhwc : tag::nchw);
-    p->src_u8 = memory::desc(src_dims, dt::u8, tag::nhwc);
-    p->dst = memory::desc(dst_dims, dt::f32, tag::nhwc);
+    const auto pd = product_pd(b, h, w);
+    p->src_u8 = pd.src_desc();
+    p->dst = pd.dst_desc();
+    p->src_f32 = memory::desc({b, in_channels, h, w}, dt::f32, channels_last ? tag::nhwc : tag::nchw);
     const auto quantize_pd = quantize_reorder_pd(p->src_f32, p->src_u8);
     p->quantize = dnnl::reorder(quantize_pd);
     p->quantize_scratchpad = quantize_pd.scratchpad_desc();
-    const memory::desc weights_any({out_channels, in_channels, kh, kw}, dt::s8, tag::any);
-    const dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                                               p->src_u8, weights_any, memory::desc(), p->dst, {stride, stride},
-                                               {padding, padding}, {padding, padding});
-    const dnnl::convolution_forward::primitive_desc pd(
-        desc, int8_product_attr({{1, out_channels, 1, 1}, dt::f32, tag::nchw}, bias.defined()), cpu_engine());
     p->conv = dnnl::convolution_forward(pd);
     p->conv_scratchpad = pd.scratchpad_desc();
     p->weights = packed.get(pd.weights_desc());
@@ -331,14 +349,15 @@ struct Int8Conv2d::Impl {
 };
 
 Int8Conv2d::Int8Conv2d(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t stride,
-                       int64_t padding) {
+                       int64_t padding, std::array<int64_t, 3> typical_input_size) {
   check_weights(q, scale, bias, 4, "int8 conv2d");
   if (stride < 1 || padding < 0)
     throw Error("int8 conv2d: stride must be at least 1 and padding at least 0, got stride " + std::to_string(stride) +
                 ", padding " + std::to_string(padding));
   impl_ = std::make_unique<Impl>(q, scale.to(at::kFloat).contiguous(),
                                  bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor(), stride, padding);
-  impl_->plan(2, 64, 64, true);  // packs the weights now, in the layout of a typical shape
+  impl_->packed.pack_provisional(
+      impl_->product_pd(typical_input_size[0], typical_input_size[1], typical_input_size[2]).weights_desc());
 }
 
 Int8Conv2d::~Int8Conv2d() = default;

@@ -6,6 +6,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -56,8 +57,9 @@ ActivationQuantization choose_activation_quantization(const at::Tensor& x, int l
 // call with its own scratchpad). Computes on the caller's thread count (at::get_num_threads()).
 class Int8Linear {
  public:
-  // q: int8 [out, in]; scale: float32 [out]; bias: float [out] or undefined.
-  Int8Linear(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias);
+  // q: int8 [out, in]; scale: float32 [out]; bias: float [out] or undefined. Keeps a reference to q (no copy) and
+  // packs it now in the layout oneDNN prefers for `typical_rows` input rows (see Int8Conv2d).
+  Int8Linear(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t typical_rows = 4096);
   ~Int8Linear();
   // x: float [..., in] (any strides) → float32 [..., out], contiguous.
   at::Tensor forward(const at::Tensor& x) const;
@@ -75,8 +77,12 @@ class Int8Linear {
 // Thread-safe like Int8Linear.
 class Int8Conv2d {
  public:
-  // q: int8 [O, I, kh, kw]; scale: float32 [O]; bias: float [O] or undefined.
-  Int8Conv2d(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t stride, int64_t padding);
+  // q: int8 [O, I, kh, kw]; scale: float32 [O]; bias: float [O] or undefined. Keeps a reference to q (no copy)
+  // and packs it now in the layout oneDNN prefers for inputs of `typical_input_size` {B, H, W}. oneDNN picks
+  // kernels (and so weight layouts) by shape: a call whose shape wants another layout packs that one once, and if
+  // no call used the typical layout, it is dropped then (so at most the layouts in use are kept).
+  Int8Conv2d(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t stride, int64_t padding,
+             std::array<int64_t, 3> typical_input_size = {2, 64, 64});
   ~Int8Conv2d();
   // x: float [B, I, H, W], NCHW or channels-last → float32 [B, O, H', W'], channels-last.
   at::Tensor forward(const at::Tensor& x) const;
