@@ -59,7 +59,7 @@ dnnl::reorder::primitive_desc quantize_reorder_pd(const memory::desc& src_f32, c
 
 // Runs `p` to completion on the calling thread's OpenMP team, with a scratchpad of its own.
 void execute(const dnnl::primitive& p, const memory::desc& scratchpad, std::unordered_map<int, memory> args) {
-  at::Tensor scratch = at::empty({static_cast<int64_t>(scratchpad.get_size()) + 64}, at::kByte);
+  at::Tensor scratch = at::empty({std::max<int64_t>(scratchpad.get_size(), 1)}, at::kByte);  // 64-byte aligned
   args.emplace(DNNL_ARG_SCRATCHPAD, memory(scratchpad, cpu_engine(), scratch.data_ptr()));
   dnnl::stream stream(cpu_engine());
   p.execute(stream, args);
@@ -244,6 +244,16 @@ struct Int8Linear::Impl {
     std::lock_guard<std::mutex> lock(mutex);
     auto& slot = plans[m];
     if (slot) return slot;
+    try {
+      slot = make_plan(m, k, n);
+    } catch (const dnnl::error& e) {
+      throw Error("int8 linear: oneDNN has no int8 kernel for " + std::to_string(m) + " rows of " + std::to_string(k) +
+                  " → " + std::to_string(n) + ": " + e.what());
+    }
+    return slot;
+  }
+
+  std::shared_ptr<const LinearPlan> make_plan(int64_t m, int64_t k, int64_t n) const {
     auto p = std::make_shared<LinearPlan>();
     const auto quantize_pd = quantize_reorder_pd({{m, k}, dt::f32, tag::ab}, {{m, k}, dt::u8, tag::ab});
     p->quantize = dnnl::reorder(quantize_pd);
@@ -252,8 +262,7 @@ struct Int8Linear::Impl {
     p->matmul = dnnl::matmul(pd);
     p->matmul_scratchpad = pd.scratchpad_desc();
     p->weights = packed.get(pd.weights_desc());
-    slot = p;
-    return slot;
+    return p;
   }
 };
 
@@ -263,7 +272,11 @@ Int8Linear::Int8Linear(const at::Tensor& q, const at::Tensor& scale, const at::T
   out_ = q.size(0);
   impl_ = std::make_unique<Impl>(q, scale.to(at::kFloat).contiguous(),
                                  bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor());
-  impl_->packed.pack_provisional(impl_->product_pd(typical_rows, in_, out_).weights_desc());
+  try {
+    impl_->packed.pack_provisional(impl_->product_pd(typical_rows, in_, out_).weights_desc());
+  } catch (const dnnl::error&) {
+    // no kernel for that shape: the first call packs
+  }
 }
 
 Int8Linear::~Int8Linear() = default;
@@ -332,6 +345,16 @@ struct Int8Conv2d::Impl {
     std::lock_guard<std::mutex> lock(mutex);
     auto& slot = plans[ConvKey(b, h, w, channels_last)];
     if (slot) return slot;
+    try {
+      slot = make_plan(b, h, w, channels_last);
+    } catch (const dnnl::error& e) {
+      throw Error("int8 conv2d: oneDNN has no int8 kernel for input [" + std::to_string(b) + ", " +
+                  std::to_string(in_channels) + ", " + std::to_string(h) + ", " + std::to_string(w) + "]: " + e.what());
+    }
+    return slot;
+  }
+
+  std::shared_ptr<const ConvPlan> make_plan(int64_t b, int64_t h, int64_t w, bool channels_last) const {
     auto p = std::make_shared<ConvPlan>();
     const auto pd = product_pd(b, h, w);
     p->src_u8 = pd.src_desc();
@@ -343,8 +366,7 @@ struct Int8Conv2d::Impl {
     p->conv = dnnl::convolution_forward(pd);
     p->conv_scratchpad = pd.scratchpad_desc();
     p->weights = packed.get(pd.weights_desc());
-    slot = p;
-    return slot;
+    return p;
   }
 };
 
@@ -356,8 +378,12 @@ Int8Conv2d::Int8Conv2d(const at::Tensor& q, const at::Tensor& scale, const at::T
                 ", padding " + std::to_string(padding));
   impl_ = std::make_unique<Impl>(q, scale.to(at::kFloat).contiguous(),
                                  bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor(), stride, padding);
-  impl_->packed.pack_provisional(
-      impl_->product_pd(typical_input_size[0], typical_input_size[1], typical_input_size[2]).weights_desc());
+  try {
+    impl_->packed.pack_provisional(
+        impl_->product_pd(typical_input_size[0], typical_input_size[1], typical_input_size[2]).weights_desc());
+  } catch (const dnnl::error&) {
+    // no kernel for that shape (e.g. smaller than the kernel): the first call packs
+  }
 }
 
 Int8Conv2d::~Int8Conv2d() = default;
