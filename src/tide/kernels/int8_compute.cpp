@@ -1,7 +1,7 @@
 // W8A8 linear layers and convolutions through oneDNN 2.x (the library libtorch itself links): per call, one pass
 // for the activations' range, one quantizing reorder (float32 → u8 with scale and zero point, which also turns
-// an NCHW input channels-last), one int8 primitive (matmul or convolution) that applies the per-channel scales and
-// the bias on its way out: dst = Σ (src − zero_point)·wei · (activation scale · weight scale[o]) + bias[o].
+// an NCHW input channels-last), one int8 primitive (matmul or convolution) that applies the scales and the bias
+// on its way out: dst = Σ (src − zero_point)·wei · weight_scale[o] · activation_scale + bias[o] (in float32).
 #include "tide/kernels/int8_compute.h"
 
 #include <ATen/Parallel.h>
@@ -32,16 +32,20 @@ const dnnl::engine& cpu_engine() {
 
 memory::dims dims_of(at::IntArrayRef a) { return memory::dims(a.begin(), a.end()); }
 
-// Attributes of the int8 products: the source zero point given at run time; the per-output-channel scales and
-// the bias as binary post-ops (multiply, then add), whose operands (`per_channel`) are run-time data too. Not
-// output scales: oneDNN 2.6 convolutions accept only fixed ones, and a matmul with run-time output scales falls
-// back from the brgemm kernels (VNNI, AMX) to its slow gemm path. A scratchpad each call brings (so concurrent
-// calls never share one).
-dnnl::primitive_attr int8_product_attr(const memory::desc& per_channel, bool with_bias) {
+// Attributes of the int8 products. The weight scales are fixed output scales (per output channel, `scale_mask`);
+// the activation scale, known only per call, is a binary post-op multiplying by a run-time scalar; the source
+// zero point is given at run time. So dst = (weight_scale[o] · (Σ (src − zero_point)·wei + bias'[o])) · a_scale,
+// where oneDNN 2.x adds the bias before the output scale: bias' = bias / (weight_scale · a_scale), a run-time
+// operand too. Measured alternatives: run-time output scales (convolutions do not accept them; a matmul with
+// them falls back from its brgemm kernels to the slow gemm path) and per-channel binary multiply and add
+// post-ops (1.5-2x slower matmuls and 1x1 convolutions). A scratchpad each call brings (so concurrent calls
+// never share one).
+dnnl::primitive_attr int8_product_attr(const at::Tensor& weight_scales, int scale_mask, const memory::desc& scalar) {
   dnnl::primitive_attr attr;
+  const float* w = weight_scales.data_ptr<float>();
+  attr.set_output_scales(scale_mask, std::vector<float>(w, w + weight_scales.numel()));
   dnnl::post_ops ops;
-  ops.append_binary(dnnl::algorithm::binary_mul, per_channel);
-  if (with_bias) ops.append_binary(dnnl::algorithm::binary_add, per_channel);
+  ops.append_binary(dnnl::algorithm::binary_mul, scalar);
   attr.set_post_ops(ops);
   attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -79,19 +83,25 @@ void quantize_activations(const dnnl::reorder& reorder, const memory::desc& scra
            {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, memory({{1}, dt::s32, tag::x}, cpu_engine(), &zero_point)}});
 }
 
-// Runs an int8 product: dst = Σ (src − zero_point)·weights · scale + bias (scale, bias: `per_channel`).
+// Runs an int8 product built with int8_product_attr. `bias_over_scale`: bias / weight_scale (float32, or
+// undefined), divided here by this call's activation scale.
 void execute_product(const dnnl::primitive& p, const memory::desc& scratchpad, const memory::desc& src_md,
                      const at::Tensor& xq, const memory& weights, const memory::desc& dst_md, const at::Tensor& y,
-                     const memory::desc& per_channel, const at::Tensor& scale, const at::Tensor& bias,
-                     int32_t zero_point) {
+                     const memory::desc& scalar_md, const memory::desc& bias_md, const at::Tensor& bias_over_scale,
+                     const ActivationQuantization& aq) {
+  float activation_scale = aq.scale;
+  int32_t zero_point = aq.zero_point;
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC, memory(src_md, cpu_engine(), xq.data_ptr())},
       {DNNL_ARG_WEIGHTS, weights},
       {DNNL_ARG_DST, memory(dst_md, cpu_engine(), y.data_ptr())},
-      {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, memory(per_channel, cpu_engine(), scale.data_ptr())},
+      {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, memory(scalar_md, cpu_engine(), &activation_scale)},
       {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, memory({{1}, dt::s32, tag::x}, cpu_engine(), &zero_point)}};
-  if (bias.defined())
-    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, memory(per_channel, cpu_engine(), bias.data_ptr()));
+  at::Tensor bias;
+  if (bias_over_scale.defined()) {
+    bias = bias_over_scale / aq.scale;  // float32 [out]
+    args.emplace(DNNL_ARG_BIAS, memory(bias_md, cpu_engine(), bias.data_ptr()));
+  }
   execute(p, scratchpad, std::move(args));
 }
 
@@ -224,19 +234,21 @@ struct LinearPlan {
 }  // namespace
 
 struct Int8Linear::Impl {
-  at::Tensor scale, bias;  // float32 [out], float32 [out] or undefined
+  at::Tensor scale, bias_over_scale;  // float32 [out]; bias / scale, float32 [out] or undefined
   mutable std::mutex mutex;
   mutable PackedWeights packed;
   mutable std::map<int64_t, std::shared_ptr<const LinearPlan>> plans;  // by rows M
 
-  Impl(const at::Tensor& q, at::Tensor s, at::Tensor b)
-      : scale(std::move(s)), bias(std::move(b)),
+  Impl(const at::Tensor& q, at::Tensor s, const at::Tensor& b)
+      : scale(std::move(s)), bias_over_scale(b.defined() ? b / scale : at::Tensor()),
         // q [out, in] read as the matmul's [K, N] operand: K = in with stride 1, N = out with stride in.
         packed(q.contiguous(), memory::desc({q.size(1), q.size(0)}, dt::s8, tag::ba)) {}
 
   dnnl::matmul::primitive_desc product_pd(int64_t m, int64_t k, int64_t n) const {
-    const dnnl::matmul::desc desc({{m, k}, dt::u8, tag::ab}, {{k, n}, dt::s8, tag::any}, {{m, n}, dt::f32, tag::ab});
-    return dnnl::matmul::primitive_desc(desc, int8_product_attr({{1, n}, dt::f32, tag::ab}, bias.defined()),
+    const memory::desc src({m, k}, dt::u8, tag::ab), weights({k, n}, dt::s8, tag::any), dst({m, n}, dt::f32, tag::ab);
+    const auto desc = bias_over_scale.defined() ? dnnl::matmul::desc(src, weights, {{1, n}, dt::f32, tag::ab}, dst)
+                                                : dnnl::matmul::desc(src, weights, dst);
+    return dnnl::matmul::primitive_desc(desc, int8_product_attr(scale, 1 << 1, {{1, 1}, dt::f32, tag::ab}),
                                         cpu_engine());
   }
 
@@ -298,9 +310,8 @@ at::Tensor Int8Linear::forward(const at::Tensor& x) const {
   const memory::desc src_f32({m, in_}, dt::f32, tag::ab), src_u8({m, in_}, dt::u8, tag::ab);
   quantize_activations(p->quantize, p->quantize_scratchpad, src_f32, x2, src_u8, xq, aq);
 
-  const at::Tensor combined = impl_->scale * aq.scale;  // float32 [out]
   execute_product(p->matmul, p->matmul_scratchpad, src_u8, xq, p->weights, {{m, out_}, dt::f32, tag::ab}, y,
-                  {{1, out_}, dt::f32, tag::ab}, combined, impl_->bias, aq.zero_point);
+                  {{1, 1}, dt::f32, tag::ab}, {{1, out_}, dt::f32, tag::ab}, impl_->bias_over_scale, aq);
   return y;
 }
 
@@ -318,14 +329,14 @@ using ConvKey = std::tuple<int64_t, int64_t, int64_t, bool>;  // B, H, W, input 
 }  // namespace
 
 struct Int8Conv2d::Impl {
-  at::Tensor scale, bias;
+  at::Tensor scale, bias_over_scale;  // float32 [O]; bias / scale, float32 [O] or undefined
   int64_t out_channels, in_channels, kh, kw, stride, padding;
   mutable std::mutex mutex;
   mutable PackedWeights packed;
   mutable std::map<ConvKey, std::shared_ptr<const ConvPlan>> plans;
 
-  Impl(const at::Tensor& q, at::Tensor s, at::Tensor b, int64_t st, int64_t pad)
-      : scale(std::move(s)), bias(std::move(b)), out_channels(q.size(0)), in_channels(q.size(1)), kh(q.size(2)),
+  Impl(const at::Tensor& q, at::Tensor s, const at::Tensor& b, int64_t st, int64_t pad)
+      : scale(std::move(s)), bias_over_scale(b.defined() ? b / scale : at::Tensor()), out_channels(q.size(0)), in_channels(q.size(1)), kh(q.size(2)),
         kw(q.size(3)), stride(st), padding(pad), packed(q.contiguous(), memory::desc(dims_of(q.sizes()), dt::s8, tag::oihw)) {}
 
   int64_t out_size(int64_t in, int64_t k) const { return (in + 2 * padding - k) / stride + 1; }
@@ -335,10 +346,11 @@ struct Int8Conv2d::Impl {
     const memory::dims dst_dims{b, out_channels, out_size(h, kh), out_size(w, kw)};
     const dnnl::convolution_forward::desc desc(
         dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, {src_dims, dt::u8, tag::nhwc},
-        {{out_channels, in_channels, kh, kw}, dt::s8, tag::any}, {dst_dims, dt::f32, tag::nhwc}, {stride, stride},
-        {padding, padding}, {padding, padding});
+        {{out_channels, in_channels, kh, kw}, dt::s8, tag::any},
+        bias_over_scale.defined() ? memory::desc({out_channels}, dt::f32, tag::x) : memory::desc(),
+        {dst_dims, dt::f32, tag::nhwc}, {stride, stride}, {padding, padding}, {padding, padding});
     return dnnl::convolution_forward::primitive_desc(
-        desc, int8_product_attr({{1, out_channels, 1, 1}, dt::f32, tag::nchw}, bias.defined()), cpu_engine());
+        desc, int8_product_attr(scale, 1 << 1, {{1, 1, 1, 1}, dt::f32, tag::nchw}), cpu_engine());
   }
 
   std::shared_ptr<const ConvPlan> plan(int64_t b, int64_t h, int64_t w, bool channels_last) const {
@@ -408,9 +420,8 @@ at::Tensor Int8Conv2d::forward(const at::Tensor& x) const {
   at::Tensor xq = at::empty({b, im.in_channels, h, w}, at::TensorOptions(at::kByte).memory_format(at::MemoryFormat::ChannelsLast));
   quantize_activations(p->quantize, p->quantize_scratchpad, p->src_f32, xf, p->src_u8, xq, aq);
 
-  const at::Tensor combined = im.scale * aq.scale;  // float32 [O]
   execute_product(p->conv, p->conv_scratchpad, p->src_u8, xq, p->weights, p->dst, y,
-                  {{1, im.out_channels, 1, 1}, dt::f32, tag::nchw}, combined, im.bias, aq.zero_point);
+                  {{1, 1, 1, 1}, dt::f32, tag::nchw}, {{im.out_channels}, dt::f32, tag::x}, im.bias_over_scale, aq);
   return y;
 }
 
