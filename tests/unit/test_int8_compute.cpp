@@ -3,11 +3,9 @@
 // stride 2, tiny maps, NCHW and channels-last) and against the float64 product of the unquantized operands within
 // a quantization error bound; concurrent forward calls on one object. Every test names the int8 path it ran on
 // (int8_compute_path(): DNNL_MAX_CPU_ISA=AVX2 forces the vpmaddubsw path, CTest runs that too).
-#include <gtest/gtest.h>
-
 #include <ATen/CPUGeneratorImpl.h>
-
 #include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
 
 #include <iostream>
 #include <thread>
@@ -119,7 +117,7 @@ struct LinearCase {
 TEST(Int8Linear, MatchesItsReferenceAndTheFloatProduct) {
   c10::InferenceMode guard;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(2);
-  const std::vector<LinearCase> cases{{{1}, 1, 1},      {{3}, 7, 13},      {{2, 5}, 33, 17},  {{1}, 320, 2560},
+  const std::vector<LinearCase> cases{{{1}, 1, 1},       {{3}, 7, 13},     {{2, 5}, 33, 17},   {{1}, 320, 2560},
                                       {{3, 4}, 100, 37}, {{77}, 768, 320}, {{130}, 1280, 320}, {{5}, 16, 48}};
   for (const auto& c : cases) {
     const at::Tensor w = at::randn({c.out, c.in}, gen) / std::sqrt(double(c.in));
@@ -164,9 +162,9 @@ TEST(Int8Conv2d, MatchesItsReferenceAndTheFloatConvolution) {
   c10::InferenceMode guard;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
   const std::vector<ConvCase> cases{
-      {1, 3, 5, 3, 1, 1, 7, 5},    {3, 17, 9, 3, 1, 1, 9, 9},   {1, 32, 48, 3, 2, 1, 9, 8},  {3, 20, 13, 1, 1, 0, 6, 7},
-      {1, 4, 4, 3, 1, 1, 1, 1},    {2, 13, 7, 3, 2, 1, 2, 3},   {1, 64, 64, 3, 1, 1, 16, 16}, {2, 40, 80, 1, 1, 0, 5, 5},
-      {1, 8, 16, 3, 1, 0, 4, 6},   {1, 320, 320, 3, 1, 1, 8, 8}};
+      {1, 3, 5, 3, 1, 1, 7, 5},  {3, 17, 9, 3, 1, 1, 9, 9},   {1, 32, 48, 3, 2, 1, 9, 8},   {3, 20, 13, 1, 1, 0, 6, 7},
+      {1, 4, 4, 3, 1, 1, 1, 1},  {2, 13, 7, 3, 2, 1, 2, 3},   {1, 64, 64, 3, 1, 1, 16, 16}, {2, 40, 80, 1, 1, 0, 5, 5},
+      {1, 8, 16, 3, 1, 0, 4, 6}, {1, 320, 320, 3, 1, 1, 8, 8}};
   for (const auto& c : cases) {
     const at::Tensor w = at::randn({c.out, c.in, c.k, c.k}, gen) / std::sqrt(double(c.in * c.k * c.k));
     const at::Tensor bias = at::randn({c.out}, gen);
@@ -180,10 +178,10 @@ TEST(Int8Conv2d, MatchesItsReferenceAndTheFloatConvolution) {
         for (bool channels_last : {false, true}) {
           const at::Tensor input = channels_last ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
           const at::Tensor y = layer.forward(input);
-          const std::string what = path_note() + ", conv " + std::to_string(c.in) + "→" + std::to_string(c.out) +
-                                   " k" + std::to_string(c.k) + " s" + std::to_string(c.stride) + " p" +
-                                   std::to_string(c.padding) + " " + std::to_string(c.b) + "x" +
-                                   std::to_string(c.h) + "x" + std::to_string(c.w) + " kind " + std::to_string(kind) +
+          const std::string what = path_note() + ", conv " + std::to_string(c.in) + "→" + std::to_string(c.out) + " k" +
+                                   std::to_string(c.k) + " s" + std::to_string(c.stride) + " p" +
+                                   std::to_string(c.padding) + " " + std::to_string(c.b) + "x" + std::to_string(c.h) +
+                                   "x" + std::to_string(c.w) + " kind " + std::to_string(kind) +
                                    (channels_last ? " NHWC" : " NCHW") + (with_bias ? " bias" : "");
           EXPECT_TRUE(y.is_contiguous(at::MemoryFormat::ChannelsLast)) << what;
           const at::Tensor ref = int8_conv2d_reference(x, qw.q, qw.scale, b, c.stride, c.padding);
@@ -195,10 +193,9 @@ TEST(Int8Conv2d, MatchesItsReferenceAndTheFloatConvolution) {
           at::Tensor exact = at::conv2d(xd, w.to(at::kDouble), {}, c.stride, c.padding);
           if (with_bias) exact = exact + bias.to(at::kDouble).reshape({1, -1, 1, 1});
           // The linear bound, summed over each output's window (padding contributes nothing: zero is exact).
-          const at::Tensor bound =
-              at::conv2d(xd.abs(), at::ones_like(w_hat), {}, c.stride, c.padding) *
-                  (qw.scale.to(at::kDouble) / 2).reshape({1, -1, 1, 1}) +
-              aq.scale * at::conv2d(at::ones_like(xd), w_hat.abs(), {}, c.stride, c.padding);
+          const at::Tensor bound = at::conv2d(xd.abs(), at::ones_like(w_hat), {}, c.stride, c.padding) *
+                                       (qw.scale.to(at::kDouble) / 2).reshape({1, -1, 1, 1}) +
+                                   aq.scale * at::conv2d(at::ones_like(xd), w_hat.abs(), {}, c.stride, c.padding);
           const at::Tensor excess = (y.to(at::kDouble) - exact).abs() - bound - 1e-5 * (exact.abs() + 1);
           EXPECT_LE(excess.max().item<double>(), 0) << what;
         }

@@ -6,12 +6,11 @@
 
 #include <ATen/Parallel.h>
 
-#include <oneapi/dnnl/dnnl.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <map>
 #include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
@@ -184,15 +183,21 @@ at::Tensor dequantize_weight(const at::Tensor& q, const at::Tensor& scale) {
 
 std::string int8_compute_path() {
   switch (dnnl::get_effective_cpu_isa()) {
-    case dnnl::cpu_isa::avx512_core_amx: return "amx";
+    case dnnl::cpu_isa::avx512_core_amx:
+      return "amx";
     case dnnl::cpu_isa::avx512_core_vnni:
-    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_vnni";
-    case dnnl::cpu_isa::avx2_vnni: return "avx_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16:
+      return "avx512_vnni";
+    case dnnl::cpu_isa::avx2_vnni:
+      return "avx_vnni";
     case dnnl::cpu_isa::avx512_core:
     case dnnl::cpu_isa::avx512_mic:
-    case dnnl::cpu_isa::avx512_mic_4ops: return "avx512";
-    case dnnl::cpu_isa::avx2: return "avx2";
-    default: return "none";
+    case dnnl::cpu_isa::avx512_mic_4ops:
+      return "avx512";
+    case dnnl::cpu_isa::avx2:
+      return "avx2";
+    default:
+      return "none";
   }
 }
 
@@ -211,10 +216,13 @@ ActivationQuantization choose_activation_quantization(const at::Tensor& x, int l
   aq.levels = levels;
   if (x.numel() == 0) return aq;
   // Over the elements as stored: libtorch 1.13 reduces a channels-last tensor 15× slower than a flat one.
-  const at::Tensor flat = (x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast)) ? x.as_strided({x.numel()}, {1}) : x.reshape(-1);
+  const at::Tensor flat = (x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast))
+                              ? x.as_strided({x.numel()}, {1})
+                              : x.reshape(-1);
   const auto [lo_t, hi_t] = at::aminmax(flat);
   const double lo = std::min(lo_t.item<double>(), 0.0), hi = std::max(hi_t.item<double>(), 0.0);
-  if (!std::isfinite(lo) || !std::isfinite(hi)) throw Error("int8 compute: the activations have NaN or infinite values");
+  if (!std::isfinite(lo) || !std::isfinite(hi))
+    throw Error("int8 compute: the activations have NaN or infinite values");
   if (hi - lo <= 0) return aq;  // all zeros: scale 1, zero point 0
   aq.scale = static_cast<float>((hi - lo) / levels);
   aq.zero_point = static_cast<int32_t>(std::clamp(std::nearbyint(-lo / aq.scale), 0.0, double(levels)));
@@ -240,7 +248,8 @@ struct Int8Linear::Impl {
   mutable std::map<int64_t, std::shared_ptr<const LinearPlan>> plans;  // by rows M
 
   Impl(const at::Tensor& q, at::Tensor s, const at::Tensor& b)
-      : scale(std::move(s)), bias_over_scale(b.defined() ? b / scale : at::Tensor()),
+      : scale(std::move(s)),
+        bias_over_scale(b.defined() ? b / scale : at::Tensor()),
         // q [out, in] read as the matmul's [K, N] operand: K = in with stride 1, N = out with stride in.
         packed(q.contiguous(), memory::desc({q.size(1), q.size(0)}, dt::s8, tag::ba)) {}
 
@@ -336,8 +345,15 @@ struct Int8Conv2d::Impl {
   mutable std::map<ConvKey, std::shared_ptr<const ConvPlan>> plans;
 
   Impl(const at::Tensor& q, at::Tensor s, const at::Tensor& b, int64_t st, int64_t pad)
-      : scale(std::move(s)), bias_over_scale(b.defined() ? b / scale : at::Tensor()), out_channels(q.size(0)), in_channels(q.size(1)), kh(q.size(2)),
-        kw(q.size(3)), stride(st), padding(pad), packed(q.contiguous(), memory::desc(dims_of(q.sizes()), dt::s8, tag::oihw)) {}
+      : scale(std::move(s)),
+        bias_over_scale(b.defined() ? b / scale : at::Tensor()),
+        out_channels(q.size(0)),
+        in_channels(q.size(1)),
+        kh(q.size(2)),
+        kw(q.size(3)),
+        stride(st),
+        padding(pad),
+        packed(q.contiguous(), memory::desc(dims_of(q.sizes()), dt::s8, tag::oihw)) {}
 
   int64_t out_size(int64_t in, int64_t k) const { return (in + 2 * padding - k) / stride + 1; }
 
@@ -404,7 +420,8 @@ at::Tensor Int8Conv2d::forward(const at::Tensor& x) const {
   const Impl& im = *impl_;
   if (x.dim() != 4 || x.size(1) != im.in_channels)
     throw Error("int8 conv2d: input must be [B, " + std::to_string(im.in_channels) + ", H, W], got " +
-                std::to_string(x.dim()) + " dimensions" + (x.dim() >= 2 ? ", " + std::to_string(x.size(1)) + " channels" : ""));
+                std::to_string(x.dim()) + " dimensions" +
+                (x.dim() >= 2 ? ", " + std::to_string(x.size(1)) + " channels" : ""));
   const int64_t b = x.size(0), h = x.size(2), w = x.size(3);
   if (h + 2 * im.padding < im.kh || w + 2 * im.padding < im.kw)
     throw Error("int8 conv2d: input " + std::to_string(h) + "x" + std::to_string(w) + " is smaller than the kernel");
@@ -417,11 +434,12 @@ at::Tensor Int8Conv2d::forward(const at::Tensor& x) const {
   if (b == 0) return y;
   const auto p = im.plan(b, h, w, channels_last);
   const ActivationQuantization aq = choose_activation_quantization(xf, activation_levels());
-  at::Tensor xq = at::empty({b, im.in_channels, h, w}, at::TensorOptions(at::kByte).memory_format(at::MemoryFormat::ChannelsLast));
+  at::Tensor xq =
+      at::empty({b, im.in_channels, h, w}, at::TensorOptions(at::kByte).memory_format(at::MemoryFormat::ChannelsLast));
   quantize_activations(p->quantize, p->quantize_scratchpad, p->src_f32, xf, p->src_u8, xq, aq);
 
-  execute_product(p->conv, p->conv_scratchpad, p->src_u8, xq, p->weights, p->dst, y,
-                  {{1, 1, 1, 1}, dt::f32, tag::nchw}, {{im.out_channels}, dt::f32, tag::x}, im.bias_over_scale, aq);
+  execute_product(p->conv, p->conv_scratchpad, p->src_u8, xq, p->weights, p->dst, y, {{1, 1, 1, 1}, dt::f32, tag::nchw},
+                  {{im.out_channels}, dt::f32, tag::x}, im.bias_over_scale, aq);
   return y;
 }
 
@@ -439,17 +457,19 @@ at::Tensor reference_quantized_activations(const at::Tensor& x, const Activation
 
 at::Tensor int8_linear_reference(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale,
                                  const at::Tensor& bias, int levels) {
-  const ActivationQuantization aq = choose_activation_quantization(x.to(at::kFloat), levels ? levels : activation_levels());
-  const at::Tensor xs = reference_quantized_activations(x, aq);               // [..., in]
+  const ActivationQuantization aq =
+      choose_activation_quantization(x.to(at::kFloat), levels ? levels : activation_levels());
+  const at::Tensor xs = reference_quantized_activations(x, aq);                   // [..., in]
   const at::Tensor combined = (scale.to(at::kFloat) * aq.scale).to(at::kDouble);  // float32 products, [out]
-  at::Tensor y = at::matmul(xs, q.to(at::kDouble).t()) * combined;          // exact integer sums, [..., out]
+  at::Tensor y = at::matmul(xs, q.to(at::kDouble).t()) * combined;                // exact integer sums, [..., out]
   if (bias.defined()) y = y + bias.to(at::kDouble);
   return y;
 }
 
 at::Tensor int8_conv2d_reference(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale,
                                  const at::Tensor& bias, int64_t stride, int64_t padding, int levels) {
-  const ActivationQuantization aq = choose_activation_quantization(x.to(at::kFloat), levels ? levels : activation_levels());
+  const ActivationQuantization aq =
+      choose_activation_quantization(x.to(at::kFloat), levels ? levels : activation_levels());
   const at::Tensor xs = reference_quantized_activations(x, aq).contiguous();  // [B, I, H, W]; padding = real zero
   const at::Tensor combined = (scale.to(at::kFloat) * aq.scale).to(at::kDouble);
   at::Tensor y = at::conv2d(xs, q.to(at::kDouble), {}, stride, padding) * combined.reshape({1, -1, 1, 1});

@@ -52,13 +52,16 @@ struct ActivationQuantization {
 // Chooses the quantization of `x` from its minimum and maximum (one pass); non-finite values: tide::Error.
 ActivationQuantization choose_activation_quantization(const at::Tensor& x, int levels);
 
-// y = x · wᵀ + bias with int8 weights, activations quantized per call. Thread-safe: forward() may run from
-// several threads at once on one object (the primitive cache is behind a mutex; execution is concurrent, each
-// call with its own scratchpad). Computes on the caller's thread count (at::get_num_threads()).
+// y = x · wᵀ + bias with int8 weights, activations quantized per call (choose_activation_quantization with
+// activation_levels()): y[m, o] = Σ_k (xq[m, k] − zero_point)·q[o, k] · scale[o] · activation_scale + bias[o].
+// Thread-safe: forward() may run from several threads at once on one object (the primitive cache is behind a
+// mutex; execution is concurrent, each call with its own scratchpad). Computes on the caller's thread count
+// (at::get_num_threads(), also in threads that libtorch has not seen yet).
 class Int8Linear {
  public:
-  // q: int8 [out, in]; scale: float32 [out]; bias: float [out] or undefined. Keeps a reference to q (no copy) and
-  // packs it now in the layout oneDNN prefers for `typical_rows` input rows (see Int8Conv2d).
+  // q: int8 [out, in]; scale: float32 [out]; bias: float [out] or undefined. Keeps a reference to q (no copy if
+  // contiguous; the packed weights are a second int8 copy) and packs it now in the layout oneDNN prefers for
+  // `typical_rows` input rows (see Int8Conv2d).
   Int8Linear(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t typical_rows = 4096);
   ~Int8Linear();
   // x: float [..., in] (any strides) → float32 [..., out], contiguous.
@@ -73,14 +76,14 @@ class Int8Linear {
   std::unique_ptr<Impl> impl_;
 };
 
-// conv2d(x, w, bias, stride, padding) with int8 weights (groups 1, dilation 1), activations quantized per call.
-// Thread-safe like Int8Linear.
+// conv2d(x, w, bias, stride, padding) with int8 weights (groups 1, dilation 1), activations quantized per call
+// like Int8Linear's (padding is a real zero: the zero point). Thread-safe like Int8Linear.
 class Int8Conv2d {
  public:
-  // q: int8 [O, I, kh, kw]; scale: float32 [O]; bias: float [O] or undefined. Keeps a reference to q (no copy)
-  // and packs it now in the layout oneDNN prefers for inputs of `typical_input_size` {B, H, W}. oneDNN picks
-  // kernels (and so weight layouts) by shape: a call whose shape wants another layout packs that one once, and if
-  // no call used the typical layout, it is dropped then (so at most the layouts in use are kept).
+  // q: int8 [O, I, kh, kw]; scale: float32 [O]; bias: float [O] or undefined. Keeps a reference to q (no copy if
+  // contiguous) and packs it now in the layout oneDNN prefers for inputs of `typical_input_size` {B, H, W}.
+  // oneDNN picks kernels (and so weight layouts) by shape: a call whose shape wants another layout packs that one
+  // once, and if no call used the typical layout, it is dropped then (so at most the layouts in use are kept).
   Int8Conv2d(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t stride, int64_t padding,
              std::array<int64_t, 3> typical_input_size = {2, 64, 64});
   ~Int8Conv2d();
@@ -94,8 +97,10 @@ class Int8Conv2d {
 };
 
 // What the kernels compute, with at:: ops in float64 (for tests): the same activation quantization (including
-// its float32 rounding of x / scale + zero point), exact integer products, the same float32 combined scales,
-// then the bias. `levels` 0: activation_levels() of this CPU.
+// its float32 rounding of x · (1/scale) + zero point), exact integer sums Σ (xq − zero_point)·q, times the float32
+// product weight_scale[o] · activation_scale, plus the bias. The kernels differ from it only by float32 rounding
+// of the scaling and the bias (they round the int32 sums to float32 and multiply by the two scales one after
+// the other). `levels` 0: activation_levels() of this CPU.
 at::Tensor int8_linear_reference(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale,
                                  const at::Tensor& bias, int levels = 0);
 at::Tensor int8_conv2d_reference(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale,
