@@ -201,10 +201,7 @@ std::string int8_compute_path() {
   }
 }
 
-bool int8_compute_available() {
-  const std::string path = int8_compute_path();
-  return path == "amx" || path == "avx512_vnni" || path == "avx_vnni";
-}
+bool int8_compute_available() { return int8_compute_path() != "none"; }
 
 int activation_levels() {
   const std::string path = int8_compute_path();

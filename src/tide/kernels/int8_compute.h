@@ -32,9 +32,10 @@ at::Tensor dequantize_weight(const at::Tensor& q, const at::Tensor& scale);
 // "avx_vnni" (AVX2 with VNNI), "avx512" (AVX-512 without VNNI: vpmaddubsw), "avx2" (vpmaddubsw) or "none".
 std::string int8_compute_path();
 
-// True where W8A8 is faster than float32 on this CPU: the VNNI and AMX paths (the vpmaddubsw paths were measured
-// slower than float32 for most SD layer shapes: bench/README.md). Where false, int8 weights should be widened to
-// float (weight-only quantization) instead; the kernels below still work and stay correct there.
+// True where W8A8 is faster than float32 on this CPU: from AVX2 up. Measured per SD 1.5 layer shape at 512x512
+// (bench/README.md), one thread: convolutions 1.4-3.4x (AVX-512 without VNNI), 1.8-3.5x (AVX2), 3.3-7.4x
+// (AVX512-VNNI), 4.6-13x (AMX) faster; linear layers 1.1-1.7x (AVX2) to 2-6x (AMX). The vpmaddubsw paths
+// (AVX2, AVX-512 without VNNI) quantize activations to 7 bits (activation_levels()). Below AVX2: false.
 bool int8_compute_available();
 
 // Levels the activations are quantized to: 255 where the CPU multiplies u8·s8 pairs into int32 (VNNI, AMX);
