@@ -10,6 +10,7 @@ packages=(
   libopenmpi-dev openmpi-bin         # tide train-ti: data-parallel training under mpirun
   libjpeg62-turbo-dev                # tide train-ti: JPEG training images
   libcpp-httplib-dev                 # tide serve: HTTP server (header-only)
+  libdnnl-dev                        # int8 compute (oneDNN, the library libtorch uses)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,477 @@
+// W8A8 linear layers and convolutions through oneDNN 2.x (the library libtorch itself links): per call, one pass
+// for the activations' range, one quantizing reorder (float32 → u8 with scale and zero point, which also turns
+// an NCHW input channels-last), one int8 primitive (matmul or convolution) that applies the scales and the bias
+// on its way out: dst = Σ (src − zero_point)·wei · weight_scale[o] · activation_scale + bias[o] (in float32).
+#include "tide/kernels/int8_compute.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "tide/runtime/error.h"
+
+namespace tide::kernels {
+namespace {
+
+using dnnl::memory;
+using dt = memory::data_type;
+using tag = memory::format_tag;
+
+const dnnl::engine& cpu_engine() {
+  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);  // immutable once built
+  return engine;
+}
+
+memory::dims dims_of(at::IntArrayRef a) { return memory::dims(a.begin(), a.end()); }
+
+// Attributes of the int8 products. The weight scales are fixed output scales (per output channel, `scale_mask`);
+// the activation scale, known only per call, is a binary post-op multiplying by a run-time scalar; the source
+// zero point is given at run time. So dst = (weight_scale[o] · (Σ (src − zero_point)·wei + bias'[o])) · a_scale,
+// where oneDNN 2.x adds the bias before the output scale: bias' = bias / (weight_scale · a_scale), a run-time
+// operand too. Measured alternatives: run-time output scales (convolutions do not accept them; a matmul with
+// them falls back from its brgemm kernels to the slow gemm path) and per-channel binary multiply and add
+// post-ops (1.5-2x slower matmuls and 1x1 convolutions). A scratchpad each call brings (so concurrent calls
+// never share one).
+dnnl::primitive_attr int8_product_attr(const at::Tensor& weight_scales, int scale_mask, const memory::desc& scalar) {
+  dnnl::primitive_attr attr;
+  const float* w = weight_scales.data_ptr<float>();
+  attr.set_output_scales(scale_mask, std::vector<float>(w, w + weight_scales.numel()));
+  dnnl::post_ops ops;
+  ops.append_binary(dnnl::algorithm::binary_mul, scalar);
+  attr.set_post_ops(ops);
+  attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+// float32 → u8: dst = saturate(round(src · (1/scale) + zero_point)), scale and zero point given at run time.
+dnnl::reorder::primitive_desc quantize_reorder_pd(const memory::desc& src_f32, const memory::desc& dst_u8) {
+  dnnl::primitive_attr attr;
+  attr.set_output_scales(0, {DNNL_RUNTIME_F32_VAL});
+  attr.set_zero_points(DNNL_ARG_DST, 0, {DNNL_RUNTIME_S32_VAL});
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return dnnl::reorder::primitive_desc(cpu_engine(), src_f32, cpu_engine(), dst_u8, attr);
+}
+
+// Runs `p` to completion on the calling thread's OpenMP team, with a scratchpad of its own.
+void execute(const dnnl::primitive& p, const memory::desc& scratchpad, std::unordered_map<int, memory> args) {
+  at::Tensor scratch = at::empty({std::max<int64_t>(scratchpad.get_size(), 1)}, at::kByte);  // 64-byte aligned
+  args.emplace(DNNL_ARG_SCRATCHPAD, memory(scratchpad, cpu_engine(), scratch.data_ptr()));
+  dnnl::stream stream(cpu_engine());
+  p.execute(stream, args);
+  stream.wait();
+}
+
+// Quantizes `x` (float32, any strides described by src_md) into `xq` (u8, dst_md) with `aq`.
+void quantize_activations(const dnnl::reorder& reorder, const memory::desc& scratchpad, const memory::desc& src_md,
+                          const at::Tensor& x, const memory::desc& dst_md, const at::Tensor& xq,
+                          const ActivationQuantization& aq) {
+  float inverse_scale = 1.f / aq.scale;
+  int32_t zero_point = aq.zero_point;
+  execute(reorder, scratchpad,
+          {{DNNL_ARG_FROM, memory(src_md, cpu_engine(), x.data_ptr())},
+           {DNNL_ARG_TO, memory(dst_md, cpu_engine(), xq.data_ptr())},
+           {DNNL_ARG_ATTR_OUTPUT_SCALES, memory({{1}, dt::f32, tag::x}, cpu_engine(), &inverse_scale)},
+           {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, memory({{1}, dt::s32, tag::x}, cpu_engine(), &zero_point)}});
+}
+
+// Runs an int8 product built with int8_product_attr. `bias_over_scale`: bias / weight_scale (float32, or
+// undefined), divided here by this call's activation scale.
+void execute_product(const dnnl::primitive& p, const memory::desc& scratchpad, const memory::desc& src_md,
+                     const at::Tensor& xq, const memory& weights, const memory::desc& dst_md, const at::Tensor& y,
+                     const memory::desc& scalar_md, const memory::desc& bias_md, const at::Tensor& bias_over_scale,
+                     const ActivationQuantization& aq) {
+  float activation_scale = aq.scale;
+  int32_t zero_point = aq.zero_point;
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, memory(src_md, cpu_engine(), xq.data_ptr())},
+      {DNNL_ARG_WEIGHTS, weights},
+      {DNNL_ARG_DST, memory(dst_md, cpu_engine(), y.data_ptr())},
+      {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, memory(scalar_md, cpu_engine(), &activation_scale)},
+      {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, memory({{1}, dt::s32, tag::x}, cpu_engine(), &zero_point)}};
+  at::Tensor bias;
+  if (bias_over_scale.defined()) {
+    bias = bias_over_scale / aq.scale;  // float32 [out]
+    args.emplace(DNNL_ARG_BIAS, memory(bias_md, cpu_engine(), bias.data_ptr()));
+  }
+  execute(p, scratchpad, std::move(args));
+}
+
+// The int8 weights in the layouts primitives asked for. The layer packs them when it is built, in the layout
+// of a typical shape ("provisional"); the first call whose primitive wants another layout drops that one, so a
+// layer never keeps a layout no call uses; a later shape that wants yet another layout packs (and keeps) one more.
+// Keeps a reference to the caller's int8 tensor (no copy) to pack from. Guarded by the owner's mutex.
+class PackedWeights {
+ public:
+  // `plain`: the int8 weights as the caller stores them, described by `plain_md`.
+  PackedWeights(at::Tensor plain, memory::desc plain_md) : plain_(std::move(plain)), plain_md_(plain_md) {}
+
+  void pack_provisional(const memory::desc& layout) { provisional_ = pack(layout); }
+
+  memory get(const memory::desc& wanted) {
+    for (const auto& m : packed_)
+      if (m.get_desc() == wanted) return m;
+    memory found;
+    if (provisional_ && provisional_.get_desc() == wanted) found = provisional_;
+    provisional_ = memory();  // used now, or not the layout calls want
+    packed_.push_back(found ? found : pack(wanted));
+    return packed_.back();
+  }
+
+ private:
+  memory pack(const memory::desc& layout) const {
+    memory packed(layout, cpu_engine());
+    memory src(plain_md_, cpu_engine(), plain_.data_ptr());
+    dnnl::stream stream(cpu_engine());
+    dnnl::reorder(src, packed).execute(stream, src, packed);
+    stream.wait();
+    return packed;
+  }
+
+  at::Tensor plain_;
+  memory::desc plain_md_;
+  memory provisional_;
+  std::vector<memory> packed_;
+};
+
+void check_weights(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t dims,
+                   const char* what) {
+  if (q.scalar_type() != at::kChar || q.dim() != dims)
+    throw Error(std::string(what) + ": int8 weights must be int8 with " + std::to_string(dims) + " dimensions, got " +
+                std::string(c10::toString(q.scalar_type())) + " with " + std::to_string(q.dim()));
+  if (scale.dim() != 1 || scale.size(0) != q.size(0))
+    throw Error(std::string(what) + ": weight scale must have one value per output channel (" +
+                std::to_string(q.size(0)) + "), got " + std::to_string(scale.numel()));
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != q.size(0)))
+    throw Error(std::string(what) + ": bias must have " + std::to_string(q.size(0)) + " values, got " +
+                std::to_string(bias.numel()));
+}
+
+}  // namespace
+
+// ---- weights ---------------------------------------------------------------------------------------------------
+
+QuantizedWeight quantize_weight_per_channel(const at::Tensor& w) {
+  if (!w.defined() || w.dim() < 1 || w.numel() == 0)
+    throw Error("int8 quantization: the weight must be a non-empty tensor with at least one dimension");
+  if (!at::isFloatingType(w.scalar_type()))
+    throw Error(std::string("int8 quantization: the weight must be floating point, got ") +
+                c10::toString(w.scalar_type()));
+  const at::Tensor rows = w.to(at::kDouble).reshape({w.size(0), -1});  // [out, rest]
+  if (!at::isfinite(rows).all().item<bool>()) throw Error("int8 quantization: the weight has NaN or infinite values");
+  const at::Tensor amax = rows.abs().amax(1);
+  // float32 scales (what is stored); zero rows get 1 (see the header).
+  at::Tensor scale = at::where(amax > 0, amax / 127.0, at::ones_like(amax)).to(at::kFloat);
+  const at::Tensor q = at::round(rows / scale.to(at::kDouble).unsqueeze(1)).clamp(-127, 127).to(at::kChar);
+  return {q.reshape(w.sizes()).contiguous(), scale};
+}
+
+at::Tensor dequantize_weight(const at::Tensor& q, const at::Tensor& scale) {
+  std::vector<int64_t> shape(q.dim(), 1);
+  shape[0] = q.size(0);
+  return q.to(at::kFloat) * scale.to(at::kFloat).reshape(shape);
+}
+
+// ---- CPU paths -------------------------------------------------------------------------------------------------
+
+std::string int8_compute_path() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::avx512_core_amx:
+      return "amx";
+    case dnnl::cpu_isa::avx512_core_vnni:
+    case dnnl::cpu_isa::avx512_core_bf16:
+      return "avx512_vnni";
+    case dnnl::cpu_isa::avx2_vnni:
+      return "avx_vnni";
+    case dnnl::cpu_isa::avx512_core:
+    case dnnl::cpu_isa::avx512_mic:
+    case dnnl::cpu_isa::avx512_mic_4ops:
+      return "avx512";
+    case dnnl::cpu_isa::avx2:
+      return "avx2";
+    default:
+      return "none";
+  }
+}
+
+bool int8_compute_available() { return int8_compute_path() != "none"; }
+
+int activation_levels() {
+  const std::string path = int8_compute_path();
+  return (path == "amx" || path == "avx512_vnni" || path == "avx_vnni") ? 255 : 127;
+}
+
+ActivationQuantization choose_activation_quantization(const at::Tensor& x, int levels) {
+  ActivationQuantization aq;
+  aq.levels = levels;
+  if (x.numel() == 0) return aq;
+  // Over the elements as stored: libtorch 1.13 reduces a channels-last tensor 15× slower than a flat one.
+  const at::Tensor flat = (x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast))
+                              ? x.as_strided({x.numel()}, {1})
+                              : x.reshape(-1);
+  const auto [lo_t, hi_t] = at::aminmax(flat);
+  const double lo = std::min(lo_t.item<double>(), 0.0), hi = std::max(hi_t.item<double>(), 0.0);
+  if (!std::isfinite(lo) || !std::isfinite(hi))
+    throw Error("int8 compute: the activations have NaN or infinite values");
+  if (hi - lo <= 0) return aq;  // all zeros: scale 1, zero point 0
+  aq.scale = static_cast<float>((hi - lo) / levels);
+  aq.zero_point = static_cast<int32_t>(std::clamp(std::nearbyint(-lo / aq.scale), 0.0, double(levels)));
+  return aq;
+}
+
+// ---- linear ----------------------------------------------------------------------------------------------------
+
+namespace {
+struct LinearPlan {
+  dnnl::reorder quantize;
+  memory::desc quantize_scratchpad;
+  dnnl::matmul matmul;
+  memory::desc matmul_scratchpad;
+  memory weights;
+};
+}  // namespace
+
+struct Int8Linear::Impl {
+  at::Tensor scale, bias_over_scale;  // float32 [out]; bias / scale, float32 [out] or undefined
+  mutable std::mutex mutex;
+  mutable PackedWeights packed;
+  mutable std::map<int64_t, std::shared_ptr<const LinearPlan>> plans;  // by rows M
+
+  Impl(const at::Tensor& q, at::Tensor s, const at::Tensor& b)
+      : scale(std::move(s)),
+        bias_over_scale(b.defined() ? b / scale : at::Tensor()),
+        // q [out, in] read as the matmul's [K, N] operand: K = in with stride 1, N = out with stride in.
+        packed(q.contiguous(), memory::desc({q.size(1), q.size(0)}, dt::s8, tag::ba)) {}
+
+  dnnl::matmul::primitive_desc product_pd(int64_t m, int64_t k, int64_t n) const {
+    const memory::desc src({m, k}, dt::u8, tag::ab), weights({k, n}, dt::s8, tag::any), dst({m, n}, dt::f32, tag::ab);
+    const auto desc = bias_over_scale.defined() ? dnnl::matmul::desc(src, weights, {{1, n}, dt::f32, tag::ab}, dst)
+                                                : dnnl::matmul::desc(src, weights, dst);
+    return dnnl::matmul::primitive_desc(desc, int8_product_attr(scale, 1 << 1, {{1, 1}, dt::f32, tag::ab}),
+                                        cpu_engine());
+  }
+
+  std::shared_ptr<const LinearPlan> plan(int64_t m, int64_t k, int64_t n) const {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto& slot = plans[m];
+    if (slot) return slot;
+    try {
+      slot = make_plan(m, k, n);
+    } catch (const dnnl::error& e) {
+      throw Error("int8 linear: oneDNN has no int8 kernel for " + std::to_string(m) + " rows of " + std::to_string(k) +
+                  " → " + std::to_string(n) + ": " + e.what());
+    }
+    return slot;
+  }
+
+  std::shared_ptr<const LinearPlan> make_plan(int64_t m, int64_t k, int64_t n) const {
+    auto p = std::make_shared<LinearPlan>();
+    const auto quantize_pd = quantize_reorder_pd({{m, k}, dt::f32, tag::ab}, {{m, k}, dt::u8, tag::ab});
+    p->quantize = dnnl::reorder(quantize_pd);
+    p->quantize_scratchpad = quantize_pd.scratchpad_desc();
+    const auto pd = product_pd(m, k, n);
+    p->matmul = dnnl::matmul(pd);
+    p->matmul_scratchpad = pd.scratchpad_desc();
+    p->weights = packed.get(pd.weights_desc());
+    return p;
+  }
+};
+
+Int8Linear::Int8Linear(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t typical_rows) {
+  check_weights(q, scale, bias, 2, "int8 linear");
+  in_ = q.size(1);
+  out_ = q.size(0);
+  impl_ = std::make_unique<Impl>(q, scale.to(at::kFloat).contiguous(),
+                                 bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor());
+  try {
+    impl_->packed.pack_provisional(impl_->product_pd(typical_rows, in_, out_).weights_desc());
+  } catch (const dnnl::error&) {
+    // no kernel for that shape: the first call packs
+  }
+}
+
+Int8Linear::~Int8Linear() = default;
+
+at::Tensor Int8Linear::forward(const at::Tensor& x) const {
+  if (x.dim() < 1 || x.size(-1) != in_)
+    throw Error("int8 linear: input must end in " + std::to_string(in_) + " features, got " +
+                std::to_string(x.dim() ? x.size(-1) : 0));
+  at::internal::lazy_init_num_threads();  // oneDNN's OpenMP team: the caller's at::get_num_threads()
+  const at::Tensor x2 = x.to(at::kFloat).reshape({-1, in_}).contiguous();  // [M, in]
+  const int64_t m = x2.size(0);
+  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+  out_shape.back() = out_;
+  at::Tensor y = at::empty(out_shape, x2.options());  // [..., out]
+  if (m == 0) return y;
+  const auto p = impl_->plan(m, in_, out_);
+  const ActivationQuantization aq = choose_activation_quantization(x2, activation_levels());
+  at::Tensor xq = at::empty({m, in_}, at::kByte);
+  const memory::desc src_f32({m, in_}, dt::f32, tag::ab), src_u8({m, in_}, dt::u8, tag::ab);
+  quantize_activations(p->quantize, p->quantize_scratchpad, src_f32, x2, src_u8, xq, aq);
+
+  execute_product(p->matmul, p->matmul_scratchpad, src_u8, xq, p->weights, {{m, out_}, dt::f32, tag::ab}, y,
+                  {{1, 1}, dt::f32, tag::ab}, {{1, out_}, dt::f32, tag::ab}, impl_->bias_over_scale, aq);
+  return y;
+}
+
+// ---- convolution -----------------------------------------------------------------------------------------------
+
+namespace {
+struct ConvPlan {
+  dnnl::reorder quantize;
+  memory::desc quantize_scratchpad, src_f32, src_u8, dst;
+  dnnl::convolution_forward conv;
+  memory::desc conv_scratchpad;
+  memory weights;
+};
+using ConvKey = std::tuple<int64_t, int64_t, int64_t, bool>;  // B, H, W, input channels-last
+}  // namespace
+
+struct Int8Conv2d::Impl {
+  at::Tensor scale, bias_over_scale;  // float32 [O]; bias / scale, float32 [O] or undefined
+  int64_t out_channels, in_channels, kh, kw, stride, padding;
+  mutable std::mutex mutex;
+  mutable PackedWeights packed;
+  mutable std::map<ConvKey, std::shared_ptr<const ConvPlan>> plans;
+
+  Impl(const at::Tensor& q, at::Tensor s, const at::Tensor& b, int64_t st, int64_t pad)
+      : scale(std::move(s)),
+        bias_over_scale(b.defined() ? b / scale : at::Tensor()),
+        out_channels(q.size(0)),
+        in_channels(q.size(1)),
+        kh(q.size(2)),
+        kw(q.size(3)),
+        stride(st),
+        padding(pad),
+        packed(q.contiguous(), memory::desc(dims_of(q.sizes()), dt::s8, tag::oihw)) {}
+
+  int64_t out_size(int64_t in, int64_t k) const { return (in + 2 * padding - k) / stride + 1; }
+
+  dnnl::convolution_forward::primitive_desc product_pd(int64_t b, int64_t h, int64_t w) const {
+    const memory::dims src_dims{b, in_channels, h, w};
+    const memory::dims dst_dims{b, out_channels, out_size(h, kh), out_size(w, kw)};
+    const dnnl::convolution_forward::desc desc(
+        dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, {src_dims, dt::u8, tag::nhwc},
+        {{out_channels, in_channels, kh, kw}, dt::s8, tag::any},
+        bias_over_scale.defined() ? memory::desc({out_channels}, dt::f32, tag::x) : memory::desc(),
+        {dst_dims, dt::f32, tag::nhwc}, {stride, stride}, {padding, padding}, {padding, padding});
+    return dnnl::convolution_forward::primitive_desc(
+        desc, int8_product_attr(scale, 1 << 1, {{1, 1, 1, 1}, dt::f32, tag::nchw}), cpu_engine());
+  }
+
+  std::shared_ptr<const ConvPlan> plan(int64_t b, int64_t h, int64_t w, bool channels_last) const {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto& slot = plans[ConvKey(b, h, w, channels_last)];
+    if (slot) return slot;
+    try {
+      slot = make_plan(b, h, w, channels_last);
+    } catch (const dnnl::error& e) {
+      throw Error("int8 conv2d: oneDNN has no int8 kernel for input [" + std::to_string(b) + ", " +
+                  std::to_string(in_channels) + ", " + std::to_string(h) + ", " + std::to_string(w) + "]: " + e.what());
+    }
+    return slot;
+  }
+
+  std::shared_ptr<const ConvPlan> make_plan(int64_t b, int64_t h, int64_t w, bool channels_last) const {
+    auto p = std::make_shared<ConvPlan>();
+    const auto pd = product_pd(b, h, w);
+    p->src_u8 = pd.src_desc();
+    p->dst = pd.dst_desc();
+    p->src_f32 = memory::desc({b, in_channels, h, w}, dt::f32, channels_last ? tag::nhwc : tag::nchw);
+    const auto quantize_pd = quantize_reorder_pd(p->src_f32, p->src_u8);
+    p->quantize = dnnl::reorder(quantize_pd);
+    p->quantize_scratchpad = quantize_pd.scratchpad_desc();
+    p->conv = dnnl::convolution_forward(pd);
+    p->conv_scratchpad = pd.scratchpad_desc();
+    p->weights = packed.get(pd.weights_desc());
+    return p;
+  }
+};
+
+Int8Conv2d::Int8Conv2d(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t stride,
+                       int64_t padding, std::array<int64_t, 3> typical_input_size) {
+  check_weights(q, scale, bias, 4, "int8 conv2d");
+  if (stride < 1 || padding < 0)
+    throw Error("int8 conv2d: stride must be at least 1 and padding at least 0, got stride " + std::to_string(stride) +
+                ", padding " + std::to_string(padding));
+  impl_ = std::make_unique<Impl>(q, scale.to(at::kFloat).contiguous(),
+                                 bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor(), stride, padding);
+  try {
+    impl_->packed.pack_provisional(
+        impl_->product_pd(typical_input_size[0], typical_input_size[1], typical_input_size[2]).weights_desc());
+  } catch (const dnnl::error&) {
+    // no kernel for that shape (e.g. smaller than the kernel): the first call packs
+  }
+}
+
+Int8Conv2d::~Int8Conv2d() = default;
+
+at::Tensor Int8Conv2d::forward(const at::Tensor& x) const {
+  const Impl& im = *impl_;
+  if (x.dim() != 4 || x.size(1) != im.in_channels)
+    throw Error("int8 conv2d: input must be [B, " + std::to_string(im.in_channels) + ", H, W], got " +
+                std::to_string(x.dim()) + " dimensions" +
+                (x.dim() >= 2 ? ", " + std::to_string(x.size(1)) + " channels" : ""));
+  const int64_t b = x.size(0), h = x.size(2), w = x.size(3);
+  if (h + 2 * im.padding < im.kh || w + 2 * im.padding < im.kw)
+    throw Error("int8 conv2d: input " + std::to_string(h) + "x" + std::to_string(w) + " is smaller than the kernel");
+  at::internal::lazy_init_num_threads();  // oneDNN's OpenMP team: the caller's at::get_num_threads()
+  at::Tensor xf = x.to(at::kFloat);
+  const bool channels_last = xf.is_contiguous(at::MemoryFormat::ChannelsLast);
+  if (!channels_last) xf = xf.contiguous();  // [B, I, H, W] NCHW
+  at::Tensor y = at::empty({b, im.out_channels, im.out_size(h, im.kh), im.out_size(w, im.kw)},
+                           xf.options().memory_format(at::MemoryFormat::ChannelsLast));  // [B, O, H', W']
+  if (b == 0) return y;
+  const auto p = im.plan(b, h, w, channels_last);
+  const ActivationQuantization aq = choose_activation_quantization(xf, activation_levels());
+  at::Tensor xq =
+      at::empty({b, im.in_channels, h, w}, at::TensorOptions(at::kByte).memory_format(at::MemoryFormat::ChannelsLast));
+  quantize_activations(p->quantize, p->quantize_scratchpad, p->src_f32, xf, p->src_u8, xq, aq);
+
+  execute_product(p->conv, p->conv_scratchpad, p->src_u8, xq, p->weights, p->dst, y, {{1, 1, 1, 1}, dt::f32, tag::nchw},
+                  {{im.out_channels}, dt::f32, tag::x}, im.bias_over_scale, aq);
+  return y;
+}
+
+// ---- references ------------------------------------------------------------------------------------------------
+
+namespace {
+// (xq − zero_point) as float64, xq rounded like the quantizing reorder: float32 x · (1/scale) + zero point, to
+// nearest even, clamped to [0, levels].
+at::Tensor reference_quantized_activations(const at::Tensor& x, const ActivationQuantization& aq) {
+  const float inverse_scale = 1.f / aq.scale;
+  const at::Tensor t = x.to(at::kFloat) * inverse_scale + static_cast<float>(aq.zero_point);  // float32 rounding
+  return at::round(t).clamp(0, aq.levels).to(at::kDouble) - aq.zero_point;
+}
+}  // namespace
+
+at::Tensor int8_linear_reference(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale,
+                                 const at::Tensor& bias, int levels) {
+  const ActivationQuantization aq =
+      choose_activation_quantization(x.to(at::kFloat), levels ? levels : activation_levels());
+  const at::Tensor xs = reference_quantized_activations(x, aq);                   // [..., in]
+  const at::Tensor combined = (scale.to(at::kFloat) * aq.scale).to(at::kDouble);  // float32 products, [out]
+  at::Tensor y = at::matmul(xs, q.to(at::kDouble).t()) * combined;                // exact integer sums, [..., out]
+  if (bias.defined()) y = y + bias.to(at::kDouble);
+  return y;
+}
+
+at::Tensor int8_conv2d_reference(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale,
+                                 const at::Tensor& bias, int64_t stride, int64_t padding, int levels) {
+  const ActivationQuantization aq =
+      choose_activation_quantization(x.to(at::kFloat), levels ? levels : activation_levels());
+  const at::Tensor xs = reference_quantized_activations(x, aq).contiguous();  // [B, I, H, W]; padding = real zero
+  const at::Tensor combined = (scale.to(at::kFloat) * aq.scale).to(at::kDouble);
+  at::Tensor y = at::conv2d(xs, q.to(at::kDouble), {}, stride, padding) * combined.reshape({1, -1, 1, 1});
+  if (bias.defined()) y = y + bias.to(at::kDouble).reshape({1, -1, 1, 1});
+  return y;
+}
+
+}  // namespace tide::kernels

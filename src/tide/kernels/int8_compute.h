@@ -1,0 +1,110 @@
+// Int8 arithmetic for linear layers and convolutions with int8 weights (W8A8): the weights are quantized once,
+// symmetric per output channel; the activations are quantized on every call, per tensor, to unsigned 8 bits with
+// a zero point (SD activations after SiLU/GELU are far from symmetric, so the zero point buys about a bit);
+// oneDNN multiplies them with int32 accumulation and writes float32 with the scales and the bias applied.
+// Weights are reordered once into the layout oneDNN's kernel prefers; primitives are cached per input shape.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace tide::kernels {
+
+// Symmetric per-output-channel int8 weights: w[o, ...] ≈ q[o, ...] · scale[o].
+struct QuantizedWeight {
+  at::Tensor q;      // int8, the shape of w, values in [-127, 127]
+  at::Tensor scale;  // float32 [out]
+};
+
+// scale[o] = max|w[o, ...]| / 127 and q = round(w / scale), so |w − q·scale| ≤ scale/2 per element. A row of
+// zeros gets scale 1 (q = 0 dequantizes to exactly zero; any positive scale would, 1 keeps every later division
+// finite). `w`: any floating dtype, at least one dimension, dim 0 = output channels. Non-finite weights, an empty
+// tensor or a non-floating dtype: tide::Error.
+QuantizedWeight quantize_weight_per_channel(const at::Tensor& w);
+
+// q · scale[o] along dim 0, float32, the shape of q.
+at::Tensor dequantize_weight(const at::Tensor& q, const at::Tensor& scale);
+
+// The int8 path oneDNN takes on this CPU, respecting DNNL_MAX_CPU_ISA: "amx" (AMX tiles), "avx512_vnni",
+// "avx_vnni" (AVX2 with VNNI), "avx512" (AVX-512 without VNNI: vpmaddubsw), "avx2" (vpmaddubsw) or "none".
+std::string int8_compute_path();
+
+// True where W8A8 is faster than float32 on this CPU: from AVX2 up. Measured per SD 1.5 layer shape at 512x512
+// (bench/README.md), one thread: convolutions 1.4-3.4x (AVX-512 without VNNI), 1.8-3.5x (AVX2), 3.3-7.4x
+// (AVX512-VNNI), 4.6-13x (AMX) faster; linear layers 1.1-1.7x (AVX2) to 2-6x (AMX). The vpmaddubsw paths
+// (AVX2, AVX-512 without VNNI) quantize activations to 7 bits (activation_levels()). Below AVX2: false.
+bool int8_compute_available();
+
+// Levels the activations are quantized to: 255 where the CPU multiplies u8·s8 pairs into int32 (VNNI, AMX);
+// 127 on the vpmaddubsw paths, whose int16 sum of two u8·s8 products would saturate with 8-bit activations
+// (2·255·127 > 32767) but not with 7-bit ones (2·127·127 ≤ 32767).
+int activation_levels();
+
+// Per-tensor asymmetric quantization of activations: x ≈ (xq − zero_point) · scale, xq in [0, levels]. The range
+// always includes 0 (so zero padding and ReLU-like zeros are exact); an all-zero tensor gets scale 1.
+struct ActivationQuantization {
+  float scale = 1.f;
+  int32_t zero_point = 0;
+  int levels = 255;
+};
+// Chooses the quantization of `x` from its minimum and maximum (one pass); non-finite values: tide::Error.
+ActivationQuantization choose_activation_quantization(const at::Tensor& x, int levels);
+
+// y = x · wᵀ + bias with int8 weights, activations quantized per call (choose_activation_quantization with
+// activation_levels()): y[m, o] = Σ_k (xq[m, k] − zero_point)·q[o, k] · scale[o] · activation_scale + bias[o].
+// Thread-safe: forward() may run from several threads at once on one object (the primitive cache is behind a
+// mutex; execution is concurrent, each call with its own scratchpad). Computes on the caller's thread count
+// (at::get_num_threads(), also in threads that libtorch has not seen yet).
+class Int8Linear {
+ public:
+  // q: int8 [out, in]; scale: float32 [out]; bias: float [out] or undefined. Keeps a reference to q (no copy if
+  // contiguous; the packed weights are a second int8 copy) and packs it now in the layout oneDNN prefers for
+  // `typical_rows` input rows (see Int8Conv2d).
+  Int8Linear(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t typical_rows = 4096);
+  ~Int8Linear();
+  // x: float [..., in] (any strides) → float32 [..., out], contiguous.
+  at::Tensor forward(const at::Tensor& x) const;
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+
+  struct Impl;
+
+ private:
+  int64_t in_, out_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// conv2d(x, w, bias, stride, padding) with int8 weights (groups 1, dilation 1), activations quantized per call
+// like Int8Linear's (padding is a real zero: the zero point). Thread-safe like Int8Linear.
+class Int8Conv2d {
+ public:
+  // q: int8 [O, I, kh, kw]; scale: float32 [O]; bias: float [O] or undefined. Keeps a reference to q (no copy if
+  // contiguous) and packs it now in the layout oneDNN prefers for inputs of `typical_input_size` {B, H, W}.
+  // oneDNN picks kernels (and so weight layouts) by shape: a call whose shape wants another layout packs that one
+  // once, and if no call used the typical layout, it is dropped then (so at most the layouts in use are kept).
+  Int8Conv2d(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t stride, int64_t padding,
+             std::array<int64_t, 3> typical_input_size = {2, 64, 64});
+  ~Int8Conv2d();
+  // x: float [B, I, H, W], NCHW or channels-last → float32 [B, O, H', W'], channels-last.
+  at::Tensor forward(const at::Tensor& x) const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// What the kernels compute, with at:: ops in float64 (for tests): the same activation quantization (including
+// its float32 rounding of x · (1/scale) + zero point), exact integer sums Σ (xq − zero_point)·q, times the float32
+// product weight_scale[o] · activation_scale, plus the bias. The kernels differ from it only by float32 rounding
+// of the scaling and the bias (they round the int32 sums to float32 and multiply by the two scales one after
+// the other). `levels` 0: activation_levels() of this CPU.
+at::Tensor int8_linear_reference(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale,
+                                 const at::Tensor& bias, int levels = 0);
+at::Tensor int8_conv2d_reference(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale,
+                                 const at::Tensor& bias, int64_t stride, int64_t padding, int levels = 0);
+
+}  // namespace tide::kernels

@@ -1,0 +1,264 @@
+// Int8 weights and W8A8 kernels: per-channel quantization round trip against float64; Int8Linear and Int8Conv2d
+// against the float64 reference of the same integer arithmetic (odd channel counts, batch 1 and 3, 1x1 and 3x3,
+// stride 2, tiny maps, NCHW and channels-last) and against the float64 product of the unquantized operands within
+// a quantization error bound; concurrent forward calls on one object. Every test names the int8 path it ran on
+// (int8_compute_path(): DNNL_MAX_CPU_ISA=AVX2 forces the vpmaddubsw path, CTest runs that too).
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+
+#include <iostream>
+#include <thread>
+
+#include "test_support.h"
+#include "tide/kernels/int8_compute.h"
+#include "tide/runtime/error.h"
+
+namespace {
+
+using namespace tide::kernels;
+
+std::string path_note() {
+  return "int8 path " + int8_compute_path() + ", activation levels " + std::to_string(activation_levels());
+}
+
+// Activations as SD layers see them: centred (after GroupNorm) or mostly positive with a negative tail (after
+// SiLU / GELU), and all zero.
+at::Tensor activations(at::IntArrayRef shape, int kind, at::Generator& gen) {
+  const at::Tensor r = at::randn(shape, gen);
+  if (kind == 0) return r * 2.5;
+  if (kind == 1) return at::silu(r * 3) + 0.01;
+  return at::zeros(shape);
+}
+
+// Largest |got − want| relative to the output's magnitude; the kernels round the exact integer sums to float32
+// once and multiply by the float32 scale once, so this is a few float32 ulps.
+double kernel_vs_reference_error(const at::Tensor& got, const at::Tensor& want) {
+  return tide::testing::max_abs_diff(got.to(at::kDouble), want) / (want.abs().max().item<double>() + 1e-30);
+}
+
+// |x·w − x̂·ŵ| ≤ Σ |x||w − ŵ| + |ŵ||x − x̂| with |w − ŵ| ≤ ws/2 and |x − x̂| ≤ as (half a step of rounding plus up to
+// half a step lost to the zero point's rounding at the clamped end): a per-element bound, float64.
+at::Tensor linear_quantization_bound(const at::Tensor& x, const at::Tensor& w_hat, const at::Tensor& ws, double as) {
+  const at::Tensor xa = x.to(at::kDouble).abs();
+  return at::matmul(xa, at::ones_like(w_hat.t())) * (ws.to(at::kDouble) / 2) +
+         as * at::matmul(at::ones_like(xa), w_hat.abs().t());
+}
+
+TEST(Int8Quantize, RoundTripWithinHalfAScaleStep) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  const std::vector<std::vector<int64_t>> shapes{{1}, {5}, {1, 1}, {7, 13}, {3, 17, 3, 3}, {33, 5, 1, 1}};
+  for (const auto& shape : shapes) {
+    for (auto dtype : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16}) {
+      at::Tensor w = (at::randn(shape, gen) * 0.3).to(dtype);
+      if (shape[0] > 2) w[1].zero_();  // a row of zeros
+      const auto qw = quantize_weight_per_channel(w);
+      ASSERT_EQ(qw.q.scalar_type(), at::kChar);
+      ASSERT_EQ(qw.q.sizes(), w.sizes());
+      ASSERT_EQ(qw.scale.scalar_type(), at::kFloat);
+      ASSERT_EQ(qw.scale.sizes(), at::IntArrayRef({shape[0]}));
+      const at::Tensor wd = w.to(at::kDouble).reshape({shape[0], -1});
+      const at::Tensor q = qw.q.reshape({shape[0], -1});
+      const at::Tensor s = qw.scale.to(at::kDouble);
+      for (int64_t o = 0; o < shape[0]; ++o) {
+        const double amax = wd[o].abs().max().item<double>();
+        if (amax == 0) {
+          EXPECT_EQ(s[o].item<double>(), 1.0) << "zero row";
+          EXPECT_EQ(q[o].abs().max().item<int>(), 0);
+          continue;
+        }
+        EXPECT_NEAR(s[o].item<double>(), amax / 127, amax / 127 * 1e-7);
+        EXPECT_EQ(q[o].abs().max().item<int>(), 127) << "the largest weight uses the full range";
+        const double err = (wd[o] - q[o].to(at::kDouble) * s[o]).abs().max().item<double>();
+        EXPECT_LE(err, s[o].item<double>() / 2 * (1 + 1e-6)) << "row " << o;
+      }
+      const at::Tensor deq = dequantize_weight(qw.q, qw.scale);
+      ASSERT_EQ(deq.scalar_type(), at::kFloat);
+      EXPECT_TRUE(deq.reshape({shape[0], -1}).equal((q.to(at::kFloat) * qw.scale.unsqueeze(1))));
+    }
+  }
+}
+
+TEST(Int8Quantize, RejectsWeightsItCannotQuantize) {
+  EXPECT_THROW(quantize_weight_per_channel(at::tensor({1.f, NAN})), tide::Error);
+  EXPECT_THROW(quantize_weight_per_channel(at::tensor({1.f, INFINITY})), tide::Error);
+  EXPECT_THROW(quantize_weight_per_channel(at::empty({0, 3})), tide::Error);
+  EXPECT_THROW(quantize_weight_per_channel(at::ones({3}, at::kInt)), tide::Error);
+  EXPECT_THROW(quantize_weight_per_channel(at::Tensor()), tide::Error);
+}
+
+TEST(Int8Compute, ReportsItsPath) {
+  const std::string path = int8_compute_path();
+  std::cout << "[ int8     ] " << path_note() << ", W8A8 pays off: " << (int8_compute_available() ? "yes" : "no")
+            << std::endl;
+  RecordProperty("int8_path", path);
+  const std::vector<std::string> known{"amx", "avx512_vnni", "avx_vnni", "avx512", "avx2", "none"};
+  EXPECT_NE(std::find(known.begin(), known.end(), path), known.end()) << path;
+  const bool int32_products = path == "amx" || path == "avx512_vnni" || path == "avx_vnni";
+  EXPECT_EQ(activation_levels(), int32_products ? 255 : 127);
+  EXPECT_EQ(int8_compute_available(), path != "none");
+}
+
+TEST(Int8Compute, ActivationRangeIncludesZero) {
+  const auto positive = choose_activation_quantization(at::tensor({1.f, 3.f}), 255);
+  EXPECT_EQ(positive.zero_point, 0);
+  EXPECT_FLOAT_EQ(positive.scale, 3.f / 255);
+  const auto mixed = choose_activation_quantization(at::tensor({-1.f, 3.f}), 255);
+  EXPECT_EQ(mixed.zero_point, 64);  // round(1 / (4/255)) = round(63.75)
+  const auto zeros = choose_activation_quantization(at::zeros({4}), 127);
+  EXPECT_EQ(zeros.scale, 1.f);
+  EXPECT_EQ(zeros.zero_point, 0);
+  EXPECT_THROW(choose_activation_quantization(at::tensor({1.f, NAN}), 255), tide::Error);
+}
+
+struct LinearCase {
+  std::vector<int64_t> batch;
+  int64_t in, out;
+};
+
+TEST(Int8Linear, MatchesItsReferenceAndTheFloatProduct) {
+  c10::InferenceMode guard;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(2);
+  const std::vector<LinearCase> cases{{{1}, 1, 1},       {{3}, 7, 13},     {{2, 5}, 33, 17},   {{1}, 320, 2560},
+                                      {{3, 4}, 100, 37}, {{77}, 768, 320}, {{130}, 1280, 320}, {{5}, 16, 48}};
+  for (const auto& c : cases) {
+    const at::Tensor w = at::randn({c.out, c.in}, gen) / std::sqrt(double(c.in));
+    const at::Tensor bias = at::randn({c.out}, gen);
+    const auto qw = quantize_weight_per_channel(w);
+    const at::Tensor w_hat = dequantize_weight(qw.q, qw.scale).to(at::kDouble);
+    for (bool with_bias : {true, false}) {
+      const at::Tensor b = with_bias ? bias : at::Tensor();
+      const Int8Linear layer(qw.q, qw.scale, b);
+      for (int kind : {0, 1, 2}) {
+        std::vector<int64_t> shape = c.batch;
+        shape.push_back(c.in);
+        const at::Tensor x = activations(shape, kind, gen);
+        const at::Tensor y = layer.forward(x);
+        std::vector<int64_t> out_shape = c.batch;
+        out_shape.push_back(c.out);
+        ASSERT_EQ(y.sizes(), at::IntArrayRef(out_shape));
+        ASSERT_EQ(y.scalar_type(), at::kFloat);
+        const std::string what = path_note() + ", linear " + std::to_string(c.in) + "→" + std::to_string(c.out) +
+                                 " rows " + std::to_string(x.numel() / c.in) + " kind " + std::to_string(kind) +
+                                 (with_bias ? " bias" : "");
+        const at::Tensor ref = int8_linear_reference(x, qw.q, qw.scale, b);
+        EXPECT_LE(kernel_vs_reference_error(y, ref), 1e-6) << what;
+        if (kind == 2) continue;
+        // Against the product of the unquantized operands.
+        const auto aq = choose_activation_quantization(x, activation_levels());
+        at::Tensor exact = at::matmul(x.to(at::kDouble), w.to(at::kDouble).t());
+        if (with_bias) exact = exact + bias.to(at::kDouble);
+        const at::Tensor bound = linear_quantization_bound(x, w_hat, qw.scale, aq.scale);
+        const at::Tensor excess = (y.to(at::kDouble) - exact).abs() - bound - 1e-5 * (exact.abs() + 1);
+        EXPECT_LE(excess.max().item<double>(), 0) << what;
+      }
+    }
+  }
+}
+
+struct ConvCase {
+  int64_t b, in, out, k, stride, padding, h, w;
+};
+
+TEST(Int8Conv2d, MatchesItsReferenceAndTheFloatConvolution) {
+  c10::InferenceMode guard;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  const std::vector<ConvCase> cases{
+      {1, 3, 5, 3, 1, 1, 7, 5},  {3, 17, 9, 3, 1, 1, 9, 9},   {1, 32, 48, 3, 2, 1, 9, 8},   {3, 20, 13, 1, 1, 0, 6, 7},
+      {1, 4, 4, 3, 1, 1, 1, 1},  {2, 13, 7, 3, 2, 1, 2, 3},   {1, 64, 64, 3, 1, 1, 16, 16}, {2, 40, 80, 1, 1, 0, 5, 5},
+      {1, 8, 16, 3, 1, 0, 4, 6}, {1, 320, 320, 3, 1, 1, 8, 8}};
+  for (const auto& c : cases) {
+    const at::Tensor w = at::randn({c.out, c.in, c.k, c.k}, gen) / std::sqrt(double(c.in * c.k * c.k));
+    const at::Tensor bias = at::randn({c.out}, gen);
+    const auto qw = quantize_weight_per_channel(w);
+    const at::Tensor w_hat = dequantize_weight(qw.q, qw.scale).to(at::kDouble);
+    for (bool with_bias : {true, false}) {
+      const at::Tensor b = with_bias ? bias : at::Tensor();
+      const Int8Conv2d layer(qw.q, qw.scale, b, c.stride, c.padding);
+      for (int kind : {0, 1, 2}) {
+        const at::Tensor x = activations({c.b, c.in, c.h, c.w}, kind, gen);
+        for (bool channels_last : {false, true}) {
+          const at::Tensor input = channels_last ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
+          const at::Tensor y = layer.forward(input);
+          const std::string what = path_note() + ", conv " + std::to_string(c.in) + "→" + std::to_string(c.out) + " k" +
+                                   std::to_string(c.k) + " s" + std::to_string(c.stride) + " p" +
+                                   std::to_string(c.padding) + " " + std::to_string(c.b) + "x" + std::to_string(c.h) +
+                                   "x" + std::to_string(c.w) + " kind " + std::to_string(kind) +
+                                   (channels_last ? " NHWC" : " NCHW") + (with_bias ? " bias" : "");
+          EXPECT_TRUE(y.is_contiguous(at::MemoryFormat::ChannelsLast)) << what;
+          const at::Tensor ref = int8_conv2d_reference(x, qw.q, qw.scale, b, c.stride, c.padding);
+          ASSERT_EQ(y.sizes(), ref.sizes()) << what;
+          EXPECT_LE(kernel_vs_reference_error(y, ref), 1e-6) << what;
+          if (kind == 2) continue;
+          const auto aq = choose_activation_quantization(x, activation_levels());
+          const at::Tensor xd = x.to(at::kDouble);
+          at::Tensor exact = at::conv2d(xd, w.to(at::kDouble), {}, c.stride, c.padding);
+          if (with_bias) exact = exact + bias.to(at::kDouble).reshape({1, -1, 1, 1});
+          // The linear bound, summed over each output's window (padding contributes nothing: zero is exact).
+          const at::Tensor bound = at::conv2d(xd.abs(), at::ones_like(w_hat), {}, c.stride, c.padding) *
+                                       (qw.scale.to(at::kDouble) / 2).reshape({1, -1, 1, 1}) +
+                                   aq.scale * at::conv2d(at::ones_like(xd), w_hat.abs(), {}, c.stride, c.padding);
+          const at::Tensor excess = (y.to(at::kDouble) - exact).abs() - bound - 1e-5 * (exact.abs() + 1);
+          EXPECT_LE(excess.max().item<double>(), 0) << what;
+        }
+      }
+    }
+  }
+}
+
+TEST(Int8Compute, ConcurrentForwardCallsOnOneObject) {
+  c10::InferenceMode guard;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  const auto lw = quantize_weight_per_channel(at::randn({96, 72}, gen));
+  const auto cw = quantize_weight_per_channel(at::randn({24, 16, 3, 3}, gen));
+  const at::Tensor linear_bias = at::randn({96}, gen), conv_bias = at::randn({24}, gen);
+  const Int8Linear linear(lw.q, lw.scale, linear_bias);
+  const Int8Conv2d conv(cw.q, cw.scale, conv_bias, 1, 1);
+  // Each thread its own shapes (so plans are built concurrently too) and its own inputs.
+  std::vector<at::Tensor> lx, cx;
+  for (int t = 0; t < 2; ++t) {
+    lx.push_back(at::randn({40 + 9 * t, 72}, gen));
+    cx.push_back(at::randn({1 + t, 16, 11 + 2 * t, 9}, gen));
+  }
+  std::vector<at::Tensor> ly(2), cy(2);
+  std::vector<double> worst(2, 0.0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      c10::InferenceMode thread_guard;
+      for (int i = 0; i < 20; ++i) {
+        const at::Tensor a = linear.forward(lx[t]), b = conv.forward(cx[t]);
+        if (i == 0) {
+          ly[t] = a;
+          cy[t] = b;
+        } else {
+          worst[t] = std::max({worst[t], tide::testing::max_abs_diff(a, ly[t]), tide::testing::max_abs_diff(b, cy[t])});
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 2; ++t) {
+    EXPECT_EQ(worst[t], 0.0) << path_note() << ": repeated calls in thread " << t << " differ";
+    EXPECT_LE(kernel_vs_reference_error(ly[t], int8_linear_reference(lx[t], lw.q, lw.scale, linear_bias)), 1e-6)
+        << path_note();
+    EXPECT_LE(kernel_vs_reference_error(cy[t], int8_conv2d_reference(cx[t], cw.q, cw.scale, conv_bias, 1, 1)), 1e-6)
+        << path_note();
+  }
+}
+
+TEST(Int8Compute, BadInputsAreErrors) {
+  const auto qw = quantize_weight_per_channel(at::randn({4, 6}));
+  const Int8Linear linear(qw.q, qw.scale, at::Tensor());
+  EXPECT_THROW(linear.forward(at::randn({2, 5})), tide::Error);
+  EXPECT_THROW(linear.forward(at::full({2, 6}, NAN)), tide::Error);
+  EXPECT_THROW(Int8Linear(qw.q.to(at::kFloat), qw.scale, at::Tensor()), tide::Error);
+  EXPECT_THROW(Int8Linear(qw.q, qw.scale.narrow(0, 0, 3), at::Tensor()), tide::Error);
+  const auto cw = quantize_weight_per_channel(at::randn({4, 3, 3, 3}));
+  const Int8Conv2d conv(cw.q, cw.scale, at::Tensor(), 1, 0);
+  EXPECT_THROW(conv.forward(at::randn({1, 2, 5, 5})), tide::Error);
+  EXPECT_THROW(conv.forward(at::randn({1, 3, 2, 2})), tide::Error);  // smaller than the kernel without padding
+  EXPECT_THROW(Int8Conv2d(cw.q, cw.scale, at::Tensor(), 0, 1), tide::Error);
+}
+
+}  // namespace
