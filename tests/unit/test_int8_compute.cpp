@@ -52,7 +52,7 @@ TEST(Int8Quantize, RoundTripWithinHalfAScaleStep) {
     for (auto dtype : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16}) {
       at::Tensor w = (at::randn(shape, gen) * 0.3).to(dtype);
       if (shape[0] > 2) w[1].zero_();  // a row of zeros
-      const auto qw = quantize_weight_per_channel(w);
+      const auto qw = quantize_per_channel(w);
       ASSERT_EQ(qw.q.scalar_type(), at::kChar);
       ASSERT_EQ(qw.q.sizes(), w.sizes());
       ASSERT_EQ(qw.scale.scalar_type(), at::kFloat);
@@ -72,7 +72,7 @@ TEST(Int8Quantize, RoundTripWithinHalfAScaleStep) {
         const double err = (wd[o] - q[o].to(at::kDouble) * s[o]).abs().max().item<double>();
         EXPECT_LE(err, s[o].item<double>() / 2 * (1 + 1e-6)) << "row " << o;
       }
-      const at::Tensor deq = dequantize_weight(qw.q, qw.scale);
+      const at::Tensor deq = dequantize_per_channel(qw.q, qw.scale);
       ASSERT_EQ(deq.scalar_type(), at::kFloat);
       EXPECT_TRUE(deq.reshape({shape[0], -1}).equal((q.to(at::kFloat) * qw.scale.unsqueeze(1))));
     }
@@ -80,11 +80,11 @@ TEST(Int8Quantize, RoundTripWithinHalfAScaleStep) {
 }
 
 TEST(Int8Quantize, RejectsWeightsItCannotQuantize) {
-  EXPECT_THROW(quantize_weight_per_channel(at::tensor({1.f, NAN})), tide::Error);
-  EXPECT_THROW(quantize_weight_per_channel(at::tensor({1.f, INFINITY})), tide::Error);
-  EXPECT_THROW(quantize_weight_per_channel(at::empty({0, 3})), tide::Error);
-  EXPECT_THROW(quantize_weight_per_channel(at::ones({3}, at::kInt)), tide::Error);
-  EXPECT_THROW(quantize_weight_per_channel(at::Tensor()), tide::Error);
+  EXPECT_THROW(quantize_per_channel(at::tensor({1.f, NAN})), tide::Error);
+  EXPECT_THROW(quantize_per_channel(at::tensor({1.f, INFINITY})), tide::Error);
+  EXPECT_THROW(quantize_per_channel(at::empty({0, 3})), tide::Error);
+  EXPECT_THROW(quantize_per_channel(at::ones({3}, at::kInt)), tide::Error);
+  EXPECT_THROW(quantize_per_channel(at::Tensor()), tide::Error);
 }
 
 TEST(Int8Compute, ReportsItsPath) {
@@ -124,8 +124,8 @@ TEST(Int8Linear, MatchesItsReferenceAndTheFloatProduct) {
   for (const auto& c : cases) {
     const at::Tensor w = at::randn({c.out, c.in}, gen) / std::sqrt(double(c.in));
     const at::Tensor bias = at::randn({c.out}, gen);
-    const auto qw = quantize_weight_per_channel(w);
-    const at::Tensor w_hat = dequantize_weight(qw.q, qw.scale).to(at::kDouble);
+    const auto qw = quantize_per_channel(w);
+    const at::Tensor w_hat = dequantize_per_channel(qw.q, qw.scale).to(at::kDouble);
     for (bool with_bias : {true, false}) {
       const at::Tensor b = with_bias ? bias : at::Tensor();
       const Int8Linear layer(qw.q, qw.scale, b);
@@ -170,8 +170,8 @@ TEST(Int8Conv2d, MatchesItsReferenceAndTheFloatConvolution) {
   for (const auto& c : cases) {
     const at::Tensor w = at::randn({c.out, c.in, c.k, c.k}, gen) / std::sqrt(double(c.in * c.k * c.k));
     const at::Tensor bias = at::randn({c.out}, gen);
-    const auto qw = quantize_weight_per_channel(w);
-    const at::Tensor w_hat = dequantize_weight(qw.q, qw.scale).to(at::kDouble);
+    const auto qw = quantize_per_channel(w);
+    const at::Tensor w_hat = dequantize_per_channel(qw.q, qw.scale).to(at::kDouble);
     for (bool with_bias : {true, false}) {
       const at::Tensor b = with_bias ? bias : at::Tensor();
       const Int8Conv2d layer(qw.q, qw.scale, b, c.stride, c.padding);
@@ -209,8 +209,8 @@ TEST(Int8Conv2d, MatchesItsReferenceAndTheFloatConvolution) {
 TEST(Int8Compute, ConcurrentForwardCallsOnOneObject) {
   c10::InferenceMode guard;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(4);
-  const auto lw = quantize_weight_per_channel(at::randn({96, 72}, gen));
-  const auto cw = quantize_weight_per_channel(at::randn({24, 16, 3, 3}, gen));
+  const auto lw = quantize_per_channel(at::randn({96, 72}, gen));
+  const auto cw = quantize_per_channel(at::randn({24, 16, 3, 3}, gen));
   const at::Tensor linear_bias = at::randn({96}, gen), conv_bias = at::randn({24}, gen);
   const Int8Linear linear(lw.q, lw.scale, linear_bias);
   const Int8Conv2d conv(cw.q, cw.scale, conv_bias, 1, 1);
@@ -248,13 +248,13 @@ TEST(Int8Compute, ConcurrentForwardCallsOnOneObject) {
 }
 
 TEST(Int8Compute, BadInputsAreErrors) {
-  const auto qw = quantize_weight_per_channel(at::randn({4, 6}));
+  const auto qw = quantize_per_channel(at::randn({4, 6}));
   const Int8Linear linear(qw.q, qw.scale, at::Tensor());
   EXPECT_THROW(linear.forward(at::randn({2, 5})), tide::Error);
   EXPECT_THROW(linear.forward(at::full({2, 6}, NAN)), tide::Error);
   EXPECT_THROW(Int8Linear(qw.q.to(at::kFloat), qw.scale, at::Tensor()), tide::Error);
   EXPECT_THROW(Int8Linear(qw.q, qw.scale.narrow(0, 0, 3), at::Tensor()), tide::Error);
-  const auto cw = quantize_weight_per_channel(at::randn({4, 3, 3, 3}));
+  const auto cw = quantize_per_channel(at::randn({4, 3, 3, 3}));
   const Int8Conv2d conv(cw.q, cw.scale, at::Tensor(), 1, 0);
   EXPECT_THROW(conv.forward(at::randn({1, 2, 5, 5})), tide::Error);
   EXPECT_THROW(conv.forward(at::randn({1, 3, 2, 2})), tide::Error);  // smaller than the kernel without padding

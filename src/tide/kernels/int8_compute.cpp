@@ -156,29 +156,6 @@ void check_weights(const at::Tensor& q, const at::Tensor& scale, const at::Tenso
 
 }  // namespace
 
-// ---- weights ---------------------------------------------------------------------------------------------------
-
-QuantizedWeight quantize_weight_per_channel(const at::Tensor& w) {
-  if (!w.defined() || w.dim() < 1 || w.numel() == 0)
-    throw Error("int8 quantization: the weight must be a non-empty tensor with at least one dimension");
-  if (!at::isFloatingType(w.scalar_type()))
-    throw Error(std::string("int8 quantization: the weight must be floating point, got ") +
-                c10::toString(w.scalar_type()));
-  const at::Tensor rows = w.to(at::kDouble).reshape({w.size(0), -1});  // [out, rest]
-  if (!at::isfinite(rows).all().item<bool>()) throw Error("int8 quantization: the weight has NaN or infinite values");
-  const at::Tensor amax = rows.abs().amax(1);
-  // float32 scales (what is stored); zero rows get 1 (see the header).
-  at::Tensor scale = at::where(amax > 0, amax / 127.0, at::ones_like(amax)).to(at::kFloat);
-  const at::Tensor q = at::round(rows / scale.to(at::kDouble).unsqueeze(1)).clamp(-127, 127).to(at::kChar);
-  return {q.reshape(w.sizes()).contiguous(), scale};
-}
-
-at::Tensor dequantize_weight(const at::Tensor& q, const at::Tensor& scale) {
-  std::vector<int64_t> shape(q.dim(), 1);
-  shape[0] = q.size(0);
-  return q.to(at::kFloat) * scale.to(at::kFloat).reshape(shape);
-}
-
 // ---- CPU paths -------------------------------------------------------------------------------------------------
 
 std::string int8_compute_path() {

@@ -11,22 +11,9 @@
 #include <memory>
 #include <string>
 
+#include "tide/kernels/weight_quantization.h"  // the weights these kernels take
+
 namespace tide::kernels {
-
-// Symmetric per-output-channel int8 weights: w[o, ...] ≈ q[o, ...] · scale[o].
-struct QuantizedWeight {
-  at::Tensor q;      // int8, the shape of w, values in [-127, 127]
-  at::Tensor scale;  // float32 [out]
-};
-
-// scale[o] = max|w[o, ...]| / 127 and q = round(w / scale), so |w − q·scale| ≤ scale/2 per element. A row of
-// zeros gets scale 1 (q = 0 dequantizes to exactly zero; any positive scale would, 1 keeps every later division
-// finite). `w`: any floating dtype, at least one dimension, dim 0 = output channels. Non-finite weights, an empty
-// tensor or a non-floating dtype: tide::Error.
-QuantizedWeight quantize_weight_per_channel(const at::Tensor& w);
-
-// q · scale[o] along dim 0, float32, the shape of q.
-at::Tensor dequantize_weight(const at::Tensor& q, const at::Tensor& scale);
 
 // The int8 path oneDNN takes on this CPU, respecting DNNL_MAX_CPU_ISA: "amx" (AMX tiles), "avx512_vnni",
 // "avx_vnni" (AVX2 with VNNI), "avx512" (AVX-512 without VNNI: vpmaddubsw), "avx2" (vpmaddubsw) or "none".

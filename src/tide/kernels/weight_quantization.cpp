@@ -18,7 +18,9 @@ at::Tensor per_row(const at::Tensor& v, int64_t dim) {
 
 QuantizedWeight quantize_per_channel(const at::Tensor& w, const std::string& what) {
   c10::NoGradGuard no_grad;
-  if (w.dim() < 1 || w.size(0) == 0) throw Error(what + ": cannot quantize an empty weight");
+  if (!w.defined() || w.dim() < 1 || w.numel() == 0) throw Error(what + ": cannot quantize an empty weight");
+  if (!at::isFloatingType(w.scalar_type()))
+    throw Error(what + ": only floating-point weights can be quantized, got " + std::string(c10::toString(w.scalar_type())));
   const at::Tensor w32 = w.detach().to(at::kFloat).contiguous();
   if (!at::isfinite(w32).all().item<bool>()) throw Error(what + " holds a NaN or infinite value; it cannot be quantized");
   // Scales in float32, computed in float64 so that max|w| / 127 is the correctly rounded quotient.

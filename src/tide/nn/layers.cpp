@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "tide/kernels/int8_compute.h"
 #include "tide/kernels/winograd_conv.h"
 #include "tide/nn/weight_storage.h"
 #include "tide/runtime/optimizations.h"
@@ -48,8 +49,25 @@ Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel
   if (with_bias) bias = register_parameter("bias", uniform_parameter({out_channels}, bound));
 }
 
+namespace {
+
+// Whether an int8 layer runs its W8A8 kernel for `x`: float32 inference on a CPU where int8 arithmetic pays.
+bool use_int8_kernel(const at::Tensor& weight, const at::Tensor& x) {
+  return weight.scalar_type() == at::kChar && x.scalar_type() == at::kFloat && x.device().is_cpu() &&
+         runtime::optimizations().int8_kernels && !(c10::GradMode::is_enabled() && x.requires_grad()) &&
+         kernels::int8_compute_available();
+}
+
+}  // namespace
+
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
   runtime::FlopCount::add_macs(double(x.numel()) * double(weight.size(0)));
+  if (use_int8_kernel(weight, x)) {
+    RECORD_USER_SCOPE("tide::int8_linear");  // named in `tide bench --profile`
+    return int8_.get(weight, weight_scale, bias, [&] {
+      return std::make_shared<const kernels::Int8Linear>(weight, weight_scale, bias);
+    })->forward(x);
+  }
   return at::linear(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias);
 }
 
@@ -85,7 +103,14 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   const bool nhwc = runtime::optimizations().channels_last && x.dim() == 4 && x.device().is_cpu() &&
                     !(c10::GradMode::is_enabled() && (weight.requires_grad() || x.requires_grad()));
   at::Tensor y;
-  if (nhwc && runtime::optimizations().winograd && kernels::winograd_conv3x3_supported(x, weight, stride_, padding_) &&
+  if (use_int8_kernel(weight, x) && x.dim() == 4) {
+    RECORD_USER_SCOPE("tide::int8_conv2d");
+    y = int8_.get(weight, weight_scale, bias, [&] {
+          return std::make_shared<const kernels::Int8Conv2d>(weight, weight_scale, bias, stride_, padding_);
+        })->forward(x);
+    // The kernel answers channels last; NCHW callers (channels_last off) get NCHW back.
+    if (!nhwc) y = y.contiguous();
+  } else if (nhwc && runtime::optimizations().winograd && kernels::winograd_conv3x3_supported(x, weight, stride_, padding_) &&
       kernels::winograd_conv3x3_pays_off(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3))) {
     // Transformed per call rather than kept (16/9 of the weights' memory): 5 ms at 512 channels, a few % of a
     // 64×64 convolution and under 1% of the larger ones.

@@ -8,7 +8,13 @@
 
 #include <vector>
 
+#include "tide/nn/int8_kernel_cache.h"
 #include "tide/runtime/flop_counter.h"
+
+namespace tide::kernels {
+class Int8Linear;
+class Int8Conv2d;
+}  // namespace tide::kernels
 
 namespace tide::nn {
 
@@ -41,6 +47,9 @@ class LinearImpl : public torch::nn::Module {
   at::Tensor bias;          // [out], undefined without bias
   at::Tensor weight_scale;  // [out]: int8 weights only, w ≈ weight · weight_scale[:, None]
   at::ScalarType stored_dtype = at::kFloat;  // kFloat: `weight` follows the compute dtype (set_compute_dtype)
+
+ private:
+  Int8KernelCache<kernels::Int8Linear> int8_;
 };
 TORCH_MODULE(Linear);
 
@@ -68,6 +77,7 @@ class Conv2dImpl : public torch::nn::Module {
   at::Tensor weight_as(at::MemoryFormat format, at::ScalarType dtype);
 
   int64_t stride_, padding_;
+  Int8KernelCache<kernels::Int8Conv2d> int8_;
   at::Tensor weight_copy_;
   at::MemoryFormat weight_copy_format_ = at::MemoryFormat::Contiguous;
   const void* weight_copy_source_ = nullptr;

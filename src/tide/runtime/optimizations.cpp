@@ -13,10 +13,11 @@ std::vector<std::string> Optimizations::enabled() const {
   if (in_place) names.push_back("in_place");
   if (winograd) names.push_back("winograd");
   if (reuse_memory) names.push_back("reuse_memory");
+  if (int8_kernels) names.push_back("int8_kernels");
   return names;
 }
 
-std::vector<std::string> Optimizations::names() { return {"blocked_attention", "channels_last", "in_place", "winograd", "reuse_memory"}; }
+std::vector<std::string> Optimizations::names() { return {"blocked_attention", "channels_last", "in_place", "winograd", "reuse_memory", "int8_kernels"}; }
 
 Optimizations Optimizations::without(const std::string& comma_separated) const {
   Optimizations o = *this;
@@ -33,8 +34,14 @@ Optimizations Optimizations::without(const std::string& comma_separated) const {
       o.winograd = false;
     else if (name == "reuse_memory")
       o.reuse_memory = false;
+    else if (name == "int8_kernels")
+      o.int8_kernels = false;
     else if (!name.empty())
-      throw Error("unknown optimization '" + name + "'; known: blocked_attention, channels_last, in_place, winograd, reuse_memory");
+      throw Error("unknown optimization '" + name + "'; known: " + [] {
+        std::string all;
+        for (const auto& n : names()) all += (all.empty() ? "" : ", ") + n;
+        return all;
+      }());
   }
   return o;
 }

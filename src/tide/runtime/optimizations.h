@@ -12,8 +12,10 @@ struct Optimizations {
   bool in_place = true;           // SiLU, residual adds and GEGLU write into their temporary operand (nn/in_place.h)
   bool winograd = true;           // 3×3 convolutions on large maps as Winograd F(2×2, 3×3) (kernels/winograd_conv.h)
   bool reuse_memory = true;       // the denoising loop's freed activations kept for its next step (runtime/memory.h)
+  bool int8_kernels = true;       // int8 weights computed by W8A8 kernels where the CPU pays (kernels/int8_compute.h);
+                                  // off: dequantized per call
 
-  static Optimizations plain() { return {false, false, false, false, false}; }
+  static Optimizations plain() { return {false, false, false, false, false, false}; }
   // "blocked_attention", ... : the ones switched on.
   std::vector<std::string> enabled() const;
   // Every switch's name.
