@@ -62,6 +62,12 @@ TEST_F(CliWeights, QuantizedFolderLoadsAsItIs) {
   const auto j = nlohmann::json::parse(in);
   EXPECT_EQ(j.at("weights"), "int8");
   EXPECT_EQ(j.at("baseline"), "weights f32");
+  // Quality side by side: int8 moves the UNet's answer a little, not a lot.
+  ASSERT_TRUE(j.at("unet_relative_error").is_number()) << j.dump();
+  EXPECT_GT(j.at("unet_relative_error").get<double>(), 0.0);
+  EXPECT_LT(j.at("unet_relative_error").get<double>(), 0.1);
+  ASSERT_TRUE(j.at("image_psnr_db").is_number()) << j.dump();
+  EXPECT_GT(j.at("image_psnr_db").get<double>(), 20.0);
 }
 
 TEST_F(CliWeights, SixteenBitSingleFileGivesTheFloat32PictureOfItsValues) {

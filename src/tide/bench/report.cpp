@@ -1,5 +1,7 @@
 #include "tide/bench/report.h"
 
+#include <cmath>
+
 #include <algorithm>
 #include <cstdio>
 #include <sstream>
@@ -76,6 +78,9 @@ nlohmann::json to_json(const BenchResult& r, const ReportContext& c) {
   if (set.compare_plain) {
     out["baseline"] = set.baseline_label;
     out["baseline_optimizations"] = set.baseline.enabled();
+    // How far the measured side's numbers are from the baseline's (null: identical images).
+    out["unet_relative_error"] = std::isfinite(r.unet_relative_error) ? json(r.unet_relative_error) : json(nullptr);
+    out["image_psnr_db"] = std::isfinite(r.image_psnr_db) ? json(r.image_psnr_db) : json(nullptr);
   }
   return out;
 }
@@ -101,7 +106,13 @@ std::string to_table(const BenchResult& r, const ReportContext& c) {
     }
     o << "\n";
   }
-  if (!r.plain_runs.empty()) o << "baseline: " << c.settings.baseline_label << "\n";
+  if (!r.plain_runs.empty()) {
+    o << "baseline: " << c.settings.baseline_label << "\n";
+    char quality[160];
+    std::snprintf(quality, sizeof quality, "against the baseline: UNet call relative error %.3g, image PSNR %.1f dB\n",
+                  r.unet_relative_error, r.image_psnr_db);
+    o << quality;
+  }
   o << "UNet calls per pass: " << r.unet_calls << "; peak RSS: " << c.peak_rss_bytes / (1 << 20) << " MiB";
   if (r.vae_decode_peak_rss_bytes > 0)
     o << " (during VAE decode: " << r.vae_decode_peak_rss_bytes / (1 << 20) << " MiB, "

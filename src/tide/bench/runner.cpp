@@ -70,10 +70,16 @@ Conditioning encode(BenchModels& m, bool guided, int height, int width, int* enc
   return c;
 }
 
+// What a pass computed, for comparing the two sides' numbers.
+struct PassOutputs {
+  at::Tensor unet;   // the single UNet call's output
+  at::Tensor image;  // the decoded image
+};
+
 // One pass over all stages; `flops` receives the analytic work of each stage; `result` (optional) the
-// resident memory during the VAE decode, when this pass's peak is the highest so far.
+// resident memory during the VAE decode, when this pass's peak is the highest so far; `outputs` what it computed.
 StageTimes run_pass(BenchModels& m, const BenchSettings& s, const nn::TokenMergingOptions& tome_options,
-                    int cache_interval, StageTimes* flops, int* unet_calls, BenchResult* result) {
+                    int cache_interval, StageTimes* flops, int* unet_calls, BenchResult* result, PassOutputs* outputs) {
   c10::InferenceMode inference;
   const bool guided = s.guidance > 1.0;
   // Token Merging for this pass's UNet calls, as the pipeline installs it.
@@ -99,7 +105,7 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, const nn::TokenMergi
   const auto unet_start = Clock::now();
   {
     runtime::FlopCount count;
-    m.unet->forward(guided ? at::cat({latents, latents}) : latents, 999.0, c.context, c.pooled, c.time_ids);
+    outputs->unet = m.unet->forward(guided ? at::cat({latents, latents}) : latents, 999.0, c.context, c.pooled, c.time_ids);
     (*flops)[kUnet] = count.flops();
   }
   t[kUnet] = since(unet_start);
@@ -137,7 +143,7 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, const nn::TokenMergi
   {
     runtime::FlopCount count;
     // Random weights can drive latents far from the usual range; keep the decoder's input finite.
-    m.vae->decode(at::nan_to_num(latents, 0.0, 1e4, -1e4) / m.vae->config().scaling_factor, s.vae_tiling);
+    outputs->image = m.vae->decode(at::nan_to_num(latents, 0.0, 1e4, -1e4) / m.vae->config().scaling_factor, s.vae_tiling);
     (*flops)[kVaeDecode] = count.flops();
   }
   t[kVaeDecode] = since(vae_start);
@@ -224,6 +230,7 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
   result.height = s.height;
   const int f = models.vae_scale_factor();
   result.vae_tiled = models.vae->tiles(s.height / f, s.width / f, s.vae_tiling);
+  PassOutputs measured, compared;
   for (int i = 0; i < s.warmup + s.runs; ++i) {
     const bool warm = i < s.warmup;
     const int index = warm ? i : i - s.warmup;
@@ -232,7 +239,7 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       prepare_side(models, s.dtype);
       if (on_pass) on_pass(warm ? "warmup" : "run", index);
       StageTimes flops{};
-      const StageTimes t = run_pass(models, s, s.tome, s.cache_interval, &flops, &result.unet_calls, &result);
+      const StageTimes t = run_pass(models, s, s.tome, s.cache_interval, &flops, &result.unet_calls, &result, &measured);
       if (i == 0) result.flops = flops;
       if (!warm) result.runs.push_back(t);
     }
@@ -242,9 +249,17 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       prepare_side(side, s.baseline_dtype);
       if (on_pass) on_pass(s.baseline_label + (warm ? " warmup" : " run"), index);
       StageTimes flops{};
-      const StageTimes t = run_pass(side, s, s.baseline_tome, s.compare_cache ? 1 : s.cache_interval, &flops, &result.unet_calls, nullptr);
+      const StageTimes t = run_pass(side, s, s.baseline_tome, s.compare_cache ? 1 : s.cache_interval, &flops,
+                                    &result.unet_calls, nullptr, &compared);
       if (!warm) result.plain_runs.push_back(t);
     }
+  }
+  if (s.compare_plain && compared.unet.defined()) {
+    const at::Tensor a = measured.unet.to(at::kDouble), b = compared.unet.to(at::kDouble);
+    result.unet_relative_error = (a - b).norm().item<double>() / b.norm().item<double>();
+    const at::Tensor ia = measured.image.to(at::kDouble).clamp(-1, 1), ib = compared.image.to(at::kDouble).clamp(-1, 1);
+    const double mse = (ia - ib).pow(2).mean().item<double>();
+    result.image_psnr_db = mse > 0 ? 10.0 * std::log10(4.0 / mse) : INFINITY;
   }
   return result;
 }

@@ -5,6 +5,7 @@
 #include <c10/core/ScalarType.h>
 
 #include <array>
+#include <cmath>
 #include <functional>
 #include <string>
 #include <vector>
@@ -50,6 +51,11 @@ struct BenchResult {
   int64_t vae_decode_peak_rss_bytes = 0;  // most resident memory during the VAE decode stage (measured side,
                                           // all passes); 0 where it cannot be measured on its own
   int64_t vae_decode_start_rss_bytes = 0;  // resident memory when that stage began (in the same pass)
+  // compare_plain: how far the measured side's numbers are from the compared side's, from the last pass of
+  // each (same inputs): ‖a − b‖ / ‖b‖ of the single UNet call's output, and the PSNR (dB) of the decoded image
+  // (pixels in [-1, 1] clamped, peak 2). NaN where not compared; PSNR +inf for identical images.
+  double unet_relative_error = std::nan("");
+  double image_psnr_db = std::nan("");
 };
 
 // Checks the settings against the models (sizes, scheduler name, steps); throws tide::Error.
