@@ -71,6 +71,14 @@ class Normalizer {
     else if (file.contains(token) && file.shape(token).size() == 2) clip_width_ = file.shape(token)[1];
   }
 
+  // Where OpenCLIP encoders were renamed to Hugging Face names: {GGUF prefix, original OpenCLIP prefix}.
+  std::vector<std::pair<std::string, std::string>> open_clip_prefixes() const {
+    if (xl_) return {{"cond_stage_model.1.", "conditioner.embedders.1.model."}};
+    if (clip_width_ == 1024) return {{"cond_stage_model.", "cond_stage_model.model."}};
+    if (clip_width_ == 1280) return {{"cond_stage_model.", "conditioner.embedders.0.model."}};
+    return {};
+  }
+
   // The original name of a GGUF tensor ("" to drop it).
   std::string original(const std::string& name) const {
     if (bare_unet_ && !starts_with(name, "model.") && !starts_with(name, "first_stage_model.") &&
@@ -163,9 +171,8 @@ io::WeightSource gguf_checkpoint(const std::filesystem::path& file) {
       throw Error(file.string() + ": two tensors map to the checkpoint name " + original + " (one is " + name + ")");
     checkpoint.add_derived(original, {gguf->shape(name), gguf->dtype(name), [gguf, name] { return gguf->tensor(name); }});
   }
-  const bool xl = checkpoint.contains("conditioner.embedders.1.model.token_embedding.weight");
-  add_stacked_in_proj(checkpoint, gguf, xl ? "cond_stage_model.1." : "cond_stage_model.",
-                      xl ? "conditioner.embedders.1.model." : "cond_stage_model.model.");
+  for (const auto& [gguf_prefix, original_prefix] : normalizer.open_clip_prefixes())
+    add_stacked_in_proj(checkpoint, gguf, gguf_prefix, original_prefix);
   refuse_unet_only(checkpoint, file);
 
   // 2024 files store SD 2.x / XL's linear proj_in / proj_out as [C, C, 1, 1]: back to [C, C] where the UNet
