@@ -684,3 +684,41 @@ TEST(GgufModel, ModelSourceAcceptsGgufFiles) {
 }
 
 }  // namespace
+
+namespace {
+
+// The fuzz corpus's GGUF seeds are valid files (so mutations start from inputs that reach the dequantizers
+// and the name mapping), with the contents they were written with.
+TEST(GgufFuzzCorpus, SeedFilesReadAndMap) {
+  const fs::path dir = fs::path(TIDE_TEST_DATA) / ".." / "fuzz" / "corpus" / "gguf";
+  ASSERT_TRUE(fs::is_directory(dir)) << dir;
+  {
+    const GgufFile f(dir / "sd1_q8_0_metadata.gguf");
+    EXPECT_EQ(f.alignment(), 64u);
+    EXPECT_EQ(f.metadata().at("nested"), "[[1, 2], [\"x\"]]");
+    const at::Tensor q = f.tensor("model.diffusion_model.input_blocks.0.0.weight");  // d = f16(0.01), q = 0..31
+    EXPECT_FLOAT_EQ(q[1][31].item<float>(), 31 * static_cast<float>(c10::Half(0.01f)));
+    const auto ck = tide::pipeline::gguf_checkpoint(dir / "sd1_q8_0_metadata.gguf");
+    EXPECT_EQ(tide::pipeline::detect_family(ck), tide::pipeline::Family::SD1);
+  }
+  {
+    const GgufFile f(dir / "sdxl_v2_fused_in_proj.gguf");
+    EXPECT_EQ(f.version(), 2u);
+    const auto ck = tide::pipeline::gguf_checkpoint(dir / "sdxl_v2_fused_in_proj.gguf");
+    EXPECT_EQ(tide::pipeline::detect_family(ck), tide::pipeline::Family::SDXL);
+    EXPECT_EQ(ck.shape("conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight"),
+              (std::vector<int64_t>{3, 32}));
+    EXPECT_EQ(ck.shape("model.diffusion_model.input_blocks.1.1.proj_in.weight"), (std::vector<int64_t>{2, 2}));
+  }
+  {
+    const auto ck = tide::pipeline::gguf_checkpoint(dir / "sd2_split_qkv_kquant.gguf");
+    EXPECT_EQ(tide::pipeline::detect_family(ck), tide::pipeline::Family::SD2);
+    EXPECT_EQ(ck.tensor("cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight").sizes(),
+              (at::IntArrayRef{3, 32}));
+    EXPECT_TRUE(at::equal(ck.tensor("cond_stage_model.model.ln_final.weight"), at::ones({1024}, at::kBFloat16)));
+    EXPECT_NE(error_of([&] { ck.tensor("model.diffusion_model.input_blocks.0.0.weight"); }).find("Q4_K"),
+              std::string::npos);
+  }
+}
+
+}  // namespace
