@@ -29,9 +29,9 @@ struct TypeTraits {
 constexpr TypeTraits kTypes[] = {
     {0, "F32", 1, 4, true},          {1, "F16", 1, 2, true},          {2, "Q4_0", 32, 18, true},
     {3, "Q4_1", 32, 20, true},       {6, "Q5_0", 32, 22, true},       {7, "Q5_1", 32, 24, true},
-    {8, "Q8_0", 32, 34, true},       {9, "Q8_1", 32, 36, false},      {10, "Q2_K", 256, 84, false},
-    {11, "Q3_K", 256, 110, false},   {12, "Q4_K", 256, 144, false},   {13, "Q5_K", 256, 176, false},
-    {14, "Q6_K", 256, 210, false},   {15, "Q8_K", 256, 292, false},   {16, "IQ2_XXS", 256, 66, false},
+    {8, "Q8_0", 32, 34, true},       {9, "Q8_1", 32, 36, false},      {10, "Q2_K", 256, 84, true},
+    {11, "Q3_K", 256, 110, true},   {12, "Q4_K", 256, 144, true},   {13, "Q5_K", 256, 176, true},
+    {14, "Q6_K", 256, 210, true},   {15, "Q8_K", 256, 292, false},   {16, "IQ2_XXS", 256, 66, false},
     {17, "IQ2_XS", 256, 74, false},  {18, "IQ3_XXS", 256, 98, false}, {19, "IQ1_S", 256, 50, false},
     {20, "IQ4_NL", 32, 18, false},   {21, "IQ3_S", 256, 110, false},  {22, "IQ2_S", 256, 82, false},
     {23, "IQ4_XS", 256, 136, false}, {24, "I8", 1, 1, true},          {25, "I16", 1, 2, true},
@@ -180,6 +180,13 @@ std::string read_value(Reader& r, uint32_t type, const std::string& key, int dep
   }
 }
 
+// ggml-quants.c get_scale_min_k4: the 6-bit scale and min of sub-block j (0..7) from 12 packed bytes.
+std::pair<uint8_t, uint8_t> k_scale_min(int j, const uint8_t* q) {
+  if (j < 4) return {static_cast<uint8_t>(q[j] & 63), static_cast<uint8_t>(q[j + 4] & 63)};
+  return {static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4)),
+          static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4))};
+}
+
 std::string shape_string(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
@@ -223,8 +230,8 @@ at::ScalarType ggml_read_dtype(uint32_t type) {
   }
 }
 
-// ggml-quants.c dequantize_row_{q4_0,q4_1,q5_0,q5_1,q8_0}: the same integer arithmetic and the same float
-// products (`x*d`, `x*d + m` in float), so the values are bit-identical to ggml's.
+// ggml-quants.c dequantize_row_{q4_0,q4_1,q5_0,q5_1,q8_0,q2_K..q6_K}: the same integer arithmetic and the same
+// float products in the same order (`x*d`, `x*d + m`, `dl*q - ml`), so the values are bit-identical to ggml's.
 void dequantize_ggml_blocks(uint32_t type, const uint8_t* blocks, int64_t count, float* out) {
   const GgmlBlock block = ggml_block(type);
   if (block.elements <= 1 || count % block.elements != 0)
@@ -278,6 +285,84 @@ void dequantize_ggml_blocks(uint32_t type, const uint8_t* blocks, int64_t count,
           y[j] = ((b[8 + j] & 0x0F) | h0) * d + m;
           y[j + 16] = ((b[8 + j] >> 4) | h1) * d + m;
         }
+      });
+    // K-quants: super-blocks of 256 with 6-bit (Q4_K, Q5_K, Q3_K), 4-bit (Q2_K) or 8-bit (Q6_K) sub-block scales.
+    case GgmlType::Q2_K:  // scales[16] (4-bit scale | 4-bit min); qs[64]; half d, dmin
+      return run([](const uint8_t* b, float* y) {
+        const uint8_t* scales = b;
+        const uint8_t* q = b + 16;
+        const float d = half_to_float(b + 80), min = half_to_float(b + 82);
+        int is = 0;
+        for (int n = 0; n < 256; n += 128, q += 32)
+          for (int shift = 0; shift < 8; shift += 2)
+            for (int half = 0; half < 2; ++half) {
+              const uint8_t sc = scales[is++];
+              const float dl = d * (sc & 0xF), ml = min * (sc >> 4);
+              for (int l = 0; l < 16; ++l) *y++ = dl * static_cast<int8_t>((q[l + 16 * half] >> shift) & 3) - ml;
+            }
+      });
+    case GgmlType::Q3_K:  // hmask[32]; qs[64]; scales[12] (16 x 6 bits); half d
+      return run([](const uint8_t* b, float* y) {
+        const uint8_t* hm = b;
+        const uint8_t* q = b + 32;
+        const uint8_t* packed = b + 96;
+        const float d_all = half_to_float(b + 108);
+        uint32_t aux[4];
+        std::memcpy(aux, packed, 12);
+        const uint32_t tmp = aux[2], kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
+        aux[2] = ((aux[0] >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4);
+        aux[3] = ((aux[1] >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4);
+        aux[0] = (aux[0] & kmask2) | (((tmp >> 0) & kmask1) << 4);
+        aux[1] = (aux[1] & kmask2) | (((tmp >> 2) & kmask1) << 4);
+        int8_t scales[16];
+        std::memcpy(scales, aux, 16);
+        int is = 0;
+        uint8_t m = 1;
+        for (int n = 0; n < 256; n += 128, q += 32)
+          for (int shift = 0; shift < 8; shift += 2, m <<= 1)
+            for (int half = 0; half < 2; ++half) {
+              const float dl = d_all * (scales[is++] - 32);
+              for (int l = 0; l < 16; ++l) {
+                const int i = l + 16 * half;
+                *y++ = dl * (static_cast<int8_t>((q[i] >> shift) & 3) - ((hm[i] & m) ? 0 : 4));
+              }
+            }
+      });
+    case GgmlType::Q4_K:  // half d, dmin; scales[12] (8 x 6-bit scale and min); qs[128]
+    case GgmlType::Q5_K:  // half d, dmin; scales[12]; qh[32] (fifth bits); qs[128]
+      return run([type](const uint8_t* b, float* y) {
+        const bool five = static_cast<GgmlType>(type) == GgmlType::Q5_K;
+        const float d = half_to_float(b), min = half_to_float(b + 2);
+        const uint8_t* scales = b + 4;
+        const uint8_t* qh = b + 16;
+        const uint8_t* q = b + (five ? 48 : 16);
+        uint8_t u1 = 1, u2 = 2;
+        for (int is = 0; is < 8; is += 2, q += 32, u1 <<= 2, u2 <<= 2) {
+          const auto [sc1, m1] = k_scale_min(is, scales);
+          const auto [sc2, m2] = k_scale_min(is + 1, scales);
+          const float d1 = d * sc1, dm1 = min * m1, d2 = d * sc2, dm2 = min * m2;
+          for (int l = 0; l < 32; ++l) *y++ = d1 * ((q[l] & 0xF) + (five && (qh[l] & u1) ? 16 : 0)) - dm1;
+          for (int l = 0; l < 32; ++l) *y++ = d2 * ((q[l] >> 4) + (five && (qh[l] & u2) ? 16 : 0)) - dm2;
+        }
+      });
+    case GgmlType::Q6_K:  // ql[128] (low 4 bits); qh[64] (high 2 bits); int8 scales[16]; half d
+      return run([](const uint8_t* b, float* y) {
+        const uint8_t* ql = b;
+        const uint8_t* qh = b + 128;
+        const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+        const float d = half_to_float(b + 208);
+        for (int n = 0; n < 256; n += 128, y += 128, ql += 64, qh += 32, sc += 8)
+          for (int l = 0; l < 32; ++l) {
+            const int is = l / 16;
+            const int8_t q1 = static_cast<int8_t>((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+            const int8_t q2 = static_cast<int8_t>((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            const int8_t q3 = static_cast<int8_t>((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            const int8_t q4 = static_cast<int8_t>((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            y[l] = d * sc[is] * q1;
+            y[l + 32] = d * sc[is + 2] * q2;
+            y[l + 64] = d * sc[is + 4] * q3;
+            y[l + 96] = d * sc[is + 6] * q4;
+          }
       });
     default:
       throw Error("GGUF type " + ggml_type_name(type) + " cannot be dequantized by tide yet; supported: " +

@@ -38,8 +38,8 @@ GgmlBlock ggml_block(uint32_t type);
 // The dtype a tensor of this type reads as: F16, BF16, F32, F64 and integers keep theirs, blocks give float32.
 at::ScalarType ggml_read_dtype(uint32_t type);
 
-// Dequantizes `blocks` (bytes of `count` elements, a multiple of the block size) of a block type into
-// float32 `out`, exactly as ggml's dequantize_row_* does.
+// Dequantizes `blocks` (bytes of `count` elements, a multiple of the block size) of a block type (Q4_0, Q4_1,
+// Q5_0, Q5_1, Q8_0, Q2_K..Q6_K) into float32 `out`, exactly as ggml's dequantize_row_* does.
 void dequantize_ggml_blocks(uint32_t type, const uint8_t* blocks, int64_t count, float* out);
 
 struct GgufTensorInfo {
@@ -69,8 +69,8 @@ class GgufFile {
   // Metadata values as text: strings as they are, numbers and booleans printed, arrays as JSON (long ones cut
   // short with their length).
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
-  // A CPU tensor in ggml_read_dtype(type), copied or dequantized out of the mapping. Unsupported types (K-quants,
-  // IQ types) throw tide::Error naming the tensor and the type.
+  // A CPU tensor in ggml_read_dtype(type), copied or dequantized out of the mapping. Unsupported types (IQ and
+  // ternary types, Q8_1, Q8_K) throw tide::Error naming the tensor and the type.
   at::Tensor tensor(const std::string& name) const;
 
  private:
