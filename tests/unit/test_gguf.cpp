@@ -258,6 +258,14 @@ TEST(GgufShapes, OneToFourDimensionsInGgmlOrder) {
   const GgufFile order(tmp / "order.gguf");
   EXPECT_TRUE(at::equal(order.tensor("t"), at::arange(6, at::kFloat).view({2, 3})));
   EXPECT_EQ(order.alignment(), 32u);
+
+  // Tensors with a zero dimension hold no bytes and read as empty tensors (found by the fuzz target).
+  Bytes empty;
+  empty.header(2, 0).tensor("e", {4, 0}, 0, 0).tensor("q", {0}, 8, 0).pad();
+  write_bytes(tmp / "empty.gguf", empty.s);
+  const GgufFile e(tmp / "empty.gguf");
+  EXPECT_EQ(e.tensor("e").sizes(), (at::IntArrayRef{0, 4}));
+  EXPECT_EQ(e.tensor("q").numel(), 0);
 }
 
 TEST(GgufShapes, RowsNotAMultipleOfTheBlockAreRefused) {

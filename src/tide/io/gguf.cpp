@@ -520,7 +520,9 @@ at::Tensor GgufFile::tensor(const std::string& name) const {
   const uint8_t* data = map_ + t.offset;
   const at::ScalarType dtype = ggml_read_dtype(t.type);
   at::Tensor out = at::empty(t.shape, at::TensorOptions().dtype(dtype));
-  if (ggml_block(t.type).elements == 1) {
+  if (t.nbytes == 0) {
+    return out;  // no elements (a zero dimension)
+  } else if (ggml_block(t.type).elements == 1) {
     std::memcpy(out.data_ptr(), data, t.nbytes);  // plain types: the bytes are the tensor, row-major
   } else {
     dequantize_ggml_blocks(t.type, data, out.numel(), out.data_ptr<float>());
