@@ -790,6 +790,10 @@ TEST(GgufModel, ModelSourceAcceptsGgufFiles) {
   options.tokenizers = false;
   const std::string message = error_of([&] { tide::pipeline::model_parts((tmp / "x.gguf").string(), options); });
   EXPECT_NE(message.find("is not a Stable Diffusion"), std::string::npos) << message;  // read, not refused by name
+  // A .gguf that is not one is reported as such, not as a damaged safetensors file.
+  write_bytes(tmp / "z.gguf", std::string(64, 'x'));
+  const std::string damaged = error_of([&] { tide::pipeline::model_parts((tmp / "z.gguf").string(), options); });
+  EXPECT_NE(damaged.find("z.gguf is not a GGUF file (no GGUF magic)"), std::string::npos) << damaged;
   write_bytes(tmp / "y.onnx", "x");
   EXPECT_NE(error_of([&] { tide::pipeline::model_parts((tmp / "y.onnx").string(), options); }).find(".gguf"),
             std::string::npos);

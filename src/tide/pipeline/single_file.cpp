@@ -305,7 +305,8 @@ Family family_of_configs(const std::map<std::string, json>& configs) {
 }
 
 SingleFileModel read_single_file(const fs::path& file) {
-  const auto checkpoint = io::is_gguf_file(file) ? gguf_checkpoint(file) : io::WeightSource::from_file(file);
+  const bool gguf = io::is_gguf_file(file) || file.extension() == ".gguf";  // a damaged .gguf says why in GGUF terms
+  const auto checkpoint = gguf ? gguf_checkpoint(file) : io::WeightSource::from_file(file);
   SingleFileModel model;
   model.family = detect_family(checkpoint);
   model.configs = single_file_configs(checkpoint, model.family);
