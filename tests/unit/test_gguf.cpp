@@ -783,6 +783,133 @@ TEST(GgufModel, TinySd1AsF16AndQ8_0ThroughTheSingleFileLoader) {
   EXPECT_LE(q8_mean, 0.5);
 }
 
+// stable-diffusion.cpp's names for an original checkpoint tensor, as its convert wrote them before it kept the
+// original names (its model.cpp convert_open_clip_to_hf_clip and preprocess_tensor, 2024-2025): text encoders
+// under cond_stage_model[.1].transformer.text_model.*, OpenCLIP in Hugging Face names with in_proj split into
+// q/k/v (`split`, 2024) or fused, the UNet's linear projections as 1x1 convolutions (2024).
+std::vector<std::pair<std::string, at::Tensor>> sdcpp_names(const std::string& name, const at::Tensor& t, bool split) {
+  auto starts = [&](const std::string& p) { return name.compare(0, p.size(), p) == 0; };
+  auto ends = [&](const std::string& p) {
+    return name.size() >= p.size() && name.compare(name.size() - p.size(), p.size(), p) == 0;
+  };
+  if (starts("model.diffusion_model.")) {
+    if (split && (ends("proj_in.weight") || ends("proj_out.weight")) && t.dim() == 2) return {{name, t.view({t.size(0), t.size(1), 1, 1})}};
+    return {{name, t}};
+  }
+  std::string prefix, rest;
+  for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
+           {"conditioner.embedders.0.", "cond_stage_model."}, {"conditioner.embedders.1.", "cond_stage_model.1."},
+           {"cond_stage_model.", "cond_stage_model."}})
+    if (starts(from)) {
+      prefix = to;
+      rest = name.substr(from.size());
+      break;
+    }
+  if (prefix.empty()) return {{name, t}};
+  static const std::map<std::string, std::string> whole = {
+      {"model.ln_final.bias", "transformer.text_model.final_layer_norm.bias"},
+      {"model.ln_final.weight", "transformer.text_model.final_layer_norm.weight"},
+      {"model.positional_embedding", "transformer.text_model.embeddings.position_embedding.weight"},
+      {"model.token_embedding.weight", "transformer.text_model.embeddings.token_embedding.weight"},
+      {"model.text_projection", "transformer.text_model.text_projection"}};
+  static const std::map<std::string, std::string> resblock = {
+      {"attn.out_proj.bias", "self_attn.out_proj.bias"}, {"attn.out_proj.weight", "self_attn.out_proj.weight"},
+      {"ln_1.bias", "layer_norm1.bias"},                 {"ln_1.weight", "layer_norm1.weight"},
+      {"ln_2.bias", "layer_norm2.bias"},                 {"ln_2.weight", "layer_norm2.weight"},
+      {"mlp.c_fc.bias", "mlp.fc1.bias"},                 {"mlp.c_fc.weight", "mlp.fc1.weight"},
+      {"mlp.c_proj.bias", "mlp.fc2.bias"},               {"mlp.c_proj.weight", "mlp.fc2.weight"}};
+  if (auto it = whole.find(rest); it != whole.end()) return {{prefix + it->second, t}};
+  const std::string blocks = "model.transformer.resblocks.";
+  if (rest.compare(0, blocks.size(), blocks) == 0) {
+    const std::string index = rest.substr(blocks.size(), rest.find('.', blocks.size()) - blocks.size());
+    const std::string suffix = rest.substr(blocks.size() + index.size() + 1);
+    const std::string layer = prefix + "transformer.text_model.encoder.layers." + index + ".";
+    if (suffix == "attn.in_proj_weight" || suffix == "attn.in_proj_bias") {
+      const std::string leaf = suffix == "attn.in_proj_weight" ? "weight" : "bias";
+      if (!split) return {{layer + "self_attn.in_proj." + leaf, t}};
+      const auto qkv = t.chunk(3, 0);
+      return {{layer + "self_attn.q_proj." + leaf, qkv[0].contiguous()},
+              {layer + "self_attn.k_proj." + leaf, qkv[1].contiguous()},
+              {layer + "self_attn.v_proj." + leaf, qkv[2].contiguous()}};
+    }
+    if (auto it = resblock.find(suffix); it != resblock.end()) return {{layer + it->second, t}};
+  }
+  return {{prefix + rest, t}};
+}
+
+std::map<std::string, nlohmann::json> fixture_configs(const fs::path& dir, const std::vector<std::string>& names) {
+  std::map<std::string, nlohmann::json> configs;
+  for (const auto& c : names) configs[c] = tide::io::read_json(dir / c / "config.json");
+  configs["scheduler"] = tide::io::read_json(dir / "scheduler" / "scheduler_config.json");
+  configs["model_index"] = tide::io::read_json(dir / "model_index.json");
+  return configs;
+}
+
+// The tiny SD 2.x and XL fixture models written as stable-diffusion.cpp GGUF files (F16 matrices, F32 vectors)
+// under each generation of its names read back, through the single-file table, as the diffusers components.
+TEST(GgufModel, TinySd2AndSdxlInStableDiffusionCppNames) {
+  TIDE_REQUIRE_FIXTURES();
+  tide::testing::TempDir tmp;
+  struct Case {
+    std::string fixture;
+    tide::pipeline::Family family;
+    std::string style;  // "original" (current), "fused" (2025), "split" (2024)
+  };
+  int checked = 0;
+  for (const Case& c : std::vector<Case>{{"sd2-tiny", tide::pipeline::Family::SD2, "original"},
+                                         {"sd2-tiny", tide::pipeline::Family::SD2, "fused"},
+                                         {"sd2-tiny", tide::pipeline::Family::SD2, "split"},
+                                         {"sdxl-tiny", tide::pipeline::Family::SDXL, "original"},
+                                         {"sdxl-tiny", tide::pipeline::Family::SDXL, "fused"},
+                                         {"sdxl-tiny", tide::pipeline::Family::SDXL, "split"}}) {
+    SCOPED_TRACE(c.fixture + " " + c.style);
+    const fs::path dir = tide::testing::pipeline_dir(c.fixture);
+    ASSERT_TRUE(fs::is_directory(dir)) << dir;
+    const auto names = tide::pipeline::family_components(c.family);
+    std::map<std::string, tide::io::WeightSource> components;
+    for (const auto& n : names) components[n] = tide::io::WeightSource::from_component_dir(dir / n);
+    const auto configs = fixture_configs(dir, names);
+    const auto original = tide::pipeline::single_file_source(c.family, components, configs);
+    std::vector<GgufTensorToWrite> tensors;
+    for (const auto& name : original.names()) {
+      const at::Tensor t = original.tensor(name);
+      auto renamed = c.style == "original" ? std::vector<std::pair<std::string, at::Tensor>>{{name, t}}
+                                           : sdcpp_names(name, t, c.style == "split");
+      for (auto& [n, v] : renamed) tensors.push_back({n, v, v.dim() >= 2 ? GgmlType::F16 : GgmlType::F32});
+    }
+    std::map<std::string, std::string> metadata;
+    for (const auto& [component, config] : configs) metadata["config." + component] = config.dump();
+    const fs::path file = tmp / (c.fixture + "-" + c.style + ".gguf");
+    tide::io::write_gguf(file, tensors, metadata);
+    if (c.style == "split") {  // the file really is in the old layout
+      int k_proj = 0, conv_proj_in = 0;
+      const GgufFile g(file);
+      for (const auto& info : g.tensors()) {
+        k_proj += info.name.find(".self_attn.k_proj.weight") != std::string::npos;
+        conv_proj_in += info.name.find(".proj_in.weight") != std::string::npos && info.shape.size() == 4;
+      }
+      EXPECT_GT(k_proj, 0);
+      EXPECT_GT(conv_proj_in, 0);
+    }
+
+    const auto model = tide::pipeline::read_single_file(file);
+    EXPECT_EQ(model.family, c.family);
+    for (const auto& n : names) {
+      const auto& before = components.at(n);
+      const auto& after = model.components.at(n);
+      EXPECT_EQ(after.names(), before.names()) << n;
+      for (const auto& t : before.names()) {
+        const at::Tensor a = after.tensor(t), b = before.tensor(t);
+        ASSERT_EQ(a.sizes(), b.sizes()) << n << " " << t;
+        const at::Tensor expected = b.dim() >= 2 && b.is_floating_point() ? b.to(at::kHalf) : b;
+        EXPECT_TRUE(at::equal(a.to(expected.scalar_type()), expected)) << n << " " << t;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 1000);
+}
+
 TEST(GgufModel, ModelSourceAcceptsGgufFiles) {
   tide::testing::TempDir tmp;
   tide::io::write_gguf(tmp / "x.gguf", {{"token_embd.weight", at::randn({4, 32})}});

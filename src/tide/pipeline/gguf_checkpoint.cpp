@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "tide/io/gguf.h"
 #include "tide/pipeline/single_file.h"
 #include "tide/runtime/error.h"
@@ -69,13 +71,23 @@ class Normalizer {
     const std::string token = "cond_stage_model." + kHfText + "embeddings.token_embedding.weight";
     if (file.contains(norm) && file.shape(norm).size() == 1) clip_width_ = file.shape(norm)[0];
     else if (file.contains(token) && file.shape(token).size() == 2) clip_width_ = file.shape(token)[1];
+    // Other signs of a renamed OpenCLIP encoder: a fused in_proj (CLIP ViT-L has none), or a config stored
+    // with the file that says so (OpenCLIP uses gelu, CLIP ViT-L quick_gelu).
+    const std::string layers = "cond_stage_model." + kHfText + "encoder.layers.";
+    for (const auto& name : file.names())
+      open_clip_ |= starts_with(name, layers) && name.find(".self_attn.in_proj.") != std::string::npos;
+    if (file.metadata().count("config.text_encoder")) {
+      const auto config = nlohmann::json::parse(file.metadata().at("config.text_encoder"), nullptr, false);
+      open_clip_ |= config.is_object() && config.value("hidden_act", std::string()) == "gelu";
+    }
+    if (clip_width_ == 1024) open_clip_ = true;
   }
 
   // Where OpenCLIP encoders were renamed to Hugging Face names: {GGUF prefix, original OpenCLIP prefix}.
   std::vector<std::pair<std::string, std::string>> open_clip_prefixes() const {
     if (xl_) return {{"cond_stage_model.1.", "conditioner.embedders.1.model."}};
-    if (clip_width_ == 1024) return {{"cond_stage_model.", "cond_stage_model.model."}};
     if (clip_width_ == 1280) return {{"cond_stage_model.", "conditioner.embedders.0.model."}};
+    if (open_clip_) return {{"cond_stage_model.", "cond_stage_model.model."}};
     return {};
   }
 
@@ -91,8 +103,8 @@ class Normalizer {
     if (starts_with(name, clip)) {
       const std::string rest = name.substr(clip.size());
       if (xl_) return "conditioner.embedders.0." + kHfText + rest;
-      if (clip_width_ == 1024) return open_clip("cond_stage_model.model.", rest);  // SD 2.x: OpenCLIP ViT-H
       if (clip_width_ == 1280) return open_clip("conditioner.embedders.0.model.", rest);  // SDXL refiner
+      if (open_clip_) return open_clip("cond_stage_model.model.", rest);  // SD 2.x: OpenCLIP ViT-H
     }
     return name;
   }
@@ -104,7 +116,7 @@ class Normalizer {
     const std::string name = open_clip_name(hf);
     return name.empty() ? "" : prefix + name;
   }
-  bool xl_ = false, bare_unet_ = false;
+  bool xl_ = false, bare_unet_ = false, open_clip_ = false;
   int64_t clip_width_ = 0;
 };
 
