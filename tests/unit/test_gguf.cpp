@@ -906,6 +906,27 @@ TEST(GgufModel, TinySd2AndSdxlInStableDiffusionCppNames) {
         ++checked;
       }
     }
+    if (c.fixture == "sdxl-tiny" && c.style == "split") {
+      // And it generates what the diffusers folder generates, up to the weights' f16 rounding.
+      tide::pipeline::LoadOptions options;
+      options.tokenizer = dir;
+      tide::pipeline::GenerationRequest r;
+      r.prompt = "a red cube";
+      r.width = r.height = 64;
+      r.steps = 2;
+      r.seed = 7;
+      const at::Tensor from_folder =
+          tide::pipeline::StableDiffusionPipeline::from_folder(dir)->generate(r).images.to(at::kFloat);
+      const at::Tensor from_gguf = tide::pipeline::StableDiffusionPipeline::from_parts(
+                                       tide::pipeline::model_parts(file.string(), options))
+                                       ->generate(r)
+                                       .images.to(at::kFloat);
+      const double diff = (from_gguf - from_folder).abs().max().item<double>();
+      std::printf("[   INFO   ] sdxl-tiny 2-step image, GGUF (2024 names, F16) vs diffusers folder: max diff %.0f of 255\n",
+                  diff);
+      EXPECT_LE(diff, 2.0);
+      EXPECT_GT(from_folder.std().item<double>(), 1.0);  // an image with content, not a flat one
+    }
   }
   EXPECT_GT(checked, 1000);
 }
