@@ -2,9 +2,8 @@
 // shapes and metadata types, hostile files (truncated, flipped, huge counts) giving tide::Error, the
 // stable-diffusion.cpp name variants, and a tiny SD 1.x model written as GGUF (F16, Q8_0) read through the
 // single-file loader and generating the image its safetensors file generates.
-#include <gtest/gtest.h>
-
 #include <c10/util/Half.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
@@ -93,12 +92,18 @@ struct BlockLayout {
 };
 BlockLayout layout(GgmlType t) {
   switch (t) {
-    case GgmlType::Q4_0: return {18, false, 8};
-    case GgmlType::Q4_1: return {20, true, 0};
-    case GgmlType::Q5_0: return {22, false, 16};
-    case GgmlType::Q5_1: return {24, true, 0};
-    case GgmlType::Q8_0: return {34, false, 0};
-    default: throw std::runtime_error("no layout");
+    case GgmlType::Q4_0:
+      return {18, false, 8};
+    case GgmlType::Q4_1:
+      return {20, true, 0};
+    case GgmlType::Q5_0:
+      return {22, false, 16};
+    case GgmlType::Q5_1:
+      return {24, true, 0};
+    case GgmlType::Q8_0:
+      return {34, false, 0};
+    default:
+      throw std::runtime_error("no layout");
   }
 }
 
@@ -203,13 +208,13 @@ TEST(GgufTypes, PlainTypesKeepTheirDtypeAndValues) {
   const at::Tensor i16 = at::randint(-3000, 3000, {4}, at::kShort);
   const at::Tensor f64 = at::randn({2, 2}, at::kDouble);
   tide::io::write_gguf(tmp / "plain.gguf", {{"f32", f, GgmlType::F32},
-                                           {"f16", f, GgmlType::F16},
-                                           {"bf16", f, GgmlType::BF16},
-                                           {"i32", i32, GgmlType::I32},
-                                           {"i8", i8, GgmlType::I8},
-                                           {"i16", i16, GgmlType::I16},
-                                           {"i64", i64, GgmlType::I64},
-                                           {"f64", f64, GgmlType::F64}});
+                                            {"f16", f, GgmlType::F16},
+                                            {"bf16", f, GgmlType::BF16},
+                                            {"i32", i32, GgmlType::I32},
+                                            {"i8", i8, GgmlType::I8},
+                                            {"i16", i16, GgmlType::I16},
+                                            {"i64", i64, GgmlType::I64},
+                                            {"f64", f64, GgmlType::F64}});
   const GgufFile gguf(tmp / "plain.gguf");
   EXPECT_EQ(gguf.version(), 3u);
   EXPECT_TRUE(at::equal(gguf.tensor("f32"), f));
@@ -246,8 +251,10 @@ TEST(GgufShapes, OneToFourDimensionsInGgmlOrder) {
     SCOPED_TRACE(t.name);
     EXPECT_EQ(gguf.info(t.name).shape, t.tensor.sizes().vec());
     const at::Tensor read = gguf.tensor(t.name);
-    if (t.type == GgmlType::F32) EXPECT_TRUE(at::equal(read, t.tensor));
-    else EXPECT_LT((read - t.tensor).abs().max().item<float>(), t.tensor.abs().max().item<float>() / 100);
+    if (t.type == GgmlType::F32)
+      EXPECT_TRUE(at::equal(read, t.tensor));
+    else
+      EXPECT_LT((read - t.tensor).abs().max().item<float>(), t.tensor.abs().max().item<float>() / 100);
   }
 
   // ne[0] is the fastest dimension: a hand-written [ne0 = 3, ne1 = 2] F32 tensor is torch [2, 3], row-major.
@@ -271,13 +278,16 @@ TEST(GgufShapes, OneToFourDimensionsInGgmlOrder) {
 TEST(GgufShapes, RowsNotAMultipleOfTheBlockAreRefused) {
   tide::testing::TempDir tmp;
   for (GgmlType type : kBlockTypes) {
-    const std::string message =
-        error_of([&] { tide::io::write_gguf(tmp / "odd.gguf", {{"w", at::randn({4, 48}), type}}); });
+    const std::string message = error_of([&] {
+      tide::io::write_gguf(tmp / "odd.gguf", {{"w", at::randn({4, 48}), type}});
+    });
     EXPECT_NE(message.find("multiple of 32"), std::string::npos) << message;
   }
   // 64 elements as [2, 32] rows are fine, as [32, 2] they are not (ggml quantizes along ne[0]).
   EXPECT_NO_THROW(tide::io::write_gguf(tmp / "ok.gguf", {{"w", at::randn({2, 32}), GgmlType::Q4_0}}));
-  EXPECT_NE(error_of([&] { tide::io::write_gguf(tmp / "no.gguf", {{"w", at::randn({32, 2}), GgmlType::Q4_0}}); }),
+  EXPECT_NE(error_of([&] {
+              tide::io::write_gguf(tmp / "no.gguf", {{"w", at::randn({32, 2}), GgmlType::Q4_0}});
+            }),
             "(no error)");
 
   // A file that claims such a tensor is refused when opened.
@@ -542,8 +552,8 @@ TEST(GgufHostile, EachDamageHasAClearError) {
   expect(Bytes().header(0, 0, 0x03000000).s, "big-endian");
   expect(Bytes().header(1ull << 62, 0).s, "tensors, more than the file holds");
   expect(Bytes().header(0, 1ull << 62).s, "metadata entries, more than the file holds");
-  expect(Bytes().header(0, 1).u64(1ull << 63).s + data, "truncated GGUF file");                       // key length
-  expect(Bytes().header(0, 1).str("k").u32(8).u64(~0ull).s + data, "truncated GGUF file");           // string length
+  expect(Bytes().header(0, 1).u64(1ull << 63).s + data, "truncated GGUF file");             // key length
+  expect(Bytes().header(0, 1).str("k").u32(8).u64(~0ull).s + data, "truncated GGUF file");  // string length
   expect(Bytes().header(0, 1).str("k").u32(9).u32(6).u64(1ull << 60).s + data, "more than the file holds");
   expect(Bytes().header(0, 1).str("k").u32(9).u32(9).u64(1ull << 60).s + data, "more than the file holds");
   expect(Bytes().header(0, 1).str("k").u32(99).u32(0).s + data, "unknown value type 99");
@@ -649,9 +659,9 @@ TEST(GgufNames, SdxlEncodersFromCondStageModelNames) {
   EXPECT_TRUE(ck.contains("conditioner.embedders.0.transformer.text_model.final_layer_norm.weight"));
   EXPECT_TRUE(ck.contains("conditioner.embedders.0.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"));
   const std::string oc = "conditioner.embedders.1.model.";
-  for (const char* name : {"token_embedding.weight", "transformer.resblocks.3.attn.in_proj_weight",
-                           "transformer.resblocks.3.attn.out_proj.bias", "transformer.resblocks.3.mlp.c_fc.weight",
-                           "text_projection"})
+  for (const char* name :
+       {"token_embedding.weight", "transformer.resblocks.3.attn.in_proj_weight",
+        "transformer.resblocks.3.attn.out_proj.bias", "transformer.resblocks.3.mlp.c_fc.weight", "text_projection"})
     EXPECT_TRUE(ck.contains(oc + name)) << name;
   const auto raw = tide::io::gguf_weight_source(tmp / "xl.gguf");
   EXPECT_TRUE(at::equal(ck.tensor(oc + "transformer.resblocks.3.attn.in_proj_weight"),
@@ -670,7 +680,7 @@ TEST(GgufNames, UnetOnlyFilesAndOtherPrefixes) {
   tide::testing::TempDir tmp;
   // ComfyUI-GGUF style: the UNet alone, without prefix.
   tide::io::write_gguf(tmp / "unet.gguf", {{"input_blocks.0.0.weight", at::randn({8, 4, 3, 3}), GgmlType::F16},
-                                          {"out.2.weight", at::randn({4, 8, 3, 3}), GgmlType::F16}});
+                                           {"out.2.weight", at::randn({4, 8, 3, 3}), GgmlType::F16}});
   std::string message = error_of([&] { tide::pipeline::gguf_checkpoint(tmp / "unet.gguf"); });
   EXPECT_NE(message.find("holds only a UNet (2 tensors, no VAE or text encoder)"), std::string::npos) << message;
   // `diffusion_model.` prefix (stable-diffusion.cpp's --diffusion-model files).
@@ -678,7 +688,8 @@ TEST(GgufNames, UnetOnlyFilesAndOtherPrefixes) {
   message = error_of([&] { tide::pipeline::gguf_checkpoint(tmp / "dm.gguf"); });
   EXPECT_NE(message.find("holds only a UNet (1 tensors"), std::string::npos) << message;
   // Not Stable Diffusion at all (a language model): detect_family's message, naming the file.
-  tide::io::write_gguf(tmp / "llm.gguf", {{"token_embd.weight", at::randn({4, 32})}, {"blk.0.attn_q.weight", at::randn({4, 32})}});
+  tide::io::write_gguf(tmp / "llm.gguf",
+                       {{"token_embd.weight", at::randn({4, 32})}, {"blk.0.attn_q.weight", at::randn({4, 32})}});
   message = error_of([&] { tide::pipeline::gguf_checkpoint(tmp / "llm.gguf"); });
   EXPECT_NE(message.find("llm.gguf is not a Stable Diffusion"), std::string::npos) << message;
   EXPECT_NE(message.find("token_embd (1)"), std::string::npos) << message;
@@ -688,8 +699,7 @@ TEST(GgufNames, UnetOnlyFilesAndOtherPrefixes) {
 
 std::map<std::string, nlohmann::json> folder_configs(const fs::path& dir) {
   std::map<std::string, nlohmann::json> configs;
-  for (const char* c : {"unet", "vae", "text_encoder"})
-    configs[c] = tide::io::read_json(dir / c / "config.json");
+  for (const char* c : {"unet", "vae", "text_encoder"}) configs[c] = tide::io::read_json(dir / c / "config.json");
   configs["scheduler"] = tide::io::read_json(dir / "scheduler" / "scheduler_config.json");
   configs["model_index"] = tide::io::read_json(dir / "model_index.json");
   return configs;
@@ -716,7 +726,8 @@ TEST(GgufModel, TinySd1AsF16AndQ8_0ThroughTheSingleFileLoader) {
   tide::testing::TempDir tmp;
   const fs::path dir = tide::testing::make_tiny_pipeline(tmp / "model");
   std::map<std::string, tide::io::WeightSource> components;
-  for (const char* c : {"unet", "vae", "text_encoder"}) components[c] = tide::io::WeightSource::from_component_dir(dir / c);
+  for (const char* c : {"unet", "vae", "text_encoder"})
+    components[c] = tide::io::WeightSource::from_component_dir(dir / c);
   const auto configs = folder_configs(dir);
   const auto original = tide::pipeline::single_file_source(tide::pipeline::Family::SD1, components, configs);
   tide::pipeline::write_single_file(tmp / "tiny.safetensors", tide::pipeline::Family::SD1, components, configs);
@@ -750,8 +761,10 @@ TEST(GgufModel, TinySd1AsF16AndQ8_0ThroughTheSingleFileLoader) {
         const double as_stored = std::min(tide::testing::max_abs_diff(a, b),  // 1-D tensors are kept in F32
                                           tide::testing::max_abs_diff(a, b.to(at::kHalf)));
         const double diff = tide::testing::max_abs_diff(a, b);
-        if (!q8) EXPECT_EQ(as_stored, 0.0) << c << " " << n;
-        else EXPECT_LE(diff, scale / 127 + 1e-3 * scale) << c << " " << n;
+        if (!q8)
+          EXPECT_EQ(as_stored, 0.0) << c << " " << n;
+        else
+          EXPECT_LE(diff, scale / 127 + 1e-3 * scale) << c << " " << n;
         worst = std::max(worst, diff / std::max(scale, 1e-12));
       }
     }
@@ -762,7 +775,8 @@ TEST(GgufModel, TinySd1AsF16AndQ8_0ThroughTheSingleFileLoader) {
   tide::pipeline::LoadOptions options;
   options.tokenizer = dir;
   auto generate = [&](const fs::path& file) {
-    auto pipe = tide::pipeline::StableDiffusionPipeline::from_parts(tide::pipeline::model_parts(file.string(), options));
+    auto pipe =
+        tide::pipeline::StableDiffusionPipeline::from_parts(tide::pipeline::model_parts(file.string(), options));
     tide::pipeline::GenerationRequest r;
     r.prompt = "a red cube";
     r.width = r.height = 32;
@@ -793,13 +807,15 @@ std::vector<std::pair<std::string, at::Tensor>> sdcpp_names(const std::string& n
     return name.size() >= p.size() && name.compare(name.size() - p.size(), p.size(), p) == 0;
   };
   if (starts("model.diffusion_model.")) {
-    if (split && (ends("proj_in.weight") || ends("proj_out.weight")) && t.dim() == 2) return {{name, t.view({t.size(0), t.size(1), 1, 1})}};
+    if (split && (ends("proj_in.weight") || ends("proj_out.weight")) && t.dim() == 2)
+      return {{name, t.view({t.size(0), t.size(1), 1, 1})}};
     return {{name, t}};
   }
   std::string prefix, rest;
-  for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
-           {"conditioner.embedders.0.", "cond_stage_model."}, {"conditioner.embedders.1.", "cond_stage_model.1."},
-           {"cond_stage_model.", "cond_stage_model."}})
+  for (const auto& [from, to] :
+       std::vector<std::pair<std::string, std::string>>{{"conditioner.embedders.0.", "cond_stage_model."},
+                                                        {"conditioner.embedders.1.", "cond_stage_model.1."},
+                                                        {"cond_stage_model.", "cond_stage_model."}})
     if (starts(from)) {
       prefix = to;
       rest = name.substr(from.size());
@@ -812,12 +828,16 @@ std::vector<std::pair<std::string, at::Tensor>> sdcpp_names(const std::string& n
       {"model.positional_embedding", "transformer.text_model.embeddings.position_embedding.weight"},
       {"model.token_embedding.weight", "transformer.text_model.embeddings.token_embedding.weight"},
       {"model.text_projection", "transformer.text_model.text_projection"}};
-  static const std::map<std::string, std::string> resblock = {
-      {"attn.out_proj.bias", "self_attn.out_proj.bias"}, {"attn.out_proj.weight", "self_attn.out_proj.weight"},
-      {"ln_1.bias", "layer_norm1.bias"},                 {"ln_1.weight", "layer_norm1.weight"},
-      {"ln_2.bias", "layer_norm2.bias"},                 {"ln_2.weight", "layer_norm2.weight"},
-      {"mlp.c_fc.bias", "mlp.fc1.bias"},                 {"mlp.c_fc.weight", "mlp.fc1.weight"},
-      {"mlp.c_proj.bias", "mlp.fc2.bias"},               {"mlp.c_proj.weight", "mlp.fc2.weight"}};
+  static const std::map<std::string, std::string> resblock = {{"attn.out_proj.bias", "self_attn.out_proj.bias"},
+                                                              {"attn.out_proj.weight", "self_attn.out_proj.weight"},
+                                                              {"ln_1.bias", "layer_norm1.bias"},
+                                                              {"ln_1.weight", "layer_norm1.weight"},
+                                                              {"ln_2.bias", "layer_norm2.bias"},
+                                                              {"ln_2.weight", "layer_norm2.weight"},
+                                                              {"mlp.c_fc.bias", "mlp.fc1.bias"},
+                                                              {"mlp.c_fc.weight", "mlp.fc1.weight"},
+                                                              {"mlp.c_proj.bias", "mlp.fc2.bias"},
+                                                              {"mlp.c_proj.weight", "mlp.fc2.weight"}};
   if (auto it = whole.find(rest); it != whole.end()) return {{prefix + it->second, t}};
   const std::string blocks = "model.transformer.resblocks.";
   if (rest.compare(0, blocks.size(), blocks) == 0) {
@@ -917,13 +937,14 @@ TEST(GgufModel, TinySd2AndSdxlInStableDiffusionCppNames) {
       r.seed = 7;
       const at::Tensor from_folder =
           tide::pipeline::StableDiffusionPipeline::from_folder(dir)->generate(r).images.to(at::kFloat);
-      const at::Tensor from_gguf = tide::pipeline::StableDiffusionPipeline::from_parts(
-                                       tide::pipeline::model_parts(file.string(), options))
-                                       ->generate(r)
-                                       .images.to(at::kFloat);
+      const at::Tensor from_gguf =
+          tide::pipeline::StableDiffusionPipeline::from_parts(tide::pipeline::model_parts(file.string(), options))
+              ->generate(r)
+              .images.to(at::kFloat);
       const double diff = (from_gguf - from_folder).abs().max().item<double>();
-      std::printf("[   INFO   ] sdxl-tiny 2-step image, GGUF (2024 names, F16) vs diffusers folder: max diff %.0f of 255\n",
-                  diff);
+      std::printf(
+          "[   INFO   ] sdxl-tiny 2-step image, GGUF (2024 names, F16) vs diffusers folder: max diff %.0f of 255\n",
+          diff);
       EXPECT_LE(diff, 2.0);
       EXPECT_GT(from_folder.std().item<double>(), 1.0);  // an image with content, not a flat one
     }

@@ -30,8 +30,8 @@ constexpr TypeTraits kTypes[] = {
     {0, "F32", 1, 4, true},          {1, "F16", 1, 2, true},          {2, "Q4_0", 32, 18, true},
     {3, "Q4_1", 32, 20, true},       {6, "Q5_0", 32, 22, true},       {7, "Q5_1", 32, 24, true},
     {8, "Q8_0", 32, 34, true},       {9, "Q8_1", 32, 36, false},      {10, "Q2_K", 256, 84, true},
-    {11, "Q3_K", 256, 110, true},   {12, "Q4_K", 256, 144, true},   {13, "Q5_K", 256, 176, true},
-    {14, "Q6_K", 256, 210, true},   {15, "Q8_K", 256, 292, false},   {16, "IQ2_XXS", 256, 66, false},
+    {11, "Q3_K", 256, 110, true},    {12, "Q4_K", 256, 144, true},    {13, "Q5_K", 256, 176, true},
+    {14, "Q6_K", 256, 210, true},    {15, "Q8_K", 256, 292, false},   {16, "IQ2_XXS", 256, 66, false},
     {17, "IQ2_XS", 256, 74, false},  {18, "IQ3_XXS", 256, 98, false}, {19, "IQ1_S", 256, 50, false},
     {20, "IQ4_NL", 32, 18, false},   {21, "IQ3_S", 256, 110, false},  {22, "IQ2_S", 256, 82, false},
     {23, "IQ4_XS", 256, 136, false}, {24, "I8", 1, 1, true},          {25, "I16", 1, 2, true},
@@ -48,21 +48,44 @@ const TypeTraits* traits(uint32_t type) {
 
 // Metadata value types (gguf.h `enum gguf_type`).
 enum ValueType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 // Bytes of a scalar value type; 0 for strings and arrays (variable) and unknown ids.
 uint64_t scalar_size(uint32_t type) {
   switch (type) {
-    case kU8: case kI8: case kBool: return 1;
-    case kU16: case kI16: return 2;
-    case kU32: case kI32: case kF32: return 4;
-    case kU64: case kI64: case kF64: return 8;
-    default: return 0;
+    case kU8:
+    case kI8:
+    case kBool:
+      return 1;
+    case kU16:
+    case kI16:
+      return 2;
+    case kU32:
+    case kI32:
+    case kF32:
+      return 4;
+    case kU64:
+    case kI64:
+    case kF64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
-constexpr int kMaxArrayDepth = 8;        // arrays of arrays nest at most this deep
+constexpr int kMaxArrayDepth = 8;         // arrays of arrays nest at most this deep
 constexpr size_t kMaxShownElements = 64;  // longer arrays are shown cut short in metadata()
 
 float half_to_float(const uint8_t* p) {
@@ -129,14 +152,22 @@ std::string json_quote(const std::string& s) {
 std::string read_value(Reader& r, uint32_t type, const std::string& key, int depth, bool quote_strings) {
   const std::string what = "the value of '" + key + "'";
   switch (type) {
-    case kU8: return std::to_string(r.read<uint8_t>(what));
-    case kI8: return std::to_string(r.read<int8_t>(what));
-    case kU16: return std::to_string(r.read<uint16_t>(what));
-    case kI16: return std::to_string(r.read<int16_t>(what));
-    case kU32: return std::to_string(r.read<uint32_t>(what));
-    case kI32: return std::to_string(r.read<int32_t>(what));
-    case kU64: return std::to_string(r.read<uint64_t>(what));
-    case kI64: return std::to_string(r.read<int64_t>(what));
+    case kU8:
+      return std::to_string(r.read<uint8_t>(what));
+    case kI8:
+      return std::to_string(r.read<int8_t>(what));
+    case kU16:
+      return std::to_string(r.read<uint16_t>(what));
+    case kI16:
+      return std::to_string(r.read<int16_t>(what));
+    case kU32:
+      return std::to_string(r.read<uint32_t>(what));
+    case kI32:
+      return std::to_string(r.read<int32_t>(what));
+    case kU64:
+      return std::to_string(r.read<uint64_t>(what));
+    case kI64:
+      return std::to_string(r.read<int64_t>(what));
     case kF32: {
       char buf[32];
       std::snprintf(buf, sizeof(buf), "%.9g", r.read<float>(what));
@@ -147,7 +178,8 @@ std::string read_value(Reader& r, uint32_t type, const std::string& key, int dep
       std::snprintf(buf, sizeof(buf), "%.17g", r.read<double>(what));
       return buf;
     }
-    case kBool: return r.read<uint8_t>(what) ? "true" : "false";
+    case kBool:
+      return r.read<uint8_t>(what) ? "true" : "false";
     case kString: {
       std::string s = r.string(what);
       return quote_strings ? json_quote(s) : s;
@@ -159,7 +191,8 @@ std::string read_value(Reader& r, uint32_t type, const std::string& key, int dep
       const uint64_t count = r.read<uint64_t>("the length of '" + key + "'");
       // Every element takes at least this many bytes, so a count past the end of the file is refused here.
       const uint64_t min_bytes = element == kString ? 8 : element == kArray ? 12 : scalar_size(element);
-      if (min_bytes == 0) throw Error("metadata '" + key + "' is an array of unknown value type " + std::to_string(element));
+      if (min_bytes == 0)
+        throw Error("metadata '" + key + "' is an array of unknown value type " + std::to_string(element));
       if (count > r.left() / min_bytes)
         throw Error("metadata '" + key + "' claims " + std::to_string(count) + " elements, more than the file holds");
       std::string text = "[";
@@ -170,8 +203,10 @@ std::string read_value(Reader& r, uint32_t type, const std::string& key, int dep
           break;
         }
         std::string item = read_value(r, element, key, depth + 1, true);
-        if (i < kMaxShownElements) text += (i ? ", " : "") + item;
-        else if (i == kMaxShownElements) text += ", ...";
+        if (i < kMaxShownElements)
+          text += (i ? ", " : "") + item;
+        else if (i == kMaxShownElements)
+          text += ", ...";
       }
       return text + "]" + (count > kMaxShownElements ? " (" + std::to_string(count) + " elements)" : "");
     }
@@ -219,14 +254,22 @@ GgmlBlock ggml_block(uint32_t type) {
 
 at::ScalarType ggml_read_dtype(uint32_t type) {
   switch (static_cast<GgmlType>(type)) {
-    case GgmlType::F16: return at::kHalf;
-    case GgmlType::BF16: return at::kBFloat16;
-    case GgmlType::F64: return at::kDouble;
-    case GgmlType::I8: return at::kChar;
-    case GgmlType::I16: return at::kShort;
-    case GgmlType::I32: return at::kInt;
-    case GgmlType::I64: return at::kLong;
-    default: return at::kFloat;
+    case GgmlType::F16:
+      return at::kHalf;
+    case GgmlType::BF16:
+      return at::kBFloat16;
+    case GgmlType::F64:
+      return at::kDouble;
+    case GgmlType::I8:
+      return at::kChar;
+    case GgmlType::I16:
+      return at::kShort;
+    case GgmlType::I32:
+      return at::kInt;
+    case GgmlType::I64:
+      return at::kLong;
+    default:
+      return at::kFloat;
   }
 }
 
@@ -365,8 +408,8 @@ void dequantize_ggml_blocks(uint32_t type, const uint8_t* blocks, int64_t count,
           }
       });
     default:
-      throw Error("GGUF type " + ggml_type_name(type) + " cannot be dequantized by tide yet; supported: " +
-                  ggml_supported_types());
+      throw Error("GGUF type " + ggml_type_name(type) +
+                  " cannot be dequantized by tide yet; supported: " + ggml_supported_types());
   }
 }
 
@@ -546,7 +589,8 @@ WeightSource gguf_weight_source(const std::filesystem::path& path) {
   auto file = std::make_shared<GgufFile>(path);  // kept alive (mapped) by the loaders below
   WeightSource source;
   for (const auto& t : file->tensors())
-    source.add_derived(t.name, {t.shape, ggml_read_dtype(t.type), [file, name = t.name] { return file->tensor(name); }});
+    source.add_derived(t.name,
+                       {t.shape, ggml_read_dtype(t.type), [file, name = t.name] { return file->tensor(name); }});
   for (const auto& [key, value] : file->metadata()) source.set_metadata(key, value);
   source.set_description(path.string());
   return source;

@@ -119,15 +119,24 @@ void put_string(std::string& out, const std::string& s) {
 
 at::ScalarType plain_dtype(GgmlType type) {
   switch (type) {
-    case GgmlType::F32: return at::kFloat;
-    case GgmlType::F16: return at::kHalf;
-    case GgmlType::BF16: return at::kBFloat16;
-    case GgmlType::F64: return at::kDouble;
-    case GgmlType::I8: return at::kChar;
-    case GgmlType::I16: return at::kShort;
-    case GgmlType::I32: return at::kInt;
-    case GgmlType::I64: return at::kLong;
-    default: return at::kFloat;
+    case GgmlType::F32:
+      return at::kFloat;
+    case GgmlType::F16:
+      return at::kHalf;
+    case GgmlType::BF16:
+      return at::kBFloat16;
+    case GgmlType::F64:
+      return at::kDouble;
+    case GgmlType::I8:
+      return at::kChar;
+    case GgmlType::I16:
+      return at::kShort;
+    case GgmlType::I32:
+      return at::kInt;
+    case GgmlType::I64:
+      return at::kLong;
+    default:
+      return at::kFloat;
   }
 }
 

@@ -2,12 +2,11 @@
 
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "tide/io/gguf.h"
 #include "tide/pipeline/single_file.h"
@@ -34,10 +33,14 @@ std::string open_clip_name(const std::string& hf) {
       {"text_projection", "text_projection"},
   };
   static const std::vector<std::pair<std::string, std::string>> layer = {
-      {"self_attn.in_proj.weight", "attn.in_proj_weight"}, {"self_attn.in_proj.bias", "attn.in_proj_bias"},
-      {"attn.in_proj_weight", "attn.in_proj_weight"},      {"attn.in_proj_bias", "attn.in_proj_bias"},
-      {"self_attn.out_proj.", "attn.out_proj."},           {"layer_norm1.", "ln_1."},
-      {"layer_norm2.", "ln_2."},                           {"mlp.fc1.", "mlp.c_fc."},
+      {"self_attn.in_proj.weight", "attn.in_proj_weight"},
+      {"self_attn.in_proj.bias", "attn.in_proj_bias"},
+      {"attn.in_proj_weight", "attn.in_proj_weight"},
+      {"attn.in_proj_bias", "attn.in_proj_bias"},
+      {"self_attn.out_proj.", "attn.out_proj."},
+      {"layer_norm1.", "ln_1."},
+      {"layer_norm2.", "ln_2."},
+      {"mlp.fc1.", "mlp.c_fc."},
       {"mlp.fc2.", "mlp.c_proj."},
   };
   if (auto it = whole.find(hf); it != whole.end()) return it->second;
@@ -69,8 +72,10 @@ class Normalizer {
     // The first text encoder's width: 768 CLIP ViT-L (SD 1.x), 1024 OpenCLIP ViT-H (SD 2.x), 1280 ViT-bigG.
     const std::string norm = "cond_stage_model." + kHfText + "final_layer_norm.weight";
     const std::string token = "cond_stage_model." + kHfText + "embeddings.token_embedding.weight";
-    if (file.contains(norm) && file.shape(norm).size() == 1) clip_width_ = file.shape(norm)[0];
-    else if (file.contains(token) && file.shape(token).size() == 2) clip_width_ = file.shape(token)[1];
+    if (file.contains(norm) && file.shape(norm).size() == 1)
+      clip_width_ = file.shape(norm)[0];
+    else if (file.contains(token) && file.shape(token).size() == 2)
+      clip_width_ = file.shape(token)[1];
     // Other signs of a renamed OpenCLIP encoder: a fused in_proj (CLIP ViT-L has none), or a config stored
     // with the file that says so (OpenCLIP uses gelu, CLIP ViT-L quick_gelu).
     const std::string layers = "cond_stage_model." + kHfText + "encoder.layers.";
@@ -104,7 +109,7 @@ class Normalizer {
       const std::string rest = name.substr(clip.size());
       if (xl_) return "conditioner.embedders.0." + kHfText + rest;
       if (clip_width_ == 1280) return open_clip("conditioner.embedders.0.model.", rest);  // SDXL refiner
-      if (open_clip_) return open_clip("cond_stage_model.model.", rest);  // SD 2.x: OpenCLIP ViT-H
+      if (open_clip_) return open_clip("cond_stage_model.model.", rest);                  // SD 2.x: OpenCLIP ViT-H
     }
     return name;
   }
@@ -132,13 +137,13 @@ void add_stacked_in_proj(io::WeightSource& out, const std::shared_ptr<const io::
     for (const std::string leaf : {"weight", "bias"}) {
       if (rest != "self_attn.q_proj." + leaf) continue;
       const std::string base = name.substr(0, dot + 1) + "self_attn.";
-      const std::vector<std::string> parts = {base + "q_proj." + leaf, base + "k_proj." + leaf, base + "v_proj." + leaf};
+      const std::vector<std::string> parts = {base + "q_proj." + leaf, base + "k_proj." + leaf,
+                                              base + "v_proj." + leaf};
       for (const auto& p : parts)
         if (!file->contains(p)) throw Error(file->description() + " has " + name + " but not " + p);
       auto shape = file->shape(parts[0]);
       for (const auto& p : parts)
-        if (file->shape(p) != shape)
-          throw Error(file->description() + ": " + p + " differs in shape from " + parts[0]);
+        if (file->shape(p) != shape) throw Error(file->description() + ": " + p + " differs in shape from " + parts[0]);
       if (shape.empty()) throw Error(file->description() + ": " + parts[0] + " is a scalar");
       shape[0] *= 3;
       const std::string index = name.substr(layers.size(), dot - layers.size());
@@ -181,7 +186,8 @@ io::WeightSource gguf_checkpoint(const std::filesystem::path& file) {
     if (original.empty()) continue;
     if (!gguf_name.emplace(original, name).second)
       throw Error(file.string() + ": two tensors map to the checkpoint name " + original + " (one is " + name + ")");
-    checkpoint.add_derived(original, {gguf->shape(name), gguf->dtype(name), [gguf, name] { return gguf->tensor(name); }});
+    checkpoint.add_derived(original,
+                           {gguf->shape(name), gguf->dtype(name), [gguf, name] { return gguf->tensor(name); }});
   }
   for (const auto& [gguf_prefix, original_prefix] : normalizer.open_clip_prefixes())
     add_stacked_in_proj(checkpoint, gguf, gguf_prefix, original_prefix);
@@ -200,8 +206,9 @@ io::WeightSource gguf_checkpoint(const std::filesystem::path& file) {
       if (shape.size() != 4 || shape[2] != 1 || shape[3] != 1) continue;
       auto it = gguf_name.find(name);
       if (it == gguf_name.end()) continue;
-      checkpoint.add_derived(name, {{shape[0], shape[1]}, checkpoint.dtype(name),
-                                    [gguf, from = it->second] { return gguf->tensor(from).flatten(1); }});
+      checkpoint.add_derived(name, {{shape[0], shape[1]}, checkpoint.dtype(name), [gguf, from = it->second] {
+                                      return gguf->tensor(from).flatten(1);
+                                    }});
     }
   }
   return checkpoint;
