@@ -57,11 +57,6 @@ std::string open_clip_name(const std::string& hf) {
   return "";  // no OpenCLIP counterpart (e.g. position_ids): dropped
 }
 
-struct Renamed {
-  std::string name;  // original checkpoint name
-  std::string from;  // the GGUF tensor
-};
-
 class Normalizer {
  public:
   explicit Normalizer(const io::WeightSource& file) {
