@@ -8,6 +8,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "tide/io/gguf.h"
+#include "tide/io/gguf_writer.h"
 #include "tide/io/image.h"
 #include "tide/io/pickle.h"
 #include "tide/io/safetensors.h"
@@ -15,6 +17,7 @@
 #include "tide/models/autoencoder_kl_config.h"
 #include "tide/models/clip_text.h"
 #include "tide/models/unet2d_condition_config.h"
+#include "tide/pipeline/gguf_checkpoint.h"
 #include "tide/pipeline/prompt_batch.h"
 #include "tide/runtime/error.h"
 #include "tide/schedulers/scheduler.h"
@@ -69,6 +72,35 @@ std::vector<std::string> safetensors_seeds() {
   const fs::path p = fs::temp_directory_path() / ("tide-fuzz-seed-" + std::to_string(::getpid()) + ".safetensors");
   io::write_safetensors(p, {{"a", at::arange(6, at::kFloat).view({2, 3})}, {"b", at::ones({2}, at::kHalf)}},
                         {{"format", "pt"}});
+  std::ifstream in(p, std::ios::binary);
+  return {std::string(std::istreambuf_iterator<char>(in), {})};
+}
+
+// The GGUF parser, every tensor's dequantization, and the stable-diffusion.cpp name mapping on top.
+void gguf(const uint8_t* d, size_t n) {
+  const fs::path p = scratch_file(d, n, ".gguf");
+  io::GgufFile file(p);
+  for (const auto& t : file.tensors()) {
+    try {
+      (void)file.tensor(t.name).sum();
+    } catch (const Error&) {  // types tide does not read: try the next tensor
+    }
+  }
+  const auto checkpoint = pipeline::gguf_checkpoint(p);
+  for (const auto& name : checkpoint.names()) (void)checkpoint.tensor(name).sum();
+}
+std::vector<std::string> gguf_seeds() {
+  const fs::path p = fs::temp_directory_path() / ("tide-fuzz-seed-" + std::to_string(::getpid()) + ".gguf");
+  const std::string hf = "cond_stage_model.transformer.text_model.";
+  io::write_gguf(p,
+                 {{"model.diffusion_model.input_blocks.0.0.weight", at::ones({2, 4, 3, 3}), io::GgmlType::F16},
+                  {hf + "final_layer_norm.weight", at::ones({1024}), io::GgmlType::BF16},
+                  {hf + "encoder.layers.0.self_attn.q_proj.weight", at::arange(64, at::kFloat).view({2, 32}), io::GgmlType::Q8_0},
+                  {hf + "encoder.layers.0.self_attn.k_proj.weight", at::ones({2, 32}), io::GgmlType::Q4_0},
+                  {hf + "encoder.layers.0.self_attn.v_proj.weight", at::ones({2, 32}), io::GgmlType::Q5_1},
+                  {"first_stage_model.decoder.mid.attn_1.q.weight", at::ones({1, 32}), io::GgmlType::Q4_1},
+                  {"model.diffusion_model.out.2.bias", at::ones({32}), io::GgmlType::Q5_0}},
+                 {{"general.architecture", "sd2"}});
   std::ifstream in(p, std::ios::binary);
   return {std::string(std::istreambuf_iterator<char>(in), {})};
 }
@@ -167,7 +199,7 @@ const std::vector<Target>& targets() {
       {"pickle", pickle, no_seeds},                {"configs", configs, config_seeds},
       {"tokenizer", tokenize, prompt_seeds},           {"a1111_prompt", a1111_prompt, prompt_seeds},
       {"png", png, png_seeds},                         {"embedding", embedding, safetensors_seeds},
-      {"prompt_file", prompt_file, prompt_file_seeds}};
+      {"prompt_file", prompt_file, prompt_file_seeds}, {"gguf", gguf, gguf_seeds}};
   return all;
 }
 

@@ -86,9 +86,9 @@ PipelineParts model_parts(const std::string& model, const LoadOptions& options) 
   const fs::path path(model);
   if (fs::is_regular_file(path)) {
     const std::string ext = path.extension().string();
-    if (ext != ".safetensors" && ext != ".ckpt" && ext != ".pt" && ext != ".pth" && ext != ".bin")
-      throw Error(model + ": tide reads diffusers folders, Hub ids and single-file checkpoints (.safetensors, or "
-                  ".ckpt / .pt / .pth / .bin as torch.save writes them)");
+    if (ext != ".safetensors" && ext != ".ckpt" && ext != ".pt" && ext != ".pth" && ext != ".bin" && ext != ".gguf")
+      throw Error(model + ": tide reads diffusers folders, Hub ids and single-file checkpoints (.safetensors, "
+                  ".gguf, or .ckpt / .pt / .pth / .bin as torch.save writes them)");
     return single_file_parts(path, options);
   }
   return parts_from_folder(resolve_model(model, options.variant, options.revision), options);

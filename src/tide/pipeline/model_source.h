@@ -1,5 +1,5 @@
 // Where a model comes from: the --model argument as a user gives it — a diffusers folder, an original
-// single-file checkpoint (.safetensors), or a Hugging Face Hub id (org/name[@revision]).
+// single-file checkpoint (.safetensors, .ckpt, .gguf), or a Hugging Face Hub id (org/name[@revision]).
 #pragma once
 #include <filesystem>
 #include <string>

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <set>
 
+#include "tide/io/gguf.h"
 #include "tide/io/safetensors.h"
 #include "tide/models/presets.h"
+#include "tide/pipeline/gguf_checkpoint.h"
 #include "tide/pipeline/single_file_tables.h"
 #include "tide/runtime/error.h"
 
@@ -303,7 +305,8 @@ Family family_of_configs(const std::map<std::string, json>& configs) {
 }
 
 SingleFileModel read_single_file(const fs::path& file) {
-  const auto checkpoint = io::WeightSource::from_file(file);
+  const bool gguf = io::is_gguf_file(file) || file.extension() == ".gguf";  // a damaged .gguf says why in GGUF terms
+  const auto checkpoint = gguf ? gguf_checkpoint(file) : io::WeightSource::from_file(file);
   SingleFileModel model;
   model.family = detect_family(checkpoint);
   model.configs = single_file_configs(checkpoint, model.family);

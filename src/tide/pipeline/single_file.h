@@ -65,6 +65,7 @@ struct SingleFileModel {
   std::map<std::string, nlohmann::json> configs;
   std::map<std::string, io::WeightSource> components;
 };
+// `file`: safetensors, torch.save (.ckpt) or GGUF (gguf_checkpoint.h).
 SingleFileModel read_single_file(const std::filesystem::path& file);
 
 // Writes `components` as one original-layout safetensors file (atomically), every config stored in the

@@ -16,7 +16,7 @@ namespace {
 
 bool is_checkpoint_file(const fs::path& p) {
   const std::string ext = p.extension().string();
-  return ext == ".safetensors" || ext == ".ckpt";
+  return ext == ".safetensors" || ext == ".ckpt" || ext == ".gguf";
 }
 
 // A --model value as an entry: a folder or file on disk, else a Hub id.
