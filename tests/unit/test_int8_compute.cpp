@@ -247,6 +247,29 @@ TEST(Int8Compute, ConcurrentForwardCallsOnOneObject) {
   }
 }
 
+// oneDNN (Debian's, OpenMP) runs on omp_get_max_threads() of the calling thread: forward() must leave that at
+// at::get_num_threads(), also in a thread libtorch has not run anything in yet.
+extern "C" int omp_get_max_threads();
+
+TEST(Int8Compute, ComputesOnTheCallersThreadCount) {
+  c10::InferenceMode guard;
+  const int before = at::get_num_threads();
+  const auto qw = quantize_weight_per_channel(at::randn({8, 8}));
+  const Int8Linear linear(qw.q, qw.scale, at::Tensor());
+  const at::Tensor x = at::randn({4, 8});
+  for (int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    int seen = 0;
+    std::thread([&] {
+      c10::InferenceMode thread_guard;
+      linear.forward(x);
+      seen = omp_get_max_threads();
+    }).join();
+    EXPECT_EQ(seen, threads) << path_note();
+  }
+  at::set_num_threads(before);
+}
+
 TEST(Int8Compute, BadInputsAreErrors) {
   const auto qw = quantize_weight_per_channel(at::randn({4, 6}));
   const Int8Linear linear(qw.q, qw.scale, at::Tensor());
