@@ -108,6 +108,9 @@ TEST(Int8Compute, ActivationRangeIncludesZero) {
   const auto zeros = choose_activation_quantization(at::zeros({4}), 127);
   EXPECT_EQ(zeros.scale, 1.f);
   EXPECT_EQ(zeros.zero_point, 0);
+  const auto tiny = choose_activation_quantization(at::full({4}, 1e-35f), 255);  // 1/scale would overflow
+  EXPECT_EQ(tiny.scale, 1.f);
+  EXPECT_EQ(tiny.zero_point, 0);
   EXPECT_THROW(choose_activation_quantization(at::tensor({1.f, NAN}), 255), tide::Error);
 }
 
