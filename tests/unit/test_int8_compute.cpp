@@ -108,6 +108,9 @@ TEST(Int8Compute, ActivationRangeIncludesZero) {
   const auto zeros = choose_activation_quantization(at::zeros({4}), 127);
   EXPECT_EQ(zeros.scale, 1.f);
   EXPECT_EQ(zeros.zero_point, 0);
+  const auto tiny = choose_activation_quantization(at::full({4}, 1e-35f), 255);  // 1/scale would overflow
+  EXPECT_EQ(tiny.scale, 1.f);
+  EXPECT_EQ(tiny.zero_point, 0);
   EXPECT_THROW(choose_activation_quantization(at::tensor({1.f, NAN}), 255), tide::Error);
 }
 
@@ -245,6 +248,29 @@ TEST(Int8Compute, ConcurrentForwardCallsOnOneObject) {
     EXPECT_LE(kernel_vs_reference_error(cy[t], int8_conv2d_reference(cx[t], cw.q, cw.scale, conv_bias, 1, 1)), 1e-6)
         << path_note();
   }
+}
+
+// oneDNN (Debian's, OpenMP) runs on omp_get_max_threads() of the calling thread: forward() must leave that at
+// at::get_num_threads(), also in a thread libtorch has not run anything in yet.
+extern "C" int omp_get_max_threads();
+
+TEST(Int8Compute, ComputesOnTheCallersThreadCount) {
+  c10::InferenceMode guard;
+  const int before = at::get_num_threads();
+  const auto qw = quantize_weight_per_channel(at::randn({8, 8}));
+  const Int8Linear linear(qw.q, qw.scale, at::Tensor());
+  const at::Tensor x = at::randn({4, 8});
+  for (int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    int seen = 0;
+    std::thread([&] {
+      c10::InferenceMode thread_guard;
+      linear.forward(x);
+      seen = omp_get_max_threads();
+    }).join();
+    EXPECT_EQ(seen, threads) << path_note();
+  }
+  at::set_num_threads(before);
 }
 
 TEST(Int8Compute, BadInputsAreErrors) {

@@ -197,7 +197,9 @@ ActivationQuantization choose_activation_quantization(const at::Tensor& x, int l
   const double lo = std::min(lo_t.item<double>(), 0.0), hi = std::max(hi_t.item<double>(), 0.0);
   if (!std::isfinite(lo) || !std::isfinite(hi))
     throw Error("int8 compute: the activations have NaN or infinite values");
-  if (hi - lo <= 0) return aq;  // all zeros: scale 1, zero point 0
+  // All zeros, or a range so small that 1/scale would overflow float32: scale 1, zero point 0 (every value
+  // quantizes to 0, an error below 1e-30).
+  if (hi - lo < 1e-30) return aq;
   aq.scale = static_cast<float>((hi - lo) / levels);
   aq.zero_point = static_cast<int32_t>(std::clamp(std::nearbyint(-lo / aq.scale), 0.0, double(levels)));
   return aq;

@@ -31,7 +31,8 @@ bool int8_compute_available();
 int activation_levels();
 
 // Per-tensor asymmetric quantization of activations: x ≈ (xq − zero_point) · scale, xq in [0, levels]. The range
-// always includes 0 (so zero padding and ReLU-like zeros are exact); an all-zero tensor gets scale 1.
+// always includes 0 (so zero padding and ReLU-like zeros are exact); an all-zero tensor (or one whose range is
+// below 1e-30) gets scale 1 and zero point 0.
 struct ActivationQuantization {
   float scale = 1.f;
   int32_t zero_point = 0;
