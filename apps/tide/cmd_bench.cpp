@@ -248,12 +248,14 @@ int run_bench(int argc, char** argv) {
   s.baseline_tome = s.tome;  // both sides merge tokens, unless --compare-tome compares with and without
   if (args.get_flag("compare-tome")) {
     s.baseline_tome = bench::BenchSettings().baseline_tome;
-    if (s.compare_plain) throw Error("tide bench: --compare-tome excludes the other --compare-* flags");
+    // With --compare-weights: against the other weights without ToMe (e.g. int8 + ToMe against float32).
+    if (s.compare_plain && !baseline_weights)
+      throw Error("tide bench: --compare-tome excludes the other --compare-* flags but --compare-weights");
     if (!s.tome.enabled()) throw Error("tide bench: --compare-tome needs --tome RATIO");
+    s.baseline_label = baseline_weights ? s.baseline_label + " without ToMe" : "without ToMe";
     s.compare_plain = true;
     s.baseline = s.optimizations;
     s.baseline_dtype = s.dtype;
-    s.baseline_label = "without ToMe";
   }
 
   s.cache_interval = args.get_int("cache-interval");

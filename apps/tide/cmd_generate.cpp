@@ -193,6 +193,7 @@ int run_generate(int argc, char** argv) {
       .option("taesd", "DIR",
               "decode with a tiny autoencoder (a diffusers AutoencoderTiny folder, e.g. madebyollin/taesd for SD "
               "1.x/2.x, taesdxl for SDXL): much faster, slightly less detail")
+      .option("decoder", "DIR", "the same as --taesd")
       .option("original-size", "H,W", "SDXL micro-conditioning: original image size (height,width)", "the image size")
       .option("crop", "TOP,LEFT", "SDXL micro-conditioning: crop top-left corner", "0,0")
       .option("target-size", "H,W", "SDXL micro-conditioning: target image size (height,width)", "the image size")
@@ -391,7 +392,9 @@ int run_generate(int argc, char** argv) {
     }
   }
   if (dtype != at::kFloat) pipe->set_unet_dtype(dtype);
-  if (args.has("taesd")) pipe->set_tiny_autoencoder(models::load_autoencoder_tiny(args.get("taesd"), load.variant));
+  if (args.has("taesd") && args.has("decoder")) throw Error("tide generate: give --taesd or --decoder, not both");
+  const std::string decoder = args.has("decoder") ? args.get("decoder") : args.has("taesd") ? args.get("taesd") : "";
+  if (!decoder.empty()) pipe->set_tiny_autoencoder(models::load_autoencoder_tiny(decoder, load.variant));
 
   std::vector<std::string> embedding_tokens;
   for (const auto& argument : args.get_all("embedding")) {

@@ -43,6 +43,12 @@ TEST_F(CliFewStepTiny, BadOptionsAreClearErrors) {
   auto pipeline_as_taesd = run_tide(base + " --taesd " + quote(model()));
   EXPECT_EQ(pipeline_as_taesd.code, 1);
   EXPECT_NE(pipeline_as_taesd.output.find("not a tiny autoencoder"), std::string::npos) << pipeline_as_taesd.output;
+  auto vae_as_decoder = run_tide(base + " --decoder " + quote(model() / "vae"));  // --decoder: the same flag
+  EXPECT_EQ(vae_as_decoder.code, 1);
+  EXPECT_NE(vae_as_decoder.output.find("AutoencoderKL"), std::string::npos) << vae_as_decoder.output;
+  auto both = run_tide(base + " --decoder " + quote(out / "a") + " --taesd " + quote(out / "b"));
+  EXPECT_EQ(both.code, 1);
+  EXPECT_NE(both.output.find("not both"), std::string::npos) << both.output;
   auto vae_as_taesd = run_tide(base + " --taesd " + quote(model() / "vae"));
   EXPECT_EQ(vae_as_taesd.code, 1);
   EXPECT_NE(vae_as_taesd.output.find("AutoencoderKL"), std::string::npos) << vae_as_taesd.output;
