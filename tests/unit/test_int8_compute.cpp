@@ -257,7 +257,7 @@ extern "C" int omp_get_max_threads();
 TEST(Int8Compute, ComputesOnTheCallersThreadCount) {
   c10::InferenceMode guard;
   const int before = at::get_num_threads();
-  const auto qw = quantize_weight_per_channel(at::randn({8, 8}));
+  const auto qw = quantize_per_channel(at::randn({8, 8}));
   const Int8Linear linear(qw.q, qw.scale, at::Tensor());
   const at::Tensor x = at::randn({4, 8});
   for (int threads : {1, 2}) {
