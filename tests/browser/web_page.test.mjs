@@ -20,7 +20,7 @@ const tideBinary = process.env.TIDE_BINARY || process.argv[2];
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 const pageOverride = process.env.TIDE_WEB_PAGE_OVERRIDE || "";
 // Waits are for events, never timed assertions; this bound only turns a hang into a failure on a loaded machine.
-const WAIT_MS = 90_000;
+const WAIT_MS = 45_000;
 
 let workDir, server, serverUrl, browser, context, downloadDir;
 let generatedPng = null;  // the PNG the mouse test downloaded: the drop test drops it back onto a fresh page
@@ -158,6 +158,10 @@ before(async () => {
   for (const f of fs.readdirSync(unet).filter((f) => f.endsWith(".safetensors")))
     fs.truncateSync(path.join(unet, f), 100);
   server = await startServer(models);
+  // Stopped by a timeout (SIGTERM) or Ctrl+C: the server must not outlive the test.
+  process.once("exit", () => server.child.kill("SIGKILL"));
+  for (const signal of ["SIGTERM", "SIGINT"])
+    process.once(signal, () => { console.error(`stopped by ${signal}`); process.exit(1); });
   serverUrl = server.url;
   downloadDir = path.join(workDir, "downloads");
   fs.mkdirSync(downloadDir);
@@ -239,7 +243,7 @@ describe("tide serve's web page", () => {
 
   test("Cancel stops a running job: the progress bar moves, then the page says it was cancelled", async () => {
     const page = await openPage();
-    await fillForm(page, {prompt: "a long job", steps: 150, width: 256, height: 256});
+    await fillForm(page, {prompt: "a long job", steps: 150, width: 128, height: 128});
     await page.click("#go");
     await page.waitForFunction(() => /step \d+ of 150/.test(document.getElementById("state").textContent) &&
                                      document.getElementById("bar").value > 0);
@@ -257,7 +261,7 @@ describe("tide serve's web page", () => {
 
   test("a job waiting behind another shows its place in the queue; Escape cancels it", async () => {
     const blocker = fetch(serverUrl + "/sdapi/v1/txt2img", {method: "POST", body: JSON.stringify(
-        {prompt: "a job of another client", steps: 150, width: 256, height: 256, force_task_id: "blocker"})});
+        {prompt: "a job of another client", steps: 150, width: 128, height: 128, force_task_id: "blocker"})});
     try {
       await waitForServer((p) => p.current_task === "blocker", "the other client's job running");
       const page = await openPage();
@@ -313,7 +317,7 @@ describe("tide serve's web page", () => {
     const go = await page.$eval("#go", (b) => { const r = b.getBoundingClientRect(); return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; });
     assert.ok(go.left >= 0 && go.right <= 390 && go.top >= 0 && go.bottom <= 844, "Generate at " + JSON.stringify(go));
     // With an image and its long caption in the gallery, still no sideways scroll.
-    await fillForm(page, {prompt: "a-prompt-without-spaces-".repeat(12), steps: 2});
+    await fillForm(page, {prompt: "a-long-prompt-without-spaces-".repeat(4), steps: 2});
     await page.tap("#go");
     await page.waitForSelector("#gallery figure");
     await waitIdle(page);
