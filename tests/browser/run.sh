@@ -17,6 +17,10 @@ command -v node >/dev/null || skip "node is not installed (apt-get install nodej
 [ -x "$tide" ] || { echo "FAILED: no tide binary at $tide"; exit 1; }
 
 export TIDE_BINARY="$(cd "$(dirname "$tide")" && pwd)/$(basename "$tide")" CHROMIUM="$chromium"
+if [ -n "${TIDE_WEB_PAGE_OVERRIDE:-}" ]; then  # relative to where run.sh was started, not to tests/browser
+  TIDE_WEB_PAGE_OVERRIDE="$(cd "$(dirname "$TIDE_WEB_PAGE_OVERRIDE")" && pwd)/$(basename "$TIDE_WEB_PAGE_OVERRIDE")"
+  echo "note: / is answered with $TIDE_WEB_PAGE_OVERRIDE, not with the page compiled into $TIDE_BINARY"
+fi
 # In-process (not `node --test`, which runs it in a child): a timeout's SIGTERM reaches the test, which stops
 # its server and browser. Before CTest's own 300 s limit.
 cd "$here" && exec timeout --kill-after=10 280 node --test-reporter=spec web_page.test.mjs
