@@ -22,15 +22,15 @@ const pageOverride = process.env.TIDE_WEB_PAGE_OVERRIDE || "";
 // Waits are for events, never timed assertions; this bound only turns a hang into a failure on a loaded machine.
 const WAIT_MS = 45_000;
 
-let workDir, server, serverUrl, browser, context, downloadDir;
+let workDir, modelsDir, server, serverUrl, browser, context, downloadDir;
 let generatedPng = null;  // the PNG the mouse test downloaded: the drop test drops it back onto a fresh page
 
 // ---------------------------------------------------------------------------------------------------------------
 // The server: `tide serve` on a free port (--port 0 prints the one it took), with a tiny model and a broken one.
 
-function startServer(modelsDir) {
+function startServer(modelsDir, extraArgs = []) {
   const child = spawn(tideBinary, ["serve", "--models", modelsDir, "--model", "tiny", "--no-hf-cache",
-                                   "--host", "127.0.0.1", "--port", "0"], {stdio: ["ignore", "pipe", "pipe"]});
+                                   "--host", "127.0.0.1", "--port", "0", ...extraArgs], {stdio: ["ignore", "pipe", "pipe"]});
   let output = "";
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("tide serve printed no address in time:\n" + output)), WAIT_MS);
@@ -63,7 +63,7 @@ async function waitForServer(predicate, what) {
 // ---------------------------------------------------------------------------------------------------------------
 // The page: each test opens a fresh one, collecting uncaught script errors (a silent failure is a failure).
 
-async function openPage(viewport = {width: 1280, height: 900}) {
+async function openPage(viewport = {width: 1280, height: 900}, url = serverUrl, onDialog = null) {
   const page = await context.newPage();
   page.errors = [];
   page.on("pageerror", (e) => page.errors.push(e.message));
@@ -78,7 +78,8 @@ async function openPage(viewport = {width: 1280, height: 900}) {
       else request.continue();
     });
   }
-  await page.goto(serverUrl + "/");
+  if (onDialog) page.on("dialog", onDialog);
+  await page.goto(url + "/");
   await page.waitForFunction(() => document.getElementById("model").options.length > 0 &&
                                    document.getElementById("sampler").options.length > 0);
   return page;
@@ -150,7 +151,7 @@ before(async () => {
   assert.ok(tideBinary, "name the tide binary: TIDE_BINARY=path or the first argument");
   assert.ok(fs.existsSync(tideBinary), `no tide binary at ${tideBinary}`);
   workDir = fs.mkdtempSync(path.join(os.tmpdir(), "tide-browser-"));
-  const models = path.join(workDir, "models");
+  const models = modelsDir = path.join(workDir, "models");
   fs.mkdirSync(models);
   execFileSync(tideBinary, ["make-tiny", path.join(models, "tiny")], {stdio: "pipe"});
   // A model whose UNet file is cut short: choosing it must give the user the loader's message.
@@ -433,5 +434,34 @@ describe("tide serve's web page", () => {
     await page.waitForSelector("#gallery figure");
     assert.equal(await text(page, "#error"), "");
     await closePage(page);
+  });
+
+  test("a server with an API key: the page asks for it (again after a wrong one), keeps it, and works", async () => {
+    const keyFile = path.join(workDir, "api-key");
+    fs.writeFileSync(keyFile, "browser-test-key\n");
+    const keyed = await startServer(modelsDir, ["--api-key-file", keyFile]);
+    try {
+      const asked = [];
+      // The first answer is wrong: the page must ask once more, not once per request it sent.
+      const page = await openPage(undefined, keyed.url, (dialog) => {
+        asked.push(dialog.type() + ": " + dialog.message());
+        dialog.accept(asked.length === 1 ? "a-wrong-key" : "browser-test-key");
+      });
+      assert.deepEqual(await page.$$eval("#model option", (o) => o.map((x) => x.textContent)), ["tiny", "zz-broken"]);
+      assert.deepEqual(asked, Array(2).fill("prompt: This server needs an API key:"));
+      const askedBefore = asked.length;
+      await fillForm(page, {prompt: "a keyed fox", steps: 2});
+      await page.click("#go");
+      await page.waitForSelector("#gallery figure");
+      await waitIdle(page);
+      assert.equal(asked.length, askedBefore, "the key is kept: no more questions");
+      assert.equal(await page.evaluate(() => localStorage.getItem("tide-api-key")), "browser-test-key");
+      assert.equal(await text(page, "#error"), "");
+      await closePage(page);
+    } finally {
+      const exited = new Promise((r) => keyed.child.once("exit", r));
+      keyed.child.kill("SIGTERM");
+      await exited;
+    }
   });
 });
