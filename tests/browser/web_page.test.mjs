@@ -29,8 +29,9 @@ let generatedPng = null;  // the PNG the mouse test downloaded: the drop test dr
 // The server: `tide serve` on a free port (--port 0 prints the one it took), with a tiny model and a broken one.
 
 function startServer(modelsDir, extraArgs = []) {
-  const child = spawn(tideBinary, ["serve", "--models", modelsDir, "--model", "tiny", "--no-hf-cache",
-                                   "--host", "127.0.0.1", "--port", "0", ...extraArgs], {stdio: ["ignore", "pipe", "pipe"]});
+  const args = ["serve", "--models", modelsDir, "--model", "tiny", "--no-hf-cache", "--host", "127.0.0.1",
+                "--port", "0", ...extraArgs];
+  const child = spawn(tideBinary, args, {stdio: ["ignore", "pipe", "pipe"]});
   let output = "";
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("tide serve printed no address in time:\n" + output)), WAIT_MS);
@@ -167,8 +168,9 @@ before(async () => {
   serverUrl = server.url;
   downloadDir = path.join(workDir, "downloads");
   fs.mkdirSync(downloadDir);
-  browser = await puppeteer.launch({executablePath: chromiumPath, headless: true,
-                                    args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]});
+  browser = await puppeteer.launch({
+    executablePath: chromiumPath, headless: true,
+    args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]});
   context = await browser.createBrowserContext({downloadBehavior: {policy: "allow", downloadPath: downloadDir}});
 });
 
@@ -323,7 +325,10 @@ describe("tide serve's web page", () => {
     const noSideScroll = () => page.evaluate(() => ({scroll: document.scrollingElement.scrollWidth, inner: innerWidth}));
     let widths = await noSideScroll();
     assert.ok(widths.scroll <= widths.inner, JSON.stringify(widths));
-    const go = await page.$eval("#go", (b) => { const r = b.getBoundingClientRect(); return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; });
+    const go = await page.$eval("#go", (b) => {
+      const r = b.getBoundingClientRect();
+      return {left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+    });
     assert.ok(go.left >= 0 && go.right <= 390 && go.top >= 0 && go.bottom <= 844, "Generate at " + JSON.stringify(go));
     // With an image and its long caption in the gallery, still no sideways scroll.
     await fillForm(page, {prompt: "a-long-prompt-without-spaces-".repeat(4), steps: 2});
