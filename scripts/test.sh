@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TIDE_SETUP_TARGET=all scripts/setup.sh
+tests/browser/setup.sh  # chromium, node and puppeteer-core for the web page's tests, when it can (else skipped)
 if [ -z "${TIDE_FIXTURES:-}" ]; then
   echo "note: TIDE_FIXTURES is not set: the parity tests will be reported as skipped"
 elif [ ! -d "$TIDE_FIXTURES" ]; then
