@@ -138,8 +138,8 @@ int run_bench(int argc, char** argv) {
               "float32 with a note)", "float32")
       .option("weights", "FORMAT",
               "how Linear and Conv2d weights are kept in memory: f32, f16, bf16 (widened per layer when used) or "
-              "int8 (per-channel scales; int8 kernels where the CPU has them); --model: as stored unless given",
-              "f32 with --arch")
+              "int8 (per-channel scales; int8 kernels where the CPU has them)",
+              "f32; with --model, int8 for a folder written by tide quantize")
       .option("compare-weights", "FORMAT",
               "like --compare-plain, but the compared side keeps every optimization and stores its weights as FORMAT "
               "(a second copy of the models is loaded)")

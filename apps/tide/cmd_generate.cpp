@@ -265,7 +265,7 @@ int run_generate(int argc, char** argv) {
               "layer by layer when used: about half the memory of f32, the same picture as f32 for an f16 file), or "
               "int8 (one scale per output channel; int8 arithmetic where the CPU has VNNI or AVX2, about a quarter "
               "of the memory, a slightly different picture; the VAE stays f16)",
-              "as the model file stores them")
+              "f32; int8 for a folder written by tide quantize")
       .option("dtype", "TYPE",
               "the UNet's compute dtype: float32, or bf16 on CPUs with AVX512-BF16 or AMX (elsewhere float32, with a "
               "note); noise, scheduler, text encoders and VAE stay float32",

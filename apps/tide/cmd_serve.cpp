@@ -75,7 +75,7 @@ int run_serve(int argc, char** argv) {
       .option("variant", "NAME", "read weight files of this variant, e.g. fp16 (*.fp16.safetensors)")
       .option("weights", "FORMAT",
               "how loaded models keep their weights: f32, f16, bf16 or int8 (as in tide generate --weights)",
-              "as each model file stores them")
+              "f32; int8 for folders written by tide quantize")
       .option("tokenizer", "DIR", "single-file checkpoints: tokenizer folder (or a model folder with tokenizer/)",
               "the family's reference model on the Hub, cached or downloaded");
   add_thread_flags(args);

@@ -40,7 +40,10 @@ class CliGguf : public tide::testing::TinyPipelineSuite {
       if (!t.is_floating_point()) as = GgmlType::I64;
       tensors.push_back({name, t, as});
     }
-    tide::io::write_gguf(file, tensors, {{"general.architecture", "sd1"}});
+    // A tiny model's configs travel in the metadata, as tide convert stores them (real files need none).
+    std::map<std::string, std::string> metadata = {{"general.architecture", "sd1"}};
+    for (const auto& [component, config] : configs) metadata["config." + component] = config.dump();
+    tide::io::write_gguf(file, tensors, metadata);
   }
   static std::string generate(const fs::path& model_file, const fs::path& png, const std::string& extra = "") {
     return "generate --model " + quote(model_file) + " --tokenizer " + quote(model()) +

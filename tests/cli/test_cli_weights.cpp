@@ -78,9 +78,9 @@ TEST_F(CliWeights, SixteenBitSingleFileGivesTheFloat32PictureOfItsValues) {
   EXPECT_EQ(tide::io::WeightSource::from_file(file).dtype("model.diffusion_model.input_blocks.0.0.weight"), at::kHalf);
   // Kept in 16 bits (as stored) or widened to float32 once: the same picture.
   const std::string tokenizer = " --tokenizer " + quote(model());
-  auto half = run_tide(generate_args(file, dir / "half.png") + tokenizer);
+  auto half = run_tide(generate_args(file, dir / "half.png") + tokenizer + " --weights f16");
   ASSERT_EQ(half.code, 0) << half.output;
-  auto full = run_tide(generate_args(file, dir / "full.png") + tokenizer + " --weights f32");
+  auto full = run_tide(generate_args(file, dir / "full.png") + tokenizer);
   ASSERT_EQ(full.code, 0) << full.output;
   EXPECT_TRUE(at::equal(tide::io::read_png(dir / "half.png").rgb8, tide::io::read_png(dir / "full.png").rgb8));
 }

@@ -7,12 +7,14 @@
 #include "test_support.h"
 #include "tiny_pipeline.h"
 #include "tide/io/safetensors.h"
+#include "tide/kernels/int8_compute.h"
 #include "tide/kernels/weight_quantization.h"
 #include "tide/nn/layers.h"
 #include "tide/nn/weight_storage.h"
 #include "tide/pipeline/model_writer.h"
 #include "tide/pipeline/stable_diffusion.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/optimizations.h"
 
 namespace {
 namespace fs = std::filesystem;
@@ -61,11 +63,13 @@ TEST(WeightQuantization, ZeroRowsAndBadValues) {
   EXPECT_EQ(tide::nn::parse_weight_format("fp16"), WeightFormat::kFloat16);
 }
 
-// A Linear and a Conv2d stored in `format` compute what float32 layers holding the stored values compute.
+// A Linear and a Conv2d stored in `format` compute what float32 layers holding the stored values compute;
+// int8 layers with their W8A8 kernels compute what the kernels' float64 reference computes.
 TEST(WeightStorage, LayersComputeWithTheStoredValues) {
   c10::NoGradGuard no_grad;
   at::manual_seed(2);
   for (WeightFormat format : {WeightFormat::kFloat16, WeightFormat::kBFloat16, WeightFormat::kInt8}) {
+    SCOPED_TRACE(tide::nn::weight_format_name(format));
     tide::nn::Linear linear(24, 10);
     tide::nn::Conv2d conv(6, 5, 3, 1, 1);
     const at::Tensor x = at::randn({2, 7, 24}), image = at::randn({2, 6, 9, 11});
@@ -75,13 +79,28 @@ TEST(WeightStorage, LayersComputeWithTheStoredValues) {
     const at::Tensor w_lin = tide::nn::weight_for_compute(linear->weight, linear->weight_scale, at::kFloat);
     const at::Tensor w_conv = tide::nn::weight_for_compute(conv->weight, conv->weight_scale, at::kFloat);
     EXPECT_NE(linear->weight.scalar_type(), at::kFloat);
-    // Exactly the float32 layer with the stored (rounded) values ...
-    EXPECT_TENSOR_NEAR(linear->forward(x), at::linear(x, w_lin, linear->bias), 1e-5);
-    EXPECT_TENSOR_NEAR(conv->forward(image), at::conv2d(image, w_conv, conv->bias, 1, 1), 1e-5);
-    // ... which are close to the float32 ones: relative error of the format's rounding.
-    const double tol = format == WeightFormat::kFloat16 ? 2e-3 : 2e-2;
-    EXPECT_LT(relative_l2(linear->forward(x), y32), tol) << tide::nn::weight_format_name(format);
-    EXPECT_LT(relative_l2(conv->forward(image), z32), tol) << tide::nn::weight_format_name(format);
+    {
+      // Widened or dequantized per call: exactly the float32 layer with the stored (rounded) values ...
+      tide::runtime::OptimizationsGuard weight_only(tide::runtime::Optimizations().without("int8_kernels"));
+      EXPECT_TENSOR_NEAR(linear->forward(x), at::linear(x, w_lin, linear->bias), 1e-5);
+      EXPECT_TENSOR_NEAR(conv->forward(image), at::conv2d(image, w_conv, conv->bias, 1, 1), 1e-5);
+    }
+    // ... which are close to the float32 ones: relative error of the format's rounding (and, int8, of the
+    // activations' quantization).
+    const double tol = format == WeightFormat::kFloat16 ? 2e-3 : format == WeightFormat::kBFloat16 ? 2e-2 : 3e-2;
+    EXPECT_LT(relative_l2(linear->forward(x), y32), tol);
+    EXPECT_LT(relative_l2(conv->forward(image), z32), tol);
+    if (format != WeightFormat::kInt8) continue;
+    if (!tide::kernels::int8_compute_available()) {
+      tide::testing::note_path_not_exercised("W8A8 int8 layers", "no int8 arithmetic on this CPU");
+      continue;
+    }
+    std::printf("[   INFO   ] int8 layers on the %s path\n", tide::kernels::int8_compute_path().c_str());
+    const at::Tensor lin_ref = tide::kernels::int8_linear_reference(x, linear->weight, linear->weight_scale, linear->bias);
+    const at::Tensor conv_ref =
+        tide::kernels::int8_conv2d_reference(image, conv->weight, conv->weight_scale, conv->bias, 1, 1);
+    EXPECT_TENSOR_NEAR(linear->forward(x), lin_ref, 1e-5 * lin_ref.abs().max().item<double>());
+    EXPECT_TENSOR_NEAR(conv->forward(image), conv_ref, 1e-5 * conv_ref.abs().max().item<double>());
   }
 }
 
@@ -142,9 +161,9 @@ TEST(WeightStoragePipeline, SixteenBitFileGivesTheFloat32Picture) {
     EXPECT_EQ(pipe->unet_dtype(), at::kFloat);
     tide::pipeline::write_pipeline_folder(*pipe, tide::pipeline::parts_from_folder(base), f16);
   }
-  // As stored, the f16 file keeps 16-bit weights in memory; read into float32, the same values widened once.
-  auto as_stored = load(f16, std::nullopt);
-  auto widened = load(f16, WeightFormat::kFloat32);
+  // Kept in 16 bits (--weights f16), or read into float32 (the default): the same values widened once.
+  auto as_stored = load(f16, WeightFormat::kFloat16);
+  auto widened = load(f16, std::nullopt);
   EXPECT_EQ(stored(*as_stored, kQuantizedLayer), at::kHalf);
   EXPECT_EQ(stored(*widened, kQuantizedLayer), at::kFloat);
   const auto a = generate(*as_stored), b = generate(*widened);
@@ -187,7 +206,8 @@ TEST(WeightStoragePipeline, Int8RoundTripsThroughAQuantizedFolder) {
   EXPECT_LT(err, 0.05);
   auto dequantized = load(int8, WeightFormat::kFloat32);
   EXPECT_EQ(stored(*dequantized, kQuantizedLayer), at::kFloat);
-  EXPECT_LT(relative_l2(generate(*dequantized).latents, a.latents), 1e-4);
+  quantized->set_compute_settings({tide::runtime::Optimizations().without("int8_kernels"), 0});
+  EXPECT_LT(relative_l2(generate(*dequantized).latents, generate(*quantized).latents), 1e-4);
 }
 
 TEST(WeightStoragePipeline, DamagedQuantizedFilesAreRefused) {

@@ -91,7 +91,7 @@ BenchModels models_from_folder(const std::filesystem::path& folder, std::optiona
   auto pipe = pipeline::StableDiffusionPipeline::from_folder(folder, options);
   BenchModels m;
   m.description = folder.string();
-  m.weights = weights ? nn::weight_format_name(*weights) : "as stored";
+  m.weights = weights ? nn::weight_format_name(*weights) : "f32 (int8 where the files are)";
   m.text_encoder = pipe->text_encoder();
   if (pipe->is_xl()) {
     m.text_encoder_2 = pipe->text_encoder_2();

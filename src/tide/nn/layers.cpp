@@ -128,8 +128,9 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
                    {stride_, stride_}, {padding_, padding_});
   } else {
     // A channels-last weight would make oneDNN pick channels last, so NCHW needs an NCHW weight.
+    // With gradients the weight itself (or its differentiable widening), not a cached copy.
     const at::Tensor w = weight.requires_grad() && c10::GradMode::is_enabled()
-                             ? weight
+                             ? weight_for_compute(weight, weight_scale, x.scalar_type())
                              : weight_as(at::MemoryFormat::Contiguous, x.scalar_type());
     y = at::conv2d(x, w, bias, {stride_, stride_}, {padding_, padding_});
   }

@@ -25,18 +25,14 @@ nlohmann::json read_component_json(const fs::path& folder, const std::string& co
   return io::read_json(path);
 }
 
-// The storage of a layer (module path `layer`) of `component`: `requested`, or unset, as the file stores it.
+// The storage of a layer (module path `layer`) of `component`: `requested`, or unset, float32 except what a
+// quantized file stores as int8 (16-bit files are widened once, so LoRAs merge in float32 as diffusers does).
 nn::WeightFormat layer_storage(const std::optional<nn::WeightFormat>& requested, const std::string& component,
                                const std::string& layer, const io::WeightSource& source) {
   if (requested) return nn::storage_for_layer(*requested, component, layer);
   const std::string weight = layer + ".weight";
-  if (!source.contains(weight)) return nn::WeightFormat::kFloat32;  // reported as missing by the loader
-  switch (source.dtype(weight)) {
-    case at::kChar: return nn::WeightFormat::kInt8;
-    case at::kHalf: return nn::WeightFormat::kFloat16;
-    case at::kBFloat16: return nn::WeightFormat::kBFloat16;
-    default: return nn::WeightFormat::kFloat32;
-  }
+  const bool int8 = source.contains(weight) && source.dtype(weight) == at::kChar;
+  return int8 ? nn::WeightFormat::kInt8 : nn::WeightFormat::kFloat32;
 }
 
 template <typename Module>

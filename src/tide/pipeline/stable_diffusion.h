@@ -30,8 +30,8 @@ struct LoadOptions {
   std::string revision;             // Hub ids: branch, tag or commit (an `@revision` in the id wins)
   std::filesystem::path tokenizer;  // single-file checkpoints: a tokenizer folder or a model folder with tokenizer/
   bool tokenizers = true;           // single files: find their tokenizer(s) (false: configs and weights only)
-  // How Linear and Conv2d weights are kept in memory (--weights); unset: as stored (float32, 16-bit or int8
-  // files keep their layers' dtype; computing is float32 either way).
+  // How Linear and Conv2d weights are kept in memory (--weights); unset: float32, except the layers a
+  // quantized file stores as int8 (computing is float32 either way).
   std::optional<nn::WeightFormat> weights;
 };
 
