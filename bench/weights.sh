@@ -10,12 +10,12 @@ arch="${3:-sd15}"
 size="${4:-512}"
 out="$here/results"
 mkdir -p "$out"
-common=(--arch "$arch" --width "$size" --height "$size" --steps 2 --runs 2 --warmup 1 --threads "$threads")
+common=(--arch "$arch" --width "$size" --height "$size" --steps 2 --runs "${RUNS:-2}" --warmup 1 --threads "$threads")
 
-for w in f16 bf16 int8; do
+for w in ${FORMATS:-f16 bf16 int8}; do
   "$tide" bench "${common[@]}" --weights "$w" --compare-weights f32 --json "$out/weights-$arch-$size-$w-vs-f32.json"
 done
-for r in 0.3 0.5; do
+for r in ${TOME_RATIOS:-0.3 0.5}; do
   "$tide" bench "${common[@]}" --tome "$r" --compare-tome --json "$out/weights-$arch-$size-tome$r-vs-f32.json"
 done
 "$tide" bench "${common[@]}" --weights int8 --tome 0.5 --compare-weights f32 --compare-tome --json "$out/weights-$arch-$size-int8-tome0.5-vs-f32.json"
