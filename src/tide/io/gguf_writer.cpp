@@ -117,29 +117,6 @@ void put_string(std::string& out, const std::string& s) {
   out += s;
 }
 
-at::ScalarType plain_dtype(GgmlType type) {
-  switch (type) {
-    case GgmlType::F32:
-      return at::kFloat;
-    case GgmlType::F16:
-      return at::kHalf;
-    case GgmlType::BF16:
-      return at::kBFloat16;
-    case GgmlType::F64:
-      return at::kDouble;
-    case GgmlType::I8:
-      return at::kChar;
-    case GgmlType::I16:
-      return at::kShort;
-    case GgmlType::I32:
-      return at::kInt;
-    case GgmlType::I64:
-      return at::kLong;
-    default:
-      return at::kFloat;
-  }
-}
-
 }  // namespace
 
 std::vector<uint8_t> quantize_ggml_blocks(GgmlType type, const float* x, int64_t count) {
@@ -187,7 +164,7 @@ void write_gguf(const std::filesystem::path& path, const std::vector<GgufTensorT
                   ggml_type_name(type) + " needs a multiple of " + std::to_string(block.elements));
     std::string bytes;
     if (block.elements == 1) {
-      const at::Tensor c = t.tensor.detach().cpu().to(plain_dtype(t.type)).contiguous();
+      const at::Tensor c = t.tensor.detach().cpu().to(ggml_read_dtype(static_cast<uint32_t>(t.type))).contiguous();
       bytes.assign(static_cast<const char*>(c.data_ptr()), c.nbytes());
     } else {
       const at::Tensor c = t.tensor.detach().cpu().to(at::kFloat).contiguous();
