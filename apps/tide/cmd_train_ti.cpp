@@ -80,7 +80,8 @@ Args make_args() {
       .option("checkpoints_total_limit", "N", "keep at most N checkpoints (oldest removed)", "all")
       .option("resume_from_checkpoint", "PATH|latest", "continue from a checkpoint folder or the latest one")
       .flag("no_safe_serialization", "write .bin (torch pickle) instead of .safetensors embeddings")
-      .flag("gradient_checkpointing", "accepted for compatibility; tide keeps all activations")
+      .flag("gradient_checkpointing", "keep only the UNet blocks' inputs and recompute the rest in the backward pass: "
+                                      "less memory for about one more UNet forward per sample")
       .option("validation_prompt", "TEXT", "prompt rendered every --validation_steps (rank 0)")
       .option("num_validation_images", "N", "images per validation", "4")
       .option("validation_steps", "N", "updates between validations", "100")
@@ -99,6 +100,8 @@ Args make_args() {
       .option("hub_model_id", "ID", "only with --push_to_hub, which tide does not support")
       .option("random_weights", "PRESET", "benchmarks: random sd15/sd21 weights; the model folder gives only tokenizer/")
       .flag("no_latent_cache", "benchmarks: run the VAE encoder for every sample instead of once per image variant")
+      .flag("profile", "benchmarks: time the last update by stage (text encoder, UNet, backward, update) and by "
+                       "operator, and print the tables (use --max_train_steps 3 or more: the first updates warm up)")
       .option("without", "NAMES", "benchmarks: switch these optimizations off (comma-separated: " + optimization_names +
               "), e.g. blocked_attention to train with plain attention");
   return args;
@@ -153,6 +156,8 @@ train::TrainOptions options_from(const Args& args) {
   if (args.has("random_weights")) o.random_weights = args.get("random_weights");
   if (args.has("validation_epochs")) o.validation_epochs = args.get_int("validation_epochs");
   o.cache_latents = !args.get_flag("no_latent_cache");
+  o.profile = args.get_flag("profile");
+  o.gradient_checkpointing = args.get_flag("gradient_checkpointing");
   return o;
 }
 
@@ -244,8 +249,6 @@ int run_train_ti(int argc, char** argv) {
     } else if (precision != "no") {
       throw Error("tide train-ti: --mixed_precision must be no or bf16, got '" + precision + "'");
     }
-    if (args.get_flag("gradient_checkpointing") && main_rank)
-      std::cerr << "note: --gradient_checkpointing is accepted but has no effect (activations are kept)\n";
     if (main_rank)
       std::cerr << world << (world == 1 ? " process" : " processes") << ", " << threads << " threads each\n";
 

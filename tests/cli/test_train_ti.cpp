@@ -99,6 +99,27 @@ TEST_F(CliTrainTi, WithoutBlockedAttentionLearnsTheSameEmbedding) {
   EXPECT_NE(unknown.output.find("unknown optimization 'attention'"), std::string::npos) << unknown.output;
 }
 
+// --gradient_checkpointing recomputes the UNet's blocks in the backward pass: the same embedding. --profile
+// prints the last update's time by stage and by operator, backward nodes included.
+TEST_F(CliTrainTi, GradientCheckpointingLearnsTheSameEmbeddingAndProfileBreaksTheStepDown) {
+  TempDir kept, recomputed;
+  const std::string flags = "--train_batch_size 2 --max_train_steps 2";
+  auto a = tide(train_args(kept.path(), flags + " --profile"));
+  ASSERT_EQ(a.code, 0) << a.output;
+  auto b = tide(train_args(recomputed.path(), flags + " --gradient_checkpointing"));
+  ASSERT_EQ(b.code, 0) << b.output;
+  EXPECT_NE(b.output.find("gradient checkpointing"), std::string::npos) << b.output;
+  EXPECT_TENSOR_NEAR(learned(recomputed.path()), learned(kept.path()), 1e-5);
+
+  EXPECT_EQ(b.output.find("profile of the last update"), std::string::npos);
+  const size_t table = a.output.find("profile of the last update, by stage:");
+  ASSERT_NE(table, std::string::npos) << a.output;
+  const std::string profile = a.output.substr(table);
+  for (const char* row : {"\ntext_encoder ", "\nunet ", "\nbackward ", "\nupdate ", "\ntotal ",
+                          "by operator (stage/operator):", "\nunet/", "\nbackward/"})
+    EXPECT_NE(profile.find(row), std::string::npos) << row << " missing in:\n" << profile;
+}
+
 TEST_F(CliTrainTi, TwoRanksWithBatchOneEqualOneProcessWithBatchTwo) {
   if (!have_mpirun()) GTEST_SKIP() << "mpirun not installed";
   TempDir single, ranks;

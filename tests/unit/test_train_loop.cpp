@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <iostream>
 
 #include "test_support.h"
 #include "tide/io/image.h"
 #include "tide/io/safetensors.h"
+#include "tide/runtime/cpu_features.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/optimizations.h"
 #include "tide/text/embeddings.h"
@@ -212,6 +214,61 @@ TEST_F(TrainLoop, BlockedAttentionGivesPlainAttentionsLossAndGradient) {
   EXPECT_GT(plain.abs().max().item<double>(), 0);
   EXPECT_NEAR(blocked_loss, plain_loss, 1e-6 * plain_loss);
   EXPECT_TENSOR_NEAR(blocked, plain, 1e-5 * plain.abs().max().item<double>());
+}
+
+TEST_F(TrainLoop, FrozenBackwardAndCheckpointingGivePlainAutogradsUpdate) {
+  // The UNet's convolutions against frozen weights (inference forward, input-only backward) and gradient
+  // checkpointing (blocks recomputed in the backward pass) against plain autograd: one update from the same
+  // vectors gives the same loss and gradient.
+  auto comm = train::make_single_process_communicator();
+  Quiet quiet;
+  auto step = [&](const runtime::Optimizations& optimizations, bool checkpointing, const std::string& out,
+                  double& loss) {
+    runtime::OptimizationsGuard guard(optimizations);
+    auto o = options(out);
+    o.max_train_steps = 1;
+    o.gradient_checkpointing = checkpointing;
+    auto hooks = quiet.hooks();
+    hooks.on_step = [&](const train::StepReport& r) { loss = r.loss; };
+    train::Trainer trainer(o, *comm, hooks);
+    trainer.run();
+    return trainer.vectors().grad().clone();
+  };
+  double frozen_loss = 0, plain_loss = 0, checkpointed_loss = 0;
+  const at::Tensor frozen = step(runtime::Optimizations(), false, "frozen", frozen_loss);
+  const at::Tensor plain = step(runtime::Optimizations().without("frozen_backward"), false, "plain", plain_loss);
+  const at::Tensor checkpointed = step(runtime::Optimizations(), true, "checkpointed", checkpointed_loss);
+  ASSERT_TRUE(frozen.defined() && plain.defined() && checkpointed.defined());
+  EXPECT_GT(plain.abs().max().item<double>(), 0);
+  EXPECT_NEAR(frozen_loss, plain_loss, 1e-5 * plain_loss);
+  EXPECT_NEAR(checkpointed_loss, frozen_loss, 1e-6 * plain_loss);
+  EXPECT_TENSOR_NEAR(frozen, plain, 1e-5 * plain.abs().max().item<double>());
+  EXPECT_TENSOR_NEAR(checkpointed, frozen, 1e-5 * plain.abs().max().item<double>());
+}
+
+TEST_F(TrainLoop, Bf16LossCurveFollowsFloat32) {
+  // --mixed_precision bf16 runs the UNet in bfloat16 (8 significant bits): the losses of the same samples
+  // stay within 1% of float32's, step by step, while the vectors learn (README: documented tolerance).
+  if (!runtime::bf16_supported()) GTEST_SKIP() << "this CPU has no native bf16 (AVX512-BF16 or AMX): not exercised";
+  auto comm = train::make_single_process_communicator();
+  Quiet quiet;
+  auto losses = [&](bool bf16) {
+    auto o = options(bf16 ? "bf16" : "f32");
+    o.bf16 = bf16;
+    std::vector<double> out;
+    auto hooks = quiet.hooks();
+    hooks.on_step = [&](const train::StepReport& r) { out.push_back(r.loss); };
+    train::Trainer trainer(o, *comm, hooks);
+    trainer.run();
+    return out;
+  };
+  const std::vector<double> f32 = losses(false), bf16 = losses(true);
+  ASSERT_EQ(f32.size(), bf16.size());
+  double worst = 0;
+  for (size_t i = 0; i < f32.size(); ++i) worst = std::max(worst, std::abs(bf16[i] - f32[i]) / f32[i]);
+  std::cout << "bf16 vs float32 loss, largest relative difference over " << f32.size() << " steps: " << worst << "\n";
+  EXPECT_LT(worst, 0.01);
+  EXPECT_GT(worst, 0.0);  // it really ran in bf16
 }
 
 TEST_F(TrainLoop, BadSettingsAreClearErrors) {

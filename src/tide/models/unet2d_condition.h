@@ -32,6 +32,10 @@ class UNet2DConditionModelImpl : public torch::nn::Module {
 
   const UNet2DConditionConfig& config() const { return config_; }
 
+  // Training: each down, mid and up block keeps only its inputs and runs again in the backward pass
+  // (diffusers' enable_gradient_checkpointing, per block), trading one more forward pass for memory.
+  bool gradient_checkpointing = false;
+
   nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   nn::TimestepEmbedding time_embedding{nullptr};
   nn::TimestepEmbedding add_embedding{nullptr};  // text_time only

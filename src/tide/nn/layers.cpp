@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "tide/kernels/conv_input_gradient.h"
 #include "tide/kernels/int8_compute.h"
 #include "tide/kernels/winograd_conv.h"
 #include "tide/nn/weight_storage.h"
@@ -106,7 +107,15 @@ void Conv2dImpl::store_weight_as(at::MemoryFormat format) {
 }
 
 at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
-  // Channels last only for inference: training needs the gradient of `weight` itself.
+  // Training against frozen weights (textual inversion): the inference path forward, the input's gradient back.
+  const bool grad = c10::GradMode::is_enabled();
+  if (grad && x.requires_grad() && !weight.requires_grad() && !(bias.defined() && bias.requires_grad()) &&
+      runtime::optimizations().frozen_backward && x.dim() == 4 && x.device().is_cpu()) {
+    RECORD_USER_SCOPE("tide::conv2d_frozen_weights");  // named in `tide bench --profile`
+    return kernels::conv2d_frozen_weights(x, weight, weight_scale, stride_, padding_,
+                                          [this](const at::Tensor& input) { return forward(input); });
+  }
+  // Channels last only for inference: plain training needs the gradient of `weight` itself.
   const bool nhwc = runtime::optimizations().channels_last && x.dim() == 4 && x.device().is_cpu() &&
                     !(c10::GradMode::is_enabled() && (weight.requires_grad() || x.requires_grad()));
   at::Tensor y;

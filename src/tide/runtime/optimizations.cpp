@@ -14,10 +14,12 @@ std::vector<std::string> Optimizations::enabled() const {
   if (winograd) names.push_back("winograd");
   if (reuse_memory) names.push_back("reuse_memory");
   if (int8_kernels) names.push_back("int8_kernels");
+  if (frozen_backward) names.push_back("frozen_backward");
   return names;
 }
 
-std::vector<std::string> Optimizations::names() { return {"blocked_attention", "channels_last", "in_place", "winograd", "reuse_memory", "int8_kernels"}; }
+std::vector<std::string> Optimizations::names() { return {"blocked_attention", "channels_last", "in_place", "winograd", "reuse_memory", "int8_kernels",
+                                                               "frozen_backward"}; }
 
 Optimizations Optimizations::without(const std::string& comma_separated) const {
   Optimizations o = *this;
@@ -36,6 +38,8 @@ Optimizations Optimizations::without(const std::string& comma_separated) const {
       o.reuse_memory = false;
     else if (name == "int8_kernels")
       o.int8_kernels = false;
+    else if (name == "frozen_backward")
+      o.frozen_backward = false;
     else if (!name.empty())
       throw Error("unknown optimization '" + name + "'; known: " + [] {
         std::string all;

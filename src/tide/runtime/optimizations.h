@@ -14,8 +14,10 @@ struct Optimizations {
   bool reuse_memory = true;       // the denoising loop's freed activations kept for its next step (runtime/memory.h)
   bool int8_kernels = true;       // int8 weights computed by W8A8 kernels where the CPU pays (kernels/int8_compute.h);
                                   // off: dequantized per call
+  bool frozen_backward = true;    // training: convolutions with frozen weights run their inference path and a
+                                  // backward for the input only (kernels/conv_input_gradient.h)
 
-  static Optimizations plain() { return {false, false, false, false, false, false}; }
+  static Optimizations plain() { return {false, false, false, false, false, false, false}; }
   // "blocked_attention", ... : the ones switched on.
   std::vector<std::string> enabled() const;
   // Every switch's name.

@@ -1,5 +1,7 @@
 #include "tide/train/latent_cache.h"
 
+#include <ATen/record_function.h>
+
 #include <chrono>
 
 namespace tide::train {
@@ -13,6 +15,7 @@ LatentCache::Entry LatentCache::encode(int image, bool flip) {
   ++encoder_runs_;
   const at::Tensor pixels = images_.pixels(image, flip);
   const auto param = vae_->parameters().front();
+  RECORD_USER_SCOPE("stage:vae_encoder");  // a stage of `tide train-ti --profile`
   const auto moments = vae_->encode(pixels.to(param.scalar_type()));
   Entry entry{moments.mean.to(at::kFloat), moments.std().to(at::kFloat)};
   encoder_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

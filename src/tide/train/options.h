@@ -37,6 +37,7 @@ struct TrainOptions {
 
   std::filesystem::path output_dir = "text-inversion-model";
   bool bf16 = false;  // run the UNet in bfloat16 (only where the CPU has native bf16)
+  bool gradient_checkpointing = false;  // the UNet's blocks recompute their activations in the backward pass
   int save_steps = 500;
   int checkpointing_steps = 500;
   std::optional<int> checkpoints_total_limit;
@@ -54,6 +55,7 @@ struct TrainOptions {
   // is used).
   std::string random_weights;
   bool cache_latents = true;  // false: run the VAE encoder for every sample (the uncached path)
+  bool profile = false;       // time the last update's stages and operators and log the tables (rank 0)
 };
 
 }  // namespace tide::train

@@ -1,5 +1,7 @@
 #include "tide/train/sample_loss.h"
 
+#include <ATen/record_function.h>
+
 #include "tide/train/placeholder.h"
 
 namespace tide::train {
@@ -13,8 +15,13 @@ at::Tensor sample_loss(TrainingModels& models, const schedulers::Scheduler& nois
   const at::Tensor target =
       noise_scheduler.prediction_type() == "epsilon" ? s.noise : noise_scheduler.get_velocity(latents, s.noise, t);
 
-  const at::Tensor inputs = embed_with_vectors(models.text_encoder, s.ids, vectors, first_id);       // [1, 77, D]
-  const at::Tensor context = models.text_encoder->forward_embeddings(inputs, s.ids).last_hidden_state;  // [1, 77, D]
+  at::Tensor context;  // [1, 77, D]
+  {
+    RECORD_USER_SCOPE("stage:text_encoder");  // stages of `tide train-ti --profile`
+    const at::Tensor inputs = embed_with_vectors(models.text_encoder, s.ids, vectors, first_id);  // [1, 77, D]
+    context = models.text_encoder->forward_embeddings(inputs, s.ids).last_hidden_state;
+  }
+  RECORD_USER_SCOPE("stage:unet");
   const at::Tensor pred =
       models.unet->forward(noisy.to(unet_dtype), static_cast<double>(s.timestep), context.to(unet_dtype));
   return at::mse_loss(pred.to(at::kFloat), target.to(at::kFloat));

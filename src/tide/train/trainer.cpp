@@ -8,9 +8,13 @@
 #include <random>
 #include <sstream>
 
+#include <ATen/record_function.h>
+
+#include "tide/bench/op_profile.h"
 #include "tide/io/atomic_file.h"
 #include "tide/nn/weight_storage.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/memory.h"
 #include "tide/text/embeddings.h"
 #include "tide/train/keyed_rng.h"
 #include "tide/train/sample_loss.h"
@@ -39,6 +43,12 @@ void truncate_log(const fs::path& path, int64_t step) {
     if (!json.is_discarded() && json.value("step", int64_t{0}) <= step) kept += line + "\n";
   }
   io::write_file_atomically(path, kept);
+}
+
+// --profile's report: seconds per stage of the update, then per operator (backward nodes by autograd's names).
+std::string profile_table(const std::vector<bench::OpTime>& ops) {
+  return "profile of the last update, by stage:\n" + bench::op_table(bench::stage_times(ops), 1.0) +
+         "by operator (stage/operator):\n" + bench::op_table(ops, 0.97);
 }
 
 }  // namespace
@@ -127,6 +137,8 @@ Trainer::Trainer(TrainOptions options, Communicator& comm, TrainHooks hooks)
     nn::set_compute_dtype(*models_.unet, at::kBFloat16);
   }
 
+  models_.unet->gradient_checkpointing = o.gradient_checkpointing;
+
   if (o.resume_from_checkpoint) resume(*o.resume_from_checkpoint);
   latents_ = std::make_unique<LatentCache>(models_.vae, *images_, o.cache_latents);
 
@@ -142,7 +154,8 @@ Trainer::Trainer(TrainOptions options, Communicator& comm, TrainHooks hooks)
     << "  Gradient Accumulation steps = " << o.gradient_accumulation_steps << "\n"
     << "  Total optimization steps = " << max_train_steps_ << "\n"
     << "  Learning rate = " << lr << " (" << o.lr_scheduler << "), seed = " << state_.seed << ", "
-    << (unet_dtype_ == at::kBFloat16 ? "UNet in bf16" : "float32") << ", prediction " << prediction;
+    << (unet_dtype_ == at::kBFloat16 ? "UNet in bf16" : "float32") << ", prediction " << prediction
+    << (o.gradient_checkpointing ? ", gradient checkpointing" : "");
   log(s.str());
 }
 
@@ -255,9 +268,6 @@ void Trainer::write_vectors_to_table() {
 
 void Trainer::run() {
   const auto& o = options_;
-  const int64_t n = images_->length();
-  const int64_t batch = o.train_batch_size;
-  const int64_t global_batch = batch * comm_.size();
   const fs::path log_path = o.output_dir / "train_log.jsonl";
   std::ofstream log_file;
   if (comm_.is_main()) {
@@ -266,59 +276,78 @@ void Trainer::run() {
     if (!log_file) throw Error("cannot write " + log_path.string());
   }
 
+  // Every step allocates the same activations: freed blocks stay in the heap and serve the next one, instead
+  // of being unmapped and faulted in again (glibc maps blocks over 32 MiB afresh).
+  runtime::FreedMemoryReuse reuse;
   while (state_.global_step < max_train_steps_) {
-    const auto start = std::chrono::steady_clock::now();
-    const double encode_start = latents_->encoder_seconds();
-    if (vectors_.grad().defined()) vectors_.mutable_grad().zero_();
-    double loss_sum = 0;
-    int64_t samples = 0;
-    // One update: up to gradient_accumulation_steps global batches; an epoch's end closes the group early,
-    // as accelerate syncs gradients at the end of the dataloader.
-    for (int micro = 0; micro < o.gradient_accumulation_steps; ++micro) {
-      const int64_t in_batch = std::min(global_batch, n - state_.index);
-      const int64_t lo = state_.index + comm_.rank() * batch;
-      const int64_t hi = std::min(lo + batch, state_.index + in_batch);
-      const double scale = 1.0 / (static_cast<double>(in_batch) * o.gradient_accumulation_steps);
-      for (int64_t i = lo; i < hi; ++i) {
-        const at::Tensor loss = sample_loss(state_.epoch, i, true);
-        (loss * scale).backward();
-        loss_sum += loss.item<double>();
-      }
-      samples += in_batch;
-      state_.index += in_batch;
-      if (state_.index >= n) {
-        ++state_.epoch;
-        state_.index = 0;
-        break;
-      }
-    }
-    at::Tensor grad = vectors_.grad().defined() ? vectors_.grad().contiguous() : at::zeros_like(vectors_.detach());
-    comm_.allreduce_sum(grad);
-    at::Tensor loss_total = at::full({1}, loss_sum, at::TensorOptions().dtype(at::kDouble));
-    comm_.allreduce_sum(loss_total);
-
-    const double lr = lr_schedule_->lr(state_.global_step);
-    {
-      at::NoGradGuard no_grad;
-      optimizer_->step(vectors_, grad, lr);
-    }
-    ++state_.global_step;
-    state_.adam_steps = optimizer_->steps();
-    state_.lr_scheduler_steps = state_.global_step * comm_.size();
-
-    StepReport report{state_.global_step, max_train_steps_, loss_total.item<double>() / static_cast<double>(samples), lr,
-                      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-                      latents_->encoder_seconds() - encode_start};
+    std::string profile;  // the last update's tables, with --profile
+    if (o.profile && state_.global_step + 1 == max_train_steps_)
+      profile = profile_table(bench::profile_ops([&] { update(); }));
+    else
+      update();
+    const StepReport& report = last_report_;
     if (comm_.is_main()) {
       log_file << nlohmann::json{{"step", report.step}, {"loss", report.loss}, {"lr", report.lr},
                                  {"seconds", report.seconds}, {"encode_seconds", report.encode_seconds}}.dump()
                << "\n";
       log_file.flush();
       if (hooks_.on_step) hooks_.on_step(report);
+      if (!profile.empty()) log(profile);
       save_outputs_at_step();
     }
   }
   if (comm_.is_main()) save_final_outputs();
+}
+
+void Trainer::update() {
+  const auto& o = options_;
+  const int64_t n = images_->length();
+  const int64_t batch = o.train_batch_size;
+  const int64_t global_batch = batch * comm_.size();
+  const auto start = std::chrono::steady_clock::now();
+  const double encode_start = latents_->encoder_seconds();
+  if (vectors_.grad().defined()) vectors_.mutable_grad().zero_();
+  double loss_sum = 0;
+  int64_t samples = 0;
+  // One update: up to gradient_accumulation_steps global batches; an epoch's end closes the group early,
+  // as accelerate syncs gradients at the end of the dataloader.
+  for (int micro = 0; micro < o.gradient_accumulation_steps; ++micro) {
+    const int64_t in_batch = std::min(global_batch, n - state_.index);
+    const int64_t lo = state_.index + comm_.rank() * batch;
+    const int64_t hi = std::min(lo + batch, state_.index + in_batch);
+    const double scale = 1.0 / (static_cast<double>(in_batch) * o.gradient_accumulation_steps);
+    for (int64_t i = lo; i < hi; ++i) {
+      const at::Tensor loss = sample_loss(state_.epoch, i, true);
+      RECORD_USER_SCOPE("stage:backward");  // a stage of --profile
+      (loss * scale).backward();
+      loss_sum += loss.item<double>();
+    }
+    samples += in_batch;
+    state_.index += in_batch;
+    if (state_.index >= n) {
+      ++state_.epoch;
+      state_.index = 0;
+      break;
+    }
+  }
+  RECORD_USER_SCOPE("stage:update");
+  at::Tensor grad = vectors_.grad().defined() ? vectors_.grad().contiguous() : at::zeros_like(vectors_.detach());
+  comm_.allreduce_sum(grad);
+  at::Tensor loss_total = at::full({1}, loss_sum, at::TensorOptions().dtype(at::kDouble));
+  comm_.allreduce_sum(loss_total);
+
+  const double lr = lr_schedule_->lr(state_.global_step);
+  {
+    at::NoGradGuard no_grad;
+    optimizer_->step(vectors_, grad, lr);
+  }
+  ++state_.global_step;
+  state_.adam_steps = optimizer_->steps();
+  state_.lr_scheduler_steps = state_.global_step * comm_.size();
+
+  last_report_ = {state_.global_step, max_train_steps_, loss_total.item<double>() / static_cast<double>(samples), lr,
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+                  latents_->encoder_seconds() - encode_start};
 }
 
 void Trainer::save_outputs_at_step() {

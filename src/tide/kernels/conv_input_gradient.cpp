@@ -1,0 +1,65 @@
+#include "tide/kernels/conv_input_gradient.h"
+
+#include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "tide/kernels/weight_quantization.h"
+
+namespace tide::kernels {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Passed to the Function as one non-tensor argument, so that autograd sees x as its only input.
+struct FrozenWeight {
+  at::Tensor weight, scale;  // as stored; scale: int8 weights only (else undefined)
+};
+
+struct FrozenConv2dFunction : torch::autograd::Function<FrozenConv2dFunction> {
+  // Function::apply runs this with gradients off: `inference_forward` takes its fast paths.
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const FrozenWeight& frozen, int64_t stride,
+                            int64_t padding, const std::function<at::Tensor(const at::Tensor&)>& inference_forward) {
+    ctx->saved_data["weight"] = frozen.weight;  // frozen: no version to check, and not x (no weight gradient)
+    if (frozen.scale.defined()) ctx->saved_data["weight_scale"] = frozen.scale;
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["padding"] = padding;
+    ctx->saved_data["input_size"] = x.sizes().vec();
+    return inference_forward(x);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    TORCH_CHECK(!c10::GradMode::is_enabled(),
+                "convolution with frozen weights: second-order gradients are not supported (backward with create_graph)");
+    const at::Tensor stored = ctx->saved_data["weight"].toTensor();
+    const at::ScalarType dtype = grads[0].scalar_type();
+    const at::Tensor weight = stored.scalar_type() == at::kChar
+                                  ? dequantize_per_channel(stored, ctx->saved_data["weight_scale"].toTensor(), dtype)
+                                  : stored.to(dtype);
+    const auto input_size = ctx->saved_data["input_size"].toIntVector();
+    at::Tensor dx = conv2d_input_gradient(grads[0], weight, ctx->saved_data["stride"].toInt(),
+                                          ctx->saved_data["padding"].toInt(), input_size);
+    return {dx, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weight, int64_t stride, int64_t padding,
+                                 at::IntArrayRef input_size) {
+  TORCH_CHECK(grad.dim() == 4 && weight.dim() == 4 && input_size.size() == 4, "conv2d_input_gradient: 4-d tensors");
+  // oneDNN's backward-data kernel, as autograd calls it, but with only the input gradient asked for: the
+  // input then only gives the result's shape and layout, so an unwritten tensor of that shape stands in.
+  const at::Tensor shape_only = at::empty(input_size, grad.options().memory_format(grad.suggest_memory_format()));
+  return std::get<0>(at::convolution_backward(grad, shape_only, weight, c10::nullopt, {stride, stride},
+                                              {padding, padding}, {1, 1}, false, {0, 0}, 1, {true, false, false}));
+}
+
+at::Tensor conv2d_frozen_weights(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& weight_scale,
+                                 int64_t stride, int64_t padding,
+                                 const std::function<at::Tensor(const at::Tensor&)>& inference_forward) {
+  TORCH_CHECK(!weight.requires_grad(), "conv2d_frozen_weights: the weight must not require gradients");
+  return FrozenConv2dFunction::apply(x, FrozenWeight{weight.detach(), weight_scale}, stride, padding, inference_forward);
+}
+
+}  // namespace tide::kernels

@@ -1,0 +1,26 @@
+// Convolutions against frozen weights, for training that only needs gradients with respect to activations
+// (textual inversion: the UNet's weights never change). The forward runs the inference path (channels last,
+// Winograd, in-place ops downstream) and keeps only the weight, not the input; the backward asks oneDNN for
+// the input gradient alone. Plain autograd runs the NCHW forward and keeps every convolution's input for a
+// weight gradient nobody asks for.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <functional>
+
+namespace tide::kernels {
+
+// ∂(conv2d(x, weight, stride, padding))/∂x applied to `grad` [N, K, H', W'] -> [N, C, H, W] in grad's layout,
+// where `input_size` = {N, C, H, W}. weight: [K, C, kh, kw] in grad's dtype (any memory format).
+at::Tensor conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weight, int64_t stride, int64_t padding,
+                                 at::IntArrayRef input_size);
+
+// conv2d(x, weight, bias, stride, padding) as `inference_forward(x)` computes it (called with gradients off),
+// differentiable with respect to x only: weight and bias must not require gradients. `weight` is the layer's
+// weight as stored (float, 16-bit, or int8 with its per-channel `weight_scale`): the backward widens it to the
+// gradient's dtype when it runs, so no widened copy waits in the graph.
+at::Tensor conv2d_frozen_weights(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& weight_scale,
+                                 int64_t stride, int64_t padding,
+                                 const std::function<at::Tensor(const at::Tensor&)>& inference_forward);
+
+}  // namespace tide::kernels

@@ -1,0 +1,165 @@
+// The backward passes training uses against frozen weights: convolutions that compute only their input's
+// gradient (kernels/conv_input_gradient.h) and gradient checkpointing (nn/checkpoint.h), each checked against
+// plain libtorch autograd on random inputs.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "test_support.h"
+#include <torch/csrc/autograd/autograd.h>
+
+#include "tide/kernels/conv_input_gradient.h"
+#include "tide/models/unet2d_condition.h"
+#include "tide/nn/checkpoint.h"
+#include "tide/nn/layers.h"
+#include "tide/nn/weight_storage.h"
+#include "tide/runtime/optimizations.h"
+
+namespace {
+using tide::runtime::Optimizations;
+using tide::runtime::OptimizationsGuard;
+
+double relative_error(const at::Tensor& actual, const at::Tensor& expected) {
+  return ((actual.to(at::kDouble) - expected.to(at::kDouble)).norm() / expected.to(at::kDouble).norm()).item<double>();
+}
+
+// The input gradient autograd computes for conv2d(x, w), in float64.
+at::Tensor reference_input_gradient(const at::Tensor& x, const at::Tensor& w, const at::Tensor& grad, int64_t stride,
+                                    int64_t padding) {
+  const at::Tensor xd = x.to(at::kDouble).set_requires_grad(true);
+  at::conv2d(xd, w.to(at::kDouble), {}, {stride, stride}, {padding, padding}).backward(grad.to(at::kDouble));
+  return xd.grad();
+}
+
+TEST(ConvInputGradient, MatchesAutogradOnRandomShapes) {
+  at::manual_seed(11);
+  struct Case {
+    int64_t batch, in, out, height, width, kernel, stride, padding;
+  };
+  // The UNet's kinds (3x3 same, 1x1 shortcuts, 3x3 stride-2 downsamplers on even and odd maps) and others.
+  for (const Case c : {Case{1, 8, 16, 9, 7, 3, 1, 1}, Case{2, 16, 8, 6, 6, 1, 1, 0}, Case{1, 8, 8, 10, 10, 3, 2, 1},
+                       Case{1, 8, 12, 9, 11, 3, 2, 1}, Case{2, 4, 6, 8, 5, 5, 1, 2}, Case{1, 6, 4, 7, 9, 2, 2, 0}}) {
+    const at::Tensor x = at::randn({c.batch, c.in, c.height, c.width});
+    const at::Tensor w = at::randn({c.out, c.in, c.kernel, c.kernel}) * 0.2;
+    const at::Tensor grad = at::randn_like(at::conv2d(x, w, {}, {c.stride, c.stride}, {c.padding, c.padding}));
+    const at::Tensor expected = reference_input_gradient(x, w, grad, c.stride, c.padding);
+    for (const auto format : {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast}) {
+      const at::Tensor dx = tide::kernels::conv2d_input_gradient(grad.contiguous(format), w.contiguous(format),
+                                                                 c.stride, c.padding, x.sizes());
+      ASSERT_EQ(dx.sizes(), x.sizes()) << "kernel " << c.kernel << " stride " << c.stride;
+      EXPECT_LT(relative_error(dx, expected), 1e-5) << "kernel " << c.kernel << " stride " << c.stride;
+    }
+  }
+}
+
+// A Conv2d layer whose weights need no gradient takes the frozen path with gradients on: the same output and
+// input gradient as plain autograd (whose backward node is ConvolutionBackward0), for float32, float16 and
+// int8 storage (the backward widens or dequantizes the stored weight).
+TEST(ConvInputGradient, FrozenLayerMatchesPlainAutograd) {
+  at::manual_seed(12);
+  for (const auto storage : {tide::nn::WeightFormat::kFloat32, tide::nn::WeightFormat::kFloat16,
+                             tide::nn::WeightFormat::kInt8}) {
+    for (const int64_t stride : {1, 2}) {
+      tide::nn::Conv2d conv(16, 24, 3, stride, 1);
+      tide::nn::convert_weight_storage(*conv, [&](const std::string&) { return storage; });
+      for (auto& p : conv->parameters()) p.set_requires_grad(false);
+      const at::Tensor x = at::randn({2, 16, 12, 10});
+      auto run = [&](const Optimizations& optimizations, std::string& node) {
+        OptimizationsGuard guard(optimizations);
+        const at::Tensor input = x.clone().set_requires_grad(true);
+        const at::Tensor y = conv->forward(input);
+        node = y.grad_fn() ? y.grad_fn()->name() : "none";
+        (y * at::linspace(-1, 1, y.numel()).view(y.sizes())).sum().backward();
+        return std::make_pair(y.detach().contiguous(), input.grad());
+      };
+      std::string frozen_node, plain_node;
+      const auto [y_frozen, dx_frozen] = run(Optimizations(), frozen_node);
+      const auto [y_plain, dx_plain] = run(Optimizations().without("frozen_backward"), plain_node);
+      const std::string what = tide::nn::weight_format_name(storage) + " stride " + std::to_string(stride);
+      EXPECT_NE(frozen_node.find("FrozenConv2dFunction"), std::string::npos) << what << ": " << frozen_node;
+      EXPECT_NE(plain_node.find("ConvolutionBackward"), std::string::npos) << what << ": " << plain_node;
+      // int8 forwards through the W8A8 kernel on the frozen path (inference's), dequantized on the plain one.
+      const double forward_tolerance = storage == tide::nn::WeightFormat::kInt8 ? 0.05 : 1e-5;
+      EXPECT_LT(relative_error(y_frozen, y_plain), forward_tolerance) << what;
+      EXPECT_LT(relative_error(dx_frozen, dx_plain), 1e-5) << what;
+    }
+  }
+}
+
+TEST(ConvInputGradient, SecondOrderGradientsAreRefused) {
+  tide::nn::Conv2d conv(4, 4, 3, 1, 1);
+  for (auto& p : conv->parameters()) p.set_requires_grad(false);
+  const at::Tensor x = at::randn({1, 4, 6, 6}).set_requires_grad(true);
+  const at::Tensor y = conv->forward(x).square().sum();
+  EXPECT_THROW(torch::autograd::grad({y}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/true), c10::Error);
+}
+
+TEST(Checkpoint, GradientsEqualUncheckpointedAndTheSegmentRunsAgain) {
+  at::manual_seed(13);
+  const at::Tensor w = at::randn({6, 6});
+  int runs = 0;
+  // Two outputs from three inputs, one of which needs no gradient.
+  const tide::nn::Segment segment = [&](const std::vector<at::Tensor>& in) {
+    ++runs;
+    const at::Tensor h = at::tanh(at::mm(in[0], w) + in[1]) * in[2];
+    return std::vector<at::Tensor>{h.sum(1), at::sigmoid(h)};
+  };
+  auto gradients = [&](bool checkpointed) {
+    const at::Tensor a = at::full({4, 6}, 0.3).set_requires_grad(true);
+    const at::Tensor b = at::linspace(-1, 1, 6).set_requires_grad(true);
+    const at::Tensor c = at::full({4, 1}, 2.0);
+    const std::vector<at::Tensor> in{a + at::arange(24).view({4, 6}) * 0.01, b, c};
+    const auto out = checkpointed ? tide::nn::checkpoint(segment, in) : segment(in);
+    (out[0].square().sum() + (out[1] * 3).sum()).backward();
+    return std::make_pair(a.grad(), b.grad());
+  };
+  runs = 0;
+  const auto [a_plain, b_plain] = gradients(false);
+  EXPECT_EQ(runs, 1);
+  runs = 0;
+  const auto [a_checkpointed, b_checkpointed] = gradients(true);
+  EXPECT_EQ(runs, 2);  // once forward without a graph, once in the backward pass
+  EXPECT_TENSOR_NEAR(a_checkpointed, a_plain, 1e-6);
+  EXPECT_TENSOR_NEAR(b_checkpointed, b_plain, 1e-6);
+  {
+    torch::NoGradGuard no_grad;
+    runs = 0;
+    tide::nn::checkpoint(segment, {at::ones({4, 6}), at::ones({6}), at::ones({4, 1})});
+    EXPECT_EQ(runs, 1);
+  }
+}
+
+// A small SD-like UNet with frozen weights: the gradients of the loss with respect to the latents and the
+// text context are the same with its blocks checkpointed, with the frozen-weight backward and with plain
+// autograd.
+TEST(Checkpoint, UNetBlocksGiveTheSameGradients) {
+  at::manual_seed(14);
+  const nlohmann::json config = {{"block_out_channels", {32, 64}},
+                                 {"down_block_types", {"CrossAttnDownBlock2D", "DownBlock2D"}},
+                                 {"up_block_types", {"UpBlock2D", "CrossAttnUpBlock2D"}},
+                                 {"attention_head_dim", 8},
+                                 {"cross_attention_dim", 32},
+                                 {"layers_per_block", 2},
+                                 {"sample_size", 16}};
+  tide::models::UNet2DConditionModel unet(tide::models::UNet2DConditionConfig::from_json(config));
+  for (auto& p : unet->parameters()) p.set_requires_grad(false);
+  const at::Tensor sample = at::randn({1, 4, 14, 10}), context = at::randn({1, 77, 32});
+  auto gradients = [&](bool checkpointed, const Optimizations& optimizations) {
+    OptimizationsGuard guard(optimizations);
+    unet->gradient_checkpointing = checkpointed;
+    const at::Tensor s = sample.clone().set_requires_grad(true), c = context.clone().set_requires_grad(true);
+    unet->forward(s, 300.0, c).square().mean().backward();
+    return std::make_pair(s.grad(), c.grad());
+  };
+  const auto [s_plain, c_plain] = gradients(false, Optimizations().without("frozen_backward"));
+  ASSERT_GT(c_plain.abs().max().item<double>(), 0);
+  const auto [s_frozen, c_frozen] = gradients(false, Optimizations());
+  const auto [s_checkpointed, c_checkpointed] = gradients(true, Optimizations());
+  EXPECT_LT(relative_error(s_frozen, s_plain), 1e-5);
+  EXPECT_LT(relative_error(c_frozen, c_plain), 1e-5);
+  EXPECT_LT(relative_error(s_checkpointed, s_frozen), 1e-5);
+  EXPECT_LT(relative_error(c_checkpointed, c_frozen), 1e-5);
+  unet->gradient_checkpointing = false;
+}
+
+}  // namespace
