@@ -3,11 +3,12 @@
 # and thread count, tide train-ti's step (latents cached, the encoder's seconds left out) with every
 # optimization, the same step the way tide trained before the frozen-weight backward (--without
 # frozen_backward,reuse_memory: plain autograd convolutions, fresh pages every step), optionally the step in
-# bf16 and with gradient checkpointing, their peak memory, and one UNet call at batch 1 (tide bench,
-# guidance 1). SD 1.5 architecture with random weights: no download.
+# bf16, with gradient checkpointing and with every optimization off (plain libtorch autograd and module code,
+# as diffusers' script runs them), their peak memory, and one UNet call at batch 1 (tide bench, guidance 1).
+# SD 1.5 architecture with random weights: no download.
 # Usage: bench/train_ti_speed.sh [TIDE_BINARY] [RESULTS_FILE]
 #   RESOLUTIONS (default "256 512"), THREADS (default "1 2"), STEPS (default 4: the first is not counted)
-#   EXTRA="bf16 checkpointing" adds those columns; TOKENIZER_MODEL: a folder with tokenizer/
+#   EXTRA="bf16 checkpointing plain" adds those columns; TOKENIZER_MODEL: a folder with tokenizer/
 set -euo pipefail
 tide=$(realpath "${1:-build/tide}")
 results=${2:-/dev/stdout}
@@ -71,6 +72,8 @@ unet_call() {  # resolution threads -> seconds of one UNet call at batch 1
         case $e in
           bf16) read -r s g < <(step "$res" "$threads" --mixed_precision bf16) ;;
           checkpointing) read -r s g < <(step "$res" "$threads" --gradient_checkpointing) ;;
+          plain) read -r s g < <(step "$res" "$threads" \
+                   --without blocked_attention,channels_last,in_place,winograd,reuse_memory,frozen_backward) ;;
           *) echo "unknown EXTRA column $e" >&2; exit 2 ;;
         esac
         line+="  $s  $g"

@@ -7,6 +7,7 @@
 #include <iostream>
 #include <memory>
 #include <sstream>
+#include <thread>
 
 #include "args.h"
 #include "commands.h"
@@ -86,6 +87,9 @@ Args make_args() {
       .option("num_validation_images", "N", "images per validation", "4")
       .option("validation_steps", "N", "updates between validations", "100")
       .option("threads", "N", "CPU threads per process", "the cores this process may use")
+      .option("cpus", "LIST", "run only on these CPUs, like taskset -c (e.g. 0-7). Under mpirun without it, ranks "
+                              "that share one machine's CPUs unbound (--bind-to none) split them: each is pinned to "
+                              "its own consecutive share", "all this process may use")
       // diffusers' flags that have no meaning here: accepted so that existing command lines run, with a note.
       .option("dataloader_num_workers", "N", "accepted for compatibility: tide reads images in the training process")
       .option("logging_dir", "DIR", "accepted for compatibility: the log is output_dir/train_log.jsonl")
@@ -222,6 +226,24 @@ std::string format_number(const char* format, double value) {
   return buf;
 }
 
+// --cpus, or under mpirun the share of a machine's CPUs when its ranks were started unbound (each would
+// otherwise run a thread per CPU on all of them: N ranks oversubscribing the cores N times). Ranks that
+// mpirun bound (its default for up to 2 ranks: one core each) keep their binding. Returns a note for the log.
+std::string place_process(const Args& args) {
+  if (args.has("cpus")) {
+    runtime::pin_to_cpus(runtime::parse_cpu_list(args.get("cpus"), "tide train-ti: --cpus"));
+    return " on CPUs " + args.get("cpus");
+  }
+  if (!train::launched_by_mpirun()) return "";
+  const auto [local_rank, local_ranks] = train::local_rank_and_size();
+  const std::vector<int> cpus = runtime::allowed_cpus();
+  const bool unbound = cpus.size() == std::max(1u, std::thread::hardware_concurrency());
+  if (local_ranks < 2 || !unbound) return "";
+  runtime::pin_to_cpus(runtime::share_of_cpus(cpus, local_rank, local_ranks));
+  return " (" + std::to_string(local_ranks) + " ranks on this machine share its " + std::to_string(cpus.size()) +
+         " CPUs unbound: each pinned to its own share)";
+}
+
 }  // namespace
 
 int run_train_ti(int argc, char** argv) {
@@ -235,6 +257,7 @@ int run_train_ti(int argc, char** argv) {
   const bool main_rank = comm->is_main();
   const int world = comm->size();
   try {
+    const std::string placement = place_process(args);  // before any parallel work: threads start inside
     const int threads = runtime::configure_threads(args.has("threads") ? args.get_int("threads") : 0);
     if (args.has("without")) runtime::optimizations() = runtime::optimizations().without(args.get("without"));
     if (main_rank)
@@ -250,7 +273,8 @@ int run_train_ti(int argc, char** argv) {
       throw Error("tide train-ti: --mixed_precision must be no or bf16, got '" + precision + "'");
     }
     if (main_rank)
-      std::cerr << world << (world == 1 ? " process" : " processes") << ", " << threads << " threads each\n";
+      std::cerr << world << (world == 1 ? " process" : " processes") << ", " << threads << " threads each"
+                << placement << "\n";
 
     runtime::Progress progress("steps", 0);
     int64_t first_step = 0;  // a resumed run counts its speed from where it started

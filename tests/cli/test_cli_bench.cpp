@@ -167,6 +167,27 @@ TEST(CliBench, AttentionModeReportsSpeedupAndPeak) {
   EXPECT_GT(j.at("peak_gflops").get<double>(), 0);
 }
 
+// DNNL_MAX_CPU_ISA=AVX2 caps tide's own kernels and reports as it caps oneDNN's: no AVX-512 or AMX feature is
+// listed or used, and the peak is measured with AVX2 where the CPU has it.
+TEST(CliBench, MaxIsaAvx2HidesAvx512AndAmx) {
+  TempDir dir;
+  auto run = tide::testing::run_command("DNNL_MAX_CPU_ISA=AVX2 " + std::string(TIDE_BINARY) +
+                                        " bench --attention --tokens 64 --heads 2 --head-dim 8 --runs 1 --threads 1 "
+                                        "--peak --json " + quote(dir.path() / "a.json"));
+  ASSERT_EQ(run.code, 0) << run.output;
+  std::ifstream in(dir.path() / "a.json");
+  const auto j = nlohmann::json::parse(in);
+  for (const auto& feature : j.at("cpu_features")) {
+    const std::string f = feature.get<std::string>();
+    EXPECT_TRUE(f.rfind("avx512", 0) != 0 && f.rfind("amx", 0) != 0) << f;
+  }
+  EXPECT_LT(j.at("attention").at("max_abs_diff").get<double>(), 1e-4);
+  if (tide::runtime::has_cpu_feature("avx2") && tide::runtime::has_cpu_feature("fma")) {
+    EXPECT_NE(run.output.find("avx2"), std::string::npos) << run.output;
+    EXPECT_EQ(run.output.find("avx512"), std::string::npos) << run.output;
+  }
+}
+
 // --conv: one 3×3 convolution, the Winograd kernel against oneDNN's direct one, with the same outputs.
 TEST(CliBench, ConvModeComparesWinogradWithDirect) {
   TempDir dir;

@@ -4,10 +4,12 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <thread>
 
 #include "cli_runner.h"
 #include "test_support.h"
 #include "tide/io/image.h"
+#include "tide/runtime/threads.h"
 #include "tide/text/embeddings.h"
 #include "tide/train/checkpoint.h"
 #include "tiny_pipeline.h"
@@ -146,6 +148,28 @@ TEST_F(CliTrainTi, TwoRanksWithBatchOneEqualOneProcessWithBatchTwo) {
   auto init = tide(train_args(single.path() / "zero", "--train_batch_size 2 --max_train_steps 1 --learning_rate 0"));
   ASSERT_EQ(init.code, 0) << init.output;
   EXPECT_GT(tide::testing::max_abs_diff(a, learned(single.path() / "zero")), 1e-3);
+}
+
+// Ranks that mpirun starts unbound on one machine (--bind-to none) would each run threads on all its CPUs;
+// they split them instead. --cpus pins a process by hand; a CPU it may not use is a clear error.
+TEST_F(CliTrainTi, RanksSharingAMachineSplitItsCpusAndCpusPins) {
+  auto pinned = tide(train_args(dir_->path() / "pinned", "--train_batch_size 1 --max_train_steps 1 --cpus 0"));
+  ASSERT_EQ(pinned.code, 0) << pinned.output;
+  EXPECT_NE(pinned.output.find("threads each on CPUs 0"), std::string::npos) << pinned.output;
+  auto bad = tide(train_args(dir_->path() / "bad", "--max_train_steps 1 --cpus 100000"));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.output.find("--cpus"), std::string::npos) << bad.output;
+
+  if (!have_mpirun()) GTEST_SKIP() << "mpirun not installed: the split under mpirun was not exercised";
+  const auto cpus = tide::runtime::allowed_cpus();
+  if (cpus.size() < 2 || cpus.size() != std::thread::hardware_concurrency())
+    GTEST_SKIP() << "needs 2 or more CPUs, all usable by this process: the split under mpirun was not exercised";
+  TempDir out;
+  auto two = run_command(std::string(kMpirun) + " -n 2 --bind-to none " + TIDE_BINARY +
+                         train_args(out.path(), "--train_batch_size 1 --max_train_steps 1"));
+  ASSERT_EQ(two.code, 0) << two.output;
+  EXPECT_NE(two.output.find("2 ranks on this machine share its " + std::to_string(cpus.size()) + " CPUs"),
+            std::string::npos) << two.output;
 }
 
 TEST_F(CliTrainTi, ARankThatFailsStopsTheJob) {

@@ -11,6 +11,7 @@
 #include "test_support.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/threads.h"
+#include "tide/train/communicator.h"
 
 namespace {
 
@@ -92,6 +93,44 @@ TEST(Threads, ParsesCpuListsLikeNumactl) {
 
 // Pinning to one allowed CPU shrinks the affinity mask; a CPU outside it is refused. Runs in a child
 // thread so the test process keeps its own mask.
+TEST(Threads, RanksSharingCpusEachTakeTheirOwnConsecutiveShare) {
+  using tide::runtime::share_of_cpus;
+  const std::vector<int> cpus{0, 1, 2, 3, 4, 5, 6};
+  EXPECT_EQ(share_of_cpus(cpus, 0, 1), cpus);
+  EXPECT_EQ(share_of_cpus(cpus, 0, 2), (std::vector<int>{0, 1, 2, 3}));  // 7 = 4 + 3
+  EXPECT_EQ(share_of_cpus(cpus, 1, 2), (std::vector<int>{4, 5, 6}));
+  EXPECT_EQ(share_of_cpus(cpus, 2, 3), (std::vector<int>{5, 6}));
+  EXPECT_EQ(share_of_cpus({8, 9}, 1, 2), (std::vector<int>{9}));
+  EXPECT_EQ(share_of_cpus({8, 9}, 3, 4), (std::vector<int>{9}));  // more ranks than CPUs: round-robin
+  // Every CPU is used by exactly one of the ranks.
+  for (int ranks = 1; ranks <= 7; ++ranks) {
+    std::vector<int> all;
+    for (int r = 0; r < ranks; ++r) {
+      const auto share = share_of_cpus(cpus, r, ranks);
+      all.insert(all.end(), share.begin(), share.end());
+    }
+    EXPECT_EQ(all, cpus) << ranks << " ranks";
+  }
+  EXPECT_THROW(share_of_cpus(cpus, 2, 2), tide::Error);
+  EXPECT_THROW(share_of_cpus({}, 0, 1), tide::Error);
+}
+
+TEST(Threads, LocalRankComesFromTheLauncher) {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"})
+    unsetenv(var);
+  EXPECT_EQ(tide::train::local_rank_and_size(), (std::pair<int, int>{0, 1}));
+  setenv("MPI_LOCALRANKID", "1", 1);
+  setenv("MPI_LOCALNRANKS", "4", 1);
+  EXPECT_EQ(tide::train::local_rank_and_size(), (std::pair<int, int>{1, 4}));
+  setenv("OMPI_COMM_WORLD_LOCAL_RANK", "2", 1);
+  setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "3", 1);
+  EXPECT_EQ(tide::train::local_rank_and_size(), (std::pair<int, int>{2, 3}));
+  setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "x", 1);  // unreadable: the next launcher's variables
+  EXPECT_EQ(tide::train::local_rank_and_size(), (std::pair<int, int>{1, 4}));
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"})
+    unsetenv(var);
+}
+
 TEST(Threads, PinningRestrictsTheAffinityMask) {
   const std::vector<int> before = tide::runtime::allowed_cpus();
   std::vector<int> inside;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "tide/runtime/cpu_features.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define TIDE_X86 1
@@ -13,7 +15,8 @@ namespace {
 
 #ifdef TIDE_X86
 const bool kHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-const bool kHasAvx512vl = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+const bool kHasAvx512vl = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                          runtime::max_isa_allows_avx512();
 
 // Row i of A: A[m, k] row-major, or with TransA stored as Aᵀ [k, m] (element (i, p) at a[p·lda + i]; the
 // backward's Pᵀ·dO and dSᵀ·q read the strips that way, without a transposed copy).

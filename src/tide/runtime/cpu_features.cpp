@@ -1,6 +1,8 @@
 #include "tide/runtime/cpu_features.h"
 
 #include <algorithm>
+#include <cctype>
+#include <iterator>
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -8,6 +10,33 @@
 
 namespace tide::runtime {
 namespace {
+
+std::string upper(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+  return s;
+}
+
+// oneDNN's DNNL_MAX_CPU_ISA / ONEDNN_MAX_CPU_ISA, for tide's own kernels too: below AVX-512 the AVX-512 and AMX
+// flags are hidden (below AVX2 also AVX2 and FMA), so every path takes the branch a CPU without them takes.
+std::string max_isa() {
+  const char* value = std::getenv("ONEDNN_MAX_CPU_ISA");
+  if (!value || !*value) value = std::getenv("DNNL_MAX_CPU_ISA");
+  return value && *value ? upper(value) : "ALL";
+}
+
+bool below_avx512(const std::string& isa) {
+  return isa.rfind("AVX512", 0) != 0 && isa.rfind("AVX10", 0) != 0 && isa != "ALL";
+}
+
+void cap_to_max_isa(std::set<std::string>& flags) {
+  const std::string isa = max_isa();
+  const bool below_avx2 = below_avx512(isa) && isa.rfind("AVX2", 0) != 0;
+  for (auto it = flags.begin(); it != flags.end();) {
+    const bool hidden = (below_avx512(isa) && (it->rfind("avx512", 0) == 0 || it->rfind("amx", 0) == 0)) ||
+                        (below_avx2 && (*it == "avx2" || *it == "fma" || *it == "avx_vnni"));
+    it = hidden ? flags.erase(it) : std::next(it);
+  }
+}
 
 // The first "flags" and "model name" lines of /proc/cpuinfo.
 struct CpuInfo {
@@ -31,6 +60,7 @@ const CpuInfo& cpu_info() {
         i.model = value;
       }
     }
+    cap_to_max_isa(i.flags);
     return i;
   }();
   return info;
@@ -46,6 +76,11 @@ std::vector<std::string> cpu_features() {
 }
 
 bool has_cpu_feature(const std::string& name) { return cpu_info().flags.count(name) > 0; }
+
+bool max_isa_allows_avx512() {
+  static const bool allowed = !below_avx512(max_isa());
+  return allowed;
+}
 
 bool bf16_supported() {
   const char* off = std::getenv("TIDE_NO_BF16");

@@ -84,6 +84,16 @@ std::vector<int> parse_cpu_list(const std::string& list, const std::string& flag
   return {cpus.begin(), cpus.end()};
 }
 
+std::vector<int> share_of_cpus(const std::vector<int>& cpus, int rank, int ranks) {
+  if (cpus.empty() || ranks < 1 || rank < 0 || rank >= ranks) throw Error("share_of_cpus: bad rank or no CPUs");
+  const int n = static_cast<int>(cpus.size());
+  if (ranks >= n) return {cpus[static_cast<size_t>(rank % n)]};
+  const int base = n / ranks, extra = n % ranks;
+  const int first = rank * base + std::min(rank, extra);
+  const int count = base + (rank < extra ? 1 : 0);
+  return std::vector<int>(cpus.begin() + first, cpus.begin() + first + count);
+}
+
 void pin_to_cpus(const std::vector<int>& cpus) {
   const std::vector<int> allowed = allowed_cpus();
   cpu_set_t set;

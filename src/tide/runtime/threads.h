@@ -28,6 +28,11 @@ int configure_threads(int threads);
 // "0-3,8,10-11" -> {0, 1, 2, 3, 8, 10, 11}; bad syntax or a reversed range is a tide::Error naming `flag`.
 std::vector<int> parse_cpu_list(const std::string& list, const std::string& flag = "--cpus");
 
+// The share of `cpus` (ascending) for process `rank` of `ranks` that were all given the same CPUs, e.g. by
+// mpirun without binding: consecutive CPUs, split as evenly as possible (the first cpus.size() % ranks ranks
+// take one more). With more ranks than CPUs, rank r gets CPU cpus[r % cpus.size()].
+std::vector<int> share_of_cpus(const std::vector<int>& cpus, int rank, int ranks);
+
 // Restricts this process to `cpus`, like `numactl -C` / `taskset -c`: call it before any parallel work, so
 // that every worker thread starts inside the set. A CPU the process may not use is a tide::Error.
 void pin_to_cpus(const std::vector<int>& cpus);

@@ -80,6 +80,22 @@ std::unique_ptr<Communicator> make_single_process_communicator() { return std::m
 
 std::unique_ptr<Communicator> make_mpi_communicator() { return std::make_unique<Mpi>(); }
 
+std::pair<int, int> local_rank_and_size() {
+  auto read = [](const char* name) -> int {
+    const char* value = std::getenv(name);
+    if (!value || !*value) return -1;
+    char* end = nullptr;
+    const long n = std::strtol(value, &end, 10);
+    return *end == '\0' && n >= 0 && n < (1 << 20) ? static_cast<int>(n) : -1;
+  };
+  for (const auto& [rank_var, size_var] : {std::pair{"OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"},
+                                           std::pair{"MPI_LOCALRANKID", "MPI_LOCALNRANKS"}}) {
+    const int rank = read(rank_var), size = read(size_var);
+    if (rank >= 0 && size > rank) return {rank, size};
+  }
+  return {0, 1};
+}
+
 bool launched_by_mpirun() {
   for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
     if (std::getenv(var)) return true;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 namespace tide::train {
 
@@ -36,5 +37,10 @@ std::unique_ptr<Communicator> make_mpi_communicator();
 
 // Whether this process was started by mpirun / mpiexec (Open MPI, MPICH or Slurm environment variables).
 bool launched_by_mpirun();
+
+// This process's place among the ranks on its machine, from the launcher's environment (Open MPI's
+// OMPI_COMM_WORLD_LOCAL_RANK/_SIZE, MPICH's MPI_LOCALRANKID/MPI_LOCALNRANKS): {local rank, local ranks};
+// {0, 1} when the launcher does not say.
+std::pair<int, int> local_rank_and_size();
 
 }  // namespace tide::train

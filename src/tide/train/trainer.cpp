@@ -12,9 +12,11 @@
 
 #include "tide/bench/op_profile.h"
 #include "tide/io/atomic_file.h"
+#include "tide/nn/layers.h"
 #include "tide/nn/weight_storage.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/memory.h"
+#include "tide/runtime/optimizations.h"
 #include "tide/text/embeddings.h"
 #include "tide/train/keyed_rng.h"
 #include "tide/train/sample_loss.h"
@@ -78,6 +80,15 @@ Trainer::Trainer(TrainOptions options, Communicator& comm, TrainHooks hooks)
     if (comm_.is_main()) load();
     comm_.barrier();
     if (!comm_.is_main()) load();
+  }
+  {
+    // Convolution weights in the layout their forward reads, so no layout copy of them is kept: channels last
+    // for the frozen-weight path (and the VAE encoder, which runs without gradients), NCHW for plain autograd.
+    nn::store_conv_weights_for_current_layout(*models_.vae);
+    runtime::Optimizations unet_layout = runtime::optimizations();
+    unet_layout.channels_last = unet_layout.channels_last && unet_layout.frozen_backward;
+    runtime::OptimizationsGuard guard(unet_layout);
+    nn::store_conv_weights_for_current_layout(*models_.unet);
   }
   placeholder_ = add_placeholder(*models_.tokenizer, models_.text_encoder, o.placeholder_token, o.initializer_token,
                                  o.num_vectors);
