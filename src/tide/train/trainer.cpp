@@ -299,7 +299,8 @@ void Trainer::run() {
     const StepReport& report = last_report_;
     if (comm_.is_main()) {
       log_file << nlohmann::json{{"step", report.step}, {"loss", report.loss}, {"lr", report.lr},
-                                 {"seconds", report.seconds}, {"encode_seconds", report.encode_seconds}}.dump()
+                                 {"seconds", report.seconds}, {"encode_seconds", report.encode_seconds},
+                                 {"peak_rss_bytes", report.peak_rss_bytes}}.dump()
                << "\n";
       log_file.flush();
       if (hooks_.on_step) hooks_.on_step(report);
@@ -317,6 +318,7 @@ void Trainer::update() {
   const int64_t global_batch = batch * comm_.size();
   const auto start = std::chrono::steady_clock::now();
   const double encode_start = latents_->encoder_seconds();
+  const bool rss_window = runtime::reset_peak_rss_window();
   if (vectors_.grad().defined()) vectors_.mutable_grad().zero_();
   double loss_sum = 0;
   int64_t samples = 0;
@@ -358,7 +360,8 @@ void Trainer::update() {
 
   last_report_ = {state_.global_step, max_train_steps_, loss_total.item<double>() / static_cast<double>(samples), lr,
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-                  latents_->encoder_seconds() - encode_start};
+                  latents_->encoder_seconds() - encode_start,
+                  rss_window ? runtime::window_peak_rss_bytes() : runtime::peak_rss_bytes()};
 }
 
 void Trainer::save_outputs_at_step() {

@@ -30,6 +30,7 @@ struct StepReport {
   double lr = 0;      // the learning rate this update used
   double seconds = 0;
   double encode_seconds = 0;  // of which in the VAE encoder (first use of an image variant, or --no_latent_cache)
+  int64_t peak_rss_bytes = 0;  // the most resident memory during the update (this rank; 0 if unknown)
 };
 
 struct TrainHooks {
