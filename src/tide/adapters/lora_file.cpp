@@ -11,14 +11,10 @@
 #include "tide/io/safetensors.h"
 #include "tide/pipeline/single_file_tables.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/strings.h"
 
 namespace tide::adapters {
 namespace {
-
-bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 std::string underscored(std::string name) {
   std::replace(name.begin(), name.end(), '.', '_');

@@ -6,13 +6,10 @@
 #include "tide/adapters/lora_delta.h"
 #include "tide/kernels/weight_quantization.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/strings.h"
 
 namespace tide::adapters {
 namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 // "component/module" -> the module's weight parameter (or, `scales`, the scale buffer of an int8 weight), for
 // every loaded component.

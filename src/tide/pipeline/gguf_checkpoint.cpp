@@ -11,14 +11,10 @@
 #include "tide/io/gguf.h"
 #include "tide/pipeline/single_file.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/strings.h"
 
 namespace tide::pipeline {
 namespace {
-
-bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 const std::string kHfText = "transformer.text_model.";
 

@@ -9,6 +9,7 @@
 #include "tide/pipeline/gguf_checkpoint.h"
 #include "tide/pipeline/single_file_tables.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/strings.h"
 
 namespace tide::pipeline {
 namespace fs = std::filesystem;
@@ -17,7 +18,6 @@ using nlohmann::json;
 
 namespace {
 
-bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
 std::string shape_string(const std::vector<int64_t>& shape) {
   std::string s = "[";

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "tide/runtime/error.h"
+#include "tide/runtime/strings.h"
 
 namespace tide::pipeline::detail {
 namespace {
@@ -60,7 +61,6 @@ const std::vector<Leaf> kOpenClipLayer = [] {
 }();
 
 bool ends_with_dot(const std::string& s) { return !s.empty() && s.back() == '.'; }
-bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
 // A config value that is an int, or a per-block list of equal ints (layers_per_block).
 int64_t single_int(const json& config, const std::string& key, const std::string& component) {
