@@ -201,8 +201,7 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, double ti
 
     for (size_t i = 0; i < up_.size(); ++i) {
       std::vector<int64_t> upsample_size;
-      const size_t taken = static_cast<size_t>(up_[i]->num_resnets());
-      const size_t remaining = skips.size() - taken;
+      const size_t remaining = skips.size() - static_cast<size_t>(up_[i]->num_resnets());
       if (i + 1 < up_.size() && forward_upsample_size) {
         const at::Tensor& next_skip = skips[remaining - 1];
         upsample_size = {next_skip.size(2), next_skip.size(3)};

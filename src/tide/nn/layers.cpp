@@ -117,7 +117,7 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   }
   // Channels last only for inference: plain training needs the gradient of `weight` itself.
   const bool nhwc = runtime::optimizations().channels_last && x.dim() == 4 && x.device().is_cpu() &&
-                    !(c10::GradMode::is_enabled() && (weight.requires_grad() || x.requires_grad()));
+                    !(grad && (weight.requires_grad() || x.requires_grad()));
   at::Tensor y;
   if (use_int8_kernel(weight, x) && x.dim() == 4 && conv_quantizes_activations(weight, stride_)) {
     RECORD_USER_SCOPE("tide::int8_conv2d");

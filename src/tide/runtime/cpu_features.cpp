@@ -30,10 +30,11 @@ bool below_avx512(const std::string& isa) {
 
 void cap_to_max_isa(std::set<std::string>& flags) {
   const std::string isa = max_isa();
-  const bool below_avx2 = below_avx512(isa) && isa.rfind("AVX2", 0) != 0;
+  const bool no_avx512 = below_avx512(isa);
+  const bool no_avx2 = no_avx512 && isa.rfind("AVX2", 0) != 0;
   for (auto it = flags.begin(); it != flags.end();) {
-    const bool hidden = (below_avx512(isa) && (it->rfind("avx512", 0) == 0 || it->rfind("amx", 0) == 0)) ||
-                        (below_avx2 && (*it == "avx2" || *it == "fma" || *it == "avx_vnni"));
+    const bool hidden = (no_avx512 && (it->rfind("avx512", 0) == 0 || it->rfind("amx", 0) == 0)) ||
+                        (no_avx2 && (*it == "avx2" || *it == "fma" || *it == "avx_vnni"));
     it = hidden ? flags.erase(it) : std::next(it);
   }
 }

@@ -291,12 +291,12 @@ void Trainer::run() {
   // of being unmapped and faulted in again (glibc maps blocks over 32 MiB afresh).
   runtime::FreedMemoryReuse reuse;
   while (state_.global_step < max_train_steps_) {
+    StepReport report;
     std::string profile;  // the last update's tables, with --profile
     if (o.profile && state_.global_step + 1 == max_train_steps_)
-      profile = profile_table(bench::profile_ops([&] { update(); }));
+      profile = profile_table(bench::profile_ops([&] { report = update(); }));
     else
-      update();
-    const StepReport& report = last_report_;
+      report = update();
     if (comm_.is_main()) {
       log_file << nlohmann::json{{"step", report.step}, {"loss", report.loss}, {"lr", report.lr},
                                  {"seconds", report.seconds}, {"encode_seconds", report.encode_seconds},
@@ -311,7 +311,7 @@ void Trainer::run() {
   if (comm_.is_main()) save_final_outputs();
 }
 
-void Trainer::update() {
+StepReport Trainer::update() {
   const auto& o = options_;
   const int64_t n = images_->length();
   const int64_t batch = o.train_batch_size;
@@ -358,10 +358,10 @@ void Trainer::update() {
   state_.adam_steps = optimizer_->steps();
   state_.lr_scheduler_steps = state_.global_step * comm_.size();
 
-  last_report_ = {state_.global_step, max_train_steps_, loss_total.item<double>() / static_cast<double>(samples), lr,
-                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-                  latents_->encoder_seconds() - encode_start,
-                  rss_window ? runtime::window_peak_rss_bytes() : runtime::peak_rss_bytes()};
+  return {state_.global_step, max_train_steps_, loss_total.item<double>() / static_cast<double>(samples), lr,
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+          latents_->encoder_seconds() - encode_start,
+          rss_window ? runtime::window_peak_rss_bytes() : runtime::peak_rss_bytes()};
 }
 
 void Trainer::save_outputs_at_step() {

@@ -68,8 +68,8 @@ class Trainer {
   // The loss of one sample (scalar float32; with autograd to vectors_ when with_grad).
   at::Tensor sample_loss(int64_t epoch, int64_t index_in_epoch, bool with_grad);
   // One optimizer update: the samples of up to gradient_accumulation_steps global batches, forward and
-  // backward, the gradients summed over the ranks, the AdamW step. Leaves its figures in last_report_.
-  void update();
+  // backward, the gradients summed over the ranks, the AdamW step. Returns its figures.
+  StepReport update();
   void resume(const std::string& spec);
   const std::vector<int64_t>& permutation(int64_t epoch);
   void log(const std::string& message) const;
@@ -94,7 +94,6 @@ class Trainer {
   int64_t updates_per_epoch_ = 0;
   at::ScalarType unet_dtype_ = at::kFloat;
   std::vector<at::Tensor> caption_ids_;  // per template, lazily
-  StepReport last_report_;
   int64_t permutation_epoch_ = -1;
   std::vector<int64_t> permutation_;
 };
