@@ -10,6 +10,7 @@
 
 #include "tide/io/safetensors.h"
 #include "tide/models/autoencoder_kl.h"
+#include "tide/models/autoencoder_tiny.h"
 #include "tide/models/clip_text.h"
 #include "tide/models/unet2d_condition.h"
 #include "tide/pipeline/tiny_model.h"
@@ -53,6 +54,19 @@ inline std::vector<std::string> byte_symbols() {
 // Writes the folder (tide::pipeline::write_tiny_pipeline) and returns its path (`dir`).
 inline std::filesystem::path make_tiny_pipeline(const std::filesystem::path& dir, uint64_t seed = 0) {
   tide::pipeline::write_tiny_pipeline(dir, seed);
+  return dir;
+}
+
+// Writes a diffusers AutoencoderTiny folder that fits the tiny pipeline (4 latent channels, factor 2: two
+// 16-channel blocks), random weights from a generator seeded with `seed`; returns `dir`.
+inline std::filesystem::path make_tiny_taesd(const std::filesystem::path& dir, uint64_t seed = 0) {
+  const nlohmann::json config = {{"_class_name", "AutoencoderTiny"},       {"encoder_block_out_channels", {16, 16}},
+                                 {"decoder_block_out_channels", {16, 16}}, {"num_encoder_blocks", {1, 2}},
+                                 {"num_decoder_blocks", {2, 1}},           {"latent_channels", 4}};
+  at::manual_seed(seed);
+  tide::models::AutoencoderTiny taesd(tide::models::AutoencoderTinyConfig::from_json(config));
+  save_module(*taesd, dir / "diffusion_pytorch_model.safetensors");
+  write_text(dir / "config.json", config.dump(2));
   return dir;
 }
 

@@ -162,6 +162,12 @@ int run_bench(int argc, char** argv) {
       .flag("compare-tome", "after every pass run the same pass without Token Merging; print the speed-up per stage")
       .option("cache-interval", "N", "DeepCache in the denoising loop: the whole UNet every N-th step only", "1")
       .flag("compare-cache", "after every pass run the same pass without DeepCache; print the speed-up per stage")
+      .option("decoder", "NAME|DIR",
+              "decode with a tiny autoencoder instead of the VAE (the vae_decode stage times it): taesd or taesdxl "
+              "(their architecture with random weights, no download) or a diffusers AutoencoderTiny folder")
+      .flag("compare-default",
+            "after every pass run tide generate's default recipe (20 steps dpm++2m, guidance 7.5, the VAE, no "
+            "DeepCache) with the same optimizations; print how much faster these settings are, stage by stage")
       .option("json", "FILE", "also write the results as JSON (written atomically)")
       .flag("profile", "after the timed passes, break one UNet call and one VAE decode down by operator")
       .flag("attention", "time attention alone, blocked kernel vs plain, instead of the pipeline")
@@ -269,6 +275,16 @@ int run_bench(int argc, char** argv) {
     s.baseline_label = "without DeepCache";
   }
 
+  s.tiny_decoder = args.has("decoder");
+  if (args.get_flag("compare-default")) {
+    if (s.compare_plain) throw Error("tide bench: --compare-default excludes the other --compare-* flags");
+    s.compare_plain = s.compare_default = true;
+    s.baseline = s.optimizations;
+    s.baseline_dtype = s.dtype;
+    s.baseline_tome = s.tome;
+    s.baseline_label = "the default: 20 steps dpm++2m, guidance 7.5, VAE decode";
+  }
+
   bench::BenchModels models;
   if (args.has("arch")) {
     const auto names = models::presets::preset_names();
@@ -283,6 +299,7 @@ int run_bench(int argc, char** argv) {
     if (baseline_weights)
       models.baseline = std::make_shared<bench::BenchModels>(bench::models_from_folder(folder, baseline_weights));
   }
+  if (s.tiny_decoder) models.tiny_decoder = bench::tiny_decoder_from(args.get("decoder"));
   s = bench::resolve_settings(models, s);
 
   bench::ReportContext ctx;
@@ -296,11 +313,13 @@ int run_bench(int argc, char** argv) {
   ctx.cpu_model = runtime::cpu_model_name();
   ctx.dtype = runtime::compute_dtype_name(dtype);
   ctx.weights = models.weights;
+  if (s.tiny_decoder) ctx.decoder = args.get("decoder");
   std::cerr << "bench " << ctx.model << ": " << s.width << "x" << s.height << ", " << s.steps << " steps "
             << s.scheduler << ", guidance " << s.guidance << ", " << thread_summary(args, threads) << ", UNet in "
             << runtime::compute_dtype_name(dtype) << ", weights " << models.weights << ", optimizations: "
             << (s.optimizations.enabled().empty() ? "none (plain)" : joined(s.optimizations.enabled()))
-            << ", VAE tiling " << models::vae_tiling_name(s.vae_tiling) << "\n"
+            << (s.tiny_decoder ? ", decoder " + ctx.decoder : std::string(", VAE tiling ") + models::vae_tiling_name(s.vae_tiling))
+            << (s.cache_interval > 1 ? ", DeepCache interval " + std::to_string(s.cache_interval) : "") << "\n"
             << "cpu: " << ctx.cpu_model << " [" << joined(ctx.cpu_features, " ") << "]\n";
 
   const auto result = bench::run_bench(models, s, [&](const std::string& label, int index) {

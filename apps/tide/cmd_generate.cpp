@@ -221,8 +221,9 @@ int run_generate(int argc, char** argv) {
       .option("output-dir", "DIR", "with --prompts: the folder for the pictures (created)", "out")
       .flag("resume", "with --prompts: skip lines whose pictures already exist")
       .option("preview", "FILE.png",
-              "write a small preview of the first image after every step (the latents through a fixed linear "
-              "latent-to-RGB map, 1/8 of the image size), replaced in place: watch it while the run goes on")
+              "write a preview of the first image after every step, replaced in place: watch it while the run goes "
+              "on. With --decoder/--taesd the tiny autoencoder decodes it at full size; without, a fixed linear "
+              "latent-to-RGB map gives a picture 1/8 of the image size at no cost")
       .option("output-latents", "FILE.npy",
               "also write the final latents [N, 4, H/8, W/8] as float32 .npy: what diffusers returns with "
               "output_type=\"latent\", to compare runs before the VAE and the 8-bit rounding")
@@ -432,7 +433,7 @@ int run_generate(int argc, char** argv) {
   if (args.has("preview")) preview = fs::path(args.get("preview"));
   auto result = pipe->generate(expanded, conditioning, [&](const pipeline::StepInfo& step) {
     if (step.index == 0) progress = runtime::Progress("denoising", step.total);
-    if (preview) io::write_png(*preview, pipeline::latent_preview_rgb8(step.latents[0], pipe->is_xl()));
+    if (preview) io::write_png(*preview, pipeline::step_preview_rgb8(*pipe, step.latents));
     progress.update(step.index + 1);
   });
   progress.finish();

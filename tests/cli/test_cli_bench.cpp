@@ -28,7 +28,7 @@ TEST(CliBench, HelpExplainsEveryFlag) {
   for (const char* flag : {"--arch", "--model", "--width", "--height", "--steps", "--scheduler", "--runs", "--warmup",
                            "--threads", "--peak", "--plain", "--compare-plain", "--json", "--dtype", "--compare-dtype", "--profile", "--cpus", "--attention",
                            "--backward", "--strip-rows",
-                           "--vae-tiling"})
+                           "--vae-tiling", "--decoder", "--compare-default", "--cache-interval", "--compare-cache"})
     EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
 }
 
@@ -140,6 +140,49 @@ TEST_F(CliBenchTinyModel, CompareTomeRunsBothSides) {
   auto no_ratio = tide_bench("--model " + quote(model()) + " --compare-tome");
   EXPECT_EQ(no_ratio.code, 1);
   EXPECT_NE(no_ratio.output.find("--compare-tome needs --tome"), std::string::npos) << no_ratio.output;
+}
+
+// --decoder times a tiny autoencoder in the decode stage; --compare-default runs the 20-step DPM++ recipe
+// with guidance and the VAE beside a few-step, guidance-free one.
+TEST_F(CliBenchTinyModel, TinyDecoderAgainstTheDefaultRecipe) {
+  TempDir dir;
+  const fs::path taesd = tide::testing::make_tiny_taesd(dir.path() / "taesd");
+  const fs::path json_path = dir.path() / "result.json";
+  auto run = tide_bench("--model " + quote(model()) + " --width 32 --height 32 --steps 2 --scheduler lcm --guidance 1"
+                        " --runs 1 --warmup 0 --threads 1 --decoder " + quote(taesd) + " --compare-default --json " +
+                        quote(json_path));
+  ASSERT_EQ(run.code, 0) << run.output;
+  EXPECT_NE(run.output.find("baseline: the default: 20 steps dpm++2m"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("UNet calls per pass: 2 (baseline: 20)"), std::string::npos) << run.output;
+  std::ifstream in(json_path);
+  const auto j = nlohmann::json::parse(in);
+  EXPECT_EQ(j.at("decoder"), taesd.string());
+  EXPECT_EQ(j.at("unet_calls"), 2);
+  EXPECT_EQ(j.at("baseline_unet_calls"), 20);
+  EXPECT_EQ(j.at("baseline_settings"), (nlohmann::json{{"steps", 20}, {"scheduler", "dpm++2m"}, {"guidance", 7.5},
+                                                       {"cache_interval", 1}, {"decoder", "vae"}}));
+  EXPECT_TRUE(j.at("image_psnr_db").is_null());  // two recipes make different pictures on purpose
+  for (const auto& s : j.at("stages")) EXPECT_GT(s.at("baseline_median_s").get<double>(), 0) << s.at("stage");
+  // The tiny decoder's work is counted, and is far less than the VAE's.
+  auto vae = tide_bench("--model " + quote(model()) + " --width 32 --height 32 --steps 1 --runs 1 --warmup 0 "
+                        "--threads 1 --json " + quote(dir.path() / "vae.json"));
+  ASSERT_EQ(vae.code, 0) << vae.output;
+  std::ifstream vae_in(dir.path() / "vae.json");
+  const auto v = nlohmann::json::parse(vae_in);
+  EXPECT_EQ(v.at("decoder"), "vae");
+  EXPECT_GT(j["stages"][3]["gflop"].get<double>(), 0);
+  EXPECT_LT(j["stages"][3]["gflop"].get<double>(), v["stages"][3]["gflop"].get<double>());
+
+  auto twice = tide_bench("--model " + quote(model()) + " --compare-plain --compare-default");
+  EXPECT_EQ(twice.code, 1);
+  EXPECT_NE(twice.output.find("--compare-default excludes"), std::string::npos) << twice.output;
+  auto missing = tide_bench("--model " + quote(model()) + " --decoder " + quote(dir.path() / "nowhere"));
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.output.find("does not exist"), std::string::npos) << missing.output;
+  // The built-in TAESD architecture scales by 8; the tiny pipeline's VAE by 2.
+  auto mismatch = tide_bench("--model " + quote(model()) + " --decoder taesd");
+  EXPECT_EQ(mismatch.code, 1);
+  EXPECT_NE(mismatch.output.find("scales by 8"), std::string::npos) << mismatch.output;
 }
 
 // --profile breaks a UNet call and a VAE decode down by operator, the blocked attention kernel named.

@@ -68,6 +68,18 @@ TEST_F(CliPromptAndTome, PreviewAndDeepCache) {
   EXPECT_NE(zero.output.find("cache interval must be at least 1"), std::string::npos) << zero.output;
 }
 
+// With a tiny autoencoder the preview is its full-size decode: after the last step, the picture itself.
+TEST_F(CliPromptAndTome, PreviewThroughTheTinyDecoder) {
+  TempDir out;
+  const fs::path taesd = tide::testing::make_tiny_taesd(out / "taesd");
+  const auto run =
+      run_tide(generate("--decoder " + quote(taesd) + " --preview " + quote(out / "preview.png"), out / "a.png"));
+  ASSERT_EQ(run.code, 0) << run.output;
+  const at::Tensor preview = tide::io::read_png(out / "preview.png").rgb8;
+  EXPECT_EQ(preview.sizes(), (at::IntArrayRef{32, 32, 3}));
+  EXPECT_TRUE(at::equal(preview, tide::io::read_png(out / "a.png").rgb8));
+}
+
 TEST_F(CliPromptAndTome, BadValuesAreRefusedAndWriteNothing) {
   TempDir out;
   const std::vector<std::pair<std::string, std::string>> cases = {

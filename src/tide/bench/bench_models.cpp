@@ -103,4 +103,12 @@ BenchModels models_from_folder(const std::filesystem::path& folder, std::optiona
   return m;  // the module holders share ownership; the pipeline object itself can go
 }
 
+models::AutoencoderTiny tiny_decoder_from(const std::string& name) {
+  if (name != "taesd" && name != "taesdxl") return models::load_autoencoder_tiny(name);
+  nn::NoInitGuard no_init;
+  models::AutoencoderTiny tiny{models::AutoencoderTinyConfig()};  // madebyollin/taesd and taesdxl's config
+  prepare(tiny, nn::WeightFormat::kFloat32, "taesd");
+  return tiny;
+}
+
 }  // namespace tide::bench

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "tide/models/autoencoder_kl.h"
+#include "tide/models/autoencoder_tiny.h"
 #include "tide/models/clip_text.h"
 #include "tide/models/unet2d_condition.h"
 #include "tide/nn/weight_storage.h"
@@ -21,6 +22,7 @@ struct BenchModels {
   models::ClipTextModel text_encoder_2{nullptr};  // SDXL only
   models::UNet2DConditionModel unet{nullptr};
   models::AutoencoderKL vae{nullptr};
+  models::AutoencoderTiny tiny_decoder{nullptr};  // --decoder: TAESD, used where BenchSettings::tiny_decoder
   nlohmann::json scheduler_config;
   bool force_zeros_for_empty_prompt = false;  // SDXL: the unconditional embeddings are zeros
   std::string weights = "f32";                // how Linear/Conv2d weights are stored (--weights)
@@ -39,5 +41,9 @@ BenchModels models_from_preset(const std::string& family, nn::WeightFormat weigh
 
 // A diffusers pipeline folder, loaded with LoadOptions::weights = `weights` (unset: as stored).
 BenchModels models_from_folder(const std::filesystem::path& folder, std::optional<nn::WeightFormat> weights = std::nullopt);
+
+// --decoder: "taesd" or "taesdxl" (diffusers' AutoencoderTiny architecture, which both share, with random
+// weights built like the presets') or a diffusers AutoencoderTiny folder.
+models::AutoencoderTiny tiny_decoder_from(const std::string& name_or_folder);
 
 }  // namespace tide::bench

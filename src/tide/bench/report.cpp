@@ -66,6 +66,7 @@ nlohmann::json to_json(const BenchResult& r, const ReportContext& c) {
               {"runs", set.runs},
               {"warmup", set.warmup},
               {"unet_calls", r.unet_calls},
+              {"decoder", set.tiny_decoder ? c.decoder : "vae"},
               {"vae_tiling", models::vae_tiling_name(set.vae_tiling)},
               {"vae_tiled", r.vae_tiled},
               {"dtype", c.dtype},
@@ -78,6 +79,11 @@ nlohmann::json to_json(const BenchResult& r, const ReportContext& c) {
   if (set.compare_plain) {
     out["baseline"] = set.baseline_label;
     out["baseline_optimizations"] = set.baseline.enabled();
+    out["baseline_unet_calls"] = r.baseline_unet_calls;
+    const BenchSettings other = compared_side(set);
+    out["baseline_settings"] = {{"steps", other.steps}, {"scheduler", other.scheduler}, {"guidance", other.guidance},
+                                {"cache_interval", other.cache_interval},
+                                {"decoder", other.tiny_decoder ? c.decoder : "vae"}};
     // How far the measured side's numbers are from the baseline's (null: identical images).
     out["unet_relative_error"] = std::isfinite(r.unet_relative_error) ? json(r.unet_relative_error) : json(nullptr);
     out["image_psnr_db"] = std::isfinite(r.image_psnr_db) ? json(r.image_psnr_db) : json(nullptr);
@@ -108,17 +114,24 @@ std::string to_table(const BenchResult& r, const ReportContext& c) {
   }
   if (!r.plain_runs.empty()) {
     o << "baseline: " << c.settings.baseline_label << "\n";
-    char quality[160];
-    std::snprintf(quality, sizeof quality, "against the baseline: UNet call relative error %.3g, image PSNR %.1f dB\n",
-                  r.unet_relative_error, r.image_psnr_db);
-    o << quality;
+    if (!c.settings.compare_default) {
+      char quality[160];
+      std::snprintf(quality, sizeof quality, "against the baseline: UNet call relative error %.3g, image PSNR %.1f dB\n",
+                    r.unet_relative_error, r.image_psnr_db);
+      o << quality;
+    }
   }
-  o << "UNet calls per pass: " << r.unet_calls << "; peak RSS: " << c.peak_rss_bytes / (1 << 20) << " MiB";
+  o << "UNet calls per pass: " << r.unet_calls;
+  if (!r.plain_runs.empty() && r.baseline_unet_calls != r.unet_calls) o << " (baseline: " << r.baseline_unet_calls << ")";
+  o << "; peak RSS: " << c.peak_rss_bytes / (1 << 20) << " MiB";
   if (r.vae_decode_peak_rss_bytes > 0)
     o << " (during VAE decode: " << r.vae_decode_peak_rss_bytes / (1 << 20) << " MiB, "
       << r.vae_decode_start_rss_bytes / (1 << 20) << " MiB when it began)";
-  o << "\nVAE decode: " << (r.vae_tiled ? "tiled" : "untiled") << " (--vae-tiling "
-    << models::vae_tiling_name(c.settings.vae_tiling) << ")\n";
+  if (c.settings.tiny_decoder)
+    o << "\ndecoder: " << c.decoder << " (the vae_decode stage times it)\n";
+  else
+    o << "\nVAE decode: " << (r.vae_tiled ? "tiled" : "untiled") << " (--vae-tiling "
+      << models::vae_tiling_name(c.settings.vae_tiling) << ")\n";
   return o.str();
 }
 

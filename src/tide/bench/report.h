@@ -1,7 +1,8 @@
 // Bench results as a table for people and as JSON for scripts:
 // {"stages": [{"stage", "median_s", "min_s", "max_s", "gflop", "gflops", "peak_fraction", "plain_median_s",
 //   "speedup"}], "peak_gflops", "threads", "cpu_features", "peak_rss_bytes", "vae_decode_peak_rss_bytes",
-//   "vae_decode_start_rss_bytes", "vae_tiled", ...settings}.
+//   "vae_decode_start_rss_bytes", "vae_tiled", "decoder", ...settings; with a compared side "baseline",
+//   "baseline_unet_calls", "baseline_settings"}.
 // gflop: work of one pass of the stage; gflops: achieved rate at the median; null where not measured.
 #pragma once
 #include <nlohmann/json.hpp>
@@ -23,6 +24,7 @@ struct ReportContext {
   std::string cpu_model;
   std::string dtype = "float32";
   std::string weights = "f32";  // how the measured side stores Linear/Conv2d weights (--weights)
+  std::string decoder = "vae";  // --decoder as given (taesd, taesdxl or a folder) where settings.tiny_decoder
   int64_t peak_rss_bytes = 0;
 };
 

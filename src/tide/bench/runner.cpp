@@ -78,14 +78,14 @@ struct PassOutputs {
 
 // One pass over all stages; `flops` receives the analytic work of each stage; `result` (optional) the
 // resident memory during the VAE decode, when this pass's peak is the highest so far; `outputs` what it computed.
-StageTimes run_pass(BenchModels& m, const BenchSettings& s, const nn::TokenMergingOptions& tome_options,
-                    int cache_interval, StageTimes* flops, int* unet_calls, BenchResult* result, PassOutputs* outputs) {
+StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, int* unet_calls, BenchResult* result,
+                    PassOutputs* outputs) {
   c10::InferenceMode inference;
   const bool guided = s.guidance > 1.0;
   // Token Merging for this pass's UNet calls, as the pipeline installs it.
   std::optional<nn::TokenMerging> tome;
-  if (tome_options.enabled()) {
-    tome.emplace(tome_options, 0);
+  if (s.tome.enabled()) {
+    tome.emplace(s.tome, 0);
     tome->set_latent_size(s.height / m.vae_scale_factor(), s.width / m.vae_scale_factor());
   }
   nn::TokenMergingScope tome_scope(tome ? &*tome : nullptr);
@@ -118,7 +118,7 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, const nn::TokenMergi
   {
     runtime::FlopCount count;
     std::optional<models::DeepCache> deep_cache;
-    if (cache_interval > 1) deep_cache.emplace(cache_interval);
+    if (s.cache_interval > 1) deep_cache.emplace(s.cache_interval);
     models::DeepCacheScope deep_cache_scope(deep_cache ? &*deep_cache : nullptr);
     for (double step_t : scheduler->timesteps()) {
       if (deep_cache) deep_cache->begin_call(calls);
@@ -143,7 +143,9 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, const nn::TokenMergi
   {
     runtime::FlopCount count;
     // Random weights can drive latents far from the usual range; keep the decoder's input finite.
-    outputs->image = m.vae->decode(at::nan_to_num(latents, 0.0, 1e4, -1e4) / m.vae->config().scaling_factor, s.vae_tiling);
+    const at::Tensor finite = at::nan_to_num(latents, 0.0, 1e4, -1e4);
+    outputs->image = s.tiny_decoder ? m.tiny_decoder->decode(finite / m.tiny_decoder->config().scaling_factor)
+                                    : m.vae->decode(finite / m.vae->config().scaling_factor, s.vae_tiling);
     (*flops)[kVaeDecode] = count.flops();
   }
   t[kVaeDecode] = since(vae_start);
@@ -170,6 +172,7 @@ void prepare_side(BenchModels& m, at::ScalarType dtype) {
   nn::set_compute_dtype(*m.unet, dtype);
   nn::store_conv_weights_for_current_layout(*m.unet);
   nn::store_conv_weights_for_current_layout(*m.vae);
+  if (m.tiny_decoder) nn::store_conv_weights_for_current_layout(*m.tiny_decoder);
 }
 
 }  // namespace
@@ -198,7 +201,32 @@ BenchSettings resolve_settings(const BenchModels& m, BenchSettings s) {
   if (s.runs < 1) throw Error("tide bench: --runs must be at least 1, got " + std::to_string(s.runs));
   if (s.warmup < 0) throw Error("tide bench: --warmup must be 0 or more, got " + std::to_string(s.warmup));
   schedulers::make_scheduler(s.scheduler, m.scheduler_config, {});  // throws on an unknown name
+  if (s.tiny_decoder && !m.tiny_decoder) throw Error("tide bench: no tiny decoder loaded (--decoder)");
+  if (m.tiny_decoder) {
+    const auto& t = m.tiny_decoder->config();
+    if (t.latent_channels != m.unet->config().out_channels || t.scale_factor() != f)
+      throw Error("tide bench: the tiny decoder takes " + std::to_string(t.latent_channels) +
+                  " latent channels and scales by " + std::to_string(t.scale_factor()) + ", the model's latents have " +
+                  std::to_string(m.unet->config().out_channels) + " channels and its VAE scales by " + std::to_string(f));
+  }
   return s;
+}
+
+BenchSettings compared_side(const BenchSettings& s) {
+  BenchSettings c = s;
+  c.optimizations = s.baseline;
+  c.dtype = s.baseline_dtype;
+  c.tome = s.baseline_tome;
+  if (s.compare_cache) c.cache_interval = 1;
+  if (s.compare_default) {
+    const BenchSettings defaults;
+    c.steps = defaults.steps;
+    c.scheduler = defaults.scheduler;
+    c.guidance = defaults.guidance;
+    c.cache_interval = 1;
+    c.tiny_decoder = false;
+  }
+  return c;
 }
 
 std::string profile_report(BenchModels& m, const BenchSettings& raw) {
@@ -217,8 +245,11 @@ std::string profile_report(BenchModels& m, const BenchSettings& raw) {
   m.unet->forward(input, 999.0, c.context, c.pooled, c.time_ids);  // warm: first-call costs are not the model's
   std::string out = "UNet call (batch " + std::to_string(input.size(0)) + "):\n";
   out += op_table(profile_ops([&] { m.unet->forward(input, 999.0, c.context, c.pooled, c.time_ids); }));
-  out += "VAE decode:\n";
-  out += op_table(profile_ops([&] { m.vae->decode(latents / m.vae->config().scaling_factor); }));
+  out += s.tiny_decoder ? "Tiny decoder (--decoder):\n" : "VAE decode:\n";
+  out += op_table(profile_ops([&] {
+    if (s.tiny_decoder) m.tiny_decoder->decode(latents / m.tiny_decoder->config().scaling_factor);
+    else m.vae->decode(latents / m.vae->config().scaling_factor);
+  }));
   return out;
 }
 
@@ -229,7 +260,8 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
   result.width = s.width;
   result.height = s.height;
   const int f = models.vae_scale_factor();
-  result.vae_tiled = models.vae->tiles(s.height / f, s.width / f, s.vae_tiling);
+  result.vae_tiled = !s.tiny_decoder && models.vae->tiles(s.height / f, s.width / f, s.vae_tiling);
+  const BenchSettings other = compared_side(s);
   PassOutputs measured, compared;
   for (int i = 0; i < s.warmup + s.runs; ++i) {
     const bool warm = i < s.warmup;
@@ -239,22 +271,21 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       prepare_side(models, s.dtype);
       if (on_pass) on_pass(warm ? "warmup" : "run", index);
       StageTimes flops{};
-      const StageTimes t = run_pass(models, s, s.tome, s.cache_interval, &flops, &result.unet_calls, &result, &measured);
+      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls, &result, &measured);
       if (i == 0) result.flops = flops;
       if (!warm) result.runs.push_back(t);
     }
     if (s.compare_plain) {
       BenchModels& side = models.baseline ? *models.baseline : models;  // --compare-weights: other weights
-      runtime::OptimizationsGuard guard(s.baseline);
-      prepare_side(side, s.baseline_dtype);
+      runtime::OptimizationsGuard guard(other.optimizations);
+      prepare_side(side, other.dtype);
       if (on_pass) on_pass(s.baseline_label + (warm ? " warmup" : " run"), index);
       StageTimes flops{};
-      const StageTimes t = run_pass(side, s, s.baseline_tome, s.compare_cache ? 1 : s.cache_interval, &flops,
-                                    &result.unet_calls, nullptr, &compared);
+      const StageTimes t = run_pass(side, other, &flops, &result.baseline_unet_calls, nullptr, &compared);
       if (!warm) result.plain_runs.push_back(t);
     }
   }
-  if (s.compare_plain && compared.unet.defined()) {
+  if (s.compare_plain && !s.compare_default && compared.unet.defined()) {
     const at::Tensor a = measured.unet.to(at::kDouble), b = compared.unet.to(at::kDouble);
     result.unet_relative_error = (a - b).norm().item<double>() / b.norm().item<double>();
     const at::Tensor ia = measured.image.to(at::kDouble).clamp(-1, 1), ib = compared.image.to(at::kDouble).clamp(-1, 1);

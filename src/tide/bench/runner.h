@@ -38,7 +38,15 @@ struct BenchSettings {
   nn::TokenMergingOptions baseline_tome;  // and on the compared side
   int cache_interval = 1;                 // DeepCache in the denoising loop of the measured side (1 = off)
   bool compare_cache = false;             // the compared side without it
+  bool tiny_decoder = false;     // decode with BenchModels::tiny_decoder (--decoder, TAESD) instead of the VAE
+  // The compared side is tide generate's default run instead: 20 steps dpm++2m, guidance 7.5, the VAE, no
+  // DeepCache (with the measured side's optimizations): "how much faster than the default is this recipe".
+  bool compare_default = false;
 };
+
+// The settings the compared side's passes run with (baseline optimizations, dtype, ToMe; no DeepCache under
+// compare_cache; the default recipe under compare_default).
+BenchSettings compared_side(const BenchSettings& settings);
 
 using StageTimes = std::array<double, kStageCount>;  // seconds
 
@@ -46,6 +54,7 @@ struct BenchResult {
   std::vector<StageTimes> runs, plain_runs;  // timed passes (plain_runs: compare_plain only)
   StageTimes flops{};                        // float ops per pass of each stage, analytic
   int unet_calls = 0;                        // per pass, in the denoising loop
+  int baseline_unet_calls = 0;               // the same on the compared side
   int width = 0, height = 0;
   bool vae_tiled = false;                // the VAE decode stage ran tiled
   int64_t vae_decode_peak_rss_bytes = 0;  // most resident memory during the VAE decode stage (measured side,
@@ -53,7 +62,8 @@ struct BenchResult {
   int64_t vae_decode_start_rss_bytes = 0;  // resident memory when that stage began (in the same pass)
   // compare_plain: how far the measured side's numbers are from the compared side's, from the last pass of
   // each (same inputs): ‖a − b‖ / ‖b‖ of the single UNet call's output, and the PSNR (dB) of the decoded image
-  // (pixels in [-1, 1] clamped, peak 2). NaN where not compared; PSNR +inf for identical images.
+  // (pixels in [-1, 1] clamped, peak 2). NaN where not compared (and under compare_default, whose two sides
+  // make different pictures on purpose); PSNR +inf for identical images.
   double unet_relative_error = std::nan("");
   double image_psnr_db = std::nan("");
 };

@@ -1,5 +1,7 @@
 #include "tide/pipeline/latent_preview.h"
 
+#include "tide/io/image.h"
+#include "tide/pipeline/stable_diffusion.h"
 #include "tide/runtime/error.h"
 
 namespace tide::pipeline {
@@ -17,6 +19,15 @@ at::Tensor latent_preview_rgb8(const at::Tensor& latents, bool xl) {
   at::Tensor rgb = at::matmul(latents.detach().to(at::kFloat).permute({1, 2, 0}), factors);  // [h, w, 3]
   if (xl) rgb = rgb + at::from_blob(const_cast<float*>(sdxl_bias), {3}, at::kFloat);
   return ((rgb + 1.0) * 127.5).clamp(0, 255).round().to(at::kByte).contiguous();  // [-1, 1] -> [0, 255]
+}
+
+at::Tensor step_preview_rgb8(StableDiffusionPipeline& pipe, const at::Tensor& latents) {
+  if (latents.dim() != 4 || latents.size(0) < 1)
+    throw Error("step preview: expected latents [N, C, h, w], got " + std::to_string(latents.dim()) + " dimensions");
+  if (!pipe.has_tiny_autoencoder()) return latent_preview_rgb8(latents[0], pipe.is_xl());
+  // Random or early latents can be far from the usual range; keep the decoder's input finite.
+  const at::Tensor first = at::nan_to_num(latents.narrow(0, 0, 1), 0.0, 1e4, -1e4);
+  return io::to_rgb8(pipe.decode(first))[0];  // [H, W, 3]
 }
 
 }  // namespace tide::pipeline
