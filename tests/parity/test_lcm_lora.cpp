@@ -2,15 +2,13 @@
 // shortcuts, text encoder) merged into sd1-tiny and sampled with the LCM scheduler in 4 steps at guidance 1.
 // diffusers has no reference run of this combination, so the reference is the same pipeline with the file's
 // deltas merged here, by the kohya rule the fixture documents (features/README.md "lora"), without tide's
-// LoRA code; both must give the same latents, and `tide generate --lora ... --scheduler lcm` the same again.
+// LoRA code; both must give the same latents (tests/cli/test_cli_fewstep.cpp runs the same from the CLI).
 #include <gtest/gtest.h>
 
 #include <map>
 #include <set>
 
-#include "cli_runner.h"
 #include "test_support.h"
-#include "tide/io/image.h"
 #include "tide/io/json_file.h"
 #include "tide/io/npy.h"
 #include "tide/io/safetensors.h"
@@ -19,15 +17,13 @@
 namespace {
 namespace fs = std::filesystem;
 using namespace tide;
-using tide::testing::quote;
-using tide::testing::run_tide;
 
 constexpr const char* kCase = "lora_sd1_locon_m06";
 constexpr double kMultiplier = 0.6;
 constexpr uint64_t kSeed = 302;
 constexpr const char* kPrompt = "a green dragon flying over a village";
 // The two merges differ only in float32 rounding of the deltas (~1e-7 of a weight); 4 LCM steps keep that
-// far below this, while the LoRA moves the latents by ~10% of their range.
+// far below this, while the LoRA moves the latents by ~20% of their range.
 constexpr double kRelativeTolerance = 1e-5;
 
 fs::path case_dir() { return tide::testing::feature_case("lora", kCase); }
@@ -138,7 +134,10 @@ TEST_F(LcmLora, MatchesTheMergedWeightsUnderLcm) {
     const std::string param = d["component"].get<std::string>() + "." + d["path"].get<std::string>() + ".weight";
     const at::Tensor expected = io::read_npy(case_dir() / d["file"].get<std::string>());
     EXPECT_TENSOR_NEAR(deltas.at(param), expected, 2e-6);
-    EXPECT_TENSOR_NEAR(parameters_by_name(*by_hand).at(param) - base_values.at(param), expected, 2e-6);
+    const at::Tensor added = parameters_by_name(*by_hand).at(param) - base_values.at(param);
+    EXPECT_TENSOR_NEAR(added, expected, 2e-6);
+    std::printf("hand-merged delta of %s vs the fixture's: max diff %.3g (delta max %.3g)\n", param.c_str(),
+                tide::testing::max_abs_diff(added, expected), expected.abs().max().item<double>());
   }
   const auto reference = by_hand->generate(request);
 
@@ -176,41 +175,6 @@ TEST_F(LcmLora, MatchesTheMergedWeightsUnderLcm) {
               "(max abs %.3g); LoRA effect %.3g relative; max pixel diff %d\n",
               kCase, worst_weight, error, tide::testing::max_abs_diff(result.latents, reference.latents), effect,
               pixels);
-}
-
-// `tide generate --lora FILE:0.6 --scheduler lcm` gives the library's latents and image, and its PNG says
-// which LoRA and sampler made it.
-TEST_F(LcmLora, CommandLineGivesTheLibraryLatents) {
-  tide::testing::TempDir out;
-  const std::string command =
-      "generate --model " + quote(tide::testing::pipeline_dir("sd1-tiny")) + " --prompt " + quote(kPrompt) +
-      " --lora " + quote(lora_file().string() + ":0.6") + " --scheduler lcm --steps 4 --guidance 1 --seed " +
-      std::to_string(kSeed) + " --width 64 --height 64 --threads 1 --output " + quote(out / "x.png") +
-      " --output-latents " + quote(out / "x.npy");
-  const auto run = run_tide(command);
-  ASSERT_EQ(run.code, 0) << run.output;
-
-  auto pipe = load_sd1_tiny();
-  pipe->set_loras({{lora_file(), kMultiplier}});
-  const auto library = pipe->generate(lcm_request());
-  const at::Tensor latents = io::read_npy(out / "x.npy");
-  ASSERT_EQ(latents.sizes(), library.latents.sizes());
-  const double error = relative_error(latents, library.latents);
-  EXPECT_LE(error, kRelativeTolerance) << "CLI latents vs the library run";
-  const auto png = io::read_png(out / "x.png");
-  const int pixels = (png.rgb8.to(at::kInt) - library.images[0].to(at::kInt)).abs().max().item<int>();
-  EXPECT_LE(pixels, 1);
-  std::printf("CLI vs library (lcm + LoRA): latents relative error %.3g, max pixel diff %d\n", error, pixels);
-
-  // A1111's style: the tag after the prompt, the sampler by its CLI name, the file's short sha256.
-  const std::string params = png.text.at("parameters");
-  EXPECT_NE(params.find(std::string(kPrompt) + " <lora:lora:0.6>"), std::string::npos) << params;
-  EXPECT_NE(params.find("Sampler: lcm,"), std::string::npos) << params;
-  EXPECT_NE(params.find("Steps: 4,"), std::string::npos) << params;
-  EXPECT_NE(params.find("CFG scale: 1,"), std::string::npos) << params;
-  const auto sha = tide::testing::run_command("sha256sum " + quote(lora_file()));
-  ASSERT_EQ(sha.code, 0) << sha.output;
-  EXPECT_NE(params.find("Lora hashes: \"lora: " + sha.output.substr(0, 12) + "\""), std::string::npos) << params;
 }
 
 }  // namespace
