@@ -5,6 +5,8 @@
 #include "cli_runner.h"
 #include "test_support.h"
 #include "tide/io/image.h"
+#include "tide/io/npy.h"
+#include "tide/pipeline/stable_diffusion.h"
 
 namespace {
 namespace fs = std::filesystem;
@@ -139,6 +141,50 @@ TEST(CliFewStepFixtures, LcmWithTaesd) {
     const at::Tensor diff = (kl_png.to(at::kInt) - tide::io::read_png(reference).rgb8.to(at::kInt)).abs();
     EXPECT_LE(diff.max().item<int>(), 2);
   }
+}
+
+// An LCM-LoRA style run, `--lora FILE:0.6 --scheduler lcm --steps 4 --guidance 1`: the latents and image of the
+// same run through the library (whose merge tests/parity/test_lcm_lora.cpp checks), and a PNG that says
+// which LoRA and sampler made it.
+TEST(CliFewStepFixtures, LcmWithLoraGivesTheLibraryLatents) {
+  TIDE_REQUIRE_FIXTURES();
+  const fs::path lora = tide::testing::feature_case("lora", "lora_sd1_locon_m06") / "lora.safetensors";
+  if (!fs::exists(lora)) GTEST_SKIP() << "fixture case lora_sd1_locon_m06 not present";
+  TempDir out;
+  const std::string prompt = "a green dragon flying over a village";
+  auto run = run_tide("generate --model " + quote(pipeline("sd1-tiny")) + " --prompt " + quote(prompt) + " --lora " +
+                      quote(lora.string() + ":0.6") + " --scheduler lcm --steps 4 --guidance 1 --seed 302"
+                      " --width 64 --height 64 --threads 1 --output " + quote(out / "x.png") +
+                      " --output-latents " + quote(out / "x.npy"));
+  ASSERT_EQ(run.code, 0) << run.output;
+
+  auto pipe = tide::pipeline::StableDiffusionPipeline::from_folder(pipeline("sd1-tiny"));
+  pipe->set_loras({{lora, 0.6}});
+  tide::pipeline::GenerationRequest request;
+  request.prompt = prompt;
+  request.width = request.height = 64;
+  request.steps = 4;
+  request.guidance = 1;
+  request.seed = 302;
+  request.scheduler = "lcm";
+  const auto library = pipe->generate(request);
+  const at::Tensor latents = tide::io::read_npy(out / "x.npy");
+  ASSERT_EQ(latents.sizes(), library.latents.sizes());
+  const double relative = tide::testing::max_abs_diff(latents, library.latents) /
+                          library.latents.abs().max().item<double>();
+  EXPECT_LE(relative, 1e-5) << "CLI latents vs the library run";
+  const auto png = tide::io::read_png(out / "x.png");
+  const int pixels = (png.rgb8.to(at::kInt) - library.images[0].to(at::kInt)).abs().max().item<int>();
+  EXPECT_LE(pixels, 1);
+  std::printf("CLI vs library (lcm + LoRA): latents relative error %.3g, max pixel diff %d\n", relative, pixels);
+
+  // A1111's style: the tag after the prompt, the sampler by its CLI name, the file's short sha256.
+  const std::string params = png.text.at("parameters");
+  EXPECT_NE(params.find(prompt + " <lora:lora:0.6>"), std::string::npos) << params;
+  EXPECT_NE(params.find("Steps: 4, Sampler: lcm, CFG scale: 1,"), std::string::npos) << params;
+  const auto sha = tide::testing::run_command("sha256sum " + quote(lora));
+  ASSERT_EQ(sha.code, 0) << sha.output;
+  EXPECT_NE(params.find("Lora hashes: \"lora: " + sha.output.substr(0, 12) + "\""), std::string::npos) << params;
 }
 
 }  // namespace
