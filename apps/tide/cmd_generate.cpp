@@ -120,7 +120,6 @@ int run_prompt_file(const Args& args, pipeline::StableDiffusionPipeline& pipe, p
           text::expand_multi_vector_tokens(*item.request.negative_prompt, pipe.tokenizer(), embedding_tokens);
   }
   const std::string label = model_label(args.get("model"));
-  const std::string prefix = communicator->size() > 1 ? "rank " + std::to_string(communicator->rank()) + ": " : "";
   if (communicator->is_main())
     std::cerr << items.size() << " prompts from " << args.get("prompts") << " over " << communicator->size()
               << (communicator->size() == 1 ? " process" : " processes") << ", seed " << base.seed << "\n";
@@ -135,7 +134,7 @@ int run_prompt_file(const Args& args, pipeline::StableDiffusionPipeline& pipe, p
           std::cout << outputs[i].string() << "\n";
         }
       },
-      [&](const std::string& line) { std::cerr << prefix << line << "\n"; });
+      [&](const std::string& line) { std::cerr << line << "\n"; });
   if (communicator->is_main())
     std::cerr << "prompts: " << outcome.done << " made, " << outcome.skipped << " skipped (their pictures exist), "
               << outcome.failed << " failed\n";

@@ -72,6 +72,12 @@ int run_serve(int argc, char** argv) {
       .option("max-images", "N", "most images per request (batch_size x n_iter, or n)", "16")
       .option("max-body", "MB", "largest request body, in MiB", "32")
       .option("output-dir", "DIR", "where A1111's save_images writes PNGs", "nowhere")
+      .option("preview-decoder", "DIR",
+              "live previews of SD 1.x/2.x models decoded at full size by this tiny autoencoder (a diffusers "
+              "AutoencoderTiny folder, e.g. madebyollin/taesd), once per step",
+              "a linear latent-to-RGB picture at 1/8 size")
+      .option("preview-decoder-xl", "DIR", "the same for SDXL models (e.g. madebyollin/taesdxl)",
+              "a linear latent-to-RGB picture at 1/8 size")
       .option("variant", "NAME", "read weight files of this variant, e.g. fp16 (*.fp16.safetensors)")
       .option("weights", "FORMAT",
               "how loaded models keep their weights: f32, f16, bf16 or int8 (as in tide generate --weights)",
@@ -109,6 +115,8 @@ int run_serve(int argc, char** argv) {
     if (!fs::is_directory(options.output_dir))
       throw Error("tide serve: --output-dir " + options.output_dir.string() + " is not a folder");
   }
+  if (args.has("preview-decoder")) options.preview_decoder = args.get("preview-decoder");
+  if (args.has("preview-decoder-xl")) options.preview_decoder_xl = args.get("preview-decoder-xl");
   options.command_line = {{"models", args.get_all("models")}, {"listen", !is_loopback(options.host)},
                           {"port", options.port}, {"api", true}, {"nowebui", false},
                           {"api_auth", !options.api_key.empty()}, {"max_queue", options.max_queue}};

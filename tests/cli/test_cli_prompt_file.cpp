@@ -64,6 +64,7 @@ TEST_F(CliPromptFile, ABadLineIsReportedAndTheOthersFinishThenResumeSkips) {
   const auto before = fs::last_write_time(dir / "out" / "00000.png");
   auto again = run_tide(batch(prompts, dir / "out", "--resume"));
   EXPECT_NE(again.output.find("0 made, 2 skipped"), std::string::npos) << again.output;
+  EXPECT_NE(again.output.find("[1/5] line 1 (00000): skipped, its pictures exist"), std::string::npos) << again.output;
   EXPECT_EQ(fs::last_write_time(dir / "out" / "00000.png"), before);
   auto both = run_tide("generate --model " + quote(model()) + " --prompt x --prompts " + quote(prompts));
   EXPECT_EQ(both.code, 1);
@@ -79,6 +80,10 @@ TEST_F(CliPromptFile, TwoRanksMakeTheSamePicturesAsOne) {
   ASSERT_EQ(two.code, 0) << two.output;
   EXPECT_NE(two.output.find("over 2 processes"), std::string::npos) << two.output;
   EXPECT_NE(two.output.find("3 made"), std::string::npos) << two.output;
+  // Rank 0 prints every rank's lines, numbered in the order they finished; rank 1 prints none of its own.
+  EXPECT_NE(two.output.find("line 2 (00001): done (rank 1)"), std::string::npos) << two.output;
+  EXPECT_NE(two.output.find("line 1 (00000): done (rank 0)"), std::string::npos) << two.output;
+  EXPECT_NE(two.output.find("[3/3] "), std::string::npos) << two.output;
   for (const char* name : {"00000.png", "00001.png", "00002.png"})
     EXPECT_TRUE(at::equal(pixels(dir / "one" / name), pixels(dir / "two" / name))) << name;
 }

@@ -109,17 +109,30 @@ BatchOutcome run_prompt_batch(StableDiffusionPipeline& pipe, const std::vector<B
                               const std::function<void(const std::string&)>& report) {
   BatchOutcome mine;
   const int rank = communicator.rank(), ranks = communicator.size();
+  // Rank 0 prints every rank's lines, numbered as they finish: what has arrived after each of its own items,
+  // and at the end everything still on the way.
+  size_t printed = 0;
+  auto print_arrived = [&](size_t until) {
+    if (rank != 0) return;
+    for (const auto& line : communicator.take_reports(until > printed ? until - printed : 0))
+      report("[" + std::to_string(++printed) + "/" + std::to_string(items.size()) + "] " + line);
+  };
+  auto finished = [&](const std::string& line) {
+    communicator.report_to_main(ranks > 1 ? line + " (rank " + std::to_string(rank) + ")" : line);
+    print_arrived(0);
+  };
   for (const auto& item : items) {
     if (item.index % ranks != rank) continue;
     const std::string where = "line " + std::to_string(item.line) + " (" + item.name + ")";
     if (!item.error.empty()) {
-      report(where + ": " + item.error);
+      finished(where + ": " + item.error);
       ++mine.failed;
       continue;
     }
     if (resume) {
       const auto outputs = batch_outputs(item, dir);
       if (std::all_of(outputs.begin(), outputs.end(), [](const fs::path& p) { return fs::exists(p); })) {
+        finished(where + ": skipped, its pictures exist");
         ++mine.skipped;
         continue;
       }
@@ -128,12 +141,13 @@ BatchOutcome run_prompt_batch(StableDiffusionPipeline& pipe, const std::vector<B
       const GenerationResult result = pipe.generate(item.request);
       write(item, result);
       ++mine.done;
-      report(where + ": done");
+      finished(where + ": done");
     } catch (const std::exception& e) {  // tide::Error, and a c10::Error from odd settings: this line only
-      report(where + ": " + e.what());
+      finished(where + ": " + e.what());
       ++mine.failed;
     }
   }
+  print_arrived(items.size());
   at::Tensor counts = at::tensor({double(mine.done), double(mine.skipped), double(mine.failed)}, at::kDouble);
   communicator.allreduce_sum(counts);
   return {static_cast<int>(counts[0].item<double>()), static_cast<int>(counts[1].item<double>()),

@@ -36,8 +36,9 @@ struct BatchOutcome {
 
 // Runs the items this rank owns (index % ranks == rank) with one pipeline: `write` saves an item's images (to
 // batch_outputs()); with `resume` an item whose outputs all exist is skipped. A failing item (bad line, bad
-// settings, a write error) is reported through `report` and counted; the others still run. `report` also gets
-// one line per finished item. Returns the totals of all ranks (every rank must call this).
+// settings, a write error) is reported and counted; the others still run. Rank 0 speaks for all: its `report`
+// gets one line per item of every rank as they finish, "[k/N] line L (NAME): done (rank r)" (other ranks'
+// `report` is not called). Returns the totals of all ranks (every rank must call this).
 BatchOutcome run_prompt_batch(StableDiffusionPipeline& pipe, const std::vector<BatchItem>& items,
                               train::Communicator& communicator, const std::filesystem::path& dir, bool resume,
                               const std::function<void(const BatchItem&, const GenerationResult&)>& write,

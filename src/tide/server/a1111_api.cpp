@@ -7,7 +7,6 @@
 #include <fstream>
 #include <random>
 
-#include <c10/core/InferenceMode.h>
 
 #include "tide/io/atomic_file.h"
 #include "tide/io/image.h"
@@ -15,7 +14,6 @@
 #include "tide/server/a1111_samplers.h"
 #include "tide/server/base64.h"
 #include "tide/server/infotext.h"
-#include "tide/server/latent_preview.h"
 #include "tide/text/embeddings.h"
 #include "tide/version.h"
 
@@ -352,9 +350,9 @@ HttpReply generate(ApiContext& ctx, const std::string& raw_body, bool image_to_i
 HttpReply progress(ApiContext& ctx, bool skip_current_image, const std::string& task_id) {
   const ProgressSnapshot p = ctx.queue.progress();
   json current_image = nullptr;
-  if (p.active && p.latents.defined() && !skip_current_image) {
-    c10::InferenceMode inference;
-    current_image = base64_encode(io::encode_png(latent_preview(p.latents, p.xl)));
+  if (!skip_current_image) {
+    const std::string png = ctx.previews.png(p);
+    if (!png.empty()) current_image = base64_encode(png);
   }
   std::string textinfo = "Waiting...";
   if (p.active)
@@ -453,6 +451,9 @@ HttpReply get_options(ApiContext& ctx) {
                      {"samples_format", "png"},
                      {"sd_checkpoints_limit", 1},
                      {"live_previews_enable", true},
+                     // A1111's names: TAESD previews where --preview-decoder gave one, else the linear map.
+                     {"show_progress_type", ctx.previews.decodes(false) || ctx.previews.decodes(true) ? "TAESD"
+                                                                                                      : "Approx cheap"},
                      {"show_progress_every_n_steps", 1}});
 }
 

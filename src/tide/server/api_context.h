@@ -5,6 +5,7 @@
 
 #include "tide/server/http_reply.h"
 #include "tide/server/job_queue.h"
+#include "tide/server/live_previews.h"
 #include "tide/server/model_registry.h"
 
 namespace tide::server {
@@ -15,6 +16,7 @@ struct ApiContext {
   RequestLimits limits;
   std::filesystem::path output_dir;  // where save_images writes ("" = nowhere)
   nlohmann::json command_line;       // for /sdapi/v1/cmd-flags
+  LivePreviews& previews;            // /progress's current_image
 };
 
 }  // namespace tide::server

@@ -28,10 +28,12 @@ struct Server::Impl {
       : options(std::move(o)),
         registry(std::move(r)),
         queue(registry, options.max_queue),
-        context{registry, queue, options.limits, options.output_dir, options.command_line} {}
+        previews(options.preview_decoder, options.preview_decoder_xl),
+        context{registry, queue, options.limits, options.output_dir, options.command_line, previews} {}
   ServerOptions options;
   ModelRegistry registry;
   JobQueue queue;
+  LivePreviews previews;
   ApiContext context;
   httplib::Server http;
   std::atomic<bool> stopped{false}, run_started{false}, run_ended{false};

@@ -22,6 +22,9 @@ struct ServerOptions {
   std::filesystem::path output_dir;  // A1111's save_images writes here ("" = nowhere)
   size_t max_body_bytes = 32u << 20;
   nlohmann::json command_line = nlohmann::json::object();  // /sdapi/v1/cmd-flags
+  // Tiny autoencoders (diffusers AutoencoderTiny folders) for the progress previews of SD 1.x/2.x and of SDXL
+  // models; "" = the linear latent preview (server/live_previews.h).
+  std::filesystem::path preview_decoder, preview_decoder_xl;
 };
 
 class Server {

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <utility>
 
 #include "tide/runtime/error.h"
 
@@ -18,7 +19,12 @@ class SingleProcess final : public Communicator {
   uint64_t broadcast(uint64_t value) override { return value; }
   void broadcast(at::Tensor&) override {}
   void barrier() override {}
+  void report_to_main(const std::string& line) override { reports_.push_back(line); }
+  std::vector<std::string> take_reports(size_t) override { return std::exchange(reports_, {}); }
   [[noreturn]] void abort(int code) override { std::exit(code); }
+
+ private:
+  std::vector<std::string> reports_;
 };
 
 class Mpi final : public Communicator {
@@ -58,6 +64,30 @@ class Mpi final : public Communicator {
   void barrier() override {
     if (size_ > 1) MPI_Barrier(MPI_COMM_WORLD);
   }
+  void report_to_main(const std::string& line) override {
+    if (rank_ == 0) return reports_.push_back(line);
+    // Small messages: sent eagerly, and rank 0 receives every one before its next collective anyway.
+    MPI_Send(line.data(), static_cast<int>(line.size()), MPI_CHAR, 0, kReportTag, MPI_COMM_WORLD);
+  }
+  std::vector<std::string> take_reports(size_t at_least) override {
+    if (rank_ != 0) throw Error("MPI: only rank 0 takes the progress reports");
+    for (;;) {
+      int arrived = 0;
+      MPI_Status status;
+      if (reports_.size() >= at_least) {
+        MPI_Iprobe(MPI_ANY_SOURCE, kReportTag, MPI_COMM_WORLD, &arrived, &status);
+        if (!arrived) break;
+      } else {
+        MPI_Probe(MPI_ANY_SOURCE, kReportTag, MPI_COMM_WORLD, &status);
+      }
+      int length = 0;
+      MPI_Get_count(&status, MPI_CHAR, &length);
+      std::string line(static_cast<size_t>(length), '\0');
+      MPI_Recv(line.data(), length, MPI_CHAR, status.MPI_SOURCE, kReportTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      reports_.push_back(std::move(line));
+    }
+    return std::exchange(reports_, {});
+  }
   [[noreturn]] void abort(int code) override {
     if (size_ > 1) MPI_Abort(MPI_COMM_WORLD, code);
     std::exit(code);
@@ -71,7 +101,9 @@ class Mpi final : public Communicator {
     return MPI_FLOAT;
   }
   static int count(const at::Tensor& tensor) { return static_cast<int>(tensor.numel()); }
+  static constexpr int kReportTag = 7301;  // point-to-point progress lines (collectives use no tags)
   int rank_ = 0, size_ = 1;
+  std::vector<std::string> reports_;  // rank 0: lines taken from the wire, not yet handed out
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace tide::train {
 
@@ -24,6 +25,11 @@ class Communicator {
   // Rank 0's values into `tensor` on every rank, in place (same shape everywhere; float32 or float64, contiguous).
   virtual void broadcast(at::Tensor& tensor) = 0;
   virtual void barrier() = 0;
+  // Progress lines for rank 0 to print, so that one process speaks for all: any rank sends (rank 0's own
+  // lines are kept for itself); rank 0 takes those that have arrived, waiting until it has `at_least` in all
+  // since its last call. Only rank 0 may call take_reports().
+  virtual void report_to_main(const std::string& line) = 0;
+  virtual std::vector<std::string> take_reports(size_t at_least = 0) = 0;
   // Stops every rank: after an error on one rank the others would wait forever in a collective.
   [[noreturn]] virtual void abort(int code) = 0;
 };
