@@ -320,6 +320,8 @@ TEST_F(ServerJobs, DeleteRemovesAWaitingJob) {
   const auto deleted = to_json_reply(client->Delete(("/api/jobs/" + first).c_str()));
   ASSERT_EQ(deleted.status, 200) << deleted.raw;
   EXPECT_EQ(deleted.body["status"], "cancelled");
+  EXPECT_EQ(deleted.body["progress"]["step"], 0);
+  EXPECT_EQ(deleted.body["progress"]["image_count"], 1);
   EXPECT_EQ(queue.waiting(), 1u);
   EXPECT_EQ(get_json(*client, "/api/jobs/" + second).body["queue_position"], 1);
   // Its event stream ends at once with the cancellation.

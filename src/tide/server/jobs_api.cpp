@@ -1,7 +1,5 @@
 #include "tide/server/jobs_api.h"
 
-#include <c10/core/InferenceMode.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <random>
@@ -76,7 +74,7 @@ json job_json(const Job& job, const JobQueue* queue) {
     if (position >= 0) out["queue_position"] = position;
   }
   JobStep progress = s.progress;
-  if (s.status == JobStatus::kQueued) {
+  if (progress.image_count == 0) {  // not started (queued, or cancelled while it waited)
     progress.image_count = job.spec().images;
     progress.steps = job.spec().request.steps;
   }
@@ -95,7 +93,6 @@ json job_json(const Job& job, const JobQueue* queue) {
   out["request"] = request_json(o.request, o.model.empty() ? job.spec().model : o.model, job.spec().images);
   if (s.status == JobStatus::kFailed) out["error"] = o.error;
   json images = json::array(), seeds = json::array(), infotexts = json::array();
-  c10::InferenceMode inference;
   for (const auto& image : o.images) {
     const std::string text = infotext(o.request, image.seed, sampler_label(o.request.scheduler),
                                       o.request.scheduler_options.karras ? "Karras" : "", o.model);
@@ -139,8 +136,9 @@ JobSpec parse_job(ApiContext& ctx, const json& body) {
   if (seed < -1) throw FieldError{"seed", "seed must be -1 (random) or at least 0, got " + std::to_string(seed), "value_error"};
   r.seed = seed >= 0 ? static_cast<uint64_t>(seed) : std::random_device{}() % 4294967294u;
 
-  r.steps = static_cast<int>(get_int(body, "steps", 50));
-  require_range("steps", get_int(body, "steps", 50), 1, ctx.limits.max_steps);
+  const int64_t steps = get_int(body, "steps", 50);
+  require_range("steps", steps, 1, ctx.limits.max_steps);
+  r.steps = static_cast<int>(steps);
   const bool has_guidance = body.contains("guidance") && !body["guidance"].is_null();
   const bool has_cfg = body.contains("cfg_scale") && !body["cfg_scale"].is_null();
   if (has_guidance && has_cfg) throw FieldError{"cfg_scale", "give guidance or cfg_scale, not both", "value_error"};
@@ -154,8 +152,9 @@ JobSpec parse_job(ApiContext& ctx, const json& body) {
     require_range(side, v, 1, ctx.limits.max_side);
     (std::string(side) == "width" ? r.width : r.height) = static_cast<int>(v);
   }
-  spec.images = static_cast<int>(get_int(body, "num_images", 1));
-  require_range("num_images", get_int(body, "num_images", 1), 1, ctx.limits.max_images);
+  const int64_t images = get_int(body, "num_images", 1);
+  require_range("num_images", images, 1, ctx.limits.max_images);
+  spec.images = static_cast<int>(images);
 
   const std::string scheduler = get_string(body, "scheduler", "");
   const bool karras = get_bool(body, "karras", false);
