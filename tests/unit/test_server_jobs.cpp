@@ -285,6 +285,26 @@ TEST_F(ServerJobs, AClientLeavingTheStreamDoesNotHoldTheWorker) {
   EXPECT_EQ(wait_for(harness, *client, next).body["status"], "done");
 }
 
+TEST_F(ServerJobs, AStreamEndsWhenItsClientLeavesWhileTheJobWaits) {
+  ServerHarness harness(dir_->path() / "models");
+  auto client = harness.client();
+  auto& queue = harness.server().queue();
+  queue.set_paused(true);
+  const std::string id = submit(*client, job(1));
+  const auto job_held = queue.find(id);
+  const long before = job_held.use_count();  // here and in the queue
+  {
+    auto c = harness.client();
+    const auto left = c->Get(("/api/jobs/" + id + "/events").c_str(), [&](const char*, size_t) { return false; });
+    EXPECT_EQ(left.error(), httplib::Error::Canceled);
+  }
+  // The server's stream holds the job while it runs; it lets go once a write finds the client gone.
+  while (job_held.use_count() > before) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(job_held->state().status, tide::server::JobStatus::kQueued);
+  queue.set_paused(false);
+  EXPECT_EQ(wait_for(harness, *client, id).body["status"], "done");
+}
+
 TEST_F(ServerJobs, DeleteStopsARunningJobAfterItsStep) {
   ServerHarness harness(dir_->path() / "models");
   auto client = harness.client();
