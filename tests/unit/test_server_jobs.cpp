@@ -397,6 +397,27 @@ TEST_F(ServerJobs, BadBodiesAre422WithTheFieldNamed) {
   EXPECT_EQ(harness.server().queue().waiting(), 0u);
 }
 
+TEST_F(ServerJobs, TheLast64EndedJobsAreKept) {
+  ServerHarness harness(dir_->path() / "models");
+  auto client = harness.client();
+  ASSERT_EQ(tide::server::JobQueue::kKeptJobs, 64u);
+  std::vector<std::string> ids;
+  json small = job(1);
+  small["width"] = small["height"] = 8;
+  for (int i = 0; i < 65; ++i) {
+    ids.push_back(submit(*client, small));
+    harness.server().queue().find(ids.back())->wait();
+  }
+  EXPECT_EQ(get_json(*client, "/api/jobs/" + ids[0]).status, 404);
+  EXPECT_EQ(get_json(*client, "/api/jobs/" + ids[1]).body["status"], "done");
+  EXPECT_EQ(get_json(*client, "/api/jobs/" + ids[64]).body["status"], "done");
+  // A1111's jobs are not kept: they are answered in their own request.
+  ASSERT_EQ(post_json(*client, "/sdapi/v1/txt2img", json({{"prompt", "x"}, {"steps", 1}, {"width", 8}, {"height", 8},
+                                                          {"force_task_id", "a1111-job"}}).dump()).status, 200);
+  EXPECT_EQ(get_json(*client, "/api/jobs/a1111-job").status, 404);
+  EXPECT_EQ(get_json(*client, "/api/jobs/" + ids[1]).body["status"], "done");
+}
+
 TEST_F(ServerJobs, AFullQueueAnswers503WithRetryAfter) {
   tide::server::ServerOptions options;
   options.max_queue = 1;

@@ -171,14 +171,14 @@ void JobQueue::drop_expired() {
   while (!kept_.empty() && (kept_.size() > kKeptJobs || kept_.front().at < oldest)) kept_.pop_front();
 }
 
-std::shared_ptr<Job> JobQueue::find(const std::string& id) const {
+std::shared_ptr<Job> JobQueue::find(const std::string& id) {
   std::lock_guard<std::mutex> lock(mutex_);
+  drop_expired();
   if (running_ && running_->id() == id) return running_;
   for (const auto& job : waiting_)
     if (job->id() == id) return job;
-  const auto oldest = std::chrono::steady_clock::now() - std::chrono::seconds(kKeptSeconds);
   for (const auto& kept : kept_)
-    if (kept.job->id() == id && kept.at >= oldest) return kept.job;
+    if (kept.job->id() == id) return kept.job;
   return nullptr;
 }
 

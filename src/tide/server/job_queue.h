@@ -146,8 +146,9 @@ class JobQueue {
   int position(const std::string& id) const;
   size_t waiting() const;
   // A waiting or running job, or one that ended and was submitted with `keep` (the last kKeptJobs, for at most
-  // kKeptSeconds after they ended); nullptr otherwise.
-  std::shared_ptr<Job> find(const std::string& id) const;
+  // kKeptSeconds after they ended); nullptr otherwise. Kept jobs past those bounds (and their images) are let go
+  // here and when a job ends.
+  std::shared_ptr<Job> find(const std::string& id);
   static constexpr size_t kKeptJobs = 64;
   static constexpr int kKeptSeconds = 600;
   JobCounters counters() const;
