@@ -18,19 +18,94 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 }  // namespace
 
+const char* status_name(JobStatus status) {
+  switch (status) {
+    case JobStatus::kQueued: return "queued";
+    case JobStatus::kRunning: return "running";
+    case JobStatus::kDone: return "done";
+    case JobStatus::kFailed: return "failed";
+    case JobStatus::kCancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+double JobStep::fraction() const {
+  if (image_count <= 0) return 0.0;
+  const double in_image = steps > 0 ? double(step) / steps : 0.0;
+  return (image_index + in_image) / image_count;
+}
+
+double JobStep::eta() const {
+  const double f = fraction();
+  return f > 0 ? elapsed / f - elapsed : 0.0;
+}
+
 JobOutcome Job::wait() {
   std::unique_lock<std::mutex> lock(mutex_);
-  done_cv_.wait(lock, [&] { return done_; });
+  changed_cv_.wait(lock, [&] { return done_; });
   return outcome_;
+}
+
+JobState Job::state() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  JobState s;
+  s.status = status_;
+  s.progress = latest_;
+  s.elapsed = status_ == JobStatus::kRunning ? seconds_since(started_) : seconds_;
+  s.steps_logged = steps_.size();
+  s.version = version_;
+  if (done_) s.outcome = outcome_;
+  return s;
+}
+
+std::vector<JobStep> Job::steps_since(size_t first) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (first >= steps_.size()) return {};
+  return std::vector<JobStep>(steps_.begin() + static_cast<std::ptrdiff_t>(first), steps_.end());
+}
+
+uint64_t Job::wait_changed(uint64_t seen, std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_cv_.wait_for(lock, timeout, [&] { return version_ > seen; });
+  return version_;
+}
+
+void Job::start(int images, int steps) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    status_ = JobStatus::kRunning;
+    started_ = std::chrono::steady_clock::now();
+    latest_ = JobStep{};
+    latest_.image_count = images;
+    latest_.steps = steps;
+    ++version_;
+  }
+  changed_cv_.notify_all();
+}
+
+void Job::log_step(JobStep step) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    step.elapsed = seconds_since(started_);
+    steps_.push_back(step);
+    latest_ = step;
+    ++version_;
+  }
+  changed_cv_.notify_all();
 }
 
 void Job::finish(JobOutcome outcome) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    status_ = !outcome.error.empty() ? JobStatus::kFailed
+              : outcome.interrupted  ? JobStatus::kCancelled
+                                     : JobStatus::kDone;
+    if (started_ != std::chrono::steady_clock::time_point{}) seconds_ = seconds_since(started_);
     outcome_ = std::move(outcome);
     done_ = true;
+    ++version_;
   }
-  done_cv_.notify_all();
+  changed_cv_.notify_all();
 }
 
 JobQueue::JobQueue(ModelRegistry& registry, size_t max_waiting)
@@ -72,8 +147,44 @@ bool JobQueue::interrupt(const std::string& id) {
   JobOutcome outcome;
   outcome.interrupted = true;
   outcome.request = cancelled->spec().request;
-  cancelled->finish(std::move(outcome));
+  end(cancelled, std::move(outcome));
   return true;
+}
+
+void JobQueue::end(const std::shared_ptr<Job>& job, JobOutcome outcome) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!outcome.error.empty()) ++counters_.failed;
+    else if (outcome.interrupted) ++counters_.cancelled;
+    else ++counters_.done;
+    counters_.images += outcome.images.size();
+    if (job->spec().keep) {
+      kept_.push_back({job, std::chrono::steady_clock::now()});
+      drop_expired();
+    }
+  }
+  job->finish(std::move(outcome));
+}
+
+void JobQueue::drop_expired() {
+  const auto oldest = std::chrono::steady_clock::now() - std::chrono::seconds(kKeptSeconds);
+  while (!kept_.empty() && (kept_.size() > kKeptJobs || kept_.front().at < oldest)) kept_.pop_front();
+}
+
+std::shared_ptr<Job> JobQueue::find(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  drop_expired();
+  if (running_ && running_->id() == id) return running_;
+  for (const auto& job : waiting_)
+    if (job->id() == id) return job;
+  for (const auto& kept : kept_)
+    if (kept.job->id() == id) return kept.job;
+  return nullptr;
+}
+
+JobCounters JobQueue::counters() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return counters_;
 }
 
 void JobQueue::skip() {
@@ -131,7 +242,7 @@ void JobQueue::shutdown() {
     JobOutcome outcome;
     outcome.interrupted = true;
     outcome.request = job->spec().request;
-    job->finish(std::move(outcome));
+    end(job, std::move(outcome));
   }
   if (worker_.joinable()) worker_.join();
 }
@@ -154,6 +265,7 @@ void JobQueue::work() {
       progress_.steps = job->spec().request.steps;
       started_ = std::chrono::steady_clock::now();
     }
+    job->start(job->spec().images, job->spec().request.steps);
     JobOutcome outcome = run(*job);
     outcome.seconds = seconds_since(started_);
     {
@@ -162,7 +274,7 @@ void JobQueue::work() {
       progress_.active = false;
       progress_.latents = at::Tensor();
     }
-    job->finish(std::move(outcome));
+    end(job, std::move(outcome));
   }
 }
 
@@ -178,6 +290,10 @@ JobOutcome JobQueue::run(Job& job) {
     request.num_images = 1;
     pipe.make_scheduler(request);  // a bad scheduler option fails here, before any work
     outcome.request = request;
+    // Reported as the scheduler's name ("" = the model's own, named after its class when tide has that one).
+    if (outcome.request.scheduler.empty())
+      outcome.request.scheduler = schedulers::scheduler_name_for_class(
+          pipe.scheduler_config().value("_class_name", std::string()), pipe.scheduler_config());
     {
       std::lock_guard<std::mutex> lock(mutex_);
       progress_.model = outcome.model;
@@ -201,17 +317,23 @@ JobOutcome JobQueue::run(Job& job) {
       }
       pipeline::GenerationRequest one = expanded;
       one.seed = request.seed + static_cast<uint64_t>(i);
+      auto step_began = std::chrono::steady_clock::now();
       try {
         auto result = pipe.generate(one, conditioning, [&](const pipeline::StepInfo& step) {
           std::function<void(const std::string&, int)> observer;
+          const double step_seconds = seconds_since(step_began);
           {
             std::lock_guard<std::mutex> lock(mutex_);
             progress_.step = step.index + 1;
             progress_.steps = step.total;
             progress_.latents = step.latents;
             observer = observer_;
+            ++counters_.steps;
+            counters_.step_seconds += step_seconds;
           }
+          job.log_step({i, spec.images, step.index + 1, step.total});
           if (observer) observer(job.id(), step.index + 1);
+          step_began = std::chrono::steady_clock::now();  // a test's observer holding the worker is not a step's time
           std::lock_guard<std::mutex> lock(mutex_);
           if (interrupt_) throw Interrupted{};
           if (skip_) throw Skipped{};

@@ -28,6 +28,8 @@ struct JobSpec {
   std::string model;  // registry name; "" = the current model
   pipeline::GenerationRequest request;
   int images = 1;
+  // Kept after it ends, so that JobQueue::find() still returns it (the job API's results are fetched later).
+  bool keep = false;
 };
 
 struct JobImage {
@@ -45,6 +47,28 @@ struct JobOutcome {
   double seconds = 0;
 };
 
+enum class JobStatus { kQueued, kRunning, kDone, kFailed, kCancelled };
+// "queued", "running", "done", "failed", "cancelled".
+const char* status_name(JobStatus status);
+
+// Where a job stood after one of its denoising steps.
+struct JobStep {
+  int image_index = 0, image_count = 0;  // which picture of the job
+  int step = 0, steps = 0;               // steps done in this picture, and their number
+  double elapsed = 0;                    // seconds since the job started
+  double fraction() const;               // 0..1 over the whole job
+  double eta() const;                    // seconds left, estimated from the pace so far (0 before the first step)
+};
+
+struct JobState {
+  JobStatus status = JobStatus::kQueued;
+  JobStep progress;      // the latest step (step 0 before the first)
+  double elapsed = 0;    // seconds since the job started: now while it runs, its total once it ended
+  size_t steps_logged = 0;
+  uint64_t version = 0;  // grows with every change
+  JobOutcome outcome;    // once it ended
+};
+
 class Job {
  public:
   explicit Job(JobSpec spec) : spec_(std::move(spec)) {}
@@ -52,15 +76,36 @@ class Job {
   const JobSpec& spec() const { return spec_; }
   // Blocks until the job has finished (or was cancelled).
   JobOutcome wait();
+  JobState state() const;
+  // The steps logged from the first-th on (every step of every picture, in order).
+  std::vector<JobStep> steps_since(size_t first) const;
+  // Blocks until the job's version is past `seen` or `timeout` passed; returns the version then.
+  uint64_t wait_changed(uint64_t seen, std::chrono::milliseconds timeout) const;
 
  private:
   friend class JobQueue;
+  void start(int images, int steps);
+  void log_step(JobStep step);  // elapsed: filled in
   void finish(JobOutcome outcome);
   JobSpec spec_;
-  std::mutex mutex_;
-  std::condition_variable done_cv_;
+  mutable std::mutex mutex_;
+  mutable std::condition_variable changed_cv_;
   bool done_ = false;
   JobOutcome outcome_;
+  JobStatus status_ = JobStatus::kQueued;
+  std::chrono::steady_clock::time_point started_;
+  double seconds_ = 0;  // total, once ended
+  std::vector<JobStep> steps_;
+  JobStep latest_;
+  uint64_t version_ = 0;
+};
+
+// What the queue has done since it started, for /metrics.
+struct JobCounters {
+  uint64_t done = 0, failed = 0, cancelled = 0;  // jobs that ended so
+  uint64_t images = 0;
+  uint64_t steps = 0;
+  double step_seconds = 0;  // summed over `steps`: from one step's end to the next (a picture's first: from its start)
 };
 
 // The running job as /progress shows it.
@@ -100,6 +145,13 @@ class JobQueue {
   // 0: running, k > 0: k-th in line, -1: not known (finished or never submitted).
   int position(const std::string& id) const;
   size_t waiting() const;
+  // A waiting or running job, or one that ended and was submitted with `keep` (the last kKeptJobs, for at most
+  // kKeptSeconds after they ended); nullptr otherwise. Kept jobs past those bounds (and their images) are let go
+  // here and when a job ends.
+  std::shared_ptr<Job> find(const std::string& id);
+  static constexpr size_t kKeptJobs = 64;
+  static constexpr int kKeptSeconds = 600;
+  JobCounters counters() const;
   // Ends the worker: waiting jobs are cancelled, the running one is interrupted; returns when it has stopped.
   void shutdown();
 
@@ -110,12 +162,21 @@ class JobQueue {
  private:
   void work();
   JobOutcome run(Job& job);
+  // Counts the job's end, keeps it when asked, then finishes it (wakes whoever waits). Not under mutex_.
+  void end(const std::shared_ptr<Job>& job, JobOutcome outcome);
+  void drop_expired();  // under mutex_
   ModelRegistry& registry_;
   const size_t max_waiting_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> waiting_;
   std::shared_ptr<Job> running_;
+  struct Ended {
+    std::shared_ptr<Job> job;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::deque<Ended> kept_;  // oldest first
+  JobCounters counters_;
   bool stopping_ = false, paused_ = false;
   bool interrupt_ = false, skip_ = false;
   ProgressSnapshot progress_;

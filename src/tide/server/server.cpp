@@ -11,6 +11,8 @@
 #include "tide/runtime/error.h"
 #include "tide/server/a1111_api.h"
 #include "tide/server/api_context.h"
+#include "tide/server/jobs_api.h"
+#include "tide/server/metrics.h"
 #include "tide/server/openai_api.h"
 #include "tide/server/web_page.h"
 
@@ -132,6 +134,29 @@ Server::Server(ServerOptions options, RegistryOptions registry)
     send(res, openai::images_generations(ctx, req.body));
   });
   http.Get("/v1/models", [&ctx](const httplib::Request&, httplib::Response& res) { send(res, openai::models(ctx)); });
+
+  // tide's job API and Prometheus metrics
+  http.Post("/api/jobs", [&ctx](const httplib::Request& req, httplib::Response& res) { send(res, jobs::create(ctx, req.body)); });
+  http.Get(R"(/api/jobs/([^/]+))", [&ctx](const httplib::Request& req, httplib::Response& res) {
+    send(res, jobs::get(ctx, req.matches[1]));
+  });
+  http.Delete(R"(/api/jobs/([^/]+))", [&ctx](const httplib::Request& req, httplib::Response& res) {
+    send(res, jobs::cancel(ctx, req.matches[1]));
+  });
+  http.Get(R"(/api/jobs/([^/]+)/events)", [&ctx](const httplib::Request& req, httplib::Response& res) {
+    auto stream = jobs::open_events(ctx, req.matches[1]);
+    if (!stream) return send(res, jobs::not_found(req.matches[1]));
+    res.set_header("Cache-Control", "no-cache");
+    // Called until done() or a failed write (the client left) or the server stops; each call waits at most 1 s.
+    res.set_chunked_content_provider("text/event-stream", [stream](size_t, httplib::DataSink& sink) {
+      bool ended = false;
+      const std::string text = stream->next(std::chrono::seconds(1), ended);
+      if (!text.empty() && !sink.write(text.data(), text.size())) return false;
+      if (ended) sink.done();
+      return true;
+    });
+  });
+  http.Get("/metrics", [&ctx](const httplib::Request&, httplib::Response& res) { send(res, metrics::scrape(ctx)); });
 }
 
 Server::~Server() { stop(); }
