@@ -10,6 +10,7 @@
 
 #include "tide/runtime/error.h"
 #include "tide/server/a1111_api.h"
+#include "tide/server/access_control.h"
 #include "tide/server/api_context.h"
 #include "tide/server/openai_api.h"
 #include "tide/server/web_page.h"
@@ -60,15 +61,15 @@ Server::Server(ServerOptions options, RegistryOptions registry)
   http.set_payload_max_length(impl_->options.max_body_bytes);
 
   http.set_pre_routing_handler([impl](const httplib::Request& req, httplib::Response& res) {
-    const std::string& key = impl->options.api_key;
-    if (key.empty() || !is_api_path(req.path)) return httplib::Server::HandlerResponse::Unhandled;
-    const std::string header = req.get_header_value("Authorization");
-    const std::string prefix = "Bearer ";
-    if (header.rfind(prefix, 0) == 0 && constant_time_equal(header.substr(prefix.size()), key))
+    const ServerOptions& o = impl->options;
+    if (!requires_authentication(o) || !is_api_path(req.path) || authorized(o, req.get_header_value("Authorization")))
       return httplib::Server::HandlerResponse::Unhandled;
     res.status = 401;
-    res.set_header("WWW-Authenticate", "Bearer");
-    res.set_content(R"({"detail":"Not authenticated: send Authorization: Bearer <API key>"})", "application/json");
+    for (const auto& challenge : authentication_challenges(o)) res.set_header("WWW-Authenticate", challenge);
+    const std::string how = o.api_key.empty()    ? "Authorization: Basic (--api-auth user:password)"
+                            : o.api_auth.empty() ? "Authorization: Bearer <API key>"
+                                                 : "Authorization: Bearer <API key>, or Basic (--api-auth user:password)";
+    res.set_content(nlohmann::json{{"detail", "Not authenticated: send " + how}}.dump(), "application/json");
     return httplib::Server::HandlerResponse::Handled;
   });
   http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {

@@ -6,6 +6,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "tide/server/http_reply.h"
 #include "tide/server/job_queue.h"
@@ -17,6 +18,9 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 7860;              // 0: any free port (bind() says which)
   std::string api_key;          // "": no authentication; else `Authorization: Bearer KEY` on every API route
+  // "user:password" pairs (A1111's --api-auth): HTTP Basic authentication on every API route. With api_key
+  // too, either is accepted.
+  std::vector<std::string> api_auth;
   size_t max_queue = 16;        // jobs waiting behind the running one; beyond: 503
   RequestLimits limits;
   std::filesystem::path output_dir;  // A1111's save_images writes here ("" = nowhere)

@@ -1,0 +1,88 @@
+// tide serve at its edges, against a real server on a loopback port: HTTP Basic authentication (A1111's
+// --api-auth), CORS for named origins, OpenAI's url and stream response forms, JPEG inputs to img2img and
+// <lora:NAME:WEIGHT> prompt tags.
+#include <gtest/gtest.h>
+
+#include "server_harness.h"
+#include "tide/server/access_control.h"
+
+namespace {
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace tide::testing;
+
+class ServerEdges : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    fs::create_directories(dir_->path() / "models");
+    make_tiny_pipeline(dir_->path() / "models" / "tiny");
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static fs::path models() { return dir_->path() / "models"; }
+  static inline TempDir* dir_ = nullptr;
+};
+
+std::string basic(const std::string& pair) { return "Basic " + tide::server::base64_encode(pair); }
+
+TEST(ServerAccess, ApiAuthListsParseLikeA1111s) {
+  using tide::server::parse_api_auth;
+  EXPECT_EQ(parse_api_auth("alice:pw"), std::vector<std::string>{"alice:pw"});
+  EXPECT_EQ(parse_api_auth("alice:pw, bob:p:w"), (std::vector<std::string>{"alice:pw", "bob:p:w"}));
+  EXPECT_THROW(parse_api_auth("alice"), tide::Error);
+  EXPECT_THROW(parse_api_auth(":pw"), tide::Error);
+  EXPECT_THROW(parse_api_auth("alice:pw,"), tide::Error);
+}
+
+TEST_F(ServerEdges, BasicAuthIsRequiredOnEveryApiRoute) {
+  tide::server::ServerOptions options;
+  options.api_auth = {"alice:wonder land", "bob:builder"};
+  ServerHarness harness(models(), options);
+  auto client = harness.client();
+  for (const char* path : {"/sdapi/v1/sd-models", "/sdapi/v1/progress", "/v1/models", "/sdapi/v1/loras"}) {
+    const auto missing = get_json(*client, path);
+    EXPECT_EQ(missing.status, 401) << path;
+    EXPECT_EQ(missing.header("WWW-Authenticate"), "Basic realm=\"tide\"") << path;
+    EXPECT_EQ(get_json(*client, path, {{"Authorization", basic("alice:wrong")}}).status, 401) << path;
+    EXPECT_EQ(get_json(*client, path, {{"Authorization", basic("alice:wonder land!")}}).status, 401) << path;
+    EXPECT_EQ(get_json(*client, path, {{"Authorization", basic("bob:wonder land")}}).status, 401) << path;
+    EXPECT_EQ(get_json(*client, path, {{"Authorization", "Basic !!not-base64"}}).status, 401) << path;
+    EXPECT_EQ(get_json(*client, path, {{"Authorization", "Bearer alice:wonder land"}}).status, 401) << path;
+    EXPECT_EQ(get_json(*client, path, {{"Authorization", basic("alice:wonder land")}}).status, 200) << path;
+    EXPECT_EQ(get_json(*client, path, {{"Authorization", basic("bob:builder")}}).status, 200) << path;
+  }
+  // httplib's own basic-auth client sends the same header A1111 clients (requests' auth=) send.
+  client->set_basic_auth("bob", "builder");
+  const std::string body = json({{"prompt", "x"}, {"steps", 1}, {"width", 32}, {"height", 32}}).dump();
+  EXPECT_EQ(post_json(*client, "/sdapi/v1/txt2img", body).status, 200);
+  auto anonymous = harness.client();
+  EXPECT_EQ(post_json(*anonymous, "/sdapi/v1/txt2img", body).status, 401);
+  const auto page = anonymous->Get("/health");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+}
+
+TEST_F(ServerEdges, BasicAuthAndTheApiKeyAreBothAccepted) {
+  tide::server::ServerOptions options;
+  options.api_key = "k3y";
+  options.api_auth = {"alice:pw"};
+  ServerHarness harness(models(), options);
+  auto client = harness.client();
+  const auto missing = get_json(*client, "/v1/models");
+  EXPECT_EQ(missing.status, 401);
+  int challenges = 0;
+  auto raw = client->Get("/v1/models");
+  ASSERT_TRUE(raw);
+  for (const auto& [key, value] : raw->headers)
+    if (key == "WWW-Authenticate") {
+      ++challenges;
+      EXPECT_TRUE(value == "Basic realm=\"tide\"" || value == "Bearer") << value;
+    }
+  EXPECT_EQ(challenges, 2);
+  EXPECT_EQ(get_json(*client, "/v1/models", {{"Authorization", "Bearer k3y"}}).status, 200);
+  EXPECT_EQ(get_json(*client, "/v1/models", {{"Authorization", basic("alice:pw")}}).status, 200);
+  EXPECT_EQ(get_json(*client, "/v1/models", {{"Authorization", "Bearer pw"}}).status, 401);
+  EXPECT_EQ(get_json(*client, "/v1/models", {{"Authorization", basic("alice:k3y")}}).status, 401);
+}
+
+}  // namespace
