@@ -69,6 +69,10 @@ int run_serve(int argc, char** argv) {
       .option("api-auth", "USER:PASSWORD",
               "require HTTP Basic authentication with these credentials on every API route (as A1111's --api-auth); "
               "comma-separated or repeatable; with --api-key-file either is accepted")
+      .option("cors-origin", "ORIGIN",
+              "let web pages from this origin (e.g. https://app.example, exact match) call the API from a browser; "
+              "repeatable",
+              "no cross-origin access")
       .flag("insecure-no-auth", "allow a non-loopback --host without an API key or --api-auth")
       .option("max-queue", "N", "jobs that may wait behind the running one; more get HTTP 503", "16")
       .option("max-loaded", "N", "models kept loaded; beyond, the least recently used is dropped", "1")
@@ -103,6 +107,12 @@ int run_serve(int argc, char** argv) {
   if (args.has("api-key-file")) options.api_key = read_api_key(args.get("api-key-file"));
   for (const auto& list : args.get_all("api-auth"))
     for (auto& pair : server::parse_api_auth(list, "tide serve: --api-auth")) options.api_auth.push_back(pair);
+  for (const auto& origin : args.get_all("cors-origin")) {
+    if (origin.empty() || origin == "*" || origin.back() == '/')
+      throw Error("tide serve: --cors-origin wants an exact origin such as https://app.example (no '*', no trailing /), got '" +
+                  origin + "'");
+    options.cors_origins.push_back(origin);
+  }
   if (!is_loopback(options.host) && options.api_key.empty() && options.api_auth.empty() && !args.get_flag("insecure-no-auth"))
     throw Error("tide serve: --host " + options.host +
                 " lets other machines in: give --api-key-file or --api-auth (or --insecure-no-auth to serve without)");

@@ -85,4 +85,70 @@ TEST_F(ServerEdges, BasicAuthAndTheApiKeyAreBothAccepted) {
   EXPECT_EQ(get_json(*client, "/v1/models", {{"Authorization", basic("alice:k3y")}}).status, 401);
 }
 
+// Every header whose name starts with Access-Control-.
+std::vector<std::string> cors_header_names(const httplib::Result& result) {
+  std::vector<std::string> names;
+  for (const auto& [key, value] : result->headers)
+    if (key.rfind("Access-Control-", 0) == 0) names.push_back(key);
+  return names;
+}
+
+TEST_F(ServerEdges, CorsIsOffByDefault) {
+  ServerHarness harness(models());
+  auto client = harness.client();
+  const auto get = client->Get("/sdapi/v1/sd-models", {{"Origin", "https://app.example"}});
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->status, 200);
+  EXPECT_TRUE(cors_header_names(get).empty());
+  EXPECT_FALSE(get->has_header("Vary"));
+  const auto preflight = client->Options("/sdapi/v1/txt2img", {{"Origin", "https://app.example"},
+                                                                {"Access-Control-Request-Method", "POST"}});
+  ASSERT_TRUE(preflight);
+  EXPECT_TRUE(cors_header_names(preflight).empty());
+}
+
+TEST_F(ServerEdges, CorsAnswersNamedOriginsOnlyAndPreflightsNeedNoCredentials) {
+  tide::server::ServerOptions options;
+  options.api_auth = {"alice:pw"};
+  options.cors_origins = {"https://app.example", "http://localhost:3000"};
+  ServerHarness harness(models(), options);
+  auto client = harness.client();
+  const httplib::Headers preflight_headers = {{"Origin", "http://localhost:3000"},
+                                              {"Access-Control-Request-Method", "POST"},
+                                              {"Access-Control-Request-Headers", "authorization, content-type"}};
+  const auto preflight = client->Options("/sdapi/v1/txt2img", preflight_headers);
+  ASSERT_TRUE(preflight);
+  EXPECT_EQ(preflight->status, 204);
+  EXPECT_EQ(preflight->get_header_value("Access-Control-Allow-Origin"), "http://localhost:3000");
+  EXPECT_EQ(preflight->get_header_value("Vary"), "Origin");
+  EXPECT_NE(preflight->get_header_value("Access-Control-Allow-Methods").find("POST"), std::string::npos);
+  EXPECT_NE(preflight->get_header_value("Access-Control-Allow-Headers").find("Authorization"), std::string::npos);
+  EXPECT_NE(preflight->get_header_value("Access-Control-Allow-Headers").find("Content-Type"), std::string::npos);
+
+  // The actual request still needs credentials; its 401 carries the CORS headers so the page can read it.
+  const auto denied = client->Get("/v1/models", {{"Origin", "https://app.example"}});
+  ASSERT_TRUE(denied);
+  EXPECT_EQ(denied->status, 401);
+  EXPECT_EQ(denied->get_header_value("Access-Control-Allow-Origin"), "https://app.example");
+  const auto allowed = client->Get("/v1/models", {{"Origin", "https://app.example"}, {"Authorization", basic("alice:pw")}});
+  ASSERT_TRUE(allowed);
+  EXPECT_EQ(allowed->status, 200);
+  EXPECT_EQ(allowed->get_header_value("Access-Control-Allow-Origin"), "https://app.example");
+  EXPECT_EQ(allowed->get_header_value("Vary"), "Origin");
+
+  // Other origins, near misses included, get no CORS headers at all: never a reflected origin, never `*`.
+  for (const char* origin : {"https://evil.example", "https://app.example.evil", "http://app.example", "null", "*"}) {
+    const auto other = client->Get("/v1/models", {{"Origin", origin}, {"Authorization", basic("alice:pw")}});
+    ASSERT_TRUE(other);
+    EXPECT_EQ(other->status, 200);
+    EXPECT_TRUE(cors_header_names(other).empty()) << origin;
+    const auto other_preflight = client->Options("/sdapi/v1/txt2img", {{"Origin", origin}, {"Access-Control-Request-Method", "POST"}});
+    ASSERT_TRUE(other_preflight);
+    EXPECT_TRUE(cors_header_names(other_preflight).empty()) << origin;
+  }
+  const auto no_origin = client->Get("/v1/models", {{"Authorization", basic("alice:pw")}});
+  ASSERT_TRUE(no_origin);
+  EXPECT_TRUE(cors_header_names(no_origin).empty());
+}
+
 }  // namespace

@@ -67,4 +67,21 @@ std::vector<std::string> authentication_challenges(const ServerOptions& options)
   return out;
 }
 
+HeaderList cors_headers(const ServerOptions& options, const std::string& origin, bool preflight) {
+  HeaderList out;
+  if (options.cors_origins.empty()) return out;
+  out.emplace_back("Vary", "Origin");  // caches must not hand one origin's answer to another
+  bool allowed = false;
+  for (const auto& o : options.cors_origins) allowed |= !origin.empty() && o == origin;
+  if (!allowed) return out;
+  out.emplace_back("Access-Control-Allow-Origin", origin);
+  out.emplace_back("Access-Control-Allow-Credentials", "true");
+  if (preflight) {
+    out.emplace_back("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    out.emplace_back("Access-Control-Allow-Headers", "Authorization, Content-Type");
+    out.emplace_back("Access-Control-Max-Age", "600");
+  }
+  return out;
+}
+
 }  // namespace tide::server

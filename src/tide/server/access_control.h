@@ -2,6 +2,7 @@
 // route runs.
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tide::server {
@@ -21,5 +22,12 @@ bool authorized(const ServerOptions& options, const std::string& authorization);
 
 // The `WWW-Authenticate` challenges of a 401: Basic (realm "tide") and/or Bearer, as configured.
 std::vector<std::string> authentication_challenges(const ServerOptions& options);
+
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+// CORS headers for a request from `origin` (its Origin header; "" when none): for a configured origin the
+// exact origin echoed back (never `*`, as credentials are allowed), plus `Vary: Origin` whenever origins are
+// configured; nothing otherwise. `preflight` adds what an OPTIONS preflight answer needs.
+HeaderList cors_headers(const ServerOptions& options, const std::string& origin, bool preflight);
 
 }  // namespace tide::server

@@ -62,6 +62,15 @@ Server::Server(ServerOptions options, RegistryOptions registry)
 
   http.set_pre_routing_handler([impl](const httplib::Request& req, httplib::Response& res) {
     const ServerOptions& o = impl->options;
+    // CORS: allowed origins get their headers on every answer, 401s included; a preflight needs no credentials
+    // (browsers send none with it).
+    const bool preflight = req.method == "OPTIONS" && !o.cors_origins.empty() && is_api_path(req.path);
+    for (const auto& [key, value] : cors_headers(o, req.get_header_value("Origin"), preflight)) res.set_header(key, value);
+    if (preflight) {
+      res.status = 204;
+      res.set_header("Allow", "GET, POST, OPTIONS");
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (!requires_authentication(o) || !is_api_path(req.path) || authorized(o, req.get_header_value("Authorization")))
       return httplib::Server::HandlerResponse::Unhandled;
     res.status = 401;

@@ -21,6 +21,9 @@ struct ServerOptions {
   // "user:password" pairs (A1111's --api-auth): HTTP Basic authentication on every API route. With api_key
   // too, either is accepted.
   std::vector<std::string> api_auth;
+  // Browser origins (e.g. "https://app.example") allowed to call the API cross-origin; exact matches only.
+  // Empty: no CORS headers at all.
+  std::vector<std::string> cors_origins;
   size_t max_queue = 16;        // jobs waiting behind the running one; beyond: 503
   RequestLimits limits;
   std::filesystem::path output_dir;  // A1111's save_images writes here ("" = nowhere)
