@@ -61,6 +61,9 @@ int run_serve(int argc, char** argv) {
               "the first listed")
       .flag("no-hf-cache", "do not list the diffusers models found in the Hugging Face cache")
       .option("embeddings", "DIR", "textual-inversion embeddings usable in prompts by file name; repeatable")
+      .option("lora-dir", "DIR",
+              "LoRA .safetensors files (subfolders too) that <lora:NAME:WEIGHT> prompt tags apply to their request, "
+              "NAME being the file name without extension, as A1111's Lora folder; repeatable")
       .option("host", "ADDRESS",
               "address to listen on; any but loopback needs --api-key-file, --api-auth or --insecure-no-auth",
               "127.0.0.1")
@@ -116,6 +119,10 @@ int run_serve(int argc, char** argv) {
   if (!is_loopback(options.host) && options.api_key.empty() && options.api_auth.empty() && !args.get_flag("insecure-no-auth"))
     throw Error("tide serve: --host " + options.host +
                 " lets other machines in: give --api-key-file or --api-auth (or --insecure-no-auth to serve without)");
+  for (const auto& dir : args.get_all("lora-dir")) {
+    if (!fs::is_directory(dir)) throw Error("tide serve: --lora-dir " + dir + " is not a folder");
+    options.lora_dirs.push_back(dir);
+  }
   options.max_queue = static_cast<size_t>(positive(args, "max-queue"));
   options.limits.max_side = positive(args, "max-size");
   options.limits.max_steps = positive(args, "max-steps");

@@ -4,7 +4,9 @@
 #include <nlohmann/json.hpp>
 
 #include "tide/server/http_reply.h"
+#include "tide/server/image_store.h"
 #include "tide/server/job_queue.h"
+#include "tide/server/lora_library.h"
 #include "tide/server/model_registry.h"
 
 namespace tide::server {
@@ -15,6 +17,8 @@ struct ApiContext {
   RequestLimits limits;
   std::filesystem::path output_dir;  // where save_images writes ("" = nowhere)
   nlohmann::json command_line;       // for /sdapi/v1/cmd-flags
+  ImageStore* images = nullptr;      // OpenAI's response_format "url" keeps its PNGs here (null: refused)
+  LoraLibrary* loras = nullptr;      // what <lora:NAME:WEIGHT> prompt tags name (null: tags are refused)
 };
 
 }  // namespace tide::server

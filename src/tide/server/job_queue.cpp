@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 
 #include "tide/runtime/error.h"
+#include "tide/server/lora_library.h"
 #include "tide/text/embeddings.h"
 
 namespace tide::server {
@@ -21,6 +22,12 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 JobOutcome Job::wait() {
   std::unique_lock<std::mutex> lock(mutex_);
   done_cv_.wait(lock, [&] { return done_; });
+  return outcome_;
+}
+
+std::optional<JobOutcome> Job::wait_for(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!done_cv_.wait_for(lock, timeout, [&] { return done_; })) return std::nullopt;
   return outcome_;
 }
 
@@ -174,6 +181,8 @@ JobOutcome JobQueue::run(Job& job) {
     auto model = registry_.acquire(spec.model);
     auto& pipe = *model->pipeline;
     outcome.model = model->entry.name;
+    // Pipelines are shared by every job: each sets its own LoRAs (or none) before it conditions.
+    if (!same_loras(pipe.loras(), spec.loras)) pipe.set_loras(spec.loras);
     pipeline::GenerationRequest request = pipe.resolve(spec.request);
     request.num_images = 1;
     pipe.make_scheduler(request);  // a bad scheduler option fails here, before any work
@@ -212,6 +221,7 @@ JobOutcome JobQueue::run(Job& job) {
             observer = observer_;
           }
           if (observer) observer(job.id(), step.index + 1);
+          if (spec.on_step) spec.on_step(i, step.index + 1, step.total, step.latents);
           std::lock_guard<std::mutex> lock(mutex_);
           if (interrupt_) throw Interrupted{};
           if (skip_) throw Skipped{};

@@ -11,11 +11,13 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "tide/adapters/lora_set.h"
 #include "tide/pipeline/generation.h"
 #include "tide/server/model_registry.h"
 
@@ -28,6 +30,11 @@ struct JobSpec {
   std::string model;  // registry name; "" = the current model
   pipeline::GenerationRequest request;
   int images = 1;
+  // LoRAs merged into the model for this job (none: its base weights, restored bit for bit).
+  std::vector<adapters::LoraSpec> loras;
+  // Called on the worker after every denoising step: picture `image` (0-based) has done `step` of `steps`;
+  // `latents` [N, C, h, w] are the pipeline's (copy what you keep). For streamed previews.
+  std::function<void(int image, int step, int steps, const at::Tensor& latents)> on_step;
 };
 
 struct JobImage {
@@ -52,6 +59,8 @@ class Job {
   const JobSpec& spec() const { return spec_; }
   // Blocks until the job has finished (or was cancelled).
   JobOutcome wait();
+  // The same, waiting at most `timeout`; nullopt when the job is still going.
+  std::optional<JobOutcome> wait_for(std::chrono::milliseconds timeout);
 
  private:
   friend class JobQueue;

@@ -2,6 +2,7 @@
 // /health, over the model registry and the job queue. Requests are served by a pool of threads; generation
 // runs on the job queue's one worker thread.
 #pragma once
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "tide/server/http_reply.h"
+#include "tide/server/image_store.h"
 #include "tide/server/job_queue.h"
 #include "tide/server/model_registry.h"
 
@@ -28,6 +30,11 @@ struct ServerOptions {
   RequestLimits limits;
   std::filesystem::path output_dir;  // A1111's save_images writes here ("" = nowhere)
   size_t max_body_bytes = 32u << 20;
+  // OpenAI's response_format "url": pictures are kept in memory this long, at most this many (oldest leave first).
+  std::chrono::seconds url_image_lifetime{600};
+  size_t url_image_capacity = 256;
+  // Folders of LoRA .safetensors files that <lora:NAME:WEIGHT> prompt tags name (A1111's Lora folder).
+  std::vector<std::filesystem::path> lora_dirs;
   nlohmann::json command_line = nlohmann::json::object();  // /sdapi/v1/cmd-flags
 };
 
@@ -46,6 +53,7 @@ class Server {
 
   ModelRegistry& registry();
   JobQueue& queue();
+  ImageStore& images();  // response_format "url" pictures
 
  private:
   struct Impl;
