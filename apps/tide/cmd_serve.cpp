@@ -135,7 +135,8 @@ int run_serve(int argc, char** argv) {
   }
   options.command_line = {{"models", args.get_all("models")}, {"listen", !is_loopback(options.host)},
                           {"port", options.port}, {"api", true}, {"nowebui", false},
-                          {"api_auth", !options.api_key.empty() || !options.api_auth.empty()}, {"max_queue", options.max_queue}};
+                          {"api_auth", !options.api_key.empty() || !options.api_auth.empty()},
+                          {"lora_dir", args.get_all("lora-dir")}, {"max_queue", options.max_queue}};
 
   // Every thread started from here on (HTTP pool, generation worker, OpenMP) inherits the blocked signals, so
   // SIGINT/SIGTERM reach only the watcher below, which shuts the server down in order.
