@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "server_harness.h"
+#include "tide/runtime/sha256.h"
 #include "tide/server/access_control.h"
 #include "tide/server/latent_preview.h"
 #include "tide/server/openai_stream.h"
@@ -472,6 +473,14 @@ TEST(ServerLora, PromptTagsApplyFolderLorasToTheirJobOnly) {
   EXPECT_TRUE(at::equal(lora_image, expected_for(tagged, 7, both)));
   // The infotext keeps the prompt as sent, tags included, as A1111's does.
   EXPECT_EQ(json::parse(with.body["info"].get<std::string>())["prompt"], tagged);
+  const std::string infotext = decode_b64_png(with.body["images"][0]).text.at("parameters");
+  EXPECT_EQ(infotext.rfind(tagged, 0), 0u) << infotext;
+  const std::string hashes = "Lora hashes: \"knight: " +
+                             tide::runtime::sha256_file(lora_cases / "lora_sd1_kohya_m1" / "lora.safetensors").substr(0, 12) +
+                             ", locon: " +
+                             tide::runtime::sha256_file(lora_cases / "lora_sd1_locon_m06" / "lora.safetensors").substr(0, 12) +
+                             "\"";
+  EXPECT_NE(infotext.find(hashes), std::string::npos) << infotext;
 
   const auto without = txt2img("a portrait of a knight");
   ASSERT_EQ(without.status, 200) << without.raw;

@@ -286,9 +286,11 @@ HttpReply generate(ApiContext& ctx, const std::string& raw_body, bool image_to_i
     r.prompt = prompt_as_sent;
     json images = json::array(), infotexts = json::array(), seeds = json::array();
     const std::string stamp = timestamp();
+    const std::string lora_hashes = ctx.loras && !loras.empty() ? ctx.loras->hashes(loras) : "";
     for (size_t i = 0; i < outcome.images.size(); ++i) {
       const auto& image = outcome.images[i];
-      const std::string text = infotext(r, image.seed, sampler.a1111_name, sampler.schedule_label, outcome.model);
+      std::string text = infotext(r, image.seed, sampler.a1111_name, sampler.schedule_label, outcome.model);
+      if (!lora_hashes.empty()) text.insert(text.rfind(", Version: "), ", Lora hashes: \"" + lora_hashes + "\"");
       infotexts.push_back(text);
       seeds.push_back(image.seed);
       if (!send_images && !(save_images && !ctx.output_dir.empty())) continue;

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 
+#include "tide/adapters/lora_argument.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/sha256.h"
 #include "tide/text/extra_networks.h"
 
 namespace tide::server {
@@ -57,6 +59,24 @@ PromptLoras LoraLibrary::resolve(const std::string& prompt) {
     adapters::LoraSpec spec{file->path, tag.unet_weight, std::nullopt};
     if (tag.text_encoder_weight != tag.unet_weight) spec.text_encoder_weight = tag.text_encoder_weight;
     out.loras.push_back(spec);
+  }
+  return out;
+}
+
+std::string LoraLibrary::hashes(const std::vector<adapters::LoraSpec>& loras) {
+  std::string out;
+  for (const auto& l : loras) {
+    std::string hash;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (auto it = hashes_.find(l.file); it != hashes_.end()) hash = it->second;
+    }
+    if (hash.empty()) {
+      hash = runtime::sha256_file(l.file).substr(0, 12);
+      std::lock_guard<std::mutex> lock(mutex_);
+      hashes_[l.file] = hash;
+    }
+    out += (out.empty() ? "" : ", ") + adapters::lora_label(l) + ": " + hash;
   }
   return out;
 }

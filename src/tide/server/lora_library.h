@@ -3,6 +3,7 @@
 // tags (text/extra_networks.h), which are cut out and resolved here; the job applies them to the pipeline.
 #pragma once
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -35,10 +36,15 @@ class LoraLibrary {
   // reach files outside the folders). tide::Error naming the tag for an unknown name or a bad tag.
   PromptLoras resolve(const std::string& prompt);
 
+  // A1111's "Lora hashes" value for these LoRAs: `name: first 12 hex digits of the file's sha256, ...`
+  // (hashes computed once per file and kept).
+  std::string hashes(const std::vector<adapters::LoraSpec>& loras);
+
  private:
   std::vector<std::filesystem::path> dirs_;
   mutable std::mutex mutex_;
   std::vector<LoraFile> files_;  // sorted by path; the first of equal names wins
+  std::map<std::filesystem::path, std::string> hashes_;  // file -> its short sha256
 };
 
 // Whether two LoRA lists merge into the same weights (same files, weights and text-encoder weights, in order).
