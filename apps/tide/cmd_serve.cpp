@@ -15,6 +15,7 @@
 #include "tide/nn/weight_storage.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/optimizations.h"
+#include "tide/server/access_control.h"
 #include "tide/server/server.h"
 
 namespace tide::cli {
@@ -60,11 +61,22 @@ int run_serve(int argc, char** argv) {
               "the first listed")
       .flag("no-hf-cache", "do not list the diffusers models found in the Hugging Face cache")
       .option("embeddings", "DIR", "textual-inversion embeddings usable in prompts by file name; repeatable")
-      .option("host", "ADDRESS", "address to listen on; any but loopback needs --api-key-file or --insecure-no-auth",
+      .option("lora-dir", "DIR",
+              "LoRA .safetensors files (subfolders too) that <lora:NAME:WEIGHT> prompt tags apply to their request, "
+              "NAME being the file name without extension, as A1111's Lora folder; repeatable")
+      .option("host", "ADDRESS",
+              "address to listen on; any but loopback needs --api-key-file, --api-auth or --insecure-no-auth",
               "127.0.0.1")
       .option("port", "N", "TCP port (0: any free port, printed)", "7860")
       .option("api-key-file", "FILE", "require `Authorization: Bearer KEY` on every API route, KEY read from FILE")
-      .flag("insecure-no-auth", "allow a non-loopback --host without an API key")
+      .option("api-auth", "USER:PASSWORD",
+              "require HTTP Basic authentication with these credentials on every API route (as A1111's --api-auth); "
+              "comma-separated or repeatable; with --api-key-file either is accepted")
+      .option("cors-origin", "ORIGIN",
+              "let web pages from this origin (e.g. https://app.example, exact match) call the API from a browser; "
+              "repeatable",
+              "no cross-origin access")
+      .flag("insecure-no-auth", "allow a non-loopback --host without an API key or --api-auth")
       .option("max-queue", "N", "jobs that may wait behind the running one; more get HTTP 503", "16")
       .option("max-loaded", "N", "models kept loaded; beyond, the least recently used is dropped", "1")
       .option("max-size", "PX", "largest width and height a request may ask for", "2048")
@@ -102,9 +114,21 @@ int run_serve(int argc, char** argv) {
   if (options.port < 0 || options.port > 65535)
     throw Error("tide serve: --port must be between 0 and 65535, got " + std::to_string(options.port));
   if (args.has("api-key-file")) options.api_key = read_api_key(args.get("api-key-file"));
-  if (!is_loopback(options.host) && options.api_key.empty() && !args.get_flag("insecure-no-auth"))
+  for (const auto& list : args.get_all("api-auth"))
+    for (auto& pair : server::parse_api_auth(list, "tide serve: --api-auth")) options.api_auth.push_back(pair);
+  for (const auto& origin : args.get_all("cors-origin")) {
+    if (origin.empty() || origin == "*" || origin.back() == '/')
+      throw Error("tide serve: --cors-origin wants an exact origin such as https://app.example (no '*', no trailing /), got '" +
+                  origin + "'");
+    options.cors_origins.push_back(origin);
+  }
+  if (!is_loopback(options.host) && options.api_key.empty() && options.api_auth.empty() && !args.get_flag("insecure-no-auth"))
     throw Error("tide serve: --host " + options.host +
-                " lets other machines in: give --api-key-file (or --insecure-no-auth to serve without one)");
+                " lets other machines in: give --api-key-file or --api-auth (or --insecure-no-auth to serve without)");
+  for (const auto& dir : args.get_all("lora-dir")) {
+    if (!fs::is_directory(dir)) throw Error("tide serve: --lora-dir " + dir + " is not a folder");
+    options.lora_dirs.push_back(dir);
+  }
   options.max_queue = static_cast<size_t>(positive(args, "max-queue"));
   options.limits.max_side = positive(args, "max-size");
   options.limits.max_steps = positive(args, "max-steps");
@@ -119,7 +143,8 @@ int run_serve(int argc, char** argv) {
   if (args.has("preview-decoder-xl")) options.preview_decoder_xl = args.get("preview-decoder-xl");
   options.command_line = {{"models", args.get_all("models")}, {"listen", !is_loopback(options.host)},
                           {"port", options.port}, {"api", true}, {"nowebui", false},
-                          {"api_auth", !options.api_key.empty()}, {"max_queue", options.max_queue}};
+                          {"api_auth", !options.api_key.empty() || !options.api_auth.empty()},
+                          {"lora_dir", args.get_all("lora-dir")}, {"max_queue", options.max_queue}};
 
   // Every thread started from here on (HTTP pool, generation worker, OpenMP) inherits the blocked signals, so
   // SIGINT/SIGTERM reach only the watcher below, which shuts the server down in order.

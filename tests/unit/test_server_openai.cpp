@@ -55,14 +55,14 @@ TEST_F(ServerOpenAI, BadRequestsGetOpenAIErrors) {
   };
   expect("{\"prompt\": ", 400, "parse");
   expect(R"({"size": "32x32"})", 400, "prompt is required");
-  expect(R"({"prompt": "x", "response_format": "url"})", 400, "b64_json");
+  expect(R"({"prompt": "x", "response_format": "png"})", 400, "b64_json or url");
   expect(R"({"prompt": "x", "size": "big"})", 400, "WIDTHxHEIGHT");
   expect(R"({"prompt": "x", "size": "9000x9000"})", 400, "at most 2048");
   expect(R"({"prompt": "x", "n": 0})", 400, "n must be between");
   expect(R"({"prompt": "x", "n": "two"})", 400, "'n'");
   expect(R"({"prompt": "x", "model": "dall-e-3"})", 404, "tiny");
   expect(R"({"prompt": "x", "sampler": "DPM++ SDE"})", 400, "not found");
-  expect(R"({"prompt": "x", "stream": true})", 400, "stream");
+  expect(R"({"prompt": "x", "stream": "yes"})", 400, "'stream'");
 
   const auto models = get_json(*client, "/v1/models");
   ASSERT_EQ(models.status, 200);

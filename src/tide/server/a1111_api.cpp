@@ -16,6 +16,7 @@
 #include "tide/server/infotext.h"
 #include "tide/server/request_fields.h"
 #include "tide/text/embeddings.h"
+#include "tide/train/image_files.h"
 #include "tide/version.h"
 
 namespace tide::server::a1111 {
@@ -70,17 +71,17 @@ json model_json(const ModelEntry& e) {
 }  // namespace
 
 namespace {
-// A base64 image of an img2img request (a data: URL prefix allowed), as uint8 [H, W, 3]; PNG only.
+// A base64 image of an img2img request (a data: URL prefix allowed), as uint8 [H, W, 3]; PNG or JPEG.
 at::Tensor request_image(const json& body, const char* field, const json& value) {
   std::string text = value.is_string() ? value.get<std::string>() : std::string();
-  if (text.empty()) throw FieldError{field, "expected a base64-encoded PNG image", "type_error.str"};
+  if (text.empty()) throw FieldError{field, "expected a base64-encoded PNG or JPEG image", "type_error.str"};
   if (text.rfind("data:", 0) == 0 && text.find(',') != std::string::npos) text = text.substr(text.find(',') + 1);
   std::string bytes;
   try {
     bytes = base64_decode(text);
-    return io::decode_png(bytes, field).rgb8;
+    return train::decode_rgb_image(bytes, field);
   } catch (const Error& e) {
-    throw FieldError{field, std::string("not a base64 PNG image: ") + e.what(), "value_error"};
+    throw FieldError{field, std::string("not a base64 PNG or JPEG image: ") + e.what(), "value_error"};
   }
 }
 }  // namespace
@@ -102,6 +103,15 @@ HttpReply generate(ApiContext& ctx, const std::string& raw_body, bool image_to_i
     pipeline::GenerationRequest request;
     request.prompt_syntax = pipeline::PromptSyntax::kA1111;
     request.prompt = get_string(body, "prompt", "");
+    const std::string prompt_as_sent = request.prompt;  // with its <lora:...> tags, for the infotexts
+    std::vector<adapters::LoraSpec> loras;
+    try {
+      PromptLoras tagged = resolve_prompt_loras(ctx.loras, request.prompt);
+      request.prompt = tagged.prompt;
+      loras = std::move(tagged.loras);
+    } catch (const Error& e) {
+      throw FieldError{"prompt", e.what(), "value_error"};
+    }
     request.negative_prompt = get_string(body, "negative_prompt", "");
     request.steps = static_cast<int>(get_int(body, "steps", 50));
     require_range("steps", request.steps, 1, ctx.limits.max_steps);
@@ -137,7 +147,7 @@ HttpReply generate(ApiContext& ctx, const std::string& raw_body, bool image_to_i
       // A1111's img2img: init_images[0] redrawn at denoising_strength; with `mask`, inpainting (white = repaint,
       // inpainting_mask_invert swaps), mask_blur in pixels.
       if (!body.contains("init_images") || !body["init_images"].is_array() || body["init_images"].empty())
-        throw FieldError{"init_images", "img2img needs init_images with one base64 PNG", "value_error.missing"};
+        throw FieldError{"init_images", "img2img needs init_images with one base64 PNG or JPEG", "value_error.missing"};
       request.init_image = request_image(body, "init_images", body["init_images"][0]);
       request.strength = get_number(body, "denoising_strength", 0.75);
       if (!(*request.strength > 0 && *request.strength <= 1))
@@ -192,6 +202,7 @@ HttpReply generate(ApiContext& ctx, const std::string& raw_body, bool image_to_i
     spec.model = model;
     spec.request = request;
     spec.images = batch_size * n_iter;
+    spec.loras = loras;
     std::shared_ptr<Job> job;
     try {
       job = ctx.queue.submit(spec);
@@ -203,12 +214,15 @@ HttpReply generate(ApiContext& ctx, const std::string& raw_body, bool image_to_i
     const JobOutcome outcome = job->wait();
     if (!outcome.error.empty()) return detail(outcome.error, outcome.bad_request ? 422 : 500);
 
-    const auto& r = outcome.request;
+    pipeline::GenerationRequest r = outcome.request;
+    r.prompt = prompt_as_sent;
     json images = json::array(), infotexts = json::array(), seeds = json::array();
     const std::string stamp = timestamp();
+    const std::string lora_hashes = ctx.loras && !loras.empty() ? ctx.loras->hashes(loras) : "";
     for (size_t i = 0; i < outcome.images.size(); ++i) {
       const auto& image = outcome.images[i];
-      const std::string text = infotext(r, image.seed, sampler.a1111_name, sampler.schedule_label, outcome.model);
+      std::string text = infotext(r, image.seed, sampler.a1111_name, sampler.schedule_label, outcome.model);
+      if (!lora_hashes.empty()) text.insert(text.rfind(", Version: "), ", Lora hashes: \"" + lora_hashes + "\"");
       infotexts.push_back(text);
       seeds.push_back(image.seed);
       if (!send_images && !(save_images && !ctx.output_dir.empty())) continue;
@@ -361,6 +375,14 @@ HttpReply schedulers() {
   json out = json::array();
   for (const auto& [name, label] : a1111_schedule_types())
     out.push_back({{"name", name}, {"label", label}, {"aliases", nullptr}, {"default_rho", -1}, {"need_inner_model", false}});
+  return json_reply(out);
+}
+
+HttpReply loras(ApiContext& ctx) {
+  json out = json::array();
+  if (ctx.loras)
+    for (const auto& f : ctx.loras->files())
+      out.push_back({{"name", f.name}, {"alias", f.name}, {"path", f.path.string()}, {"metadata", json::object()}});
   return json_reply(out);
 }
 

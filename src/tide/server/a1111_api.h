@@ -10,7 +10,8 @@
 namespace tide::server::a1111 {
 
 HttpReply txt2img(ApiContext& ctx, const std::string& body);
-// /sdapi/v1/img2img: init_images, denoising_strength, mask, mask_blur, inpainting_mask_invert (PNG images).
+// /sdapi/v1/img2img: init_images, denoising_strength, mask, mask_blur, inpainting_mask_invert (PNG or JPEG).
+// In both, <lora:NAME:WEIGHT> prompt tags apply LoRAs of the --lora-dir folders to that job only.
 HttpReply img2img(ApiContext& ctx, const std::string& body);
 // Both: text-to-image, or with image_to_image the init image (and mask) of the request.
 HttpReply generate(ApiContext& ctx, const std::string& body, bool image_to_image);
@@ -24,12 +25,14 @@ HttpReply refresh_checkpoints(ApiContext& ctx);
 HttpReply samplers();
 HttpReply schedulers();
 HttpReply embeddings(ApiContext& ctx);
+// The LoRA files prompt tags can name: [{name, alias, path, metadata}].
+HttpReply loras(ApiContext& ctx);
 HttpReply get_options(ApiContext& ctx);
 HttpReply set_options(ApiContext& ctx, const std::string& body);
 HttpReply cmd_flags(ApiContext& ctx);
 HttpReply png_info(const std::string& body);
 HttpReply memory();
-// The lists clients probe that tide has nothing in (sd-vae, upscalers, loras, ...): "[]" or "{}".
+// The lists clients probe that tide has nothing in (sd-vae, upscalers, ...): "[]" or "{}".
 HttpReply empty_list();
 
 }  // namespace tide::server::a1111

@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 
 #include "tide/runtime/error.h"
+#include "tide/server/lora_library.h"
 #include "tide/text/embeddings.h"
 
 namespace tide::server {
@@ -92,6 +93,12 @@ void Job::log_step(JobStep step) {
     ++version_;
   }
   changed_cv_.notify_all();
+}
+
+std::optional<JobOutcome> Job::wait_for(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!changed_cv_.wait_for(lock, timeout, [&] { return done_; })) return std::nullopt;
+  return outcome_;
 }
 
 void Job::finish(JobOutcome outcome) {
@@ -286,6 +293,8 @@ JobOutcome JobQueue::run(Job& job) {
     auto model = registry_.acquire(spec.model);
     auto& pipe = *model->pipeline;
     outcome.model = model->entry.name;
+    // Pipelines are shared by every job: each sets its own LoRAs (or none) before it conditions.
+    if (!same_loras(pipe.loras(), spec.loras)) pipe.set_loras(spec.loras);
     pipeline::GenerationRequest request = pipe.resolve(spec.request);
     request.num_images = 1;
     pipe.make_scheduler(request);  // a bad scheduler option fails here, before any work
@@ -333,6 +342,7 @@ JobOutcome JobQueue::run(Job& job) {
           }
           job.log_step({i, spec.images, step.index + 1, step.total});
           if (observer) observer(job.id(), step.index + 1);
+          if (spec.on_step) spec.on_step(i, step.index + 1, step.total, step.latents);
           step_began = std::chrono::steady_clock::now();  // a test's observer holding the worker is not a step's time
           std::lock_guard<std::mutex> lock(mutex_);
           if (interrupt_) throw Interrupted{};

@@ -11,11 +11,13 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "tide/adapters/lora_set.h"
 #include "tide/pipeline/generation.h"
 #include "tide/server/model_registry.h"
 
@@ -30,6 +32,11 @@ struct JobSpec {
   int images = 1;
   // Kept after it ends, so that JobQueue::find() still returns it (the job API's results are fetched later).
   bool keep = false;
+  // LoRAs merged into the model for this job (none: its base weights, restored bit for bit).
+  std::vector<adapters::LoraSpec> loras;
+  // Called on the worker after every denoising step: picture `image` (0-based) has done `step` of `steps`;
+  // `latents` [N, C, h, w] are the pipeline's (copy what you keep). For streamed previews.
+  std::function<void(int image, int step, int steps, const at::Tensor& latents)> on_step;
 };
 
 struct JobImage {
@@ -81,6 +88,8 @@ class Job {
   std::vector<JobStep> steps_since(size_t first) const;
   // Blocks until the job's version is past `seen` or `timeout` passed; returns the version then.
   uint64_t wait_changed(uint64_t seen, std::chrono::milliseconds timeout) const;
+  // The same, waiting at most `timeout`; nullopt when the job is still going.
+  std::optional<JobOutcome> wait_for(std::chrono::milliseconds timeout);
 
  private:
   friend class JobQueue;

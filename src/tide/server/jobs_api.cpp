@@ -131,6 +131,15 @@ JobSpec parse_job(ApiContext& ctx, const json& body) {
   if (syntax != "a1111" && syntax != "plain")
     throw FieldError{"prompt_syntax", "prompt_syntax must be \"a1111\" or \"plain\", got \"" + syntax + "\"", "value_error"};
   r.prompt_syntax = syntax == "plain" ? pipeline::PromptSyntax::kPlain : pipeline::PromptSyntax::kA1111;
+  if (r.prompt_syntax == pipeline::PromptSyntax::kA1111) {  // as tide generate: <lora:NAME:WEIGHT> tags with a1111
+    try {
+      PromptLoras tagged = resolve_prompt_loras(ctx.loras, r.prompt);
+      r.prompt = tagged.prompt;
+      spec.loras = std::move(tagged.loras);
+    } catch (const Error& e) {
+      throw FieldError{"prompt", e.what(), "value_error"};
+    }
+  }
 
   const int64_t seed = get_int(body, "seed", -1);
   if (seed < -1) throw FieldError{"seed", "seed must be -1 (random) or at least 0, got " + std::to_string(seed), "value_error"};

@@ -15,16 +15,6 @@ namespace tide::server::openai {
 using nlohmann::json;
 namespace {
 
-HttpReply error(int status, const std::string& message, const std::string& param = "",
-                const std::string& type = "invalid_request_error", const std::string& code = "") {
-  return json_reply({{"error",
-                      {{"message", message},
-                       {"type", type},
-                       {"param", param.empty() ? json(nullptr) : json(param)},
-                       {"code", code.empty() ? json(nullptr) : json(code)}}}},
-                    status);
-}
-
 // Fails with the field's name when present with another type.
 bool has(const json& body, const std::string& key, json::value_t type) {
   auto it = body.find(key);
@@ -38,7 +28,32 @@ bool has(const json& body, const std::string& key, json::value_t type) {
 
 }  // namespace
 
-HttpReply images_generations(ApiContext& ctx, const std::string& raw) {
+HttpReply error(int status, const std::string& message, const std::string& param, const std::string& type,
+                const std::string& code) {
+  return json_reply({{"error",
+                      {{"message", message},
+                       {"type", type},
+                       {"param", param.empty() ? json(nullptr) : json(param)},
+                       {"code", code.empty() ? json(nullptr) : json(code)}}}},
+                    status);
+}
+
+std::variant<std::shared_ptr<Job>, HttpReply> submit(ApiContext& ctx, const JobSpec& spec) {
+  try {
+    return ctx.queue.submit(spec);
+  } catch (const QueueFull& e) {
+    HttpReply r = error(503, e.what(), "", "server_error", "queue_full");
+    r.headers["Retry-After"] = "10";
+    return r;
+  }
+}
+
+std::string result_png(const JobOutcome& outcome, const JobImage& image, const SamplerChoice& sampler) {
+  const std::string text = infotext(outcome.request, image.seed, sampler.a1111_name, sampler.schedule_label, outcome.model);
+  return io::encode_png(image.rgb8, {{"parameters", text}});
+}
+
+std::variant<ImagesRequest, HttpReply> parse_images_generations(ApiContext& ctx, const std::string& raw) {
   json body;
   try {
     body = json::parse(raw);
@@ -52,6 +67,14 @@ HttpReply images_generations(ApiContext& ctx, const std::string& raw) {
     if (!has(body, "prompt", json::value_t::string) || body["prompt"].get<std::string>().empty())
       return error(400, "prompt is required", "prompt");
     request.prompt = body["prompt"].get<std::string>();
+    std::vector<adapters::LoraSpec> loras;
+    try {
+      PromptLoras tagged = resolve_prompt_loras(ctx.loras, request.prompt);
+      request.prompt = tagged.prompt;
+      loras = std::move(tagged.loras);
+    } catch (const Error& e) {
+      return error(400, e.what(), "prompt");
+    }
     std::string model = ctx.registry.current();
     if (has(body, "model", json::value_t::string)) {
       const auto entry = ctx.registry.find(body["model"].get<std::string>());
@@ -78,13 +101,19 @@ HttpReply images_generations(ApiContext& ctx, const std::string& raw) {
       request.width = w;
       request.height = h;
     }
-    if (has(body, "response_format", json::value_t::string) && body["response_format"].get<std::string>() != "b64_json")
-      return error(400,
-                   "response_format '" + body["response_format"].get<std::string>() +
-                       "' is not supported by tide: ask for b64_json (the image is in the response)",
-                   "response_format");
-    if (has(body, "stream", json::value_t::boolean) && body["stream"].get<bool>())
-      return error(400, "stream is not supported by tide", "stream");
+    ImagesRequest parsed;
+    if (has(body, "response_format", json::value_t::string)) {
+      const std::string format = body["response_format"].get<std::string>();
+      if (format != "b64_json" && format != "url")
+        return error(400, "response_format must be b64_json or url, got '" + format + "'", "response_format");
+      parsed.url = format == "url";
+    }
+    if (has(body, "output_format", json::value_t::string) && body["output_format"].get<std::string>() != "png")
+      return error(400, "output_format: tide writes png only", "output_format");
+    if (has(body, "stream", json::value_t::boolean)) parsed.stream = body["stream"].get<bool>();
+    if (has(body, "partial_images", json::value_t::number_integer)) parsed.partial_images = body["partial_images"].get<int>();
+    if (parsed.partial_images < 0 || parsed.partial_images > 3)
+      return error(400, "partial_images must be between 0 and 3", "partial_images");
     if (has(body, "negative_prompt", json::value_t::string)) request.negative_prompt = body["negative_prompt"].get<std::string>();
     request.steps = 20;
     if (has(body, "steps", json::value_t::number_integer)) request.steps = body["steps"].get<int>();
@@ -109,35 +138,46 @@ HttpReply images_generations(ApiContext& ctx, const std::string& raw) {
     request.scheduler = sampler.scheduler;
     request.scheduler_options.karras = sampler.karras;
 
-    JobSpec spec;
-    spec.model = model;
-    spec.request = request;
-    spec.images = n;
-    std::shared_ptr<Job> job;
-    try {
-      job = ctx.queue.submit(spec);
-    } catch (const QueueFull& e) {
-      HttpReply r = error(503, e.what(), "", "server_error", "queue_full");
-      r.headers["Retry-After"] = "10";
-      return r;
-    }
-    const JobOutcome outcome = job->wait();
-    if (!outcome.error.empty())
-      return error(outcome.bad_request ? 400 : 500, outcome.error, "", outcome.bad_request ? "invalid_request_error" : "server_error");
-    if (outcome.images.empty()) return error(500, "the job was cancelled", "", "server_error", "cancelled");
-    json data = json::array();
-    for (const auto& image : outcome.images) {
-      const std::string text = infotext(outcome.request, image.seed, sampler.a1111_name, sampler.schedule_label, outcome.model);
-      data.push_back({{"b64_json", base64_encode(io::encode_png(image.rgb8, {{"parameters", text}}))},
-                      {"revised_prompt", outcome.request.prompt},
-                      {"seed", image.seed}});
-    }
-    return json_reply({{"created", static_cast<int64_t>(std::time(nullptr))}, {"data", data}});
+    parsed.spec.model = model;
+    parsed.spec.request = request;
+    parsed.spec.images = n;
+    parsed.spec.loras = loras;
+    parsed.sampler = sampler;
+    return parsed;
   } catch (const std::invalid_argument& e) {
     return error(400, std::string("'") + e.what() + "' has the wrong type", e.what());
   } catch (const json::exception& e) {
     return error(400, std::string("bad value: ") + e.what());
   }
+}
+
+HttpReply images_generations(ApiContext& ctx, const ImagesRequest& request, const std::string& base_url) {
+  auto submitted = submit(ctx, request.spec);
+  if (auto* reply = std::get_if<HttpReply>(&submitted)) return *reply;
+  const JobOutcome outcome = std::get<std::shared_ptr<Job>>(submitted)->wait();
+  if (!outcome.error.empty())
+    return error(outcome.bad_request ? 400 : 500, outcome.error, "", outcome.bad_request ? "invalid_request_error" : "server_error");
+  if (outcome.images.empty()) return error(500, "the job was cancelled", "", "server_error", "cancelled");
+  if (request.url && !ctx.images) return error(500, "this server keeps no images for response_format url", "response_format");
+  json data = json::array();
+  for (const auto& image : outcome.images) {
+    std::string png = result_png(outcome, image, request.sampler);
+    json item = {{"revised_prompt", outcome.request.prompt}, {"seed", image.seed}};
+    if (request.url)
+      item["url"] = base_url + "/v1/images/files/" + ctx.images->put(std::move(png)) + ".png";
+    else
+      item["b64_json"] = base64_encode(png);
+    data.push_back(item);
+  }
+  return json_reply({{"created", static_cast<int64_t>(std::time(nullptr))}, {"data", data}});
+}
+
+HttpReply images_generations(ApiContext& ctx, const std::string& body) {
+  auto parsed = parse_images_generations(ctx, body);
+  if (auto* reply = std::get_if<HttpReply>(&parsed)) return *reply;
+  const auto& request = std::get<ImagesRequest>(parsed);
+  if (request.stream) return error(400, "stream needs the HTTP server's event stream", "stream");
+  return images_generations(ctx, request, "");
 }
 
 HttpReply models(ApiContext& ctx) {

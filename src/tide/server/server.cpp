@@ -4,16 +4,20 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <iostream>
 #include <thread>
+#include <variant>
 
 #include "tide/runtime/error.h"
 #include "tide/server/a1111_api.h"
+#include "tide/server/access_control.h"
 #include "tide/server/api_context.h"
 #include "tide/server/jobs_api.h"
 #include "tide/server/metrics.h"
 #include "tide/server/openai_api.h"
+#include "tide/server/openai_stream.h"
 #include "tide/server/web_page.h"
 
 namespace tide::server {
@@ -31,11 +35,15 @@ struct Server::Impl {
         registry(std::move(r)),
         queue(registry, options.max_queue),
         previews(options.preview_decoder, options.preview_decoder_xl),
-        context{registry, queue, options.limits, options.output_dir, options.command_line, previews} {}
+        images(options.url_image_capacity, options.url_image_lifetime),
+        loras(options.lora_dirs),
+        context{registry, queue, options.limits, options.output_dir, options.command_line, previews, &images, &loras} {}
   ServerOptions options;
   ModelRegistry registry;
   JobQueue queue;
   LivePreviews previews;
+  ImageStore images;
+  LoraLibrary loras;
   ApiContext context;
   httplib::Server http;
   std::atomic<bool> stopped{false}, run_started{false}, run_ended{false};
@@ -51,6 +59,44 @@ void send(httplib::Response& res, const HttpReply& reply) {
 
 bool is_api_path(const std::string& path) { return path != "/" && path != "/favicon.ico" && path != "/health"; }
 
+// response_format "url" images: their 128-bit random id is what guards them, so a page's <img> can load them
+// without credentials.
+bool is_image_file_path(const std::string& path) { return path.rfind("/v1/images/files/", 0) == 0; }
+
+// "http://HOST" from the request's Host header (the local address when there is none): the base of URLs
+// handed back to the client.
+std::string base_url(const httplib::Request& req) {
+  std::string host = req.get_header_value("Host");
+  const bool plain = !host.empty() && std::all_of(host.begin(), host.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '.' || c == '-' || c == ':' || c == '[' || c == ']' || c == '_';
+  });
+  if (!plain) host = (req.local_addr.find(':') != std::string::npos ? "[" + req.local_addr + "]" : req.local_addr) + ":" +
+                     std::to_string(req.local_port);
+  return "http://" + host;
+}
+
+// OpenAI's generations: a JSON answer, or with `stream: true` server-sent events as the job goes.
+void images_generations(ApiContext& ctx, const httplib::Request& req, httplib::Response& res) {
+  auto parsed = openai::parse_images_generations(ctx, req.body);
+  if (auto* reply = std::get_if<HttpReply>(&parsed)) return send(res, *reply);
+  auto& request = std::get<openai::ImagesRequest>(parsed);
+  if (!request.stream) return send(res, openai::images_generations(ctx, request, base_url(req)));
+  auto started = openai::ImageStream::start(ctx, std::move(request));
+  if (auto* reply = std::get_if<HttpReply>(&started)) return send(res, *reply);
+  auto stream = std::get<std::shared_ptr<openai::ImageStream>>(started);
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [stream](size_t, httplib::DataSink& sink) {
+        stream->run([&sink](const std::string& text) { return sink.is_writable() && sink.write(text.data(), text.size()); });
+        sink.done();
+        return true;
+      },
+      [stream](bool success) {
+        if (!success) stream->abandon();
+      });
+}
+
 }  // namespace
 
 Server::Server(ServerOptions options, RegistryOptions registry)
@@ -64,15 +110,25 @@ Server::Server(ServerOptions options, RegistryOptions registry)
   http.set_payload_max_length(impl_->options.max_body_bytes);
 
   http.set_pre_routing_handler([impl](const httplib::Request& req, httplib::Response& res) {
-    const std::string& key = impl->options.api_key;
-    if (key.empty() || !is_api_path(req.path)) return httplib::Server::HandlerResponse::Unhandled;
-    const std::string header = req.get_header_value("Authorization");
-    const std::string prefix = "Bearer ";
-    if (header.rfind(prefix, 0) == 0 && constant_time_equal(header.substr(prefix.size()), key))
+    const ServerOptions& o = impl->options;
+    // CORS: allowed origins get their headers on every answer, 401s included; a preflight needs no credentials
+    // (browsers send none with it).
+    const bool preflight = req.method == "OPTIONS" && !o.cors_origins.empty() && is_api_path(req.path);
+    for (const auto& [key, value] : cors_headers(o, req.get_header_value("Origin"), preflight)) res.set_header(key, value);
+    if (preflight) {
+      res.status = 204;
+      res.set_header("Allow", "GET, POST, OPTIONS");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (!requires_authentication(o) || !is_api_path(req.path) || is_image_file_path(req.path) ||
+        authorized(o, req.get_header_value("Authorization")))
       return httplib::Server::HandlerResponse::Unhandled;
     res.status = 401;
-    res.set_header("WWW-Authenticate", "Bearer");
-    res.set_content(R"({"detail":"Not authenticated: send Authorization: Bearer <API key>"})", "application/json");
+    for (const auto& challenge : authentication_challenges(o)) res.set_header("WWW-Authenticate", challenge);
+    const std::string how = o.api_key.empty()    ? "Authorization: Basic (--api-auth user:password)"
+                            : o.api_auth.empty() ? "Authorization: Bearer <API key>"
+                                                 : "Authorization: Bearer <API key>, or Basic (--api-auth user:password)";
+    res.set_content(nlohmann::json{{"detail", "Not authenticated: send " + how}}.dump(), "application/json");
     return httplib::Server::HandlerResponse::Handled;
   });
   http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
@@ -121,7 +177,12 @@ Server::Server(ServerOptions options, RegistryOptions registry)
   http.Get("/sdapi/v1/cmd-flags", [&ctx](const httplib::Request&, httplib::Response& res) { send(res, a1111::cmd_flags(ctx)); });
   http.Post("/sdapi/v1/png-info", [](const httplib::Request& req, httplib::Response& res) { send(res, a1111::png_info(req.body)); });
   http.Get("/sdapi/v1/memory", [](const httplib::Request&, httplib::Response& res) { send(res, a1111::memory()); });
-  for (const char* path : {"/sdapi/v1/sd-vae", "/sdapi/v1/upscalers", "/sdapi/v1/latent-upscale-modes", "/sdapi/v1/loras",
+  http.Get("/sdapi/v1/loras", [&ctx](const httplib::Request&, httplib::Response& res) { send(res, a1111::loras(ctx)); });
+  http.Post("/sdapi/v1/refresh-loras", [&ctx](const httplib::Request&, httplib::Response& res) {
+    if (ctx.loras) ctx.loras->refresh();
+    send(res, json_reply(nullptr));
+  });
+  for (const char* path : {"/sdapi/v1/sd-vae", "/sdapi/v1/upscalers", "/sdapi/v1/latent-upscale-modes",
                            "/sdapi/v1/prompt-styles", "/sdapi/v1/face-restorers", "/sdapi/v1/hypernetworks",
                            "/sdapi/v1/realesrgan-models", "/sdapi/v1/sd-modules", "/sdapi/v1/extensions"})
     http.Get(path, [](const httplib::Request&, httplib::Response& res) { send(res, a1111::empty_list()); });
@@ -131,7 +192,12 @@ Server::Server(ServerOptions options, RegistryOptions registry)
 
   // OpenAI
   http.Post("/v1/images/generations", [&ctx](const httplib::Request& req, httplib::Response& res) {
-    send(res, openai::images_generations(ctx, req.body));
+    images_generations(ctx, req, res);
+  });
+  http.Get(R"(/v1/images/files/([0-9a-f]{32})\.png)", [impl](const httplib::Request& req, httplib::Response& res) {
+    const auto png = impl->images.get(req.matches[1]);
+    if (!png) return send(res, json_reply({{"error", {{"message", "no such image (images are kept for a while only)"}}}}, 404));
+    res.set_content(*png, "image/png");
   });
   http.Get("/v1/models", [&ctx](const httplib::Request&, httplib::Response& res) { send(res, openai::models(ctx)); });
 
@@ -188,5 +254,6 @@ void Server::stop() {
 
 ModelRegistry& Server::registry() { return impl_->registry; }
 JobQueue& Server::queue() { return impl_->queue; }
+ImageStore& Server::images() { return impl_->images; }
 
 }  // namespace tide::server

@@ -2,12 +2,15 @@
 // /health, over the model registry and the job queue. Requests are served by a pool of threads; generation
 // runs on the job queue's one worker thread.
 #pragma once
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "tide/server/http_reply.h"
+#include "tide/server/image_store.h"
 #include "tide/server/job_queue.h"
 #include "tide/server/model_registry.h"
 
@@ -17,10 +20,21 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 7860;              // 0: any free port (bind() says which)
   std::string api_key;          // "": no authentication; else `Authorization: Bearer KEY` on every API route
+  // "user:password" pairs (A1111's --api-auth): HTTP Basic authentication on every API route. With api_key
+  // too, either is accepted.
+  std::vector<std::string> api_auth;
+  // Browser origins (e.g. "https://app.example") allowed to call the API cross-origin; exact matches only.
+  // Empty: no CORS headers at all.
+  std::vector<std::string> cors_origins;
   size_t max_queue = 16;        // jobs waiting behind the running one; beyond: 503
   RequestLimits limits;
   std::filesystem::path output_dir;  // A1111's save_images writes here ("" = nowhere)
   size_t max_body_bytes = 32u << 20;
+  // OpenAI's response_format "url": pictures are kept in memory this long, at most this many (oldest leave first).
+  std::chrono::seconds url_image_lifetime{600};
+  size_t url_image_capacity = 256;
+  // Folders of LoRA .safetensors files that <lora:NAME:WEIGHT> prompt tags name (A1111's Lora folder).
+  std::vector<std::filesystem::path> lora_dirs;
   nlohmann::json command_line = nlohmann::json::object();  // /sdapi/v1/cmd-flags
   // Tiny autoencoders (diffusers AutoencoderTiny folders) for the progress previews of SD 1.x/2.x and of SDXL
   // models; "" = the linear latent preview (server/live_previews.h).
@@ -42,6 +56,7 @@ class Server {
 
   ModelRegistry& registry();
   JobQueue& queue();
+  ImageStore& images();  // response_format "url" pictures
 
  private:
   struct Impl;
