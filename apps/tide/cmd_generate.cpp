@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <random>
 #include <cstdio>
@@ -91,6 +92,36 @@ std::string parameters_text(const pipeline::GenerationRequest& r, const std::str
   return s.str();
 }
 
+// The records of these LoRAs for the PNG parameters; file hashes computed once per file.
+class LoraRecords {
+ public:
+  std::vector<LoraRecord> operator()(const std::vector<adapters::LoraSpec>& loras) {
+    std::vector<LoraRecord> out;
+    for (const auto& l : loras) {
+      auto [it, inserted] = hashes_.try_emplace(l.file);
+      if (inserted) it->second = runtime::sha256_file(l.file).substr(0, 12);
+      out.push_back({adapters::lora_label(l), it->second, l.weight});
+    }
+    return out;
+  }
+
+ private:
+  std::map<fs::path, std::string> hashes_;
+};
+
+// A1111's <lora:NAME:WEIGHT> tags leave `prompt` and join `loras`, their names files in the LoRA folder.
+void take_lora_tags(std::string& prompt, const std::optional<fs::path>& lora_dir,
+                    std::vector<adapters::LoraSpec>& loras) {
+  const auto tagged = text::extract_lora_tags(prompt);
+  for (const auto& tag : tagged.loras) {
+    adapters::LoraSpec spec = adapters::parse_lora_argument(tag.name, lora_dir);
+    spec.weight = tag.unet_weight;
+    if (tag.text_encoder_weight != tag.unet_weight) spec.text_encoder_weight = tag.text_encoder_weight;
+    loras.push_back(spec);
+  }
+  prompt = tagged.prompt;
+}
+
 // "1024,768" -> (1024, 768)
 std::pair<int, int> int_pair(const Args& args, const std::string& name) {
   const std::string v = args.get(name);
@@ -104,7 +135,7 @@ std::pair<int, int> int_pair(const Args& args, const std::string& name) {
 // --prompts FILE: every line of the file this rank owns, with one pipeline.
 int run_prompt_file(const Args& args, pipeline::StableDiffusionPipeline& pipe, pipeline::GenerationRequest base,
                     const std::vector<std::string>& embedding_tokens, at::ScalarType dtype,
-                    const std::vector<LoraRecord>& loras) {
+                    const std::optional<fs::path>& lora_dir, LoraRecords& lora_records) {
   auto communicator =
       train::launched_by_mpirun() ? train::make_mpi_communicator() : train::make_single_process_communicator();
   base.seed = communicator->broadcast(base.seed);  // one base seed for all ranks, also when it was drawn at random
@@ -114,6 +145,14 @@ int run_prompt_file(const Args& args, pipeline::StableDiffusionPipeline& pipe, p
   if (!fs::is_directory(dir)) throw Error("tide generate: cannot create the output folder " + dir.string());
   auto items = pipeline::read_prompt_batch(args.get("prompts"), base);
   for (auto& item : items) {  // a multi-vector token stands for all its tokens, as for --prompt
+    item.loras = pipe.loras();  // --lora's, and with the a1111 syntax the line's own tags
+    if (item.request.prompt_syntax == pipeline::PromptSyntax::kA1111 && item.error.empty()) {
+      try {
+        take_lora_tags(item.request.prompt, lora_dir, item.loras);
+      } catch (const Error& e) {
+        item.error = e.what();
+      }
+    }
     item.request.prompt = text::expand_multi_vector_tokens(item.request.prompt, pipe.tokenizer(), embedding_tokens);
     if (item.request.negative_prompt)
       item.request.negative_prompt =
@@ -130,7 +169,8 @@ int run_prompt_file(const Args& args, pipeline::StableDiffusionPipeline& pipe, p
         const std::string scheduler = item.request.scheduler.empty() ? "model default" : item.request.scheduler;
         for (size_t i = 0; i < outputs.size(); ++i) {
           io::write_png(outputs[i], result.images[static_cast<int64_t>(i)],
-                        {{"parameters", parameters_text(item.request, scheduler, label, dtype, static_cast<int>(i), loras)}});
+                        {{"parameters", parameters_text(item.request, scheduler, label, dtype, static_cast<int>(i),
+                                                        lora_records(item.loras))}});
           std::cout << outputs[i].string() << "\n";
         }
       },
@@ -216,7 +256,7 @@ int run_generate(int argc, char** argv) {
               "negative_prompt, seed, width, height, steps, guidance, scheduler, num_images, clip_skip, name); written "
               "to --output-dir as NNNNN.png (line order) with seed = --seed + NNNNN unless a line sets them. Under "
               "mpirun the lines are shared out over the ranks; the same file gives the same pictures with any "
-              "number of ranks")
+              "number of ranks. With --prompt-syntax a1111 a line's <lora:NAME:WEIGHT> tags apply to that line")
       .option("output-dir", "DIR", "with --prompts: the folder for the pictures (created)", "out")
       .flag("resume", "with --prompts: skip lines whose pictures already exist")
       .option("preview", "FILE.png",
@@ -370,26 +410,14 @@ int run_generate(int argc, char** argv) {
   if (args.has("loras")) lora_dir = fs::path(args.get("loras"));
   std::vector<adapters::LoraSpec> loras;
   for (const auto& argument : args.get_all("lora")) loras.push_back(adapters::parse_lora_argument(argument, lora_dir));
-  if (request.prompt_syntax == pipeline::PromptSyntax::kA1111) {
-    // A1111's <lora:NAME:WEIGHT> tags leave the prompt and name files in the LoRA folder.
-    const auto tagged = text::extract_lora_tags(request.prompt);
-    request.prompt = tagged.prompt;
-    for (const auto& tag : tagged.loras) {
-      adapters::LoraSpec spec = adapters::parse_lora_argument(tag.name, lora_dir);
-      spec.weight = tag.unet_weight;
-      if (tag.text_encoder_weight != tag.unet_weight) spec.text_encoder_weight = tag.text_encoder_weight;
-      loras.push_back(spec);
-    }
-  }
+  if (request.prompt_syntax == pipeline::PromptSyntax::kA1111) take_lora_tags(request.prompt, lora_dir, loras);
   auto pipe = pipeline::StableDiffusionPipeline::from_parts(pipeline::model_parts(args.get("model"), load));
   // Merged in float32 before the UNet changes dtype.
-  std::vector<LoraRecord> lora_records;
+  LoraRecords lora_records;
   if (!loras.empty()) {
     pipe->set_loras(loras);
-    for (const auto& l : loras) {
-      lora_records.push_back({adapters::lora_label(l), runtime::sha256_file(l.file).substr(0, 12), l.weight});
-      std::cerr << "LoRA " << lora_records.back().label << " x" << l.weight << " from " << l.file.string() << "\n";
-    }
+    for (const auto& l : loras)
+      std::cerr << "LoRA " << adapters::lora_label(l) << " x" << l.weight << " from " << l.file.string() << "\n";
   }
   if (dtype != at::kFloat) pipe->set_unet_dtype(dtype);
   if (args.has("taesd") && args.has("decoder")) throw Error("tide generate: give --taesd or --decoder, not both");
@@ -406,7 +434,7 @@ int run_generate(int argc, char** argv) {
               << file.string() << "\n";
   }
 
-  if (args.has("prompts")) return run_prompt_file(args, *pipe, request, embedding_tokens, dtype, lora_records);
+  if (args.has("prompts")) return run_prompt_file(args, *pipe, request, embedding_tokens, dtype, lora_dir, lora_records);
   request = pipe->resolve(request);
   // Fail on a bad scheduler name before any work.
   const std::string scheduler_name = request.scheduler.empty() ? std::string("model default") : request.scheduler;
@@ -440,7 +468,7 @@ int run_generate(int argc, char** argv) {
   for (int i = 0; i < request.num_images; ++i) {
     const fs::path path = numbered(output, i, request.num_images);
     io::write_png(path, result.images[i],
-                  {{"parameters", parameters_text(request, scheduler_name, model_label(args.get("model")), dtype, i, lora_records)}});
+                  {{"parameters", parameters_text(request, scheduler_name, model_label(args.get("model")), dtype, i, lora_records(loras))}});
     std::cout << path.string() << "\n";
   }
   if (latents_output) {

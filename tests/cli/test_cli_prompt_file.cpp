@@ -71,6 +71,33 @@ TEST_F(CliPromptFile, ABadLineIsReportedAndTheOthersFinishThenResumeSkips) {
   EXPECT_NE(both.output.find("not both"), std::string::npos) << both.output;
 }
 
+// With the a1111 syntax a line's <lora:> tags apply to that line only: its picture is the one --prompt makes
+// with the same tag, the next line's is the LoRA-free one, and an unknown name fails that line alone.
+TEST(CliPromptFileLoras, TagsApplyPerLine) {
+  TIDE_REQUIRE_FIXTURES();
+  TempDir dir;
+  const fs::path loras = dir / "loras";
+  fs::create_directories(loras);
+  fs::copy_file(tide::testing::feature_case("lora", "lora_sd1_kohya_m1") / "lora.safetensors", loras / "knight.safetensors");
+  std::ofstream(dir / "prompts.txt") << "a knight <lora:knight:0.7>\na knight\na knight <lora:nobody:1>\n";
+  const std::string common = "generate --model " + quote(tide::testing::pipeline_dir("sd1-tiny")) +
+                             " --prompt-syntax a1111 --lora-dir " + quote(loras) +
+                             " --seed 40 --steps 3 --width 64 --height 64 --threads 1 ";
+  auto batch = run_tide(common + "--prompts " + quote(dir / "prompts.txt") + " --output-dir " + quote(dir / "out"));
+  EXPECT_EQ(batch.code, 1) << batch.output;  // the third line fails
+  EXPECT_NE(batch.output.find("line 3 (00002): "), std::string::npos) << batch.output;
+  EXPECT_NE(batch.output.find("nobody"), std::string::npos) << batch.output;
+  EXPECT_NE(batch.output.find("2 made"), std::string::npos) << batch.output;
+  ASSERT_EQ(run_tide(common + "--prompt 'a knight <lora:knight:0.7>' --output " + quote(dir / "tagged.png")).code, 0);
+  ASSERT_EQ(run_tide(common + "--prompt 'a knight' --seed 41 --output " + quote(dir / "plain.png")).code, 0);
+  const auto tagged = tide::io::read_png(dir / "out" / "00000.png");
+  EXPECT_TRUE(at::equal(tagged.rgb8, tide::io::read_png(dir / "tagged.png").rgb8));
+  EXPECT_NE(tagged.text.at("parameters").find("<lora:knight:0.7>"), std::string::npos);
+  const auto plain = tide::io::read_png(dir / "out" / "00001.png");
+  EXPECT_TRUE(at::equal(plain.rgb8, tide::io::read_png(dir / "plain.png").rgb8));
+  EXPECT_EQ(plain.text.at("parameters").find("<lora:"), std::string::npos);
+}
+
 TEST_F(CliPromptFile, TwoRanksMakeTheSamePicturesAsOne) {
   if (!have_mpirun()) GTEST_SKIP() << "mpirun not installed";
   TempDir dir;

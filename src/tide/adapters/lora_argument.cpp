@@ -59,4 +59,12 @@ std::string lora_label(const LoraSpec& spec) {
   return f.extension() == ".safetensors" ? f.stem().string() : f.filename().string();
 }
 
+bool same_loras(const std::vector<LoraSpec>& a, const std::vector<LoraSpec>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].file != b[i].file || a[i].weight != b[i].weight || a[i].text_encoder_weight != b[i].text_encoder_weight)
+      return false;
+  return true;
+}
+
 }  // namespace tide::adapters

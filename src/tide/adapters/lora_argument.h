@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tide/adapters/lora_set.h"
 
@@ -16,5 +17,8 @@ LoraSpec parse_lora_argument(const std::string& argument, const std::optional<st
 
 // How the LoRA is named in an image's parameters: the file name without .safetensors.
 std::string lora_label(const LoraSpec& spec);
+
+// Whether two LoRA lists merge into the same weights (same files, weights and text-encoder weights, in order).
+bool same_loras(const std::vector<LoraSpec>& a, const std::vector<LoraSpec>& b);
 
 }  // namespace tide::adapters

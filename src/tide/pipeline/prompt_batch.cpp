@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "tide/adapters/lora_argument.h"
 #include "tide/runtime/error.h"
 
 namespace tide::pipeline {
@@ -138,6 +139,7 @@ BatchOutcome run_prompt_batch(StableDiffusionPipeline& pipe, const std::vector<B
       }
     }
     try {
+      if (!adapters::same_loras(pipe.loras(), item.loras)) pipe.set_loras(item.loras);
       const GenerationResult result = pipe.generate(item.request);
       write(item, result);
       ++mine.done;

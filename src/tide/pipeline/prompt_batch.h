@@ -19,6 +19,9 @@ struct BatchItem {
   GenerationRequest request;
   std::string name;       // output file stem: NNNNN, or the line's "name"
   std::string error;      // a line that could not be read: why (the others still run)
+  // The LoRAs merged while this item runs (the caller's: --lora plus the line's <lora:> tags); the pipeline's
+  // are switched when they differ from the previous item's.
+  std::vector<adapters::LoraSpec> loras;
 };
 
 // Reads the file. A plain line is a prompt; a line starting with '{' is a JSON object with "prompt" and any of

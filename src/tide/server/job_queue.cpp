@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 
 #include "tide/runtime/error.h"
+#include "tide/adapters/lora_argument.h"
 #include "tide/server/lora_library.h"
 #include "tide/text/embeddings.h"
 
@@ -294,7 +295,7 @@ JobOutcome JobQueue::run(Job& job) {
     auto& pipe = *model->pipeline;
     outcome.model = model->entry.name;
     // Pipelines are shared by every job: each sets its own LoRAs (or none) before it conditions.
-    if (!same_loras(pipe.loras(), spec.loras)) pipe.set_loras(spec.loras);
+    if (!adapters::same_loras(pipe.loras(), spec.loras)) pipe.set_loras(spec.loras);
     pipeline::GenerationRequest request = pipe.resolve(spec.request);
     request.num_images = 1;
     pipe.make_scheduler(request);  // a bad scheduler option fails here, before any work

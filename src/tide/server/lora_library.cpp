@@ -85,12 +85,4 @@ PromptLoras resolve_prompt_loras(LoraLibrary* library, const std::string& prompt
   return library ? library->resolve(prompt) : LoraLibrary({}).resolve(prompt);
 }
 
-bool same_loras(const std::vector<adapters::LoraSpec>& a, const std::vector<adapters::LoraSpec>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (a[i].file != b[i].file || a[i].weight != b[i].weight || a[i].text_encoder_weight != b[i].text_encoder_weight)
-      return false;
-  return true;
-}
-
 }  // namespace tide::server

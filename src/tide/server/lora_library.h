@@ -50,7 +50,4 @@ class LoraLibrary {
 // `library`->resolve(prompt); without a library (no --lora-dir) a prompt with tags is a tide::Error saying so.
 PromptLoras resolve_prompt_loras(LoraLibrary* library, const std::string& prompt);
 
-// Whether two LoRA lists merge into the same weights (same files, weights and text-encoder weights, in order).
-bool same_loras(const std::vector<adapters::LoraSpec>& a, const std::vector<adapters::LoraSpec>& b);
-
 }  // namespace tide::server
