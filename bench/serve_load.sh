@@ -3,10 +3,11 @@
 # its own seed) at a server started with --max-queue QUEUE over a tiny random-weight model (or MODELS), and
 # report requests/s, how many got 200 and 503, latency percentiles of each, and the server's resident memory
 # (VmRSS) after one warm-up request and after the load. Every 200 is checked to carry its request's seed.
-# usage: [CLIENTS=8] [REQUESTS=400] [QUEUE=4] [STEPS=2] [SIZE=32] [THREADS=1] [MODELS=dir] bench/serve_load.sh [tide]
+# A client refused with 503 waits BACKOFF seconds before its next request (0: at once).
+# usage: [CLIENTS=8] [REQUESTS=400] [QUEUE=4] [STEPS=2] [SIZE=32] [THREADS=1] [BACKOFF=0.1] [MODELS=dir] bench/serve_load.sh [tide]
 set -euo pipefail
 tide=${1:-$(dirname "$0")/../build/tide}
-CLIENTS=${CLIENTS:-8} REQUESTS=${REQUESTS:-400} QUEUE=${QUEUE:-4} STEPS=${STEPS:-2} SIZE=${SIZE:-32} THREADS=${THREADS:-1}
+CLIENTS=${CLIENTS:-8} REQUESTS=${REQUESTS:-400} QUEUE=${QUEUE:-4} STEPS=${STEPS:-2} SIZE=${SIZE:-32} THREADS=${THREADS:-1} BACKOFF=${BACKOFF:-0.1}
 work=$(mktemp -d)
 server_pid=
 cleanup() {
@@ -18,7 +19,8 @@ trap cleanup EXIT
 models=${MODELS:-}
 if [ -z "$models" ]; then
   models=$work/models
-  "$tide" make-tiny "$models/tiny" >/dev/null
+  mkdir -p "$models"
+  "$tide" make-tiny "$models/tiny" >/dev/null 2>&1
 fi
 OMP_NUM_THREADS=$THREADS "$tide" serve --models "$models" --port 0 --threads "$THREADS" --max-queue "$QUEUE" \
   >"$work/serve.out" 2>"$work/serve.err" &
@@ -32,11 +34,12 @@ for _ in $(seq 1 300); do  # the address is printed once it listens
 done
 [ -n "$port" ] || { echo "tide serve did not print its address" >&2; exit 1; }
 
-echo "tide serve pid $server_pid port $port: clients $CLIENTS, requests $REQUESTS, queue $QUEUE, steps $STEPS, size $SIZE, threads $THREADS"
-python3 - "$port" "$server_pid" "$CLIENTS" "$REQUESTS" "$STEPS" "$SIZE" <<'EOF'
+echo "tide serve pid $server_pid port $port: clients $CLIENTS, requests $REQUESTS, queue $QUEUE, steps $STEPS, size $SIZE, threads $THREADS, backoff $BACKOFF s"
+python3 - "$port" "$server_pid" "$CLIENTS" "$REQUESTS" "$STEPS" "$SIZE" "$BACKOFF" <<'EOF'
 import json, sys, threading, time, urllib.error, urllib.request
 
-port, pid, clients, requests, steps, size = map(int, sys.argv[1:])
+port, pid, clients, requests, steps, size = map(int, sys.argv[1:7])
+backoff = float(sys.argv[7])
 url = f"http://127.0.0.1:{port}"
 
 def rss_kib():
@@ -95,6 +98,8 @@ def client():
                 problems.append(problem)
             else:
                 latencies[status].append(seconds)
+        if status == 503 and backoff > 0:
+            time.sleep(backoff)
 
 start = time.monotonic()
 threads = [threading.Thread(target=client) for _ in range(clients)]
