@@ -10,6 +10,7 @@
 #include <regex>
 
 #include "cli_runner.h"
+#include "serve_process.h"
 #include "test_support.h"
 #include "tide/io/image.h"
 #include "tide/server/base64.h"
@@ -18,62 +19,7 @@ namespace {
 using nlohmann::json;
 using tide::testing::quote;
 using tide::testing::run_tide;
-
-// A running `tide serve`; its stdout is read up to the "listening on" line, which names the port.
-class ServeProcess {
- public:
-  explicit ServeProcess(const std::vector<std::string>& args) {
-    int out[2];
-    if (pipe(out) != 0) return;
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(out[1], STDOUT_FILENO);
-      close(out[0]);
-      close(out[1]);
-      std::vector<char*> argv;
-      argv.push_back(const_cast<char*>(TIDE_BINARY));
-      argv.push_back(const_cast<char*>("serve"));
-      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      execv(TIDE_BINARY, argv.data());
-      _exit(127);
-    }
-    close(out[1]);
-    // Read until the line with the address (or the end, when it failed to start).
-    std::string seen;
-    char c;
-    while (read(out[0], &c, 1) == 1) {
-      seen += c;
-      std::smatch m;
-      if (c == '\n' && std::regex_search(seen, m, std::regex("listening on http://127\\.0\\.0\\.1:([0-9]+)/"))) {
-        port_ = std::stoi(m[1]);
-        break;
-      }
-    }
-    stdout_ = out[0];
-  }
-  ~ServeProcess() {
-    if (pid_ > 0 && !waited_) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    if (stdout_ >= 0) close(stdout_);
-  }
-  int port() const { return port_; }
-  // Sends `signal` and returns the exit code (-1: killed by a signal).
-  int stop(int signal) {
-    kill(pid_, signal);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    waited_ = true;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int port_ = 0, stdout_ = -1;
-  bool waited_ = false;
-};
+using tide::testing::ServeProcess;
 
 class CliServe : public tide::testing::TinyPipelineSuite {};
 
