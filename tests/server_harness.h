@@ -6,6 +6,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "test_support.h"
@@ -86,5 +88,51 @@ inline at::Tensor direct_image(pipeline::StableDiffusionPipeline& pipe, pipeline
   request.num_images = 1;
   return pipe.generate(request).images[0];
 }
+
+// Holds the generation worker at one step of every job until release().
+class StepGate {
+ public:
+  StepGate(tide::server::JobQueue& queue, int step) : queue_(queue) {
+    queue_.set_step_observer([this, step](const std::string&, int at) {
+      if (at != step) return;
+      std::unique_lock<std::mutex> lock(mutex_);
+      reached_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return released_; });
+    });
+  }
+  ~StepGate() {
+    release();
+    queue_.set_step_observer(nullptr);
+  }
+  void wait_reached() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait(lock, [&] { return reached_; });
+  }
+  void release() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  tide::server::JobQueue& queue_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool reached_ = false, released_ = false;
+};
+
+// A test suite whose tests share one models folder holding the tiny pipeline as models/tiny.
+class TinyModelsSuite : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    std::filesystem::create_directories(dir_->path() / "models");
+    make_tiny_pipeline(dir_->path() / "models" / "tiny");
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static std::filesystem::path models() { return dir_->path() / "models"; }
+  static inline TempDir* dir_ = nullptr;
+};
 
 }  // namespace tide::testing

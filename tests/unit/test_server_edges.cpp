@@ -22,17 +22,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using namespace tide::testing;
 
-class ServerEdges : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    fs::create_directories(dir_->path() / "models");
-    make_tiny_pipeline(dir_->path() / "models" / "tiny");
-  }
-  static void TearDownTestSuite() { delete dir_; }
-  static fs::path models() { return dir_->path() / "models"; }
-  static inline TempDir* dir_ = nullptr;
-};
+class ServerEdges : public TinyModelsSuite {};
 
 std::string basic(const std::string& pair) { return "Basic " + tide::server::base64_encode(pair); }
 

@@ -15,39 +15,6 @@ namespace {
 using nlohmann::json;
 using namespace tide::testing;
 
-// Holds the generation worker at one step of every job until release().
-class StepGate {
- public:
-  StepGate(tide::server::JobQueue& queue, int step) : queue_(queue) {
-    queue_.set_step_observer([this, step](const std::string&, int at) {
-      if (at != step) return;
-      std::unique_lock<std::mutex> lock(mutex_);
-      reached_ = true;
-      cv_.notify_all();
-      cv_.wait(lock, [&] { return released_; });
-    });
-  }
-  ~StepGate() {
-    release();
-    queue_.set_step_observer(nullptr);
-  }
-  void wait_reached() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    cv_.wait(lock, [&] { return reached_; });
-  }
-  void release() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    released_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  tide::server::JobQueue& queue_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool reached_ = false, released_ = false;
-};
-
 struct SseEvent {
   std::string name;
   json data;
@@ -105,14 +72,8 @@ std::map<std::string, double> parse_metrics(const std::string& text) {
   return samples;
 }
 
-class ServerJobs : public ::testing::Test {
+class ServerJobs : public TinyModelsSuite {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    std::filesystem::create_directories(dir_->path() / "models");
-    make_tiny_pipeline(dir_->path() / "models" / "tiny");
-  }
-  static void TearDownTestSuite() { delete dir_; }
   static json job(int steps, int images = 1, uint64_t seed = 1) {
     return {{"prompt", "a red fox"}, {"seed", seed}, {"steps", steps}, {"width", 32}, {"height", 32},
             {"num_images", images}, {"scheduler", "euler"}, {"guidance", 7}};
@@ -137,7 +98,6 @@ class ServerJobs : public ::testing::Test {
     EXPECT_EQ(res->get_header_value("Content-Type").rfind("text/plain; version=0.0.4", 0), 0u);
     return parse_metrics(res->body);
   }
-  static inline TempDir* dir_ = nullptr;
 };
 
 TEST_F(ServerJobs, AJobGivesThePipelinesPicturesAndTxt2imgsPixels) {

@@ -7,16 +7,7 @@ namespace {
 using nlohmann::json;
 using namespace tide::testing;
 
-class ServerOpenAI : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    std::filesystem::create_directories(dir_->path() / "models");
-    make_tiny_pipeline(dir_->path() / "models" / "tiny");
-  }
-  static void TearDownTestSuite() { delete dir_; }
-  static inline TempDir* dir_ = nullptr;
-};
+class ServerOpenAI : public TinyModelsSuite {};
 
 TEST_F(ServerOpenAI, GenerationsGiveThePipelinesPictures) {
   ServerHarness harness(dir_->path() / "models");

@@ -13,47 +13,8 @@ namespace {
 using nlohmann::json;
 using namespace tide::testing;
 
-// Holds the generation worker at one step of one job until release().
-class StepGate {
- public:
-  StepGate(tide::server::JobQueue& queue, int step) : queue_(queue) {
-    queue_.set_step_observer([this, step](const std::string&, int at) {
-      if (at != step) return;
-      std::unique_lock<std::mutex> lock(mutex_);
-      reached_ = true;
-      cv_.notify_all();
-      cv_.wait(lock, [&] { return released_; });
-    });
-  }
-  ~StepGate() {
-    release();
-    queue_.set_step_observer(nullptr);
-  }
-  void wait_reached() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    cv_.wait(lock, [&] { return reached_; });
-  }
-  void release() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    released_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  tide::server::JobQueue& queue_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool reached_ = false, released_ = false;
-};
-
-class ServerQueue : public ::testing::Test {
+class ServerQueue : public TinyModelsSuite {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    std::filesystem::create_directories(dir_->path() / "models");
-    make_tiny_pipeline(dir_->path() / "models" / "tiny");
-  }
-  static void TearDownTestSuite() { delete dir_; }
   static std::string job(int steps, int images = 1, const std::string& id = "") {
     json j = {{"prompt", "a fox"}, {"seed", 1}, {"steps", steps}, {"width", 32}, {"height", 32}, {"n_iter", images}};
     if (!id.empty()) j["force_task_id"] = id;
@@ -65,7 +26,6 @@ class ServerQueue : public ::testing::Test {
       return post_json(*client, "/sdapi/v1/txt2img", body);
     });
   }
-  static inline TempDir* dir_ = nullptr;
 };
 
 TEST_F(ServerQueue, ProgressReportsTheStepAndAPreview) {
