@@ -5,7 +5,8 @@
 //
 // Environment: TIDE_BINARY (the tide binary; else the first argument), CHROMIUM (default /usr/bin/chromium),
 // TIDE_WEB_PAGE_OVERRIDE (a page file answered for "/" instead of the binary's, every API call still reaching
-// the real server: for trying page edits without rebuilding tide; off by default).
+// the real server: for trying page edits without rebuilding tide; off by default), TIDE_SCREENSHOT_DIR (where
+// the screenshots go; default browser-screenshots/ beside the tide binary, i.e. in the build folder).
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
@@ -19,6 +20,14 @@ import { pngSize, pngTextChunks } from "./png_chunks.mjs";
 const tideBinary = process.env.TIDE_BINARY || process.argv[2];
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 const pageOverride = process.env.TIDE_WEB_PAGE_OVERRIDE || "";
+const screenshotDir = process.env.TIDE_SCREENSHOT_DIR ||
+                      (tideBinary ? path.join(path.dirname(path.resolve(tideBinary)), "browser-screenshots") : "");
+
+// Keeps what the page looked like at this point (for people reading the results, and for the README).
+async function screenshot(page, name) {
+  fs.mkdirSync(screenshotDir, {recursive: true});
+  await page.screenshot({path: path.join(screenshotDir, name + ".png")});
+}
 // Waits are for events, never timed assertions; this bound only turns a hang into a failure on a loaded machine.
 const WAIT_MS = 45_000;
 
@@ -211,6 +220,7 @@ describe("tide serve's web page", () => {
     assert.ok(states.includes("Submitted."), "states seen: " + JSON.stringify(states));
     assert.ok(await page.evaluate(() => window.sawBusy), "Generate was disabled and Cancel enabled while it ran");
     assert.match(await text(page, "#state"), /^Done: 1 image\(s\)\.$/);
+    await screenshot(page, "desktop-done");
     assert.equal(await page.$eval("#bar", (b) => b.value), 1);
     assert.equal(await text(page, "#error"), "");
     assert.equal(await galleryCount(page), 1);
@@ -253,6 +263,7 @@ describe("tide serve's web page", () => {
     await page.waitForFunction(() => /step \d+ of 150/.test(document.getElementById("state").textContent) &&
                                      document.getElementById("bar").value > 0);
     assert.equal(await page.$eval("#preview", (p) => getComputedStyle(p).display), "block", "a live preview shows");
+    await screenshot(page, "desktop-running");
     await page.click("#cancel");
     await waitIdle(page);
     // A fast machine may have finished an image or two before Cancel: the page shows those, and says so.
@@ -337,6 +348,7 @@ describe("tide serve's web page", () => {
     await waitIdle(page);
     widths = await noSideScroll();
     assert.ok(widths.scroll <= widths.inner, "with an image: " + JSON.stringify(widths));
+    await screenshot(page, "phone-done");
     await closePage(page);
   });
 
