@@ -79,6 +79,9 @@ int run_serve(int argc, char** argv) {
       .flag("insecure-no-auth", "allow a non-loopback --host without an API key or --api-auth")
       .option("max-queue", "N", "jobs that may wait behind the running one; more get HTTP 503", "16")
       .option("max-loaded", "N", "models kept loaded; beyond, the least recently used is dropped", "1")
+      .option("max-memory", "GB",
+              "memory budget: after loading a model, the least recently used others are dropped while the process "
+              "holds more than this (the model in use always stays)", "none")
       .option("max-size", "PX", "largest width and height a request may ask for", "2048")
       .option("max-steps", "N", "most steps a request may ask for", "150")
       .option("max-images", "N", "most images per request (batch_size x n_iter, or n)", "16")
@@ -104,6 +107,11 @@ int run_serve(int argc, char** argv) {
   for (const auto& dir : args.get_all("embeddings")) registry.embedding_dirs.push_back(dir);
   registry.include_hf_cache = !args.get_flag("no-hf-cache");
   registry.max_loaded = static_cast<size_t>(positive(args, "max-loaded"));
+  if (args.has("max-memory")) {
+    const double gb = args.get_double("max-memory");
+    if (!(gb > 0 && gb < 1e6)) throw Error("tide serve: --max-memory must be a positive number of GB");
+    registry.memory_budget_bytes = static_cast<int64_t>(gb * (1ull << 30));
+  }
   if (args.has("variant")) registry.load.variant = args.get("variant");
   if (args.has("tokenizer")) registry.load.tokenizer = args.get("tokenizer");
   if (args.has("weights")) registry.load.weights = nn::parse_weight_format(args.get("weights"), "tide serve: --weights");

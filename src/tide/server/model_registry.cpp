@@ -8,6 +8,7 @@
 
 #include "tide/pipeline/model_source.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/memory.h"
 #include "tide/text/embeddings.h"
 
 namespace tide::server {
@@ -182,6 +183,13 @@ std::shared_ptr<LoadedModel> ModelRegistry::acquire(const std::string& requested
   auto model = load(*entry);
   std::lock_guard<std::mutex> lock(mutex_);
   loaded_.push_front(model);
+  if (options_.memory_budget_bytes > 0) {
+    while (loaded_.size() > 1 && runtime::current_rss_bytes() > options_.memory_budget_bytes) {
+      std::cerr << "dropping model " << loaded_.back()->entry.name << " (over the memory budget)\n";
+      loaded_.pop_back();
+      runtime::return_free_memory();  // so that the next look at the resident memory sees the drop
+    }
+  }
   return model;
 }
 

@@ -1,6 +1,6 @@
 // The models a server can use: diffusers folders and single-file checkpoints found in --models folders, plus
-// any named on the command line. A model loads on first use and stays warm; beyond `max_loaded` pipelines
-// the least recently used one is dropped.
+// any named on the command line. A model loads on first use and stays warm; beyond `max_loaded` pipelines, or
+// while the process holds more than `memory_budget_bytes`, the least recently used ones are dropped.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -37,6 +37,9 @@ struct RegistryOptions {
   // Also list the diffusers models in the Hugging Face cache (hub::default_cache_dir()), by Hub id.
   bool include_hf_cache = false;
   size_t max_loaded = 1;
+  // After a load, models other than the one just loaded are dropped (least recently used first) while the
+  // process's resident memory is above this; 0 = no budget. The model in use is never dropped.
+  int64_t memory_budget_bytes = 0;
   pipeline::LoadOptions load;
   pipeline::StableDiffusionPipeline::ComputeSettings compute;
 };
@@ -59,7 +62,8 @@ class ModelRegistry {
   std::vector<std::string> loaded_names() const;
 
   // The model, loaded if it is not (call from one thread at a time: the generation worker). Evicts the least
-  // recently used beyond max_loaded. The pointer stays valid until the next acquire from that thread.
+  // recently used beyond max_loaded and the memory budget. The pointer stays valid until the next acquire
+  // from that thread.
   std::shared_ptr<LoadedModel> acquire(const std::string& name);
 
  private:
