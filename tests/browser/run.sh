@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the browser tests of tide serve's web page: tests/browser/run.sh [path/to/tide]
-# (default: $TIDE_BINARY, else build/tide). Exits 77 (CTest: skipped) with the reason when what they need is
-# missing: node, chromium (or $CHROMIUM), or tests/browser/node_modules (`npm ci` in tests/browser).
+# (default: $TIDE_BINARY, else build/tide), in chromium, then in Firefox when it is installed ($FIREFOX, default
+# /usr/bin/firefox-esr; without it a note says Firefox was not tested). Exits 77 (CTest: skipped) with the
+# reason when what they need is missing: node, chromium (or $CHROMIUM), or tests/browser/node_modules
+# (`npm ci` in tests/browser).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 tide="${1:-${TIDE_BINARY:-$here/../../build/tide}}"
@@ -22,5 +24,15 @@ if [ -n "${TIDE_WEB_PAGE_OVERRIDE:-}" ]; then  # relative to where run.sh was st
   echo "note: / is answered with $TIDE_WEB_PAGE_OVERRIDE, not with the page compiled into $TIDE_BINARY"
 fi
 # In-process (not `node --test`, which runs it in a child): a timeout's SIGTERM reaches the test, which stops
-# its server and browser. Before CTest's own 300 s limit.
-cd "$here" && exec timeout --kill-after=10 280 node --test-reporter=spec web_page.test.mjs
+# its server and browser. Both runs before CTest's own 600 s limit.
+cd "$here" || exit 1
+echo "== chromium"
+TIDE_BROWSER=chromium timeout --kill-after=10 280 node --test-reporter=spec web_page.test.mjs || exit 1
+firefox="${FIREFOX:-/usr/bin/firefox-esr}"
+if [ ! -x "$firefox" ]; then
+  echo "note: Firefox was not tested: no $firefox (apt-get install firefox-esr, or set FIREFOX)"
+  exit 0
+fi
+echo "== firefox"
+TIDE_BROWSER=firefox FIREFOX="$firefox" TIDE_SCREENSHOT_DIR="$(dirname "$TIDE_BINARY")/browser-screenshots/firefox" \
+  exec timeout --kill-after=10 280 node --test-reporter=spec web_page.test.mjs

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the browser tests need, where it can: Debian's chromium, nodejs and npm (as root, with apt),
+# Installs what the browser tests need, where it can: Debian's chromium, firefox-esr, nodejs and npm (as root, with apt),
 # then puppeteer-core into tests/browser/node_modules (`npm ci`, from package-lock.json). Never fails: offline
 # or without root it says what is missing, and tests/browser/run.sh then reports the test as skipped.
 set -uo pipefail
@@ -8,6 +8,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # By command, not by package: node may come from elsewhere (e.g. NodeSource's nodejs, which has npm in it).
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x "${FIREFOX:-/usr/bin/firefox-esr}" ] || missing+=(firefox-esr)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then

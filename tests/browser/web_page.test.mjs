@@ -19,6 +19,9 @@ import { pngSize, pngTextChunks } from "./png_chunks.mjs";
 
 const tideBinary = process.env.TIDE_BINARY || process.argv[2];
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
+// TIDE_BROWSER=firefox runs the same tests in Firefox (FIREFOX, default /usr/bin/firefox-esr) over WebDriver BiDi.
+const firefox = process.env.TIDE_BROWSER === "firefox";
+const firefoxPath = process.env.FIREFOX || "/usr/bin/firefox-esr";
 const pageOverride = process.env.TIDE_WEB_PAGE_OVERRIDE || "";
 const screenshotDir = process.env.TIDE_SCREENSHOT_DIR ||
                       (tideBinary ? path.join(path.dirname(path.resolve(tideBinary)), "browser-screenshots") : "");
@@ -177,9 +180,11 @@ before(async () => {
   serverUrl = server.url;
   downloadDir = path.join(workDir, "downloads");
   fs.mkdirSync(downloadDir);
-  browser = await puppeteer.launch({
-    executablePath: chromiumPath, headless: true,
-    args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]});
+  browser = firefox
+    ? await puppeteer.launch({browser: "firefox", executablePath: firefoxPath, headless: true})
+    : await puppeteer.launch({
+        executablePath: chromiumPath, headless: true,
+        args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]});
   context = await browser.createBrowserContext({downloadBehavior: {policy: "allow", downloadPath: downloadDir}});
 });
 
