@@ -208,14 +208,38 @@ describe("tide serve's web page", () => {
     assert.ok(samplers.includes("Euler a") && samplers.includes("DPM++ 2M"), samplers.join(", "));
     assert.equal(await value(page, "#sampler"), "DPM++ 2M");
     assert.ok((await page.$$eval("#schedule option", (o) => o.length)) > 1);
+    // No --lora-dir: the LoRA picker says how to get one and cannot be used.
+    assert.equal(await page.$eval("#lora", (s) => s.disabled), true);
+    assert.match(await page.$eval("#lora", (s) => s.options[0].textContent), /--lora-dir/);
     assert.equal(await text(page, "#error"), "");
     await closePage(page);
+  });
+
+  test("the LoRA picker lists the server's --lora-dir files and adds a tag to the prompt", async () => {
+    const loraDir = path.join(workDir, "loras");
+    fs.mkdirSync(loraDir, {recursive: true});
+    fs.writeFileSync(path.join(loraDir, "ink-style.safetensors"), "");  // listed by name, never loaded here
+    const withLoras = await startServer(modelsDir, ["--lora-dir", loraDir]);
+    try {
+      const page = await openPage(undefined, withLoras.url);
+      assert.deepEqual(await page.$$eval("#lora option", (o) => o.map((x) => x.value)), ["", "ink-style"]);
+      await typeInto(page, "#prompt", "a harbour");
+      await page.select("#lora", "ink-style");
+      assert.equal(await value(page, "#prompt"), "a harbour <lora:ink-style:1>");
+      assert.equal(await value(page, "#lora"), "", "the picker goes back to its first entry");
+      await closePage(page);
+    } finally {
+      const exited = new Promise((r) => withLoras.child.once("exit", r));
+      withLoras.child.kill("SIGTERM");
+      await exited;
+    }
   });
 
   test("mouse: Generate shows the job's state, then an image whose PNG download carries the prompt", async () => {
     const page = await openPage();
     const prompt = "a lighthouse at dusk, browser test";
     await fillForm(page, {prompt, steps: 2, seed: 5});
+    await typeInto(page, "#clipskip", "2");
     await recordStates(page);
     await page.click("#go");
     await page.waitForSelector("#gallery figure");
@@ -256,6 +280,7 @@ describe("tide serve's web page", () => {
     assert.ok(parameters, "the PNG has a `parameters` text chunk");
     assert.ok(parameters.startsWith(prompt + "\n"), parameters);
     assert.match(parameters, /Steps: 2,.*Seed: 5, Size: 64x64/);
+    assert.match(parameters, /Clip skip: 2/);
     generatedPng = png;
     await closePage(page);
   });
@@ -379,6 +404,7 @@ describe("tide serve's web page", () => {
     assert.equal(await value(page, "#seed"), "5");
     assert.equal(await page.$eval("#random", (c) => c.checked), false, "the seed is kept, not re-rolled");
     assert.equal(await value(page, "#sampler"), "DPM++ 2M");
+    assert.equal(await value(page, "#clipskip"), "2");
     assert.equal(await value(page, "#model"), "tiny");
     assert.equal(await text(page, "#error"), "");
     assert.equal(pngInfoRequests, 1, "the dropped file is read once");
