@@ -240,6 +240,7 @@ describe("tide serve's web page", () => {
     const prompt = "a lighthouse at dusk, browser test";
     await fillForm(page, {prompt, steps: 2, seed: 5});
     await typeInto(page, "#clipskip", "2");
+    await typeInto(page, "#tome", "0.5");
     await recordStates(page);
     await page.click("#go");
     await page.waitForSelector("#gallery figure");
@@ -281,6 +282,7 @@ describe("tide serve's web page", () => {
     assert.ok(parameters.startsWith(prompt + "\n"), parameters);
     assert.match(parameters, /Steps: 2,.*Seed: 5, Size: 64x64/);
     assert.match(parameters, /Clip skip: 2/);
+    assert.match(parameters, /Token merging ratio: 0\.5/);
     generatedPng = png;
     await closePage(page);
   });
@@ -405,6 +407,7 @@ describe("tide serve's web page", () => {
     assert.equal(await page.$eval("#random", (c) => c.checked), false, "the seed is kept, not re-rolled");
     assert.equal(await value(page, "#sampler"), "DPM++ 2M");
     assert.equal(await value(page, "#clipskip"), "2");
+    assert.equal(await value(page, "#tome"), "0.5");
     assert.equal(await value(page, "#model"), "tiny");
     assert.equal(await text(page, "#error"), "");
     assert.equal(pngInfoRequests, 1, "the dropped file is read once");

@@ -104,6 +104,15 @@ TEST_F(ServerA1111, SamplerAndScheduleNamesMapOntoTidesSchedulers) {
   EXPECT_TRUE(at::equal(run({{"sampler_name", "DDIM"}}).rgb8, expected("ddim", false)));
   // The API's default sampler is Euler.
   EXPECT_TRUE(at::equal(run({}).rgb8, expected("euler", false)));
+  // A1111's Token Merging setting: tomesd without random destinations.
+  const auto merged = run({{"override_settings", {{"token_merging_ratio", 0.5}}}});
+  auto r = a1111_request("a fox", 5);
+  r.negative_prompt = "";
+  r.tome.ratio = 0.5;
+  r.tome.use_rand = false;
+  EXPECT_TRUE(at::equal(merged.rgb8, direct_image(*pipe_, r)));
+  EXPECT_FALSE(at::equal(merged.rgb8, expected("euler", false)));
+  EXPECT_NE(merged.text.at("parameters").find("Token merging ratio: 0.5"), std::string::npos);
 }
 
 TEST_F(ServerA1111, SeedMinusOneDrawsASeedThatReproducesThePicture) {

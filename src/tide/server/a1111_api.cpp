@@ -187,6 +187,12 @@ HttpReply generate(ApiContext& ctx, const std::string& raw_body, bool image_to_i
       } else if (key == "CLIP_stop_at_last_layers") {
         request.clip_skip = static_cast<int>(get_int(overrides, key, 1));
         require_range("CLIP_stop_at_last_layers", request.clip_skip, 1, 12);
+      } else if (key == "token_merging_ratio") {
+        // A1111's own Token Merging setting: tomesd with use_rand=False, around the self-attention only.
+        request.tome.ratio = get_number(overrides, key, 0);
+        if (!(request.tome.ratio >= 0 && request.tome.ratio < 1))
+          throw FieldError{"override_settings", "token_merging_ratio must be in [0, 1)", "value_error"};
+        request.tome.use_rand = false;
       } else if (key != "samples_format" || get_string(overrides, key, "png") != "png") {
         warnings.push_back("override_settings." + key + " is not implemented by tide and was ignored");
       }

@@ -25,6 +25,7 @@ std::string infotext(const pipeline::GenerationRequest& r, uint64_t seed, const 
     << ", Model: " << model;
   if (r.clip_skip != 1) s << ", Clip skip: " << r.clip_skip;
   if (r.scheduler_options.eta != 0) s << ", Eta: " << format_number(r.scheduler_options.eta);
+  if (r.tome.enabled()) s << ", Token merging ratio: " << format_number(r.tome.ratio);
   if (r.prompt_syntax == pipeline::PromptSyntax::kPlain) s << ", Prompt syntax: plain";
   s << ", Version: tide " TIDE_VERSION;
   return s.str();
