@@ -299,7 +299,10 @@ int run_bench(int argc, char** argv) {
     if (baseline_weights)
       models.baseline = std::make_shared<bench::BenchModels>(bench::models_from_folder(folder, baseline_weights));
   }
-  if (s.tiny_decoder) models.tiny_decoder = bench::tiny_decoder_from(args.get("decoder"));
+  if (s.tiny_decoder) {
+    models.tiny_decoder = bench::tiny_decoder_from(args.get("decoder"));
+    if (models.baseline) models.baseline->tiny_decoder = models.tiny_decoder;  // --compare-weights decodes with it too
+  }
   s = bench::resolve_settings(models, s);
 
   bench::ReportContext ctx;

@@ -173,6 +173,12 @@ TEST_F(CliBenchTinyModel, TinyDecoderAgainstTheDefaultRecipe) {
   EXPECT_GT(j["stages"][3]["gflop"].get<double>(), 0);
   EXPECT_LT(j["stages"][3]["gflop"].get<double>(), v["stages"][3]["gflop"].get<double>());
 
+  // The other weights of --compare-weights decode with the same tiny decoder.
+  auto weights = tide_bench("--model " + quote(model()) + " --width 32 --height 32 --steps 1 --runs 1 --warmup 0 "
+                            "--threads 1 --decoder " + quote(taesd) + " --compare-weights f16");
+  ASSERT_EQ(weights.code, 0) << weights.output;
+  EXPECT_NE(weights.output.find("decoder: " + taesd.string()), std::string::npos) << weights.output;
+
   auto twice = tide_bench("--model " + quote(model()) + " --compare-plain --compare-default");
   EXPECT_EQ(twice.code, 1);
   EXPECT_NE(twice.output.find("--compare-default excludes"), std::string::npos) << twice.output;
