@@ -9,19 +9,17 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using namespace tide::testing;
 
-class ServerA1111 : public ::testing::Test {
+class ServerA1111 : public TinyModelsSuite {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    std::filesystem::create_directories(dir_->path() / "models");
-    make_tiny_pipeline(dir_->path() / "models" / "tiny");
-    harness_ = new ServerHarness(dir_->path() / "models");
+    TinyModelsSuite::SetUpTestSuite();
+    harness_ = new ServerHarness(models());
     pipe_ = tide::pipeline::StableDiffusionPipeline::from_folder(dir_->path() / "models" / "tiny").release();
   }
   static void TearDownTestSuite() {
     delete harness_;
     delete pipe_;
-    delete dir_;
+    TinyModelsSuite::TearDownTestSuite();
   }
   static tide::pipeline::GenerationRequest a1111_request(const std::string& prompt, uint64_t seed) {
     tide::pipeline::GenerationRequest r;
@@ -35,7 +33,6 @@ class ServerA1111 : public ::testing::Test {
     r.scheduler = "euler";
     return r;
   }
-  static inline TempDir* dir_ = nullptr;
   static inline ServerHarness* harness_ = nullptr;
   static inline tide::pipeline::StableDiffusionPipeline* pipe_ = nullptr;
 };

@@ -106,9 +106,7 @@ HttpReply generate(ApiContext& ctx, const std::string& raw_body, bool image_to_i
     const std::string prompt_as_sent = request.prompt;  // with its <lora:...> tags, for the infotexts
     std::vector<adapters::LoraSpec> loras;
     try {
-      PromptLoras tagged = resolve_prompt_loras(ctx.loras, request.prompt);
-      request.prompt = tagged.prompt;
-      loras = std::move(tagged.loras);
+      loras = take_prompt_loras(ctx.loras, request.prompt);
     } catch (const Error& e) {
       throw FieldError{"prompt", e.what(), "value_error"};
     }

@@ -133,9 +133,7 @@ JobSpec parse_job(ApiContext& ctx, const json& body) {
   r.prompt_syntax = syntax == "plain" ? pipeline::PromptSyntax::kPlain : pipeline::PromptSyntax::kA1111;
   if (r.prompt_syntax == pipeline::PromptSyntax::kA1111) {  // as tide generate: <lora:NAME:WEIGHT> tags with a1111
     try {
-      PromptLoras tagged = resolve_prompt_loras(ctx.loras, r.prompt);
-      r.prompt = tagged.prompt;
-      spec.loras = std::move(tagged.loras);
+      spec.loras = take_prompt_loras(ctx.loras, r.prompt);
     } catch (const Error& e) {
       throw FieldError{"prompt", e.what(), "value_error"};
     }

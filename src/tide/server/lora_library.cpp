@@ -81,8 +81,10 @@ std::string LoraLibrary::hashes(const std::vector<adapters::LoraSpec>& loras) {
   return out;
 }
 
-PromptLoras resolve_prompt_loras(LoraLibrary* library, const std::string& prompt) {
-  return library ? library->resolve(prompt) : LoraLibrary({}).resolve(prompt);
+std::vector<adapters::LoraSpec> take_prompt_loras(LoraLibrary* library, std::string& prompt) {
+  PromptLoras tagged = library ? library->resolve(prompt) : LoraLibrary({}).resolve(prompt);
+  prompt = std::move(tagged.prompt);
+  return std::move(tagged.loras);
 }
 
 }  // namespace tide::server

@@ -47,7 +47,8 @@ class LoraLibrary {
   std::map<std::filesystem::path, std::string> hashes_;  // file -> its short sha256
 };
 
-// `library`->resolve(prompt); without a library (no --lora-dir) a prompt with tags is a tide::Error saying so.
-PromptLoras resolve_prompt_loras(LoraLibrary* library, const std::string& prompt);
+// Cuts the tags out of `prompt` and returns their LoRAs (`library`->resolve); without a library (no --lora-dir)
+// a prompt with tags is a tide::Error saying so, and `prompt` is left as it was.
+std::vector<adapters::LoraSpec> take_prompt_loras(LoraLibrary* library, std::string& prompt);
 
 }  // namespace tide::server

@@ -69,9 +69,7 @@ std::variant<ImagesRequest, HttpReply> parse_images_generations(ApiContext& ctx,
     request.prompt = body["prompt"].get<std::string>();
     std::vector<adapters::LoraSpec> loras;
     try {
-      PromptLoras tagged = resolve_prompt_loras(ctx.loras, request.prompt);
-      request.prompt = tagged.prompt;
-      loras = std::move(tagged.loras);
+      loras = take_prompt_loras(ctx.loras, request.prompt);
     } catch (const Error& e) {
       return error(400, e.what(), "prompt");
     }
