@@ -21,7 +21,10 @@
 #include "tide/pipeline/prompt_batch.h"
 #include "tide/runtime/error.h"
 #include "tide/schedulers/scheduler.h"
+#include "tide/server/access_control.h"
+#include "tide/server/server.h"
 #include "tide/text/a1111_prompt.h"
+#include "tide/train/image_files.h"
 #include "tide/text/clip_tokenizer.h"
 #include "tide/text/embeddings.h"
 #include "tide/text/extra_networks.h"
@@ -177,6 +180,28 @@ std::vector<std::string> png_seeds() {
   return {std::string(std::istreambuf_iterator<char>(in), {})};
 }
 
+// img2img's init_images and mask: PNG or JPEG bytes from a request, decoded in memory.
+void image_bytes(const uint8_t* d, size_t n) {
+  (void)train::decode_rgb_image(std::string(reinterpret_cast<const char*>(d), n), "request image").sum();
+}
+std::vector<std::string> image_bytes_seeds() {
+  std::vector<std::string> seeds = png_seeds();
+  seeds.push_back(std::string("\xFF\xD8\xFF\xE0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00", 20));
+  return seeds;
+}
+
+// An API request's Authorization header against a server with an API key and Basic credentials.
+void authorization(const uint8_t* d, size_t n) {
+  static const server::ServerOptions options = [] {
+    server::ServerOptions o;
+    o.api_key = "key";
+    o.api_auth = server::parse_api_auth("alice:pw,bob:x:y");
+    return o;
+  }();
+  (void)server::authorized(options, std::string(reinterpret_cast<const char*>(d), n));
+}
+std::vector<std::string> authorization_seeds() { return {"Bearer key", "Basic YWxpY2U6cHc=", "Basic Ym9iOng6eQ=="}; }
+
 void embedding(const uint8_t* d, size_t n) {
   // By content: safetensors or a torch zip, whatever the name says.
   (void)text::read_embedding_file(scratch_file(d, n, ".bin"));
@@ -199,7 +224,8 @@ const std::vector<Target>& targets() {
       {"pickle", pickle, no_seeds},                {"configs", configs, config_seeds},
       {"tokenizer", tokenize, prompt_seeds},           {"a1111_prompt", a1111_prompt, prompt_seeds},
       {"png", png, png_seeds},                         {"embedding", embedding, safetensors_seeds},
-      {"prompt_file", prompt_file, prompt_file_seeds}, {"gguf", gguf, gguf_seeds}};
+      {"prompt_file", prompt_file, prompt_file_seeds}, {"gguf", gguf, gguf_seeds},
+      {"image_bytes", image_bytes, image_bytes_seeds}, {"authorization", authorization, authorization_seeds}};
   return all;
 }
 
