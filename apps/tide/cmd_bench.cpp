@@ -1,5 +1,6 @@
 // tide bench: how fast text-to-image runs here, stage by stage, and against plain libtorch.
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "args.h"
@@ -8,6 +9,7 @@
 #include "tide/bench/attention_bench.h"
 #include "tide/bench/bench_models.h"
 #include "tide/bench/conv_bench.h"
+#include "tide/bench/cpu_hog.h"
 #include "tide/bench/peak.h"
 #include "tide/bench/report.h"
 #include "tide/bench/runner.h"
@@ -184,6 +186,10 @@ int run_bench(int argc, char** argv) {
       .option("channels", "N", "--conv: input channels", "512")
       .option("out-channels", "N", "--conv: output channels", "--channels")
       .option("size", "PX", "--conv: height and width of the map (64 = the VAE decoder's mid block at 512 px)", "64");
+  args.option("hog", "N",
+              "keep N cores busy beside the benchmark with N spinning processes, to measure how tide shares a "
+              "machine that is not idle (compare with --threads 1 and without --threads)",
+              "0");
   add_thread_flags(args);
   if (!args.parse(argc, argv)) return 0;
 
@@ -305,7 +311,16 @@ int run_bench(int argc, char** argv) {
   }
   s = bench::resolve_settings(models, s);
 
+  s.threads = threads;
+  s.adapt_threads = threads_adapt_to_load(args);
+  const int hog_processes = args.get_int("hog");
+  const int most_hogs = 4 * runtime::usable_cores();
+  if (hog_processes < 0 || hog_processes > most_hogs)
+    throw Error("tide bench: --hog must be between 0 and " + std::to_string(most_hogs) + ", got " +
+                std::to_string(hog_processes));
+
   bench::ReportContext ctx;
+  ctx.hog_processes = hog_processes;
   ctx.model = models.description;
   ctx.settings = s;
   ctx.threads = threads;
@@ -325,9 +340,16 @@ int run_bench(int argc, char** argv) {
             << (s.cache_interval > 1 ? ", DeepCache interval " + std::to_string(s.cache_interval) : "") << "\n"
             << "cpu: " << ctx.cpu_model << " [" << joined(ctx.cpu_features, " ") << "]\n";
 
+  std::optional<bench::CpuHog> hog;
+  if (hog_processes > 0) {
+    hog.emplace(hog_processes);
+    std::cerr << "--hog: " << hog_processes << " busy process" << (hog_processes > 1 ? "es" : "")
+              << " beside the benchmark\n";
+  }
   const auto result = bench::run_bench(models, s, [&](const std::string& label, int index) {
     std::cerr << "  " << label << " " << index + 1 << "\n";
   });
+  hog.reset();
   ctx.peak_rss_bytes = runtime::peak_rss_bytes();
   std::cout << bench::to_table(result, ctx);
   if (args.has("json")) write_json(args.get("json"), bench::to_json(result, ctx));

@@ -22,6 +22,7 @@
 #include "tide/nn/weight_storage.h"
 #include "tide/runtime/compute_dtype.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/load_aware_threads.h"
 #include "tide/runtime/progress.h"
 #include "tide/runtime/sha256.h"
 #include "tide/schedulers/scheduler.h"
@@ -412,6 +413,7 @@ int run_generate(int argc, char** argv) {
   for (const auto& argument : args.get_all("lora")) loras.push_back(adapters::parse_lora_argument(argument, lora_dir));
   if (request.prompt_syntax == pipeline::PromptSyntax::kA1111) take_lora_tags(request.prompt, lora_dir, loras);
   auto pipe = pipeline::StableDiffusionPipeline::from_parts(pipeline::model_parts(args.get("model"), load));
+  pipe->set_compute_settings({pipe->compute_settings().optimizations, threads, threads_adapt_to_load(args)});
   // Merged in float32 before the UNet changes dtype.
   LoraRecords lora_records;
   if (!loras.empty()) {
@@ -476,6 +478,9 @@ int run_generate(int argc, char** argv) {
     std::cout << latents_output->string() << "\n";
   }
   std::cerr << "done in " << runtime::format_duration(progress.elapsed_seconds()) << "\n";
+  if (const auto* load = pipe->load_aware_threads(); load && load->fewest() != load->most())
+    std::cerr << "ran with " << load->fewest() << " to " << load->most()
+              << " threads: other processes kept cores busy part of the time\n";
   return 0;
 }
 

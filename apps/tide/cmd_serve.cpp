@@ -165,6 +165,7 @@ int run_serve(int argc, char** argv) {
 
   const int threads = apply_thread_flags(args, "tide serve");
   registry.compute.threads = threads;  // the worker thread computes with these, whatever its own defaults
+  registry.compute.adapt_to_load = threads_adapt_to_load(args);
   registry.compute.optimizations = runtime::optimizations();
 
   std::string first_model;

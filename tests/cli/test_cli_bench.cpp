@@ -8,6 +8,7 @@
 #include "test_support.h"
 #include "tide/kernels/winograd_conv.h"
 #include "tide/runtime/cpu_features.h"
+#include "tide/runtime/threads.h"
 #include "tiny_pipeline.h"
 
 namespace {
@@ -17,7 +18,9 @@ using tide::testing::TempDir;
 using tide::testing::quote;
 using tide::testing::Run;
 
-Run tide_bench(const std::string& args) { return tide::testing::run_tide("bench " + args); }
+Run tide_bench(const std::string& args, const std::string& env = "") {
+  return tide::testing::run_tide("bench " + args, env);
+}
 
 // The tests that time a real (tiny) pipeline share one model folder.
 class CliBenchTinyModel : public tide::testing::TinyPipelineSuite {};
@@ -28,7 +31,7 @@ TEST(CliBench, HelpExplainsEveryFlag) {
   for (const char* flag : {"--arch", "--model", "--width", "--height", "--steps", "--scheduler", "--runs", "--warmup",
                            "--threads", "--peak", "--plain", "--compare-plain", "--json", "--dtype", "--compare-dtype", "--profile", "--cpus", "--attention",
                            "--backward", "--strip-rows",
-                           "--vae-tiling", "--decoder", "--compare-default", "--cache-interval", "--compare-cache"})
+                           "--vae-tiling", "--decoder", "--compare-default", "--cache-interval", "--compare-cache", "--hog"})
     EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
 }
 
@@ -85,6 +88,40 @@ TEST_F(CliBenchTinyModel, TinyModelWritesJsonWithAllStages) {
   EXPECT_FALSE(j.at("vae_tiled").get<bool>());
   // UNet FLOPs per call times the calls = the denoising loop's.
   EXPECT_NEAR(j["stages"][2]["gflop"].get<double>(), 2 * j["stages"][1]["gflop"].get<double>(), 1e-9);
+}
+
+// --hog keeps every core busy beside the run; without --threads (and OMP_NUM_THREADS) the count adapts and
+// drops to one thread; with --threads it stays fixed. Bad hog counts are refused.
+TEST_F(CliBenchTinyModel, HogBesideTheRunAndThreadsAdaptingToIt) {
+  TempDir dir;
+  const fs::path json_path = dir.path() / "result.json";
+  const int cores = tide::runtime::usable_cores();
+  const std::string common = "--model " + quote(model()) + " --width 32 --height 32 --steps 3 --runs 1 --warmup 0 ";
+  auto adapting = tide_bench(common + "--hog " + std::to_string(cores) + " --json " + quote(json_path),
+                             "env -u OMP_NUM_THREADS ");
+  ASSERT_EQ(adapting.code, 0) << adapting.output;
+  EXPECT_NE(adapting.output.find("(adapting to the load, up to "), std::string::npos) << adapting.output;
+  EXPECT_NE(adapting.output.find("busy process"), std::string::npos) << adapting.output;
+  {
+    std::ifstream in(json_path);
+    const auto j = nlohmann::json::parse(in);
+    EXPECT_TRUE(j.at("threads_adapt").get<bool>());
+    EXPECT_EQ(j.at("hog_processes"), cores);
+    EXPECT_EQ(j.at("threads_used"), nlohmann::json::array({1, 1})) << "every core was busy: one thread";
+  }
+  auto fixed = tide_bench(common + "--hog 1 --threads 2 --json " + quote(json_path), "env -u OMP_NUM_THREADS ");
+  ASSERT_EQ(fixed.code, 0) << fixed.output;
+  {
+    std::ifstream in(json_path);
+    const auto j = nlohmann::json::parse(in);
+    EXPECT_FALSE(j.at("threads_adapt").get<bool>());
+    EXPECT_EQ(j.at("threads_used"), nlohmann::json::array({2, 2}));
+  }
+  for (const char* bad : {"-1", "100000", "many"}) {
+    auto run = tide_bench(common + "--hog " + bad);
+    EXPECT_EQ(run.code, 1) << bad;
+    EXPECT_NE(run.output.find("--hog"), std::string::npos) << run.output;
+  }
 }
 
 // The tiny VAE's tiles are 32 px (sample_size 32, f = 2): 48x32 px is larger than one tile.

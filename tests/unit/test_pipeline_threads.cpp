@@ -2,10 +2,15 @@
 // give exactly what each gives alone: a pipeline's settings are its own, not the process's.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <thread>
 
 #include "test_support.h"
+#include "tide/bench/cpu_hog.h"
 #include "tide/pipeline/stable_diffusion.h"
+#include "tide/runtime/load_aware_threads.h"
+#include "tide/runtime/threads.h"
 #include "tiny_pipeline.h"
 
 namespace {
@@ -52,6 +57,33 @@ TEST(PipelineThreads, TwoPipelinesInTwoThreadsEqualSequentialRuns) {
   }
   // The calling thread's own setting is untouched by the pipelines' calls.
   EXPECT_TRUE(tide::runtime::optimizations().blocked_attention);
+}
+
+// With adapt_to_load, a pipeline beside processes that keep every core busy computes with one thread, and
+// leaves the calling thread's own count as it was.
+TEST(PipelineThreads, AdaptingToTheLoadRunsOneThreadWhenEveryCoreIsBusy) {
+  tide::testing::TempDir dir;
+  tide::testing::make_tiny_pipeline(dir.path() / "model");
+  auto pipe = StableDiffusionPipeline::from_folder(dir.path() / "model");
+  const int cores = tide::runtime::usable_cores();
+  const int limit = std::max(2, cores);
+  at::set_num_threads(1);
+  pipe->set_compute_settings({pipe->compute_settings().optimizations, limit});
+  const auto fixed = pipe->generate(request_with_seed(5));
+  EXPECT_EQ(pipe->load_aware_threads(), nullptr);
+
+  tide::pipeline::GenerationResult adapted;
+  {
+    tide::bench::CpuHog hog(cores);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    pipe->set_compute_settings({pipe->compute_settings().optimizations, limit, true});
+    ASSERT_NE(pipe->load_aware_threads(), nullptr);
+    adapted = pipe->generate(request_with_seed(5));
+  }
+  EXPECT_EQ(pipe->load_aware_threads()->most(), 1) << cores << " cores were all busy";
+  EXPECT_EQ(at::get_num_threads(), 1) << "the calling thread's count was not restored";
+  // The tiny model's tensors are too small to be split between threads: the same picture either way.
+  EXPECT_TRUE(at::equal(adapted.latents, fixed.latents));
 }
 
 }  // namespace

@@ -49,6 +49,9 @@ nlohmann::json to_json(const BenchResult& r, const ReportContext& c) {
               {"peak_gflops", c.peak_gflops > 0 ? json(c.peak_gflops) : json(nullptr)},
               {"peak_isa", c.peak_isa},
               {"threads", c.threads},
+              {"threads_adapt", c.settings.adapt_threads},
+              {"threads_used", {r.threads_fewest, r.threads_most}},
+              {"hog_processes", c.hog_processes},
               {"cpus", c.cpus},
               {"cpu_features", c.cpu_features},
               {"cpu_model", c.cpu_model},
@@ -127,6 +130,12 @@ std::string to_table(const BenchResult& r, const ReportContext& c) {
   if (r.vae_decode_peak_rss_bytes > 0)
     o << " (during VAE decode: " << r.vae_decode_peak_rss_bytes / (1 << 20) << " MiB, "
       << r.vae_decode_start_rss_bytes / (1 << 20) << " MiB when it began)";
+  o << "\nthreads: " << (r.threads_fewest == r.threads_most ? std::to_string(r.threads_most)
+                                                             : std::to_string(r.threads_fewest) + " to " + std::to_string(r.threads_most))
+    << (c.settings.adapt_threads ? " (adapting to the load, up to " + std::to_string(c.threads) + ")" : "")
+    << (c.hog_processes > 0 ? "; beside " + std::to_string(c.hog_processes) + " busy process" +
+                                  (c.hog_processes > 1 ? "es" : "") + " (--hog)"
+                            : "");
   if (c.settings.tiny_decoder)
     o << "\ndecoder: " << c.decoder << " (the vae_decode stage times it)\n";
   else

@@ -1,6 +1,7 @@
 // Bench results as a table for people and as JSON for scripts:
 // {"stages": [{"stage", "median_s", "min_s", "max_s", "gflop", "gflops", "peak_fraction", "plain_median_s",
-//   "speedup"}], "peak_gflops", "threads", "cpu_features", "peak_rss_bytes", "vae_decode_peak_rss_bytes",
+//   "speedup"}], "peak_gflops", "threads", "threads_adapt", "threads_used": [fewest, most], "hog_processes",
+//   "cpu_features", "peak_rss_bytes", "vae_decode_peak_rss_bytes",
 //   "vae_decode_start_rss_bytes", "vae_tiled", "decoder", ...settings; with a compared side "baseline",
 //   "baseline_unet_calls", "baseline_settings"}.
 // gflop: work of one pass of the stage; gflops: achieved rate at the median; null where not measured.
@@ -18,6 +19,7 @@ struct ReportContext {
   BenchSettings settings;
   int threads = 0;
   std::string cpus = "all";  // --cpus, as given
+  int hog_processes = 0;      // --hog: busy processes beside the benchmark
   double peak_gflops = 0;  // 0: not measured (--peak not given)
   std::string peak_isa;
   std::vector<std::string> cpu_features;

@@ -13,6 +13,7 @@
 #include "tide/nn/weight_storage.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/flop_counter.h"
+#include "tide/runtime/load_aware_threads.h"
 #include "tide/runtime/memory.h"
 #include "tide/schedulers/scheduler.h"
 
@@ -79,8 +80,15 @@ struct PassOutputs {
 // One pass over all stages; `flops` receives the analytic work of each stage; `result` (optional) the
 // resident memory during the VAE decode, when this pass's peak is the highest so far; `outputs` what it computed.
 StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, int* unet_calls, BenchResult* result,
-                    PassOutputs* outputs) {
+                    PassOutputs* outputs, runtime::LoadAwareThreads* load) {
   c10::InferenceMode inference;
+  // The thread count before every stage and step, as the pipeline sets it.
+  const int limit = s.threads > 0 ? s.threads : at::get_num_threads();
+  auto adapt_threads = [&] {
+    if (load) load->apply(limit);
+    else if (at::get_num_threads() != limit) at::set_num_threads(limit);
+  };
+  adapt_threads();
   const bool guided = s.guidance > 1.0;
   // Token Merging for this pass's UNet calls, as the pipeline installs it.
   std::optional<nn::TokenMerging> tome;
@@ -102,6 +110,7 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
 
   std::optional<runtime::FreedMemoryReuse> reuse(std::in_place);  // the UNet calls, as the pipeline does
   // One UNet call with the guidance batch, outside the end-to-end time.
+  adapt_threads();
   const auto unet_start = Clock::now();
   {
     runtime::FlopCount count;
@@ -121,6 +130,7 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
     if (s.cache_interval > 1) deep_cache.emplace(s.cache_interval);
     models::DeepCacheScope deep_cache_scope(deep_cache ? &*deep_cache : nullptr);
     for (double step_t : scheduler->timesteps()) {
+      adapt_threads();
       if (deep_cache) deep_cache->begin_call(calls);
       at::Tensor input = scheduler->scale_model_input(guided ? at::cat({latents, latents}) : latents, step_t);
       at::Tensor noise = m.unet->forward(input, step_t, c.context, c.pooled, c.time_ids);
@@ -139,6 +149,7 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
   runtime::return_free_memory();  // as StableDiffusionPipeline::decode does
   const int64_t start_rss = runtime::current_rss_bytes();
   const bool window = result && runtime::reset_peak_rss_window();
+  adapt_threads();
   const auto vae_start = Clock::now();
   {
     runtime::FlopCount count;
@@ -263,6 +274,9 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
   result.vae_tiled = !s.tiny_decoder && models.vae->tiles(s.height / f, s.width / f, s.vae_tiling);
   const BenchSettings other = compared_side(s);
   PassOutputs measured, compared;
+  const int threads_before = at::get_num_threads();
+  std::optional<runtime::LoadAwareThreads> load;
+  if (s.adapt_threads) load.emplace();
   for (int i = 0; i < s.warmup + s.runs; ++i) {
     const bool warm = i < s.warmup;
     const int index = warm ? i : i - s.warmup;
@@ -271,7 +285,7 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       prepare_side(models, s.dtype);
       if (on_pass) on_pass(warm ? "warmup" : "run", index);
       StageTimes flops{};
-      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls, &result, &measured);
+      const StageTimes t = run_pass(models, s, &flops, &result.unet_calls, &result, &measured, load ? &*load : nullptr);
       if (i == 0) result.flops = flops;
       if (!warm) result.runs.push_back(t);
     }
@@ -281,10 +295,18 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       prepare_side(side, other.dtype);
       if (on_pass) on_pass(s.baseline_label + (warm ? " warmup" : " run"), index);
       StageTimes flops{};
-      const StageTimes t = run_pass(side, other, &flops, &result.baseline_unet_calls, nullptr, &compared);
+      const StageTimes t =
+          run_pass(side, other, &flops, &result.baseline_unet_calls, nullptr, &compared, load ? &*load : nullptr);
       if (!warm) result.plain_runs.push_back(t);
     }
   }
+  if (load) {
+    result.threads_fewest = load->fewest();
+    result.threads_most = load->most();
+  } else {
+    result.threads_fewest = result.threads_most = s.threads > 0 ? s.threads : threads_before;
+  }
+  at::set_num_threads(threads_before);
   if (s.compare_plain && !s.compare_default && compared.unet.defined()) {
     const at::Tensor a = measured.unet.to(at::kDouble), b = compared.unet.to(at::kDouble);
     result.unet_relative_error = (a - b).norm().item<double>() / b.norm().item<double>();

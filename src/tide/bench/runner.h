@@ -42,6 +42,8 @@ struct BenchSettings {
   // The compared side is tide generate's default run instead: 20 steps dpm++2m, guidance 7.5, the VAE, no
   // DeepCache (with the measured side's optimizations): "how much faster than the default is this recipe".
   bool compare_default = false;
+  int threads = 0;             // threads (0: the calling thread's count); with adapt_threads the most
+  bool adapt_threads = false;  // as tide generate without --threads: fewer while other processes keep cores busy
 };
 
 // The settings the compared side's passes run with (baseline optimizations, dtype, ToMe; no DeepCache under
@@ -66,6 +68,7 @@ struct BenchResult {
   // make different pictures on purpose); PSNR +inf for identical images.
   double unet_relative_error = std::nan("");
   double image_psnr_db = std::nan("");
+  int threads_fewest = 0, threads_most = 0;  // the thread counts the passes ran with
 };
 
 // Checks the settings against the models (sizes, scheduler name, steps); throws tide::Error.

@@ -13,6 +13,7 @@
 #include "tide/pipeline/a1111_conditioning.h"
 #include "tide/nn/timestep_embedding.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/load_aware_threads.h"
 #include "tide/runtime/memory.h"
 
 namespace tide::pipeline {
@@ -58,23 +59,30 @@ Model build(const Config& config) {
 // A pipeline's compute settings on the calling thread for the duration of one call.
 class ComputeScope {
  public:
-  explicit ComputeScope(const StableDiffusionPipeline::ComputeSettings& settings)
-      : optimizations_(settings.optimizations), previous_threads_(at::get_num_threads()) {
-    if (settings.threads > 0 && settings.threads != previous_threads_) {
-      at::set_num_threads(settings.threads);
-      restore_threads_ = true;
-    }
+  ComputeScope(const StableDiffusionPipeline::ComputeSettings& settings, runtime::LoadAwareThreads* load)
+      : optimizations_(settings.optimizations),
+        load_(load),
+        previous_threads_(at::get_num_threads()),
+        limit_(settings.threads > 0 ? settings.threads : previous_threads_) {
+    adapt();
   }
   ~ComputeScope() {
-    if (restore_threads_) at::set_num_threads(previous_threads_);
+    if (at::get_num_threads() != previous_threads_) at::set_num_threads(previous_threads_);
   }
   ComputeScope(const ComputeScope&) = delete;
   ComputeScope& operator=(const ComputeScope&) = delete;
 
+  // The thread count for the next piece of work: the limit, or what other processes leave free now.
+  void adapt() {
+    if (load_) load_->apply(limit_);
+    else if (at::get_num_threads() != limit_) at::set_num_threads(limit_);
+  }
+
  private:
   runtime::OptimizationsGuard optimizations_;
+  runtime::LoadAwareThreads* load_;
   int previous_threads_;
-  bool restore_threads_ = false;
+  int limit_;
 };
 
 }  // namespace
@@ -173,14 +181,15 @@ void StableDiffusionPipeline::set_loras(const std::vector<adapters::LoraSpec>& l
 
 void StableDiffusionPipeline::set_compute_settings(const ComputeSettings& settings) {
   compute_ = settings;
-  ComputeScope scope(compute_);
+  load_aware_threads_ = settings.adapt_to_load ? std::make_shared<runtime::LoadAwareThreads>() : nullptr;
+  ComputeScope scope(compute_, load_aware_threads_.get());
   nn::store_conv_weights_for_current_layout(*unet_);
   nn::store_conv_weights_for_current_layout(*vae_);
   if (taesd_) nn::store_conv_weights_for_current_layout(*taesd_);
 }
 
 void StableDiffusionPipeline::set_unet_dtype(at::ScalarType dtype) {
-  ComputeScope scope(compute_);
+  ComputeScope scope(compute_, load_aware_threads_.get());
   nn::set_compute_dtype(*unet_, dtype);
   nn::store_conv_weights_for_current_layout(*unet_);
 }
@@ -200,7 +209,7 @@ at::Tensor StableDiffusionPipeline::encode_ids(models::ClipTextModel& encoder, t
 
 PromptEmbeddings StableDiffusionPipeline::encode_prompt(const std::string& prompt, PromptSyntax syntax, int clip_skip) {
   c10::InferenceMode inference;
-  ComputeScope scope(compute_);
+  ComputeScope scope(compute_, load_aware_threads_.get());
   if (!text_encoder_)
     throw Error(description_ + ": the text encoders were released (release_text_encoders); prompts can no longer be encoded");
   if (clip_skip < 1) throw Error("clip skip must be at least 1 (1 = the text encoder's last layer), got " + std::to_string(clip_skip));
@@ -286,7 +295,7 @@ std::unique_ptr<schedulers::Scheduler> StableDiffusionPipeline::make_scheduler(c
 
 at::Tensor StableDiffusionPipeline::decode(const at::Tensor& latents, models::VaeTiling tiling) {
   c10::InferenceMode inference;
-  ComputeScope scope(compute_);
+  ComputeScope scope(compute_, load_aware_threads_.get());
   runtime::return_free_memory();
   if (taesd_) return taesd_->decode(latents / taesd_->config().scaling_factor);  // [N, 3, H, W]
   return vae_->decode(latents / vae_->config().scaling_factor, tiling);          // [N, 3, H, W]
@@ -302,7 +311,7 @@ void StableDiffusionPipeline::set_tiny_autoencoder(models::AutoencoderTiny taesd
   if (t.scale_factor() != vae_scale_factor())
     throw Error("the tiny autoencoder upscales latents " + std::to_string(t.scale_factor()) + "x, the VAE of " +
                 description_ + " " + std::to_string(vae_scale_factor()) + "x: use the TAESD made for this model");
-  ComputeScope scope(compute_);
+  ComputeScope scope(compute_, load_aware_threads_.get());
   nn::store_conv_weights_for_current_layout(*taesd);
   taesd_ = std::move(taesd);
 }
@@ -358,7 +367,7 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& requ
 GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw, const UNetConditioning& c,
                                                    const StepCallback& on_step) {
   c10::InferenceMode inference;
-  ComputeScope scope(compute_);
+  ComputeScope scope(compute_, load_aware_threads_.get());
   const GenerationRequest r = resolve(raw);
   const bool guided = uses_classifier_free_guidance(r.guidance);
   const at::Tensor &context = c.context, &pooled = c.pooled, &time_ids = c.time_ids;
@@ -398,6 +407,7 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw,
   const int total = static_cast<int>(timesteps.size() - start.first);
   for (size_t i = start.first; i < timesteps.size(); ++i) {
     const double t = timesteps[i];
+    if (i > start.first) scope.adapt();
     if (deep_cache) deep_cache->begin_call(static_cast<int>(i - start.first));  // counted from the first step run
     at::Tensor model_input = scheduler->scale_model_input(guided ? at::cat({latents, latents}) : latents, t);
     model_input = start.unet_input(model_input, guided);  // 9-channel inpainting: + mask, masked image latents

@@ -23,6 +23,10 @@
 #include "tide/text/clip_tokenizer.h"
 #include "tide/text/embeddings.h"
 
+namespace tide::runtime {
+class LoadAwareThreads;  // runtime/load_aware_threads.h
+}  // namespace tide::runtime
+
 namespace tide::pipeline {
 
 struct LoadOptions {
@@ -103,13 +107,19 @@ class StableDiffusionPipeline {
   // How this pipeline computes: its optimizations and thread count (0: the calling thread's own). Every
   // call installs them on the calling thread for its duration and restores what was there, so pipelines
   // with different settings can run in different threads of one process. A new pipeline takes the
-  // optimizations of the thread that loads it.
+  // optimizations of the thread that loads it. With adapt_to_load the count is an upper limit: each call and
+  // each denoising step runs with as many threads as other processes leave CPUs free
+  // (runtime/load_aware_threads.h). Results can then differ in their last bits between runs on a busy
+  // machine, as they do between thread counts; a fixed count repeats them bit for bit.
   struct ComputeSettings {
     runtime::Optimizations optimizations;
     int threads = 0;
+    bool adapt_to_load = false;
   };
   void set_compute_settings(const ComputeSettings& settings);
   const ComputeSettings& compute_settings() const { return compute_; }
+  // The thread counts adapt_to_load chose so far (null without it).
+  const runtime::LoadAwareThreads* load_aware_threads() const { return load_aware_threads_.get(); }
 
   int vae_scale_factor() const { return static_cast<int>(vae_->config().scale_factor()); }
   int default_size() const;
@@ -151,6 +161,7 @@ class StableDiffusionPipeline {
   models::AutoencoderTiny taesd_{nullptr};
   nlohmann::json scheduler_config_;
   ComputeSettings compute_;
+  std::shared_ptr<runtime::LoadAwareThreads> load_aware_threads_;  // with compute_.adapt_to_load
   adapters::LoraSet loras_;
 };
 
