@@ -27,9 +27,9 @@ const screenshotDir = process.env.TIDE_SCREENSHOT_DIR ||
                       (tideBinary ? path.join(path.dirname(path.resolve(tideBinary)), "browser-screenshots") : "");
 
 // Keeps what the page looked like at this point (for people reading the results, and for the README).
-async function screenshot(page, name) {
+async function screenshot(page, name, options = {}) {
   fs.mkdirSync(screenshotDir, {recursive: true});
-  await page.screenshot({path: path.join(screenshotDir, name + ".png")});
+  await page.screenshot(Object.assign({path: path.join(screenshotDir, name + ".png")}, options));
 }
 // Waits are for events, never timed assertions; this bound only turns a hang into a failure on a loaded machine.
 const WAIT_MS = 45_000;
@@ -489,7 +489,7 @@ describe("tide serve's web page", () => {
     await waitIdle(page);
     assert.equal(await text(page, "#error"), "");
     assert.match(await text(page, "#state"), /^Done: 1 image\(s\)\.$/);
-    await screenshot(page, "desktop-img2img");
+    await screenshot(page, "desktop-img2img", {fullPage: true});  // the form is longer than the window
 
     assert.equal(sent.length, 1);
     const body = sent[0].body;
