@@ -520,8 +520,10 @@ describe("tide serve's web page", () => {
     assert.match(parameters, /Mask blur: 2/);
     assert.match(await text(page, "#gallery figcaption"), /Denoising strength: 0\.6/);
 
-    // On a phone-sized screen, with both pictures chosen, nothing scrolls sideways.
-    await page.setViewport({width: 390, height: 844, isMobile: true, hasTouch: true, deviceScaleFactor: 3});
+    // On a phone-wide window, with both pictures chosen, nothing scrolls sideways. (Without isMobile, which would
+    // reload the page and lose them.)
+    await page.setViewport({width: 390, height: 844});
+    assert.equal(await page.$eval("#mask-picked", (m) => m.hidden), false, "the page kept its pictures");
     const widths = await page.evaluate(() => ({scroll: document.scrollingElement.scrollWidth, inner: innerWidth}));
     assert.ok(widths.scroll <= widths.inner, JSON.stringify(widths));
     await page.setViewport({width: 1280, height: 900});
