@@ -451,11 +451,17 @@ describe("tide serve's web page", () => {
   test("image to image: a starting image and a mask from the pickers give an inpainted picture; eta and " +
        "DeepCache reach the request and its PNG", async () => {
     const page = await openPage();
-    const sent = [];
-    page.on("request", (r) => {
-      const route = new URL(r.url()).pathname;
-      if (route === "/sdapi/v1/img2img" || route === "/sdapi/v1/txt2img") sent.push({route, body: JSON.parse(r.postData())});
+    // The generation requests the page sends, as it sends them (Firefox's WebDriver BiDi gives no request bodies).
+    await page.evaluate(() => {
+      window.sentRequests = [];
+      const fetchOriginal = window.fetch;
+      window.fetch = (route, options) => {
+        if (route === "/sdapi/v1/img2img" || route === "/sdapi/v1/txt2img")
+          window.sentRequests.push({route, body: JSON.parse(options.body)});
+        return fetchOriginal(route, options);
+      };
     });
+    const sentRequests = () => page.evaluate(() => window.sentRequests);
     const initFile = await drawPng(page, "init");
     const maskFile = await drawPng(page, "mask");
     await fillForm(page, {prompt: "an inpainted harbour", steps: 4, width: 128, height: 128, seed: 9});
@@ -491,6 +497,7 @@ describe("tide serve's web page", () => {
     assert.match(await text(page, "#state"), /^Done: 1 image\(s\)\.$/);
     await screenshot(page, "desktop-img2img", {fullPage: true});  // the form is longer than the window
 
+    let sent = await sentRequests();
     assert.equal(sent.length, 1);
     const body = sent[0].body;
     assert.equal(sent[0].route, "/sdapi/v1/img2img");
@@ -539,17 +546,21 @@ describe("tide serve's web page", () => {
     assert.equal(pngInfoRequests, 0);
     assert.equal(await page.$eval("#mask-picked", (m) => m.hidden), false, "the mask stays");
 
-    // Remove (by keyboard): the starting image and its mask go, the focus lands on the picker, and Generate is
-    // text to image again.
-    await page.focus("#init-clear");
-    await page.keyboard.press("Enter");
-    assert.equal(await page.$eval("#init-picked", (m) => m.hidden), true);
+    // Remove (reached by Tab, pressed with Enter): the starting image and its mask go, the focus lands on the
+    // picker, and Generate is text to image again. Firefox under WebDriver BiDi does not turn synthetic Enter or
+    // Space on a type=button into a click (Tab works): there the button is clicked.
+    await page.focus("#strength");
+    await tabTo(page, "init-clear");
+    if (firefox) await page.click("#init-clear");
+    else await page.keyboard.press("Enter");
+    await page.waitForFunction(() => document.getElementById("init-picked").hidden);
     assert.equal(await page.$eval("#mask-picked", (m) => m.hidden), true);
     assert.equal(await page.$eval("#mask-file", (i) => i.disabled), true);
     assert.equal(await page.evaluate(() => document.activeElement.id), "init-file");
     await page.click("#go");
     await page.waitForFunction(() => document.querySelectorAll("#gallery figure").length === 2);
     await waitIdle(page);
+    sent = await sentRequests();
     assert.equal(sent.length, 2);
     assert.equal(sent[1].route, "/sdapi/v1/txt2img");
     assert.equal(sent[1].body.init_images, undefined);
