@@ -87,6 +87,10 @@ int run_serve(int argc, char** argv) {
       .option("max-images", "N", "most images per request (batch_size x n_iter, or n)", "16")
       .option("max-body", "MB", "largest request body, in MiB", "32")
       .option("output-dir", "DIR", "where A1111's save_images writes PNGs", "nowhere")
+      .option("image-url-lifetime", "SECONDS",
+              "how long a picture answered with OpenAI's response_format \"url\" stays at its /v1/images/files/ID.png "
+              "address (kept in memory, at most 256 pictures: the oldest leave first); 1 to 604800 (a week)",
+              "600")
       .option("preview-decoder", "DIR",
               "live previews of SD 1.x/2.x models decoded at full size by this tiny autoencoder (a diffusers "
               "AutoencoderTiny folder, e.g. madebyollin/taesd), once per step",
@@ -146,6 +150,12 @@ int run_serve(int argc, char** argv) {
     options.output_dir = args.get("output-dir");
     if (!fs::is_directory(options.output_dir))
       throw Error("tide serve: --output-dir " + options.output_dir.string() + " is not a folder");
+  }
+  if (args.has("image-url-lifetime")) {
+    const int seconds = args.get_int("image-url-lifetime");
+    if (seconds < 1 || seconds > 604800)
+      throw Error("tide serve: --image-url-lifetime must be between 1 and 604800 seconds, got " + std::to_string(seconds));
+    options.url_image_lifetime = std::chrono::seconds(seconds);
   }
   if (args.has("preview-decoder")) options.preview_decoder = args.get("preview-decoder");
   if (args.has("preview-decoder-xl")) options.preview_decoder_xl = args.get("preview-decoder-xl");

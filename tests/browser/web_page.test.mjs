@@ -27,9 +27,9 @@ const screenshotDir = process.env.TIDE_SCREENSHOT_DIR ||
                       (tideBinary ? path.join(path.dirname(path.resolve(tideBinary)), "browser-screenshots") : "");
 
 // Keeps what the page looked like at this point (for people reading the results, and for the README).
-async function screenshot(page, name) {
+async function screenshot(page, name, options = {}) {
   fs.mkdirSync(screenshotDir, {recursive: true});
-  await page.screenshot({path: path.join(screenshotDir, name + ".png")});
+  await page.screenshot(Object.assign({path: path.join(screenshotDir, name + ".png")}, options));
 }
 // Waits are for events, never timed assertions; this bound only turns a hang into a failure on a loaded machine.
 const WAIT_MS = 45_000;
@@ -156,6 +156,40 @@ async function tabTo(page, id, limit = 30) {
     if (await page.evaluate(() => document.activeElement && document.activeElement.id) === id) return presses;
   }
   throw new Error(`#${id} never got the focus in ${limit} presses of Tab`);
+}
+
+// A 64x64 PNG drawn by the page's canvas, saved in the work folder: "mask" is white (repaint) on its left half
+// and black on its right, "init" a picture of coloured blocks.
+async function drawPng(page, kind) {
+  const bytes = await page.evaluate(async (kind) => {
+    const canvas = document.createElement("canvas");
+    canvas.width = canvas.height = 64;
+    const g = canvas.getContext("2d");
+    if (kind === "mask") {
+      g.fillStyle = "#000"; g.fillRect(0, 0, 64, 64);
+      g.fillStyle = "#fff"; g.fillRect(0, 0, 32, 64);
+    } else {
+      g.fillStyle = "#2060c0"; g.fillRect(0, 0, 64, 64);
+      g.fillStyle = "#e0a020"; g.fillRect(8, 24, 48, 32);
+      g.fillStyle = "#c02020"; g.fillRect(20, 6, 24, 18);
+    }
+    const blob = await new Promise((r) => canvas.toBlob(r, "image/png"));
+    return Array.from(new Uint8Array(await blob.arrayBuffer()));
+  }, kind);
+  const file = path.join(workDir, kind + ".png");
+  fs.writeFileSync(file, Buffer.from(bytes));
+  return file;
+}
+
+// Drops these bytes, as a file, on the element with this id (the events a user's drop fires).
+async function dropOn(page, id, bytes, name) {
+  await page.evaluate((id, bytes, name) => {
+    const data = new DataTransfer();
+    data.items.add(new File([new Uint8Array(bytes)], name, {type: "image/png"}));
+    const zone = document.getElementById(id);
+    for (const type of ["dragenter", "dragover", "drop"])
+      zone.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));
+  }, id, Array.from(bytes), name);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -411,6 +445,155 @@ describe("tide serve's web page", () => {
     assert.equal(await value(page, "#model"), "tiny");
     assert.equal(await text(page, "#error"), "");
     assert.equal(pngInfoRequests, 1, "the dropped file is read once");
+    await closePage(page);
+  });
+
+  test("image to image: a starting image and a mask from the pickers give an inpainted picture; eta and " +
+       "DeepCache reach the request and its PNG", async () => {
+    const page = await openPage();
+    // The generation requests the page sends, as it sends them (Firefox's WebDriver BiDi gives no request bodies).
+    await page.evaluate(() => {
+      window.sentRequests = [];
+      const fetchOriginal = window.fetch;
+      window.fetch = (route, options) => {
+        if (route === "/sdapi/v1/img2img" || route === "/sdapi/v1/txt2img")
+          window.sentRequests.push({route, body: JSON.parse(options.body)});
+        return fetchOriginal(route, options);
+      };
+    });
+    const sentRequests = () => page.evaluate(() => window.sentRequests);
+    const initFile = await drawPng(page, "init");
+    const maskFile = await drawPng(page, "mask");
+    await fillForm(page, {prompt: "an inpainted harbour", steps: 4, width: 128, height: 128, seed: 9});
+    await page.select("#sampler", "DDIM");
+    await typeInto(page, "#eta", "0.3");
+    await typeInto(page, "#cache", "2");
+    assert.equal(await page.$eval("#mask-file", (i) => i.disabled), true, "no mask before a starting image");
+    // The pickers are labelled and in the tab order.
+    assert.equal(await page.$eval("#init-file", (i) => i.labels[0].textContent.trim()), "choose the starting image");
+    assert.equal(await page.$eval("#mask-file", (i) => i.labels[0].textContent.trim()), "choose the mask");
+    assert.match(await page.$eval("#init-zone", (z) => z.textContent), /starting image/);
+    assert.equal(await page.$eval("#strength", (i) => i.labels[0].textContent), "Denoising strength");
+    assert.match(await page.$eval("#eta", (i) => document.getElementById(i.getAttribute("aria-describedby")).textContent),
+                 /DDIM/);
+    assert.match(await page.$eval("#cache", (i) => document.getElementById(i.getAttribute("aria-describedby")).textContent),
+                 /1 = off/);
+
+    await (await page.$("#init-file")).uploadFile(initFile);
+    await page.waitForFunction(() => !document.getElementById("init-picked").hidden);
+    assert.match(await text(page, "#init-name"), /^init\.png \(64x64\)$/);
+    assert.equal(await page.$eval("#init-thumb", (i) => i.naturalWidth), 64);
+    assert.equal(await value(page, "#width"), "64", "the picture takes the starting image's size");
+    assert.equal(await value(page, "#height"), "64");
+    assert.equal(await page.$eval("#mask-file", (i) => i.disabled), false);
+    await (await page.$("#mask-file")).uploadFile(maskFile);
+    await page.waitForFunction(() => !document.getElementById("mask-picked").hidden);
+    await typeInto(page, "#strength", "0.6");
+    await typeInto(page, "#maskblur", "2");
+    await page.click("#go");
+    await page.waitForSelector("#gallery figure");
+    await waitIdle(page);
+    assert.equal(await text(page, "#error"), "");
+    assert.match(await text(page, "#state"), /^Done: 1 image\(s\)\.$/);
+    await screenshot(page, "desktop-img2img", {fullPage: true});  // the form is longer than the window
+
+    let sent = await sentRequests();
+    assert.equal(sent.length, 1);
+    const body = sent[0].body;
+    assert.equal(sent[0].route, "/sdapi/v1/img2img");
+    assert.equal(body.init_images.length, 1);
+    assert.equal(Buffer.from(body.init_images[0].replace(/^data:image\/png;base64,/, ""), "base64").toString("hex"),
+                 fs.readFileSync(initFile).toString("hex"), "the starting image is sent as chosen");
+    assert.equal(Buffer.from(body.mask.replace(/^data:image\/png;base64,/, ""), "base64").toString("hex"),
+                 fs.readFileSync(maskFile).toString("hex"));
+    assert.equal(body.denoising_strength, 0.6);
+    assert.equal(body.mask_blur, 2);
+    assert.equal(body.inpainting_mask_invert, 0);
+    assert.equal(body.eta, 0.3);
+    assert.equal(body.tide_cache_interval, 2);
+    assert.equal(body.sampler_name, "DDIM");
+
+    // The picture's PNG, as the download link holds it, records what was asked.
+    const href = await page.$eval("#gallery a", (a) => a.href);
+    const png = Buffer.from(await page.evaluate(async (url) =>
+      Array.from(new Uint8Array(await (await fetch(url)).arrayBuffer())), href));
+    assert.deepEqual(pngSize(png), {width: 64, height: 64});
+    const parameters = pngTextChunks(png).parameters;
+    assert.ok(parameters.startsWith("an inpainted harbour\n"), parameters);
+    assert.match(parameters, /Steps: 4, Sampler: DDIM,.*Seed: 9, Size: 64x64/);
+    assert.match(parameters, /Eta: 0\.3/);
+    assert.match(parameters, /DeepCache interval: 2/);
+    assert.match(parameters, /Denoising strength: 0\.6/);
+    assert.match(parameters, /Mask blur: 2/);
+    assert.match(await text(page, "#gallery figcaption"), /Denoising strength: 0\.6/);
+
+    // On a phone-wide window, with both pictures chosen, nothing scrolls sideways. (Without isMobile, which would
+    // reload the page and lose them.)
+    await page.setViewport({width: 390, height: 844});
+    assert.equal(await page.$eval("#mask-picked", (m) => m.hidden), false, "the page kept its pictures");
+    const widths = await page.evaluate(() => ({scroll: document.scrollingElement.scrollWidth, inner: innerWidth}));
+    assert.ok(widths.scroll <= widths.inner, JSON.stringify(widths));
+    await page.setViewport({width: 1280, height: 900});
+
+    // A PNG with settings dropped on the starting image's zone becomes the starting image; the form keeps its
+    // settings and nothing asks the server for the PNG's parameters.
+    let pngInfoRequests = 0;
+    page.on("request", (r) => { if (r.url().endsWith("/sdapi/v1/png-info")) ++pngInfoRequests; });
+    await typeInto(page, "#prompt", "a second harbour");
+    await dropOn(page, "init-zone", png, "result.png");
+    await page.waitForFunction(() => document.getElementById("init-name").textContent.startsWith("result.png"));
+    assert.equal(await value(page, "#prompt"), "a second harbour");
+    assert.equal(pngInfoRequests, 0);
+    assert.equal(await page.$eval("#mask-picked", (m) => m.hidden), false, "the mask stays");
+
+    // Remove (reached by Tab, pressed with Enter): the starting image and its mask go, the focus lands on the
+    // picker, and Generate is text to image again. Firefox under WebDriver BiDi does not turn synthetic Enter or
+    // Space on a type=button into a click (Tab works): there the button is clicked.
+    await page.focus("#strength");
+    await tabTo(page, "init-clear");
+    if (firefox) await page.click("#init-clear");
+    else await page.keyboard.press("Enter");
+    await page.waitForFunction(() => document.getElementById("init-picked").hidden);
+    assert.equal(await page.$eval("#mask-picked", (m) => m.hidden), true);
+    assert.equal(await page.$eval("#mask-file", (i) => i.disabled), true);
+    assert.equal(await page.evaluate(() => document.activeElement.id), "init-file");
+    await page.click("#go");
+    await page.waitForFunction(() => document.querySelectorAll("#gallery figure").length === 2);
+    await waitIdle(page);
+    sent = await sentRequests();
+    assert.equal(sent.length, 2);
+    assert.equal(sent[1].route, "/sdapi/v1/txt2img");
+    assert.equal(sent[1].body.init_images, undefined);
+    await closePage(page);
+
+    // The picture dropped on the settings zone of a fresh page fills eta, DeepCache and the strength.
+    const fresh = await openPage();
+    await dropOn(fresh, "drop", png, "result.png");
+    await fresh.waitForFunction(() => document.getElementById("prompt").value !== "");
+    assert.equal(await value(fresh, "#prompt"), "an inpainted harbour");
+    assert.equal(await value(fresh, "#sampler"), "DDIM");
+    assert.equal(await value(fresh, "#eta"), "0.3");
+    assert.equal(await value(fresh, "#cache"), "2");
+    assert.equal(await value(fresh, "#strength"), "0.6");
+    assert.equal(await value(fresh, "#maskblur"), "2");
+    assert.equal(await fresh.$eval("#init-picked", (m) => m.hidden), true, "settings are not a starting image");
+    await closePage(fresh);
+  });
+
+  test("a starting image that is no PNG or JPEG, or a mask before a starting image, says so", async () => {
+    const page = await openPage();
+    await page.evaluate(() => {
+      const data = new DataTransfer();
+      data.items.add(new File(["GIF89a"], "anim.gif", {type: "image/gif"}));
+      document.getElementById("init-zone").dispatchEvent(
+          new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true}));
+    });
+    await page.waitForFunction(() => document.getElementById("error").textContent !== "");
+    assert.match(await text(page, "#error"), /^Cannot use anim\.gif as the starting image: it is not a PNG or JPEG/);
+    assert.equal(await page.$eval("#init-picked", (m) => m.hidden), true);
+    await dropOn(page, "mask-zone", Buffer.from(generatedPng || []), "mask.png");
+    await page.waitForFunction(() => /before its mask/.test(document.getElementById("error").textContent));
+    assert.equal(await page.$eval("#mask-picked", (m) => m.hidden), true);
     await closePage(page);
   });
 

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <thread>
 
 #include "cli_runner.h"
 #include "serve_process.h"
@@ -73,6 +74,37 @@ TEST_F(CliServe, HelpAndBadFlags) {
   const auto key = run_tide("serve --models " + quote(model().parent_path()) + " --api-key-file /nonexistent/key --port 0");
   EXPECT_EQ(key.code, 1);
   EXPECT_NE(key.output.find("cannot read --api-key-file"), std::string::npos) << key.output;
+}
+
+// --image-url-lifetime: how long OpenAI's response_format "url" pictures stay. Refused outside 1 s to a week; a
+// picture of a 1-second server is gone once that second has passed, one of an hour's server is still there.
+TEST_F(CliServe, ImageUrlLifetimeFlag) {
+  const auto help = run_tide("serve --help");
+  EXPECT_NE(help.output.find("--image-url-lifetime SECONDS"), std::string::npos) << help.output;
+  for (const char* bad : {"0", "-5", "604801", "soon"}) {
+    const auto refused = run_tide("serve --models " + quote(model().parent_path()) + " --port 0 --image-url-lifetime " + bad);
+    EXPECT_EQ(refused.code, 1) << bad;
+    EXPECT_NE(refused.output.find("--image-url-lifetime"), std::string::npos) << bad << ": " << refused.output;
+  }
+  auto url_after_two_seconds = [&](const std::string& lifetime) {
+    ServeProcess serve({"--models", model().parent_path().string(), "--port", "0", "--threads", "1",
+                        "--image-url-lifetime", lifetime});
+    EXPECT_GT(serve.port(), 0) << "tide serve did not start with --image-url-lifetime " << lifetime;
+    httplib::Client client("127.0.0.1", serve.port());
+    client.set_read_timeout(300, 0);
+    const json request = {{"prompt", "a fox"}, {"size", "32x32"}, {"steps", 2}, {"response_format", "url"}};
+    const auto reply = client.Post("/v1/images/generations", request.dump(), "application/json");
+    EXPECT_TRUE(reply && reply->status == 200) << (reply ? reply->body : "no reply");
+    if (!reply || reply->status != 200) return 0;
+    const std::string url = json::parse(reply->body)["data"][0]["url"];
+    const std::string path = url.substr(url.find("/v1/images/files/"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // past a 1-second lifetime, whatever the load
+    const auto fetched = client.Get(path.c_str());
+    EXPECT_EQ(serve.stop(SIGTERM), 0);
+    return fetched ? fetched->status : 0;
+  };
+  EXPECT_EQ(url_after_two_seconds("1"), 404);
+  EXPECT_EQ(url_after_two_seconds("3600"), 200);
 }
 
 }  // namespace

@@ -88,4 +88,39 @@ TEST(ServerInfotext, WritesA1111sFormAndReadsItBack) {
   EXPECT_EQ(tide::server::format_number(7.5), "7.5");
 }
 
+// The keys tide generate writes for DeepCache, image to image and inpainting, and A1111's "Lora hashes" (quoted:
+// the value holds commas), each read back by png-info as the web page does.
+TEST(ServerInfotext, RecordsDeepCacheDenoisingStrengthMaskBlurAndLoraHashes) {
+  tide::pipeline::GenerationRequest r;
+  r.prompt = "a boat <lora:ink:0.8>";
+  r.prompt_syntax = tide::pipeline::PromptSyntax::kA1111;
+  r.steps = 10;
+  r.guidance = 7;
+  r.width = r.height = 64;
+  r.cache_interval = 3;
+  r.init_image = at::zeros({64, 64, 3}, at::kByte);
+  r.strength = 0.6;
+  r.mask = at::zeros({64, 64}, at::kByte);
+  r.mask_blur = 4;
+  const std::string text = tide::server::infotext(r, 5, "Euler", "", "sd15", "ink: 0123456789ab, b: ba9876543210");
+  EXPECT_EQ(text.rfind("a boat <lora:ink:0.8>\nSteps: 10, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 64x64, Model: sd15, "
+                       "DeepCache interval: 3, Denoising strength: 0.6, Mask blur: 4, "
+                       "Lora hashes: \"ink: 0123456789ab, b: ba9876543210\", Version: tide ",
+                       0),
+            0u)
+      << text;
+  const auto parsed = tide::server::parse_infotext(text);
+  EXPECT_EQ(parsed["DeepCache interval"], "3");
+  EXPECT_EQ(parsed["Denoising strength"], "0.6");
+  EXPECT_EQ(parsed["Mask blur"], "4");
+  EXPECT_EQ(parsed["Lora hashes"], "ink: 0123456789ab, b: ba9876543210");
+  // Off and absent: none of these keys.
+  tide::pipeline::GenerationRequest plain;
+  plain.prompt = "a boat";
+  plain.prompt_syntax = tide::pipeline::PromptSyntax::kA1111;
+  const std::string none = tide::server::infotext(plain, 5, "Euler", "", "sd15");
+  for (const char* key : {"DeepCache", "Denoising", "Mask blur", "Lora hashes"})
+    EXPECT_EQ(none.find(key), std::string::npos) << key << " in " << none;
+}
+
 }  // namespace

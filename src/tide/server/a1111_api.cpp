@@ -159,11 +159,15 @@ HttpReply generate(ApiContext& ctx, const std::string& raw_body, bool image_to_i
           throw FieldError{"mask_blur", "mask_blur must be between 0 and 64", "value_error.number.not_in_range"};
       }
     }
-    if (sampler.scheduler == "ddim") {
+    if (sampler.scheduler == "ddim" || sampler.scheduler == "tcd") {  // the others have no eta (A1111 ignores it)
       const double eta = get_number(body, "eta", 0.0);
       if (!(eta >= 0 && eta <= 1)) throw FieldError{"eta", "eta must be between 0 and 1", "value_error"};
       request.scheduler_options.eta = eta;
     }
+    // tide's extension (A1111 has no such setting): DeepCache, as tide generate --cache-interval.
+    const int64_t cache_interval = get_int(body, kCacheIntervalField, 1);
+    require_range(kCacheIntervalField, cache_interval, 1, ctx.limits.max_steps);
+    request.cache_interval = static_cast<int>(cache_interval);
 
     std::vector<std::string> warnings;
     for (const auto& name : unimplemented_fields(body)) warnings.push_back(name + " is not implemented by tide and was ignored");
@@ -207,6 +211,7 @@ HttpReply generate(ApiContext& ctx, const std::string& raw_body, bool image_to_i
     spec.request = request;
     spec.images = batch_size * n_iter;
     spec.loras = loras;
+    spec.prompt_as_sent = prompt_as_sent;
     std::shared_ptr<Job> job;
     try {
       job = ctx.queue.submit(spec);
@@ -222,11 +227,9 @@ HttpReply generate(ApiContext& ctx, const std::string& raw_body, bool image_to_i
     r.prompt = prompt_as_sent;
     json images = json::array(), infotexts = json::array(), seeds = json::array();
     const std::string stamp = timestamp();
-    const std::string lora_hashes = ctx.loras && !loras.empty() ? ctx.loras->hashes(loras) : "";
     for (size_t i = 0; i < outcome.images.size(); ++i) {
       const auto& image = outcome.images[i];
-      std::string text = infotext(r, image.seed, sampler.a1111_name, sampler.schedule_label, outcome.model);
-      if (!lora_hashes.empty()) text.insert(text.rfind(", Version: "), ", Lora hashes: \"" + lora_hashes + "\"");
+      const std::string text = job_infotext(spec, outcome, image.seed, sampler.a1111_name, sampler.schedule_label, ctx.loras);
       infotexts.push_back(text);
       seeds.push_back(image.seed);
       if (!send_images && !(save_images && !ctx.output_dir.empty())) continue;
@@ -293,6 +296,7 @@ HttpReply generate(ApiContext& ctx, const std::string& raw_body, bool image_to_i
     parameters["scheduler"] = schedule;
     parameters["send_images"] = send_images;
     parameters["save_images"] = save_images;
+    parameters[kCacheIntervalField] = r.cache_interval;
     return json_reply({{"images", images}, {"parameters", parameters}, {"info", info.dump()}});
   } catch (const FieldError& e) {
     return field_error(e);

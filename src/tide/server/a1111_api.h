@@ -9,6 +9,10 @@
 
 namespace tide::server::a1111 {
 
+// tide's extension of txt2img and img2img: DeepCache's interval N (the whole UNet every N-th step; 1, the
+// default, = off), as tide generate --cache-interval. Recorded in the infotexts as "DeepCache interval: N".
+inline constexpr const char kCacheIntervalField[] = "tide_cache_interval";
+
 HttpReply txt2img(ApiContext& ctx, const std::string& body);
 // /sdapi/v1/img2img: init_images, denoising_strength, mask, mask_blur, inpainting_mask_invert (PNG or JPEG).
 // In both, <lora:NAME:WEIGHT> prompt tags apply LoRAs of the --lora-dir folders to that job only.

@@ -15,7 +15,7 @@ std::string format_number(double value) {
 }
 
 std::string infotext(const pipeline::GenerationRequest& r, uint64_t seed, const std::string& sampler,
-                     const std::string& schedule_label, const std::string& model) {
+                     const std::string& schedule_label, const std::string& model, const std::string& lora_hashes) {
   std::ostringstream s;
   s << r.prompt;
   if (r.negative_prompt && !r.negative_prompt->empty()) s << "\nNegative prompt: " << *r.negative_prompt;
@@ -26,9 +26,22 @@ std::string infotext(const pipeline::GenerationRequest& r, uint64_t seed, const 
   if (r.clip_skip != 1) s << ", Clip skip: " << r.clip_skip;
   if (r.scheduler_options.eta != 0) s << ", Eta: " << format_number(r.scheduler_options.eta);
   if (r.tome.enabled()) s << ", Token merging ratio: " << format_number(r.tome.ratio);
+  // The same keys as tide generate's PNGs (and A1111's for denoising strength and mask blur).
+  if (r.cache_interval > 1) s << ", DeepCache interval: " << r.cache_interval;
   if (r.prompt_syntax == pipeline::PromptSyntax::kPlain) s << ", Prompt syntax: plain";
+  if (r.init_image.defined() && r.strength) s << ", Denoising strength: " << format_number(*r.strength);
+  if (r.mask.defined() && r.mask_blur > 0) s << ", Mask blur: " << format_number(r.mask_blur);
+  if (!lora_hashes.empty()) s << ", Lora hashes: \"" << lora_hashes << "\"";
   s << ", Version: tide " TIDE_VERSION;
   return s.str();
+}
+
+std::string job_infotext(const JobSpec& spec, const JobOutcome& outcome, uint64_t seed, const std::string& sampler,
+                         const std::string& schedule_label, LoraLibrary* loras) {
+  pipeline::GenerationRequest r = outcome.request;
+  if (!spec.prompt_as_sent.empty()) r.prompt = spec.prompt_as_sent;
+  const std::string hashes = loras && !spec.loras.empty() ? loras->hashes(spec.loras) : "";
+  return infotext(r, seed, sampler, schedule_label, outcome.model, hashes);
 }
 
 nlohmann::json parse_infotext(const std::string& text) {

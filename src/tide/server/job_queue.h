@@ -34,6 +34,9 @@ struct JobSpec {
   bool keep = false;
   // LoRAs merged into the model for this job (none: its base weights, restored bit for bit).
   std::vector<adapters::LoraSpec> loras;
+  // The prompt as the client sent it, its <lora:...> tags kept (request.prompt has them cut out): what the
+  // infotexts record, as A1111's do. "" = request.prompt.
+  std::string prompt_as_sent;
   // Called on the worker after every denoising step: picture `image` (0-based) has done `step` of `steps`;
   // `latents` [N, C, h, w] are the pipeline's (copy what you keep). For streamed previews.
   std::function<void(int image, int step, int steps, const at::Tensor& latents)> on_step;

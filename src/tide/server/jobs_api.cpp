@@ -60,11 +60,12 @@ json request_json(const pipeline::GenerationRequest& r, const std::string& model
           {"karras", r.scheduler_options.karras},
           {"num_images", images},
           {"model", model.empty() ? json(nullptr) : json(model)},
-          {"prompt_syntax", r.prompt_syntax == pipeline::PromptSyntax::kPlain ? "plain" : "a1111"}};
+          {"prompt_syntax", r.prompt_syntax == pipeline::PromptSyntax::kPlain ? "plain" : "a1111"},
+          {"cache_interval", r.cache_interval}};
 }
 
-// The job as GET shows it. queue: for the place of a job that has not ended.
-json job_json(const Job& job, const JobQueue* queue) {
+// The job as GET shows it. queue: for the place of a job that has not ended; loras: for the infotexts.
+json job_json(const Job& job, const JobQueue* queue, LoraLibrary* loras) {
   const JobState s = job.state();
   const std::string& id = job.id();
   json out = {{"id", id}, {"status", status_name(s.status)}, {"links", links(id)}};
@@ -94,8 +95,8 @@ json job_json(const Job& job, const JobQueue* queue) {
   if (s.status == JobStatus::kFailed) out["error"] = o.error;
   json images = json::array(), seeds = json::array(), infotexts = json::array();
   for (const auto& image : o.images) {
-    const std::string text = infotext(o.request, image.seed, sampler_label(o.request.scheduler),
-                                      o.request.scheduler_options.karras ? "Karras" : "", o.model);
+    const std::string text = job_infotext(job.spec(), o, image.seed, sampler_label(o.request.scheduler),
+                                          o.request.scheduler_options.karras ? "Karras" : "", loras);
     images.push_back(base64_encode(io::encode_png(image.rgb8, {{"parameters", text}})));
     seeds.push_back(image.seed);
     infotexts.push_back(text);
@@ -113,7 +114,7 @@ std::string sse_event(const char* name, const json& data) {
 
 const std::set<std::string> kFields = {"prompt", "negative_prompt", "seed",       "steps",     "guidance",
                                        "cfg_scale", "width",         "height",     "scheduler", "karras",
-                                       "num_images", "model",        "prompt_syntax"};
+                                       "num_images", "model",        "prompt_syntax", "cache_interval"};
 
 JobSpec parse_job(ApiContext& ctx, const json& body) {
   for (const auto& [key, value] : body.items())
@@ -125,6 +126,7 @@ JobSpec parse_job(ApiContext& ctx, const json& body) {
   JobSpec spec;
   pipeline::GenerationRequest& r = spec.request;
   r.prompt = get_string(body, "prompt", "");
+  spec.prompt_as_sent = r.prompt;
   if (body.contains("negative_prompt") && !body["negative_prompt"].is_null())
     r.negative_prompt = get_string(body, "negative_prompt", "");
   const std::string syntax = get_string(body, "prompt_syntax", "a1111");
@@ -159,6 +161,9 @@ JobSpec parse_job(ApiContext& ctx, const json& body) {
     require_range(side, v, 1, ctx.limits.max_side);
     (std::string(side) == "width" ? r.width : r.height) = static_cast<int>(v);
   }
+  const int64_t cache_interval = get_int(body, "cache_interval", 1);
+  require_range("cache_interval", cache_interval, 1, ctx.limits.max_steps);
+  r.cache_interval = static_cast<int>(cache_interval);
   const int64_t images = get_int(body, "num_images", 1);
   require_range("num_images", images, 1, ctx.limits.max_images);
   spec.images = static_cast<int>(images);
@@ -238,19 +243,19 @@ HttpReply create(ApiContext& ctx, const std::string& raw) {
 HttpReply get(ApiContext& ctx, const std::string& id) {
   const auto job = ctx.queue.find(id);
   if (!job) return not_found(id);
-  return json_reply(job_json(*job, &ctx.queue));
+  return json_reply(job_json(*job, &ctx.queue, ctx.loras));
 }
 
 HttpReply cancel(ApiContext& ctx, const std::string& id) {
   const auto job = ctx.queue.find(id);
   if (!job) return not_found(id);
   if (!ended(job->state().status) && ctx.queue.interrupt(id)) job->wait();
-  return json_reply(job_json(*job, &ctx.queue));
+  return json_reply(job_json(*job, &ctx.queue, ctx.loras));
 }
 
 std::shared_ptr<EventStream> open_events(ApiContext& ctx, const std::string& id) {
   auto job = ctx.queue.find(id);
-  return job ? std::make_shared<EventStream>(std::move(job)) : nullptr;
+  return job ? std::make_shared<EventStream>(std::move(job), ctx.loras) : nullptr;
 }
 
 std::string EventStream::next(std::chrono::milliseconds wait, bool& ended_now) {
@@ -268,7 +273,7 @@ std::string EventStream::next(std::chrono::milliseconds wait, bool& ended_now) {
     ++steps_sent_;
   }
   if (ended(s.status)) {
-    out += sse_event(status_name(s.status), job_json(*job_, nullptr));
+    out += sse_event(status_name(s.status), job_json(*job_, nullptr, loras_));
     ended_ = ended_now = true;
   }
   return out.empty() ? std::string(": waiting\n\n") : out;

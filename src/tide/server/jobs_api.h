@@ -16,8 +16,9 @@ namespace tide::server::jobs {
 
 // Body: prompt, negative_prompt, seed (-1 or absent: random), steps (50), guidance or cfg_scale (7.5), width and
 // height (the model's size), scheduler (tide's names, as tide generate --scheduler; absent: the model's own),
-// karras, num_images (1), model (absent: the current one), prompt_syntax ("a1111" or "plain"). Unknown fields
-// are refused.
+// karras, num_images (1), model (absent: the current one), prompt_syntax ("a1111" or "plain"), cache_interval
+// (DeepCache, as tide generate --cache-interval: the whole UNet every N-th step; 1 = off). Unknown fields are
+// refused.
 HttpReply create(ApiContext& ctx, const std::string& body);
 HttpReply get(ApiContext& ctx, const std::string& id);
 // A waiting job is removed; a running one stops after its current step (this waits for that). The reply is the
@@ -30,13 +31,15 @@ HttpReply not_found(const std::string& id);
 // layer pulls text from it; nothing here blocks the generation worker.
 class EventStream {
  public:
-  explicit EventStream(std::shared_ptr<Job> job) : job_(std::move(job)) {}
+  // loras: the server's LoRA folders, for the infotexts' "Lora hashes" (null: none).
+  EventStream(std::shared_ptr<Job> job, LoraLibrary* loras) : job_(std::move(job)), loras_(loras) {}
   // The next events (or, when nothing happened within `wait`, an SSE comment that keeps the connection alive
   // and finds out whether the client is still there). `ended`: the final event is in this text.
   std::string next(std::chrono::milliseconds wait, bool& ended);
 
  private:
   std::shared_ptr<Job> job_;
+  LoraLibrary* loras_;
   bool started_ = false, ended_ = false;
   uint64_t seen_ = 0;   // the job's version when last read
   size_t steps_sent_ = 0;

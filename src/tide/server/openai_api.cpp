@@ -48,8 +48,9 @@ std::variant<std::shared_ptr<Job>, HttpReply> submit(ApiContext& ctx, const JobS
   }
 }
 
-std::string result_png(const JobOutcome& outcome, const JobImage& image, const SamplerChoice& sampler) {
-  const std::string text = infotext(outcome.request, image.seed, sampler.a1111_name, sampler.schedule_label, outcome.model);
+std::string result_png(ApiContext& ctx, const JobSpec& spec, const JobOutcome& outcome, const JobImage& image,
+                       const SamplerChoice& sampler) {
+  const std::string text = job_infotext(spec, outcome, image.seed, sampler.a1111_name, sampler.schedule_label, ctx.loras);
   return io::encode_png(image.rgb8, {{"parameters", text}});
 }
 
@@ -67,6 +68,7 @@ std::variant<ImagesRequest, HttpReply> parse_images_generations(ApiContext& ctx,
     if (!has(body, "prompt", json::value_t::string) || body["prompt"].get<std::string>().empty())
       return error(400, "prompt is required", "prompt");
     request.prompt = body["prompt"].get<std::string>();
+    const std::string prompt_as_sent = request.prompt;
     std::vector<adapters::LoraSpec> loras;
     try {
       loras = take_prompt_loras(ctx.loras, request.prompt);
@@ -140,6 +142,7 @@ std::variant<ImagesRequest, HttpReply> parse_images_generations(ApiContext& ctx,
     parsed.spec.request = request;
     parsed.spec.images = n;
     parsed.spec.loras = loras;
+    parsed.spec.prompt_as_sent = prompt_as_sent;
     parsed.sampler = sampler;
     return parsed;
   } catch (const std::invalid_argument& e) {
@@ -159,7 +162,7 @@ HttpReply images_generations(ApiContext& ctx, const ImagesRequest& request, cons
   if (request.url && !ctx.images) return error(500, "this server keeps no images for response_format url", "response_format");
   json data = json::array();
   for (const auto& image : outcome.images) {
-    std::string png = result_png(outcome, image, request.sampler);
+    std::string png = result_png(ctx, request.spec, outcome, image, request.sampler);
     json item = {{"revised_prompt", outcome.request.prompt}, {"seed", image.seed}};
     if (request.url)
       item["url"] = base_url + "/v1/images/files/" + ctx.images->put(std::move(png)) + ".png";

@@ -35,7 +35,8 @@ HttpReply error(int status, const std::string& message, const std::string& param
                 const std::string& type = "invalid_request_error", const std::string& code = "");
 // Submits the request's job; a 503 reply when the queue is full.
 std::variant<std::shared_ptr<Job>, HttpReply> submit(ApiContext& ctx, const JobSpec& spec);
-// The PNG of a finished picture, with A1111's infotext in its `parameters` chunk.
-std::string result_png(const JobOutcome& outcome, const JobImage& image, const SamplerChoice& sampler);
+// The PNG of a finished picture, with A1111's infotext (job_infotext) in its `parameters` chunk.
+std::string result_png(ApiContext& ctx, const JobSpec& spec, const JobOutcome& outcome, const JobImage& image,
+                       const SamplerChoice& sampler);
 
 }  // namespace tide::server::openai

@@ -122,7 +122,7 @@ void ImageStream::run(const std::function<bool(const std::string&)>& write) {
         const auto& image = outcome->images[i];
         json event = common("image_generation.completed",
                             std::to_string(image.rgb8.size(1)) + "x" + std::to_string(image.rgb8.size(0)));
-        event["b64_json"] = base64_encode(result_png(*outcome, image, request_.sampler));
+        event["b64_json"] = base64_encode(result_png(ctx_, request_.spec, *outcome, image, request_.sampler));
         // tide computes no tokens; the fields are there for clients that read them.
         event["usage"] = {{"input_tokens", 0},
                           {"input_tokens_details", {{"image_tokens", 0}, {"text_tokens", 0}}},
