@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "tide/runtime/build_features.h"
+#include "tide/runtime/strings.h"
 #include "tide/version.h"
 
 namespace tide {
@@ -23,13 +24,6 @@ struct Transfer {
   Response* response;
   bool success_status = false;  // the current response is 2xx: its body goes to the sink
 };
-
-std::string trim(const std::string& s) {
-  size_t b = 0, e = s.size();
-  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
-  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
-  return s.substr(b, e - b);
-}
 
 size_t on_header(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
