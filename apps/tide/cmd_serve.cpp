@@ -15,6 +15,7 @@
 #include "tide/nn/weight_storage.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/optimizations.h"
+#include "tide/runtime/strings.h"
 #include "tide/server/access_control.h"
 #include "tide/server/server.h"
 
@@ -27,10 +28,7 @@ std::string read_api_key(const fs::path& file) {
   if (!in) throw Error("tide serve: cannot read --api-key-file " + file.string());
   std::stringstream s;
   s << in.rdbuf();
-  std::string key = s.str();
-  const auto not_space = [](unsigned char c) { return !std::isspace(c); };
-  key.erase(key.begin(), std::find_if(key.begin(), key.end(), not_space));
-  key.erase(std::find_if(key.rbegin(), key.rend(), not_space).base(), key.end());
+  const std::string key = trim(s.str());
   if (key.empty()) throw Error("tide serve: --api-key-file " + file.string() + " is empty");
   return key;
 }

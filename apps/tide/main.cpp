@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "tide/runtime/build_features.h"
 #include "tide/runtime/error.h"
 #include "tide/version.h"
 
@@ -36,7 +37,11 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   if (!std::strcmp(argv[1], "--version")) {
-    std::cout << "tide " TIDE_VERSION "\n";
+    auto yes_no = [](bool with) { return with ? "yes" : "no (built without it)"; };
+    std::cout << "tide " TIDE_VERSION "\n"
+              << "Hub downloads (curl): " << yes_no(tide::built_with_curl()) << "\n"
+              << "ranks under mpirun (MPI): " << yes_no(tide::built_with_mpi()) << "\n"
+              << "JPEG inputs (libjpeg): " << yes_no(tide::built_with_jpeg()) << "\n";
     return 0;
   }
   const std::string command = argv[1];

@@ -7,6 +7,7 @@
 #include "cli_runner.h"
 #include "test_support.h"
 #include "tide/io/image.h"
+#include "tide/runtime/build_features.h"
 #include "tiny_pipeline.h"
 
 namespace {
@@ -17,7 +18,8 @@ using tide::testing::run_tide;
 using tide::testing::TempDir;
 
 const char* kMpirun = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe";
-bool have_mpirun() { return std::system("command -v mpirun > /dev/null 2>&1") == 0; }
+// mpirun to start ranks, and a tide built with MPI (TIDE_WITH_MPI) to be them.
+bool have_mpirun() { return tide::built_with_mpi() && std::system("command -v mpirun > /dev/null 2>&1") == 0; }
 
 class CliPromptFile : public tide::testing::TinyPipelineSuite {
  protected:
@@ -99,7 +101,7 @@ TEST(CliPromptFileLoras, TagsApplyPerLine) {
 }
 
 TEST_F(CliPromptFile, TwoRanksMakeTheSamePicturesAsOne) {
-  if (!have_mpirun()) GTEST_SKIP() << "mpirun not installed";
+  if (!have_mpirun()) GTEST_SKIP() << "mpirun not installed or tide built without MPI";
   TempDir dir;
   const auto prompts = write_prompts(dir.path(), "a\nb\nc\n");
   ASSERT_EQ(run_tide(batch(prompts, dir / "one")).code, 0);

@@ -11,6 +11,7 @@
 #include "hub_server.h"
 #include "test_support.h"
 #include "tide/io/image.h"
+#include "tide/runtime/build_features.h"
 #include "tiny_pipeline.h"
 
 namespace {
@@ -47,6 +48,8 @@ std::set<std::string> files_under(const fs::path& folder) {
 class CliHub : public ::testing::Test {
  protected:
   void SetUp() override {
+    if (!tide::built_with_curl())
+      GTEST_SKIP() << "built without libcurl (TIDE_WITH_CURL=OFF): no downloads, test_build_features checks the error";
     tide::testing::make_tiny_pipeline(dir.path() / "model");
     server.add_repo("tiny-org/tiny-sd", repo_of_folder(dir.path() / "model"));
     // Single SD 1.x files take their tokenizer from this repository.

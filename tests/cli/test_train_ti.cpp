@@ -9,6 +9,7 @@
 #include "cli_runner.h"
 #include "test_support.h"
 #include "tide/io/image.h"
+#include "tide/runtime/build_features.h"
 #include "tide/runtime/threads.h"
 #include "tide/text/embeddings.h"
 #include "tide/train/checkpoint.h"
@@ -25,7 +26,8 @@ using tide::testing::run_command;
 // Open MPI refuses root unless told; CI runs as root.
 const char* kMpirun = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe";
 
-bool have_mpirun() { return std::system("command -v mpirun > /dev/null 2>&1") == 0; }
+// mpirun to start ranks, and a tide built with MPI (TIDE_WITH_MPI) to be them.
+bool have_mpirun() { return tide::built_with_mpi() && std::system("command -v mpirun > /dev/null 2>&1") == 0; }
 
 class CliTrainTi : public tide::testing::TinyPipelineSuite {
  protected:
@@ -123,7 +125,7 @@ TEST_F(CliTrainTi, GradientCheckpointingLearnsTheSameEmbeddingAndProfileBreaksTh
 }
 
 TEST_F(CliTrainTi, TwoRanksWithBatchOneEqualOneProcessWithBatchTwo) {
-  if (!have_mpirun()) GTEST_SKIP() << "mpirun not installed";
+  if (!have_mpirun()) GTEST_SKIP() << "mpirun not installed or tide built without MPI";
   TempDir single, ranks;
   // 6 samples per epoch, global batch 2: 5 updates cross an epoch boundary.
   const std::string steps = "--max_train_steps 5 --lr_scheduler linear --lr_warmup_steps 1";
@@ -160,7 +162,8 @@ TEST_F(CliTrainTi, RanksSharingAMachineSplitItsCpusAndCpusPins) {
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.output.find("--cpus"), std::string::npos) << bad.output;
 
-  if (!have_mpirun()) GTEST_SKIP() << "mpirun not installed: the split under mpirun was not exercised";
+  if (!have_mpirun())
+    GTEST_SKIP() << "mpirun not installed or tide built without MPI: the split under mpirun was not exercised";
   const auto cpus = tide::runtime::allowed_cpus();
   if (cpus.size() < 2 || cpus.size() != std::thread::hardware_concurrency())
     GTEST_SKIP() << "needs 2 or more CPUs, all usable by this process: the split under mpirun was not exercised";
@@ -173,7 +176,7 @@ TEST_F(CliTrainTi, RanksSharingAMachineSplitItsCpusAndCpusPins) {
 }
 
 TEST_F(CliTrainTi, ARankThatFailsStopsTheJob) {
-  if (!have_mpirun()) GTEST_SKIP() << "mpirun not installed";
+  if (!have_mpirun()) GTEST_SKIP() << "mpirun not installed or tide built without MPI";
   TempDir out;
   auto r = run_command(std::string(kMpirun) + " -n 2 " + TIDE_BINARY +
                        train_args(out.path(), "--train_batch_size 1 --max_train_steps 1 --resolution 15"));

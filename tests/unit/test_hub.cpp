@@ -12,6 +12,7 @@
 #include "tide/hub/hub.h"
 #include "tide/hub/hub_cache.h"
 #include "tide/pipeline/model_source.h"
+#include "tide/runtime/build_features.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/sha256.h"
 
@@ -147,6 +148,8 @@ std::string error_of(const std::function<void()>& f) {
 class HubDownload : public ::testing::Test {
  protected:
   void SetUp() override {
+    if (!tide::built_with_curl())
+      GTEST_SKIP() << "built without libcurl (TIDE_WITH_CURL=OFF): no downloads, test_build_features checks the error";
     for (const char* name : {"HF_ENDPOINT", "HF_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "XDG_CACHE_HOME"})
       env.set(name, std::nullopt);
     env.set("HF_HOME", (dir / "hf-home").string());  // no token file of the real user

@@ -1,20 +1,12 @@
 #include "tide/adapters/lora_delta.h"
 
 #include <numeric>
-#include <sstream>
 
 #include "tide/runtime/error.h"
+#include "tide/runtime/shape_string.h"
 
 namespace tide::adapters {
 namespace {
-
-std::string shape_text(at::IntArrayRef shape) {
-  std::ostringstream s;
-  s << "[";
-  for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
-  s << "]";
-  return s.str();
-}
 
 at::Tensor factor(const LoraLayer& layer, const char* role) { return layer.factors.at(role).to(at::kFloat); }
 bool has(const LoraLayer& layer, const char* role) { return layer.factors.count(role) != 0; }
@@ -29,14 +21,14 @@ void expect(bool ok, const std::string& where, const std::string& what) {
 // LyCORIS functional/general.py rebuild_tucker: t [r1, r2, k, k], wa [r1, out], wb [r2, in] -> [out, in, k, k].
 at::Tensor rebuild_tucker(const at::Tensor& t, const at::Tensor& wa, const at::Tensor& wb, const std::string& where) {
   expect(t.dim() >= 2 && wa.dim() == 2 && wb.dim() == 2 && t.size(0) == wa.size(0) && t.size(1) == wb.size(0), where,
-         "Tucker factors of shapes " + shape_text(t.sizes()) + ", " + shape_text(wa.sizes()) + ", " +
-             shape_text(wb.sizes()) + " do not fit together");
+         "Tucker factors of shapes " + shape_string(t.sizes()) + ", " + shape_string(wa.sizes()) + ", " +
+             shape_string(wb.sizes()) + " do not fit together");
   return at::einsum("ij...,ip,jr->pr...", {t, wa, wb});
 }
 
 at::Tensor matmul_checked(const at::Tensor& a, const at::Tensor& b, const std::string& where, const char* what) {
   expect(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0), where,
-         std::string(what) + ": factors of shapes " + shape_text(a.sizes()) + " and " + shape_text(b.sizes()) +
+         std::string(what) + ": factors of shapes " + shape_string(a.sizes()) + " and " + shape_string(b.sizes()) +
              " cannot be multiplied");
   return a.mm(b);
 }
@@ -48,8 +40,9 @@ at::Tensor lora_product(const LoraLayer& layer, const std::string& where) {
   // kohya / A1111 rebuild_cp_decomposition: mid [r, r, kh, kw] between a 1x1 down and a 1x1 up.
   const at::Tensor mid = factor(layer, "mid");
   expect(mid.dim() == 4 && mid.size(0) == up.size(1) && mid.size(1) == down.size(0), where,
-         "lora_mid " + shape_text(mid.sizes()) + " does not fit lora_up " + shape_text(up.sizes()) + " and lora_down " +
-             shape_text(down.sizes()));
+         "lora_mid " + shape_string(mid.sizes()) + " does not fit lora_up " + shape_string(up.sizes()) +
+             " and lora_down " +
+             shape_string(down.sizes()));
   return at::einsum("nmkl,in,mj->ijkl", {mid, up, down});  // [out, in, kh, kw]
 }
 
@@ -61,7 +54,7 @@ at::Tensor loha_product(const LoraLayer& layer, const std::string& where) {
   const at::Tensor w1 = half("hada_w1_a", "hada_w1_b", "hada_t1");
   const at::Tensor w2 = half("hada_w2_a", "hada_w2_b", "hada_t2");
   expect(w1.sizes() == w2.sizes(), where,
-         "the two LoHa products differ in shape: " + shape_text(w1.sizes()) + " and " + shape_text(w2.sizes()));
+         "the two LoHa products differ in shape: " + shape_string(w1.sizes()) + " and " + shape_string(w2.sizes()));
   return w1 * w2;
 }
 
@@ -81,10 +74,10 @@ at::Tensor lokr_product(const LoraLayer& layer, const std::vector<int64_t>& weig
   if (weight_shape.size() == 4 && w2.dim() == 2) {
     const int64_t k = weight_shape[2] * weight_shape[3];
     expect(w2.size(1) % k == 0, where,
-           "lokr w2 " + shape_text(w2.sizes()) + " does not fit a " + shape_text(weight_shape) + " convolution");
+           "lokr w2 " + shape_string(w2.sizes()) + " does not fit a " + shape_string(weight_shape) + " convolution");
     w2 = w2.reshape({w2.size(0), w2.size(1) / k, weight_shape[2], weight_shape[3]});
   }
-  expect(w1.dim() == 2, where, "lokr w1 must be a matrix, got " + shape_text(w1.sizes()));
+  expect(w1.dim() == 2, where, "lokr w1 must be a matrix, got " + shape_string(w1.sizes()));
   while (w1.dim() < w2.dim()) w1 = w1.unsqueeze(-1);
   return at::kron(w1, w2);
 }
@@ -123,8 +116,8 @@ at::Tensor lora_delta(const LoraLayer& layer, const std::vector<int64_t>& weight
   }
   const int64_t numel = std::accumulate(weight_shape.begin(), weight_shape.end(), int64_t{1}, std::multiplies<>());
   expect(!weight_shape.empty() && delta.dim() >= 1 && delta.size(0) == weight_shape[0] && delta.numel() == numel, where,
-         std::string(lora_kind_name(layer.kind)) + " delta of shape " + shape_text(delta.sizes()) +
-             " does not fit the layer's weight " + shape_text(weight_shape) + " (a LoRA for another model?)");
+         std::string(lora_kind_name(layer.kind)) + " delta of shape " + shape_string(delta.sizes()) +
+             " does not fit the layer's weight " + shape_string(weight_shape) + " (a LoRA for another model?)");
   const double scale = lora_scale(layer);
   delta = delta.reshape(weight_shape);
   return scale == 1.0 ? delta.contiguous() : delta * scale;

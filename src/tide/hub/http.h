@@ -34,7 +34,8 @@ struct TransportError {
   std::string message;
 };
 
-// Performs the request. Returns false and fills `error` on a transport failure.
+// Performs the request. Returns false and fills `error` on a transport failure. In a build without libcurl
+// (tide::built_with_curl() false) it throws a tide::Error saying the build cannot download.
 bool perform(const Request& request, Response& response, TransportError& error);
 
 // "http://host:port/a/b?x" + "/c" → "http://host:port/c"; absolute locations are returned as they are.

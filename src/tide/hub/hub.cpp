@@ -13,6 +13,7 @@
 #include "tide/hub/hub_download.h"
 #include "tide/hub/http.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/strings.h"
 
 namespace tide::hub {
 namespace fs = std::filesystem;
@@ -26,28 +27,17 @@ const std::set<std::string> kComponentFiles = {"config.json",          "schedule
                                                 "merges.txt",           "tokenizer_config.json",
                                                 "special_tokens_map.json"};
 
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? std::string(v) : std::string();
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
-  size_t b = 0;
-  while (b < s.size() && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
-  return s.substr(b);
-}
-
 bool env_truthy(const char* name) {
-  std::string v = env(name);
+  std::string v = env_or_empty(name);
   std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::toupper(c); });
   return v == "1" || v == "ON" || v == "YES" || v == "TRUE";
 }
 
 std::string find_token() {
-  const std::string token = trim(env("HF_TOKEN"));
+  const std::string token = trim(env_or_empty("HF_TOKEN"));
   if (!token.empty()) return token;
-  const fs::path file = !env("HF_TOKEN_PATH").empty() ? fs::path(env("HF_TOKEN_PATH")) : hf_home() / "token";
+  const std::string token_path = env_or_empty("HF_TOKEN_PATH");
+  const fs::path file = !token_path.empty() ? fs::path(token_path) : hf_home() / "token";
   std::ifstream in(file);
   std::string line;
   if (in && std::getline(in, line)) return trim(line);
@@ -262,7 +252,7 @@ fs::path snapshot_download(const std::string& repo_id, const Options& options) {
   s.repo_id = repo_id;
   s.revision = options.revision.empty() ? "main" : options.revision;
   s.endpoint = !options.endpoint.empty() ? options.endpoint
-               : !env("HF_ENDPOINT").empty() ? env("HF_ENDPOINT")
+               : !env_or_empty("HF_ENDPOINT").empty() ? env_or_empty("HF_ENDPOINT")
                                              : "https://huggingface.co";
   while (!s.endpoint.empty() && s.endpoint.back() == '/') s.endpoint.pop_back();
   s.token = options.token ? *options.token : find_token();

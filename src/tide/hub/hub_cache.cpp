@@ -11,31 +11,27 @@
 
 #include "tide/io/atomic_file.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/strings.h"
 
 namespace tide::hub {
 namespace fs = std::filesystem;
 namespace {
 
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? std::string(v) : std::string();
-}
-
 fs::path expand_home(const std::string& path) {
-  if (path.rfind("~/", 0) == 0 && !env("HOME").empty()) return fs::path(env("HOME")) / path.substr(2);
+  if (path.rfind("~/", 0) == 0 && !env_or_empty("HOME").empty()) return fs::path(env_or_empty("HOME")) / path.substr(2);
   return path;
 }
 
 }  // namespace
 
 fs::path hf_home() {
-  if (!env("HF_HOME").empty()) return expand_home(env("HF_HOME"));
-  if (!env("XDG_CACHE_HOME").empty()) return expand_home(env("XDG_CACHE_HOME")) / "huggingface";
+  if (!env_or_empty("HF_HOME").empty()) return expand_home(env_or_empty("HF_HOME"));
+  if (!env_or_empty("XDG_CACHE_HOME").empty()) return expand_home(env_or_empty("XDG_CACHE_HOME")) / "huggingface";
   return expand_home("~/.cache") / "huggingface";
 }
 
 fs::path default_cache_dir() {
-  if (!env("HF_HUB_CACHE").empty()) return expand_home(env("HF_HUB_CACHE"));
+  if (!env_or_empty("HF_HUB_CACHE").empty()) return expand_home(env_or_empty("HF_HUB_CACHE"));
   return hf_home() / "hub";
 }
 

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "tide/runtime/error.h"
+#include "tide/runtime/shape_string.h"
 
 namespace tide::io {
 namespace {
@@ -220,12 +221,6 @@ std::pair<uint8_t, uint8_t> k_scale_min(int j, const uint8_t* q) {
   if (j < 4) return {static_cast<uint8_t>(q[j] & 63), static_cast<uint8_t>(q[j + 4] & 63)};
   return {static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4)),
           static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4))};
-}
-
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
 }
 
 }  // namespace

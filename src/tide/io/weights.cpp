@@ -9,6 +9,7 @@
 #include "tide/io/torch_file.h"
 #include "tide/kernels/weight_quantization.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/shape_string.h"
 
 namespace tide::io {
 namespace fs = std::filesystem;
@@ -18,12 +19,6 @@ namespace {
 void check_scales(const at::Tensor& scale, const std::string& what) {
   if (!(at::isfinite(scale).all().item<bool>() && (scale > 0).all().item<bool>()))
     throw Error(what + " holds a zero, negative or non-finite scale: the quantized file is damaged");
-}
-
-std::string shape_string(at::IntArrayRef shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
 }
 
 }  // namespace

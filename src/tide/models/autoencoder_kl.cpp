@@ -4,6 +4,7 @@
 
 #include "tide/runtime/error.h"
 #include "tide/nn/in_place.h"
+#include "tide/runtime/shape_string.h"
 
 namespace tide::models {
 
@@ -15,12 +16,6 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel) {
 
 nn::GroupNorm group_norm(int64_t groups, int64_t channels) {
   return nn::GroupNorm(groups, channels, 1e-6);
-}
-
-std::string shape_string(at::IntArrayRef sizes) {
-  std::string s = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
-  return s + "]";
 }
 
 // diffusers' blend_v (dim 2) / blend_h (dim 3): the first e rows or columns of `b` fade from the last e of

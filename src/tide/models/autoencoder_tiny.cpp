@@ -4,22 +4,11 @@
 #include "tide/io/weights.h"
 #include "tide/nn/layers.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/shape_string.h"
 
 namespace tide::models {
 
 namespace {
-
-std::string list_string(const std::vector<int64_t>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-  return s + "]";
-}
-
-std::string shape_string(at::IntArrayRef sizes) {
-  std::string s = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
-  return s + "]";
-}
 
 void require(bool ok, const std::string& what) {
   if (!ok) throw Error("AutoencoderTiny config: " + what);
@@ -34,18 +23,18 @@ nn::Conv2d conv3x3(int64_t in, int64_t out, int64_t stride = 1, bool bias = true
 void AutoencoderTinyConfig::validate() const {
   require(in_channels > 0 && out_channels > 0 && latent_channels > 0, "channel counts must be positive");
   require(!encoder_block_out_channels.empty() && encoder_block_out_channels.size() == num_encoder_blocks.size(),
-          "encoder_block_out_channels " + list_string(encoder_block_out_channels) + " and num_encoder_blocks " +
-              list_string(num_encoder_blocks) + " must have the same, non-zero length");
+          "encoder_block_out_channels " + shape_string(encoder_block_out_channels) + " and num_encoder_blocks " +
+              shape_string(num_encoder_blocks) + " must have the same, non-zero length");
   require(!decoder_block_out_channels.empty() && decoder_block_out_channels.size() == num_decoder_blocks.size(),
-          "decoder_block_out_channels " + list_string(decoder_block_out_channels) + " and num_decoder_blocks " +
-              list_string(num_decoder_blocks) + " must have the same, non-zero length");
+          "decoder_block_out_channels " + shape_string(decoder_block_out_channels) + " and num_decoder_blocks " +
+              shape_string(num_decoder_blocks) + " must have the same, non-zero length");
   // The convs between groups keep the channel count (diffusers builds them so), so all groups must agree.
   for (size_t i = 1; i < encoder_block_out_channels.size(); ++i)
     require(encoder_block_out_channels[i] == encoder_block_out_channels[0],
-            "encoder_block_out_channels " + list_string(encoder_block_out_channels) + " must all be equal");
+            "encoder_block_out_channels " + shape_string(encoder_block_out_channels) + " must all be equal");
   for (size_t i = 1; i < decoder_block_out_channels.size(); ++i)
     require(decoder_block_out_channels[i] == decoder_block_out_channels[0],
-            "decoder_block_out_channels " + list_string(decoder_block_out_channels) + " must all be equal");
+            "decoder_block_out_channels " + shape_string(decoder_block_out_channels) + " must all be equal");
   for (int64_t c : encoder_block_out_channels) require(c > 0, "block channels must be positive");
   for (int64_t c : decoder_block_out_channels) require(c > 0, "block channels must be positive");
   for (int64_t n : num_encoder_blocks) require(n >= 0, "num_encoder_blocks must not be negative");

@@ -5,6 +5,7 @@
 
 #include "tide/io/json_file.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/shape_string.h"
 
 namespace tide::models {
 
@@ -12,12 +13,6 @@ namespace {
 
 void require(bool ok, const std::string& what) {
   if (!ok) throw Error("CLIP text config: " + what);
-}
-
-std::string shape_string(at::IntArrayRef sizes) {
-  std::string s = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
-  return s + "]";
 }
 
 }  // namespace

@@ -9,16 +9,11 @@
 #include "tide/runtime/error.h"
 #include "tide/nn/checkpoint.h"
 #include "tide/nn/in_place.h"
+#include "tide/runtime/shape_string.h"
 
 namespace tide::models {
 
 namespace {
-
-std::string shape_string(at::IntArrayRef sizes) {
-  std::string s = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
-  return s + "]";
-}
 
 nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel) {
   return nn::Conv2d(in, out, kernel, 1, (kernel - 1) / 2);

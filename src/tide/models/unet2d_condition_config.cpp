@@ -5,6 +5,7 @@
 #include "tide/io/json_file.h"
 #include "tide/models/presets.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/shape_string.h"
 
 namespace tide::models {
 
@@ -46,12 +47,6 @@ std::vector<int64_t> per_block(const json& j, const std::string& key, size_t blo
   fail("unsupported " + key + " = " + v.dump() + " (expected an int or a list of ints)");
 }
 
-std::string list_string(const std::vector<int64_t>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-  return s + "]";
-}
-
 }  // namespace
 
 void UNet2DConditionConfig::validate() const {
@@ -59,7 +54,7 @@ void UNet2DConditionConfig::validate() const {
   require(n > 0, "down_block_types is empty");
   require(up_block_types.size() == n, "down_block_types and up_block_types differ in length (" + std::to_string(n) +
                                           " vs " + std::to_string(up_block_types.size()) + ")");
-  require(block_out_channels.size() == n, "block_out_channels " + list_string(block_out_channels) + " must have " +
+  require(block_out_channels.size() == n, "block_out_channels " + shape_string(block_out_channels) + " must have " +
                                               std::to_string(n) + " entries (one per down block)");
   for (const auto* v : {&layers_per_block, &cross_attention_dim, &transformer_layers_per_block, &num_attention_heads})
     require(v->size() == n, "per-block settings must have " + std::to_string(n) + " entries");
@@ -77,13 +72,14 @@ void UNet2DConditionConfig::validate() const {
   require(norm_eps > 0 && std::isfinite(norm_eps), "norm_eps must be positive");
   for (size_t i = 0; i < n; ++i) {
     const int64_t c = block_out_channels[i];
-    require(c > 0 && c % norm_num_groups == 0, "block_out_channels " + list_string(block_out_channels) +
+    require(c > 0 && c % norm_num_groups == 0, "block_out_channels " + shape_string(block_out_channels) +
                                                    " must be positive multiples of norm_num_groups " +
                                                    std::to_string(norm_num_groups));
-    require(layers_per_block[i] > 0, "layers_per_block " + list_string(layers_per_block) + " must be positive");
+    require(layers_per_block[i] > 0, "layers_per_block " + shape_string(layers_per_block) + " must be positive");
     require(transformer_layers_per_block[i] > 0,
-            "transformer_layers_per_block " + list_string(transformer_layers_per_block) + " must be positive");
-    require(cross_attention_dim[i] > 0, "cross_attention_dim " + list_string(cross_attention_dim) + " must be positive");
+            "transformer_layers_per_block " + shape_string(transformer_layers_per_block) + " must be positive");
+    require(cross_attention_dim[i] > 0,
+            "cross_attention_dim " + shape_string(cross_attention_dim) + " must be positive");
     require(num_attention_heads[i] > 0 && c % num_attention_heads[i] == 0,
             "block " + std::to_string(i) + ": " + std::to_string(c) + " channels are not divisible into " +
                 std::to_string(num_attention_heads[i]) + " attention heads (attention_head_dim / num_attention_heads)");

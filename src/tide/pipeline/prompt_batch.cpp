@@ -9,16 +9,11 @@
 
 #include "tide/adapters/lora_argument.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/strings.h"
 
 namespace tide::pipeline {
 namespace fs = std::filesystem;
 namespace {
-
-std::string trim(const std::string& s) {
-  const size_t a = s.find_first_not_of(" \t\r\n");
-  if (a == std::string::npos) return "";
-  return s.substr(a, s.find_last_not_of(" \t\r\n") + 1 - a);
-}
 
 template <typename T>
 T field(const nlohmann::json& j, const char* key, const T& fallback) {

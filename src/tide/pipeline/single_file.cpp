@@ -9,6 +9,7 @@
 #include "tide/pipeline/gguf_checkpoint.h"
 #include "tide/pipeline/single_file_tables.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/shape_string.h"
 #include "tide/runtime/strings.h"
 
 namespace tide::pipeline {
@@ -18,12 +19,6 @@ using nlohmann::json;
 
 namespace {
 
-
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 // Tensors of real-world checkpoints that belong to no diffusers component: EMA copies, the training
 // scheduler's buffers, the VAE's training loss (discriminator), SDXL's denoiser sigmas.

@@ -137,6 +137,22 @@ at::Tensor make_betas(const Config& config, const BetaDefaults& defaults,
   config.fail("beta_schedule", "is '" + schedule + "'; supported: " + allowed);
 }
 
+at::Tensor sigma_alphas_cumprod(const Config& c) {
+  const bool zero_snr = c.get_bool("rescale_betas_zero_snr", false);
+  at::Tensor betas = make_betas(c, BetaDefaults{});
+  if (zero_snr) betas = rescale_zero_terminal_snr(betas);
+  at::Tensor alphas_cumprod = alphas_cumprod_from_betas(betas);
+  if (zero_snr) alphas_cumprod[-1].fill_(std::pow(2.0, -24));
+  return alphas_cumprod;
+}
+
+bool read_use_karras_sigmas(const Config& c) {
+  const bool karras = c.get_bool("use_karras_sigmas", false);
+  c.require_false("use_exponential_sigmas");
+  c.require_false("use_beta_sigmas");
+  return karras;
+}
+
 at::Tensor rescale_zero_terminal_snr(const at::Tensor& betas) {
   at::Tensor alphas = at::rsub(betas, 1.0);
   at::Tensor alphas_bar_sqrt = at::cumprod(alphas, 0).sqrt();
@@ -280,6 +296,14 @@ std::vector<double> karras_sigmas(double sigma_min, double sigma_max, int n) {
 std::pair<double, double> karras_range(const Config& config, double in_min, double in_max) {
   return {config.get_optional_double("sigma_min").value_or(in_min),
           config.get_optional_double("sigma_max").value_or(in_max)};
+}
+
+SigmaSchedule karras_schedule(double sigma_min, double sigma_max, int n, const std::vector<double>& train_sigmas) {
+  const std::vector<double> log_sigmas = log_float32(train_sigmas);
+  SigmaSchedule schedule;
+  schedule.sigmas = karras_sigmas(sigma_min, sigma_max, n);
+  for (double s : schedule.sigmas) schedule.timesteps.push_back(sigma_to_t(s, log_sigmas));
+  return schedule;
 }
 
 double sigma_to_t(double sigma, const std::vector<double>& log_sigmas) {

@@ -82,6 +82,13 @@ std::vector<double> trailing_timesteps(double start, int num_train_timesteps, in
 // DDIM's and DDPM's integer timesteps for a `timestep_spacing` of linspace (rounded), leading or trailing.
 std::vector<double> discrete_timesteps(const std::string& spacing, int num_train_timesteps, int n, int steps_offset);
 
+// The sigma schedulers' (Euler, Euler ancestral, DPM-Solver, UniPC) alphas_cumprod: of the config's betas with the
+// class's default betas, rescaled to zero terminal SNR when rescale_betas_zero_snr is set, and then with its last
+// value 2^-24 (fp16's smallest subnormal: close to 0 without being 0, so that the first sigma is finite).
+at::Tensor sigma_alphas_cumprod(const Config& config);
+// use_karras_sigmas, after refusing use_exponential_sigmas and use_beta_sigmas (not implemented).
+bool read_use_karras_sigmas(const Config& config);
+
 // np.array(((1 - alphas_cumprod) / alphas_cumprod) ** 0.5): float32 training sigmas, ascending in t.
 std::vector<double> train_sigmas(const at::Tensor& alphas_cumprod);
 // np.log of a float32 array (float32 results, kept as doubles).
@@ -92,6 +99,13 @@ std::vector<double> karras_sigmas(double sigma_min, double sigma_max, int n);
 double sigma_to_t(double sigma, const std::vector<double>& log_sigmas);
 // Config sigma_min / sigma_max when present (the diffusers "hack" in _convert_to_karras).
 std::pair<double, double> karras_range(const Config& config, double in_min, double in_max);
+// Karras sigmas (descending, n values) and their timesteps: sigma_to_t against the float32 logs of the training
+// sigmas `train_sigmas` (float64, unrounded), as the schedulers' use_karras_sigmas branches compute them.
+struct SigmaSchedule {
+  std::vector<double> sigmas;
+  std::vector<double> timesteps;
+};
+SigmaSchedule karras_schedule(double sigma_min, double sigma_max, int n, const std::vector<double>& train_sigmas);
 
 // float32 tensor from float64 values, like torch.from_numpy(values.astype(np.float32)).
 at::Tensor float32_tensor(const std::vector<double>& values);

@@ -1,11 +1,10 @@
 // DPMSolverMultistepScheduler (diffusers 0.35): multistep DPM-Solver++ (data prediction) and
 // DPM-Solver (noise prediction) of order 1-3, "midpoint" or "heun" second-order updates. The CLI
 // names dpm++2m / dpm++3m are algorithm_type "dpmsolver++" with solver_order 2 / 3.
-#include <cmath>
 #include <limits>
 
 #include "tide/runtime/error.h"
-#include "tide/schedulers/common.h"
+#include "tide/schedulers/multistep.h"
 
 namespace tide::schedulers::detail {
 
@@ -20,9 +19,7 @@ class DpmSolver final : public Scheduler {
     solver_order_ = c.get_int("solver_order", 2);
     if (solver_order_ < 1 || solver_order_ > 3) c.fail("solver_order", "must be 1, 2 or 3");
     prediction_type_ = read_prediction_type(c, {"epsilon", "sample", "v_prediction"});
-    thresholding_ = c.get_bool("thresholding", false);
-    dynamic_thresholding_ratio_ = c.get_double("dynamic_thresholding_ratio", 0.995);
-    sample_max_value_ = c.get_double("sample_max_value", 1.0);
+    thresholding_ = read_thresholding(c);
     algorithm_type_ = c.get_string("algorithm_type", "dpmsolver++");
     if (algorithm_type_ == "deis") algorithm_type_ = "dpmsolver++";  // diffusers' fallback
     if (algorithm_type_ != "dpmsolver++" && algorithm_type_ != "dpmsolver")
@@ -33,10 +30,8 @@ class DpmSolver final : public Scheduler {
       c.fail("solver_type", "is '" + solver_type_ + "'; supported: midpoint, heun");
     lower_order_final_ = c.get_bool("lower_order_final", true);
     euler_at_final_ = c.get_bool("euler_at_final", false);
-    karras_ = c.get_bool("use_karras_sigmas", false);
-    for (const char* key : {"use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas",
-                            "use_dynamic_shifting"})
-      c.require_false(key);
+    karras_ = read_use_karras_sigmas(c);
+    for (const char* key : {"use_lu_lambdas", "use_flow_sigmas", "use_dynamic_shifting"}) c.require_false(key);
     final_sigmas_type_ = c.get_choice("final_sigmas_type", "zero", {"zero", "sigma_min"});
     if (algorithm_type_ == "dpmsolver" && final_sigmas_type_ == "zero")
       c.fail("final_sigmas_type", "'zero' is not supported with algorithm_type dpmsolver (use sigma_min)");
@@ -45,12 +40,7 @@ class DpmSolver final : public Scheduler {
     if (!variance_type.empty()) c.fail("variance_type", "'" + variance_type + "' is not supported (learned variances)");
     spacing_ = c.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
     steps_offset_ = c.get_int("steps_offset", 0);
-    const bool zero_snr = c.get_bool("rescale_betas_zero_snr", false);
-
-    at::Tensor betas = make_betas(c, BetaDefaults{});
-    if (zero_snr) betas = rescale_zero_terminal_snr(betas);
-    alphas_cumprod_ = alphas_cumprod_from_betas(betas);
-    if (zero_snr) alphas_cumprod_[-1].fill_(std::pow(2.0, -24));  // keeps the first sigma finite
+    alphas_cumprod_ = sigma_alphas_cumprod(c);
     const at::Tensor alpha_t = at::sqrt(alphas_cumprod_);
     const at::Tensor sigma_t = at::sqrt(at::rsub(alphas_cumprod_, 1));
     lambda_t_ = at::log(alpha_t) - at::log(sigma_t);
@@ -62,28 +52,17 @@ class DpmSolver final : public Scheduler {
     const int T = num_train_timesteps_;
     // clipping the smallest lambda(t) for numerical stability (matters for the cosine schedule)
     const int64_t clipped_idx = at::searchsorted(at::flip(lambda_t_, {0}), lambda_min_clipped_).item<int64_t>();
-    const int64_t last_timestep = T - clipped_idx;
-    std::vector<double> t;
-    if (spacing_ == "linspace") {
-      t = reversed(np_linspace(0, static_cast<double>(last_timestep - 1), n + 1));
-      t.pop_back();
-      for (double& v : t) v = np_round(v);
-    } else if (spacing_ == "leading") {
-      const int64_t ratio = last_timestep / (n + 1);
-      for (int i = n; i >= 1; --i) t.push_back(static_cast<double>(i * ratio + steps_offset_));
-    } else {
-      t = trailing_timesteps(static_cast<double>(last_timestep), T, n);
-    }
+    std::vector<double> t = multistep_timesteps(spacing_, T - clipped_idx, T, n, steps_offset_);
 
     const std::vector<double> train = train_sigmas(alphas_cumprod_);
     std::vector<double> sigmas;
     if (karras_) {
-      const std::vector<double> log_sigmas = log_float32(train);
       const auto [lo, hi] = karras_range(config_, train.front(), train.back());
-      sigmas = karras_sigmas(lo, hi, n);
-      t.clear();
-      const bool cosine = config_.get_string("beta_schedule", "linear") == "squaredcos_cap_v2";
-      for (double s : sigmas) t.push_back(cosine ? sigma_to_t(s, log_sigmas) : np_round(sigma_to_t(s, log_sigmas)));
+      SigmaSchedule karras = karras_schedule(lo, hi, n, train);
+      sigmas = std::move(karras.sigmas);
+      t = std::move(karras.timesteps);
+      if (config_.get_string("beta_schedule", "linear") != "squaredcos_cap_v2")
+        for (double& v : t) v = np_round(v);
     } else {
       sigmas = np_interp_index(t, train);
     }
@@ -126,33 +105,14 @@ class DpmSolver final : public Scheduler {
   }
 
  private:
-  // alpha_t = 1 / (sigma^2 + 1)^0.5, sigma_t = sigma * alpha_t (0-dim float32).
-  static std::pair<at::Tensor, at::Tensor> alpha_sigma(const at::Tensor& sigma) {
-    const at::Tensor alpha = at::reciprocal(at::pow(at::pow(sigma, 2) + 1, 0.5)) * 1;
-    return {alpha, sigma * alpha};
-  }
-  static at::Tensor lambda(const std::pair<at::Tensor, at::Tensor>& as) {
-    return at::log(as.first) - at::log(as.second);
-  }
-
   at::Tensor convert_model_output(const at::Tensor& model_output, const at::Tensor& sample) const {
-    const auto [alpha_t, sigma_t] = alpha_sigma(sigmas_[step_index_]);
-    if (algorithm_type_ == "dpmsolver++") {  // data prediction x0
-      at::Tensor x0;
-      if (prediction_type_ == "epsilon") x0 = (sample - sigma_t * model_output) / alpha_t;
-      else if (prediction_type_ == "sample") x0 = model_output;
-      else x0 = alpha_t * sample - sigma_t * model_output;
-      if (thresholding_) x0 = threshold_sample(x0, dynamic_thresholding_ratio_, sample_max_value_);
-      return x0;
-    }
-    at::Tensor epsilon;  // noise prediction
-    if (prediction_type_ == "epsilon") epsilon = model_output;
-    else if (prediction_type_ == "sample") epsilon = (sample - alpha_t * model_output) / sigma_t;
-    else epsilon = alpha_t * model_output + sigma_t * sample;
-    if (thresholding_) {
-      at::Tensor x0 = (sample - sigma_t * epsilon) / alpha_t;
-      x0 = threshold_sample(x0, dynamic_thresholding_ratio_, sample_max_value_);
-      epsilon = (sample - alpha_t * x0) / sigma_t;
+    const AlphaSigma as = alpha_sigma(sigmas_[step_index_]);
+    if (algorithm_type_ == "dpmsolver++")  // data prediction x0
+      return thresholding_.apply(data_prediction(prediction_type_, model_output, sample, as));
+    at::Tensor epsilon = noise_prediction(prediction_type_, model_output, sample, as);
+    if (thresholding_.enabled) {
+      const at::Tensor x0 = thresholding_.apply((sample - as.sigma * epsilon) / as.alpha);
+      epsilon = (sample - as.alpha * x0) / as.sigma;
     }
     return epsilon;
   }
@@ -162,8 +122,8 @@ class DpmSolver final : public Scheduler {
     const auto s = alpha_sigma(sigmas_[step_index_]);
     const at::Tensor h = lambda(t) - lambda(s);
     if (algorithm_type_ == "dpmsolver++")
-      return (t.second / s.second) * sample - (t.first * (at::exp(-h) - 1.0)) * m;
-    return (t.first / s.first) * sample - (t.second * (at::exp(h) - 1.0)) * m;
+      return (t.sigma / s.sigma) * sample - (t.alpha * (at::exp(-h) - 1.0)) * m;
+    return (t.alpha / s.alpha) * sample - (t.sigma * (at::exp(h) - 1.0)) * m;
   }
 
   at::Tensor second_order_update(const at::Tensor& sample) const {
@@ -180,15 +140,15 @@ class DpmSolver final : public Scheduler {
     const auto& [alpha_t, sigma_t] = t;
     if (algorithm_type_ == "dpmsolver++") {
       if (solver_type_ == "midpoint")
-        return (sigma_t / s0.second) * sample - (alpha_t * (at::exp(-h) - 1.0)) * D0 -
+        return (sigma_t / s0.sigma) * sample - (alpha_t * (at::exp(-h) - 1.0)) * D0 -
                0.5 * (alpha_t * (at::exp(-h) - 1.0)) * D1;
-      return (sigma_t / s0.second) * sample - (alpha_t * (at::exp(-h) - 1.0)) * D0 +
+      return (sigma_t / s0.sigma) * sample - (alpha_t * (at::exp(-h) - 1.0)) * D0 +
              (alpha_t * ((at::exp(-h) - 1.0) / h + 1.0)) * D1;
     }
     if (solver_type_ == "midpoint")
-      return (alpha_t / s0.first) * sample - (sigma_t * (at::exp(h) - 1.0)) * D0 -
+      return (alpha_t / s0.alpha) * sample - (sigma_t * (at::exp(h) - 1.0)) * D0 -
              0.5 * (sigma_t * (at::exp(h) - 1.0)) * D1;
-    return (alpha_t / s0.first) * sample - (sigma_t * (at::exp(h) - 1.0)) * D0 -
+    return (alpha_t / s0.alpha) * sample - (sigma_t * (at::exp(h) - 1.0)) * D0 -
            (sigma_t * ((at::exp(h) - 1.0) / h - 1.0)) * D1;
   }
 
@@ -210,10 +170,10 @@ class DpmSolver final : public Scheduler {
     const at::Tensor D2 = (at::reciprocal(r0 + r1) * 1.0) * (D1_0 - D1_1);
     const auto& [alpha_t, sigma_t] = t;
     if (algorithm_type_ == "dpmsolver++")
-      return (sigma_t / s0.second) * sample - (alpha_t * (at::exp(-h) - 1.0)) * D0 +
+      return (sigma_t / s0.sigma) * sample - (alpha_t * (at::exp(-h) - 1.0)) * D0 +
              (alpha_t * ((at::exp(-h) - 1.0) / h + 1.0)) * D1 -
              (alpha_t * ((at::exp(-h) - 1.0 + h) / at::pow(h, 2) - 0.5)) * D2;
-    return (alpha_t / s0.first) * sample - (sigma_t * (at::exp(h) - 1.0)) * D0 -
+    return (alpha_t / s0.alpha) * sample - (sigma_t * (at::exp(h) - 1.0)) * D0 -
            (sigma_t * ((at::exp(h) - 1.0) / h - 1.0)) * D1 -
            (sigma_t * ((at::exp(h) - 1.0 - h) / at::pow(h, 2) - 0.5)) * D2;
   }
@@ -221,8 +181,9 @@ class DpmSolver final : public Scheduler {
   Config config_;
   int solver_order_ = 2;
   std::string algorithm_type_, solver_type_, final_sigmas_type_, spacing_;
-  bool thresholding_ = false, lower_order_final_ = true, euler_at_final_ = false, karras_ = false;
-  double dynamic_thresholding_ratio_ = 0.995, sample_max_value_ = 1.0, lambda_min_clipped_ = 0;
+  Thresholding thresholding_;
+  bool lower_order_final_ = true, euler_at_final_ = false, karras_ = false;
+  double lambda_min_clipped_ = 0;
   int steps_offset_ = 0;
   at::Tensor lambda_t_;
   std::vector<at::Tensor> model_outputs_;  // converted outputs, newest last

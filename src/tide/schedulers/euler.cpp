@@ -1,52 +1,30 @@
 // EulerDiscreteScheduler (diffusers 0.35): Karras et al. Algorithm 2 with s_churn = 0.
 #include <cmath>
 
-#include "tide/runtime/error.h"
-#include "tide/schedulers/common.h"
+#include "tide/schedulers/sigma_scheduler.h"
 
 namespace tide::schedulers::detail {
 
 namespace {
 
-class EulerDiscrete final : public Scheduler {
+class EulerDiscrete final : public SigmaScheduler {
  public:
-  explicit EulerDiscrete(const Config& c) : config_(c) {
-    name_ = "euler";
-    noise_form_ = NoiseForm::kSigma;
-    num_train_timesteps_ = c.get_int("num_train_timesteps", 1000);
-    prediction_type_ = read_prediction_type(c, {"epsilon", "v_prediction", "sample", "original_sample"});
+  explicit EulerDiscrete(const Config& c)
+      : SigmaScheduler(c, "euler", {"epsilon", "v_prediction", "sample", "original_sample"}), config_(c) {
     interpolation_type_ = c.get_choice("interpolation_type", "linear", {"linear", "log_linear"});
-    karras_ = c.get_bool("use_karras_sigmas", false);
-    c.require_false("use_exponential_sigmas");
-    c.require_false("use_beta_sigmas");
-    spacing_ = c.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
+    karras_ = read_use_karras_sigmas(c);
+    read_timestep_spacing(c);
     timestep_type_ = c.get_choice("timestep_type", "discrete", {"discrete", "continuous"});
-    steps_offset_ = c.get_int("steps_offset", 0);
     final_sigmas_type_ = c.get_choice("final_sigmas_type", "zero", {"zero", "sigma_min"});
-    const bool zero_snr = c.get_bool("rescale_betas_zero_snr", false);
-
-    at::Tensor betas = make_betas(c, BetaDefaults{});
-    if (zero_snr) betas = rescale_zero_terminal_snr(betas);
-    alphas_cumprod_ = alphas_cumprod_from_betas(betas);
-    // close to 0 without being 0, so that the first sigma is finite (fp16's smallest subnormal)
-    if (zero_snr) alphas_cumprod_[-1].fill_(std::pow(2.0, -24));
+    alphas_cumprod_ = sigma_alphas_cumprod(c);
 
     // Before set_timesteps: the full training schedule, like diffusers' __init__.
-    const at::Tensor train = at::pow(at::rsub(alphas_cumprod_, 1) / alphas_cumprod_, 0.5).flip(0);
-    sigmas_ = at::cat({train, at::zeros({1}, train.options())});
-    timesteps_ = continuous_v() ? log_timesteps(sigmas_.slice(0, 0, -1))
-                                : reversed(to_float32_values(np_linspace(0, num_train_timesteps_ - 1,
-                                                                         num_train_timesteps_)));
-    init_noise_sigma_ = k_init_noise_sigma(sigmas_, spacing_);
+    use_training_schedule();
+    if (continuous_v()) timesteps_ = log_timesteps(sigmas_.slice(0, 0, -1));
   }
 
   void set_timesteps(int n) override {
-    if (n < 1) throw Error("euler: the number of steps must be at least 1");
-    num_inference_steps_ = n;
-    std::vector<double> t = k_timesteps(spacing_, num_train_timesteps_, n, steps_offset_);
-    const std::vector<double> train = train_sigmas(alphas_cumprod_);
-    const std::vector<double> log_sigmas = log_float32(train);
-
+    auto [t, train] = start_set_timesteps(n);
     std::vector<double> sigmas;
     if (interpolation_type_ == "linear") {
       sigmas = np_interp_index(t, train);
@@ -58,22 +36,14 @@ class EulerDiscrete final : public Scheduler {
     }
     if (karras_) {
       const auto [lo, hi] = karras_range(config_, sigmas.back(), sigmas.front());
-      sigmas = karras_sigmas(lo, hi, n);
-      t.clear();
-      for (double s : sigmas) t.push_back(sigma_to_t(s, log_sigmas));
+      SigmaSchedule karras = karras_schedule(lo, hi, n, train);
+      sigmas = std::move(karras.sigmas);
+      t = std::move(karras.timesteps);
     }
     sigmas.push_back(final_sigmas_type_ == "zero" ? 0.0 : train.front());
     sigmas_ = float32_tensor(sigmas);
     timesteps_ = continuous_v() ? log_timesteps(sigmas_.slice(0, 0, -1)) : to_float32_values(t);
-    init_noise_sigma_ = k_init_noise_sigma(sigmas_, spacing_);
-    step_index_ = -1;
-    begin_index_ = -1;
-  }
-
-  at::Tensor scale_model_input(const at::Tensor& sample, double timestep) override {
-    if (step_index_ < 0) init_step_index(timestep, false);
-    require_step_available();
-    return k_scale_model_input(sample, sigmas_[step_index_]);
+    finish_set_timesteps();
   }
 
   at::Tensor step(const at::Tensor& model_output, double timestep, const at::Tensor& sample_in,
@@ -103,9 +73,8 @@ class EulerDiscrete final : public Scheduler {
   }
 
   Config config_;
-  std::string interpolation_type_, spacing_, timestep_type_, final_sigmas_type_;
+  std::string interpolation_type_, timestep_type_, final_sigmas_type_;
   bool karras_ = false;
-  int steps_offset_ = 0;
 };
 
 }  // namespace

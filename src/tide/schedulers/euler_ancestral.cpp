@@ -1,54 +1,27 @@
 // EulerAncestralDiscreteScheduler (diffusers 0.35): Euler steps to sigma_down plus fresh noise of
 // size sigma_up, drawn from the generator in every step.
-#include <cmath>
-
-#include "tide/runtime/error.h"
-#include "tide/schedulers/common.h"
+#include "tide/schedulers/sigma_scheduler.h"
 
 namespace tide::schedulers::detail {
 
 namespace {
 
-class EulerAncestral final : public Scheduler {
+class EulerAncestral final : public SigmaScheduler {
  public:
-  explicit EulerAncestral(const Config& c) {
-    name_ = "euler-a";
-    noise_form_ = NoiseForm::kSigma;
-    num_train_timesteps_ = c.get_int("num_train_timesteps", 1000);
-    // diffusers raises NotImplementedError for "sample"
-    prediction_type_ = read_prediction_type(c, {"epsilon", "v_prediction"});
-    spacing_ = c.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
-    steps_offset_ = c.get_int("steps_offset", 0);
-    const bool zero_snr = c.get_bool("rescale_betas_zero_snr", false);
-
-    at::Tensor betas = make_betas(c, BetaDefaults{});
-    if (zero_snr) betas = rescale_zero_terminal_snr(betas);
-    alphas_cumprod_ = alphas_cumprod_from_betas(betas);
-    if (zero_snr) alphas_cumprod_[-1].fill_(std::pow(2.0, -24));  // keeps the first sigma finite
-
-    const at::Tensor train = at::pow(at::rsub(alphas_cumprod_, 1) / alphas_cumprod_, 0.5).flip(0);
-    sigmas_ = at::cat({train, at::zeros({1}, train.options())});
-    timesteps_ = reversed(to_float32_values(np_linspace(0, num_train_timesteps_ - 1, num_train_timesteps_)));
-    init_noise_sigma_ = k_init_noise_sigma(sigmas_, spacing_);
+  // diffusers raises NotImplementedError for "sample"
+  explicit EulerAncestral(const Config& c) : SigmaScheduler(c, "euler-a", {"epsilon", "v_prediction"}) {
+    read_timestep_spacing(c);
+    alphas_cumprod_ = sigma_alphas_cumprod(c);
+    use_training_schedule();
   }
 
   void set_timesteps(int n) override {
-    if (n < 1) throw Error("euler-a: the number of steps must be at least 1");
-    num_inference_steps_ = n;
-    const std::vector<double> t = k_timesteps(spacing_, num_train_timesteps_, n, steps_offset_);
-    std::vector<double> sigmas = np_interp_index(t, train_sigmas(alphas_cumprod_));
+    const auto [t, train] = start_set_timesteps(n);
+    std::vector<double> sigmas = np_interp_index(t, train);
     sigmas.push_back(0.0);
     sigmas_ = float32_tensor(sigmas);
     timesteps_ = t;
-    init_noise_sigma_ = k_init_noise_sigma(sigmas_, spacing_);
-    step_index_ = -1;
-    begin_index_ = -1;
-  }
-
-  at::Tensor scale_model_input(const at::Tensor& sample, double timestep) override {
-    if (step_index_ < 0) init_step_index(timestep, false);
-    require_step_available();
-    return k_scale_model_input(sample, sigmas_[step_index_]);
+    finish_set_timesteps();
   }
 
   at::Tensor step(const at::Tensor& model_output, double timestep, const at::Tensor& sample_in,
@@ -73,10 +46,6 @@ class EulerAncestral final : public Scheduler {
     ++step_index_;
     return prev.to(model_output.scalar_type());
   }
-
- private:
-  std::string spacing_;
-  int steps_offset_ = 0;
 };
 
 }  // namespace

@@ -1,27 +1,19 @@
 // HeunDiscreteScheduler (diffusers 0.35): Karras et al. Algorithm 2 with Heun's correction. Every step
 // after the first takes two UNet calls at the same timestep, so timesteps and sigmas hold each
 // interior value twice: [t0, t1, t1, t2, t2, ...].
-#include "tide/runtime/error.h"
-#include "tide/schedulers/common.h"
+#include "tide/schedulers/sigma_scheduler.h"
 
 namespace tide::schedulers::detail {
 
 namespace {
 
-class Heun final : public Scheduler {
+class Heun final : public SigmaScheduler {
  public:
-  explicit Heun(const Config& c) : config_(c) {
-    name_ = "heun";
-    noise_form_ = NoiseForm::kSigma;
-    num_train_timesteps_ = c.get_int("num_train_timesteps", 1000);
-    prediction_type_ = read_prediction_type(c, {"epsilon", "v_prediction", "sample"});
-    karras_ = c.get_bool("use_karras_sigmas", false);
-    c.require_false("use_exponential_sigmas");
-    c.require_false("use_beta_sigmas");
+  explicit Heun(const Config& c) : SigmaScheduler(c, "heun", {"epsilon", "v_prediction", "sample"}), config_(c) {
+    karras_ = read_use_karras_sigmas(c);
     clip_sample_ = c.get_bool("clip_sample", false);
     clip_sample_range_ = c.get_double("clip_sample_range", 1.0);
-    spacing_ = c.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
-    steps_offset_ = c.get_int("steps_offset", 0);
+    read_timestep_spacing(c);
     alphas_cumprod_ = alphas_cumprod_from_betas(make_betas(c, BetaDefaults{0.00085, 0.012, "linear"}, {"exp"}));
     set_timesteps(num_train_timesteps_);  // like diffusers' __init__
   }
@@ -29,17 +21,13 @@ class Heun final : public Scheduler {
   int order() const override { return 2; }
 
   void set_timesteps(int n) override {
-    if (n < 1) throw Error("heun: the number of steps must be at least 1");
-    num_inference_steps_ = n;
-    std::vector<double> t = k_timesteps(spacing_, num_train_timesteps_, n, steps_offset_);
-    const std::vector<double> train = train_sigmas(alphas_cumprod_);
+    auto [t, train] = start_set_timesteps(n);
     std::vector<double> sigmas = np_interp_index(t, train);
     if (karras_) {
-      const std::vector<double> log_sigmas = log_float32(train);
       const auto [lo, hi] = karras_range(config_, sigmas.back(), sigmas.front());
-      sigmas = karras_sigmas(lo, hi, n);
-      t.clear();
-      for (double s : sigmas) t.push_back(sigma_to_t(s, log_sigmas));
+      SigmaSchedule karras = karras_schedule(lo, hi, n, train);
+      sigmas = std::move(karras.sigmas);
+      t = std::move(karras.timesteps);
     }
     sigmas.push_back(0.0);
     // [s0, s1, s1, ..., s_{n-1}, s_{n-1}, 0] and [t0, t1, t1, ..., t_{n-1}, t_{n-1}]
@@ -48,16 +36,8 @@ class Heun final : public Scheduler {
     sigmas_ = at::cat({s.slice(0, 0, 1), s.slice(0, 1, len - 1).repeat_interleave(2), s.slice(0, len - 1)});
     timesteps_ = {static_cast<float>(t[0])};
     for (size_t i = 1; i < t.size(); ++i) timesteps_.insert(timesteps_.end(), 2, static_cast<float>(t[i]));
-    init_noise_sigma_ = k_init_noise_sigma(sigmas_, spacing_);
     prev_derivative_ = dt_ = first_sample_ = at::Tensor();
-    step_index_ = -1;
-    begin_index_ = -1;
-  }
-
-  at::Tensor scale_model_input(const at::Tensor& sample, double timestep) override {
-    if (step_index_ < 0) init_step_index(timestep, false);
-    require_step_available();
-    return k_scale_model_input(sample, sigmas_[step_index_]);
+    finish_set_timesteps();
   }
 
   at::Tensor step(const at::Tensor& model_output, double timestep, const at::Tensor& sample_in,
@@ -95,10 +75,8 @@ class Heun final : public Scheduler {
 
  private:
   Config config_;
-  std::string spacing_;
   bool karras_ = false, clip_sample_ = false;
   double clip_sample_range_ = 1.0;
-  int steps_offset_ = 0;
   at::Tensor prev_derivative_, dt_, first_sample_;  // defined between the two halves of a step
 };
 

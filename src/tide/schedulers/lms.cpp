@@ -4,8 +4,7 @@
 #include <cmath>
 #include <deque>
 
-#include "tide/runtime/error.h"
-#include "tide/schedulers/common.h"
+#include "tide/schedulers/sigma_scheduler.h"
 
 namespace tide::schedulers::detail {
 
@@ -44,48 +43,29 @@ double kronrod21(const F& f, double a, double b) {
   return resk * hlgth;
 }
 
-class Lms final : public Scheduler {
+class Lms final : public SigmaScheduler {
  public:
-  explicit Lms(const Config& c) {
-    name_ = "lms";
-    noise_form_ = NoiseForm::kSigma;
-    num_train_timesteps_ = c.get_int("num_train_timesteps", 1000);
-    prediction_type_ = read_prediction_type(c, {"epsilon", "v_prediction", "sample"});
-    karras_ = c.get_bool("use_karras_sigmas", false);
-    c.require_false("use_exponential_sigmas");
-    c.require_false("use_beta_sigmas");
-    spacing_ = c.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
-    steps_offset_ = c.get_int("steps_offset", 0);
+  explicit Lms(const Config& c) : SigmaScheduler(c, "lms", {"epsilon", "v_prediction", "sample"}) {
+    karras_ = read_use_karras_sigmas(c);
+    read_timestep_spacing(c);
     alphas_cumprod_ = alphas_cumprod_from_betas(make_betas(c, BetaDefaults{}));
     set_timesteps(num_train_timesteps_);  // like diffusers' __init__
   }
 
   void set_timesteps(int n) override {
-    if (n < 1) throw Error("lms: the number of steps must be at least 1");
-    num_inference_steps_ = n;
-    std::vector<double> t = k_timesteps(spacing_, num_train_timesteps_, n, steps_offset_);
-    const std::vector<double> train = train_sigmas(alphas_cumprod_);
+    auto [t, train] = start_set_timesteps(n);
     std::vector<double> sigmas = np_interp_index(t, train);
     if (karras_) {  // LMS's own _convert_to_karras: the interpolated end points, no config override
-      const std::vector<double> log_sigmas = log_float32(train);
-      sigmas = karras_sigmas(sigmas.back(), sigmas.front(), n);
-      t.clear();
-      for (double s : sigmas) t.push_back(sigma_to_t(s, log_sigmas));
+      SigmaSchedule karras = karras_schedule(sigmas.back(), sigmas.front(), n, train);
+      sigmas = std::move(karras.sigmas);
+      t = std::move(karras.timesteps);
     }
     sigmas.push_back(0.0);
     sigmas_ = float32_tensor(sigmas);
     sigma_values_ = tensor_values(sigmas_);
     timesteps_ = to_float32_values(t);
-    init_noise_sigma_ = k_init_noise_sigma(sigmas_, spacing_);
     derivatives_.clear();
-    step_index_ = -1;
-    begin_index_ = -1;
-  }
-
-  at::Tensor scale_model_input(const at::Tensor& sample, double timestep) override {
-    if (step_index_ < 0) init_step_index(timestep, false);
-    require_step_available();
-    return k_scale_model_input(sample, sigmas_[step_index_]);
+    finish_set_timesteps();
   }
 
   at::Tensor step(const at::Tensor& model_output, double timestep, const at::Tensor& sample,
@@ -130,9 +110,7 @@ class Lms final : public Scheduler {
     return kronrod21(basis, sigma_values_[t], sigma_values_[t + 1]);
   }
 
-  std::string spacing_;
   bool karras_ = false;
-  int steps_offset_ = 0;
   std::vector<double> sigma_values_;
   std::deque<at::Tensor> derivatives_;
 };

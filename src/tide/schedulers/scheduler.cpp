@@ -4,6 +4,7 @@
 
 #include "tide/runtime/error.h"
 #include "tide/schedulers/common.h"
+#include "tide/schedulers/multistep.h"
 
 namespace tide::schedulers {
 
@@ -182,9 +183,8 @@ at::Tensor Scheduler::add_noise(const at::Tensor& original, const at::Tensor& no
                 ", which is not in the schedule");
   const at::Tensor sigma = sigmas_[index].to(original.scalar_type());  // 0-dim, float32
   if (noise_form_ == NoiseForm::kSigma) return original + noise * sigma;
-  const at::Tensor alpha_t = at::reciprocal(at::pow(at::pow(sigma, 2) + 1, 0.5)) * 1;  // Python's 1 / x
-  const at::Tensor sigma_t = sigma * alpha_t;
-  return alpha_t * original + sigma_t * noise;
+  const detail::AlphaSigma as = detail::alpha_sigma(sigma);
+  return as.alpha * original + as.sigma * noise;
 }
 
 void Scheduler::require_step_available() const {

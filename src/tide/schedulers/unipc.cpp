@@ -1,10 +1,9 @@
 // UniPCMultistepScheduler (diffusers 0.35): unified predictor (UniP) and corrector (UniC) with the
 // B(h) variants bh1/bh2, on x0 predictions (predict_x0) or noise predictions.
 #include <algorithm>
-#include <cmath>
 
 #include "tide/runtime/error.h"
-#include "tide/schedulers/common.h"
+#include "tide/schedulers/multistep.h"
 
 namespace tide::schedulers::detail {
 
@@ -19,9 +18,7 @@ class UniPc final : public Scheduler {
     solver_order_ = c.get_int("solver_order", 2);
     if (solver_order_ < 1) c.fail("solver_order", "must be at least 1");
     prediction_type_ = read_prediction_type(c, {"epsilon", "sample", "v_prediction"});
-    thresholding_ = c.get_bool("thresholding", false);
-    dynamic_thresholding_ratio_ = c.get_double("dynamic_thresholding_ratio", 0.995);
-    sample_max_value_ = c.get_double("sample_max_value", 1.0);
+    thresholding_ = read_thresholding(c);
     predict_x0_ = c.get_bool("predict_x0", true);
     solver_type_ = c.get_string("solver_type", "bh2");
     if (solver_type_ == "midpoint" || solver_type_ == "heun" || solver_type_ == "logrho") solver_type_ = "bh2";
@@ -36,45 +33,28 @@ class UniPc final : public Scheduler {
       }
     }
     if (c.has("solver_p")) c.fail("solver_p", "(another scheduler as predictor) is not supported");
-    karras_ = c.get_bool("use_karras_sigmas", false);
-    for (const char* key : {"use_exponential_sigmas", "use_beta_sigmas", "use_flow_sigmas", "use_dynamic_shifting"})
-      c.require_false(key);
+    karras_ = read_use_karras_sigmas(c);
+    for (const char* key : {"use_flow_sigmas", "use_dynamic_shifting"}) c.require_false(key);
     spacing_ = c.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
     steps_offset_ = c.get_int("steps_offset", 0);
     final_sigmas_type_ = c.get_choice("final_sigmas_type", "zero", {"zero", "sigma_min"});
-    const bool zero_snr = c.get_bool("rescale_betas_zero_snr", false);
-
-    at::Tensor betas = make_betas(c, BetaDefaults{});
-    if (zero_snr) betas = rescale_zero_terminal_snr(betas);
-    alphas_cumprod_ = alphas_cumprod_from_betas(betas);
-    if (zero_snr) alphas_cumprod_[-1].fill_(std::pow(2.0, -24));  // keeps the first sigma finite
+    alphas_cumprod_ = sigma_alphas_cumprod(c);
     init_noise_sigma_ = 1.0;
   }
 
   void set_timesteps(int n) override {
     if (n < 1) throw Error("unipc: the number of steps must be at least 1");
-    const int T = num_train_timesteps_;
-    std::vector<double> t;
-    if (spacing_ == "linspace") {
-      t = reversed(np_linspace(0, T - 1, n + 1));
-      t.pop_back();
-      for (double& v : t) v = np_round(v);
-    } else if (spacing_ == "leading") {
-      const int64_t ratio = T / (n + 1);
-      for (int i = n; i >= 1; --i) t.push_back(static_cast<double>(i * ratio + steps_offset_));
-    } else {
-      t = trailing_timesteps(T, T, n);
-    }
+    std::vector<double> t = multistep_timesteps(spacing_, num_train_timesteps_, num_train_timesteps_, n, steps_offset_);
 
     const std::vector<double> train = train_sigmas(alphas_cumprod_);
     std::vector<double> sigmas;
     double sigma_last = 0;
     if (karras_) {
-      const std::vector<double> log_sigmas = log_float32(train);
       const auto [lo, hi] = karras_range(config_, train.front(), train.back());
-      sigmas = karras_sigmas(lo, hi, n);
-      t.clear();
-      for (double s : sigmas) t.push_back(np_round(sigma_to_t(s, log_sigmas)));
+      SigmaSchedule karras = karras_schedule(lo, hi, n, train);
+      sigmas = std::move(karras.sigmas);
+      t = std::move(karras.timesteps);
+      for (double& v : t) v = np_round(v);
       if (final_sigmas_type_ == "sigma_min") sigma_last = sigmas.back();
     } else {
       sigmas = np_interp_index(t, train);
@@ -124,28 +104,10 @@ class UniPc final : public Scheduler {
     at::Tensor R, b;                   // the order x order system (order >= 2 only)
   };
 
-  // alpha_t = 1 / (sigma^2 + 1)^0.5, sigma_t = sigma * alpha_t (0-dim float32).
-  static std::pair<at::Tensor, at::Tensor> alpha_sigma(const at::Tensor& sigma) {
-    const at::Tensor alpha = at::reciprocal(at::pow(at::pow(sigma, 2) + 1, 0.5)) * 1;
-    return {alpha, sigma * alpha};
-  }
-  static at::Tensor lambda(const std::pair<at::Tensor, at::Tensor>& as) {
-    return at::log(as.first) - at::log(as.second);
-  }
-
   at::Tensor convert_model_output(const at::Tensor& model_output, const at::Tensor& sample) const {
-    const auto [alpha_t, sigma_t] = alpha_sigma(sigmas_[step_index_]);
-    if (predict_x0_) {
-      at::Tensor x0;
-      if (prediction_type_ == "epsilon") x0 = (sample - sigma_t * model_output) / alpha_t;
-      else if (prediction_type_ == "sample") x0 = model_output;
-      else x0 = alpha_t * sample - sigma_t * model_output;
-      if (thresholding_) x0 = threshold_sample(x0, dynamic_thresholding_ratio_, sample_max_value_);
-      return x0;
-    }
-    if (prediction_type_ == "epsilon") return model_output;
-    if (prediction_type_ == "sample") return (sample - alpha_t * model_output) / sigma_t;
-    return alpha_t * model_output + sigma_t * sample;
+    const AlphaSigma as = alpha_sigma(sigmas_[step_index_]);
+    if (predict_x0_) return thresholding_.apply(data_prediction(prediction_type_, model_output, sample, as));
+    return noise_prediction(prediction_type_, model_output, sample, as);
   }
 
   // The shared part of UniP and UniC between sigmas[s0] and sigmas[t]; the earlier points are
@@ -230,8 +192,8 @@ class UniPc final : public Scheduler {
 
   Config config_;
   int solver_order_ = 2;
-  bool thresholding_ = false, predict_x0_ = true, lower_order_final_ = true, karras_ = false;
-  double dynamic_thresholding_ratio_ = 0.995, sample_max_value_ = 1.0;
+  Thresholding thresholding_;
+  bool predict_x0_ = true, lower_order_final_ = true, karras_ = false;
   std::string solver_type_, spacing_, final_sigmas_type_;
   std::vector<int> disable_corrector_;
   int steps_offset_ = 0;

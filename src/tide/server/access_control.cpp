@@ -1,6 +1,7 @@
 #include "tide/server/access_control.h"
 
 #include "tide/runtime/error.h"
+#include "tide/runtime/strings.h"
 #include "tide/server/base64.h"
 #include "tide/server/server.h"
 
@@ -25,9 +26,7 @@ std::vector<std::string> parse_api_auth(const std::string& list, const std::stri
   while (start <= list.size()) {
     size_t comma = list.find(',', start);
     if (comma == std::string::npos) comma = list.size();
-    std::string entry = list.substr(start, comma - start);
-    while (!entry.empty() && std::isspace(static_cast<unsigned char>(entry.front()))) entry.erase(entry.begin());
-    while (!entry.empty() && std::isspace(static_cast<unsigned char>(entry.back()))) entry.pop_back();
+    const std::string entry = trim(std::string_view(list).substr(start, comma - start));
     const size_t colon = entry.find(':');
     if (colon == std::string::npos || colon == 0)
       throw Error(flag + ": expected USER:PASSWORD (comma-separated for several), got '" + entry + "'");

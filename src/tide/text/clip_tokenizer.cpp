@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "tide/io/json_file.h"
+#include "tide/runtime/strings.h"
 #include "tide/text/clip_unicode.h"
 #include "tide/runtime/error.h"
 
@@ -123,9 +124,7 @@ ClipTokenizer ClipTokenizer::from_folder(const std::filesystem::path& dir) {
   if (!in) throw Error("cannot open " + merges_path.string());
   std::stringstream buffer;
   buffer << in.rdbuf();
-  std::string text = buffer.str();
-  const auto first = text.find_first_not_of(" \t\r\n\f\v");
-  text = first == std::string::npos ? "" : text.substr(first, text.find_last_not_of(" \t\r\n\f\v") - first + 1);
+  const std::string text = trim(buffer.str());  // Python's str.strip()
   std::istringstream lines(text);
   std::string line;
   constexpr int kMaxLine = 49152 - 256 - 2 + 1;

@@ -10,16 +10,11 @@
 #include "tide/io/safetensors.h"
 #include "tide/io/torch_file.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/shape_string.h"
 
 namespace tide::text {
 namespace fs = std::filesystem;
 namespace {
-
-std::string shape_string(at::IntArrayRef sizes) {
-  std::string s = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
-  return s + "]";
-}
 
 // [D] -> [1, D]; [n, D] as is; float32.
 at::Tensor as_vectors(const at::Tensor& t, const fs::path& path, const std::string& name) {

@@ -39,6 +39,7 @@ std::unique_ptr<Communicator> make_single_process_communicator();
 
 // MPI_COMM_WORLD; calls MPI_Init on first use and MPI_Finalize at exit. Errors in MPI calls are fatal for the
 // whole job (MPI_ERRORS_ARE_FATAL): a rank that dies takes the job down instead of leaving it hanging.
+// In a build without MPI (tide::built_with_mpi() false) it throws a tide::Error saying to run without mpirun.
 std::unique_ptr<Communicator> make_mpi_communicator();
 
 // Whether this process was started by mpirun / mpiexec (Open MPI, MPICH or Slurm environment variables).

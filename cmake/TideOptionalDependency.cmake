@@ -1,0 +1,35 @@
+# tide_optional_dependency(<NAME> <package> <what it gives> <how to install> [find_package arguments...])
+# The cache option TIDE_WITH_<NAME> is AUTO (the default: use <package> when it is found), ON (require it) or OFF
+# (never use it). Sets TIDE_HAVE_<NAME> and says in the configure output what a build without it lacks.
+macro(tide_optional_dependency name package gives install)
+  set(TIDE_WITH_${name} AUTO CACHE STRING "use ${package} for ${gives}: AUTO (when found), ON (required) or OFF")
+  set_property(CACHE TIDE_WITH_${name} PROPERTY STRINGS AUTO ON OFF)
+  set(TIDE_HAVE_${name} OFF)
+  if(TIDE_WITH_${name} STREQUAL "AUTO")
+    find_package(${package} ${ARGN})
+    if(${package}_FOUND)
+      set(TIDE_HAVE_${name} ON)
+    else()
+      message(WARNING "tide: ${package} not found, building without ${gives}. Install ${install} to have them, "
+                      "or configure with -DTIDE_WITH_${name}=OFF to build without them on purpose.")
+    endif()
+  elseif(TIDE_WITH_${name})
+    find_package(${package} REQUIRED ${ARGN})
+    set(TIDE_HAVE_${name} ON)
+  else()
+    message(STATUS "tide: TIDE_WITH_${name}=OFF, building without ${gives}")
+  endif()
+  if(TIDE_HAVE_${name})
+    message(STATUS "tide: with ${package} (${gives})")
+  endif()
+endmacro()
+
+# Each optional dependency has two source files defining the same functions: the implementation that uses it
+# and one that explains its absence (tide/runtime/build_features.h). Keeps the one TIDE_HAVE_<NAME> selects.
+macro(tide_select_source sources name with without)
+  if(TIDE_HAVE_${name})
+    list(REMOVE_ITEM ${sources} ${CMAKE_SOURCE_DIR}/src/tide/${without})
+  else()
+    list(REMOVE_ITEM ${sources} ${CMAKE_SOURCE_DIR}/src/tide/${with})
+  endif()
+endmacro()
