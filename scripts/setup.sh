@@ -12,16 +12,7 @@ packages=(
   libcpp-httplib-dev                 # tide serve: HTTP server (header-only)
   libdnnl-dev                        # int8 compute (oneDNN, the library libtorch uses)
 )
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+scripts/install_packages.sh "${packages[@]}"
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${TIDE_CMAKE_ARGS:-}
 # The first build makes only the tide binary (short); scripts/test.sh builds everything.

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -36,6 +38,15 @@ inline bool fixtures_available() { return fixtures_unavailable_reason().empty();
     const std::string tide_reason_ = ::tide::testing::fixtures_unavailable_reason(); \
     if (!tide_reason_.empty()) GTEST_SKIP() << tide_reason_;                    \
   } while (0)
+
+// A file's bytes, and a file made of `bytes`.
+inline std::string read_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+inline void write_bytes(const std::filesystem::path& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
 
 inline std::filesystem::path fixtures_dir() {
   const char* dir = std::getenv("TIDE_FIXTURES");

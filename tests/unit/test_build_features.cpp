@@ -18,6 +18,7 @@
 #include "tide/train/image_files.h"
 
 namespace {
+using tide::testing::read_bytes;
 namespace fs = std::filesystem;
 
 template <typename F>
@@ -30,10 +31,6 @@ std::string error_of(F&& f) {
   return "";
 }
 
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // 2x2 pixels of (255, 128, 0), written by libjpeg at quality 90.
 const fs::path kOrangeJpeg = fs::path(TIDE_TEST_DATA) / "orange_2x2.jpg";

@@ -21,6 +21,8 @@
 #include "tiny_pipeline.h"
 
 namespace {
+using tide::testing::read_bytes;
+using tide::testing::write_bytes;
 namespace fs = std::filesystem;
 using tide::io::GgmlType;
 using tide::io::GgufFile;
@@ -36,13 +38,6 @@ std::string error_of(F&& f) {
   return "(no error)";
 }
 
-std::string read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-void write_bytes(const fs::path& p, const std::string& bytes) {
-  std::ofstream(p, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 // GGUF bytes built by hand, for layouts the writer never produces.
 struct Bytes {

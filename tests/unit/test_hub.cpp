@@ -17,6 +17,7 @@
 #include "tide/runtime/sha256.h"
 
 namespace {
+using tide::testing::read_bytes;
 namespace fs = std::filesystem;
 namespace hub = tide::hub;
 using tide::testing::HubServer;
@@ -25,10 +26,6 @@ using tide::testing::TempDir;
 const std::string kRepo = "tide-test/tiny-sd";
 const std::string kCommit = "0123456789abcdef0123456789abcdef01234567";
 
-std::string read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // The bytes of a small safetensors file.
 std::string safetensors_bytes(const fs::path& scratch, at::ScalarType dtype, int64_t n, int seed) {

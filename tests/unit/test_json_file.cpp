@@ -34,3 +34,28 @@ TEST(JsonFile, ErrorsNameTheFileAndKey) {
 }
 
 }  // namespace
+
+namespace {
+
+// A config number read as an integer must be one, and fit: nlohmann alone would truncate 2.5 and wrap 2^40.
+TEST(JsonFile, IntegersMustBeWholeAndFit) {
+  const nlohmann::json j = nlohmann::json::parse(
+      R"({"half": 2.5, "big": 1099511627776, "negative": -3, "whole": 1000.0, "huge": 1e300, "int": 42})");
+  using tide::io::json_get;
+  EXPECT_THROW(json_get<int>(j, "half", 0), tide::Error);
+  EXPECT_THROW(json_get<int>(j, "big", 0), tide::Error);
+  EXPECT_THROW(json_get<int64_t>(j, "huge", 0), tide::Error);
+  EXPECT_THROW(json_get<unsigned>(j, "negative", 0u), tide::Error);
+  EXPECT_EQ(json_get<int64_t>(j, "big", 0), int64_t(1) << 40);
+  EXPECT_EQ(json_get<int>(j, "negative", 0), -3);
+  EXPECT_EQ(json_get<int>(j, "whole", 0), 1000);
+  EXPECT_EQ(json_get<int>(j, "int", 0), 42);
+  EXPECT_DOUBLE_EQ(json_get<double>(j, "half", 0.0), 2.5);
+  try {
+    json_get<int>(j, "half", 0);
+  } catch (const tide::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'half'"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace

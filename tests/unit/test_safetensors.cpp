@@ -11,16 +11,11 @@
 #include "tide/runtime/error.h"
 
 namespace {
+using tide::testing::read_bytes;
+using tide::testing::write_bytes;
 using tide::io::SafetensorsFile;
 using tide::testing::TempDir;
 
-std::string read_bytes(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-void write_bytes(const std::filesystem::path& p, const std::string& bytes) {
-  std::ofstream(p, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 // A file from a raw JSON header and `data_bytes` zero bytes.
 void write_raw(const std::filesystem::path& p, const std::string& header, size_t data_bytes) {
   std::string out(8, '\0');

@@ -84,10 +84,7 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
   c10::InferenceMode inference;
   // The thread count before every stage and step, as the pipeline sets it.
   const int limit = s.threads > 0 ? s.threads : at::get_num_threads();
-  auto adapt_threads = [&] {
-    if (load) load->apply(limit);
-    else if (at::get_num_threads() != limit) at::set_num_threads(limit);
-  };
+  auto adapt_threads = [&] { runtime::apply_thread_count(load, limit); };
   adapt_threads();
   const bool guided = s.guidance > 1.0;
   // Token Merging for this pass's UNet calls, as the pipeline installs it.

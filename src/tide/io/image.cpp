@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "tide/io/atomic_file.h"
+#include "tide/io/image_limits.h"
 #include "tide/runtime/error.h"
 
 namespace tide::io {
@@ -79,6 +80,7 @@ PngImage read_png_stream(FILE* file, const std::string& name) {
     png_init_io(png, file);
     png_set_sig_bytes(png, 8);
     png_read_info(png, info);
+    check_image_size(png_get_image_width(png, info), png_get_image_height(png, info), "the image");
     // Normalise every colour type to 8-bit RGB.
     png_set_strip_16(png);
     png_set_strip_alpha(png);

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "tide/io/image_limits.h"
 #include "tide/runtime/build_features.h"
 #include "tide/runtime/error.h"
 
@@ -41,6 +42,12 @@ bool start_jpeg(jpeg_decompress_struct& cinfo, JpegError& err, FILE* file, const
   jpeg_read_header(&cinfo, TRUE);
   if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
     std::snprintf(err.message, sizeof(err.message), "CMYK JPEGs are not supported; convert the image to RGB");
+    return false;
+  }
+  try {  // before libjpeg allocates for the whole image (progressive JPEGs keep all their coefficients)
+    check_image_size(cinfo.image_width, cinfo.image_height, "the image");
+  } catch (const Error& e) {
+    std::snprintf(err.message, sizeof(err.message), "%s", e.what());
     return false;
   }
   cinfo.out_color_space = JCS_RGB;  // grey and YCbCr both convert

@@ -28,7 +28,7 @@ void WeightSource::add_file(const fs::path& file) {
     for (auto& [name, tensor] : state_dict_tensors(load_torch_file(file), file.string())) {
       const auto sizes = tensor.sizes();
       entries_[name] = Derived{std::vector<int64_t>(sizes.begin(), sizes.end()), tensor.scalar_type(),
-                               [tensor] { return tensor; }};
+                               [t = tensor] { return t; }};
     }
     description_ += (description_.empty() ? "" : ", ") + file.string();
     return;

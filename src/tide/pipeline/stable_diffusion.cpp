@@ -73,10 +73,7 @@ class ComputeScope {
   ComputeScope& operator=(const ComputeScope&) = delete;
 
   // The thread count for the next piece of work: the limit, or what other processes leave free now.
-  void adapt() {
-    if (load_) load_->apply(limit_);
-    else if (at::get_num_threads() != limit_) at::set_num_threads(limit_);
-  }
+  void adapt() { runtime::apply_thread_count(load_, limit_); }
 
  private:
   runtime::OptimizationsGuard optimizations_;

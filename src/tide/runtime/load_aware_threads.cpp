@@ -113,4 +113,10 @@ int LoadAwareThreads::most() const {
   return most_;
 }
 
+int apply_thread_count(LoadAwareThreads* load, int limit) {
+  if (load) return load->apply(limit);
+  if (at::get_num_threads() != limit) at::set_num_threads(limit);
+  return limit;
+}
+
 }  // namespace tide::runtime

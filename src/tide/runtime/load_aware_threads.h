@@ -65,4 +65,8 @@ class LoadAwareThreads {
   int fewest_ = 0, most_ = 0;
 };
 
+// Sets the calling thread's count for the next piece of work: what `load` chooses (at most `limit`) or,
+// without one, `limit` itself. Returns the count.
+int apply_thread_count(LoadAwareThreads* load, int limit);
+
 }  // namespace tide::runtime
