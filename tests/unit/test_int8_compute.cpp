@@ -19,7 +19,7 @@ namespace {
 using namespace tide::kernels;
 
 std::string path_note() {
-  return "int8 path " + int8_compute_path() + ", activation levels " + std::to_string(activation_levels());
+  return "int8 path " + int8_compute_path() + (kernels_halve_weights() ? ", halved weights" : ", 8-bit weights");
 }
 
 // Activations as SD layers see them: centred (after GroupNorm) or mostly positive with a negative tail (after
@@ -37,12 +37,18 @@ double kernel_vs_reference_error(const at::Tensor& got, const at::Tensor& want) 
   return tide::testing::max_abs_diff(got.to(at::kDouble), want) / (want.abs().max().item<double>() + 1e-30);
 }
 
-// |x·w − x̂·ŵ| ≤ Σ |x||w − ŵ| + |ŵ||x − x̂| with |w − ŵ| ≤ ws/2 and |x − x̂| ≤ as (half a step of rounding plus up to
-// half a step lost to the zero point's rounding at the clamped end): a per-element bound, float64.
-at::Tensor linear_quantization_bound(const at::Tensor& x, const at::Tensor& w_hat, const at::Tensor& ws, double as) {
+// |x·w − x̂·ŵ| ≤ Σ |x||w − ŵ| + |ŵ||x − x̂| with ŵ the weights the kernels use and |x − x̂| ≤ as (half a step of
+// rounding plus up to half a step lost to the zero point's rounding at the clamped end): a per-element bound,
+// float64.
+at::Tensor linear_quantization_bound(const at::Tensor& x, const at::Tensor& w, const at::Tensor& w_hat, double as) {
   const at::Tensor xa = x.to(at::kDouble).abs();
-  return at::matmul(xa, at::ones_like(w_hat.t())) * (ws.to(at::kDouble) / 2) +
-         as * at::matmul(at::ones_like(xa), w_hat.abs().t());
+  return at::matmul(xa, (w.to(at::kDouble) - w_hat).abs().t()) + as * at::matmul(at::ones_like(xa), w_hat.abs().t());
+}
+
+// The weights as the kernels use them, dequantized, float64.
+at::Tensor kernel_weights_dequantized(const tide::kernels::QuantizedWeight& stored) {
+  const auto k = weights_for_kernels(stored.q, stored.scale);
+  return dequantize_per_channel(k.q, k.scale).to(at::kDouble);
 }
 
 TEST(Int8Quantize, RoundTripWithinHalfAScaleStep) {
@@ -95,8 +101,31 @@ TEST(Int8Compute, ReportsItsPath) {
   const std::vector<std::string> known{"amx", "avx512_vnni", "avx_vnni", "avx512", "avx2", "none"};
   EXPECT_NE(std::find(known.begin(), known.end(), path), known.end()) << path;
   const bool int32_products = path == "amx" || path == "avx512_vnni" || path == "avx_vnni";
-  EXPECT_EQ(activation_levels(), int32_products ? 255 : 127);
+  EXPECT_EQ(kernels_halve_weights(), !int32_products);
   EXPECT_EQ(int8_compute_available(), path != "none");
+}
+
+// Halved weights (vpmaddubsw paths): round-half-even(q / 2) in [-64, 64], twice the scale, so within one stored
+// step of the stored weights and never saturating the int16 pair sums; elsewhere the stored weights themselves.
+TEST(Int8Compute, WeightsForTheKernels) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  const auto stored = quantize_per_channel(at::randn({9, 40}, gen));
+  const auto k = weights_for_kernels(stored.q, stored.scale);
+  ASSERT_EQ(k.q.scalar_type(), at::kChar);
+  ASSERT_EQ(k.q.sizes(), stored.q.sizes());
+  if (!kernels_halve_weights()) {
+    EXPECT_TRUE(at::equal(k.q, stored.q)) << path_note();
+    EXPECT_TRUE(at::equal(k.scale, stored.scale)) << path_note();
+    tide::testing::note_path_not_exercised("halved int8 weights", "this CPU multiplies u8·s8 into int32 (" + path_note() + ")");
+  } else {
+    EXPECT_TRUE(at::equal(k.scale, stored.scale * 2)) << path_note();
+    const at::Tensor q = stored.q.to(at::kInt), half = k.q.to(at::kInt);
+    EXPECT_LE(half.abs().max().item<int>(), 64);
+    EXPECT_LE((half * 2 - q).abs().max().item<int>(), 1);
+    // Odd values round half to even: 3 -> 2, 5 -> 2, -3 -> -2, 127 -> 64.
+    const auto odd = weights_for_kernels(at::tensor({3, 5, -3, 127, -127, 1}, at::kChar), at::ones({6}));
+    EXPECT_TRUE(at::equal(odd.q, at::tensor({2, 2, -2, 64, -64, 0}, at::kChar))) << odd.q;
+  }
 }
 
 TEST(Int8Compute, ActivationRangeIncludesZero) {
@@ -128,7 +157,7 @@ TEST(Int8Linear, MatchesItsReferenceAndTheFloatProduct) {
     const at::Tensor w = at::randn({c.out, c.in}, gen) / std::sqrt(double(c.in));
     const at::Tensor bias = at::randn({c.out}, gen);
     const auto qw = quantize_per_channel(w);
-    const at::Tensor w_hat = dequantize_per_channel(qw.q, qw.scale).to(at::kDouble);
+    const at::Tensor w_hat = kernel_weights_dequantized(qw);
     for (bool with_bias : {true, false}) {
       const at::Tensor b = with_bias ? bias : at::Tensor();
       const Int8Linear layer(qw.q, qw.scale, b);
@@ -148,10 +177,10 @@ TEST(Int8Linear, MatchesItsReferenceAndTheFloatProduct) {
         EXPECT_LE(kernel_vs_reference_error(y, ref), 1e-6) << what;
         if (kind == 2) continue;
         // Against the product of the unquantized operands.
-        const auto aq = choose_activation_quantization(x, activation_levels());
+        const auto aq = choose_activation_quantization(x);
         at::Tensor exact = at::matmul(x.to(at::kDouble), w.to(at::kDouble).t());
         if (with_bias) exact = exact + bias.to(at::kDouble);
-        const at::Tensor bound = linear_quantization_bound(x, w_hat, qw.scale, aq.scale);
+        const at::Tensor bound = linear_quantization_bound(x, w, w_hat, aq.scale);
         const at::Tensor excess = (y.to(at::kDouble) - exact).abs() - bound - 1e-5 * (exact.abs() + 1);
         EXPECT_LE(excess.max().item<double>(), 0) << what;
       }
@@ -174,7 +203,7 @@ TEST(Int8Conv2d, MatchesItsReferenceAndTheFloatConvolution) {
     const at::Tensor w = at::randn({c.out, c.in, c.k, c.k}, gen) / std::sqrt(double(c.in * c.k * c.k));
     const at::Tensor bias = at::randn({c.out}, gen);
     const auto qw = quantize_per_channel(w);
-    const at::Tensor w_hat = dequantize_per_channel(qw.q, qw.scale).to(at::kDouble);
+    const at::Tensor w_hat = kernel_weights_dequantized(qw);
     for (bool with_bias : {true, false}) {
       const at::Tensor b = with_bias ? bias : at::Tensor();
       const Int8Conv2d layer(qw.q, qw.scale, b, c.stride, c.padding);
@@ -193,13 +222,12 @@ TEST(Int8Conv2d, MatchesItsReferenceAndTheFloatConvolution) {
           ASSERT_EQ(y.sizes(), ref.sizes()) << what;
           EXPECT_LE(kernel_vs_reference_error(y, ref), 1e-6) << what;
           if (kind == 2) continue;
-          const auto aq = choose_activation_quantization(x, activation_levels());
+          const auto aq = choose_activation_quantization(x);
           const at::Tensor xd = x.to(at::kDouble);
           at::Tensor exact = at::conv2d(xd, w.to(at::kDouble), {}, c.stride, c.padding);
           if (with_bias) exact = exact + bias.to(at::kDouble).reshape({1, -1, 1, 1});
           // The linear bound, summed over each output's window (padding contributes nothing: zero is exact).
-          const at::Tensor bound = at::conv2d(xd.abs(), at::ones_like(w_hat), {}, c.stride, c.padding) *
-                                       (qw.scale.to(at::kDouble) / 2).reshape({1, -1, 1, 1}) +
+          const at::Tensor bound = at::conv2d(xd.abs(), (w.to(at::kDouble) - w_hat).abs(), {}, c.stride, c.padding) +
                                    aq.scale * at::conv2d(at::ones_like(xd), w_hat.abs(), {}, c.stride, c.padding);
           const at::Tensor excess = (y.to(at::kDouble) - exact).abs() - bound - 1e-5 * (exact.abs() + 1);
           EXPECT_LE(excess.max().item<double>(), 0) << what;

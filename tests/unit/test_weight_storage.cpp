@@ -71,8 +71,9 @@ TEST(WeightStorage, LayersComputeWithTheStoredValues) {
   for (WeightFormat format : {WeightFormat::kFloat16, WeightFormat::kBFloat16, WeightFormat::kInt8}) {
     SCOPED_TRACE(tide::nn::weight_format_name(format));
     tide::nn::Linear linear(24, 10);
-    tide::nn::Conv2d conv(6, 5, 3, 1, 1);
-    const at::Tensor x = at::randn({2, 7, 24}), image = at::randn({2, 6, 9, 11});
+    // Wider than the convolutions int8 keeps weight-only (nn/layers.cpp), so its W8A8 kernel runs.
+    tide::nn::Conv2d conv(656, 5, 3, 1, 1);
+    const at::Tensor x = at::randn({2, 7, 24}), image = at::randn({2, 656, 9, 11});
     const at::Tensor y32 = linear->forward(x), z32 = conv->forward(image);
     tide::nn::convert_weight_storage(*linear, [&](const std::string&) { return format; });
     tide::nn::convert_weight_storage(*conv, [&](const std::string&) { return format; });
@@ -101,6 +102,33 @@ TEST(WeightStorage, LayersComputeWithTheStoredValues) {
         tide::kernels::int8_conv2d_reference(image, conv->weight, conv->weight_scale, conv->bias, 1, 1);
     EXPECT_TENSOR_NEAR(linear->forward(x), lin_ref, 1e-5 * lin_ref.abs().max().item<double>());
     EXPECT_TENSOR_NEAR(conv->forward(image), conv_ref, 1e-5 * conv_ref.abs().max().item<double>());
+  }
+}
+
+// SD's first level (320 channels) and, where the kernels halve the weights, its second (640) lose too much to
+// per-tensor activation quantization: those convolutions stay weight-only, exactly the dequantized float layer.
+TEST(WeightStorage, Int8KeepsTheHighResolutionConvolutionsWeightOnly) {
+  c10::NoGradGuard no_grad;
+  at::manual_seed(3);
+  if (!tide::kernels::int8_compute_available())
+    tide::testing::note_path_not_exercised("W8A8 int8 layers", "no int8 arithmetic on this CPU");
+  const int64_t widest = tide::kernels::kernels_halve_weights() ? 640 : 320;
+  for (int64_t in : {int64_t(320), widest, widest + 16}) {
+    SCOPED_TRACE(std::to_string(in) + " input channels");
+    tide::nn::Conv2d conv(in, 4, 3, 1, 1);
+    tide::nn::convert_weight_storage(*conv, [](const std::string&) { return WeightFormat::kInt8; });
+    const at::Tensor image = at::randn({1, in, 6, 5});
+    const at::Tensor y = conv->forward(image);
+    const at::Tensor weight_only =
+        at::conv2d(image, tide::nn::weight_for_compute(conv->weight, conv->weight_scale, at::kFloat), conv->bias, 1, 1);
+    const double scale = weight_only.abs().max().item<double>();
+    if (in <= widest || !tide::kernels::int8_compute_available()) {
+      EXPECT_TENSOR_NEAR(y, weight_only, 1e-5 * scale);
+    } else {
+      const at::Tensor w8a8 = tide::kernels::int8_conv2d_reference(image, conv->weight, conv->weight_scale, conv->bias, 1, 1);
+      EXPECT_TENSOR_NEAR(y, w8a8, 1e-5 * scale);
+      EXPECT_GT(tide::testing::max_abs_diff(y, weight_only), 1e-4 * scale) << "W8A8 should differ from weight-only";
+    }
   }
 }
 

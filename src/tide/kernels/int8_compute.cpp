@@ -104,13 +104,20 @@ void execute_product(const dnnl::primitive& p, const memory::desc& scratchpad, c
   execute(p, scratchpad, std::move(args));
 }
 
+// The weights and scales as the kernels use them (kernels_halve_weights).
+at::Tensor halved(const at::Tensor& q) { return at::round(q.to(at::kFloat) * 0.5f).to(at::kChar); }
+at::Tensor kernel_scale(const at::Tensor& scale) {
+  return kernels_halve_weights() ? scale.to(at::kFloat) * 2 : scale.to(at::kFloat);
+}
+
 // The int8 weights in the layouts primitives asked for. The layer packs them when it is built, in the layout
 // of a typical shape ("provisional"); the first call whose primitive wants another layout drops that one, so a
 // layer never keeps a layout no call uses; a later shape that wants yet another layout packs (and keeps) one more.
 // Keeps a reference to the caller's int8 tensor (no copy) to pack from. Guarded by the owner's mutex.
 class PackedWeights {
  public:
-  // `plain`: the int8 weights as the caller stores them, described by `plain_md`.
+  // `plain`: the int8 weights as the caller stores them, described by `plain_md`. They are packed as the kernels
+  // use them (weights_for_kernels): halved ones only for the moment of packing, so no second plain copy is kept.
   PackedWeights(at::Tensor plain, memory::desc plain_md) : plain_(std::move(plain)), plain_md_(plain_md) {}
 
   void pack_provisional(const memory::desc& layout) { provisional_ = pack(layout); }
@@ -128,7 +135,8 @@ class PackedWeights {
  private:
   memory pack(const memory::desc& layout) const {
     memory packed(layout, cpu_engine());
-    memory src(plain_md_, cpu_engine(), plain_.data_ptr());
+    const at::Tensor source = kernels_halve_weights() ? halved(plain_) : plain_;  // same shape and strides
+    memory src(plain_md_, cpu_engine(), source.data_ptr());
     dnnl::stream stream(cpu_engine());
     dnnl::reorder(src, packed).execute(stream, src, packed);
     stream.wait();
@@ -180,9 +188,13 @@ std::string int8_compute_path() {
 
 bool int8_compute_available() { return int8_compute_path() != "none"; }
 
-int activation_levels() {
+bool kernels_halve_weights() {
   const std::string path = int8_compute_path();
-  return (path == "amx" || path == "avx512_vnni" || path == "avx_vnni") ? 255 : 127;
+  return !(path == "amx" || path == "avx512_vnni" || path == "avx_vnni");
+}
+
+QuantizedWeight weights_for_kernels(const at::Tensor& q, const at::Tensor& scale) {
+  return {kernels_halve_weights() ? halved(q) : q, kernel_scale(scale)};
 }
 
 ActivationQuantization choose_activation_quantization(const at::Tensor& x, int levels) {
@@ -267,7 +279,7 @@ Int8Linear::Int8Linear(const at::Tensor& q, const at::Tensor& scale, const at::T
   check_weights(q, scale, bias, 2, "int8 linear");
   in_ = q.size(1);
   out_ = q.size(0);
-  impl_ = std::make_unique<Impl>(q, scale.to(at::kFloat).contiguous(),
+  impl_ = std::make_unique<Impl>(q, kernel_scale(scale).contiguous(),
                                  bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor());
   try {
     impl_->packed.pack_provisional(impl_->product_pd(typical_rows, in_, out_).weights_desc());
@@ -290,7 +302,7 @@ at::Tensor Int8Linear::forward(const at::Tensor& x) const {
   at::Tensor y = at::empty(out_shape, x2.options());  // [..., out]
   if (m == 0) return y;
   const auto p = impl_->plan(m, in_, out_);
-  const ActivationQuantization aq = choose_activation_quantization(x2, activation_levels());
+  const ActivationQuantization aq = choose_activation_quantization(x2);
   at::Tensor xq = at::empty({m, in_}, at::kByte);
   const memory::desc src_f32({m, in_}, dt::f32, tag::ab), src_u8({m, in_}, dt::u8, tag::ab);
   quantize_activations(p->quantize, p->quantize_scratchpad, src_f32, x2, src_u8, xq, aq);
@@ -380,7 +392,7 @@ Int8Conv2d::Int8Conv2d(const at::Tensor& q, const at::Tensor& scale, const at::T
   if (stride < 1 || padding < 0)
     throw Error("int8 conv2d: stride must be at least 1 and padding at least 0, got stride " + std::to_string(stride) +
                 ", padding " + std::to_string(padding));
-  impl_ = std::make_unique<Impl>(q, scale.to(at::kFloat).contiguous(),
+  impl_ = std::make_unique<Impl>(q, kernel_scale(scale).contiguous(),
                                  bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor(), stride, padding);
   try {
     impl_->packed.pack_provisional(
@@ -409,7 +421,7 @@ at::Tensor Int8Conv2d::forward(const at::Tensor& x) const {
                            xf.options().memory_format(at::MemoryFormat::ChannelsLast));  // [B, O, H', W']
   if (b == 0) return y;
   const auto p = im.plan(b, h, w, channels_last);
-  const ActivationQuantization aq = choose_activation_quantization(xf, activation_levels());
+  const ActivationQuantization aq = choose_activation_quantization(xf);
   at::Tensor xq =
       at::empty({b, im.in_channels, h, w}, at::TensorOptions(at::kByte).memory_format(at::MemoryFormat::ChannelsLast));
   quantize_activations(p->quantize, p->quantize_scratchpad, p->src_f32, xf, p->src_u8, xq, aq);
@@ -431,10 +443,10 @@ at::Tensor reference_quantized_activations(const at::Tensor& x, const Activation
 }
 }  // namespace
 
-at::Tensor int8_linear_reference(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale,
-                                 const at::Tensor& bias, int levels) {
-  const ActivationQuantization aq =
-      choose_activation_quantization(x.to(at::kFloat), levels ? levels : activation_levels());
+at::Tensor int8_linear_reference(const at::Tensor& x, const at::Tensor& q_stored, const at::Tensor& scale_stored,
+                                 const at::Tensor& bias) {
+  const auto [q, scale] = weights_for_kernels(q_stored, scale_stored);
+  const ActivationQuantization aq = choose_activation_quantization(x.to(at::kFloat));
   const at::Tensor xs = reference_quantized_activations(x, aq);                   // [..., in]
   const at::Tensor combined = (scale.to(at::kFloat) * aq.scale).to(at::kDouble);  // float32 products, [out]
   at::Tensor y = at::matmul(xs, q.to(at::kDouble).t()) * combined;                // exact integer sums, [..., out]
@@ -442,10 +454,10 @@ at::Tensor int8_linear_reference(const at::Tensor& x, const at::Tensor& q, const
   return y;
 }
 
-at::Tensor int8_conv2d_reference(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale,
-                                 const at::Tensor& bias, int64_t stride, int64_t padding, int levels) {
-  const ActivationQuantization aq =
-      choose_activation_quantization(x.to(at::kFloat), levels ? levels : activation_levels());
+at::Tensor int8_conv2d_reference(const at::Tensor& x, const at::Tensor& q_stored, const at::Tensor& scale_stored,
+                                 const at::Tensor& bias, int64_t stride, int64_t padding) {
+  const auto [q, scale] = weights_for_kernels(q_stored, scale_stored);
+  const ActivationQuantization aq = choose_activation_quantization(x.to(at::kFloat));
   const at::Tensor xs = reference_quantized_activations(x, aq).contiguous();  // [B, I, H, W]; padding = real zero
   const at::Tensor combined = (scale.to(at::kFloat) * aq.scale).to(at::kDouble);
   at::Tensor y = at::conv2d(xs, q.to(at::kDouble), {}, stride, padding) * combined.reshape({1, -1, 1, 1});

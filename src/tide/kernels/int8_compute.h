@@ -21,14 +21,21 @@ std::string int8_compute_path();
 
 // True where W8A8 is faster than float32 on this CPU: from AVX2 up. Measured per SD 1.5 layer shape at 512x512
 // (bench/README.md), one thread: convolutions 1.4-3.4x (AVX-512 without VNNI), 1.8-3.5x (AVX2), 3.3-7.4x
-// (AVX512-VNNI), 4.6-13x (AMX) faster; linear layers 1.1-1.7x (AVX2) to 2-6x (AMX). The vpmaddubsw paths
-// (AVX2, AVX-512 without VNNI) quantize activations to 7 bits (activation_levels()). Below AVX2: false.
+// (AVX512-VNNI), 4.6-13x (AMX) faster; linear layers 1.1-1.7x (AVX2) to 2-6x (AMX). Below AVX2: false.
 bool int8_compute_available();
 
-// Levels the activations are quantized to: 255 where the CPU multiplies u8·s8 pairs into int32 (VNNI, AMX);
-// 127 on the vpmaddubsw paths, whose int16 sum of two u8·s8 products would saturate with 8-bit activations
-// (2·255·127 > 32767) but not with 7-bit ones (2·127·127 ≤ 32767).
-int activation_levels();
+// Activations are quantized to unsigned 8 bits on every path.
+inline constexpr int kActivationLevels = 255;
+
+// Whether the kernels halve the weights on this CPU. Where it multiplies u8·s8 pairs into int32 (VNNI, AMX) they
+// use the weights as stored, in [-127, 127]. On the vpmaddubsw paths (AVX2, AVX-512 without VNNI) the int16 sum
+// of two u8·s8 products would saturate (2·255·127 > 32767), so there the weights enter halved, round-half-even
+// (q / 2) in [-64, 64] with twice the scale (2·255·64 ≤ 32767), and the activations keep their 8 bits: the sd15
+// preset's UNet call at 256 px had 2.6% relative error so, 3.9% with 7-bit activations and 8-bit weights.
+bool kernels_halve_weights();
+
+// The weights as the kernels use them on this CPU: `q` and `scale`, or halved as above (a new tensor).
+QuantizedWeight weights_for_kernels(const at::Tensor& q, const at::Tensor& scale);
 
 // Per-tensor asymmetric quantization of activations: x ≈ (xq − zero_point) · scale, xq in [0, levels]. The range
 // always includes 0 (so zero padding and ReLU-like zeros are exact); an all-zero tensor (or one whose range is
@@ -39,10 +46,10 @@ struct ActivationQuantization {
   int levels = 255;
 };
 // Chooses the quantization of `x` from its minimum and maximum (one pass); non-finite values: tide::Error.
-ActivationQuantization choose_activation_quantization(const at::Tensor& x, int levels);
+ActivationQuantization choose_activation_quantization(const at::Tensor& x, int levels = kActivationLevels);
 
-// y = x · wᵀ + bias with int8 weights, activations quantized per call (choose_activation_quantization with
-// activation_levels()): y[m, o] = Σ_k (xq[m, k] − zero_point)·q[o, k] · scale[o] · activation_scale + bias[o].
+// y = x · wᵀ + bias with int8 weights (weights_for_kernels), activations quantized per call
+// (choose_activation_quantization): y[m, o] = Σ_k (xq[m, k] − zero_point)·q[o, k] · scale[o] · activation_scale + bias[o].
 // Thread-safe: forward() may run from several threads at once on one object (the primitive cache is behind a
 // mutex; execution is concurrent, each call with its own scratchpad). Computes on the caller's thread count
 // (at::get_num_threads(), also in threads that libtorch has not seen yet).
@@ -85,14 +92,14 @@ class Int8Conv2d {
   std::unique_ptr<Impl> impl_;
 };
 
-// What the kernels compute, with at:: ops in float64 (for tests): the same activation quantization (including
-// its float32 rounding of x · (1/scale) + zero point), exact integer sums Σ (xq − zero_point)·q, times the float32
+// What the kernels compute, with at:: ops in float64 (for tests): the same weights (weights_for_kernels), the same
+// activation quantization (including its float32 rounding of x · (1/scale) + zero point), exact integer sums Σ (xq − zero_point)·q, times the float32
 // product weight_scale[o] · activation_scale, plus the bias. The kernels differ from it only by float32 rounding
 // of the scaling and the bias (they round the int32 sums to float32 and multiply by the two scales one after
-// the other). `levels` 0: activation_levels() of this CPU.
+// the other).
 at::Tensor int8_linear_reference(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale,
-                                 const at::Tensor& bias, int levels = 0);
+                                 const at::Tensor& bias);
 at::Tensor int8_conv2d_reference(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale,
-                                 const at::Tensor& bias, int64_t stride, int64_t padding, int levels = 0);
+                                 const at::Tensor& bias, int64_t stride, int64_t padding);
 
 }  // namespace tide::kernels

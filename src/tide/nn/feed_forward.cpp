@@ -17,6 +17,7 @@ FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
   const int64_t inner = dim * mult;
   geglu_ = Geglu(dim, inner);
   out_ = Linear(inner, dim);
+  out_->int8_activations = false;  // the GEGLU output (nn/layers.cpp)
   net = register_module("net", torch::nn::ModuleList(geglu_, torch::nn::Identity(), out_));
 }
 

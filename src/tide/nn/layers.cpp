@@ -60,17 +60,23 @@ bool use_int8_kernel(const at::Tensor& weight, const at::Tensor& x) {
 }
 
 // Layers whose inputs one activation scale per tensor represents badly stay weight-only int8 (dequantized per
-// call): the residual stream entering 1x1 shortcuts / SD 1.x projections and stride-2 downsamplers, and the
-// GEGLU output entering the feed-forward's last linear layer (in = 4 × out). Measured on the sd15 preset (256 px,
-// UNet call against float32): W8A8 everywhere 3.2% relative error, weight-only everywhere 1.1%, this split 2.2%.
-bool conv_quantizes_activations(const at::Tensor& weight, int64_t stride) { return weight.size(2) > 1 && stride == 1; }
-bool linear_quantizes_activations(const at::Tensor& weight) { return weight.size(1) != 4 * weight.size(0); }
+// call): the residual stream entering 1x1 shortcuts and stride-2 downsamplers; the transformers' projections
+// in and out (1x1 convolutions in SD 1.x, linear layers Transformer2D marks in SD 2.x / XL); the GEGLU output
+// entering the feed-forward's last linear layer (FeedForward marks it); and the convolutions of SD's first,
+// highest-resolution level (320 channels; up to 640 where the kernels halve the weights). UNet call at 256 px
+// against float32, sd15 preset: W8A8 everywhere 3.2%, weight-only everywhere 1.1%; with 8-bit weights (VNNI,
+// AMX) this split 1.8% (2.2% with the 320-channel convolutions in W8A8); with halved weights (AVX2) 1.65% (2.1%
+// with the 640-channel ones, 2.6% with all). sd21 preset, halved weights: 1.5% (2.0% with W8A8 `proj_in`).
+bool conv_quantizes_activations(const at::Tensor& weight, int64_t stride) {
+  const int64_t widest_weight_only = kernels::kernels_halve_weights() ? 640 : 320;
+  return weight.size(2) > 1 && stride == 1 && weight.size(1) > widest_weight_only;
+}
 
 }  // namespace
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
   runtime::FlopCount::add_macs(double(x.numel()) * double(weight.size(0)));
-  if (use_int8_kernel(weight, x) && linear_quantizes_activations(weight)) {
+  if (use_int8_kernel(weight, x) && int8_activations) {
     RECORD_USER_SCOPE("tide::int8_linear");  // named in `tide bench --profile`
     return int8_.get(weight, weight_scale, bias, [&] {
       return std::make_shared<const kernels::Int8Linear>(weight, weight_scale, bias);

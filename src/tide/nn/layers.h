@@ -47,6 +47,9 @@ class LinearImpl : public torch::nn::Module {
   at::Tensor bias;          // [out], undefined without bias
   at::Tensor weight_scale;  // [out]: int8 weights only, w ≈ weight · weight_scale[:, None]
   at::ScalarType stored_dtype = at::kFloat;  // kFloat: `weight` follows the compute dtype (set_compute_dtype)
+  // false: int8 weights are dequantized per call (weight-only) instead of running the W8A8 kernel, for a layer
+  // whose input one activation scale per tensor represents badly (its owner says so; nn/layers.cpp says why).
+  bool int8_activations = true;
 
  private:
   Int8KernelCache<kernels::Int8Linear> int8_;

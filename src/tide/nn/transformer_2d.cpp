@@ -49,9 +49,10 @@ Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DOptions& o) {
   const int64_t c = o.channels;
   norm = register_module("norm",
                          GroupNorm(o.norm_num_groups, c, 1e-6));
-  if (o.use_linear_projection)
+  if (o.use_linear_projection) {
     proj_in_linear = register_module("proj_in", Linear(c, c));
-  else
+    proj_in_linear->int8_activations = false;  // nn/layers.cpp
+  } else
     proj_in_conv = register_module("proj_in", Conv2d(c, c, 1));
   transformer_blocks = register_module("transformer_blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < o.num_layers; ++i) {
@@ -59,9 +60,10 @@ Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DOptions& o) {
     transformer_blocks->push_back(block);
     blocks_.push_back(block);
   }
-  if (o.use_linear_projection)
+  if (o.use_linear_projection) {
     proj_out_linear = register_module("proj_out", Linear(c, c));
-  else
+    proj_out_linear->int8_activations = false;  // nn/layers.cpp
+  } else
     proj_out_conv = register_module("proj_out", Conv2d(c, c, 1));
 }
 
