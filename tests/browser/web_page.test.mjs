@@ -256,6 +256,8 @@ describe("tide serve's web page", () => {
     const withLoras = await startServer(modelsDir, ["--lora-dir", loraDir]);
     try {
       const page = await openPage(undefined, withLoras.url);
+      // The list arrives with the page's own request for it, after the page has loaded.
+      await page.waitForFunction(() => document.querySelectorAll("#lora option").length > 0);
       assert.deepEqual(await page.$$eval("#lora option", (o) => o.map((x) => x.value)), ["", "ink-style"]);
       await typeInto(page, "#prompt", "a harbour");
       await page.select("#lora", "ink-style");

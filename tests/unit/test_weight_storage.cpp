@@ -2,6 +2,8 @@
 // float32, and whole tiny pipelines stored, written (tide quantize) and read back in every format.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include <c10/core/GradMode.h>
 
 #include "test_support.h"
@@ -10,6 +12,7 @@
 #include "tide/kernels/int8_compute.h"
 #include "tide/kernels/weight_quantization.h"
 #include "tide/nn/layers.h"
+#include "tide/nn/transformer_2d.h"
 #include "tide/nn/weight_storage.h"
 #include "tide/pipeline/model_writer.h"
 #include "tide/pipeline/stable_diffusion.h"
@@ -130,6 +133,25 @@ TEST(WeightStorage, Int8KeepsTheHighResolutionConvolutionsWeightOnly) {
       EXPECT_GT(tide::testing::max_abs_diff(y, weight_only), 1e-4 * scale) << "W8A8 should differ from weight-only";
     }
   }
+}
+
+// In a transformer, the layers whose inputs one activation scale represents badly stay weight-only int8: the
+// projections in and out (linear in SD 2.x / XL) and the feed-forward's last layer; the attention's run W8A8.
+TEST(WeightStorage, Int8KeepsTheTransformersProjectionsWeightOnly) {
+  tide::nn::Transformer2DOptions options;
+  options.channels = 32;
+  options.heads = 2;
+  options.cross_attention_dim = 16;
+  options.use_linear_projection = true;
+  tide::nn::Transformer2DModel transformer(options);
+  std::set<std::string> weight_only, w8a8;
+  for (const auto& item : transformer->named_modules()) {
+    const auto* linear = dynamic_cast<const tide::nn::LinearImpl*>(item.value().get());
+    if (linear) (linear->int8_activations ? w8a8 : weight_only).insert(item.key());
+  }
+  EXPECT_EQ(weight_only, (std::set<std::string>{"proj_in", "proj_out", "transformer_blocks.0.ff.net.2"}));
+  EXPECT_TRUE(w8a8.count("transformer_blocks.0.attn1.to_q") && w8a8.count("transformer_blocks.0.attn2.to_k") &&
+              w8a8.count("transformer_blocks.0.attn1.to_out.0") && w8a8.count("transformer_blocks.0.ff.net.0.proj"));
 }
 
 TEST(WeightStorage, ComputeDtypeLeavesNarrowWeightsAlone) {
