@@ -19,7 +19,7 @@ set(TIDE_SANITIZED_FILES
   adapters/lora_argument.cpp adapters/lora_file.cpp
   models/autoencoder_kl_config.cpp models/unet2d_condition_config.cpp
   pipeline/gguf_checkpoint.cpp pipeline/prompt_batch.cpp pipeline/single_file.cpp
-  server/access_control.cpp server/base64.cpp train/image_files.cpp runtime/strings.cpp)
+  server/access_control.cpp server/base64.cpp server/infotext.cpp train/image_files.cpp runtime/strings.cpp)
 if(TIDE_HAVE_JPEG)
   list(APPEND TIDE_SANITIZED_FILES io/jpeg_libjpeg.cpp)
 endif()

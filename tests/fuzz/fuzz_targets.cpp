@@ -21,7 +21,10 @@
 #include "tide/pipeline/prompt_batch.h"
 #include "tide/runtime/error.h"
 #include "tide/schedulers/scheduler.h"
+#include "tide/server/a1111_api.h"
 #include "tide/server/access_control.h"
+#include "tide/server/base64.h"
+#include "tide/server/infotext.h"
 #include "tide/server/server.h"
 #include "tide/text/a1111_prompt.h"
 #include "tide/train/image_files.h"
@@ -202,6 +205,21 @@ void authorization(const uint8_t* d, size_t n) {
 }
 std::vector<std::string> authorization_seeds() { return {"Bearer key", "Basic YWxpY2U6cHc=", "Basic Ym9iOng6eQ=="}; }
 
+// tide serve's /sdapi/v1/png-info: a JSON body holding a base64 PNG whose "parameters" text is parsed as A1111
+// infotext. Bad input is a 4xx reply; a reply the server could not send (5xx) is a bug.
+void png_info(const uint8_t* d, size_t n) {
+  const server::HttpReply reply = server::a1111::png_info(as_string(d, n));
+  if (reply.status >= 500) std::abort();
+  (void)server::parse_infotext(as_string(d, n));
+}
+std::vector<std::string> png_info_seeds() {
+  std::vector<std::string> seeds;
+  for (const auto& png : png_seeds()) seeds.push_back(R"({"image": ")" + server::base64_encode(png) + R"("})");
+  seeds.push_back("a cat, (red:1.2)\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, "
+                  "CFG scale: 7, Seed: 42, Size: 512x768, Model: sd15, Lora hashes: \"ink: abc\"");
+  return seeds;
+}
+
 void embedding(const uint8_t* d, size_t n) {
   // By content: safetensors or a torch zip, whatever the name says.
   (void)text::read_embedding_file(scratch_file(d, n, ".bin"));
@@ -225,7 +243,8 @@ const std::vector<Target>& targets() {
       {"tokenizer", tokenize, prompt_seeds},           {"a1111_prompt", a1111_prompt, prompt_seeds},
       {"png", png, png_seeds},                         {"embedding", embedding, safetensors_seeds},
       {"prompt_file", prompt_file, prompt_file_seeds}, {"gguf", gguf, gguf_seeds},
-      {"image_bytes", image_bytes, image_bytes_seeds}, {"authorization", authorization, authorization_seeds}};
+      {"image_bytes", image_bytes, image_bytes_seeds}, {"authorization", authorization, authorization_seeds},
+      {"png_info", png_info, png_info_seeds}};
   return all;
 }
 
