@@ -6,6 +6,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "tide/io/gguf.h"
 #include "tide/io/json_file.h"
 #include "tide/io/safetensors.h"
 #include "tide/models/presets.h"
@@ -25,6 +26,19 @@ std::optional<at::ScalarType> parse_dtype(const std::string& name) {
   if (name == "bf16" || name == "bfloat16") return at::kBFloat16;
   if (name == "f32" || name == "fp32" || name == "float32") return at::kFloat;
   throw Error("tide convert: --dtype must be f16, bf16 or f32, got '" + name + "'");
+}
+
+// --dtype for a .gguf output: the type of the matrices whose rows fit its blocks (f16 by default).
+io::GgmlType parse_gguf_type(const std::string& name) {
+  static const std::map<std::string, io::GgmlType> types = {
+      {"", io::GgmlType::F16},      {"f16", io::GgmlType::F16},   {"f32", io::GgmlType::F32},
+      {"bf16", io::GgmlType::BF16}, {"q8_0", io::GgmlType::Q8_0}, {"q5_1", io::GgmlType::Q5_1},
+      {"q5_0", io::GgmlType::Q5_0}, {"q4_1", io::GgmlType::Q4_1}, {"q4_0", io::GgmlType::Q4_0}};
+  const auto it = types.find(name);
+  if (it == types.end())
+    throw Error("tide convert: --dtype for a .gguf file must be f16, f32, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0, got '" +
+                name + "'");
+  return it->second;
 }
 
 void write_text(const fs::path& path, const std::string& text) {
@@ -102,11 +116,15 @@ int run_convert(int argc, char** argv) {
   Args args("convert", "tide convert --model SRC --output DST [--to single-file|diffusers] [options]",
             "Converts a diffusers model folder into one .safetensors file in the original layout of the released\n"
             "Stable Diffusion 1.x / 2.x / XL checkpoints (component configs kept in its metadata), or such a\n"
-            "single file into a diffusers folder.");
+            "single file into a diffusers folder. An output ending in .gguf is a GGUF file as stable-diffusion.cpp\n"
+            "reads them (tide too), its matrices in --dtype (f16 by default; q8_0 ... q4_0 quantize them).");
   args.option("model", "PATH", "diffusers model folder (with model_index.json) or single-file .safetensors checkpoint")
-      .option("output", "PATH", "the .safetensors file or the folder to write; must not exist yet")
+      .option("output", "PATH", "the .safetensors or .gguf file, or the folder, to write; must not exist yet")
       .option("to", "FORMAT", "single-file or diffusers", "the other format than --model")
-      .option("dtype", "TYPE", "store floating-point weights as f16, bf16 or f32", "as they are")
+      .option("dtype", "TYPE",
+              "store floating-point weights as f16, bf16 or f32; for a .gguf file also q8_0, q5_1, q5_0, q4_1 or "
+              "q4_0 (matrices whose rows fit 32-value blocks; the rest f16, vectors f32)",
+              "as they are; f16 for .gguf")
       .option("variant", "NAME", "read weight files of this variant from a folder, e.g. fp16 (*.fp16.safetensors)")
       .option("tokenizer", "DIR",
               "to a folder: copy the tokenizer from DIR (a tokenizer folder, or a model folder with tokenizer/)");
@@ -125,19 +143,26 @@ int run_convert(int argc, char** argv) {
   if (fs::exists(output)) throw Error("tide convert: " + output.string() + " already exists; choose a new name");
   const fs::path parent = output.parent_path().empty() ? fs::path(".") : output.parent_path();
   if (!fs::is_directory(parent)) throw Error("tide convert: output folder " + parent.string() + " does not exist");
-  const auto dtype = parse_dtype(args.has("dtype") ? args.get("dtype") : "");
+  const bool to_gguf = from_folder && output.extension() == ".gguf";
+  const std::string dtype_name = args.has("dtype") ? args.get("dtype") : "";
+  const auto dtype = to_gguf ? std::nullopt : parse_dtype(dtype_name);
+  const auto gguf_type = to_gguf ? parse_gguf_type(dtype_name) : io::GgmlType::F16;
   const std::string tokenizer = args.has("tokenizer") ? args.get("tokenizer") : "";
   if (!tokenizer.empty() && !fs::is_directory(tokenizer)) throw Error("tide convert: tokenizer folder " + tokenizer + " not found");
 
   if (from_folder) {
-    if (output.extension() != ".safetensors")
-      throw Error("tide convert: --output must name a .safetensors file, got " + output.string());
+    if (output.extension() != ".safetensors" && !to_gguf)
+      throw Error("tide convert: --output must name a .safetensors or .gguf file, got " + output.string());
     std::map<std::string, io::WeightSource> components;
     std::map<std::string, json> configs;
     read_folder(source, args.has("variant") ? args.get("variant") : "", components, configs);
     const auto family = pipeline::family_of_configs(configs);
-    pipeline::write_single_file(output, family, components, configs, dtype);  // atomic
-    std::cerr << "wrote " << pipeline::family_name(family) << " single file, " << size_text(output) << "\n";
+    if (to_gguf)
+      pipeline::write_gguf_single_file(output, family, components, configs, gguf_type);  // atomic
+    else
+      pipeline::write_single_file(output, family, components, configs, dtype);  // atomic
+    std::cerr << "wrote " << pipeline::family_name(family) << (to_gguf ? " GGUF file, " : " single file, ")
+              << size_text(output) << "\n";
   } else {
     const auto model = pipeline::read_single_file(source);
     fs::path tmp = output;

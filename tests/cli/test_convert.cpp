@@ -4,6 +4,7 @@
 
 #include "cli_runner.h"
 #include "test_support.h"
+#include "tide/io/gguf.h"
 #include "tide/io/image.h"
 #include "tide/io/safetensors.h"
 #include "tiny_pipeline.h"
@@ -65,6 +66,40 @@ TEST_F(CliConvert, HalfPrecisionOnRequest) {
   ASSERT_EQ(run.code, 0) << run.output;
   const tide::io::SafetensorsFile file(out / "half.safetensors");
   EXPECT_EQ(file.entry("model.diffusion_model.out.2.weight").dtype, at::kHalf);
+}
+
+// A folder as a GGUF file (f32 is exact: the same picture; q8_0 quantizes the matrices that fit its blocks and
+// stays close), read back by tide generate; a type GGUF has no writer for is refused.
+TEST_F(CliConvert, FolderToGguf) {
+  TempDir out;
+  const at::Tensor original = generate(quote(model()), out / "original.png");
+  ASSERT_TRUE(original.defined());
+  for (const std::string type : {"f32", "q8_0"}) {
+    SCOPED_TRACE(type);
+    const fs::path file = out / ("tiny-" + type + ".gguf");
+    auto run = run_tide("convert --model " + quote(model()) + " --output " + quote(file) + " --dtype " + type);
+    ASSERT_EQ(run.code, 0) << run.output;
+    EXPECT_NE(run.output.find("GGUF file"), std::string::npos) << run.output;
+    const tide::io::GgufFile gguf(file);
+    EXPECT_EQ(gguf.metadata().at("general.architecture"), "sd1");
+    int quantized = 0;
+    for (const auto& t : gguf.tensors()) quantized += t.type == static_cast<uint32_t>(tide::io::GgmlType::Q8_0);
+    EXPECT_EQ(quantized > 0, type == "q8_0") << quantized << " Q8_0 tensors";
+    auto direct = run_tide("generate --model " + quote(file) + " --tokenizer " + quote(model()) +
+                           " --prompt 'a red robot' --steps 3 --seed 7 --width 32 --height 32 --threads 1 --output " +
+                           quote(out / (type + ".png")));
+    ASSERT_EQ(direct.code, 0) << direct.output;
+    const at::Tensor pixels = tide::io::read_png(out / (type + ".png")).rgb8;
+    if (type == "f32") {
+      EXPECT_TRUE(at::equal(pixels, original));
+    } else {
+      EXPECT_LE((pixels.to(at::kInt) - original.to(at::kInt)).abs().max().item<int>(), 24);
+    }
+  }
+  auto bad = run_tide("convert --model " + quote(model()) + " --output " + quote(out / "bad.gguf") + " --dtype q2_k");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.output.find("--dtype for a .gguf file"), std::string::npos) << bad.output;
+  EXPECT_FALSE(fs::exists(out / "bad.gguf"));
 }
 
 TEST_F(CliConvert, BadInvocationsFailAndWriteNothing) {

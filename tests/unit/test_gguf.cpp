@@ -700,23 +700,6 @@ std::map<std::string, nlohmann::json> folder_configs(const fs::path& dir) {
   return configs;
 }
 
-// The tiny SD 1.x model under original names as a GGUF file: matrices whose rows fit `type`'s blocks in
-// `type`, the rest (biases, norms, 3x3 convolutions) in F16 / F32 as stable-diffusion.cpp's convert keeps them.
-void write_tiny_gguf(const fs::path& file, const tide::io::WeightSource& original,
-                     const std::map<std::string, nlohmann::json>& configs, GgmlType type) {
-  std::vector<GgufTensorToWrite> tensors;
-  for (const auto& name : original.names()) {
-    const at::Tensor t = original.tensor(name);
-    GgmlType as = t.dim() >= 2 ? GgmlType::F16 : GgmlType::F32;
-    if (type != GgmlType::F16 && t.dim() >= 2 && t.size(-1) % 32 == 0) as = type;
-    if (!t.is_floating_point()) as = t.scalar_type() == at::kLong ? GgmlType::I64 : GgmlType::I32;
-    tensors.push_back({name, t, as});
-  }
-  std::map<std::string, std::string> metadata = {{"general.architecture", "sd1"}};
-  for (const auto& [component, config] : configs) metadata["config." + component] = config.dump();
-  tide::io::write_gguf(file, tensors, metadata);
-}
-
 TEST(GgufModel, TinySd1AsF16AndQ8_0ThroughTheSingleFileLoader) {
   tide::testing::TempDir tmp;
   const fs::path dir = tide::testing::make_tiny_pipeline(tmp / "model");
@@ -726,8 +709,11 @@ TEST(GgufModel, TinySd1AsF16AndQ8_0ThroughTheSingleFileLoader) {
   const auto configs = folder_configs(dir);
   const auto original = tide::pipeline::single_file_source(tide::pipeline::Family::SD1, components, configs);
   tide::pipeline::write_single_file(tmp / "tiny.safetensors", tide::pipeline::Family::SD1, components, configs);
-  write_tiny_gguf(tmp / "tiny-f16.gguf", original, configs, GgmlType::F16);
-  write_tiny_gguf(tmp / "tiny-q8_0.gguf", original, configs, GgmlType::Q8_0);
+  // As tide convert writes them: matrices whose rows fit the blocks in the type, the rest F16 / F32.
+  tide::pipeline::write_gguf_single_file(tmp / "tiny-f16.gguf", tide::pipeline::Family::SD1, components, configs,
+                                         GgmlType::F16);
+  tide::pipeline::write_gguf_single_file(tmp / "tiny-q8_0.gguf", tide::pipeline::Family::SD1, components, configs,
+                                         GgmlType::Q8_0);
 
   int quantized = 0;
   const GgufFile q8_file(tmp / "tiny-q8_0.gguf");

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "tide/io/gguf.h"
+#include "tide/io/gguf_writer.h"
 #include "tide/io/safetensors.h"
 #include "tide/models/presets.h"
 #include "tide/pipeline/gguf_checkpoint.h"
@@ -321,6 +322,23 @@ void write_single_file(const fs::path& file, Family family, const std::map<std::
   std::map<std::string, std::string> metadata = {{"format", "pt"}, {"tide.family", family_name(family)}};
   for (const auto& [component, config] : configs) metadata["config." + component] = config.dump();
   io::write_safetensors(file, tensors, metadata);
+}
+
+void write_gguf_single_file(const fs::path& file, Family family, const std::map<std::string, io::WeightSource>& components,
+                            const std::map<std::string, json>& configs, io::GgmlType type) {
+  const auto source = single_file_source(family, components, configs);
+  const io::GgmlType other_matrices = type == io::GgmlType::F32 ? io::GgmlType::F32 : io::GgmlType::F16;
+  std::vector<io::GgufTensorToWrite> tensors;
+  for (const auto& name : source.names()) {
+    const at::Tensor t = source.tensor(name);
+    io::GgmlType as = t.dim() >= 2 ? (t.size(-1) % 32 == 0 ? type : other_matrices) : io::GgmlType::F32;
+    if (!t.is_floating_point()) as = t.scalar_type() == at::kLong ? io::GgmlType::I64 : io::GgmlType::I32;
+    tensors.push_back({name, t, as});
+  }
+  std::map<std::string, std::string> metadata = {{"general.architecture", family_name(family)},
+                                                 {"tide.family", family_name(family)}};
+  for (const auto& [component, config] : configs) metadata["config." + component] = config.dump();
+  io::write_gguf(file, tensors, metadata);
 }
 
 }  // namespace tide::pipeline

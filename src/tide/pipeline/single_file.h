@@ -15,6 +15,10 @@
 
 #include "tide/io/weights.h"
 
+namespace tide::io {
+enum class GgmlType : uint32_t;  // io/gguf.h
+}
+
 namespace tide::pipeline {
 
 enum class Family { SD1, SD2, SDXL };
@@ -74,5 +78,13 @@ void write_single_file(const std::filesystem::path& file, Family family,
                        const std::map<std::string, io::WeightSource>& components,
                        const std::map<std::string, nlohmann::json>& configs,
                        std::optional<at::ScalarType> dtype = std::nullopt);
+
+// The same checkpoint as a GGUF file, as stable-diffusion.cpp's convert lays one out (tide reads it too):
+// matrices and convolutions whose last dimension fits `type`'s 32-value blocks in `type`, other matrices and
+// convolutions in F16 (F32 when `type` is F32), vectors in F32, integer tensors as they are; the configs in
+// metadata as write_single_file keeps them. Written atomically.
+void write_gguf_single_file(const std::filesystem::path& file, Family family,
+                            const std::map<std::string, io::WeightSource>& components,
+                            const std::map<std::string, nlohmann::json>& configs, io::GgmlType type);
 
 }  // namespace tide::pipeline
