@@ -51,6 +51,11 @@ TEST(JsonFile, IntegersMustBeWholeAndFit) {
   EXPECT_EQ(json_get<int>(j, "whole", 0), 1000);
   EXPECT_EQ(json_get<int>(j, "int", 0), 42);
   EXPECT_DOUBLE_EQ(json_get<double>(j, "half", 0.0), 2.5);
+  // Lists of integers too (a float beyond int64 was undefined behaviour in nlohmann's conversion; found by fuzzing).
+  const nlohmann::json lists = nlohmann::json::parse(R"({"ok": [32, 64.0], "huge": [32, 62222222222222222224], "half": [1.5]})");
+  EXPECT_EQ(json_get<std::vector<int64_t>>(lists, "ok", {}), (std::vector<int64_t>{32, 64}));
+  EXPECT_THROW(json_get<std::vector<int64_t>>(lists, "huge", {}), tide::Error);
+  EXPECT_THROW(json_get<std::vector<int>>(lists, "half", {}), tide::Error);
   try {
     json_get<int>(j, "half", 0);
   } catch (const tide::Error& e) {

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "tide/runtime/error.h"
 
@@ -33,6 +34,11 @@ bool json_integer_fits(const nlohmann::json& v) {
   return true;
 }
 
+template <typename T>
+struct is_integer_vector : std::false_type {};
+template <typename E, typename A>
+struct is_integer_vector<std::vector<E, A>> : std::bool_constant<std::is_integral_v<E> && !std::is_same_v<E, bool>> {};
+
 // config[key] if present and not null, else `fallback`; a value of the wrong type is an error naming the key.
 // An integer must be a whole number in T's range (nlohmann would truncate 2.5 and wrap 1e10 silently).
 template <typename T>
@@ -42,6 +48,12 @@ T json_get(const nlohmann::json& config, const std::string& key, const T& fallba
   if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
     if (!json_integer_fits<T>(*it))
       throw Error("config key '" + key + "' must be an integer in range, not " + it->dump());
+  }
+  if constexpr (is_integer_vector<T>::value) {
+    if (it->is_array())
+      for (const auto& e : *it)
+        if (!json_integer_fits<typename T::value_type>(e))
+          throw Error("config key '" + key + "' must hold integers in range, not " + it->dump());
   }
   try {
     return it->get<T>();
