@@ -166,7 +166,8 @@ void check_weights(const at::Tensor& q, const at::Tensor& scale, const at::Tenso
 
 // ---- CPU paths -------------------------------------------------------------------------------------------------
 
-std::string int8_compute_path() {
+namespace {
+std::string detect_int8_compute_path() {
   switch (dnnl::get_effective_cpu_isa()) {
     case dnnl::cpu_isa::avx512_core_amx:
       return "amx";
@@ -186,11 +187,26 @@ std::string int8_compute_path() {
   }
 }
 
-bool int8_compute_available() { return int8_compute_path() != "none"; }
+}  // namespace
+
+// oneDNN fixes its ISA at first use (DNNL_MAX_CPU_ISA is read once), so the answers are fixed too: found once,
+// they cost nothing on the layers' hot path.
+std::string int8_compute_path() {
+  static const std::string path = detect_int8_compute_path();
+  return path;
+}
+
+bool int8_compute_available() {
+  static const bool available = int8_compute_path() != "none";
+  return available;
+}
 
 bool kernels_halve_weights() {
-  const std::string path = int8_compute_path();
-  return !(path == "amx" || path == "avx512_vnni" || path == "avx_vnni");
+  static const bool halve = [] {
+    const std::string path = int8_compute_path();
+    return !(path == "amx" || path == "avx512_vnni" || path == "avx_vnni");
+  }();
+  return halve;
 }
 
 QuantizedWeight weights_for_kernels(const at::Tensor& q, const at::Tensor& scale) {
