@@ -100,6 +100,17 @@ TEST(Schedulers, OptionAndConfigErrors) {
   EXPECT_NE(error_of([] { make("euler", sd_config({{"use_beta_sigmas", true}})); }).find("use_beta_sigmas"),
             std::string::npos);
   EXPECT_NE(error_of([] { make("", json{{"_class_name", "KDPM2DiscreteScheduler"}}); }).find("KDPM2"), std::string::npos);
+  // A huge training schedule (found by fuzzing: it took minutes and gigabytes) or too short a one.
+  for (const char* name : {"pndm", "euler", "dpm++2m"})
+    for (int n : {2000000000, 1})
+      EXPECT_NE(error_of([&] { make(name, sd_config({{"num_train_timesteps", n}})); }).find("num_train_timesteps"),
+                std::string::npos) << name << " " << n;
+  // Betas outside [0, 1] (a huge beta_start overflowed float32 inside libtorch: found by fuzzing).
+  for (const auto& [key, value] : {std::pair<const char*, double>{"beta_start", 8.5e304}, {"beta_end", -0.1}})
+    EXPECT_NE(error_of([&] { make("euler", sd_config({{key, value}})); }).find(key), std::string::npos) << key;
+  EXPECT_NE(error_of([] { make("ddim", sd_config({{"trained_betas", std::vector<double>(1000, 2.0)}})); })
+                .find("trained_betas"),
+            std::string::npos);
   at::Generator g = at::make_generator<at::CPUGeneratorImpl>(0);
   EXPECT_THROW(make("ddim")->step(fixed_tensor(1), 981, fixed_tensor(2), g), tide::Error);  // before set_timesteps
   auto euler = make("euler");

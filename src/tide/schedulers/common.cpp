@@ -109,20 +109,25 @@ at::Tensor betas_for_alpha_bar(int n, bool cosine) {
 at::Tensor make_betas(const Config& config, const BetaDefaults& defaults,
                       std::initializer_list<const char*> extra_schedules) {
   const int n = config.get_int("num_train_timesteps", 1000);
-  if (n < 2) config.fail("num_train_timesteps", "must be at least 2");
+  // Released models train with 1000; the bound keeps a damaged config from asking for billions of betas.
+  if (n < 2 || n > 100000) config.fail("num_train_timesteps", "must be between 2 and 100000");
   if (config.has("trained_betas")) {
     const auto& v = config.json().at("trained_betas");
     if (!v.is_array() || v.size() != static_cast<size_t>(n))
       config.fail("trained_betas", "must be a list of num_train_timesteps (" + std::to_string(n) + ") numbers");
     std::vector<double> betas;
     for (const auto& b : v) {
-      if (!b.is_number()) config.fail("trained_betas", "must hold numbers only");
+      if (!b.is_number() || !(b.get<double>() >= 0 && b.get<double>() <= 1))
+        config.fail("trained_betas", "must hold numbers between 0 and 1 only");
       betas.push_back(b.get<double>());
     }
     return float32_tensor(betas);
   }
   const double start = config.get_double("beta_start", defaults.beta_start);
   const double end = config.get_double("beta_end", defaults.beta_end);
+  // Betas are noise variances per step: a value outside [0, 1] (or NaN) is a damaged config.
+  for (const auto& [name, value] : {std::pair<const char*, double>{"beta_start", start}, {"beta_end", end}})
+    if (!(value >= 0 && value <= 1)) config.fail(name, "must be a number between 0 and 1");
   const std::string schedule = config.get_string("beta_schedule", defaults.beta_schedule);
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
   if (schedule == "linear") return at::linspace(start, end, n, f32);
