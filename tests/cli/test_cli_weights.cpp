@@ -54,6 +54,25 @@ TEST_F(CliWeights, QuantizedFolderLoadsAsItIs) {
   const auto a = tide::io::read_png(dir / "a.png").rgb8, b = tide::io::read_png(dir / "b.png").rgb8;
   EXPECT_TRUE(at::equal(a, b));
 
+  // As one file in the original layout: int8 weights with their scales beside them, the same picture.
+  const fs::path file = dir / "int8.safetensors";
+  auto single = run_tide("quantize --model " + quote(model()) + " --weights int8 --output " + quote(file));
+  ASSERT_EQ(single.code, 0) << single.output;
+  const auto original = tide::io::WeightSource::from_file(file);
+  EXPECT_EQ(original.dtype("model.diffusion_model.input_blocks.1.0.in_layers.2.weight"), at::kChar);
+  EXPECT_EQ(original.dtype("model.diffusion_model.input_blocks.1.0.in_layers.2.weight_scale"), at::kFloat);
+  EXPECT_EQ(original.dtype("model.diffusion_model.input_blocks.0.0.weight"), at::kFloat);  // conv_in stays float
+  EXPECT_NE(original.metadata().at("tide.quantization").find("int8"), std::string::npos);
+  EXPECT_LT(double(fs::file_size(file)), 0.5 * double(unet_bytes(model())));
+  auto from_file = run_tide(generate_args(file, dir / "c.png") + " --tokenizer " + quote(model()));
+  ASSERT_EQ(from_file.code, 0) << from_file.output;
+  EXPECT_TRUE(at::equal(tide::io::read_png(dir / "c.png").rgb8, a));
+  // GGUF files hold no int8 tensors of this kind: converting the int8 folder to one is refused.
+  auto gguf = run_tide("convert --model " + quote(out) + " --to single-file --output " + quote(dir / "x.gguf"));
+  EXPECT_EQ(gguf.code, 1);
+  EXPECT_NE(gguf.output.find("stored as int8"), std::string::npos) << gguf.output;
+  EXPECT_FALSE(fs::exists(dir / "x.gguf"));
+
   // bench measures int8 against float32 side by side.
   auto bench = run_tide("bench --model " + quote(model()) + " --weights int8 --compare-weights f32 --width 32 "
                         "--height 32 --steps 1 --runs 1 --warmup 0 --threads 1 --json " + quote(dir / "r.json"));
@@ -90,9 +109,6 @@ TEST_F(CliWeights, BadRequestsFailClearlyAndWriteNothing) {
   auto bad_format = run_tide("quantize --model " + quote(model()) + " --weights int4 --output " + quote(dir / "x"));
   EXPECT_EQ(bad_format.code, 1);
   EXPECT_NE(bad_format.output.find("--weights must be f32, f16, bf16 or int8, got 'int4'"), std::string::npos) << bad_format.output;
-  auto int8_file = run_tide("quantize --model " + quote(model()) + " --weights int8 --output " + quote(dir / "x.safetensors"));
-  EXPECT_EQ(int8_file.code, 1);
-  EXPECT_NE(int8_file.output.find("written as a folder"), std::string::npos) << int8_file.output;
   auto exists = run_tide("quantize --model " + quote(model()) + " --weights f16 --output " + quote(dir.path()));
   EXPECT_EQ(exists.code, 1);
   EXPECT_NE(exists.output.find("already exists"), std::string::npos) << exists.output;

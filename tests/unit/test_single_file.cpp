@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "test_support.h"
+#include "tide/io/gguf.h"
 #include "tide/io/json_file.h"
 #include "tide/io/safetensors.h"
 #include "tide/models/presets.h"
@@ -197,6 +198,54 @@ TEST(SingleFileTables, ValueTransformsRoundTrip) {
   add_value(extra["unet"], "down_blocks.7.resnets.0.norm1.weight", at::ones({1}));
   const auto message = error_of([&] { tide::pipeline::single_file_source(Family::SDXL, extra, configs); });
   EXPECT_NE(message.find("down_blocks.7.resnets.0.norm1.weight"), std::string::npos) << message;
+}
+
+TEST(SingleFileTables, Int8ScalesFollowTheirWeightsThroughEveryTransform) {
+  // tide quantize's int8 weights carry "<weight>_scale" [out]: split with q/k/v, unchanged by the reshape
+  // of a 1x1 convolution and by the transposed projection (the scales stay a vector of the diffusers rows).
+  WeightSource diffusers_vae, diffusers_te2;
+  const auto q = at::arange(16, at::kChar).reshape({4, 4});
+  add_value(diffusers_vae, "decoder.mid_block.attentions.0.to_q.weight", q);
+  add_value(diffusers_vae, "decoder.mid_block.attentions.0.to_q.weight_scale", at::arange(1, 5, at::kFloat));
+  const std::string layer = "text_model.encoder.layers.1.self_attn.";
+  int k = 0;
+  for (const char* proj : {"q_proj", "k_proj", "v_proj"}) {
+    add_value(diffusers_te2, layer + proj + ".weight", at::full({2, 4}, ++k, at::kChar));
+    add_value(diffusers_te2, layer + proj + ".weight_scale", at::full({2}, 0.5f * k, at::kFloat));
+  }
+  add_value(diffusers_te2, "text_projection.weight", at::arange(12, at::kChar).reshape({6, 2}));
+  add_value(diffusers_te2, "text_projection.weight_scale", at::arange(6, at::kFloat) + 1);
+  const auto configs = tiny_configs(Family::SDXL);
+  std::map<std::string, WeightSource> components = {
+      {"vae", diffusers_vae}, {"text_encoder_2", diffusers_te2}, {"unet", {}}, {"text_encoder", {}}};
+
+  const auto original = tide::pipeline::single_file_source(Family::SDXL, components, configs);
+  const std::string open_clip = "conditioner.embedders.1.model.";
+  EXPECT_EQ(original.shape("first_stage_model.decoder.mid.attn_1.q.weight"), (std::vector<int64_t>{4, 4, 1, 1}));
+  EXPECT_TRUE(at::equal(original.tensor("first_stage_model.decoder.mid.attn_1.q.weight_scale"), at::arange(1, 5, at::kFloat)));
+  EXPECT_TRUE(at::equal(original.tensor(open_clip + "transformer.resblocks.1.attn.in_proj_weight_scale"),
+                        at::tensor({0.5f, 0.5f, 1.f, 1.f, 1.5f, 1.5f})));
+  EXPECT_EQ(original.dtype(open_clip + "transformer.resblocks.1.attn.in_proj_weight"), at::kChar);
+  EXPECT_TRUE(at::equal(original.tensor(open_clip + "text_projection_scale"), at::arange(6, at::kFloat) + 1));
+  EXPECT_EQ(original.shape(open_clip + "text_projection"), (std::vector<int64_t>{2, 6}));
+  EXPECT_EQ(original.names().size(), 6u);
+
+  // And back: every diffusers tensor, the same values.
+  const auto back = tide::pipeline::components_from_single_file(original, Family::SDXL, configs);
+  EXPECT_TRUE(tide::pipeline::unmapped_tensors(original, Family::SDXL, configs).empty());
+  for (const auto& [name, source] : components) {
+    EXPECT_EQ(back.at(name).names(), source.names()) << name;
+    for (const auto& tensor : source.names())
+      EXPECT_TRUE(at::equal(back.at(name).tensor(tensor), source.tensor(tensor))) << tensor;
+  }
+
+  // A GGUF file has no int8 type for them: a clear refusal, nothing written.
+  tide::testing::TempDir tmp;
+  const auto message = error_of([&] {
+    tide::pipeline::write_gguf_single_file(tmp / "x.gguf", Family::SDXL, components, configs, tide::io::GgmlType::Q8_0);
+  });
+  EXPECT_NE(message.find("stored as int8"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(tmp / "x.gguf"));
 }
 
 TEST(SingleFileConfigs, PresetsUnlessTheFileCarriesItsOwn) {

@@ -39,7 +39,28 @@ void copy_tokenizer(const fs::path& from, const fs::path& to, const std::string&
   write_json(to / "tokenizer_config.json", config);
 }
 
+// The components to write, in file order; a released one is an error.
+std::vector<std::pair<std::string, torch::nn::Module*>> components_of(StableDiffusionPipeline& pipe) {
+  std::vector<std::pair<std::string, torch::nn::Module*>> components = {
+      {"unet", pipe.unet().get()}, {"vae", pipe.vae().get()}, {"text_encoder", pipe.text_encoder().get()}};
+  if (pipe.is_xl()) components.emplace_back("text_encoder_2", pipe.text_encoder_2().get());
+  for (const auto& [name, module] : components)
+    if (!module) throw Error("the pipeline's " + name + " was released; load the model again to write it");
+  return components;
+}
+
 }  // namespace
+
+std::map<std::string, io::WeightSource> pipeline_weights(StableDiffusionPipeline& pipe) {
+  std::map<std::string, io::WeightSource> weights;
+  for (const auto& [name, module] : components_of(pipe)) {
+    io::WeightSource& source = weights[name];
+    source.set_description("the loaded " + name);
+    for (auto& [tensor_name, value] : state_of(*module))
+      source.add_derived(tensor_name, {value.sizes().vec(), value.scalar_type(), [value = value] { return value; }});
+  }
+  return weights;
+}
 
 void write_pipeline_folder(StableDiffusionPipeline& pipe, const PipelineParts& parts, const fs::path& folder,
                            const std::map<std::string, std::string>& metadata) {
@@ -51,9 +72,7 @@ void write_pipeline_folder(StableDiffusionPipeline& pipe, const PipelineParts& p
   try {
     std::map<std::string, std::string> meta = metadata;
     meta["format"] = "pt";
-    std::vector<std::pair<std::string, torch::nn::Module*>> components = {
-        {"unet", pipe.unet().get()}, {"vae", pipe.vae().get()}, {"text_encoder", pipe.text_encoder().get()}};
-    if (pipe.is_xl()) components.emplace_back("text_encoder_2", pipe.text_encoder_2().get());
+    const auto components = components_of(pipe);
     nlohmann::json index = {{"_class_name", parts.pipeline_class.empty() ? "StableDiffusionPipeline" : parts.pipeline_class},
                             {"scheduler", {"diffusers", "PNDMScheduler"}},
                             {"tokenizer", {"transformers", "CLIPTokenizer"}}};
@@ -62,7 +81,6 @@ void write_pipeline_folder(StableDiffusionPipeline& pipe, const PipelineParts& p
       index["tokenizer_2"] = {"transformers", "CLIPTokenizer"};
     }
     for (const auto& [name, module] : components) {
-      if (!module) throw Error("the pipeline's " + name + " was released; load the model again to write it");
       const bool text = name.rfind("text_encoder", 0) == 0;
       fs::create_directories(tmp / name);
       io::write_safetensors(tmp / name / (text ? "model.safetensors" : "diffusion_pytorch_model.safetensors"),

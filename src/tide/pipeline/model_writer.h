@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "tide/io/weights.h"
 #include "tide/pipeline/stable_diffusion.h"
 
 namespace tide::pipeline {
@@ -16,5 +17,10 @@ namespace tide::pipeline {
 // renamed when complete, so a failure leaves nothing behind; an existing `folder` is a tide::Error.
 void write_pipeline_folder(StableDiffusionPipeline& pipe, const PipelineParts& parts, const std::filesystem::path& folder,
                            const std::map<std::string, std::string>& metadata = {});
+
+// The weights of a loaded pipeline's components ("unet", "vae", "text_encoder"[, "text_encoder_2"]) under their
+// diffusers names, as held in memory (int8 with their scales, 16-bit as 16-bit), for write_single_file. The
+// sources refer to the pipeline's tensors: they stay valid while the pipeline does and is not changed.
+std::map<std::string, io::WeightSource> pipeline_weights(StableDiffusionPipeline& pipe);
 
 }  // namespace tide::pipeline

@@ -91,6 +91,41 @@ at::Tensor to_diffusers_value(at::Tensor x, Transform transform, int chunk) {
   return x;
 }
 
+// An int8 weight's scales ("<weight>_scale", nn::scale_name) follow their weight: the same name with the suffix,
+// split like it when the weight is (q/k/v stacked), otherwise unchanged (one scale per output channel survives a
+// reshape, and a transposed matrix keeps its scales as a vector). The weight's name, or nullopt.
+std::optional<std::string> weight_of_scale(const std::string& name) {
+  static const std::string suffix = "_scale";
+  if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) return {};
+  return name.substr(0, name.size() - suffix.size());
+}
+
+// The diffusers tensors an original tensor becomes, scales of int8 weights included.
+std::vector<detail::Target> diffusers_targets(const detail::ComponentTable& table, const std::string& name) {
+  auto targets = detail::to_diffusers(table, name);
+  if (!targets.empty()) return targets;
+  const auto weight = weight_of_scale(name);
+  if (!weight) return {};
+  targets = detail::to_diffusers(table, *weight);
+  for (auto& t : targets) {
+    t.name += "_scale";
+    if (t.transform != Transform::Chunk) t.transform = Transform::None;
+  }
+  return targets;
+}
+
+// The original tensor a diffusers tensor comes from, scales of int8 weights included.
+std::optional<detail::Source> original_source(const detail::ComponentTable& table, const std::string& name) {
+  auto source = detail::to_original(table, name);
+  if (source) return source;
+  const auto weight = weight_of_scale(name);
+  if (!weight || !(source = detail::to_original(table, *weight))) return {};
+  source->name += "_scale";
+  if (source->transform != Transform::Chunk) source->transform = Transform::None;
+  for (auto& part : source->group) part += "_scale";
+  return source;
+}
+
 json parse_metadata_config(const io::WeightSource& checkpoint, const std::string& key) {
   try {
     return json::parse(checkpoint.metadata().at(key));
@@ -195,7 +230,7 @@ std::map<std::string, io::WeightSource> components_from_single_file(const io::We
       if (!starts_with(name, table.prefix)) continue;
       const std::string rest = name.substr(table.prefix.size());
       if (table.ignored && table.ignored(rest)) continue;
-      for (const auto& target : detail::to_diffusers(table, rest)) {
+      for (const auto& target : diffusers_targets(table, rest)) {
         const auto shape = to_diffusers_shape(checkpoint.shape(name), target.transform, name);
         component.add_derived(target.name,
                               {shape, checkpoint.dtype(name), [source, name, t = target.transform, c = target.chunk] {
@@ -218,7 +253,7 @@ std::vector<std::string> unmapped_tensors(const io::WeightSource& checkpoint, Fa
       if (starts_with(name, t.prefix)) table = &t;
     if (table) {
       const std::string rest = name.substr(table->prefix.size());
-      if (!detail::to_diffusers(*table, rest).empty() || (table->ignored && table->ignored(rest))) continue;
+      if (!diffusers_targets(*table, rest).empty() || (table->ignored && table->ignored(rest))) continue;
     }
     unmapped.push_back(name);
   }
@@ -237,7 +272,7 @@ io::WeightSource single_file_source(Family family, const std::map<std::string, i
     std::vector<std::string> unknown;
     for (const auto& name : component->names()) {
       if (name == "text_model.embeddings.position_ids") continue;  // a buffer older transformers saved
-      const auto src = detail::to_original(table, name);
+      const auto src = original_source(table, name);
       if (!src) {
         unknown.push_back(name);
         continue;
@@ -311,15 +346,19 @@ SingleFileModel read_single_file(const fs::path& file) {
 }
 
 void write_single_file(const fs::path& file, Family family, const std::map<std::string, io::WeightSource>& components,
-                       const std::map<std::string, json>& configs, std::optional<at::ScalarType> dtype) {
+                       const std::map<std::string, json>& configs, std::optional<at::ScalarType> dtype,
+                       std::map<std::string, std::string> metadata) {
   const auto source = single_file_source(family, components, configs);
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& name : source.names()) {
     at::Tensor t = source.tensor(name);
-    if (dtype && t.is_floating_point()) t = t.to(*dtype);
+    const auto weight = weight_of_scale(name);
+    const bool int8_scale = weight && source.contains(*weight) && source.dtype(*weight) == at::kChar;
+    if (dtype && t.is_floating_point() && !int8_scale) t = t.to(*dtype);  // scales stay float32
     tensors.emplace_back(name, std::move(t));
   }
-  std::map<std::string, std::string> metadata = {{"format", "pt"}, {"tide.family", family_name(family)}};
+  metadata["format"] = "pt";
+  metadata["tide.family"] = family_name(family);
   for (const auto& [component, config] : configs) metadata["config." + component] = config.dump();
   io::write_safetensors(file, tensors, metadata);
 }
@@ -331,6 +370,9 @@ void write_gguf_single_file(const fs::path& file, Family family, const std::map<
   std::vector<io::GgufTensorToWrite> tensors;
   for (const auto& name : source.names()) {
     const at::Tensor t = source.tensor(name);
+    if (t.scalar_type() == at::kChar)
+      throw Error("'" + name + "' is stored as int8 (a tide quantize model); GGUF files here hold float or "
+                  "block-quantized weights: convert the float model instead");
     io::GgmlType as = t.dim() >= 2 ? (t.size(-1) % 32 == 0 ? type : other_matrices) : io::GgmlType::F32;
     if (!t.is_floating_point()) as = t.scalar_type() == at::kLong ? io::GgmlType::I64 : io::GgmlType::I32;
     tensors.push_back({name, t, as});

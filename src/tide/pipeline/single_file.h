@@ -73,11 +73,13 @@ struct SingleFileModel {
 SingleFileModel read_single_file(const std::filesystem::path& file);
 
 // Writes `components` as one original-layout safetensors file (atomically), every config stored in the
-// metadata so that the file reads back as the same model; floating tensors converted to `dtype` if given.
+// metadata (with `metadata`) so that the file reads back as the same model; floating tensors converted to
+// `dtype` if given. int8 weights (tide quantize) keep their float32 scales beside them as "<original>_scale".
 void write_single_file(const std::filesystem::path& file, Family family,
                        const std::map<std::string, io::WeightSource>& components,
                        const std::map<std::string, nlohmann::json>& configs,
-                       std::optional<at::ScalarType> dtype = std::nullopt);
+                       std::optional<at::ScalarType> dtype = std::nullopt,
+                       std::map<std::string, std::string> metadata = {});
 
 // The same checkpoint as a GGUF file, as stable-diffusion.cpp's convert lays one out (tide reads it too):
 // matrices and convolutions whose last dimension fits `type`'s 32-value blocks in `type`, other matrices and
