@@ -1,8 +1,16 @@
 // Runs a fuzz target: `tide_fuzz TARGET [--seconds S] [--corpus DIR] [--seed N]` runs the target's seeds and
 // corpus, then random mutations of them (bit flips, special bytes and tokens, truncation, deletion, duplication,
 // splicing) for S seconds, and fails on any exception other than tide::Error; a crash fails the process.
-// CTest runs every target so (fuzz.<target>).
+// An input that runs longer than --input-seconds (default 20) or asks for more than 6 GiB of address space
+// (a parser must refuse absurd sizes before allocating) fails too, with the input saved, instead of the test
+// being killed with no trace. CTest runs every target so (fuzz.<target>).
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -27,16 +35,37 @@ const Target* find_target(const std::string& name) {
   return nullptr;
 }
 
+// Where the input being run goes when it runs too long (written by the SIGALRM handler: no allocation there).
+const std::string* running_input = nullptr;
+char timeout_path[512];
+
+void on_input_timeout(int) {
+  static const char message[] = "input ran past --input-seconds (a hang); saved to ";
+  if (write(2, message, sizeof message - 1) < 0 || write(2, timeout_path, std::strlen(timeout_path)) < 0) {}
+  const int fd = open(timeout_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd >= 0 && running_input) {
+    if (write(fd, running_input->data(), running_input->size()) < 0) {}
+    close(fd);
+  }
+  if (write(2, "\n", 1) < 0) {}
+  _exit(1);
+}
+
 // Runs one input; false when the target failed in a way that is a bug.
-bool run_one(const Target& target, const std::string& input, std::string* why) {
+bool run_one(const Target& target, const std::string& input, unsigned input_seconds, std::string* why) {
+  running_input = &input;
+  alarm(input_seconds);
+  bool ok = true;
   try {
     target.run(reinterpret_cast<const uint8_t*>(input.data()), input.size());
   } catch (const tide::Error&) {
   } catch (const std::exception& e) {
     *why = e.what();
-    return false;
+    ok = false;
   }
-  return true;
+  alarm(0);
+  running_input = nullptr;
+  return ok;
 }
 
 std::string mutate(const std::vector<std::string>& pool, std::mt19937_64& rng) {
@@ -91,13 +120,14 @@ std::string mutate(const std::vector<std::string>& pool, std::mt19937_64& rng) {
 
 int main(int argc, char** argv) {
   if (argc < 2 || !find_target(argv[1])) {
-    std::fprintf(stderr, "usage: tide_fuzz TARGET [--seconds S] [--corpus DIR] [--seed N]\ntargets:");
+    std::fprintf(stderr, "usage: tide_fuzz TARGET [--seconds S] [--corpus DIR] [--seed N] [--input-seconds S]\ntargets:");
     for (const auto& t : tide::fuzz::targets()) std::fprintf(stderr, " %s", t.name);
     std::fprintf(stderr, "\n");
     return 2;
   }
   const Target& target = *find_target(argv[1]);
   double seconds = 10;
+  unsigned input_seconds = 20;
   uint64_t seed = 1;
   std::vector<fs::path> corpora;
   for (int i = 2; i + 1 < argc; i += 2) {
@@ -105,6 +135,7 @@ int main(int argc, char** argv) {
     if (flag == "--seconds") seconds = std::atof(argv[i + 1]);
     else if (flag == "--corpus") corpora.emplace_back(argv[i + 1]);
     else if (flag == "--seed") seed = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (flag == "--input-seconds") input_seconds = static_cast<unsigned>(std::max(1L, std::atol(argv[i + 1])));
     else return std::fprintf(stderr, "unknown flag %s\n", flag.c_str()), 2;
   }
   std::vector<std::string> pool = target.seeds();
@@ -117,6 +148,11 @@ int main(int argc, char** argv) {
   }
   const size_t corpus_size = pool.size();
   if (pool.empty()) pool.emplace_back();
+  std::snprintf(timeout_path, sizeof timeout_path, "%s/tide-fuzz-%s-timeout.bin",
+                fs::temp_directory_path().string().c_str(), target.name);
+  std::signal(SIGALRM, on_input_timeout);
+  const rlimit address_space{6ull << 30, 6ull << 30};
+  setrlimit(RLIMIT_AS, &address_space);
   std::mt19937_64 rng(seed);
   const auto start = std::chrono::steady_clock::now();
   long executions = 0;
@@ -130,12 +166,12 @@ int main(int argc, char** argv) {
   std::string why;
   for (const auto& input : pool) {
     ++executions;
-    if (!run_one(target, input, &why)) return fail(input, why);
+    if (!run_one(target, input, input_seconds, &why)) return fail(input, why);
   }
   while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < seconds) {
     const std::string input = mutate(pool, rng);
     ++executions;
-    if (!run_one(target, input, &why)) return fail(input, why);
+    if (!run_one(target, input, input_seconds, &why)) return fail(input, why);
   }
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("%s: %ld executions in %.1f s (%.0f/s), %zu corpus inputs, no failure\n", target.name, executions,
