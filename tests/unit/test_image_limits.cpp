@@ -1,4 +1,5 @@
-// Image headers that claim huge sizes are refused before anything is allocated for them.
+// Image headers that claim huge sizes are refused before anything is allocated for them; damaged JPEGs are
+// refused or read quietly, never printed about.
 #include <gtest/gtest.h>
 #include <zlib.h>
 
@@ -58,6 +59,26 @@ TEST(ImageLimits, HugeJpegHeadersAreRefusedByName) {
   const std::string message = error_of(jpeg);
   EXPECT_NE(message.find("larger than tide reads"), std::string::npos) << message;
   EXPECT_NE(message.find("request image"), std::string::npos) << message;
+}
+
+TEST(DamagedJpeg, ACutFileIsAnErrorAndHarmlessDamageIsReadQuietly) {
+  if (!tide::built_with_jpeg()) GTEST_SKIP() << "built without libjpeg: JPEG inputs are refused as a whole";
+  const std::string jpeg = tide::testing::read_bytes(std::string(TIDE_TEST_DATA) + "/orange_2x2.jpg");
+  const at::Tensor intact = tide::train::decode_rgb_image(jpeg, "x");
+  ::testing::internal::CaptureStderr();
+  // Cut inside the file: libjpeg would fill the rest with grey and print a warning; tide refuses it.
+  const std::string message = error_of(jpeg.substr(0, jpeg.size() / 2));
+  // Stray bytes before the end marker: a warning libjpeg would print; the picture is intact.
+  std::string stray = jpeg;
+  ASSERT_EQ(stray.substr(stray.size() - 2), "\xFF\xD9");
+  stray.insert(stray.size() - 2, "\x12\x34");
+  at::Tensor read_with_stray_bytes;
+  EXPECT_NO_THROW(read_with_stray_bytes = tide::train::decode_rgb_image(stray, "x"));
+  const std::string printed = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(message.find("request image"), std::string::npos) << message;
+  EXPECT_NE(message.find("Premature end"), std::string::npos) << message;
+  EXPECT_TRUE(read_with_stray_bytes.defined() && at::equal(read_with_stray_bytes, intact));
+  EXPECT_EQ(printed, "") << "the JPEG reader printed to stderr";
 }
 
 TEST(ImageLimits, TheLimitItself) {

@@ -2,6 +2,8 @@
 #include "tide/io/jpeg.h"
 
 #include <jpeglib.h>
+// after jpeglib.h, which it needs
+#include <jerror.h>
 
 #include <csetjmp>
 #include <cstdio>
@@ -28,6 +30,13 @@ void on_jpeg_error(j_common_ptr info) {
   auto* err = reinterpret_cast<JpegError*>(info->err);
   (*info->err->format_message)(info, err->message);
   std::longjmp(err->jump, 1);
+}
+
+// libjpeg prints its warnings to stderr and decodes on; a library must not print. A file that ends early would
+// silently become grey below the cut, so that warning is an error (as PIL's "image file is truncated"); the
+// others (an unknown JFIF revision, stray bytes between markers) leave the picture intact and are dropped.
+void on_jpeg_message(j_common_ptr info, int level) {
+  if (level < 0 && info->err->msg_code == JWRN_JPEG_EOF) on_jpeg_error(info);
 }
 
 // The two libjpeg phases live in functions without C++ objects: libjpeg reports errors by longjmp, which
@@ -71,6 +80,7 @@ at::Tensor read_jpeg(FILE* file, const std::string* bytes, const std::string& na
   JpegError err{};
   cinfo.err = jpeg_std_error(&err.mgr);
   err.mgr.error_exit = on_jpeg_error;
+  err.mgr.emit_message = on_jpeg_message;
   at::Tensor image;
   bool ok = start_jpeg(cinfo, err, file, bytes);
   if (ok) {
