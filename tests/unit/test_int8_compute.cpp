@@ -207,6 +207,9 @@ TEST(Int8Conv2d, MatchesItsReferenceAndTheFloatConvolution) {
     for (bool with_bias : {true, false}) {
       const at::Tensor b = with_bias ? bias : at::Tensor();
       const Int8Conv2d layer(qw.q, qw.scale, b, c.stride, c.padding);
+      // The UNet stores its weights channels last; the kernel reads them as they are (no plain copy kept).
+      const Int8Conv2d from_channels_last(qw.q.contiguous(at::MemoryFormat::ChannelsLast), qw.scale, b, c.stride,
+                                          c.padding);
       for (int kind : {0, 1, 2}) {
         const at::Tensor x = activations({c.b, c.in, c.h, c.w}, kind, gen);
         for (bool channels_last : {false, true}) {
@@ -221,6 +224,7 @@ TEST(Int8Conv2d, MatchesItsReferenceAndTheFloatConvolution) {
           const at::Tensor ref = int8_conv2d_reference(x, qw.q, qw.scale, b, c.stride, c.padding);
           ASSERT_EQ(y.sizes(), ref.sizes()) << what;
           EXPECT_LE(kernel_vs_reference_error(y, ref), 1e-6) << what;
+          EXPECT_TRUE(at::equal(from_channels_last.forward(input), y)) << what << ", weights stored channels last";
           if (kind == 2) continue;
           const auto aq = choose_activation_quantization(x);
           const at::Tensor xd = x.to(at::kDouble);

@@ -113,12 +113,14 @@ at::Tensor kernel_scale(const at::Tensor& scale) {
 // The int8 weights in the layouts primitives asked for. The layer packs them when it is built, in the layout
 // of a typical shape ("provisional"); the first call whose primitive wants another layout drops that one, so a
 // layer never keeps a layout no call uses; a later shape that wants yet another layout packs (and keeps) one more.
-// Keeps a reference to the caller's int8 tensor (no copy) to pack from. Guarded by the owner's mutex.
+// Keeps a reference to the caller's int8 tensor (no copy, whatever its strides: convolution weights are stored
+// channels last) to pack from. Guarded by the owner's mutex.
 class PackedWeights {
  public:
-  // `plain`: the int8 weights as the caller stores them, described by `plain_md`. They are packed as the kernels
-  // use them (weights_for_kernels): halved ones only for the moment of packing, so no second plain copy is kept.
-  PackedWeights(at::Tensor plain, memory::desc plain_md) : plain_(std::move(plain)), plain_md_(plain_md) {}
+  // `plain`: the int8 weights as the caller stores them: [O, I, kh, kw] for a convolution, or [out, in] read as a
+  // matmul's [K = in, N = out] operand (`as_matmul_operand`). They are packed as the kernels use them
+  // (weights_for_kernels): halved ones only for the moment of packing, so no second plain copy is kept.
+  PackedWeights(at::Tensor plain, bool as_matmul_operand) : plain_(std::move(plain)), matmul_(as_matmul_operand) {}
 
   void pack_provisional(const memory::desc& layout) { provisional_ = pack(layout); }
 
@@ -135,16 +137,22 @@ class PackedWeights {
  private:
   memory pack(const memory::desc& layout) const {
     memory packed(layout, cpu_engine());
-    const at::Tensor source = kernels_halve_weights() ? halved(plain_) : plain_;  // same shape and strides
-    memory src(plain_md_, cpu_engine(), source.data_ptr());
+    const at::Tensor source = kernels_halve_weights() ? halved(plain_) : plain_;
+    memory src(described(source), cpu_engine(), source.data_ptr());
     dnnl::stream stream(cpu_engine());
     dnnl::reorder(src, packed).execute(stream, src, packed);
     stream.wait();
     return packed;
   }
 
+  // The tensor's own layout, as oneDNN reads it.
+  memory::desc described(const at::Tensor& t) const {
+    if (matmul_) return memory::desc({t.size(1), t.size(0)}, dt::s8, memory::dims{t.stride(1), t.stride(0)});
+    return memory::desc(dims_of(t.sizes()), dt::s8, dims_of(t.strides()));
+  }
+
   at::Tensor plain_;
-  memory::desc plain_md_;
+  bool matmul_;
   memory provisional_;
   std::vector<memory> packed_;
 };
@@ -255,7 +263,7 @@ struct Int8Linear::Impl {
       : scale(std::move(s)),
         bias_over_scale(b.defined() ? b / scale : at::Tensor()),
         // q [out, in] read as the matmul's [K, N] operand: K = in with stride 1, N = out with stride in.
-        packed(q.contiguous(), memory::desc({q.size(1), q.size(0)}, dt::s8, tag::ba)) {}
+        packed(q, /*as_matmul_operand=*/true) {}
 
   dnnl::matmul::primitive_desc product_pd(int64_t m, int64_t k, int64_t n) const {
     const memory::desc src({m, k}, dt::u8, tag::ab), weights({k, n}, dt::s8, tag::any), dst({m, n}, dt::f32, tag::ab);
@@ -357,7 +365,7 @@ struct Int8Conv2d::Impl {
         kw(q.size(3)),
         stride(st),
         padding(pad),
-        packed(q.contiguous(), memory::desc(dims_of(q.sizes()), dt::s8, tag::oihw)) {}
+        packed(q, /*as_matmul_operand=*/false) {}
 
   int64_t out_size(int64_t in, int64_t k) const { return (in + 2 * padding - k) / stride + 1; }
 
