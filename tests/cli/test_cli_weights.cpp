@@ -43,6 +43,10 @@ TEST_F(CliWeights, QuantizedFolderLoadsAsItIs) {
   EXPECT_EQ(unet.dtype("down_blocks.0.resnets.0.conv1.weight"), at::kChar);
   EXPECT_TRUE(unet.contains("down_blocks.0.resnets.0.conv1.weight_scale"));
   EXPECT_NE(unet.metadata().at("tide.quantization").find("int8"), std::string::npos);
+  // The text encoder's linear layers too (its embeddings and norms stay float32).
+  const auto text_encoder = tide::io::WeightSource::from_component_dir(out / "text_encoder");
+  EXPECT_EQ(text_encoder.dtype("text_model.encoder.layers.0.mlp.fc1.weight"), at::kChar);
+  EXPECT_EQ(text_encoder.dtype("text_model.embeddings.token_embedding.weight"), at::kFloat);
   const auto unet_bytes = [](const fs::path& folder) { return fs::file_size(folder / "unet" / "diffusion_pytorch_model.safetensors"); };
   EXPECT_LT(double(unet_bytes(out)), 0.5 * double(unet_bytes(model())));
 

@@ -62,10 +62,10 @@ AttentionImpl::AttentionImpl(const ClipTextConfig& config)
       head_dim_(config.head_dim()),
       scale_(1.0 / std::sqrt(static_cast<double>(config.head_dim()))) {
   const int64_t d = config.hidden_size;
-  q_proj = register_module("q_proj", torch::nn::Linear(d, d));
-  k_proj = register_module("k_proj", torch::nn::Linear(d, d));
-  v_proj = register_module("v_proj", torch::nn::Linear(d, d));
-  out_proj = register_module("out_proj", torch::nn::Linear(d, d));
+  q_proj = register_module("q_proj", nn::Linear(d, d));
+  k_proj = register_module("k_proj", nn::Linear(d, d));
+  v_proj = register_module("v_proj", nn::Linear(d, d));
+  out_proj = register_module("out_proj", nn::Linear(d, d));
 }
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& mask) {
@@ -80,8 +80,8 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& mask) {
 }
 
 MlpImpl::MlpImpl(const ClipTextConfig& config) : act_(config.hidden_act) {
-  fc1 = register_module("fc1", torch::nn::Linear(config.hidden_size, config.intermediate_size));
-  fc2 = register_module("fc2", torch::nn::Linear(config.intermediate_size, config.hidden_size));
+  fc1 = register_module("fc1", nn::Linear(config.hidden_size, config.intermediate_size));
+  fc2 = register_module("fc2", nn::Linear(config.intermediate_size, config.hidden_size));
 }
 
 at::Tensor MlpImpl::forward(const at::Tensor& x) {
@@ -133,7 +133,12 @@ ClipTextModelImpl::ClipTextModelImpl(const ClipTextConfig& config) : config_(con
   text_model = register_module("text_model", clip::TextTransformer(config_));
   if (config_.with_projection)
     text_projection = register_module(
-        "text_projection", torch::nn::Linear(torch::nn::LinearOptions(config_.hidden_size, config_.projection_dim).bias(false)));
+        "text_projection", nn::Linear(config_.hidden_size, config_.projection_dim, /*bias=*/false));
+  // int8 weights stay weight-only here: the encoder runs once per image (its speed hardly counts), and its error
+  // would reach every UNet call (sd15 preset, 256 px: UNet call error against float32 1.9% with W8A8, 1.74%
+  // weight-only, 1.7% with the encoder in float32).
+  for (auto& module : modules(/*include_self=*/false))
+    if (auto* linear = dynamic_cast<nn::LinearImpl*>(module.get())) linear->int8_activations = false;
 }
 
 void ClipTextModelImpl::check_ids(const at::Tensor& input_ids) const {

@@ -6,12 +6,13 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "tide/nn/layers.h"  // Linear: weights storable as f16, bf16 or int8
 
 namespace tide::models {
 
@@ -54,7 +55,7 @@ class AttentionImpl : public torch::nn::Module {
   // x [B, L, D], mask [L, L] additive (0 / -inf) -> [B, L, D]
   at::Tensor forward(const at::Tensor& x, const at::Tensor& mask);
 
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
+  nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
 
  private:
   int64_t heads_, head_dim_;
@@ -67,7 +68,7 @@ class MlpImpl : public torch::nn::Module {
   explicit MlpImpl(const ClipTextConfig& config);
   at::Tensor forward(const at::Tensor& x);  // [B, L, D] -> [B, L, D]
 
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  nn::Linear fc1{nullptr}, fc2{nullptr};
 
  private:
   std::string act_;
@@ -131,7 +132,7 @@ class ClipTextModelImpl : public torch::nn::Module {
   const ClipTextConfig& config() const { return config_; }
 
   clip::TextTransformer text_model{nullptr};
-  torch::nn::Linear text_projection{nullptr};  // only with config.with_projection
+  nn::Linear text_projection{nullptr};  // only with config.with_projection
 
  private:
   void check_ids(const at::Tensor& input_ids) const;
