@@ -455,9 +455,11 @@ int run_generate(int argc, char** argv) {
   expanded.prompt = text::expand_multi_vector_tokens(request.prompt, pipe->tokenizer(), embedding_tokens);
   if (request.negative_prompt)
     expanded.negative_prompt = text::expand_multi_vector_tokens(*request.negative_prompt, pipe->tokenizer(), embedding_tokens);
-  // One generation per run: once the prompts are encoded the text encoders only hold memory.
+  // One generation per run: once the prompts are encoded the text encoders only hold memory, and so does the
+  // UNet once the loop is done.
   const pipeline::UNetConditioning conditioning = pipe->condition(expanded);
   pipe->release_text_encoders();
+  pipe->release_unet_after_denoising();  // and the UNet before the VAE decode
   std::optional<fs::path> preview;
   if (args.has("preview")) preview = fs::path(args.get("preview"));
   auto result = pipe->generate(expanded, conditioning, [&](const pipeline::StepInfo& step) {

@@ -1,5 +1,5 @@
-// Conditioning made once, then the text encoders released (tide generate's one-shot path): the same
-// images as generate(request), and clear errors for what can no longer be done.
+// Conditioning made once, then the text encoders released, and the UNet after the loop (tide generate's one-shot
+// path): the same images as generate(request), and clear errors for what can no longer be done.
 #include <gtest/gtest.h>
 
 #include "test_support.h"
@@ -42,6 +42,18 @@ TEST(PipelineConditioning, ReleasedTextEncodersGiveTheSameImagesAndClearErrors) 
     FAIL() << "conditioning for 2 images accepted for 1";
   } catch (const tide::Error& e) {
     EXPECT_NE(std::string(e.what()).find("this request needs 2"), std::string::npos) << e.what();
+  }
+
+  // The UNet freed once the loop is done: the same images, then no more generations.
+  pipe->release_unet_after_denoising();
+  const auto last = pipe->generate(request, conditioning);
+  EXPECT_TRUE(at::equal(last.images, expected.images));
+  EXPECT_FALSE(static_cast<bool>(pipe->unet()));
+  try {
+    pipe->generate(request, conditioning);
+    FAIL() << "generated without a UNet";
+  } catch (const tide::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("UNet was released"), std::string::npos) << e.what();
   }
 }
 

@@ -146,6 +146,8 @@ std::unique_ptr<StableDiffusionPipeline> StableDiffusionPipeline::from_parts(Pip
   if (p->is_xl() != p->unet_->config().has_text_time())
     throw Error(parts.description + ": the UNet's addition_embed_type does not fit a " +
                 (p->is_xl() ? "two" : "one") + "-text-encoder pipeline");
+  // The tensors read and converted while loading leave free heap behind (0.45 GB for an int8 SD 1.5 folder).
+  runtime::return_free_memory();
   return p;
 }
 
@@ -363,6 +365,9 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& requ
 
 GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw, const UNetConditioning& c,
                                                    const StepCallback& on_step) {
+  if (!unet_)
+    throw Error(description_ + ": the UNet was released after the last generation (release_unet_after_denoising); "
+                "load the model again to generate more");
   c10::InferenceMode inference;
   ComputeScope scope(compute_, load_aware_threads_.get());
   const GenerationRequest r = resolve(raw);
@@ -418,7 +423,8 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw,
     latents = start.after_step(*scheduler, latents, i);  // 4-channel inpainting: keep the unmasked area
     if (on_step) on_step(StepInfo{static_cast<int>(i - start.first), total, t, latents});
   }
-  reuse.reset();
+  if (release_unet_after_denoising_) unet_ = models::UNet2DConditionModel(nullptr);
+  reuse.reset();  // hands the freed memory back, the UNet's too when released
   result.latents = latents;
   const bool denoised = decode_denoised_ && scheduler->last_denoised().defined();
   result.decoded = decode(denoised ? scheduler->last_denoised() : latents, r.vae_tiling);
