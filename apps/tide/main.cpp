@@ -22,7 +22,7 @@ constexpr const char* kUsage =
     "  info       describe a model folder: components, parameters, dtypes, scheduler\n"
     "  pull       download a model from the Hugging Face Hub into the HF cache\n"
     "  convert    diffusers folder <-> original single-file checkpoint (.safetensors)\n"
-    "  quantize   store a model's weights as int8, f16 or bf16 (a folder tide loads directly)\n"
+    "  quantize   store a model's weights as int8, f16 or bf16 (a folder or one file tide loads directly)\n"
     "  train-ti   learn a textual-inversion embedding from images (data-parallel under mpirun)\n"
     "  serve      a web page and HTTP APIs (AUTOMATIC1111, OpenAI) over warm models (tide serve --help)\n"
     "  make-tiny  write a tiny random-weight model folder, to try tide without downloading a model\n"
