@@ -357,6 +357,7 @@ UNetConditioning StableDiffusionPipeline::condition(const GenerationRequest& raw
 void StableDiffusionPipeline::release_text_encoders() {
   text_encoder_ = models::ClipTextModel(nullptr);
   text_encoder_2_ = models::ClipTextModel(nullptr);
+  runtime::return_free_memory();  // their weights are many small blocks that glibc would otherwise keep
 }
 
 GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& request, const StepCallback& on_step) {
