@@ -55,9 +55,9 @@ ActivationQuantization choose_activation_quantization(const at::Tensor& x, int l
 // (at::get_num_threads(), also in threads that libtorch has not seen yet).
 class Int8Linear {
  public:
-  // q: int8 [out, in]; scale: float32 [out]; bias: float [out] or undefined. Keeps a reference to q (never a copy,
-  // whatever its strides; the packed weights are a second int8 copy) and packs it now in the layout oneDNN prefers for
-  // `typical_rows` input rows (see Int8Conv2d).
+  // q: int8 [out, in]; scale: float32 [out]; bias: float [out] or undefined. Keeps a reference to q (never a
+  // copy, whatever its strides; the packed weights are a second int8 copy) and packs it now in the layout oneDNN
+  // prefers for `typical_rows` input rows (see Int8Conv2d).
   Int8Linear(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t typical_rows = 4096);
   ~Int8Linear();
   // x: float [..., in] (any strides) → float32 [..., out], contiguous.
@@ -76,8 +76,9 @@ class Int8Linear {
 // like Int8Linear's (padding is a real zero: the zero point). Thread-safe like Int8Linear.
 class Int8Conv2d {
  public:
-  // q: int8 [O, I, kh, kw]; scale: float32 [O]; bias: float [O] or undefined. Keeps a reference to q (never a copy:
-  // channels-last weights are read as they are) and packs it now in the layout oneDNN prefers for inputs of `typical_input_size` {B, H, W}.
+  // q: int8 [O, I, kh, kw]; scale: float32 [O]; bias: float [O] or undefined. Keeps a reference to q (never a
+  // copy: channels-last weights are read as they are) and packs it now in the layout oneDNN prefers for inputs of
+  // `typical_input_size` {B, H, W}.
   // oneDNN picks kernels (and so weight layouts) by shape: a call whose shape wants another layout packs that one
   // once, and if no call used the typical layout, it is dropped then (so at most the layouts in use are kept).
   Int8Conv2d(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t stride, int64_t padding,

@@ -7,6 +7,7 @@
 #include "tide/io/gguf_writer.h"
 #include "tide/io/safetensors.h"
 #include "tide/models/presets.h"
+#include "tide/nn/weight_storage.h"
 #include "tide/pipeline/gguf_checkpoint.h"
 #include "tide/pipeline/single_file_tables.h"
 #include "tide/runtime/error.h"
@@ -95,8 +96,8 @@ at::Tensor to_diffusers_value(at::Tensor x, Transform transform, int chunk) {
 // split like it when the weight is (q/k/v stacked), otherwise unchanged (one scale per output channel survives a
 // reshape, and a transposed matrix keeps its scales as a vector). The weight's name, or nullopt.
 std::optional<std::string> weight_of_scale(const std::string& name) {
-  static const std::string suffix = "_scale";
-  if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) return {};
+  static const std::string suffix = nn::scale_name("");
+  if (name.size() == suffix.size() || !ends_with(name, suffix)) return {};
   return name.substr(0, name.size() - suffix.size());
 }
 
@@ -108,7 +109,7 @@ std::vector<detail::Target> diffusers_targets(const detail::ComponentTable& tabl
   if (!weight) return {};
   targets = detail::to_diffusers(table, *weight);
   for (auto& t : targets) {
-    t.name += "_scale";
+    t.name = nn::scale_name(t.name);
     if (t.transform != Transform::Chunk) t.transform = Transform::None;
   }
   return targets;
@@ -120,9 +121,9 @@ std::optional<detail::Source> original_source(const detail::ComponentTable& tabl
   if (source) return source;
   const auto weight = weight_of_scale(name);
   if (!weight || !(source = detail::to_original(table, *weight))) return {};
-  source->name += "_scale";
+  source->name = nn::scale_name(source->name);
   if (source->transform != Transform::Chunk) source->transform = Transform::None;
-  for (auto& part : source->group) part += "_scale";
+  for (auto& part : source->group) part = nn::scale_name(part);
   return source;
 }
 
