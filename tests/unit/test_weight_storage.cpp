@@ -108,6 +108,48 @@ TEST(WeightStorage, LayersComputeWithTheStoredValues) {
   }
 }
 
+// One-shot runs keep an int8 layer's weights only in its kernel's packed layout after the first call: the same
+// outputs, other shapes still right (packed from the packed copy), the plain storage gone, and the paths that
+// would need it refused.
+TEST(WeightStorage, Int8LayersKeptOnlyPackedComputeTheSameAndGiveThePlainWeightsUp) {
+  c10::NoGradGuard no_grad;
+  at::manual_seed(4);
+  if (!tide::kernels::int8_compute_available()) {
+    tide::testing::note_path_not_exercised("int8 weights kept only packed", "no int8 arithmetic on this CPU");
+    return;
+  }
+  tide::nn::Linear linear(24, 10);
+  tide::nn::Conv2d conv(656, 5, 3, 1, 1);
+  tide::nn::convert_weight_storage(*linear, [](const std::string&) { return WeightFormat::kInt8; });
+  tide::nn::convert_weight_storage(*conv, [](const std::string&) { return WeightFormat::kInt8; });
+  const at::Tensor lin_q = linear->weight.clone(), conv_q = conv->weight.clone();
+  const at::Tensor x = at::randn({2, 7, 24}), image = at::randn({2, 656, 9, 11});
+  const at::Tensor lin_before = linear->forward(x), conv_before = conv->forward(image);
+
+  tide::nn::keep_int8_weights_packed_only(*linear);
+  tide::nn::keep_int8_weights_packed_only(*conv);
+  EXPECT_TRUE(at::equal(linear->forward(x), lin_before));
+  EXPECT_TRUE(at::equal(conv->forward(image), conv_before));
+  for (const at::Tensor* w : {&linear->weight, &conv->weight}) {
+    EXPECT_EQ(w->storage().nbytes(), 1u) << "the plain int8 weights are still held";
+    EXPECT_EQ(w->scalar_type(), at::kChar);
+  }
+  EXPECT_EQ(linear->weight.sizes(), lin_q.sizes());
+  EXPECT_EQ(conv->weight.sizes(), conv_q.sizes());
+  EXPECT_TRUE(at::equal(linear->forward(x), lin_before)) << "a later call";
+
+  // Shapes never seen before: right against the reference of the original weights.
+  const at::Tensor x2 = at::randn({33, 24}), image2 = at::randn({1, 656, 5, 7});
+  const at::Tensor lin_ref = tide::kernels::int8_linear_reference(x2, lin_q, linear->weight_scale, linear->bias);
+  const at::Tensor conv_ref = tide::kernels::int8_conv2d_reference(image2, conv_q, conv->weight_scale, conv->bias, 1, 1);
+  EXPECT_TENSOR_NEAR(linear->forward(x2), lin_ref, 1e-5 * lin_ref.abs().max().item<double>());
+  EXPECT_TENSOR_NEAR(conv->forward(image2), conv_ref, 1e-5 * conv_ref.abs().max().item<double>());
+
+  tide::runtime::OptimizationsGuard weight_only(tide::runtime::Optimizations().without("int8_kernels"));
+  EXPECT_THROW(linear->forward(x), tide::Error);
+  EXPECT_THROW(conv->forward(image), tide::Error);
+}
+
 // SD's first level (320 channels) and, where the kernels halve the weights, its second (640) lose too much to
 // per-tensor activation quantization: those convolutions stay weight-only, exactly the dequantized float layer.
 TEST(WeightStorage, Int8KeepsTheHighResolutionConvolutionsWeightOnly) {
@@ -322,6 +364,29 @@ TEST(WeightStoragePipeline, LorasMergeIntoInt8AndRestoreBitForBit) {
   pipe->set_loras({});
   EXPECT_TRUE(at::equal(pipe->unet()->named_parameters()[layer + ".weight"], q_before));
   EXPECT_TRUE(at::equal(pipe->unet()->named_buffers()[layer + ".weight_scale"], s_before));
+}
+
+}  // namespace
+
+namespace {
+
+// tide generate's one-shot pipeline: int8 weights kept only packed give the same pictures, call after call, and
+// LoRAs can no longer change.
+TEST(WeightStoragePipeline, Int8WeightsKeptOnlyPackedGiveTheSamePictures) {
+  TempDir dir;
+  const fs::path base = tide::testing::make_tiny_pipeline(dir / "base");
+  auto plain = load(base, WeightFormat::kInt8), packed = load(base, WeightFormat::kInt8);
+  packed->keep_int8_weights_packed_only();
+  const auto expected = generate(*plain);
+  EXPECT_TRUE(at::equal(generate(*packed).images, expected.images));
+  EXPECT_TRUE(at::equal(generate(*packed).images, expected.images)) << "the second run, packed weights only";
+  if (tide::kernels::int8_compute_available()) {
+    const at::Tensor to_q = packed->unet()->named_parameters()["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"];
+    EXPECT_EQ(to_q.storage().nbytes(), 1u) << "a W8A8 layer kept its plain weights";
+  } else {
+    tide::testing::note_path_not_exercised("int8 weights kept only packed", "no int8 arithmetic on this CPU");
+  }
+  EXPECT_THROW(packed->set_loras({}), tide::Error);
 }
 
 }  // namespace

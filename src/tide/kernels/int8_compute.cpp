@@ -146,18 +146,31 @@ class PackedWeights {
       if (m.get_desc() == wanted) return m;
     memory found;
     if (provisional_ && provisional_.get_desc() == wanted) found = provisional_;
+    if (!found) found = pack(wanted);
     provisional_ = memory();  // used now, or not the layout calls want
-    packed_.push_back(found ? found : pack(wanted));
+    packed_.push_back(found);
     return packed_.back();
+  }
+
+  // Forgets the plain weights; later layouts are packed from a packed copy, which already holds the values
+  // the kernels use (halved or not).
+  void drop_plain() {
+    if (packed_.empty() && provisional_) packed_.push_back(provisional_);
+    if (!packed_.empty()) plain_ = at::Tensor();
   }
 
  private:
   memory pack(const memory::desc& layout) const {
     memory packed(layout, cpu_engine());
-    const at::Tensor source = kernels_halve_weights() ? halved(plain_) : plain_;
-    memory src(described(source), cpu_engine(), source.data_ptr());
     dnnl::stream stream(cpu_engine());
-    dnnl::reorder(src, packed).execute(stream, src, packed);
+    if (plain_.defined()) {
+      const at::Tensor source = kernels_halve_weights() ? halved(plain_) : plain_;
+      memory src(described(source), cpu_engine(), source.data_ptr());
+      dnnl::reorder(src, packed).execute(stream, src, packed);
+    } else {
+      memory src = !packed_.empty() ? packed_.front() : provisional_;  // a handle, not a copy
+      dnnl::reorder(src, packed).execute(stream, src, packed);
+    }
     stream.wait();
     return packed;
   }
@@ -331,6 +344,11 @@ Int8Linear::Int8Linear(const at::Tensor& q, const at::Tensor& scale, const at::T
 
 Int8Linear::~Int8Linear() = default;
 
+void Int8Linear::drop_plain_weights() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->packed.drop_plain();
+}
+
 at::Tensor Int8Linear::forward(const at::Tensor& x) const {
   if (x.dim() < 1 || x.size(-1) != in_)
     throw Error("int8 linear: input must end in " + std::to_string(in_) + " features, got " +
@@ -444,6 +462,11 @@ Int8Conv2d::Int8Conv2d(const at::Tensor& q, const at::Tensor& scale, const at::T
 }
 
 Int8Conv2d::~Int8Conv2d() = default;
+
+void Int8Conv2d::drop_plain_weights() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->packed.drop_plain();
+}
 
 at::Tensor Int8Conv2d::forward(const at::Tensor& x) const {
   const Impl& im = *impl_;

@@ -62,6 +62,9 @@ class Int8Linear {
   ~Int8Linear();
   // x: float [..., in] (any strides) → float32 [..., out], contiguous.
   at::Tensor forward(const at::Tensor& x) const;
+  // Lets go of q: the packed weights become the only copy (a later shape that wants another layout is packed
+  // from them). Thread-safe.
+  void drop_plain_weights() const;
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
 
@@ -86,6 +89,8 @@ class Int8Conv2d {
   ~Int8Conv2d();
   // x: float [B, I, H, W], NCHW or channels-last → float32 [B, O, H', W'], channels-last.
   at::Tensor forward(const at::Tensor& x) const;
+  // As Int8Linear's.
+  void drop_plain_weights() const;
 
   struct Impl;
 

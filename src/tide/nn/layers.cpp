@@ -9,6 +9,7 @@
 #include "tide/kernels/int8_compute.h"
 #include "tide/kernels/winograd_conv.h"
 #include "tide/nn/weight_storage.h"
+#include "tide/runtime/error.h"
 #include "tide/runtime/optimizations.h"
 
 namespace tide::nn {
@@ -72,16 +73,33 @@ bool conv_quantizes_activations(const at::Tensor& weight, int64_t stride) {
   return weight.size(2) > 1 && stride == 1 && weight.size(1) > widest_weight_only;
 }
 
+// What a layer whose int8 weights live only in its kernel's packed copy cannot do.
+[[noreturn]] void throw_plain_weights_given_up(const char* layer) {
+  throw Error(std::string(layer) + ": its int8 weights were kept only in the int8 kernel's packed layout "
+              "(keep_int8_weights_packed_only, for one-shot runs), so it cannot compute without that kernel "
+              "(gradients, another dtype, int8_kernels switched off); load the model again");
+}
+
 }  // namespace
+
+void keep_int8_weights_packed_only(torch::nn::Module& root) {
+  for (const auto& module : root.modules(/*include_self=*/true)) {
+    if (auto* linear = dynamic_cast<LinearImpl*>(module.get())) linear->int8_.keep_packed_only();
+    if (auto* conv = dynamic_cast<Conv2dImpl*>(module.get())) conv->int8_.keep_packed_only();
+  }
+}
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
   runtime::FlopCount::add_macs(double(x.numel()) * double(weight.size(0)));
   if (use_int8_kernel(weight, x) && int8_activations) {
     RECORD_USER_SCOPE("tide::int8_linear");  // named in `tide bench --profile`
-    return int8_.get(weight, weight_scale, bias, [&] {
+    at::Tensor y = int8_.get(weight, weight_scale, bias, [&] {
       return std::make_shared<const kernels::Int8Linear>(weight, weight_scale, bias);
     })->forward(x);
+    int8_.give_up_plain_weights(weight);
+    return y;
   }
+  if (int8_.plain_given_up()) throw_plain_weights_given_up("linear layer");
   return at::linear(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias);
 }
 
@@ -125,11 +143,14 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   const bool nhwc = runtime::optimizations().channels_last && x.dim() == 4 && x.device().is_cpu() &&
                     !(grad && (weight.requires_grad() || x.requires_grad()));
   at::Tensor y;
-  if (use_int8_kernel(weight, x) && x.dim() == 4 && conv_quantizes_activations(weight, stride_)) {
+  const bool int8_kernel = use_int8_kernel(weight, x) && x.dim() == 4 && conv_quantizes_activations(weight, stride_);
+  if (!int8_kernel && int8_.plain_given_up()) throw_plain_weights_given_up("convolution");
+  if (int8_kernel) {
     RECORD_USER_SCOPE("tide::int8_conv2d");
     y = int8_.get(weight, weight_scale, bias, [&] {
           return std::make_shared<const kernels::Int8Conv2d>(weight, weight_scale, bias, stride_, padding_);
         })->forward(x);
+    int8_.give_up_plain_weights(weight);
     // The kernel answers channels last; NCHW callers (channels_last off) get NCHW back.
     if (!nhwc) y = y.contiguous();
   } else if (nhwc && runtime::optimizations().winograd && kernels::winograd_conv3x3_supported(x, weight, stride_, padding_) &&

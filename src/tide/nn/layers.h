@@ -37,6 +37,13 @@ bool random_init_enabled();
 // channels_last optimization, NCHW otherwise. No copy when it already is.
 at::Tensor spatial_contiguous(const at::Tensor& x);
 
+// For one-shot runs: every int8 Linear and Conv2d under `root` that computes with the int8 kernels keeps its
+// weights only in the kernel's packed layout once its first call has packed them (SD 1.5's UNet: 0.66 GB less;
+// `weight` keeps its shape over one byte). Afterwards the layer can only run that kernel: a path that needs the
+// plain weights (gradients, another dtype, int8_kernels off) is a tide::Error, and merging a LoRA or saving
+// would read zeros, so the pipeline refuses them.
+void keep_int8_weights_packed_only(torch::nn::Module& root);
+
 class LinearImpl : public torch::nn::Module {
  public:
   // Random init as torch.nn.Linear: weight and bias ~ U(-1/√in, 1/√in).
@@ -52,6 +59,7 @@ class LinearImpl : public torch::nn::Module {
   bool int8_activations = true;
 
  private:
+  friend void keep_int8_weights_packed_only(torch::nn::Module& root);
   Int8KernelCache<kernels::Int8Linear> int8_;
 };
 TORCH_MODULE(Linear);
@@ -79,6 +87,7 @@ class Conv2dImpl : public torch::nn::Module {
   // weight on every call; else (16-bit or int8 storage) a temporary widened per call.
   at::Tensor weight_as(at::MemoryFormat format, at::ScalarType dtype);
 
+  friend void keep_int8_weights_packed_only(torch::nn::Module& root);
   int64_t stride_, padding_;
   Int8KernelCache<kernels::Int8Conv2d> int8_;
   at::Tensor weight_copy_;

@@ -36,16 +36,22 @@ nn::WeightFormat layer_storage(const std::optional<nn::WeightFormat>& requested,
   return int8 ? nn::WeightFormat::kInt8 : nn::WeightFormat::kFloat32;
 }
 
+// Gives `component`'s Linear and Conv2d weights the storage they are loaded into; returns their source.
 template <typename Module>
-void load_weights(Module& module, PipelineParts& parts, const std::string& component) {
+const io::WeightSource& set_storage(Module& module, PipelineParts& parts, const std::string& component) {
   auto it = parts.weights.find(component);
   if (it == parts.weights.end()) throw Error(parts.description + ": no weights for component '" + component + "'");
   const io::WeightSource& source = it->second;
   nn::set_weight_storage(*module, [&](const std::string& layer) {
     return layer_storage(parts.weight_format, component, layer, source);
   });
-  io::load_module_weights(*module, source, component);
   module->eval();
+  return source;
+}
+
+template <typename Module>
+void load_weights(Module& module, PipelineParts& parts, const std::string& component) {
+  io::load_module_weights(*module, set_storage(module, parts, component), component);
 }
 
 // Builds a component without drawing torch's random init: every parameter is loaded right after, and
@@ -139,7 +145,13 @@ std::unique_ptr<StableDiffusionPipeline> StableDiffusionPipeline::from_parts(Pip
   p->unet_ = build<models::UNet2DConditionModel>(models::UNet2DConditionConfig::from_json(parts.configs.at("unet")));
   load_weights(p->unet_, parts, "unet");
   p->vae_ = build<models::AutoencoderKL>(models::AutoencoderKLConfig::from_json(parts.configs.at("vae")));
-  load_weights(p->vae_, parts, "vae");
+  if (parts.load_vae_on_first_use) {
+    // Storage that is never written is not resident until loaded_vae() fills it.
+    set_storage(p->vae_, parts, "vae");
+    p->deferred_vae_weights_ = std::make_unique<io::WeightSource>(std::move(parts.weights.at("vae")));
+  } else {
+    load_weights(p->vae_, parts, "vae");
+  }
   p->scheduler_config_ = parts.configs.at("scheduler");
   nn::store_conv_weights_for_current_layout(*p->unet_);
   nn::store_conv_weights_for_current_layout(*p->vae_);
@@ -171,7 +183,15 @@ void StableDiffusionPipeline::install_embedding(const text::TextualInversionEmbe
   if (is_xl()) text::install_embedding(*tokenizer_2_, text_encoder_2_, {token, embedding.vectors_2, {}});
 }
 
+void StableDiffusionPipeline::keep_int8_weights_packed_only() {
+  nn::keep_int8_weights_packed_only(*unet_);
+  int8_weights_packed_only_ = true;
+}
+
 void StableDiffusionPipeline::set_loras(const std::vector<adapters::LoraSpec>& loras) {
+  if (int8_weights_packed_only_)
+    throw Error(description_ + ": LoRAs cannot change once the int8 weights are kept only packed "
+                "(keep_int8_weights_packed_only); set them before");
   std::map<std::string, torch::nn::Module*> components = {{"unet", unet_.get()}};
   if (text_encoder_) components["text_encoder"] = text_encoder_.get();
   if (text_encoder_2_) components["text_encoder_2"] = text_encoder_2_.get();
@@ -188,6 +208,8 @@ void StableDiffusionPipeline::set_compute_settings(const ComputeSettings& settin
 }
 
 void StableDiffusionPipeline::set_unet_dtype(at::ScalarType dtype) {
+  if (int8_weights_packed_only_ && dtype != unet_dtype())
+    throw Error(description_ + ": the UNet's dtype cannot change once its int8 weights are kept only packed");
   ComputeScope scope(compute_, load_aware_threads_.get());
   nn::set_compute_dtype(*unet_, dtype);
   nn::store_conv_weights_for_current_layout(*unet_);
@@ -297,7 +319,19 @@ at::Tensor StableDiffusionPipeline::decode(const at::Tensor& latents, models::Va
   ComputeScope scope(compute_, load_aware_threads_.get());
   runtime::return_free_memory();
   if (taesd_) return taesd_->decode(latents / taesd_->config().scaling_factor);  // [N, 3, H, W]
-  return vae_->decode(latents / vae_->config().scaling_factor, tiling);          // [N, 3, H, W]
+  return loaded_vae()->decode(latents / vae_->config().scaling_factor, tiling);   // [N, 3, H, W]
+}
+
+models::AutoencoderKL& StableDiffusionPipeline::loaded_vae() {
+  std::lock_guard<std::mutex> lock(vae_load_mutex_);
+  if (deferred_vae_weights_) {
+    c10::InferenceMode loading_outside_inference_mode(false);  // parameters stay ordinary tensors
+    io::load_module_weights(*vae_, *deferred_vae_weights_, "vae");
+    deferred_vae_weights_.reset();
+    ComputeScope scope(compute_, load_aware_threads_.get());
+    nn::store_conv_weights_for_current_layout(*vae_);
+  }
+  return vae_;
 }
 
 void StableDiffusionPipeline::set_tiny_autoencoder(models::AutoencoderTiny taesd) {
@@ -384,7 +418,7 @@ GenerationResult StableDiffusionPipeline::generate(const GenerationRequest& raw,
   // Text-to-image starts from noise at the first timestep; image-to-image and inpainting midway.
   DenoiseStart start;
   if (r.init_image.defined())
-    start = prepare_image_start(r, *scheduler, vae_, unet_->config().in_channels, generator);
+    start = prepare_image_start(r, *scheduler, loaded_vae(), unet_->config().in_channels, generator);
   else
     start.latents = prepare_latents(r.num_images, r.height, r.width, scheduler->init_noise_sigma(), generator);
   at::Tensor latents = start.latents;

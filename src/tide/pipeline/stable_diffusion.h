@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -50,6 +51,9 @@ struct PipelineParts {
   std::string description;                              // for messages
   std::filesystem::path folder;                         // the diffusers folder, when the model is one (local or Hub)
   std::optional<nn::WeightFormat> weight_format;        // LoadOptions::weights
+  // For one-shot runs: the VAE's weights are read when the VAE is first used (decode, image-to-image encode,
+  // vae()) instead of with the rest, so the denoising loop never holds them (SD 1.5: 160 MiB in f16).
+  bool load_vae_on_first_use = false;
 };
 
 // Reads model_index.json and the component configs of a diffusers folder.
@@ -101,6 +105,10 @@ class StableDiffusionPipeline {
   // decode, whose activations then no longer add to it (SD 1.5 at 512: 0.9 GB of int8 UNet, 3.4 GB in float32,
   // beside about 1 GB of decoder activations). Generating again afterwards is a tide::Error.
   void release_unet_after_denoising() { release_unet_after_denoising_ = true; }
+  // For one-shot runs: the UNet's int8 layers keep their weights only in the int8 kernels' packed layout once
+  // their first call has packed them (nn::keep_int8_weights_packed_only; SD 1.5: 0.66 GB less). Later shapes
+  // still work; setting LoRAs afterwards, another UNet dtype or int8_kernels switched off are a tide::Error.
+  void keep_int8_weights_packed_only();
 
   // The dtype the UNet computes in (float32 as loaded; bf16 for --dtype bf16). Text encoders and VAE stay
   // float32: they run once per image, and latents, noise and scheduler arithmetic stay float32 too, so a
@@ -145,7 +153,9 @@ class StableDiffusionPipeline {
   models::ClipTextModel& text_encoder_2() { return text_encoder_2_; }  // SDXL only
   bool force_zeros_for_empty_prompt() const { return force_zeros_for_empty_prompt_; }
   models::UNet2DConditionModel& unet() { return unet_; }
-  models::AutoencoderKL& vae() { return vae_; }
+  models::AutoencoderKL& vae() { return loaded_vae(); }
+  // The VAE's configuration and tiling rules, without reading weights that load_vae_on_first_use deferred.
+  const models::AutoencoderKLImpl& vae_architecture() const { return *vae_; }
 
  private:
   StableDiffusionPipeline() = default;
@@ -153,6 +163,8 @@ class StableDiffusionPipeline {
                         int from_end, bool final_norm, at::Tensor* text_embeds);
   // The conditioning of a prompt and a negative prompt in the guidance batch order, a1111 syntax.
   std::pair<PromptEmbeddings, PromptEmbeddings> encode_a1111_pair(const GenerationRequest& r, bool guided);
+  // vae_, with its weights read first if loading them was deferred (PipelineParts::load_vae_on_first_use).
+  models::AutoencoderKL& loaded_vae();
   std::string description_;
   bool force_zeros_for_empty_prompt_ = false;
   bool xl_ = false;  // two text encoders (StableDiffusionXLPipeline)
@@ -163,11 +175,14 @@ class StableDiffusionPipeline {
   models::UNet2DConditionModel unet_{nullptr};
   models::AutoencoderKL vae_{nullptr};
   models::AutoencoderTiny taesd_{nullptr};
+  std::unique_ptr<io::WeightSource> deferred_vae_weights_;  // until loaded_vae() reads them
+  std::mutex vae_load_mutex_;
   nlohmann::json scheduler_config_;
   ComputeSettings compute_;
   std::shared_ptr<runtime::LoadAwareThreads> load_aware_threads_;  // with compute_.adapt_to_load
   adapters::LoraSet loras_;
   bool release_unet_after_denoising_ = false;
+  bool int8_weights_packed_only_ = false;
 };
 
 }  // namespace tide::pipeline

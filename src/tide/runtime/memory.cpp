@@ -67,6 +67,13 @@ void return_free_memory() {
 #endif
 }
 
+void hand_freed_memory_back_promptly() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);  // fixed, so glibc no longer raises it as blocks are freed
+  mallopt(M_TRIM_THRESHOLD, 1 << 20);
+#endif
+}
+
 namespace {
 std::mutex g_reuse_mutex;
 int g_reuse_scopes = 0;  // open FreedMemoryReuse scopes, in all threads
