@@ -457,8 +457,8 @@ int run_generate(int argc, char** argv) {
   const int f = pipe->vae_scale_factor();
   const auto& vae = pipe->vae_architecture();
   if (!pipe->has_tiny_autoencoder() && vae.tiles(request.height / f, request.width / f, request.vae_tiling))
-    std::cerr << "VAE decode in tiles of " << vae.tile_sample_size() << "x" << vae.tile_sample_size() << " px (--vae-tiling " << models::vae_tiling_name(request.vae_tiling)
-              << ")\n";
+    std::cerr << "VAE decode in tiles of " << vae.tile_sample_size() << "x" << vae.tile_sample_size()
+              << " px (--vae-tiling " << models::vae_tiling_name(request.vae_tiling) << ")\n";
 
   runtime::Progress progress("denoising", request.steps);
   // A multi-vector token in the prompts stands for all its tokens (diffusers' maybe_convert_prompt).
