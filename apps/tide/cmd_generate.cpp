@@ -308,10 +308,6 @@ int run_generate(int argc, char** argv) {
               "int8 (one scale per output channel; int8 arithmetic where the CPU has VNNI or AVX2, about a quarter "
               "of the memory, a slightly different picture; the VAE stays f16)",
               "f32; int8 for a folder written by tide quantize")
-      .flag("low-memory",
-            "give freed memory back to the system at once instead of keeping it for the next step: a smaller peak, "
-            "a slower run (SD 1.5 at 512x512 with int8 weights: about 1.35 GiB instead of 2.0, its denoising about "
-            "20% slower); the same picture")
       .option("dtype", "TYPE",
               "the UNet's compute dtype: float32, or bf16 on CPUs with AVX512-BF16 or AMX (elsewhere float32, with a "
               "note); noise, scheduler, text encoders and VAE stay float32",
@@ -407,8 +403,7 @@ int run_generate(int argc, char** argv) {
   if (!dtype_note.empty()) std::cerr << dtype_note << "\n";
 
   const int threads = apply_thread_flags(args, "tide generate");
-  const bool low_memory = args.has("low-memory");
-  if (low_memory) runtime::hand_freed_memory_back_promptly();
+  runtime::hand_freed_memory_back_promptly();  // this process loads once, makes its pictures and ends
   pipeline::LoadOptions load;
   load.variant = args.has("variant") ? args.get("variant") : "";
   if (args.has("tokenizer")) load.tokenizer = args.get("tokenizer");
@@ -422,9 +417,7 @@ int run_generate(int argc, char** argv) {
   pipeline::PipelineParts parts = pipeline::model_parts(args.get("model"), load);
   parts.load_vae_on_first_use = true;  // not beside the UNet's loop; never with --taesd
   auto pipe = pipeline::StableDiffusionPipeline::from_parts(std::move(parts));
-  runtime::Optimizations optimizations = pipe->compute_settings().optimizations;
-  if (low_memory) optimizations = optimizations.without("reuse_memory");
-  pipe->set_compute_settings({optimizations, threads, threads_adapt_to_load(args)});
+  pipe->set_compute_settings({pipe->compute_settings().optimizations, threads, threads_adapt_to_load(args)});
   // Merged in float32 before the UNet changes dtype.
   LoraRecords lora_records;
   if (!loras.empty()) {

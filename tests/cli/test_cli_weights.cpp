@@ -29,7 +29,6 @@ TEST(CliWeightsHelp, EveryFlagIsExplained) {
   for (const char* flag : {"--model", "--weights", "--output", "--variant", "--tokenizer"})
     EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
   EXPECT_NE(run_tide("generate --help").output.find("--weights"), std::string::npos);
-  EXPECT_NE(run_tide("generate --help").output.find("--low-memory"), std::string::npos);
   EXPECT_NE(run_tide("bench --help").output.find("--compare-weights"), std::string::npos);
   EXPECT_NE(run_tide("serve --help").output.find("--weights"), std::string::npos);
   EXPECT_NE(run_tide("--help").output.find("quantize"), std::string::npos);
@@ -58,10 +57,6 @@ TEST_F(CliWeights, QuantizedFolderLoadsAsItIs) {
   ASSERT_EQ(on_the_fly.code, 0) << on_the_fly.output;
   const auto a = tide::io::read_png(dir / "a.png").rgb8, b = tide::io::read_png(dir / "b.png").rgb8;
   EXPECT_TRUE(at::equal(a, b));
-  // --low-memory hands freed memory back sooner; the picture stays the same.
-  auto low_memory = run_tide(generate_args(out, dir / "c.png") + " --low-memory");
-  ASSERT_EQ(low_memory.code, 0) << low_memory.output;
-  EXPECT_TRUE(at::equal(tide::io::read_png(dir / "c.png").rgb8, a));
 
   // As one file in the original layout: int8 weights with their scales beside them, the same picture.
   const fs::path file = dir / "int8.safetensors";

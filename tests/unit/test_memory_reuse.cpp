@@ -1,5 +1,6 @@
 // FreedMemoryReuse: inside its scope a freed large block serves the next allocation of that size without
-// new page faults; outside it (or with the optimization off) glibc maps such blocks afresh every time.
+// new page faults; outside it (or with the optimization off) glibc maps such blocks afresh every time, and
+// after hand_freed_memory_back_promptly() blocks of a few MiB too.
 #include <gtest/gtest.h>
 
 #include <sys/resource.h>
@@ -18,9 +19,10 @@ long minor_faults() {
   return usage.ru_minflt;
 }
 
-// Page faults taken by allocating, touching and freeing a block larger than glibc's mmap threshold.
-long faults_of_a_large_temporary() {
-  constexpr size_t kBytes = size_t(96) << 20;
+// Page faults taken by allocating, touching and freeing a block of `bytes` (by default larger than glibc's
+// largest mmap threshold).
+long faults_of_a_large_temporary(size_t bytes = size_t(96) << 20) {
+  const size_t kBytes = bytes;
   const long before = minor_faults();
   {
     std::unique_ptr<char[]> block(new char[kBytes]);
@@ -46,6 +48,25 @@ TEST(FreedMemoryReuse, LargeTemporariesAreReusedInsideTheScopeOnly) {
     FreedMemoryReuse reuse;
     faults_of_a_large_temporary();
     EXPECT_GE(faults_of_a_large_temporary(), mapped / 2);
+  }
+}
+
+// tide generate's setting: blocks of a few MiB, which glibc would otherwise soon keep in the heap (its mmap
+// threshold rises to 32 MiB as mapped blocks are freed), go back to the system at once, until a reuse scope.
+TEST(FreedMemoryReuse, MidSizedBlocksGoBackPromptlyOutsideTheScope) {
+  constexpr size_t kMidSized = size_t(4) << 20;
+  faults_of_a_large_temporary(size_t(16) << 20);  // a freed mapped 16 MiB block raises glibc's threshold to it
+  faults_of_a_large_temporary(kMidSized);
+  const long kept = faults_of_a_large_temporary(kMidSized);
+  tide::runtime::hand_freed_memory_back_promptly();
+  faults_of_a_large_temporary(kMidSized);
+  const long mapped = faults_of_a_large_temporary(kMidSized);
+  EXPECT_LE(kept, 64) << "glibc kept the block in the heap";
+  EXPECT_GE(mapped, 256);  // 1024 pages of 4 KiB mapped afresh each time
+  {
+    tide::runtime::FreedMemoryReuse reuse;
+    faults_of_a_large_temporary(kMidSized);
+    EXPECT_LE(faults_of_a_large_temporary(kMidSized), 64);
   }
 }
 

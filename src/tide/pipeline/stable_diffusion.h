@@ -4,6 +4,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -183,6 +184,7 @@ class StableDiffusionPipeline {
   adapters::LoraSet loras_;
   bool release_unet_after_denoising_ = false;
   bool int8_weights_packed_only_ = false;
+  std::atomic<bool> unet_has_run_{false};  // its first call packs the int8 weights
 };
 
 }  // namespace tide::pipeline

@@ -22,12 +22,13 @@ int64_t current_rss_bytes();
 // the process peak is their sum.
 void return_free_memory();
 
-// For programs that prefer a small footprint to speed (tide generate --low-memory, with the reuse_memory
-// optimization off): glibc maps every block over 1 MiB on its own and trims the heap's free top beyond 1 MiB,
-// so freed memory goes back to the system at once. The heap otherwise keeps what activations, packed weights
-// and freed weights split it into: SD 1.5 int8 at 512 px peaked at 2.0 GiB for 1.35 GiB in use, with the
-// page faults of mapping afresh costing its denoising loop about 20%. Process-wide: for a program's start, not
-// the library's hot path.
+// For programs that prefer a small footprint (tide generate): glibc maps every block over 1 MiB on its own and
+// trims the heap's free top beyond 1 MiB, so freed memory goes back to the system at once, until a
+// FreedMemoryReuse scope opens (it keeps every block in the heap for its duration, then restores glibc's
+// defaults). The heap otherwise keeps what loading, the first UNet call's packed int8 weights and the plain
+// ones freed then split it into: SD 1.5 int8 at 512 px peaked at 2.0 GiB in tide generate for 1.35 GiB in use,
+// 1.4 GiB with this. (With reuse_memory off as well, 1.32 GiB, for a loop 20% slower from page faults.)
+// Process-wide: for a program's start, not the library's hot path.
 void hand_freed_memory_back_promptly();
 
 // For a loop that allocates the same activations on every iteration (the denoising loop), while the
