@@ -160,6 +160,10 @@ int run_prompt_file(const Args& args, pipeline::StableDiffusionPipeline& pipe, p
       item.request.negative_prompt =
           text::expand_multi_vector_tokens(*item.request.negative_prompt, pipe.tokenizer(), embedding_tokens);
   }
+  // With no line changing the LoRAs, int8 weights need no plain copy beside the packed one.
+  if (std::all_of(items.begin(), items.end(),
+                  [&](const pipeline::BatchItem& item) { return adapters::same_loras(pipe.loras(), item.loras); }))
+    pipe.keep_int8_weights_packed_only();
   const std::string label = model_label(args.get("model"));
   if (communicator->is_main())
     std::cerr << items.size() << " prompts from " << args.get("prompts") << " over " << communicator->size()

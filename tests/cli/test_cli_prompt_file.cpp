@@ -51,6 +51,24 @@ TEST_F(CliPromptFile, LinesBecomeNumberedPicturesWithTheirOwnSeeds) {
   EXPECT_NE(tide::io::read_png(dir / "out" / "blue.png").text.at("parameters").find("Seed: 99"), std::string::npos);
 }
 
+// int8 weights: a batch without per-line LoRAs keeps them only packed once packed, and later lines with other
+// sizes and batch sizes still make what --prompt makes for them.
+TEST_F(CliPromptFile, Int8BatchesMakeTheSinglePromptPictures) {
+  TempDir dir;
+  const auto prompts = write_prompts(dir.path(), "a red robot\n{\"prompt\": \"two cats\", \"num_images\": 2, \"width\": 48}\n");
+  auto run = run_tide(batch(prompts, dir / "out", "--weights int8"));
+  ASSERT_EQ(run.code, 0) << run.output;
+  auto single = [&](const std::string& args, const fs::path& png) {
+    auto r = run_tide("generate --model " + quote(model()) + " --weights int8 --steps 2 --height 32 --threads 1 " + args +
+                      " --output " + quote(png));
+    ASSERT_EQ(r.code, 0) << r.output;
+  };
+  single("--prompt 'a red robot' --seed 10 --width 32", dir / "robot.png");
+  single("--prompt 'two cats' --seed 11 --width 48 --num-images 2", dir / "cats.png");
+  EXPECT_TRUE(at::equal(pixels(dir / "out" / "00000.png"), pixels(dir / "robot.png")));
+  EXPECT_TRUE(at::equal(pixels(dir / "out" / "00001-1.png"), pixels(dir / "cats-1.png")));
+}
+
 TEST_F(CliPromptFile, ABadLineIsReportedAndTheOthersFinishThenResumeSkips) {
   TempDir dir;
   const auto prompts = write_prompts(dir.path(), "first\n{\"prompt\": 3}\n{not json\n"
