@@ -162,15 +162,15 @@ class PackedWeights {
  private:
   memory pack(const memory::desc& layout) const {
     memory packed(layout, cpu_engine());
-    dnnl::stream stream(cpu_engine());
+    // From the plain weights (halved as the kernels use them), or, once they are dropped, from a packed copy.
+    at::Tensor source;
+    memory src = !packed_.empty() ? packed_.front() : provisional_;  // a handle, not a copy
     if (plain_.defined()) {
-      const at::Tensor source = kernels_halve_weights() ? halved(plain_) : plain_;
-      memory src(described(source), cpu_engine(), source.data_ptr());
-      dnnl::reorder(src, packed).execute(stream, src, packed);
-    } else {
-      memory src = !packed_.empty() ? packed_.front() : provisional_;  // a handle, not a copy
-      dnnl::reorder(src, packed).execute(stream, src, packed);
+      source = kernels_halve_weights() ? halved(plain_) : plain_;
+      src = memory(described(source), cpu_engine(), source.data_ptr());
     }
+    dnnl::stream stream(cpu_engine());
+    dnnl::reorder(src, packed).execute(stream, src, packed);
     stream.wait();
     return packed;
   }

@@ -7,6 +7,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include <array>
+#include <atomic>
 #include <memory>
 #include <mutex>
 
@@ -33,32 +34,28 @@ class Int8KernelCache {
 
   // For one-shot runs: after the kernel has run once, give_up_plain_weights() frees the layer's plain int8
   // weights, so only the kernel's packed copy stays (keep_int8_weights_packed_only in nn/layers.h).
-  void keep_packed_only() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    packed_only_ = true;
-  }
+  void keep_packed_only() { packed_only_.store(true, std::memory_order_release); }
   // With keep_packed_only() and a kernel built: the kernel drops its reference to the plain weights and
   // `weight` keeps its shape and dtype over one byte of storage (read, it is all zeros). Else nothing.
   void give_up_plain_weights(at::Tensor& weight) {
+    if (!packed_only_.load(std::memory_order_acquire) || plain_given_up()) return;  // every call: no lock
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!packed_only_ || plain_given_up_ || !kernel_) return;
+    if (plain_given_up_ || !kernel_) return;
     kernel_->drop_plain_weights();
     c10::InferenceMode ordinary_tensors(false);
     c10::NoGradGuard no_grad;
     weight.set_data(at::zeros({1}, weight.options()).expand(weight.sizes()));
-    plain_given_up_ = true;
+    plain_given_up_.store(true, std::memory_order_release);
   }
-  bool plain_given_up() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return plain_given_up_;
-  }
+  // Read on every call of every layer, so without the lock.
+  bool plain_given_up() const { return plain_given_up_.load(std::memory_order_acquire); }
 
  private:
   using Key = std::array<const void*, 3>;
-  mutable std::mutex mutex_;
+  std::mutex mutex_;
   Key key_{};
   std::shared_ptr<const Kernel> kernel_;
-  bool packed_only_ = false, plain_given_up_ = false;
+  std::atomic<bool> packed_only_{false}, plain_given_up_{false};  // each only ever turns true
 };
 
 }  // namespace tide::nn
