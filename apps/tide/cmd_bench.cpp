@@ -145,6 +145,12 @@ int run_bench(int argc, char** argv) {
       .option("compare-weights", "FORMAT",
               "like --compare-plain, but the compared side keeps every optimization and stores its weights as FORMAT "
               "(a second copy of the models is loaded)")
+      .flag("one-shot",
+            "make one picture per side the way tide generate makes it and report its peak resident memory: the models "
+            "loaded for it alone, the text encoders let go after encoding, int8 weights kept only packed, the UNet let "
+            "go before the VAE decode, the VAE read when it decodes. With a --compare-* flag the compared side's "
+            "models load after the measured side's are gone. Its times are one cold pass (--runs, --warmup and "
+            "--profile do not apply)")
       .option("compare-dtype", "TYPE",
               "like --compare-plain, but the compared side keeps every optimization and runs the UNet in TYPE")
       .flag("peak", "measure this machine's float32 FMA peak and report each stage's share of it")
@@ -291,23 +297,35 @@ int run_bench(int argc, char** argv) {
     s.baseline_label = "the default: 20 steps dpm++2m, guidance 7.5, VAE decode";
   }
 
-  bench::BenchModels models;
+  s.one_shot = args.get_flag("one-shot");
+  if (s.one_shot && (args.has("runs") || args.has("warmup") || args.get_flag("profile")))
+    throw Error("tide bench: --one-shot makes one cold pass per side; it excludes --runs, --warmup and --profile");
+  if (s.one_shot) {
+    s.runs = 1;
+    s.warmup = 0;
+  }
   if (args.has("arch")) {
     const auto names = models::presets::preset_names();
     if (std::find(names.begin(), names.end(), args.get("arch")) == names.end())
       throw Error("tide bench: unknown --arch '" + args.get("arch") + "'; choose one of: " + joined(names));
-    models = bench::models_from_preset(args.get("arch"), weights.value_or(nn::WeightFormat::kFloat32));
-    if (baseline_weights)
-      models.baseline = std::make_shared<bench::BenchModels>(bench::models_from_preset(args.get("arch"), *baseline_weights));
-  } else {
-    const auto folder = pipeline::resolve_model(args.get("model"));
-    models = bench::models_from_folder(folder, weights);
-    if (baseline_weights)
-      models.baseline = std::make_shared<bench::BenchModels>(bench::models_from_folder(folder, baseline_weights));
   }
-  if (s.tiny_decoder) {
-    models.tiny_decoder = bench::tiny_decoder_from(args.get("decoder"));
-    if (models.baseline) models.baseline->tiny_decoder = models.tiny_decoder;  // --compare-weights decodes with it too
+  const std::filesystem::path folder = args.has("model") ? pipeline::resolve_model(args.get("model")) : "";
+  // One side's models, with the weights stored as `format` (unset: as the files store them).
+  auto load_models = [&](std::optional<nn::WeightFormat> format) {
+    bench::BenchModels m = args.has("arch")
+                               ? bench::models_from_preset(args.get("arch"), format.value_or(nn::WeightFormat::kFloat32), s.one_shot)
+                               : bench::models_from_folder(folder, format, s.one_shot);
+    if (s.tiny_decoder) m.tiny_decoder = bench::tiny_decoder_from(args.get("decoder"));
+    return m;
+  };
+  if (s.one_shot) {
+    runtime::hand_freed_memory_back_promptly();  // as tide generate
+    runtime::reset_peak_rss_window();            // the measured side's peak counts from its load
+  }
+  bench::BenchModels models = load_models(weights);
+  if (baseline_weights && !s.one_shot) {
+    models.baseline = std::make_shared<bench::BenchModels>(load_models(baseline_weights));
+    models.baseline->tiny_decoder = models.tiny_decoder;  // --compare-weights decodes with the same one
   }
   s = bench::resolve_settings(models, s);
 
@@ -346,9 +364,9 @@ int run_bench(int argc, char** argv) {
     std::cerr << "--hog: " << hog_processes << " busy process" << (hog_processes > 1 ? "es" : "")
               << " beside the benchmark\n";
   }
-  const auto result = bench::run_bench(models, s, [&](const std::string& label, int index) {
-    std::cerr << "  " << label << " " << index + 1 << "\n";
-  });
+  auto on_pass = [&](const std::string& label, int index) { std::cerr << "  " << label << " " << index + 1 << "\n"; };
+  const auto result = s.one_shot ? bench::run_one_shot(std::move(models), s, [&] { return load_models(baseline_weights ? baseline_weights : weights); }, on_pass)
+                                 : bench::run_bench(models, s, on_pass);
   hog.reset();
   ctx.peak_rss_bytes = runtime::peak_rss_bytes();
   std::cout << bench::to_table(result, ctx);

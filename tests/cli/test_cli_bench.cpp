@@ -31,7 +31,8 @@ TEST(CliBench, HelpExplainsEveryFlag) {
   for (const char* flag : {"--arch", "--model", "--width", "--height", "--steps", "--scheduler", "--runs", "--warmup",
                            "--threads", "--peak", "--plain", "--compare-plain", "--json", "--dtype", "--compare-dtype", "--profile", "--cpus", "--attention",
                            "--backward", "--strip-rows",
-                           "--vae-tiling", "--decoder", "--compare-default", "--cache-interval", "--compare-cache", "--hog"})
+                           "--vae-tiling", "--decoder", "--compare-default", "--cache-interval", "--compare-cache", "--hog",
+                           "--one-shot"})
     EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
 }
 
@@ -88,6 +89,49 @@ TEST_F(CliBenchTinyModel, TinyModelWritesJsonWithAllStages) {
   EXPECT_FALSE(j.at("vae_tiled").get<bool>());
   // UNet FLOPs per call times the calls = the denoising loop's.
   EXPECT_NEAR(j["stages"][2]["gflop"].get<double>(), 2 * j["stages"][1]["gflop"].get<double>(), 1e-9);
+}
+
+// --one-shot: each side's models loaded for one picture alone, let go as tide generate lets them go (text
+// encoders after encoding, int8 weights kept only packed, the UNet before the decode, the VAE read when it
+// decodes): the same numbers as the repeated passes, and a peak per side.
+TEST_F(CliBenchTinyModel, OneShotComputesWhatTheRepeatedPassesDoAndReportsEachSidesPeak) {
+  TempDir dir;
+  const std::string common = "--model " + quote(model()) +
+                             " --weights int8 --compare-weights f32 --width 32 --height 32 --steps 2 --threads 1 ";
+  auto repeated = tide_bench(common + "--runs 1 --warmup 0 --json " + quote(dir.path() / "repeated.json"));
+  ASSERT_EQ(repeated.code, 0) << repeated.output;
+  auto once = tide_bench(common + "--one-shot --json " + quote(dir.path() / "once.json"));
+  ASSERT_EQ(once.code, 0) << once.output;
+  EXPECT_NE(once.output.find("models loaded for it alone"), std::string::npos) << once.output;
+  std::ifstream a(dir.path() / "repeated.json"), b(dir.path() / "once.json");
+  const auto r = nlohmann::json::parse(a), o = nlohmann::json::parse(b);
+  EXPECT_FALSE(r.at("one_shot").get<bool>());
+  EXPECT_FALSE(r.contains("one_shot_peak_rss_bytes"));
+  ASSERT_TRUE(o.at("one_shot").get<bool>());
+  EXPECT_EQ(o.at("runs"), 1);
+  EXPECT_EQ(o.at("warmup"), 0);
+  EXPECT_EQ(o.at("unet_calls"), 2);
+  EXPECT_EQ(o.at("baseline_unet_calls"), 2);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_GT(o["stages"][i].at("median_s").get<double>(), 0) << i;
+    EXPECT_GT(o["stages"][i].at("baseline_median_s").get<double>(), 0) << i;
+  }
+  // The int8 UNet computing from its packed weights alone and the VAE read only when decoding give what the
+  // models kept whole give: the same distance to float32.
+  ASSERT_TRUE(o.at("unet_relative_error").is_number()) << o.dump();
+  ASSERT_TRUE(o.at("image_psnr_db").is_number()) << o.dump();
+  EXPECT_NEAR(o.at("unet_relative_error").get<double>(), r.at("unet_relative_error").get<double>(), 1e-9);
+  EXPECT_NEAR(o.at("image_psnr_db").get<double>(), r.at("image_psnr_db").get<double>(), 1e-6);
+  const int64_t peak = o.at("peak_rss_bytes"), side = o.at("one_shot_peak_rss_bytes"),
+                baseline = o.at("baseline_one_shot_peak_rss_bytes");
+  EXPECT_GT(side, 0);
+  EXPECT_GT(baseline, 0);
+  EXPECT_LE(side, peak);
+  EXPECT_LE(baseline, peak);
+
+  auto runs = tide_bench(common + "--one-shot --runs 2");
+  EXPECT_EQ(runs.code, 1);
+  EXPECT_NE(runs.output.find("--one-shot makes one cold pass per side"), std::string::npos) << runs.output;
 }
 
 // --hog keeps every core busy beside the run; without --threads (and OMP_NUM_THREADS) the count adapts and

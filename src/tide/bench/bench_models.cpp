@@ -62,7 +62,7 @@ void prepare(Module& m, nn::WeightFormat weights, const std::string& component) 
 
 }  // namespace
 
-BenchModels models_from_preset(const std::string& family, nn::WeightFormat weights) {
+BenchModels models_from_preset(const std::string& family, nn::WeightFormat weights, bool defer_vae) {
   using models::presets::preset_config;
   BenchModels m;
   m.description = family + " (random weights)";
@@ -80,15 +80,27 @@ BenchModels models_from_preset(const std::string& family, nn::WeightFormat weigh
   m.unet = models::UNet2DConditionModel(models::UNet2DConditionConfig::from_json(preset_config(family, "unet")));
   prepare(m.unet, weights, "unet");
   m.vae = models::AutoencoderKL(models::AutoencoderKLConfig::from_json(preset_config(family, "vae")));
-  prepare(m.vae, weights, "vae");
+  if (defer_vae) {
+    m.read_vae = [vae = m.vae, weights]() mutable {
+      prepare(vae, weights, "vae");
+      nn::store_conv_weights_for_current_layout(*vae);
+      return vae;
+    };
+  } else {
+    prepare(m.vae, weights, "vae");
+  }
   m.scheduler_config = preset_config(family, "scheduler");
   return m;
 }
 
-BenchModels models_from_folder(const std::filesystem::path& folder, std::optional<nn::WeightFormat> weights) {
+BenchModels models_from_folder(const std::filesystem::path& folder, std::optional<nn::WeightFormat> weights,
+                               bool defer_vae) {
   pipeline::LoadOptions options;
   options.weights = weights;
-  auto pipe = pipeline::StableDiffusionPipeline::from_folder(folder, options);
+  pipeline::PipelineParts parts = pipeline::parts_from_folder(folder, options);
+  parts.load_vae_on_first_use = defer_vae;
+  pipeline::PipelineParts vae_parts = parts;  // configs and where the weights are, nothing read yet
+  auto pipe = pipeline::StableDiffusionPipeline::from_parts(std::move(parts));
   BenchModels m;
   m.description = folder.string();
   m.weights = weights ? nn::weight_format_name(*weights) : "f32 (int8 where the files are)";
@@ -98,7 +110,13 @@ BenchModels models_from_folder(const std::filesystem::path& folder, std::optiona
     m.force_zeros_for_empty_prompt = pipe->force_zeros_for_empty_prompt();
   }
   m.unet = pipe->unet();
-  m.vae = pipe->vae();
+  if (defer_vae) {
+    nn::NoInitGuard no_init;  // its storage is never written: only the configuration is asked of it
+    m.vae = models::AutoencoderKL(pipe->vae_architecture().config());
+    m.read_vae = [vae_parts]() mutable { return pipeline::load_vae(vae_parts); };
+  } else {
+    m.vae = pipe->vae();
+  }
   m.scheduler_config = pipe->scheduler_config();
   return m;  // the module holders share ownership; the pipeline object itself can go
 }

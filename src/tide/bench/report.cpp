@@ -79,6 +79,11 @@ nlohmann::json to_json(const BenchResult& r, const ReportContext& c) {
               {"cache_interval", set.cache_interval},
               {"optimizations", set.optimizations.enabled()},
               {"compare_plain", set.compare_plain && set.baseline_label == "plain"}};
+  out["one_shot"] = set.one_shot;
+  if (set.one_shot) {
+    out["one_shot_peak_rss_bytes"] = r.one_shot_peak_rss_bytes;
+    if (set.compare_plain) out["baseline_one_shot_peak_rss_bytes"] = r.baseline_one_shot_peak_rss_bytes;
+  }
   if (set.compare_plain) {
     out["baseline"] = set.baseline_label;
     out["baseline_optimizations"] = set.baseline.enabled();
@@ -127,6 +132,11 @@ std::string to_table(const BenchResult& r, const ReportContext& c) {
   o << "UNet calls per pass: " << r.unet_calls;
   if (!r.plain_runs.empty() && r.baseline_unet_calls != r.unet_calls) o << " (baseline: " << r.baseline_unet_calls << ")";
   o << "; peak RSS: " << c.peak_rss_bytes / (1 << 20) << " MiB";
+  if (c.settings.one_shot) {
+    o << " (one picture, models loaded for it alone: " << r.one_shot_peak_rss_bytes / (1 << 20) << " MiB";
+    if (!r.plain_runs.empty()) o << ", baseline " << r.baseline_one_shot_peak_rss_bytes / (1 << 20) << " MiB";
+    o << ")";
+  }
   if (r.vae_decode_peak_rss_bytes > 0)
     o << " (during VAE decode: " << r.vae_decode_peak_rss_bytes / (1 << 20) << " MiB, "
       << r.vae_decode_start_rss_bytes / (1 << 20) << " MiB when it began)";

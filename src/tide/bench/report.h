@@ -2,8 +2,9 @@
 // {"stages": [{"stage", "median_s", "min_s", "max_s", "gflop", "gflops", "peak_fraction", "plain_median_s",
 //   "speedup"}], "peak_gflops", "threads", "threads_adapt", "threads_used": [fewest, most], "hog_processes",
 //   "cpu_features", "peak_rss_bytes", "vae_decode_peak_rss_bytes",
-//   "vae_decode_start_rss_bytes", "vae_tiled", "decoder", ...settings; with a compared side "baseline",
-//   "baseline_unet_calls", "baseline_settings"}.
+//   "vae_decode_start_rss_bytes", "vae_tiled", "decoder", "one_shot", ...settings; with a compared side
+//   "baseline", "baseline_unet_calls", "baseline_settings"; one-shot: "one_shot_peak_rss_bytes" (and
+//   "baseline_one_shot_peak_rss_bytes")}.
 // gflop: work of one pass of the stage; gflops: achieved rate at the median; null where not measured.
 #pragma once
 #include <nlohmann/json.hpp>

@@ -100,14 +100,24 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
   int encoder_passes = 0;
   Conditioning c = encode(m, guided, s.height, s.width, &encoder_passes);
   t[kTextEncoder] = since(start);
+  double text_flops = clip_text_flops(m.text_encoder->config(), 77);
+  if (m.is_xl()) text_flops += clip_text_flops(m.text_encoder_2->config(), 77);
+  if (s.one_shot) {  // as tide generate: once the prompt is encoded the text encoders only hold memory
+    m.text_encoder = models::ClipTextModel(nullptr);
+    m.text_encoder_2 = models::ClipTextModel(nullptr);
+    runtime::return_free_memory();
+  }
 
   const int f = m.vae_scale_factor();
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(0);
   at::Tensor latents = at::randn({1, m.unet->config().in_channels, s.height / f, s.width / f}, generator, at::kFloat);
 
   // The UNet calls, as the pipeline does, but from the first call of every pass: bench times the steady state
-  // (the pipeline's very first call runs outside it, leaving the heap to the later calls' activations).
-  std::optional<runtime::FreedMemoryReuse> reuse(std::in_place);
+  // (the pipeline's very first call runs outside it, leaving the heap to the later calls' activations; so
+  // does a one-shot pass's, which also keeps the int8 weights only packed, as tide generate does).
+  std::optional<runtime::FreedMemoryReuse> reuse;
+  if (s.one_shot) nn::keep_int8_weights_packed_only(*m.unet);
+  else reuse.emplace();
   // One UNet call with the guidance batch, outside the end-to-end time.
   adapt_threads();
   const auto unet_start = Clock::now();
@@ -117,6 +127,7 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
     (*flops)[kUnet] = count.flops();
   }
   t[kUnet] = since(unet_start);
+  if (!reuse) reuse.emplace();
 
   const auto denoise_start = Clock::now();
   auto scheduler = schedulers::make_scheduler(s.scheduler, m.scheduler_config, {});
@@ -145,9 +156,16 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
   t[kDenoise] = since(denoise_start);
 
   reuse.reset();
+  if (s.one_shot) m.unet = models::UNet2DConditionModel(nullptr);  // before the decode, as tide generate does
   runtime::return_free_memory();  // as StableDiffusionPipeline::decode does
+  if (m.read_vae && !s.tiny_decoder) {
+    c10::InferenceMode loading_outside_inference_mode(false);  // parameters stay ordinary tensors
+    m.vae = m.read_vae();
+    m.read_vae = nullptr;
+  }
   const int64_t start_rss = runtime::current_rss_bytes();
-  const bool window = result && runtime::reset_peak_rss_window();
+  // A one-shot pass's peak is measured over the whole pass (run_one_shot), not per stage.
+  const bool window = result && !s.one_shot && runtime::reset_peak_rss_window();
   adapt_threads();
   const auto vae_start = Clock::now();
   {
@@ -168,8 +186,6 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
   }
   t[kTotal] = since(start) - t[kUnet];
 
-  double text_flops = clip_text_flops(m.text_encoder->config(), 77);
-  if (m.is_xl()) text_flops += clip_text_flops(m.text_encoder_2->config(), 77);
   (*flops)[kTextEncoder] = text_flops * encoder_passes;
   (*flops)[kTotal] = (*flops)[kTextEncoder] + (*flops)[kDenoise] + (*flops)[kVaeDecode];
   *unet_calls = calls;
@@ -181,8 +197,27 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
 void prepare_side(BenchModels& m, at::ScalarType dtype) {
   nn::set_compute_dtype(*m.unet, dtype);
   nn::store_conv_weights_for_current_layout(*m.unet);
-  nn::store_conv_weights_for_current_layout(*m.vae);
+  if (!m.read_vae) nn::store_conv_weights_for_current_layout(*m.vae);  // a deferred VAE gets its layout when read
   if (m.tiny_decoder) nn::store_conv_weights_for_current_layout(*m.tiny_decoder);
+}
+
+// The thread counts the passes ran with, and how far the two sides' outputs are apart.
+void finish(const BenchSettings& s, const runtime::LoadAwareThreads* load, int threads_before,
+            const PassOutputs& measured, const PassOutputs& compared, BenchResult* result) {
+  if (load) {
+    result->threads_fewest = load->fewest();
+    result->threads_most = load->most();
+  } else {
+    result->threads_fewest = result->threads_most = s.threads > 0 ? s.threads : threads_before;
+  }
+  at::set_num_threads(threads_before);
+  if (s.compare_plain && !s.compare_default && compared.unet.defined()) {
+    const at::Tensor a = measured.unet.to(at::kDouble), b = compared.unet.to(at::kDouble);
+    result->unet_relative_error = (a - b).norm().item<double>() / b.norm().item<double>();
+    const at::Tensor ia = measured.image.to(at::kDouble).clamp(-1, 1), ib = compared.image.to(at::kDouble).clamp(-1, 1);
+    const double mse = (ia - ib).pow(2).mean().item<double>();
+    result->image_psnr_db = mse > 0 ? 10.0 * std::log10(4.0 / mse) : INFINITY;
+  }
 }
 
 }  // namespace
@@ -299,20 +334,47 @@ BenchResult run_bench(BenchModels& models, const BenchSettings& raw,
       if (!warm) result.plain_runs.push_back(t);
     }
   }
-  if (load) {
-    result.threads_fewest = load->fewest();
-    result.threads_most = load->most();
-  } else {
-    result.threads_fewest = result.threads_most = s.threads > 0 ? s.threads : threads_before;
+  finish(s, load ? &*load : nullptr, threads_before, measured, compared, &result);
+  return result;
+}
+
+BenchResult run_one_shot(BenchModels models, const BenchSettings& raw, const std::function<BenchModels()>& load_baseline,
+                         const std::function<void(const std::string&, int)>& on_pass) {
+  BenchSettings s = resolve_settings(models, raw);
+  s.one_shot = true;
+  BenchResult result;
+  result.width = s.width;
+  result.height = s.height;
+  const int f = models.vae_scale_factor();
+  result.vae_tiled = !s.tiny_decoder && models.vae->tiles(s.height / f, s.width / f, s.vae_tiling);
+  PassOutputs measured, compared;
+  const int threads_before = at::get_num_threads();
+  std::optional<runtime::LoadAwareThreads> load;
+  if (s.adapt_threads) load.emplace();
+  // One side: its pass, then the most resident memory since its models began to load, then everything let go.
+  auto one_side = [&](BenchModels& m, const BenchSettings& side, PassOutputs* outputs, int* unet_calls,
+                      std::vector<StageTimes>* runs) {
+    runtime::OptimizationsGuard guard(side.optimizations);
+    prepare_side(m, side.dtype);
+    StageTimes flops{};
+    runs->push_back(run_pass(m, side, &flops, unet_calls, &result, outputs, load ? &*load : nullptr));
+    if (runs == &result.runs) result.flops = flops;
+    m = BenchModels();
+    const int64_t peak = runtime::window_peak_rss_bytes();
+    runtime::return_free_memory();
+    return peak > 0 ? peak : runtime::peak_rss_bytes();
+  };
+  if (on_pass) on_pass("one-shot run", 0);
+  result.one_shot_peak_rss_bytes = one_side(models, s, &measured, &result.unet_calls, &result.runs);
+  if (s.compare_plain) {
+    BenchSettings other = compared_side(s);
+    runtime::reset_peak_rss_window();
+    BenchModels side = load_baseline();
+    if (on_pass) on_pass(s.baseline_label + " one-shot run", 0);
+    result.baseline_one_shot_peak_rss_bytes =
+        one_side(side, other, &compared, &result.baseline_unet_calls, &result.plain_runs);
   }
-  at::set_num_threads(threads_before);
-  if (s.compare_plain && !s.compare_default && compared.unet.defined()) {
-    const at::Tensor a = measured.unet.to(at::kDouble), b = compared.unet.to(at::kDouble);
-    result.unet_relative_error = (a - b).norm().item<double>() / b.norm().item<double>();
-    const at::Tensor ia = measured.image.to(at::kDouble).clamp(-1, 1), ib = compared.image.to(at::kDouble).clamp(-1, 1);
-    const double mse = (ia - ib).pow(2).mean().item<double>();
-    result.image_psnr_db = mse > 0 ? 10.0 * std::log10(4.0 / mse) : INFINITY;
-  }
+  finish(s, load ? &*load : nullptr, threads_before, measured, compared, &result);
   return result;
 }
 

@@ -42,6 +42,11 @@ struct BenchSettings {
   // The compared side is tide generate's default run instead: 20 steps dpm++2m, guidance 7.5, the VAE, no
   // DeepCache (with the measured side's optimizations): "how much faster than the default is this recipe".
   bool compare_default = false;
+  // One picture per side, each side's models loaded for it alone and let go as tide generate lets them go:
+  // the text encoders after encoding, int8 weights kept only packed after the first UNet call, the UNet
+  // after the loop, the VAE read when it decodes (run_one_shot). Each side's peak resident memory is then
+  // that of one tide generate run; its times are those of a cold pass.
+  bool one_shot = false;
   int threads = 0;             // threads (0: the calling thread's count); with adapt_threads the most
   bool adapt_threads = false;  // as tide generate without --threads: fewer while other processes keep cores busy
 };
@@ -69,6 +74,8 @@ struct BenchResult {
   double unet_relative_error = std::nan("");
   double image_psnr_db = std::nan("");
   int threads_fewest = 0, threads_most = 0;  // the thread counts the passes ran with
+  // one_shot: the most resident memory while each side's models were loaded and its picture made.
+  int64_t one_shot_peak_rss_bytes = 0, baseline_one_shot_peak_rss_bytes = 0;
 };
 
 // Checks the settings against the models (sizes, scheduler name, steps); throws tide::Error.
@@ -78,6 +85,13 @@ BenchSettings resolve_settings(const BenchModels& models, BenchSettings settings
 // baseline's label for "plain").
 BenchResult run_bench(BenchModels& models, const BenchSettings& settings,
                       const std::function<void(const std::string&, int)>& on_pass = nullptr);
+
+// BenchSettings::one_shot: one pass of the measured side with `models` (loaded with defer_vae), which it lets
+// go, then, with compare_plain, `load_baseline()`'s models for one pass of the compared side. The measured
+// side's peak counts from the caller's runtime::reset_peak_rss_window() before loading `models`.
+BenchResult run_one_shot(BenchModels models, const BenchSettings& settings,
+                         const std::function<BenchModels()>& load_baseline,
+                         const std::function<void(const std::string&, int)>& on_pass = nullptr);
 
 // `--profile`: one UNet call with the guidance batch and one VAE decode on the measured side, broken down
 // by operator (op_profile.h), as text.

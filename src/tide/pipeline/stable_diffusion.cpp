@@ -126,6 +126,13 @@ PipelineParts parts_from_folder(const fs::path& folder, const LoadOptions& optio
   return parts;
 }
 
+models::AutoencoderKL load_vae(PipelineParts& parts) {
+  auto vae = build<models::AutoencoderKL>(models::AutoencoderKLConfig::from_json(parts.configs.at("vae")));
+  load_weights(vae, parts, "vae");
+  nn::store_conv_weights_for_current_layout(*vae);
+  return vae;
+}
+
 std::unique_ptr<StableDiffusionPipeline> StableDiffusionPipeline::from_parts(PipelineParts parts) {
   std::unique_ptr<StableDiffusionPipeline> p(new StableDiffusionPipeline());
   p->compute_.optimizations = runtime::optimizations();

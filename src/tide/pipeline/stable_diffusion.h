@@ -60,6 +60,10 @@ struct PipelineParts {
 // Reads model_index.json and the component configs of a diffusers folder.
 PipelineParts parts_from_folder(const std::filesystem::path& folder, const LoadOptions& options = {});
 
+// The VAE of `parts` on its own, stored and loaded as a pipeline made from them would hold it: for tools that
+// run the decoder apart from a pipeline (tide bench's one-shot passes read it only when they decode).
+models::AutoencoderKL load_vae(PipelineParts& parts);
+
 class StableDiffusionPipeline {
  public:
   static std::unique_ptr<StableDiffusionPipeline> from_parts(PipelineParts parts);
