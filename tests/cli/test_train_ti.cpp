@@ -42,8 +42,8 @@ class CliTrainTi : public tide::testing::TinyPipelineSuite {
   }
 
   // Common flags: tiny model, 16 px, one thread per process, fixed seed, no periodic saves.
-  static std::string train_args(const fs::path& out, const std::string& extra) {
-    return std::string(" train-ti --pretrained_model_name_or_path ") + quote(dir_->path() / "model") +
+  static std::string train_args(const fs::path& out, const std::string& extra, const fs::path& model = {}) {
+    return std::string(" train-ti --pretrained_model_name_or_path ") + quote(model.empty() ? dir_->path() / "model" : model) +
            " --train_data_dir " + quote(dir_->path() / "images") +
            " --placeholder_token '<tiny>' --initializer_token c --resolution 16 --repeats 3 --seed 7"
            " --learning_rate 0.01 --save_steps 0 --checkpointing_steps 0 --threads 1 --output_dir " +
@@ -66,7 +66,7 @@ TEST_F(CliTrainTi, HelpListsDiffusersFlags) {
         "--adam-epsilon", "--output-dir", "--mixed-precision", "--save-as-full-pipeline", "--repeats",
         "--center-crop", "--gradient-checkpointing", "--num-vectors", "--validation-prompt",
         "--num-validation-images", "--validation-steps", "--checkpointing-steps", "--checkpoints-total-limit",
-        "--resume-from-checkpoint", "--save-steps", "--no-safe-serialization", "--threads", "--without",
+        "--resume-from-checkpoint", "--save-steps", "--no-safe-serialization", "--threads", "--without", "--weights",
         "cosine_with_restarts"})
     EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
   EXPECT_NE(tide(" --help").output.find("train-ti"), std::string::npos);
@@ -274,6 +274,45 @@ TEST_F(CliTrainTi, KilledAndResumedEqualsUninterruptedRun) {
   int64_t expected = 1;
   for (std::string line; std::getline(log, line); ++expected) EXPECT_EQ(nlohmann::json::parse(line)["step"], expected);
   EXPECT_EQ(expected, 9);
+}
+
+// --weights f16 keeps the frozen weights in 16 bits and widens them per layer: from a model stored in f16 it
+// learns what float32 learns from the same values; bf16 rounds them further and moves the loss a little. int8
+// is refused.
+TEST_F(CliTrainTi, SixteenBitWeightsLearnWhatFloat32LearnsFromTheSameValues) {
+  TempDir out;
+  const fs::path model = out.path() / "f16-model";
+  auto quantized = tide(" quantize --model " + quote(dir_->path() / "model") + " --weights f16 --output " + quote(model));
+  ASSERT_EQ(quantized.code, 0) << quantized.output;
+  const std::string flags = "--train_batch_size 2 --max_train_steps 2 ";
+  auto f32 = tide(train_args(out.path() / "f32", flags, model));
+  ASSERT_EQ(f32.code, 0) << f32.output;
+  auto f16 = tide(train_args(out.path() / "f16", flags + "--weights f16", model));
+  ASSERT_EQ(f16.code, 0) << f16.output;
+  EXPECT_NE(f16.output.find("frozen weights stored f16"), std::string::npos) << f16.output;
+  auto bf16 = tide(train_args(out.path() / "bf16", flags + "--weights bf16", model));
+  ASSERT_EQ(bf16.code, 0) << bf16.output;
+  auto init = tide(train_args(out.path() / "init", "--train_batch_size 2 --max_train_steps 1 --learning_rate 0", model));
+  ASSERT_EQ(init.code, 0) << init.output;
+  EXPECT_TENSOR_NEAR(learned(out.path() / "f16"), learned(out.path() / "f32"), 1e-6);
+  EXPECT_GT(tide::testing::max_abs_diff(learned(out.path() / "f32"), learned(out.path() / "init")), 1e-3);
+  // bf16's rounding moves the first step's loss a little (AdamW's update, whose size is about the learning
+  // rate whatever the gradient's, can still flip where a gradient is near zero; the loss cannot).
+  auto first_loss = [](const fs::path& dir) {
+    std::ifstream log(dir / "train_log.jsonl");
+    std::string line;
+    std::getline(log, line);
+    return nlohmann::json::parse(line).at("loss").get<double>();
+  };
+  const double loss = first_loss(out.path() / "f32");
+  EXPECT_NEAR(first_loss(out.path() / "f16"), loss, 1e-6 * loss);
+  EXPECT_NEAR(first_loss(out.path() / "bf16"), loss, 0.01 * loss);
+  EXPECT_NE(first_loss(out.path() / "bf16"), loss);
+
+  auto int8 = tide(train_args(out.path() / "int8", flags + "--weights int8", model));
+  EXPECT_EQ(int8.code, 1);
+  EXPECT_NE(int8.output.find("--weights must be f32, f16 or bf16"), std::string::npos) << int8.output;
+  EXPECT_FALSE(fs::exists(out.path() / "int8" / "learned_embeds.safetensors"));
 }
 
 TEST_F(CliTrainTi, MixedPrecisionBf16TrainsOrSaysWhyNot) {

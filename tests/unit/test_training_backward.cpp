@@ -1,5 +1,6 @@
 // The backward passes training uses against frozen weights: convolutions that compute only their input's
-// gradient (kernels/conv_input_gradient.h) and gradient checkpointing (nn/checkpoint.h), each checked against
+// gradient (kernels/conv_input_gradient.h), linear layers that keep narrow weights as stored
+// (nn/linear_frozen_weights.h) and gradient checkpointing (nn/checkpoint.h), each checked against
 // plain libtorch autograd on random inputs.
 #include <gtest/gtest.h>
 
@@ -91,6 +92,52 @@ TEST(ConvInputGradient, SecondOrderGradientsAreRefused) {
   for (auto& p : conv->parameters()) p.set_requires_grad(false);
   const at::Tensor x = at::randn({1, 4, 6, 6}).set_requires_grad(true);
   const at::Tensor y = conv->forward(x).square().sum();
+  EXPECT_THROW(torch::autograd::grad({y}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/true), c10::Error);
+}
+
+// A Linear layer whose weights are stored narrower than they compute (--weights f16|bf16 in training) and need
+// no gradient keeps them as stored in the graph (nn/linear_frozen_weights.h): the same output and input
+// gradient as plain autograd on the widened weight; float32 weights keep autograd's own path.
+TEST(LinearFrozenWeights, NarrowLayerMatchesPlainAutograd) {
+  at::manual_seed(14);
+  for (const auto storage : {tide::nn::WeightFormat::kFloat32, tide::nn::WeightFormat::kFloat16,
+                             tide::nn::WeightFormat::kBFloat16, tide::nn::WeightFormat::kInt8}) {
+    for (const bool bias : {true, false}) {
+      tide::nn::Linear linear(24, 40, bias);
+      tide::nn::convert_weight_storage(*linear, [&](const std::string&) { return storage; });
+      for (auto& p : linear->parameters()) p.set_requires_grad(false);
+      const at::Tensor x = at::randn({2, 7, 24});
+      auto run = [&](const Optimizations& optimizations, std::string& node) {
+        OptimizationsGuard guard(optimizations);
+        const at::Tensor input = x.clone().set_requires_grad(true);
+        const at::Tensor y = linear->forward(input);
+        node = y.grad_fn() ? y.grad_fn()->name() : "none";
+        (y * at::linspace(-1, 1, y.numel()).view(y.sizes())).sum().backward();
+        return std::make_pair(y.detach(), input.grad());
+      };
+      std::string frozen_node, plain_node;
+      const auto [y_frozen, dx_frozen] = run(Optimizations(), frozen_node);
+      const auto [y_plain, dx_plain] = run(Optimizations().without("frozen_backward"), plain_node);
+      const std::string what = tide::nn::weight_format_name(storage) + (bias ? " with bias" : " without bias");
+      const bool narrow = storage != tide::nn::WeightFormat::kFloat32;
+      EXPECT_EQ(frozen_node.find("FrozenLinearFunction") != std::string::npos, narrow) << what << ": " << frozen_node;
+      EXPECT_EQ(plain_node.find("FrozenLinearFunction"), std::string::npos) << what << ": " << plain_node;
+      EXPECT_LT(relative_error(y_frozen, y_plain), 1e-6) << what;
+      EXPECT_LT(relative_error(dx_frozen, dx_plain), 1e-6) << what;
+      // And against float64 autograd on the values the layer computes with.
+      const at::Tensor w = tide::nn::weight_for_compute(linear->weight, linear->weight_scale, at::kDouble);
+      const at::Tensor xd = x.to(at::kDouble).set_requires_grad(true);
+      const at::Tensor yd = at::linear(xd, w, bias ? linear->bias.to(at::kDouble) : at::Tensor());
+      (yd * at::linspace(-1, 1, yd.numel(), at::kDouble).view(yd.sizes())).sum().backward();
+      EXPECT_LT(relative_error(y_frozen, yd), 1e-6) << what;
+      EXPECT_LT(relative_error(dx_frozen, xd.grad()), 1e-6) << what;
+    }
+  }
+  tide::nn::Linear linear(4, 4);
+  tide::nn::convert_weight_storage(*linear, [](const std::string&) { return tide::nn::WeightFormat::kFloat16; });
+  for (auto& p : linear->parameters()) p.set_requires_grad(false);
+  const at::Tensor x = at::randn({3, 4}).set_requires_grad(true);
+  const at::Tensor y = linear->forward(x).square().sum();
   EXPECT_THROW(torch::autograd::grad({y}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/true), c10::Error);
 }
 

@@ -8,6 +8,7 @@
 #include "tide/kernels/conv_input_gradient.h"
 #include "tide/kernels/int8_compute.h"
 #include "tide/kernels/winograd_conv.h"
+#include "tide/nn/linear_frozen_weights.h"
 #include "tide/nn/weight_storage.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/optimizations.h"
@@ -100,6 +101,12 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
     return y;
   }
   if (int8_.plain_given_up()) throw_plain_weights_given_up("linear layer");
+  // Training against frozen weights stored narrower than they compute: no widened copy waits in the graph.
+  if (weight.scalar_type() != x.scalar_type() && c10::GradMode::is_enabled() && x.requires_grad() &&
+      !weight.requires_grad() && !(bias.defined() && bias.requires_grad()) && runtime::optimizations().frozen_backward) {
+    RECORD_USER_SCOPE("tide::linear_frozen_weights");  // named in `tide bench --profile`
+    return linear_frozen_weights(x, weight, weight_scale, bias);
+  }
   return at::linear(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias);
 }
 

@@ -14,9 +14,9 @@ LatentCache::Entry LatentCache::encode(int image, bool flip) {
   const auto start = std::chrono::steady_clock::now();
   ++encoder_runs_;
   const at::Tensor pixels = images_.pixels(image, flip);
-  const auto param = vae_->parameters().front();
   RECORD_USER_SCOPE("stage:vae_encoder");  // a stage of `tide train-ti --profile`
-  const auto moments = vae_->encode(pixels.to(param.scalar_type()));
+  // The VAE computes in float32 (its weights may be stored narrower, --weights).
+  const auto moments = vae_->encode(pixels.to(at::kFloat));
   Entry entry{moments.mean.to(at::kFloat), moments.std().to(at::kFloat)};
   encoder_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return entry;

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "tide/nn/weight_storage.h"
 #include "tide/train/adamw.h"
 #include "tide/train/dataset.h"
 #include "tide/train/templates.h"
@@ -37,6 +38,9 @@ struct TrainOptions {
 
   std::filesystem::path output_dir = "text-inversion-model";
   bool bf16 = false;  // run the UNet in bfloat16 (only where the CPU has native bf16)
+  // How the frozen models' Linear and Conv2d weights are kept in memory: f16 / bf16 halve them (widened per
+  // layer when used; nothing widened waits in the graph); unset: float32. Not int8.
+  std::optional<nn::WeightFormat> weights;
   bool gradient_checkpointing = false;  // the UNet's blocks recompute their activations in the backward pass
   int save_steps = 500;
   int checkpointing_steps = 500;

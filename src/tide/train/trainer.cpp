@@ -70,9 +70,11 @@ Trainer::Trainer(TrainOptions options, Communicator& comm, TrainHooks hooks)
     load_options.variant = o.variant;
     load_options.revision = o.revision;
     load_options.tokenizer = o.tokenizer;
+    load_options.weights = o.weights;
     models_ = o.random_weights.empty()
                   ? load_training_models(o.model, load_options)
-                  : random_training_models(o.random_weights, o.tokenizer.empty() ? fs::path(o.model) / "tokenizer" : o.tokenizer);
+                  : random_training_models(o.random_weights, o.tokenizer.empty() ? fs::path(o.model) / "tokenizer" : o.tokenizer,
+                                           0, o.weights);
   };
   if (fs::is_directory(o.model)) {
     load();
@@ -165,7 +167,8 @@ Trainer::Trainer(TrainOptions options, Communicator& comm, TrainHooks hooks)
     << "  Gradient Accumulation steps = " << o.gradient_accumulation_steps << "\n"
     << "  Total optimization steps = " << max_train_steps_ << "\n"
     << "  Learning rate = " << lr << " (" << o.lr_scheduler << "), seed = " << state_.seed << ", "
-    << (unet_dtype_ == at::kBFloat16 ? "UNet in bf16" : "float32") << ", prediction " << prediction
+    << (unet_dtype_ == at::kBFloat16 ? "UNet in bf16" : "float32")
+    << (o.weights ? ", frozen weights stored " + nn::weight_format_name(*o.weights) : std::string()) << ", prediction " << prediction
     << (o.gradient_checkpointing ? ", gradient checkpointing" : "");
   log(s.str());
 }

@@ -5,6 +5,8 @@
 #include "tide/io/safetensors.h"
 #include "tide/io/weights.h"
 #include "tide/models/presets.h"
+#include "tide/nn/layers.h"
+#include "tide/nn/weight_storage.h"
 #include "tide/pipeline/model_source.h"
 #include "tide/runtime/error.h"
 
@@ -15,6 +17,15 @@ namespace {
 void freeze(torch::nn::Module& module) {
   for (auto& p : module.parameters()) p.set_requires_grad(false);
   module.eval();
+}
+
+// Stores the Linear and Conv2d weights of `component` as `format` says (values converted when `loaded`).
+void store_weights(torch::nn::Module& module, const std::string& component, std::optional<nn::WeightFormat> format,
+                   bool loaded) {
+  if (!format) return;
+  auto format_of = [&](const std::string& layer) { return nn::storage_for_layer(*format, component, layer); };
+  if (loaded) nn::convert_weight_storage(module, format_of);
+  else nn::set_weight_storage(module, format_of);
 }
 
 void write_json(const fs::path& path, const nlohmann::json& json) { io::write_file_atomically(path, json.dump(2) + "\n"); }
@@ -38,9 +49,12 @@ void copy_folder_files(const fs::path& from, const fs::path& to) {
 }  // namespace
 
 TrainingModels load_training_models(const std::string& model, const pipeline::LoadOptions& options) {
+  if (options.weights == nn::WeightFormat::kInt8)
+    throw Error("textual inversion training keeps the frozen weights in f32, f16 or bf16, not int8");
   pipeline::PipelineParts parts = pipeline::model_parts(model, options);
   if (parts.configs.count("text_encoder_2"))
     throw Error(parts.description + ": textual inversion training supports SD 1.x / 2.x pipelines, not SDXL");
+  nn::NoInitGuard no_init;  // every parameter is loaded right after it is built
   TrainingModels m;
   m.folder = parts.folder;
   m.scheduler_config = parts.configs.at("scheduler");
@@ -49,10 +63,13 @@ TrainingModels load_training_models(const std::string& model, const pipeline::Lo
   m.tokenizer = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::from_folder(parts.tokenizer_dir));
   m.text_encoder_config = parts.configs.at("text_encoder");
   m.text_encoder = models::ClipTextModel(models::ClipTextConfig::from_json(m.text_encoder_config));
+  store_weights(*m.text_encoder, "text_encoder", options.weights, false);
   io::load_module_weights(*m.text_encoder, parts.weights.at("text_encoder"), "text_encoder");
   m.unet = models::UNet2DConditionModel(models::UNet2DConditionConfig::from_json(m.unet_config));
+  store_weights(*m.unet, "unet", options.weights, false);
   io::load_module_weights(*m.unet, parts.weights.at("unet"), "unet");
   m.vae = models::AutoencoderKL(models::AutoencoderKLConfig::from_json(m.vae_config));
+  store_weights(*m.vae, "vae", options.weights, false);
   io::load_module_weights(*m.vae, parts.weights.at("vae"), "vae");
   m.tokenizer_dir = parts.tokenizer_dir;
   freeze(*m.text_encoder);
@@ -61,7 +78,10 @@ TrainingModels load_training_models(const std::string& model, const pipeline::Lo
   return m;
 }
 
-TrainingModels random_training_models(const std::string& preset, const fs::path& tokenizer_dir, uint64_t seed) {
+TrainingModels random_training_models(const std::string& preset, const fs::path& tokenizer_dir, uint64_t seed,
+                                      std::optional<nn::WeightFormat> weights) {
+  if (weights == nn::WeightFormat::kInt8)
+    throw Error("textual inversion training keeps the frozen weights in f32, f16 or bf16, not int8");
   at::manual_seed(seed);
   TrainingModels m;
   m.tokenizer = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::from_folder(tokenizer_dir));
@@ -74,6 +94,9 @@ TrainingModels random_training_models(const std::string& preset, const fs::path&
   m.unet = models::UNet2DConditionModel(models::UNet2DConditionConfig::from_json(m.unet_config));
   m.vae = models::AutoencoderKL(models::AutoencoderKLConfig::from_json(m.vae_config));
   m.scheduler_config = models::presets::preset_config(preset, "scheduler");
+  store_weights(*m.text_encoder, "text_encoder", weights, true);
+  store_weights(*m.unet, "unet", weights, true);
+  store_weights(*m.vae, "vae", weights, true);
   freeze(*m.text_encoder);
   freeze(*m.unet);
   freeze(*m.vae);

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,14 +30,15 @@ struct TrainingModels {
 };
 
 // `model` as `tide generate` takes it: a diffusers folder, a single-file checkpoint (tokenizer from
-// options.tokenizer or the family's Hub reference) or a Hub id, through pipeline::model_parts. Errors name
-// the model and the missing or bad component; SDXL is refused with a clear message.
+// options.tokenizer or the family's Hub reference) or a Hub id, through pipeline::model_parts; Linear and
+// Conv2d weights stored as options.weights says (unset: float32). Errors name the model and the missing or
+// bad component; SDXL and int8 are refused with a clear message.
 TrainingModels load_training_models(const std::string& model, const pipeline::LoadOptions& options = {});
 
 // A preset architecture ("sd15", ...) with random weights, for benchmarks; the tokenizer is read from
-// `tokenizer_dir` and the text encoder's table sized to it.
+// `tokenizer_dir` and the text encoder's table sized to it. `weights`: Linear and Conv2d weights stored so.
 TrainingModels random_training_models(const std::string& preset, const std::filesystem::path& tokenizer_dir,
-                                      uint64_t seed = 0);
+                                      uint64_t seed = 0, std::optional<nn::WeightFormat> weights = std::nullopt);
 
 // Writes `output_dir` as a diffusers folder that loads the trained concept: every component of `source`
 // copied as is (a model that is no folder: UNet, VAE and scheduler written from `models`) except the tokenizer (with the added tokens in added_tokens.json and tokenizer_config.json's
