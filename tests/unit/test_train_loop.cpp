@@ -131,6 +131,29 @@ TEST_F(TrainLoop, LossFallsOnlyPlaceholderChangesAndOutputsAreWritten) {
   EXPECT_TRUE(fs::exists(full / "unet/diffusion_pytorch_model.safetensors"));
 }
 
+// Before its steps the trainer caches both orientations of every image and lets the VAE go; the vectors learned
+// are those of a run that encodes every sample afresh with the VAE kept.
+TEST_F(TrainLoop, VaeLetGoOnceEveryImageVariantIsCachedLearnsTheSame) {
+  auto comm = train::make_single_process_communicator();
+  Quiet quiet;
+  auto o = options("vae-let-go");
+  o.max_train_steps = 8;
+  train::Trainer cached(o, *comm, quiet.hooks());
+  EXPECT_TRUE(cached.models().vae);
+  cached.run();
+  EXPECT_EQ(cached.latent_cache().encoder_runs(), 4);
+  EXPECT_TRUE(cached.latent_cache().holds_every_variant());
+  EXPECT_FALSE(cached.models().vae);
+
+  o.output_dir = o.output_dir.string() + "-uncached";
+  o.cache_latents = false;
+  train::Trainer uncached(o, *comm, quiet.hooks());
+  uncached.run();
+  EXPECT_TRUE(uncached.models().vae);
+  EXPECT_GT(uncached.latent_cache().encoder_runs(), 4);
+  EXPECT_TENSOR_NEAR(cached.vectors().detach(), uncached.vectors().detach(), 1e-6);
+}
+
 TEST_F(TrainLoop, StoppedAndResumedEqualsUninterrupted) {
   auto comm = train::make_single_process_communicator();
   Quiet quiet;

@@ -4,14 +4,30 @@
 
 #include <chrono>
 
+#include "tide/runtime/error.h"
+
 namespace tide::train {
 
 LatentCache::LatentCache(models::AutoencoderKL vae, const TrainingImages& images, bool enabled)
-    : vae_(std::move(vae)), images_(images), enabled_(enabled) {}
+    : vae_(std::move(vae)), images_(images), enabled_(enabled) {
+  const auto& c = vae_->config();
+  const int64_t size = images_.resized(0).size(0) / c.scale_factor();
+  latent_shape_ = {c.latent_channels, size, size};
+}
+
+bool LatentCache::holds_every_variant() const {
+  return enabled_ && cache_.size() == 2 * static_cast<size_t>(images_.num_images());
+}
+
+void LatentCache::release_encoder() {
+  if (!holds_every_variant()) throw Error("the VAE encoder is still needed: not every image's latents are cached");
+  vae_ = models::AutoencoderKL(nullptr);
+}
 
 LatentCache::Entry LatentCache::encode(int image, bool flip) {
   at::NoGradGuard no_grad;
   const auto start = std::chrono::steady_clock::now();
+  if (!vae_) throw Error("the VAE encoder was let go (release_encoder); image " + std::to_string(image) + " is not cached");
   ++encoder_runs_;
   const at::Tensor pixels = images_.pixels(image, flip);
   RECORD_USER_SCOPE("stage:vae_encoder");  // a stage of `tide train-ti --profile`
@@ -30,10 +46,6 @@ LatentCache::Entry LatentCache::get(int image, bool flip) {
   return it->second;
 }
 
-std::vector<int64_t> LatentCache::latent_shape() const {
-  const auto& c = vae_->config();
-  const int64_t size = images_.resized(0).size(0) / c.scale_factor();
-  return {c.latent_channels, size, size};
-}
+std::vector<int64_t> LatentCache::latent_shape() const { return latent_shape_; }
 
 }  // namespace tide::train

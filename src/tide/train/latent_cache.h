@@ -20,6 +20,10 @@ class LatentCache {
   LatentCache(models::AutoencoderKL vae, const TrainingImages& images, bool enabled = true);
 
   Entry get(int image, bool flip);
+  // Whether every image is cached in both orientations (training flips at random), so that the encoder is no
+  // longer needed; release_encoder() then lets it go (a later uncached get() is a tide::Error).
+  bool holds_every_variant() const;
+  void release_encoder();
   int encoder_runs() const { return encoder_runs_; }
   double encoder_seconds() const { return encoder_seconds_; }  // wall time spent in the encoder so far
   // [C, h, w] of one image's latent.
@@ -30,6 +34,7 @@ class LatentCache {
   models::AutoencoderKL vae_;
   const TrainingImages& images_;
   bool enabled_;
+  std::vector<int64_t> latent_shape_;
   std::map<std::pair<int, bool>, Entry> cache_;
   int encoder_runs_ = 0;
   double encoder_seconds_ = 0;

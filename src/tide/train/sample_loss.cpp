@@ -9,7 +9,7 @@ namespace tide::train {
 at::Tensor sample_loss(TrainingModels& models, const schedulers::Scheduler& noise_scheduler, const at::Tensor& vectors,
                        int64_t first_id, const SampleInputs& s, at::ScalarType unet_dtype) {
   const at::Tensor latents =
-      (s.moments.mean + s.moments.std * s.latent_eps) * models.vae->config().scaling_factor;  // [1, C, h, w]
+      (s.moments.mean + s.moments.std * s.latent_eps) * models.vae_scaling_factor;  // [1, C, h, w]
   const at::Tensor t = at::full({1}, s.timestep, at::TensorOptions().dtype(at::kLong));
   const at::Tensor noisy = noise_scheduler.add_noise(latents, s.noise, t);
   const at::Tensor target =

@@ -70,6 +70,8 @@ class Trainer {
   // One optimizer update: the samples of up to gradient_accumulation_steps global batches, forward and
   // backward, the gradients summed over the ranks, the AdamW step. Returns its figures.
   StepReport update();
+  // Caches every image's latents, both orientations, then lets the VAE go where nothing needs it later.
+  void encode_every_image_variant();
   void resume(const std::string& spec);
   const std::vector<int64_t>& permutation(int64_t epoch);
   void log(const std::string& message) const;

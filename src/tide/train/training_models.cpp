@@ -71,6 +71,7 @@ TrainingModels load_training_models(const std::string& model, const pipeline::Lo
   m.vae = models::AutoencoderKL(models::AutoencoderKLConfig::from_json(m.vae_config));
   store_weights(*m.vae, "vae", options.weights, false);
   io::load_module_weights(*m.vae, parts.weights.at("vae"), "vae");
+  m.vae_scaling_factor = m.vae->config().scaling_factor;
   m.tokenizer_dir = parts.tokenizer_dir;
   freeze(*m.text_encoder);
   freeze(*m.unet);
@@ -88,15 +89,17 @@ TrainingModels random_training_models(const std::string& preset, const fs::path&
   m.tokenizer_dir = tokenizer_dir;
   m.text_encoder_config = models::presets::preset_config(preset, "text_encoder");
   m.text_encoder_config["vocab_size"] = m.tokenizer->vocab_size();
+  // Each component stored narrower right after it is built, so that no two are ever float32 at once.
   m.text_encoder = models::ClipTextModel(models::ClipTextConfig::from_json(m.text_encoder_config));
+  store_weights(*m.text_encoder, "text_encoder", weights, true);
   m.unet_config = models::presets::preset_config(preset, "unet");
   m.vae_config = models::presets::preset_config(preset, "vae");
   m.unet = models::UNet2DConditionModel(models::UNet2DConditionConfig::from_json(m.unet_config));
-  m.vae = models::AutoencoderKL(models::AutoencoderKLConfig::from_json(m.vae_config));
-  m.scheduler_config = models::presets::preset_config(preset, "scheduler");
-  store_weights(*m.text_encoder, "text_encoder", weights, true);
   store_weights(*m.unet, "unet", weights, true);
+  m.vae = models::AutoencoderKL(models::AutoencoderKLConfig::from_json(m.vae_config));
   store_weights(*m.vae, "vae", weights, true);
+  m.vae_scaling_factor = m.vae->config().scaling_factor;
+  m.scheduler_config = models::presets::preset_config(preset, "scheduler");
   freeze(*m.text_encoder);
   freeze(*m.unet);
   freeze(*m.vae);

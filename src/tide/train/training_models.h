@@ -21,7 +21,8 @@ struct TrainingModels {
   std::unique_ptr<text::ClipTokenizer> tokenizer;
   models::ClipTextModel text_encoder{nullptr};
   models::UNet2DConditionModel unet{nullptr};
-  models::AutoencoderKL vae{nullptr};
+  models::AutoencoderKL vae{nullptr};  // let go by the trainer once every image's latents are cached
+  double vae_scaling_factor = 0;       // the VAE's scaling_factor: latents = its encoder's sample × this
   nlohmann::json scheduler_config;
   nlohmann::json text_encoder_config;  // config.json as read
   nlohmann::json unet_config, vae_config;
