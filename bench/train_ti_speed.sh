@@ -8,7 +8,7 @@
 # SD 1.5 architecture with random weights: no download.
 # Usage: bench/train_ti_speed.sh [TIDE_BINARY] [RESULTS_FILE]
 #   RESOLUTIONS (default "256 512"), THREADS (default "1 2"), STEPS (default 4: the first is not counted)
-#   EXTRA="bf16 checkpointing plain" adds those columns; TOKENIZER_MODEL: a folder with tokenizer/
+#   EXTRA="bf16 checkpointing plain f16 f16+checkpointing" adds those columns; TOKENIZER_MODEL: a folder with tokenizer/
 set -euo pipefail
 tide=$(realpath "${1:-build/tide}")
 results=${2:-/dev/stdout}
@@ -71,6 +71,8 @@ unet_call() {  # resolution threads -> seconds of one UNet call at batch 1
       for e in $extra; do
         case $e in
           bf16) read -r s g < <(step "$res" "$threads" --mixed_precision bf16) ;;
+          f16) read -r s g < <(step "$res" "$threads" --weights f16) ;;
+          f16+checkpointing) read -r s g < <(step "$res" "$threads" --weights f16 --gradient_checkpointing) ;;
           checkpointing) read -r s g < <(step "$res" "$threads" --gradient_checkpointing) ;;
           plain) read -r s g < <(step "$res" "$threads" \
                    --without blocked_attention,channels_last,in_place,winograd,reuse_memory,frozen_backward) ;;
