@@ -74,7 +74,10 @@ Args make_args() {
       .option("seed", "N", "seed of all training randomness (keyed per sample)", "random, printed")
       .option("output_dir", "DIR", "where embeddings, checkpoints, logs and validation images go",
               "text-inversion-model")
-      .option("mixed_precision", "no|bf16", "bf16 runs the UNet in bfloat16 on CPUs with AVX512-BF16/AMX", "no")
+.option("mixed_precision", "no|fp16|bf16",
+              "as diffusers casts the frozen models: bf16 runs the UNet in bfloat16 on CPUs with AVX512-BF16/AMX; "
+              "elsewhere, and for fp16, the frozen weights are kept in that type (--weights) and computing stays float32",
+              "no")
       .option("weights", "f32|f16|bf16",
               "how the frozen text encoder, UNet and VAE keep their Linear and Conv2d weights in memory: f16 or bf16 "
               "halve them (SD 1.5: 2 GB less), widened to the compute dtype per layer when used; the results then "
@@ -274,15 +277,24 @@ int run_train_ti(int argc, char** argv) {
     if (args.has("without")) runtime::optimizations() = runtime::optimizations().without(args.get("without"));
     if (main_rank)
       for (const auto& note : compatibility_notes(args)) std::cerr << note << "\n";
+    // diffusers casts the frozen models to the mixed-precision dtype; where the CPU cannot compute in it, tide
+    // keeps their weights in it (--weights) and computes in float32.
     const std::string precision = args.get("mixed_precision");
     if (precision == "bf16") {
       options.bf16 = runtime::bf16_supported();
-      if (!options.bf16 && main_rank)
-        std::cerr << "note: this CPU has no native bf16 (AVX512-BF16 or AMX): training in float32\n";
+      if (!options.bf16) {
+        if (!options.weights) options.weights = nn::WeightFormat::kBFloat16;
+        if (main_rank)
+          std::cerr << "note: this CPU has no native bf16 (AVX512-BF16 or AMX): computing in float32, the frozen "
+                       "weights kept in " << nn::weight_format_name(*options.weights) << "\n";
+      }
     } else if (precision == "fp16") {
-      throw Error("tide train-ti: --mixed_precision fp16 is not supported on CPU; use bf16 or no");
+      if (!options.weights) options.weights = nn::WeightFormat::kFloat16;
+      if (main_rank)
+        std::cerr << "note: CPUs compute in float32 here: the frozen weights are kept in "
+                  << nn::weight_format_name(*options.weights) << " (--mixed_precision fp16)\n";
     } else if (precision != "no") {
-      throw Error("tide train-ti: --mixed_precision must be no or bf16, got '" + precision + "'");
+      throw Error("tide train-ti: --mixed_precision must be no, fp16 or bf16, got '" + precision + "'");
     }
     if (main_rank)
       std::cerr << world << (world == 1 ? " process" : " processes") << ", " << threads << " threads each"
