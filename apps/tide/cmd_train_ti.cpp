@@ -74,7 +74,7 @@ Args make_args() {
       .option("seed", "N", "seed of all training randomness (keyed per sample)", "random, printed")
       .option("output_dir", "DIR", "where embeddings, checkpoints, logs and validation images go",
               "text-inversion-model")
-.option("mixed_precision", "no|fp16|bf16",
+      .option("mixed_precision", "no|fp16|bf16",
               "as diffusers casts the frozen models: bf16 runs the UNet in bfloat16 on CPUs with AVX512-BF16/AMX; "
               "elsewhere, and for fp16, the frozen weights are kept in that type (--weights) and computing stays float32",
               "no")

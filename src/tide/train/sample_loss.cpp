@@ -2,12 +2,14 @@
 
 #include <ATen/record_function.h>
 
+#include "tide/runtime/error.h"
 #include "tide/train/placeholder.h"
 
 namespace tide::train {
 
 at::Tensor sample_loss(TrainingModels& models, const schedulers::Scheduler& noise_scheduler, const at::Tensor& vectors,
                        int64_t first_id, const SampleInputs& s, at::ScalarType unet_dtype) {
+  if (!(models.vae_scaling_factor > 0)) throw Error("sample_loss: TrainingModels::vae_scaling_factor is not set");
   const at::Tensor latents =
       (s.moments.mean + s.moments.std * s.latent_eps) * models.vae_scaling_factor;  // [1, C, h, w]
   const at::Tensor t = at::full({1}, s.timestep, at::TensorOptions().dtype(at::kLong));
