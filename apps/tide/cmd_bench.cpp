@@ -310,12 +310,15 @@ int run_bench(int argc, char** argv) {
       throw Error("tide bench: unknown --arch '" + args.get("arch") + "'; choose one of: " + joined(names));
   }
   const std::filesystem::path folder = args.has("model") ? pipeline::resolve_model(args.get("model")) : "";
+  // Both sides decode with the same one.
+  const models::AutoencoderTiny tiny_decoder = s.tiny_decoder ? bench::tiny_decoder_from(args.get("decoder"))
+                                                              : models::AutoencoderTiny(nullptr);
   // One side's models, with the weights stored as `format` (unset: as the files store them).
   auto load_models = [&](std::optional<nn::WeightFormat> format) {
     bench::BenchModels m = args.has("arch")
                                ? bench::models_from_preset(args.get("arch"), format.value_or(nn::WeightFormat::kFloat32), s.one_shot)
                                : bench::models_from_folder(folder, format, s.one_shot);
-    if (s.tiny_decoder) m.tiny_decoder = bench::tiny_decoder_from(args.get("decoder"));
+    m.tiny_decoder = tiny_decoder;
     return m;
   };
   if (s.one_shot) {
@@ -323,10 +326,7 @@ int run_bench(int argc, char** argv) {
     runtime::reset_peak_rss_window();            // the measured side's peak counts from its load
   }
   bench::BenchModels models = load_models(weights);
-  if (baseline_weights && !s.one_shot) {
-    models.baseline = std::make_shared<bench::BenchModels>(load_models(baseline_weights));
-    models.baseline->tiny_decoder = models.tiny_decoder;  // --compare-weights decodes with the same one
-  }
+  if (baseline_weights && !s.one_shot) models.baseline = std::make_shared<bench::BenchModels>(load_models(baseline_weights));
   s = bench::resolve_settings(models, s);
 
   s.threads = threads;

@@ -312,6 +312,14 @@ TEST_F(TrainLoop, BadSettingsAreClearErrors) {
   o = options("bad");
   o.data.dir = dir_->path() / "no-such-folder";
   EXPECT_THROW(train::Trainer(o, *comm, quiet.hooks()), Error);
+  o = options("bad");
+  o.weights = nn::WeightFormat::kInt8;  // frozen weights train in f32, f16 or bf16
+  try {
+    train::Trainer trainer(o, *comm, quiet.hooks());
+    ADD_FAILURE() << "int8 frozen weights were accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not int8"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

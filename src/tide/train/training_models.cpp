@@ -19,6 +19,12 @@ void freeze(torch::nn::Module& module) {
   module.eval();
 }
 
+// The formats frozen weights train in: the int8 kernels compute no gradients, and its rounding would move them.
+void require_trainable(std::optional<nn::WeightFormat> format) {
+  if (format == nn::WeightFormat::kInt8)
+    throw Error("textual inversion training keeps the frozen weights in f32, f16 or bf16, not int8");
+}
+
 // Stores the Linear and Conv2d weights of `component` as `format` says (values converted when `loaded`).
 void store_weights(torch::nn::Module& module, const std::string& component, std::optional<nn::WeightFormat> format,
                    bool loaded) {
@@ -49,8 +55,7 @@ void copy_folder_files(const fs::path& from, const fs::path& to) {
 }  // namespace
 
 TrainingModels load_training_models(const std::string& model, const pipeline::LoadOptions& options) {
-  if (options.weights == nn::WeightFormat::kInt8)
-    throw Error("textual inversion training keeps the frozen weights in f32, f16 or bf16, not int8");
+  require_trainable(options.weights);
   pipeline::PipelineParts parts = pipeline::model_parts(model, options);
   if (parts.configs.count("text_encoder_2"))
     throw Error(parts.description + ": textual inversion training supports SD 1.x / 2.x pipelines, not SDXL");
@@ -81,8 +86,7 @@ TrainingModels load_training_models(const std::string& model, const pipeline::Lo
 
 TrainingModels random_training_models(const std::string& preset, const fs::path& tokenizer_dir, uint64_t seed,
                                       std::optional<nn::WeightFormat> weights) {
-  if (weights == nn::WeightFormat::kInt8)
-    throw Error("textual inversion training keeps the frozen weights in f32, f16 or bf16, not int8");
+  require_trainable(weights);
   at::manual_seed(seed);
   TrainingModels m;
   m.tokenizer = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::from_folder(tokenizer_dir));
