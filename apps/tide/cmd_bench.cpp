@@ -90,27 +90,48 @@ int run_conv(const Args& args, const bench::PeakResult& peak, int threads) {
   s.in_channels = args.get_int("channels");
   s.out_channels = args.has("out-channels") ? args.get_int("out-channels") : s.in_channels;
   s.size = args.get_int("size");
+  s.kernel_size = args.get_int("kernel-size");
+  s.stride = args.get_int("stride");
   s.runs = args.get_int("runs");
   s.warmup = args.get_int("warmup");
   const auto r = bench::run_conv_bench(s);
-  const double winograd = bench::median(r.winograd_s), direct = bench::median(r.direct_s);
-  const double gflops = r.flops * 1e-9 / winograd, direct_gflops = r.flops * 1e-9 / direct;
+  const double onednn = bench::median(r.onednn_s);
+  auto line = [&](const char* name, const std::vector<double>& times) {
+    std::ostringstream o;
+    const double t = bench::median(times);
+    o << "  " << name << t << " s median (" << r.flops * 1e-9 / t << " GFLOP/s";
+    if (peak.gflops > 0) o << ", " << 100 * r.flops * 1e-9 / t / peak.gflops << "% of peak";
+    o << "), " << onednn / t << "x oneDNN\n";
+    return o.str();
+  };
   std::ostringstream o;
-  o << "3x3 convolution [" << s.batch << " x " << s.in_channels << " -> " << s.out_channels << " channels, " << s.size
-    << " x " << s.size << "], " << threads << " threads: " << r.flops * 1e-9 << " GFLOP per call (direct count)\n"
-    << "  winograd: " << winograd << " s median (" << gflops << " GFLOP/s direct-equivalent)\n"
-    << "  oneDNN:   " << direct << " s median (" << direct_gflops << " GFLOP/s)\n"
-    << "  speedup:  " << direct / winograd << "x; max |winograd - direct| = " << r.max_abs_diff << "\n"
-    << "  the Conv2d module " << (r.pays_off ? "takes" : "does not take") << " the Winograd path for this shape\n";
-  if (peak.gflops > 0) o << "  peak:     " << peak.gflops << " GFLOP/s, oneDNN at " << 100 * direct_gflops / peak.gflops << "%\n";
+  o << s.kernel_size << "x" << s.kernel_size << " convolution, stride " << s.stride << " [" << s.batch << " x "
+    << s.in_channels << " -> " << s.out_channels << " channels, " << s.size << " x " << s.size << "], " << threads
+    << " threads: " << r.flops * 1e-9 << " GFLOP per call\n"
+    << line("oneDNN:   ", r.onednn_s);
+  if (!r.direct_s.empty())
+    o << line("direct:   ", r.direct_s) << "    max |direct - oneDNN| = " << r.direct_max_abs_diff << "\n";
+  else
+    o << "  direct:   not available for this shape or CPU\n";
+  if (!r.winograd_s.empty())
+    o << line("winograd: ", r.winograd_s) << "    max |winograd - oneDNN| = " << r.winograd_max_abs_diff << "\n"
+      << "  the Conv2d module " << (r.winograd_pays_off ? "takes" : "does not take")
+      << " the Winograd path for this shape\n";
+  if (peak.gflops > 0) o << "  peak:     " << peak.gflops << " GFLOP/s\n";
   std::cout << o.str();
   if (args.has("json")) {
+    auto median_or_null = [](const std::vector<double>& v) {
+      return v.empty() ? nlohmann::json(nullptr) : nlohmann::json(bench::median(v));
+    };
     nlohmann::json j = {{"conv",
                          {{"batch", s.batch}, {"in_channels", s.in_channels}, {"out_channels", s.out_channels},
-                          {"size", s.size}, {"gflop", r.flops * 1e-9}, {"winograd_median_s", winograd},
-                          {"direct_median_s", direct}, {"winograd_s", r.winograd_s}, {"direct_s", r.direct_s},
-                          {"speedup", direct / winograd}, {"max_abs_diff", r.max_abs_diff},
-                          {"pays_off", r.pays_off}}},
+                          {"size", s.size}, {"kernel_size", s.kernel_size}, {"stride", s.stride},
+                          {"gflop", r.flops * 1e-9}, {"onednn_median_s", onednn}, {"onednn_s", r.onednn_s},
+                          {"direct_median_s", median_or_null(r.direct_s)}, {"direct_s", r.direct_s},
+                          {"direct_max_abs_diff", r.direct_max_abs_diff},
+                          {"winograd_median_s", median_or_null(r.winograd_s)}, {"winograd_s", r.winograd_s},
+                          {"winograd_max_abs_diff", r.winograd_max_abs_diff},
+                          {"winograd_pays_off", r.winograd_pays_off}}},
                         {"peak_gflops", peak.gflops > 0 ? nlohmann::json(peak.gflops) : nlohmann::json(nullptr)},
                         {"threads", threads},
                         {"cpu_features", runtime::cpu_features()}};
@@ -187,11 +208,13 @@ int run_bench(int argc, char** argv) {
       .flag("backward", "--attention: time forward + backward (training): the blocked kernel's strip-wise backward "
             "vs plain autograd")
       .option("strip-rows", "N", "--attention --backward: query rows per backward strip; 0 = the kernel's choice", "0")
-      .flag("conv", "time one 3x3 convolution (stride 1, padding 1), the Winograd kernel vs oneDNN's direct one, "
-                    "instead of the pipeline")
+      .flag("conv", "time one convolution instead of the pipeline: oneDNN's kernel, tide's direct kernel (weight "
+                    "stored HWIO) and, for 3x3 at stride 1, the Winograd kernel")
       .option("channels", "N", "--conv: input channels", "512")
       .option("out-channels", "N", "--conv: output channels", "--channels")
-      .option("size", "PX", "--conv: height and width of the map (64 = the VAE decoder's mid block at 512 px)", "64");
+      .option("size", "PX", "--conv: height and width of the map (64 = the VAE decoder's mid block at 512 px)", "64")
+      .option("kernel-size", "N", "--conv: kernel height and width, odd (padding N / 2)", "3")
+      .option("stride", "N", "--conv: stride", "1");
   args.option("hog", "N",
               "keep N cores busy beside the benchmark with N spinning processes, to measure how tide shares a "
               "machine that is not idle (compare with --threads 1 and without --threads)",

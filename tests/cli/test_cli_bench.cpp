@@ -6,6 +6,7 @@
 
 #include "cli_runner.h"
 #include "test_support.h"
+#include "tide/kernels/gemm_cpu.h"
 #include "tide/kernels/winograd_conv.h"
 #include "tide/runtime/cpu_features.h"
 #include "tide/runtime/threads.h"
@@ -318,21 +319,39 @@ TEST(CliBench, MaxIsaAvx2HidesAvx512AndAmx) {
   }
 }
 
-// --conv: one 3×3 convolution, the Winograd kernel against oneDNN's direct one, with the same outputs.
+// --conv: one convolution, oneDNN's kernel, the direct one and Winograd, with the same outputs.
 TEST(CliBench, ConvModeComparesWinogradWithDirect) {
   TempDir dir;
   auto run = tide_bench("--conv --channels 16 --out-channels 24 --size 20 --batch 2 --runs 2 --warmup 0 --threads 1 "
                         "--json " + quote(dir.path() / "c.json"));
   ASSERT_EQ(run.code, 0) << run.output;
-  EXPECT_NE(run.output.find("speedup:"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("x oneDNN"), std::string::npos) << run.output;
   std::ifstream in(dir.path() / "c.json");
   const auto j = nlohmann::json::parse(in).at("conv");
   EXPECT_EQ(j.at("in_channels"), 16);
   EXPECT_EQ(j.at("out_channels"), 24);
-  EXPECT_EQ(j.at("winograd_s").size(), 2u);
+  EXPECT_EQ(j.at("kernel_size"), 3);
+  EXPECT_EQ(j.at("onednn_s").size(), 2u);
+  const bool avx2 = tide::kernels::gemm_f32_available();
+  EXPECT_EQ(j.at("winograd_s").size(), avx2 ? 2u : 0u);
+  EXPECT_EQ(j.at("direct_s").size(), avx2 ? 2u : 0u);
   EXPECT_NEAR(j.at("gflop").get<double>(), 2.0 * 2 * 24 * 20 * 20 * 16 * 9 * 1e-9, 1e-12);
-  EXPECT_LT(j.at("max_abs_diff").get<double>(), 1e-4);
-  EXPECT_EQ(j.at("pays_off").get<bool>(), tide::kernels::winograd_conv3x3_pays_off(2, 16, 24, 20, 20));
+  EXPECT_LT(j.at("winograd_max_abs_diff").get<double>(), 1e-4);
+  EXPECT_LT(j.at("direct_max_abs_diff").get<double>(), 1e-4);
+  EXPECT_EQ(j.at("winograd_pays_off").get<bool>(), tide::kernels::winograd_conv3x3_pays_off(2, 16, 24, 20, 20));
+  // A strided 3×3: no Winograd, the direct kernel against oneDNN.
+  auto strided = tide_bench("--conv --channels 16 --out-channels 24 --size 9 --stride 2 --runs 1 --warmup 0 "
+                            "--threads 1 --json " + quote(dir.path() / "s.json"));
+  ASSERT_EQ(strided.code, 0) << strided.output;
+  std::ifstream in_strided(dir.path() / "s.json");
+  const auto js = nlohmann::json::parse(in_strided).at("conv");
+  EXPECT_EQ(js.at("winograd_s").size(), 0u);
+  EXPECT_EQ(js.at("direct_s").size(), avx2 ? 1u : 0u);
+  EXPECT_NEAR(js.at("gflop").get<double>(), 2.0 * 24 * 5 * 5 * 16 * 9 * 1e-9, 1e-12);
+  EXPECT_LT(js.at("direct_max_abs_diff").get<double>(), 1e-4);
+  auto even = tide_bench("--conv --kernel-size 2");
+  EXPECT_EQ(even.code, 1);
+  EXPECT_NE(even.output.find("must be odd"), std::string::npos) << even.output;
   auto both = tide_bench("--conv --attention");
   EXPECT_EQ(both.code, 1);
   EXPECT_NE(both.output.find("exclude each other"), std::string::npos) << both.output;

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "test_support.h"
+#include "tide/kernels/direct_conv.h"
 #include "tide/models/autoencoder_kl.h"
 #include "tide/models/unet2d_condition.h"
 #include "tide/nn/attention.h"
@@ -388,7 +389,8 @@ TEST(Unet, Bf16WeightsComputeInBf16AndAnswerInTheCallersDtype) {
   }
 }
 
-// Convolution weights stored for the layout in use give the same results as NCHW weights, in both layouts.
+// Convolution weights stored for the layout in use (HWIO, channels last or NCHW) give the same results as NCHW
+// weights.
 TEST(Layers, ConvWeightsStoredForTheLayoutInUse) {
   torch::NoGradGuard no_grad;
   at::manual_seed(4);
@@ -400,7 +402,10 @@ TEST(Layers, ConvWeightsStoredForTheLayoutInUse) {
     const bool nhwc = optimizations.channels_last;
     EXPECT_TENSOR_NEAR(conv->forward(x), expected, 1e-5);  // before: a layout copy of the weight
     tide::nn::store_conv_weights_for_current_layout(*conv);
-    EXPECT_TRUE(conv->weight.is_contiguous(nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
+    if (nhwc && tide::kernels::direct_conv2d_wants_hwio(16, 8, 3))
+      EXPECT_TRUE(tide::kernels::is_hwio(conv->weight));  // for the direct kernel (test_direct_conv.cpp)
+    else
+      EXPECT_TRUE(conv->weight.is_contiguous(nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
     const at::Tensor y = conv->forward(x);
     EXPECT_TENSOR_NEAR(y, expected, 1e-5);
     EXPECT_EQ(y.is_contiguous(at::MemoryFormat::ChannelsLast) && !y.is_contiguous(), nhwc);

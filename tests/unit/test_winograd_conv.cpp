@@ -79,28 +79,37 @@ TEST(WinogradConv, PaysOffOnLargeMapsOnly) {
   EXPECT_TRUE(tide::kernels::winograd_conv3x3_pays_off(1, 64, 64, 64, 64));
 }
 
-// The Conv2d module takes the Winograd path where it pays off and the optimization is on, and oneDNN's
-// otherwise: close results, but not the same bits, which shows which path ran.
+// The Conv2d module takes the Winograd path where it pays off and the optimization is on, and the direct
+// kernel's or oneDNN's otherwise: close results, but not the same bits, which shows which path ran.
 TEST(WinogradConv, Conv2dModuleUsesItWhereItPaysOff) {
   if (!tide::kernels::winograd_conv3x3_pays_off(1, 64, 64, 64, 64)) GTEST_SKIP() << "this CPU has no AVX2/FMA";
   c10::InferenceMode inference;
   tide::nn::Conv2d conv(64, 64, 3, 1, 1);
   tide::nn::store_conv_weights_for_current_layout(*conv);
   const at::Tensor x = at::randn({1, 64, 64, 64}).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor weight = conv->weight.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor with = conv->forward(x);
   at::Tensor without;
   {
-    tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("winograd"));
+    tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("winograd,direct_conv"));
     without = conv->forward(x);
   }
-  const at::Tensor direct = at::conv2d(x, conv->weight, conv->bias, 1, 1);
-  EXPECT_TRUE(without.equal(direct));
-  EXPECT_FALSE(with.equal(direct));
-  EXPECT_LT(tide::testing::max_abs_diff(with, direct), 1e-5);
-  // Strided convolutions, which it does not cover, stay on oneDNN.
+  const at::Tensor onednn = at::conv2d(x, weight, conv->bias, 1, 1);
+  EXPECT_TRUE(without.equal(onednn));
+  EXPECT_FALSE(with.equal(onednn));
+  EXPECT_LT(tide::testing::max_abs_diff(with, onednn), 1e-5);
+  {
+    tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("winograd"));
+    EXPECT_FALSE(conv->forward(x).equal(with));  // the direct kernel
+  }
+  // Strided convolutions, which it does not cover, go to the direct kernel, or oneDNN without it.
   tide::nn::Conv2d strided(64, 64, 3, 2, 1);
   tide::nn::store_conv_weights_for_current_layout(*strided);
-  EXPECT_TRUE(strided->forward(x).equal(at::conv2d(x, strided->weight, strided->bias, 2, 1)));
+  const at::Tensor strided_onednn =
+      at::conv2d(x, strided->weight.contiguous(at::MemoryFormat::ChannelsLast), strided->bias, 2, 1);
+  EXPECT_TENSOR_NEAR(strided->forward(x), strided_onednn, 1e-5);
+  tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("direct_conv"));
+  EXPECT_TRUE(strided->forward(x).equal(strided_onednn));
 }
 
 // A VAE decoder whose last level is large enough for the Winograd path decodes like the one without it,

@@ -27,17 +27,14 @@ std::map<std::string, at::Tensor> weights_by_key(const std::map<std::string, tor
   return weights;
 }
 
-at::MemoryFormat format_of(const at::Tensor& t) {
-  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast)
-             ? at::MemoryFormat::ChannelsLast
-             : at::MemoryFormat::Contiguous;
-}
-
-// Gives `weight` new storage holding `value` (in the weight's dtype and memory layout). New storage rather
-// than an in-place copy: convolutions keep copies of their weight in the other layout keyed on its address.
+// Gives `weight` new storage holding `value` (in the weight's dtype and memory layout: channels last, HWIO,
+// ...). New storage rather than an in-place copy: convolutions keep copies of their weight in another layout
+// keyed on its address.
 void replace_values(at::Tensor& weight, const at::Tensor& value) {
   at::NoGradGuard no_grad;
-  weight.set_data(value.to(weight.scalar_type()).contiguous(format_of(weight)).clone(format_of(weight)));
+  at::Tensor fresh = at::empty_like(weight, at::MemoryFormat::Preserve);
+  fresh.copy_(value);
+  weight.set_data(fresh);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "tide/kernels/direct_conv.h"
 #include "tide/kernels/winograd_conv.h"
 #include "tide/runtime/error.h"
 
@@ -14,40 +15,49 @@ namespace tide::bench {
 ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
   if (s.batch < 1 || s.in_channels < 1 || s.out_channels < 1 || s.size < 1 || s.runs < 1 || s.warmup < 0)
     throw Error("tide bench --conv: batch, channels, size and runs must be positive, warmup not negative");
+  if (s.kernel_size < 1 || s.kernel_size % 2 == 0 || s.stride < 1)
+    throw Error("tide bench --conv: the kernel size must be odd and positive, the stride positive");
   c10::InferenceMode inference;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0);
+  const int64_t ks = s.kernel_size, pad = ks / 2;
   const at::Tensor x =
       at::randn({s.batch, s.in_channels, s.size, s.size}, gen).contiguous(at::MemoryFormat::ChannelsLast);
-  // As the models store them: channels-last weights (nn::store_conv_weights_for_current_layout).
-  const at::Tensor weight = (at::randn({s.out_channels, s.in_channels, 3, 3}, gen) / std::sqrt(9.0 * s.in_channels))
-                                .contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor weight =
+      (at::randn({s.out_channels, s.in_channels, ks, ks}, gen) / std::sqrt(double(ks * ks * s.in_channels)))
+          .contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor hwio = kernels::to_hwio(weight);
   const at::Tensor bias = at::randn({s.out_channels}, gen);
-  if (!kernels::winograd_conv3x3_supported(x, weight, 1, 1))
-    throw Error("tide bench --conv: the Winograd kernel does not support this convolution");
+  const bool direct = kernels::direct_conv2d_supported(x, hwio, s.stride, pad);
+  const bool winograd = ks == 3 && s.stride == 1 && kernels::winograd_conv3x3_supported(x, weight, 1, 1);
 
   auto seconds = [](auto&& fn, at::Tensor& out) {
+    out = at::Tensor();  // the previous output does not count against this call
     const auto start = std::chrono::steady_clock::now();
     out = fn();
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
-  auto winograd = [&] { return kernels::winograd_conv3x3(x, kernels::winograd_weight_transform(weight), bias); };
-  auto direct = [&] { return at::conv2d(x, weight, bias, 1, 1); };
-
   ConvBenchResult r;
-  r.flops = 2.0 * double(s.batch * s.out_channels * s.size * s.size) * double(s.in_channels * 9);
-  r.pays_off = kernels::winograd_conv3x3_pays_off(s.batch, s.in_channels, s.out_channels, s.size, s.size);
-  at::Tensor yw, yd;
+  const int64_t out_size = (s.size + 2 * pad - ks) / s.stride + 1;
+  r.flops = 2.0 * double(s.batch * s.out_channels * out_size * out_size) * double(s.in_channels * ks * ks);
+  r.winograd_pays_off =
+      winograd && kernels::winograd_conv3x3_pays_off(s.batch, s.in_channels, s.out_channels, s.size, s.size);
+  at::Tensor y_onednn, y_direct, y_winograd;
   for (int i = 0; i < s.warmup + s.runs; ++i) {
-    yw = at::Tensor();  // the previous output does not count against this call
-    const double tw = seconds(winograd, yw);
-    yd = at::Tensor();
-    const double td = seconds(direct, yd);
-    if (i >= s.warmup) {
-      r.winograd_s.push_back(tw);
-      r.direct_s.push_back(td);
+    const bool timed = i >= s.warmup;
+    const double t = seconds([&] { return at::conv2d(x, weight, bias, s.stride, pad); }, y_onednn);
+    if (timed) r.onednn_s.push_back(t);
+    if (direct) {
+      const double td = seconds([&] { return kernels::direct_conv2d(x, hwio, bias, s.stride, pad); }, y_direct);
+      if (timed) r.direct_s.push_back(td);
+    }
+    if (winograd) {
+      const double tw = seconds(
+          [&] { return kernels::winograd_conv3x3(x, kernels::winograd_weight_transform(weight), bias); }, y_winograd);
+      if (timed) r.winograd_s.push_back(tw);
     }
   }
-  r.max_abs_diff = (yw - yd).abs().max().item<double>();
+  if (direct) r.direct_max_abs_diff = (y_direct - y_onednn).abs().max().item<double>();
+  if (winograd) r.winograd_max_abs_diff = (y_winograd - y_onednn).abs().max().item<double>();
   return r;
 }
 

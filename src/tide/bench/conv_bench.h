@@ -1,7 +1,8 @@
-// One 3×3 convolution (stride 1, padding 1, channels-last input), the Winograd kernel vs oneDNN's direct
-// kernel through at::conv2d, alternating in one process on the same inputs. The Winograd side includes its
-// weight transform, as the Conv2d module runs it every call. Defaults: the VAE decoder's mid block at
-// 512×512 (512 channels on 64×64, batch 1).
+// One convolution (channels-last input, padding kernel_size / 2), timed three ways, alternating in one process
+// on the same inputs: oneDNN's kernel through at::conv2d with a channels-last weight (which it re-lays out
+// every call), tide's direct kernel on the weight stored HWIO (kernels/direct_conv.h), and for 3×3 at stride
+// 1 the Winograd kernel, including its weight transform, as the Conv2d module runs it every call. Defaults:
+// the VAE decoder's mid block at 512×512 (512 channels on 64×64, batch 1).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -10,14 +11,17 @@ namespace tide::bench {
 
 struct ConvBenchSettings {
   int64_t batch = 1, in_channels = 512, out_channels = 512, size = 64;  // size: height = width
+  int64_t kernel_size = 3, stride = 1;
   int runs = 5, warmup = 1;
 };
 
 struct ConvBenchResult {
-  std::vector<double> winograd_s, direct_s;
-  double flops = 0;          // the direct convolution's multiply-adds × 2
-  double max_abs_diff = 0;   // Winograd vs direct outputs
-  bool pays_off = false;     // whether the Conv2d module would take the Winograd path for this shape
+  std::vector<double> onednn_s, direct_s, winograd_s;  // direct_s: empty where the CPU or shape has no direct
+                                                       // kernel; winograd_s: empty unless 3×3 at stride 1
+  double flops = 0;                 // the convolution's multiply-adds × 2
+  double direct_max_abs_diff = 0;   // against oneDNN's output
+  double winograd_max_abs_diff = 0;
+  bool winograd_pays_off = false;   // whether the Conv2d module would take the Winograd path for this shape
 };
 
 ConvBenchResult run_conv_bench(const ConvBenchSettings& settings);

@@ -18,31 +18,48 @@ const bool kHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("
 const bool kHasAvx512vl = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                           runtime::max_isa_allows_avx512();
 
-// Row i of A: A[m, k] row-major, or with TransA stored as Aᵀ [k, m] (element (i, p) at a[p·lda + i]; the
-// backward's Pᵀ·dO and dSᵀ·q read the strips that way, without a transposed copy).
-template <bool TransA>
-inline const float* a_row(const float* a, int64_t i, int64_t lda) {
-  return TransA ? a + i : a + i * lda;
-}
+// Where the rows of A are: A[m, k] row-major; with TransA stored as Aᵀ [k, m] (element (i, p) at
+// a[p·lda + i]; the backward's Pᵀ·dO and dSᵀ·q read the strips that way, without a transposed copy); or,
+// with Indirect, anywhere: row i starts at rows[i] + offset (a convolution's input pixels for one tap).
+template <bool TransA, bool Indirect = false>
+struct ARows {
+  const float* a;
+  int64_t lda;
+  const float* const* rows = nullptr;
+  // Element (i, p) of A.
+  const float* at(int64_t i, int64_t p) const {
+    if constexpr (Indirect) return rows[i] + lda + p;  // lda: the offset into every row
+    else return TransA ? a + p * lda + i : a + i * lda + p;
+  }
+  // The rows from row i on.
+  ARows from_row(int64_t i) const {
+    if constexpr (Indirect) return {a, lda, rows + i};
+    else return {at(i, 0), lda, rows};
+  }
+};
 
-// C[R rows, 8·NV cols] (+)= A[R, k] · B[k, 8·NV cols]: R·NV accumulators in registers, B streamed row by
-// row. With `row_max`, also row_max[r] = max(row_max[r], max of the row's new values) (the scores' row max
+// C[R rows, 8·NV cols] (+)= A[rows i.., k] · B[k, 8·NV cols]: R·NV accumulators in registers, B streamed row
+// by row. With `row_max`, also row_max[r] = max(row_max[r], max of the row's new values) (the scores' row max
 // for the softmax, taken while they are still in registers).
-template <int R, int NV, bool Accumulate, bool TransA = false>
-__attribute__((target("avx2,fma"), always_inline)) inline void micro_gemm(int64_t k, const float* a, int64_t lda, const float* b,
+template <int R, int NV, bool Accumulate, class A>
+__attribute__((target("avx2,fma"), always_inline)) inline void micro_gemm(int64_t k, const A& a, int64_t i, const float* b,
                                                            int64_t ldb, float* c, int64_t ldc, float* row_max) {
   __m256 acc[R][NV];
   #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
     #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[r][v] = Accumulate ? _mm256_loadu_ps(c + r * ldc + 8 * v) : _mm256_setzero_ps();
+  const float* a_r[R];
+  #pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) a_r[r] = a.at(i + r, 0);
+  const int64_t a_step = a.at(i, 1) - a_r[0];  // along k: 1, or lda for Aᵀ
   for (int64_t p = 0; p < k; ++p) {
     __m256 bv[NV];
     #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + p * ldb + 8 * v);
     #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const __m256 av = _mm256_broadcast_ss(TransA ? a + p * lda + r : a + r * lda + p);
+      const __m256 av = _mm256_broadcast_ss(a_r[r] + p * a_step);
       #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
     }
@@ -63,41 +80,39 @@ __attribute__((target("avx2,fma"), always_inline)) inline void micro_gemm(int64_
   }
 }
 
-// All m rows of one column panel of 8·NV columns: R rows at a time, then the remaining rows.
-template <int R, int NV, bool Accumulate, bool TransA = false>
-__attribute__((target("avx2,fma"))) void panel(int64_t m, int64_t k, const float* a, int64_t lda, const float* b,
-                                               int64_t ldb, float* c, int64_t ldc, float* row_max) {
+// All m rows of one column panel of 8·NV columns: R rows at a time, then the fewer than R remaining rows in
+// one tile as tall as they are (single-row tiles have too few accumulators to hide the FMA latency).
+template <int R, int NV, bool Accumulate, class A>
+__attribute__((target("avx2,fma"))) void panel(int64_t m, int64_t k, const A& a, const float* b, int64_t ldb, float* c,
+                                               int64_t ldc, float* row_max) {
   int64_t i = 0;
   for (; i + R <= m; i += R)
-    micro_gemm<R, NV, Accumulate, TransA>(k, a_row<TransA>(a, i, lda), lda, b, ldb, c + i * ldc, ldc,
-                                          row_max ? row_max + i : nullptr);
-  for (; i < m; ++i)
-    micro_gemm<1, NV, Accumulate, TransA>(k, a_row<TransA>(a, i, lda), lda, b, ldb, c + i * ldc, ldc,
-                                          row_max ? row_max + i : nullptr);
+    micro_gemm<R, NV, Accumulate>(k, a, i, b, ldb, c + i * ldc, ldc, row_max ? row_max + i : nullptr);
+  if constexpr (R > 1)
+    if (m > i) panel<R - 1, NV, Accumulate>(m - i, k, a.from_row(i), b, ldb, c + i * ldc, ldc, row_max ? row_max + i : nullptr);
 }
 
 // Row-major C[m, n] (+)= A[m, k] · B[k, n] (unit stride along rows), one thread, no allocation: BLAS called
 // from many threads at once contends on its internal buffers, badly on a busy machine. Column panels of
 // up to 40 columns with register tiles of at most 12 accumulators (16 ymm registers in all).
-template <bool Accumulate, bool TransA = false>
-__attribute__((target("avx2,fma"))) void gemm_avx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-                                                   const float* b, int64_t ldb, float* c, int64_t ldc,
-                                                   float* row_max = nullptr) {
+template <bool Accumulate, class A>
+__attribute__((target("avx2,fma"))) void gemm_avx2(int64_t m, int64_t n, int64_t k, const A& a, const float* b,
+                                                   int64_t ldb, float* c, int64_t ldc, float* row_max = nullptr) {
   int64_t j = 0;
-  for (; n - j >= 40; j += 40) panel<2, 5, Accumulate, TransA>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
+  for (; n - j >= 40; j += 40) panel<2, 5, Accumulate>(m, k, a, b + j, ldb, c + j, ldc, row_max);
   if (n - j >= 32) {
-    panel<3, 4, Accumulate, TransA>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
+    panel<3, 4, Accumulate>(m, k, a, b + j, ldb, c + j, ldc, row_max);
     j += 32;
   } else if (n - j >= 24) {
-    panel<4, 3, Accumulate, TransA>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
+    panel<4, 3, Accumulate>(m, k, a, b + j, ldb, c + j, ldc, row_max);
     j += 24;
   }
-  for (; n - j >= 16; j += 16) panel<6, 2, Accumulate, TransA>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
-  for (; n - j >= 8; j += 8) panel<6, 1, Accumulate, TransA>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
+  for (; n - j >= 16; j += 16) panel<6, 2, Accumulate>(m, k, a, b + j, ldb, c + j, ldc, row_max);
+  for (; n - j >= 8; j += 8) panel<6, 1, Accumulate>(m, k, a, b + j, ldb, c + j, ldc, row_max);
   for (; j < n; ++j)  // fewer than 8 columns left
     for (int64_t i = 0; i < m; ++i) {
       float sum = Accumulate ? c[i * ldc + j] : 0.0f;
-      for (int64_t p = 0; p < k; ++p) sum += a_row<TransA>(a, i, lda)[TransA ? p * lda : p] * b[p * ldb + j];
+      for (int64_t p = 0; p < k; ++p) sum += *a.at(i, p) * b[p * ldb + j];
       c[i * ldc + j] = sum;
       if (row_max) row_max[i] = std::max(row_max[i], sum);
     }
@@ -107,9 +122,10 @@ __attribute__((target("avx2,fma"))) void gemm_avx2(int64_t m, int64_t n, int64_t
 __attribute__((target("avx2,fma"))) void scores_avx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                                                      const float* b, int64_t ldb, float* c, int64_t ldc,
                                                      float* row_max) {
+  const ARows<false> rows{a, lda};
   int64_t j = 0;
-  for (; n - j >= 16; j += 16) panel<6, 2, false>(m, k, a, lda, b + j, ldb, c + j, ldc, row_max);
-  if (n > j) gemm_avx2<false>(m, n - j, k, a, lda, b + j, ldb, c + j, ldc, row_max);
+  for (; n - j >= 16; j += 16) panel<6, 2, false>(m, k, rows, b + j, ldb, c + j, ldc, row_max);
+  if (n > j) gemm_avx2<false>(m, n - j, k, rows, b + j, ldb, c + j, ldc, row_max);
 }
 
 // probs·v on CPUs with AVX-512VL: micro_gemm is inlined here and compiled for that target, so it has 32
@@ -118,29 +134,32 @@ __attribute__((target("avx2,fma"))) void scores_avx2(int64_t m, int64_t n, int64
 // 12 × 16 tile for the scores was measured slower than the AVX2 6 × 16 one: 0.46 vs 0.39 s at 4096
 // tokens, so the scores keep it.)
 #define TIDE_VL_TARGET __attribute__((target("avx2,fma,avx512f,avx512vl")))
-template <int R, int NV, bool Accumulate, bool TransA = false>
-TIDE_VL_TARGET void panel_vl(int64_t m, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                             int64_t ldc, float* row_max) {
+template <int R, int NV, bool Accumulate, class A>
+TIDE_VL_TARGET void panel_vl(int64_t m, int64_t k, const A& a, const float* b, int64_t ldb, float* c, int64_t ldc) {
   int64_t i = 0;
-  for (; i + R <= m; i += R)
-    micro_gemm<R, NV, Accumulate, TransA>(k, a_row<TransA>(a, i, lda), lda, b, ldb, c + i * ldc, ldc,
-                                          row_max ? row_max + i : nullptr);
+  for (; i + R <= m; i += R) micro_gemm<R, NV, Accumulate>(k, a, i, b, ldb, c + i * ldc, ldc, nullptr);
   if (m - i >= R / 2) {  // a half tile before single rows
-    micro_gemm<R / 2, NV, Accumulate, TransA>(k, a_row<TransA>(a, i, lda), lda, b, ldb, c + i * ldc, ldc,
-                                              row_max ? row_max + i : nullptr);
+    micro_gemm<R / 2, NV, Accumulate>(k, a, i, b, ldb, c + i * ldc, ldc, nullptr);
     i += R / 2;
   }
-  for (; i < m; ++i)
-    micro_gemm<1, NV, Accumulate, TransA>(k, a_row<TransA>(a, i, lda), lda, b, ldb, c + i * ldc, ldc,
-                                          row_max ? row_max + i : nullptr);
+  for (; i < m; ++i) micro_gemm<1, NV, Accumulate>(k, a, i, b, ldb, c + i * ldc, ldc, nullptr);
 }
 
-template <bool Accumulate, bool TransA = false>
-TIDE_VL_TARGET void gemm_vl(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-                            float* c, int64_t ldc) {
+template <bool Accumulate, class A>
+TIDE_VL_TARGET void gemm_vl(int64_t m, int64_t n, int64_t k, const A& a, const float* b, int64_t ldb, float* c,
+                            int64_t ldc) {
   int64_t j = 0;
-  for (; n - j >= 40; j += 40) panel_vl<4, 5, Accumulate, TransA>(m, k, a, lda, b + j, ldb, c + j, ldc, nullptr);
-  if (n > j) gemm_avx2<Accumulate, TransA>(m, n - j, k, a, lda, b + j, ldb, c + j, ldc);
+  for (; n - j >= 40; j += 40) panel_vl<4, 5, Accumulate>(m, k, a, b + j, ldb, c + j, ldc);
+  if (n > j) gemm_avx2<Accumulate>(m, n - j, k, a, b + j, ldb, c + j, ldc);
+}
+
+template <class A>
+void gemm_any(int64_t m, int64_t n, int64_t k, const A& a, const float* b, int64_t ldb, float* c, int64_t ldc,
+              bool accumulate, bool wide) {
+  if (wide)
+    accumulate ? gemm_vl<true>(m, n, k, a, b, ldb, c, ldc) : gemm_vl<false>(m, n, k, a, b, ldb, c, ldc);
+  else
+    accumulate ? gemm_avx2<true>(m, n, k, a, b, ldb, c, ldc) : gemm_avx2<false>(m, n, k, a, b, ldb, c, ldc);
 }
 
 #undef TIDE_VL_TARGET
@@ -164,17 +183,21 @@ void gemm_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, cons
 #ifdef TIDE_X86
   if (!kHasAvx2) unavailable();
   const bool wide = allow_avx512 && kHasAvx512vl;
-  if (transpose_a) {
-    if (wide)
-      accumulate ? gemm_vl<true, true>(m, n, k, a, lda, b, ldb, c, ldc) : gemm_vl<false, true>(m, n, k, a, lda, b, ldb, c, ldc);
-    else
-      accumulate ? gemm_avx2<true, true>(m, n, k, a, lda, b, ldb, c, ldc)
-                 : gemm_avx2<false, true>(m, n, k, a, lda, b, ldb, c, ldc);
-  } else if (wide) {
-    accumulate ? gemm_vl<true>(m, n, k, a, lda, b, ldb, c, ldc) : gemm_vl<false>(m, n, k, a, lda, b, ldb, c, ldc);
-  } else {
-    accumulate ? gemm_avx2<true>(m, n, k, a, lda, b, ldb, c, ldc) : gemm_avx2<false>(m, n, k, a, lda, b, ldb, c, ldc);
-  }
+  if (transpose_a)
+    gemm_any(m, n, k, ARows<true>{a, lda}, b, ldb, c, ldc, accumulate, wide);
+  else
+    gemm_any(m, n, k, ARows<false>{a, lda}, b, ldb, c, ldc, accumulate, wide);
+#else
+  unavailable();
+#endif
+}
+
+void gemm_f32_rows(int64_t m, int64_t n, int64_t k, const float* const* a_rows, int64_t a_offset, const float* b,
+                   int64_t ldb, float* c, int64_t ldc, bool accumulate, bool allow_avx512) {
+#ifdef TIDE_X86
+  if (!kHasAvx2) unavailable();
+  gemm_any(m, n, k, ARows<false, true>{nullptr, a_offset, a_rows}, b, ldb, c, ldc, accumulate,
+           allow_avx512 && kHasAvx512vl);
 #else
   unavailable();
 #endif

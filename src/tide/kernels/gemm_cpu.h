@@ -16,6 +16,11 @@ bool gemm_f32_available();
 void gemm_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
               int64_t ldc, bool accumulate, bool allow_avx512 = true, bool transpose_a = false);
 
+// gemm_f32 with the rows of A anywhere: row i is the k floats from a_rows[i] + a_offset (an indirection
+// table; a convolution's input pixels for one kernel tap, a shared zero row where the tap falls in the padding).
+void gemm_f32_rows(int64_t m, int64_t n, int64_t k, const float* const* a_rows, int64_t a_offset, const float* b,
+                   int64_t ldb, float* c, int64_t ldc, bool accumulate, bool allow_avx512 = true);
+
 // C = A · B and, for each row i, row_max[i] = max(row_max[i], max_j C[i, j]), taken while the values are
 // still in registers (attention scores before their softmax); `row_max` may be null.
 void gemm_row_max_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,

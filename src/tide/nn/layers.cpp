@@ -7,6 +7,7 @@
 
 #include "tide/kernels/conv_input_gradient.h"
 #include "tide/kernels/int8_compute.h"
+#include "tide/kernels/direct_conv.h"
 #include "tide/kernels/winograd_conv.h"
 #include "tide/nn/linear_frozen_weights.h"
 #include "tide/nn/weight_storage.h"
@@ -137,6 +138,13 @@ void Conv2dImpl::store_weight_as(at::MemoryFormat format) {
   weight_copy_ = at::Tensor();
 }
 
+void Conv2dImpl::store_weight_hwio() {
+  if (kernels::is_hwio(weight)) return;
+  c10::NoGradGuard no_grad;
+  weight.set_data(kernels::to_hwio(weight.detach()));
+  weight_copy_ = at::Tensor();
+}
+
 at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   // Training against frozen weights (textual inversion): the inference path forward, the input's gradient back.
   const bool grad = c10::GradMode::is_enabled();
@@ -151,6 +159,7 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
                     !(grad && (weight.requires_grad() || x.requires_grad()));
   at::Tensor y;
   const bool int8_kernel = use_int8_kernel(weight, x) && x.dim() == 4 && conv_quantizes_activations(weight, stride_);
+  const bool direct = nhwc && runtime::optimizations().direct_conv && kernels::direct_conv2d_supported(x, weight, stride_, padding_);
   if (!int8_kernel && int8_.plain_given_up()) throw_plain_weights_given_up("convolution");
   if (int8_kernel) {
     RECORD_USER_SCOPE("tide::int8_conv2d");
@@ -161,11 +170,16 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
     // The kernel answers channels last; NCHW callers (channels_last off) get NCHW back.
     if (!nhwc) y = y.contiguous();
   } else if (nhwc && runtime::optimizations().winograd && kernels::winograd_conv3x3_supported(x, weight, stride_, padding_) &&
-      kernels::winograd_conv3x3_pays_off(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3))) {
+             kernels::winograd_conv3x3_pays_off(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3))) {
     // Transformed per call rather than kept (16/9 of the weights' memory): 5 ms at 512 channels, a few % of a
     // 64×64 convolution and under 1% of the larger ones.
     RECORD_USER_SCOPE("tide::winograd_conv3x3");  // named in `tide bench --profile`
     y = kernels::winograd_conv3x3(x, kernels::winograd_weight_transform(weight_for_compute(weight, weight_scale, x.scalar_type())), bias);
+  } else if (direct) {
+    // Where Winograd does not pay (small maps, strided convolutions), on the HWIO weight as stored: oneDNN
+    // would re-lay it out first.
+    RECORD_USER_SCOPE("tide::direct_conv2d");  // named in `tide bench --profile`
+    y = kernels::direct_conv2d(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias, stride_, padding_);
   } else if (nhwc) {
     y = at::conv2d(x.contiguous(at::MemoryFormat::ChannelsLast), weight_as(at::MemoryFormat::ChannelsLast, x.scalar_type()), bias,
                    {stride_, stride_}, {padding_, padding_});
@@ -182,10 +196,17 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
 }
 
 void store_conv_weights_for_current_layout(torch::nn::Module& root) {
-  const auto format =
-      runtime::optimizations().channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto& o = runtime::optimizations();
+  const auto format = o.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   for (const auto& module : root.modules(/*include_self=*/true))
-    if (auto* conv = dynamic_cast<Conv2dImpl*>(module.get())) conv->store_weight_as(format);
+    if (auto* conv = dynamic_cast<Conv2dImpl*>(module.get())) {
+      const at::Tensor& w = conv->weight;
+      if (o.channels_last && o.direct_conv && w.is_floating_point() &&
+          kernels::direct_conv2d_wants_hwio(w.size(0), w.size(1), w.size(2)))
+        conv->store_weight_hwio();
+      else
+        conv->store_weight_as(format);
+    }
 }
 
 GroupNormImpl::GroupNormImpl(int64_t groups, int64_t channels, double eps) : groups_(groups), eps_(eps) {

@@ -75,6 +75,8 @@ class Conv2dImpl : public torch::nn::Module {
   // Re-stores `weight` in `format` (NCHW or channels last), so that the layout the forward pass wants is
   // the weight itself and no second copy is kept.
   void store_weight_as(at::MemoryFormat format);
+  // Re-stores `weight` HWIO (kernels/direct_conv.h): what the direct kernel and Winograd's transform read.
+  void store_weight_hwio();
 
   at::Tensor weight;        // [out, in, k, k]: float32, float16, bfloat16 or int8 (nn/weight_storage.h)
   at::Tensor bias;          // [out], undefined without bias
@@ -97,8 +99,9 @@ class Conv2dImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Conv2d);
 
-// Stores every convolution weight under `root` in the layout the current optimizations use (channels last
-// or NCHW). Loading a model and `tide bench` switching sides call it, outside any timed region.
+// Stores every convolution weight under `root` in the layout the current optimizations use (HWIO for the
+// direct kernel, else channels last, or NCHW). Loading a model and `tide bench` switching sides call it,
+// outside any timed region.
 void store_conv_weights_for_current_layout(torch::nn::Module& root);
 
 class GroupNormImpl : public torch::nn::Module {

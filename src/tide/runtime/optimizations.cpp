@@ -15,11 +15,14 @@ std::vector<std::string> Optimizations::enabled() const {
   if (reuse_memory) names.push_back("reuse_memory");
   if (int8_kernels) names.push_back("int8_kernels");
   if (frozen_backward) names.push_back("frozen_backward");
+  if (direct_conv) names.push_back("direct_conv");
   return names;
 }
 
-std::vector<std::string> Optimizations::names() { return {"blocked_attention", "channels_last", "in_place", "winograd", "reuse_memory", "int8_kernels",
-                                                               "frozen_backward"}; }
+std::vector<std::string> Optimizations::names() {
+  return {"blocked_attention", "channels_last", "in_place",        "winograd",
+          "reuse_memory",      "int8_kernels",  "frozen_backward", "direct_conv"};
+}
 
 Optimizations Optimizations::without(const std::string& comma_separated) const {
   Optimizations o = *this;
@@ -40,6 +43,8 @@ Optimizations Optimizations::without(const std::string& comma_separated) const {
       o.int8_kernels = false;
     else if (name == "frozen_backward")
       o.frozen_backward = false;
+    else if (name == "direct_conv")
+      o.direct_conv = false;
     else if (!name.empty())
       throw Error("unknown optimization '" + name + "'; known: " + [] {
         std::string all;

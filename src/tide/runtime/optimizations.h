@@ -16,8 +16,10 @@ struct Optimizations {
                                   // off: dequantized per call
   bool frozen_backward = true;    // training: convolutions with frozen weights run their inference path and a
                                   // backward for the input only (kernels/conv_input_gradient.h)
+  bool direct_conv = true;        // with channels_last: float convolution weights stored HWIO and computed by
+                                  // tide's direct kernel where Winograd does not pay (kernels/direct_conv.h)
 
-  static Optimizations plain() { return {false, false, false, false, false, false, false}; }
+  static Optimizations plain() { return {false, false, false, false, false, false, false, false}; }
   // "blocked_attention", ... : the ones switched on.
   std::vector<std::string> enabled() const;
   // Every switch's name.

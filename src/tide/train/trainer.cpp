@@ -86,10 +86,14 @@ Trainer::Trainer(TrainOptions options, Communicator& comm, TrainHooks hooks)
   }
   {
     // Convolution weights in the layout their forward reads, so no layout copy of them is kept: channels last
-    // for the frozen-weight path (and the VAE encoder, which runs without gradients), NCHW for plain autograd.
+    // for the frozen-weight path, NCHW for plain autograd; HWIO (the direct kernel's) only for the VAE encoder,
+    // which runs without gradients: oneDNN's backward-data re-lays out an HWIO weight at every call (1.3–1.5×
+    // slower steps at 256 px), and tide's own transposed products on it were no faster than oneDNN's
+    // backward on channels-last weights.
     nn::store_conv_weights_for_current_layout(*models_.vae);
     runtime::Optimizations unet_layout = runtime::optimizations();
     unet_layout.channels_last = unet_layout.channels_last && unet_layout.frozen_backward;
+    unet_layout.direct_conv = false;
     runtime::OptimizationsGuard guard(unet_layout);
     nn::store_conv_weights_for_current_layout(*models_.unet);
   }

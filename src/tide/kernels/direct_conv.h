@@ -1,0 +1,36 @@
+// Direct convolution for CPUs as matrix products read in place: with the weight stored HWIO ([kh, kw, C, K]
+// contiguous, output channels fastest), each kernel tap's [C, K] slice is the B operand of a row-major
+// product whose A rows are input pixels (channels last), found through a table of row pointers, so neither
+// the weight nor the input is copied or re-laid out per call.
+//
+// Why: oneDNN re-lays out the weight on every call (channels last -> its blocked format), which costs as
+// much as a third of the convolution where the maps are small and the weights large: SD 1.5's 1280-channel
+// layers at 256 px see 8×8 and 4×4 maps with 59 MB weights. Winograd (winograd_conv.h) stays the choice on
+// large maps.
+#pragma once
+#include <ATen/ATen.h>
+
+namespace tide::kernels {
+
+// `weight` [K, C, kh, kw] with its memory laid out as [kh, kw, C, K] (strides {1, K, kw·C·K, C·K}).
+bool is_hwio(const at::Tensor& weight);
+
+// A copy of `weight` [K, C, kh, kw] (any layout and dtype) laid out HWIO, the same values and shape.
+at::Tensor to_hwio(const at::Tensor& weight);
+
+// True when direct_conv2d() computes this convolution: float32 CPU input [N, C, H, W], weight HWIO (any
+// floating dtype: callers widen a 16-bit weight, which keeps its layout) of a shape
+// direct_conv2d_wants_hwio() takes, square kernel, no gradient needed.
+bool direct_conv2d_supported(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding);
+
+// Whether a layer with this weight shape should store its weight HWIO for direct_conv2d() (its inputs'
+// sizes are not known yet): kernels larger than 1×1, K a multiple of 8 and C at least 8 (thinner products are
+// better left to oneDNN), on a CPU with AVX2 and FMA.
+bool direct_conv2d_wants_hwio(int64_t out_channels, int64_t in_channels, int64_t kernel_size);
+
+// conv2d(x, weight, bias, stride, padding) -> [N, K, H', W'], channels last. x: any memory format (made
+// channels last); weight: HWIO float32; bias: [K] or undefined.
+at::Tensor direct_conv2d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, int64_t stride,
+                         int64_t padding);
+
+}  // namespace tide::kernels

@@ -1,0 +1,63 @@
+// tide's single-threaded float32 GEMM tiles (kernels/gemm_cpu.h) against at::mm in float64 on random inputs:
+// every row count up to two register tiles and a tail (each tile height), column counts that take every panel
+// width and the scalar remainder, plain, transposed and indirect A, with and without accumulation, on the AVX2
+// tiles and (where the CPU has them) the AVX-512VL ones.
+#include <gtest/gtest.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <vector>
+
+#include "test_support.h"
+#include "tide/kernels/gemm_cpu.h"
+
+namespace {
+
+TEST(GemmCpu, MatchesMatmulOnRandomShapes) {
+  if (!tide::kernels::gemm_f32_available()) GTEST_SKIP() << "this CPU has no AVX2/FMA: the kernels are not used";
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  for (const int64_t n : {1, 8, 16, 24, 32, 40, 45, 83}) {
+    for (int64_t m = 1; m <= 14; ++m) {
+      const int64_t k = 37;
+      const at::Tensor a = at::randn({m, k}, gen), b = at::randn({k, n}, gen), c0 = at::randn({m, n}, gen);
+      const at::Tensor product = at::mm(a.to(at::kDouble), b.to(at::kDouble));
+      // Indirect A: rows in reverse order inside a wider buffer, read from column 3 on.
+      const at::Tensor wide = at::randn({m, k + 5}, gen);
+      wide.narrow(1, 3, k).copy_(a);
+      std::vector<const float*> rows(m);
+      for (int64_t i = 0; i < m; ++i) rows[i] = wide[i].data_ptr<float>();
+      const at::Tensor reversed_rows = a.flip(0);
+      std::vector<const float*> flipped(m);
+      for (int64_t i = 0; i < m; ++i) flipped[i] = wide[m - 1 - i].data_ptr<float>();
+      const at::Tensor at_t = a.t().contiguous();  // Aᵀ [k, m]
+      for (const bool accumulate : {false, true}) {
+        for (const bool avx512 : {false, true}) {
+          const at::Tensor expected = accumulate ? product + c0.to(at::kDouble) : product;
+          const std::string what = "m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                                   (accumulate ? " accumulate" : "") + (avx512 ? " avx512 allowed" : "");
+          at::Tensor c = c0.clone();
+          tide::kernels::gemm_f32(m, n, k, a.data_ptr<float>(), k, b.data_ptr<float>(), n, c.data_ptr<float>(), n,
+                                  accumulate, avx512);
+          EXPECT_LT(tide::testing::max_abs_diff(c, expected), 1e-4) << what;
+          c = c0.clone();
+          tide::kernels::gemm_f32(m, n, k, at_t.data_ptr<float>(), m, b.data_ptr<float>(), n, c.data_ptr<float>(), n,
+                                  accumulate, avx512, /*transpose_a=*/true);
+          EXPECT_LT(tide::testing::max_abs_diff(c, expected), 1e-4) << what << " transposed A";
+          c = c0.clone();
+          tide::kernels::gemm_f32_rows(m, n, k, rows.data(), 3, b.data_ptr<float>(), n, c.data_ptr<float>(), n,
+                                       accumulate, avx512);
+          EXPECT_LT(tide::testing::max_abs_diff(c, expected), 1e-4) << what << " indirect A";
+          // The rows given in another order give the product's rows in that order.
+          const at::Tensor c_flipped = accumulate ? c0.flip(0).contiguous() : at::zeros({m, n});
+          tide::kernels::gemm_f32_rows(m, n, k, flipped.data(), 3, b.data_ptr<float>(), n, c_flipped.data_ptr<float>(),
+                                       n, accumulate, avx512);
+          const at::Tensor expected_flipped = at::mm(reversed_rows.to(at::kDouble), b.to(at::kDouble)) +
+                                              (accumulate ? c0.flip(0).to(at::kDouble) : at::zeros({m, n}, at::kDouble));
+          EXPECT_LT(tide::testing::max_abs_diff(c_flipped, expected_flipped), 1e-4) << what << " indirect A, reversed";
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
