@@ -6,8 +6,8 @@
 #include <cmath>
 
 #include "tide/kernels/conv_input_gradient.h"
-#include "tide/kernels/int8_compute.h"
 #include "tide/kernels/direct_conv.h"
+#include "tide/kernels/int8_compute.h"
 #include "tide/kernels/winograd_conv.h"
 #include "tide/nn/linear_frozen_weights.h"
 #include "tide/nn/weight_storage.h"
