@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Times the Winograd 3x3 convolution against oneDNN's direct one on the shapes of SD 1.5's VAE decoder
-# and UNet (and a few of SD 2.1 at 768) with `tide bench --conv`, one JSON per shape in bench/results/conv/.
+# Times the 3x3 convolutions of SD 1.5's VAE decoder and UNet (and a few of SD 2.1 at 768) with `tide bench
+# --conv` (oneDNN, tide's direct kernel on HWIO weights, Winograd), one JSON per shape in bench/results/conv/.
 # Usage: bench/conv_shapes.sh [path/to/tide] [threads]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
