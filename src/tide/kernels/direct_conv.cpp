@@ -58,14 +58,14 @@ bool direct_conv2d_supported(const at::Tensor& x, const at::Tensor& weight, int6
 
 namespace {
 
-// out[M, N] = bias + Σ_t A_t · B_t, where row q of A_t is the `depth` floats at rows[t·M + q] and
-// pack(t, k0, depth_block, j0, width, block) copies rows k0.. and columns j0.. of B_t [depth, N] into `block`
-// as [depth_block, width]. Tasks: 16 output columns × up to 256 output rows. (The copy out of the weight costs
+// out[M, N] = bias + Σ_t A_t · B_t, where row q of A_t is the `depth` floats at rows[t·M + q] and B_t is
+// weight[t] [depth, N] (row-major). Tasks: 16 output columns × up to 256 output rows. Each [depth block, 16]
+// block of B is copied out of its rows, N floats apart, before its products: read in place, rows N·4 bytes
+// apart (a multiple of a large power of two) fall into a few cache sets and evict each other. (The copy costs
 // about a fifth of the time where the rows are few, as oneDNN's re-layout does; prefetching the next block,
 // into L1 or L2, in one go or spread over the products, did not shorten it.)
-template <class Pack>
 void indirect_products(int64_t M, int64_t N, int64_t depth, int64_t taps, const std::vector<const float*>& rows,
-                       const float* bias, float* out, const Pack& pack) {
+                       const float* weight, const float* bias, float* out) {
   const int64_t row_blocks = (M + kRowBlock - 1) / kRowBlock, kc = channel_block(depth);
   const int64_t panels = (N + kPanel - 1) / kPanel, tasks = panels * row_blocks;
   // Tasks are handed out one at a time (on a shared machine a static split waits for the slowest worker), row
@@ -87,7 +87,8 @@ void indirect_products(int64_t M, int64_t N, int64_t depth, int64_t taps, const 
       for (int64_t t = 0; t < taps; ++t)
         for (int64_t k0 = 0; k0 < depth; k0 += kc) {
           const int64_t block_depth = std::min(kc, depth - k0);
-          pack(t, k0, block_depth, j0, width, block);
+          const float* b = weight + (t * depth + k0) * N + j0;
+          for (int64_t r = 0; r < block_depth; ++r) std::copy(b + r * N, b + r * N + width, block + r * width);
           gemm_f32_rows(count, width, block_depth, rows.data() + t * M + m0, k0, block, width, c, N, /*accumulate=*/true);
         }
     }
@@ -128,14 +129,9 @@ at::Tensor direct_conv2d(const at::Tensor& x_in, const at::Tensor& weight, const
         }
     }
   });
-  // B_t = the weight's [C, K] slice for tap t. Its block is copied out of rows K floats apart: read in place,
-  // rows K·4 bytes apart (a multiple of a large power of two) fall into a few cache sets and evict each other.
-  const float* wp = weight.data_ptr<float>();  // [taps, C, K]
-  indirect_products(M, K, C, taps, rows, bias.defined() ? bias.data_ptr<float>() : nullptr, y.data_ptr<float>(),
-                    [&](int64_t t, int64_t k0, int64_t depth, int64_t j0, int64_t width, float* block) {
-                      const float* b = wp + (t * C + k0) * K + j0;
-                      for (int64_t r = 0; r < depth; ++r) std::copy(b + r * K, b + r * K + width, block + r * width);
-                    });
+  // B_t: the HWIO weight's [C, K] slice for tap t.
+  indirect_products(M, K, C, taps, rows, weight.data_ptr<float>(), bias.defined() ? bias.data_ptr<float>() : nullptr,
+                    y.data_ptr<float>());
   return y;
 }
 
