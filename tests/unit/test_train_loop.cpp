@@ -131,15 +131,18 @@ TEST_F(TrainLoop, LossFallsOnlyPlaceholderChangesAndOutputsAreWritten) {
   EXPECT_TRUE(fs::exists(full / "unet/diffusion_pytorch_model.safetensors"));
 }
 
-// Before its steps the trainer caches both orientations of every image and lets the VAE go; the vectors learned
-// are those of a run that encodes every sample afresh with the VAE kept.
+// While it is built, the trainer caches both orientations of every image and lets the VAE go (before it loads
+// the UNet); the vectors learned are those of a run that encodes every sample afresh with the VAE kept.
 TEST_F(TrainLoop, VaeLetGoOnceEveryImageVariantIsCachedLearnsTheSame) {
   auto comm = train::make_single_process_communicator();
   Quiet quiet;
   auto o = options("vae-let-go");
   o.max_train_steps = 8;
   train::Trainer cached(o, *comm, quiet.hooks());
-  EXPECT_TRUE(cached.models().vae);
+  EXPECT_EQ(cached.latent_cache().encoder_runs(), 4);
+  EXPECT_FALSE(cached.models().vae);
+  EXPECT_TRUE(cached.models().unet);
+  EXPECT_FALSE(cached.models().unet_loader);
   cached.run();
   EXPECT_EQ(cached.latent_cache().encoder_runs(), 4);
   EXPECT_TRUE(cached.latent_cache().holds_every_variant());
@@ -152,6 +155,27 @@ TEST_F(TrainLoop, VaeLetGoOnceEveryImageVariantIsCachedLearnsTheSame) {
   EXPECT_TRUE(uncached.models().vae);
   EXPECT_GT(uncached.latent_cache().encoder_runs(), 4);
   EXPECT_TENSOR_NEAR(cached.vectors().detach(), uncached.vectors().detach(), 1e-6);
+}
+
+// Loaded for later, the UNet is absent until load_unet(), then equals the one loaded with the rest.
+TEST_F(TrainLoop, UnetLoadedLaterEqualsOneLoadedWithTheRest) {
+  const std::string model = (dir_->path() / "model").string();
+  auto later = train::load_training_models(model, {}, train::UnetLoading::kLater);
+  EXPECT_FALSE(later.unet);
+  ASSERT_TRUE(later.vae && later.text_encoder && later.unet_loader);
+  later.load_unet();
+  ASSERT_TRUE(later.unet);
+  EXPECT_FALSE(later.unet_loader);
+  const auto now = train::load_training_models(model);
+  const auto loaded = later.unet->named_parameters(), expected = now.unet->named_parameters();
+  ASSERT_EQ(loaded.size(), expected.size());
+  for (const auto& p : expected) {
+    EXPECT_TRUE(loaded[p.key()].equal(p.value())) << p.key();
+    EXPECT_FALSE(loaded[p.key()].requires_grad()) << p.key();
+  }
+  const at::Tensor first = later.unet->parameters()[0];
+  later.load_unet();  // nothing once it is there
+  EXPECT_TRUE(later.unet->parameters()[0].is_same(first));
 }
 
 TEST_F(TrainLoop, StoppedAndResumedEqualsUninterrupted) {

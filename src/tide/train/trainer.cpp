@@ -73,9 +73,9 @@ Trainer::Trainer(TrainOptions options, Communicator& comm, TrainHooks hooks)
     load_options.tokenizer = o.tokenizer;
     load_options.weights = o.weights;
     models_ = o.random_weights.empty()
-                  ? load_training_models(o.model, load_options)
+                  ? load_training_models(o.model, load_options, UnetLoading::kLater)
                   : random_training_models(o.random_weights, o.tokenizer.empty() ? fs::path(o.model) / "tokenizer" : o.tokenizer,
-                                           0, o.weights);
+                                           0, o.weights, UnetLoading::kLater);
   };
   if (fs::is_directory(o.model)) {
     load();
@@ -84,19 +84,9 @@ Trainer::Trainer(TrainOptions options, Communicator& comm, TrainHooks hooks)
     comm_.barrier();
     if (!comm_.is_main()) load();
   }
-  {
-    // Convolution weights in the layout their forward reads, so no layout copy of them is kept: channels last
-    // for the frozen-weight path, NCHW for plain autograd; HWIO (the direct kernel's) only for the VAE encoder,
-    // which runs without gradients: oneDNN's backward-data re-lays out an HWIO weight at every call (1.3–1.5×
-    // slower steps at 256 px), and tide's own transposed products on it were no faster than oneDNN's
-    // backward on channels-last weights.
-    nn::store_conv_weights_for_current_layout(*models_.vae);
-    runtime::Optimizations unet_layout = runtime::optimizations();
-    unet_layout.channels_last = unet_layout.channels_last && unet_layout.frozen_backward;
-    unet_layout.direct_conv = false;
-    runtime::OptimizationsGuard guard(unet_layout);
-    nn::store_conv_weights_for_current_layout(*models_.unet);
-  }
+  // The VAE encoder's convolution weights in the layout its forward reads (HWIO, the direct kernel's, where
+  // it takes them), so that no layout copy of them is kept; the UNet's follow once it is loaded.
+  nn::store_conv_weights_for_current_layout(*models_.vae);
   placeholder_ = add_placeholder(*models_.tokenizer, models_.text_encoder, o.placeholder_token, o.initializer_token,
                                  o.num_vectors);
 
@@ -150,15 +140,12 @@ Trainer::Trainer(TrainOptions options, Communicator& comm, TrainHooks hooks)
   uint64_t seed = o.seed ? *o.seed : std::random_device{}() % 4294967296ull;
   state_.seed = comm_.broadcast(seed);
 
-  if (o.bf16) {
-    unet_dtype_ = at::kBFloat16;
-    nn::set_compute_dtype(*models_.unet, at::kBFloat16);
-  }
-
-  models_.unet->gradient_checkpointing = o.gradient_checkpointing;
+  if (o.bf16) unet_dtype_ = at::kBFloat16;
 
   if (o.resume_from_checkpoint) resume(*o.resume_from_checkpoint);
   latents_ = std::make_unique<LatentCache>(models_.vae, *images_, o.cache_latents);
+  if (o.cache_latents) encode_every_image_variant();
+  load_unet();
 
   if (comm_.is_main()) fs::create_directories(o.output_dir);
   std::ostringstream s;
@@ -295,7 +282,6 @@ void Trainer::run() {
     if (!log_file) throw Error("cannot write " + log_path.string());
   }
 
-  if (o.cache_latents) encode_every_image_variant();
   // Every step allocates the same activations: freed blocks stay in the heap and serve the next one, instead
   // of being unmapped and faulted in again (glibc maps blocks over 32 MiB afresh).
   runtime::FreedMemoryReuse reuse;
@@ -320,9 +306,30 @@ void Trainer::run() {
   if (comm_.is_main()) save_final_outputs();
 }
 
+// After the images are encoded (with the latents cached), so that the encoder's activations and the UNet's
+// weights are never resident together.
+void Trainer::load_unet() {
+  models_.load_unet();
+  {
+    // Convolution weights in the layout their forward reads, so no layout copy of them is kept: channels last
+    // for the frozen-weight path, NCHW for plain autograd. Not HWIO (the direct kernel's, which the VAE
+    // encoder gets): oneDNN's backward-data re-lays out an HWIO weight at every call (1.3–1.5× slower steps
+    // at 256 px), and tide's own transposed products on it were no faster than oneDNN's backward on
+    // channels-last weights.
+    runtime::Optimizations unet_layout = runtime::optimizations();
+    unet_layout.channels_last = unet_layout.channels_last && unet_layout.frozen_backward;
+    unet_layout.direct_conv = false;
+    runtime::OptimizationsGuard guard(unet_layout);
+    nn::store_conv_weights_for_current_layout(*models_.unet);
+  }
+  if (unet_dtype_ == at::kBFloat16) nn::set_compute_dtype(*models_.unet, at::kBFloat16);
+  models_.unet->gradient_checkpointing = options_.gradient_checkpointing;
+}
+
 void Trainer::encode_every_image_variant() {
-  // Before the steps' freed-memory reuse begins, whose heap would keep the encoder's activations resident for
-  // every later step (SD 1.5 at 512 px: 0.2-0.5 GiB). Training would encode them all sooner or later anyway.
+  // Before the UNet is loaded, and before the steps' freed-memory reuse begins, whose heap would keep the
+  // encoder's activations resident for every later step (SD 1.5 at 512 px: 0.2-0.5 GiB). Training would
+  // encode them all sooner or later anyway.
   const auto start = std::chrono::steady_clock::now();
   const int before = latents_->encoder_runs();
   for (int image = 0; image < images_->num_images(); ++image)

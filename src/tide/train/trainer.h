@@ -72,6 +72,7 @@ class Trainer {
   StepReport update();
   // Caches every image's latents, both orientations, then lets the VAE go where nothing needs it later.
   void encode_every_image_variant();
+  void load_unet();
   void resume(const std::string& spec);
   const std::vector<int64_t>& permutation(int64_t epoch);
   void log(const std::string& message) const;

@@ -54,59 +54,77 @@ void copy_folder_files(const fs::path& from, const fs::path& to) {
 
 }  // namespace
 
-TrainingModels load_training_models(const std::string& model, const pipeline::LoadOptions& options) {
+void TrainingModels::load_unet() {
+  if (!unet_loader) return;
+  unet = unet_loader();
+  unet_loader = nullptr;
+}
+
+TrainingModels load_training_models(const std::string& model, const pipeline::LoadOptions& options,
+                                    UnetLoading unet_loading) {
   require_trainable(options.weights);
-  pipeline::PipelineParts parts = pipeline::model_parts(model, options);
-  if (parts.configs.count("text_encoder_2"))
-    throw Error(parts.description + ": textual inversion training supports SD 1.x / 2.x pipelines, not SDXL");
+  auto parts = std::make_shared<pipeline::PipelineParts>(pipeline::model_parts(model, options));
+  if (parts->configs.count("text_encoder_2"))
+    throw Error(parts->description + ": textual inversion training supports SD 1.x / 2.x pipelines, not SDXL");
   nn::NoInitGuard no_init;  // every parameter is loaded right after it is built
   TrainingModels m;
-  m.folder = parts.folder;
-  m.scheduler_config = parts.configs.at("scheduler");
-  m.unet_config = parts.configs.at("unet");
-  m.vae_config = parts.configs.at("vae");
-  m.tokenizer = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::from_folder(parts.tokenizer_dir));
-  m.text_encoder_config = parts.configs.at("text_encoder");
+  m.folder = parts->folder;
+  m.scheduler_config = parts->configs.at("scheduler");
+  m.unet_config = parts->configs.at("unet");
+  m.vae_config = parts->configs.at("vae");
+  m.tokenizer = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::from_folder(parts->tokenizer_dir));
+  m.text_encoder_config = parts->configs.at("text_encoder");
   m.text_encoder = models::ClipTextModel(models::ClipTextConfig::from_json(m.text_encoder_config));
   store_weights(*m.text_encoder, "text_encoder", options.weights, false);
-  io::load_module_weights(*m.text_encoder, parts.weights.at("text_encoder"), "text_encoder");
-  m.unet = models::UNet2DConditionModel(models::UNet2DConditionConfig::from_json(m.unet_config));
-  store_weights(*m.unet, "unet", options.weights, false);
-  io::load_module_weights(*m.unet, parts.weights.at("unet"), "unet");
+  io::load_module_weights(*m.text_encoder, parts->weights.at("text_encoder"), "text_encoder");
   m.vae = models::AutoencoderKL(models::AutoencoderKLConfig::from_json(m.vae_config));
   store_weights(*m.vae, "vae", options.weights, false);
-  io::load_module_weights(*m.vae, parts.weights.at("vae"), "vae");
+  io::load_module_weights(*m.vae, parts->weights.at("vae"), "vae");
   m.vae_scaling_factor = m.vae->config().scaling_factor;
-  m.tokenizer_dir = parts.tokenizer_dir;
+  m.tokenizer_dir = parts->tokenizer_dir;
   freeze(*m.text_encoder);
-  freeze(*m.unet);
   freeze(*m.vae);
+  m.unet_loader = [parts, weights = options.weights] {
+    nn::NoInitGuard no_init;
+    models::UNet2DConditionModel unet(models::UNet2DConditionConfig::from_json(parts->configs.at("unet")));
+    store_weights(*unet, "unet", weights, false);
+    io::load_module_weights(*unet, parts->weights.at("unet"), "unet");
+    freeze(*unet);
+    return unet;
+  };
+  if (unet_loading == UnetLoading::kNow) m.load_unet();
   return m;
 }
 
 TrainingModels random_training_models(const std::string& preset, const fs::path& tokenizer_dir, uint64_t seed,
-                                      std::optional<nn::WeightFormat> weights) {
+                                      std::optional<nn::WeightFormat> weights, UnetLoading unet_loading) {
   require_trainable(weights);
-  at::manual_seed(seed);
   TrainingModels m;
   m.tokenizer = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::from_folder(tokenizer_dir));
   m.tokenizer_dir = tokenizer_dir;
   m.text_encoder_config = models::presets::preset_config(preset, "text_encoder");
   m.text_encoder_config["vocab_size"] = m.tokenizer->vocab_size();
-  // Each component stored narrower right after it is built, so that no two are ever float32 at once.
-  m.text_encoder = models::ClipTextModel(models::ClipTextConfig::from_json(m.text_encoder_config));
-  store_weights(*m.text_encoder, "text_encoder", weights, true);
   m.unet_config = models::presets::preset_config(preset, "unet");
   m.vae_config = models::presets::preset_config(preset, "vae");
-  m.unet = models::UNet2DConditionModel(models::UNet2DConditionConfig::from_json(m.unet_config));
-  store_weights(*m.unet, "unet", weights, true);
+  m.scheduler_config = models::presets::preset_config(preset, "scheduler");
+  // Each component stored narrower right after it is built, so that no two are ever float32 at once.
+  at::manual_seed(seed);
+  m.text_encoder = models::ClipTextModel(models::ClipTextConfig::from_json(m.text_encoder_config));
+  store_weights(*m.text_encoder, "text_encoder", weights, true);
+  at::manual_seed(seed + 2);
   m.vae = models::AutoencoderKL(models::AutoencoderKLConfig::from_json(m.vae_config));
   store_weights(*m.vae, "vae", weights, true);
   m.vae_scaling_factor = m.vae->config().scaling_factor;
-  m.scheduler_config = models::presets::preset_config(preset, "scheduler");
   freeze(*m.text_encoder);
-  freeze(*m.unet);
   freeze(*m.vae);
+  m.unet_loader = [config = m.unet_config, seed, weights] {
+    at::manual_seed(seed + 1);
+    models::UNet2DConditionModel unet(models::UNet2DConditionConfig::from_json(config));
+    store_weights(*unet, "unet", weights, true);
+    freeze(*unet);
+    return unet;
+  };
+  if (unet_loading == UnetLoading::kNow) m.load_unet();
   return m;
 }
 
