@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "test_support.h"
 #include <torch/csrc/autograd/autograd.h>
@@ -13,6 +14,8 @@
 #include "tide/models/unet2d_condition.h"
 #include "tide/nn/checkpoint.h"
 #include "tide/nn/layers.h"
+#include "tide/nn/resnet.h"
+#include "tide/nn/transformer_2d.h"
 #include "tide/nn/weight_storage.h"
 #include "tide/runtime/optimizations.h"
 
@@ -22,6 +25,21 @@ using tide::runtime::OptimizationsGuard;
 
 double relative_error(const at::Tensor& actual, const at::Tensor& expected) {
   return ((actual.to(at::kDouble) - expected.to(at::kDouble)).norm() / expected.to(at::kDouble).norm()).item<double>();
+}
+
+// Nodes of the autograd graph behind `out` whose name contains `name`.
+int64_t count_graph_nodes(const at::Tensor& out, const std::string& name) {
+  std::vector<torch::autograd::Node*> pending{out.grad_fn().get()};
+  std::set<torch::autograd::Node*> seen;
+  int64_t count = 0;
+  while (!pending.empty()) {
+    torch::autograd::Node* node = pending.back();
+    pending.pop_back();
+    if (!node || !seen.insert(node).second) continue;
+    if (node->name().find(name) != std::string::npos) ++count;
+    for (const auto& edge : node->next_edges()) pending.push_back(edge.function.get());
+  }
+  return count;
 }
 
 // The input gradient autograd computes for conv2d(x, w), in float64.
@@ -198,6 +216,18 @@ TEST(Checkpoint, UNetBlocksGiveTheSameGradients) {
     unet->forward(s, 300.0, c).square().mean().backward();
     return std::make_pair(s.grad(), c.grad());
   };
+  {
+    // One checkpointed segment per resnet and per transformer (as diffusers checkpoints them), not per block:
+    // the backward then holds one layer's recomputed activations at a time.
+    unet->gradient_checkpointing = true;
+    const at::Tensor out = unet->forward(sample.clone().set_requires_grad(true), 300.0, context);
+    int64_t layers = 0;
+    for (const auto& m : unet->modules())
+      if (dynamic_cast<tide::nn::ResnetBlock2DImpl*>(m.get()) || dynamic_cast<tide::nn::Transformer2DModelImpl*>(m.get()))
+        ++layers;
+    EXPECT_EQ(count_graph_nodes(out, "CheckpointFunction"), layers);
+    EXPECT_EQ(layers, 18);  // down 2 + 2 + 2, mid 2 + 1, up 3 + 3 + 3
+  }
   const auto [s_plain, c_plain] = gradients(false, Optimizations().without("frozen_backward"));
   ASSERT_GT(c_plain.abs().max().item<double>(), 0);
   const auto [s_frozen, c_frozen] = gradients(false, Optimizations());

@@ -7,7 +7,6 @@
 #include <algorithm>
 
 #include "tide/runtime/error.h"
-#include "tide/nn/checkpoint.h"
 #include "tide/nn/in_place.h"
 #include "tide/runtime/shape_string.h"
 
@@ -171,44 +170,19 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, double ti
     // A cached call: the last up block's last layer on the kept deep features and this call's conv_in skip.
     h = up_.back()->forward_last_layer(cache->features(), h, emb, context);  // [B, C0, h, w]
   } else {
-    // With gradient checkpointing each block is a segment with inputs {h, emb, context, skips...} and outputs
-    // {h, new skips...}; otherwise the segments just run.
     const bool checkpointed = gradient_checkpointing && c10::GradMode::is_enabled();
-    auto run = [checkpointed](const nn::Segment& segment, const std::vector<at::Tensor>& inputs) {
-      return checkpointed ? nn::checkpoint(segment, inputs) : segment(inputs);
-    };
     std::vector<at::Tensor> skips{h};
-    for (auto& down : down_) {  // h: [B, Cn, h/2^(n-1), w/2^(n-1)]
-      auto out = run([block = down.ptr()](const std::vector<at::Tensor>& in) {
-        std::vector<at::Tensor> new_skips;
-        at::Tensor y = block->forward(in[0], in[1], in[2], new_skips);
-        new_skips.insert(new_skips.begin(), y);
-        return new_skips;
-      }, {h, emb, context});
-      h = out[0];
-      skips.insert(skips.end(), out.begin() + 1, out.end());
-    }
-
-    if (mid_block) {
-      h = run([mid = mid_block.ptr()](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{mid->forward(in[0], in[1], in[2])}; },
-              {h, emb, context})[0];
-    }
+    for (auto& down : down_) h = down->forward(h, emb, context, skips, checkpointed);  // [B, Cn, h/2^n, w/2^n]
+    if (mid_block) h = mid_block->forward(h, emb, context, checkpointed);
 
     for (size_t i = 0; i < up_.size(); ++i) {
       std::vector<int64_t> upsample_size;
-      const size_t remaining = skips.size() - static_cast<size_t>(up_[i]->num_resnets());
       if (i + 1 < up_.size() && forward_upsample_size) {
-        const at::Tensor& next_skip = skips[remaining - 1];
+        const at::Tensor& next_skip = skips[skips.size() - static_cast<size_t>(up_[i]->num_resnets()) - 1];
         upsample_size = {next_skip.size(2), next_skip.size(3)};
       }
       at::Tensor* features = cache && i + 1 == up_.size() ? &cache->features() : nullptr;
-      std::vector<at::Tensor> inputs{h, emb, context};
-      inputs.insert(inputs.end(), skips.begin() + static_cast<std::ptrdiff_t>(remaining), skips.end());
-      skips.resize(remaining);
-      h = run([block = up_[i].ptr(), upsample_size, features](const std::vector<at::Tensor>& in) {
-        std::vector<at::Tensor> block_skips(in.begin() + 3, in.end());
-        return std::vector<at::Tensor>{block->forward(in[0], block_skips, in[1], in[2], upsample_size, features)};
-      }, inputs)[0];
+      h = up_[i]->forward(h, skips, emb, context, upsample_size, features, checkpointed);
     }
   }
 

@@ -32,8 +32,9 @@ class UNet2DConditionModelImpl : public torch::nn::Module {
 
   const UNet2DConditionConfig& config() const { return config_; }
 
-  // Training: each down, mid and up block keeps only its inputs and runs again in the backward pass
-  // (diffusers' enable_gradient_checkpointing, per block), trading one more forward pass for memory.
+  // Training: each resnet and transformer keeps only its inputs and runs again in the backward pass
+  // (diffusers' enable_gradient_checkpointing, which checkpoints the same layers), trading one more forward
+  // pass for memory.
   bool gradient_checkpointing = false;
 
   nn::Conv2d conv_in{nullptr}, conv_out{nullptr};

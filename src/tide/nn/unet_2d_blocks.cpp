@@ -1,8 +1,32 @@
 #include "tide/nn/unet_2d_blocks.h"
 
+#include "tide/nn/checkpoint.h"
+
 namespace tide::nn {
 
 namespace {
+
+// With gradient checkpointing each resnet and each transformer is a segment of its own, as diffusers
+// checkpoints them: the backward then recomputes one layer's activations at a time, not a block's (SD 1.5
+// at 512 px: the last up block's three resnets and transformers held ~0.5 GiB at once).
+at::Tensor run_resnet(ResnetBlock2D& resnet, const at::Tensor& x, const at::Tensor& skip, const at::Tensor& temb,
+                      bool checkpointed) {
+  // The skip is concatenated inside the segment, so that the concatenation is not kept as well.
+  auto segment = [r = resnet.ptr(), with_skip = skip.defined()](const std::vector<at::Tensor>& in) {
+    return std::vector<at::Tensor>{r->forward(with_skip ? at::cat({in[0], in[2]}, 1) : in[0], in[1])};
+  };
+  std::vector<at::Tensor> inputs{x, temb};
+  if (skip.defined()) inputs.push_back(skip);
+  return checkpointed ? checkpoint(segment, inputs)[0] : segment(inputs)[0];  // [B, Cout, H, W]
+}
+
+at::Tensor run_transformer(Transformer2DModel& transformer, const at::Tensor& x, const at::Tensor& context,
+                           bool checkpointed) {
+  if (!checkpointed) return transformer->forward(x, context);
+  return checkpoint([t = transformer.ptr()](const std::vector<at::Tensor>& in) {
+    return std::vector<at::Tensor>{t->forward(in[0], in[1])};
+  }, {x, context})[0];  // [B, C, H, W]
+}
 
 ResnetBlock2D make_resnet(const UNetBlockOptions& o, int64_t in, int64_t out) {
   ResnetOptions r;
@@ -47,11 +71,11 @@ UNetDownBlockImpl::UNetDownBlockImpl(const UNetBlockOptions& o) {
 }
 
 at::Tensor UNetDownBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
-                                      std::vector<at::Tensor>& skips) {
+                                      std::vector<at::Tensor>& skips, bool checkpointed) {
   at::Tensor h = x;
   for (size_t i = 0; i < resnets_.size(); ++i) {
-    h = resnets_[i]->forward(h, temb);                            // [B, Cout, H, W]
-    if (!attentions_.empty()) h = attentions_[i]->forward(h, context);
+    h = run_resnet(resnets_[i], h, {}, temb, checkpointed);  // [B, Cout, H, W]
+    if (!attentions_.empty()) h = run_transformer(attentions_[i], h, context, checkpointed);
     skips.push_back(h);
   }
   if (downsampler_) {
@@ -75,11 +99,11 @@ UNetMidBlockCrossAttnImpl::UNetMidBlockCrossAttnImpl(const UNetBlockOptions& o) 
 }
 
 at::Tensor UNetMidBlockCrossAttnImpl::forward(const at::Tensor& x, const at::Tensor& temb,
-                                              const at::Tensor& context) {
-  at::Tensor h = resnets_[0]->forward(x, temb);
+                                              const at::Tensor& context, bool checkpointed) {
+  at::Tensor h = run_resnet(resnets_[0], x, {}, temb, checkpointed);
   for (size_t i = 0; i < attentions_.size(); ++i) {
-    h = attentions_[i]->forward(h, context);
-    h = resnets_[i + 1]->forward(h, temb);
+    h = run_transformer(attentions_[i], h, context, checkpointed);
+    h = run_resnet(resnets_[i + 1], h, {}, temb, checkpointed);
   }
   return h;  // [B, C, H, W]
 }
@@ -106,14 +130,14 @@ UNetUpBlockImpl::UNetUpBlockImpl(const UNetBlockOptions& o) {
 
 at::Tensor UNetUpBlockImpl::forward(const at::Tensor& x, std::vector<at::Tensor>& skips, const at::Tensor& temb,
                                     const at::Tensor& context, const std::vector<int64_t>& upsample_size,
-                                    at::Tensor* last_layer_input) {
+                                    at::Tensor* last_layer_input, bool checkpointed) {
   at::Tensor h = x;
   for (size_t i = 0; i < resnets_.size(); ++i) {
     const at::Tensor skip = skips.back();  // [B, Cskip, H, W]
     skips.pop_back();
     if (last_layer_input && i + 1 == resnets_.size()) *last_layer_input = h;
-    h = resnets_[i]->forward(at::cat({h, skip}, 1), temb);  // [B, Cout, H, W]
-    if (!attentions_.empty()) h = attentions_[i]->forward(h, context);
+    h = run_resnet(resnets_[i], h, skip, temb, checkpointed);  // [B, Cout, H, W]
+    if (!attentions_.empty()) h = run_transformer(attentions_[i], h, context, checkpointed);
   }
   if (upsampler_) h = upsampler_->forward(h, upsample_size);  // [B, Cout, 2H, 2W]
   return h;

@@ -40,9 +40,10 @@ class UNetDownBlockImpl : public torch::nn::Module {
  public:
   explicit UNetDownBlockImpl(const UNetBlockOptions& options);
   // x [B, Cin, H, W], temb [B, T], context [B, L, D] -> [B, Cout, H/2, W/2] (H, W without downsampler);
-  // appends each resnet (+attention) output and the downsampler output to `skips`.
+  // appends each resnet (+attention) output and the downsampler output to `skips`. `checkpointed`: each resnet
+  // and transformer a gradient-checkpointed segment (nn::checkpoint).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
-                     std::vector<at::Tensor>& skips);
+                     std::vector<at::Tensor>& skips, bool checkpointed = false);
   int64_t num_resnets() const { return static_cast<int64_t>(resnets_.size()); }
 
   torch::nn::ModuleList resnets{nullptr}, attentions{nullptr}, downsamplers{nullptr};
@@ -58,7 +59,8 @@ TORCH_MODULE(UNetDownBlock);
 class UNetMidBlockCrossAttnImpl : public torch::nn::Module {
  public:
   explicit UNetMidBlockCrossAttnImpl(const UNetBlockOptions& options);
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context);  // [B, C, H, W]
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
+                     bool checkpointed = false);  // [B, C, H, W]
 
   torch::nn::ModuleList resnets{nullptr}, attentions{nullptr};
 
@@ -75,10 +77,10 @@ class UNetUpBlockImpl : public torch::nn::Module {
   // x [B, Cprev, H, W]; takes num_resnets() skip tensors from the back of `skips` (concatenated on the
   // channel axis before each resnet); -> [B, Cout, 2H, 2W] (or `upsample_size`; H, W without upsampler).
   // `last_layer_input`, when given, receives what enters the last resnet before its skip is concatenated
-  // (DeepCache's cached features).
+  // (DeepCache's cached features). `checkpointed`: as the down block's.
   at::Tensor forward(const at::Tensor& x, std::vector<at::Tensor>& skips, const at::Tensor& temb,
                      const at::Tensor& context, const std::vector<int64_t>& upsample_size = {},
-                     at::Tensor* last_layer_input = nullptr);
+                     at::Tensor* last_layer_input = nullptr, bool checkpointed = false);
   // The last resnet (+ attention, + upsampler) alone, on that input and its skip.
   at::Tensor forward_last_layer(const at::Tensor& last_layer_input, const at::Tensor& skip, const at::Tensor& temb,
                                 const at::Tensor& context, const std::vector<int64_t>& upsample_size = {});
