@@ -90,8 +90,8 @@ Args make_args() {
       .option("checkpoints_total_limit", "N", "keep at most N checkpoints (oldest removed)", "all")
       .option("resume_from_checkpoint", "PATH|latest", "continue from a checkpoint folder or the latest one")
       .flag("no_safe_serialization", "write .bin (torch pickle) instead of .safetensors embeddings")
-      .flag("gradient_checkpointing", "keep only the UNet blocks' inputs and recompute the rest in the backward pass: "
-                                      "less memory for about one more UNet forward per sample")
+      .flag("gradient_checkpointing", "keep only the inputs of the UNet's resnets and transformers and recompute "
+                                      "each in the backward pass: less memory for about one more UNet forward per sample")
       .option("validation_prompt", "TEXT", "prompt rendered every --validation_steps (rank 0)")
       .option("num_validation_images", "N", "images per validation", "4")
       .option("validation_steps", "N", "updates between validations", "100")
