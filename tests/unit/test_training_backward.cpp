@@ -11,6 +11,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include "tide/kernels/conv_input_gradient.h"
+#include "tide/kernels/winograd_conv.h"
 #include "tide/models/unet2d_condition.h"
 #include "tide/nn/checkpoint.h"
 #include "tide/nn/layers.h"
@@ -69,6 +70,36 @@ TEST(ConvInputGradient, MatchesAutogradOnRandomShapes) {
       EXPECT_LT(relative_error(dx, expected), 1e-5) << "kernel " << c.kernel << " stride " << c.stride;
     }
   }
+}
+
+// With `winograd`, a 3×3 stride-1 input gradient large enough for it goes through the Winograd kernel (the same
+// values as winograd_conv3x3 on the flipped, transposed weight) and matches float64 autograd; one with fewer
+// than 512 tiles stays with oneDNN, and so do strided ones.
+TEST(ConvInputGradient, WinogradWhereItPays) {
+  at::manual_seed(13);
+  const at::Tensor x = at::randn({1, 64, 64, 62}).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor w = (at::randn({64, 64, 3, 3}) * 0.1).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor grad = at::randn({1, 64, 64, 62}).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor dx = tide::kernels::conv2d_input_gradient(grad, w, 1, 1, x.sizes(), true);
+  if (tide::kernels::winograd_conv3x3_pays_off(1, 64, 64, 64, 62)) {
+    at::NoGradGuard no_grad;
+    EXPECT_TRUE(dx.equal(tide::kernels::winograd_conv3x3(
+        grad, tide::kernels::winograd_weight_transform(w.flip({2, 3}).transpose(0, 1)), at::Tensor())));
+  } else {  // no AVX2/FMA: oneDNN's kernel
+    EXPECT_TRUE(dx.equal(tide::kernels::conv2d_input_gradient(grad, w, 1, 1, x.sizes())));
+  }
+  EXPECT_LT(relative_error(dx, reference_input_gradient(x, w, grad, 1, 1)), 1e-5);
+  EXPECT_LT(relative_error(dx, tide::kernels::conv2d_input_gradient(grad, w, 1, 1, x.sizes())), 1e-5);
+
+  // 256 channels on 32×32 at batch 1: the forward's rule would take Winograd, but 256 tiles stay with oneDNN.
+  const at::Tensor small_grad = at::randn({1, 256, 32, 32}).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor small_w = (at::randn({256, 256, 3, 3}) * 0.05).contiguous(at::MemoryFormat::ChannelsLast);
+  const std::vector<int64_t> small{1, 256, 32, 32};
+  EXPECT_TRUE(tide::kernels::conv2d_input_gradient(small_grad, small_w, 1, 1, small, true)
+                  .equal(tide::kernels::conv2d_input_gradient(small_grad, small_w, 1, 1, small)));
+  const at::Tensor strided_grad = grad.narrow(2, 0, 32).narrow(3, 0, 31).contiguous(at::MemoryFormat::ChannelsLast);
+  EXPECT_TRUE(tide::kernels::conv2d_input_gradient(strided_grad, w, 2, 1, x.sizes(), true)
+                  .equal(tide::kernels::conv2d_input_gradient(strided_grad, w, 2, 1, x.sizes())));
 }
 
 // A Conv2d layer whose weights need no gradient takes the frozen path with gradients on: the same output and

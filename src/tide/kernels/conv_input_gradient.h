@@ -12,15 +12,19 @@ namespace tide::kernels {
 
 // ∂(conv2d(x, weight, stride, padding))/∂x applied to `grad` [N, K, H', W'] -> [N, C, H, W] in grad's layout,
 // where `input_size` = {N, C, H, W}. weight: [K, C, kh, kw] in grad's dtype (any memory format).
+// `winograd`: a 3×3, stride-1, padding-1 convolution's input gradient is itself such a convolution, of `grad`
+// with the weight flipped and transposed to [C, K, 3, 3], and goes through winograd_conv3x3() where that
+// computes it and pays off for the shape (then channels last); otherwise oneDNN's backward-data kernel.
 at::Tensor conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weight, int64_t stride, int64_t padding,
-                                 at::IntArrayRef input_size);
+                                 at::IntArrayRef input_size, bool winograd = false);
 
 // conv2d(x, weight, bias, stride, padding) as `inference_forward(x)` computes it (called with gradients off),
 // differentiable with respect to x only: weight and bias must not require gradients. `weight` is the layer's
 // weight as stored (float, 16-bit, or int8 with its per-channel `weight_scale`): the backward widens it to the
-// gradient's dtype when it runs, so no widened copy waits in the graph.
+// gradient's dtype when it runs, so no widened copy waits in the graph. `winograd`: conv2d_input_gradient's.
 at::Tensor conv2d_frozen_weights(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& weight_scale,
                                  int64_t stride, int64_t padding,
-                                 const std::function<at::Tensor(const at::Tensor&)>& inference_forward);
+                                 const std::function<at::Tensor(const at::Tensor&)>& inference_forward,
+                                 bool winograd = false);
 
 }  // namespace tide::kernels
