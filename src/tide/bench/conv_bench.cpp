@@ -9,6 +9,7 @@
 #include "tide/kernels/direct_conv.h"
 #include "tide/kernels/winograd_conv.h"
 #include "tide/runtime/error.h"
+#include "tide/runtime/memory.h"
 
 namespace tide::bench {
 
@@ -42,6 +43,9 @@ ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
   r.winograd_pays_off =
       winograd && kernels::winograd_conv3x3_pays_off(s.batch, s.in_channels, s.out_channels, s.size, s.size);
   at::Tensor y_onednn, y_direct, y_winograd;
+  // As the UNet's calls run them: freed blocks kept for the next call, else fresh blocks' page faults count
+  // against whichever kernel allocates more (Winograd's transformed weights, oneDNN's re-laid-out ones).
+  runtime::FreedMemoryReuse reuse;
   for (int i = 0; i < s.warmup + s.runs; ++i) {
     const bool timed = i >= s.warmup;
     const double t = seconds([&] { return at::conv2d(x, weight, bias, s.stride, pad); }, y_onednn);

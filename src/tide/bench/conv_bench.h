@@ -1,7 +1,8 @@
 // One convolution (channels-last input, padding kernel_size / 2), timed three ways, alternating in one process
 // on the same inputs: oneDNN's kernel through at::conv2d with a channels-last weight (which it re-lays out
 // every call), tide's direct kernel on the weight stored HWIO (kernels/direct_conv.h), and for 3×3 at stride
-// 1 the Winograd kernel, including its weight transform, as the Conv2d module runs it every call. Defaults:
+// 1 the Winograd kernel, including its weight transform, as the Conv2d module runs it every call. Freed
+// memory is kept between calls, as in the UNet (runtime::FreedMemoryReuse). Defaults:
 // the VAE decoder's mid block at 512×512 (512 channels on 64×64, batch 1).
 #pragma once
 #include <cstdint>

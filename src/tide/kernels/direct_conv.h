@@ -3,10 +3,10 @@
 // product whose A rows are input pixels (channels last), found through a table of row pointers, so neither
 // the weight nor the input is copied or re-laid out per call.
 //
-// Why: oneDNN re-lays out the weight on every call (channels last -> its blocked format), which costs as
-// much as a third of the convolution where the maps are small and the weights large: SD 1.5's 1280-channel
-// layers at 256 px see 8×8 and 4×4 maps with 59 MB weights. Winograd (winograd_conv.h) stays the choice on
-// large maps.
+// Why: oneDNN re-lays out the weight on every call (channels last -> its blocked format), which weighs most
+// where the maps are small and the weights large: SD 1.5's 1280-channel layers at 256 px see 8×8 and 4×4
+// maps with 59 MB weights (there the direct kernel is 1.06–1.26× oneDNN, freed memory reused; on 16×16 maps
+// within noise of it). Winograd (winograd_conv.h) stays the choice on large maps.
 #pragma once
 #include <ATen/ATen.h>
 
