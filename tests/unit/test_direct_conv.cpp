@@ -162,7 +162,9 @@ TEST(DirectConv, FrozenHwioLayerMatchesPlainAutograd) {
     EXPECT_TENSOR_NEAR(y, y_plain, 1e-5);
     EXPECT_TENSOR_NEAR(dx, dx_plain, 1e-5);
     EXPECT_TENSOR_NEAR(dx_onednn, dx_plain, 1e-5);
-    if (stride == 1) EXPECT_FALSE(y.equal(y_onednn));  // the direct kernel's forward, not oneDNN's
+    if (stride == 1) {
+      EXPECT_FALSE(y.equal(y_onednn));  // the direct kernel's forward, not oneDNN's
+    }
     EXPECT_TRUE(is_hwio(conv->weight));
   }
 }

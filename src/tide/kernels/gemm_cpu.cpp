@@ -25,16 +25,17 @@ template <bool TransA, bool Indirect = false>
 struct ARows {
   const float* a;
   int64_t lda;
-  const float* const* rows = nullptr;
+  const float* const* rows = nullptr;  // Indirect only
+  int64_t offset = 0;                  // Indirect only
   // Element (i, p) of A.
   const float* at(int64_t i, int64_t p) const {
-    if constexpr (Indirect) return rows[i] + lda + p;  // lda: the offset into every row
+    if constexpr (Indirect) return rows[i] + offset + p;
     else return TransA ? a + p * lda + i : a + i * lda + p;
   }
   // The rows from row i on.
   ARows from_row(int64_t i) const {
-    if constexpr (Indirect) return {a, lda, rows + i};
-    else return {at(i, 0), lda, rows};
+    if constexpr (Indirect) return {a, lda, rows + i, offset};
+    else return {at(i, 0), lda, rows, offset};
   }
 };
 
@@ -196,7 +197,7 @@ void gemm_f32_rows(int64_t m, int64_t n, int64_t k, const float* const* a_rows, 
                    int64_t ldb, float* c, int64_t ldc, bool accumulate, bool allow_avx512) {
 #ifdef TIDE_X86
   if (!kHasAvx2) unavailable();
-  gemm_any(m, n, k, ARows<false, true>{nullptr, a_offset, a_rows}, b, ldb, c, ldc, accumulate,
+  gemm_any(m, n, k, ARows<false, true>{nullptr, 0, a_rows, a_offset}, b, ldb, c, ldc, accumulate,
            allow_avx512 && kHasAvx512vl);
 #else
   unavailable();
