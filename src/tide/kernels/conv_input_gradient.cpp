@@ -52,14 +52,14 @@ struct FrozenConv2dFunction : torch::autograd::Function<FrozenConv2dFunction> {
 at::Tensor conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weight, int64_t stride, int64_t padding,
                                  at::IntArrayRef input_size, bool winograd) {
   TORCH_CHECK(grad.dim() == 4 && weight.dim() == 4 && input_size.size() == 4, "conv2d_input_gradient: 4-d tensors");
-  if (winograd && weight.size(2) == 3 && weight.size(3) == 3 && stride == 1 && padding == 1 &&
-      weight.size(1) == input_size[1] && grad.size(2) == input_size[2] && grad.size(3) == input_size[3]) {
-    // dx[c] = Σₖ grad[k] ⋆ w[k, c] rotated by 180°: a convolution with the weight [C, K, 3, 3]. Besides the
-    // forward's rule, at least 512 tiles: against oneDNN's backward-data kernel (AVX2, 2 threads, batch 1)
-    // Winograd lost with 256 (0.82× at 320 channels on 32×32) and won from 576 (1.18× at 320 channels on
-    // 48×48, 1.6× at 640; 1.4–1.8× on 64×64).
+  if (winograd && weight.size(1) == input_size[1] && grad.size(2) == input_size[2] && grad.size(3) == input_size[3]) {
+    // dx[c] = Σₖ grad[k] ⋆ w[k, c] rotated by 180°: a 3×3, stride-1, padding-1 convolution with the weight
+    // [C, K, 3, 3]. Besides the forward's rule, at least 512 tiles: against oneDNN's backward-data kernel
+    // (AVX2, 2 threads, batch 1) Winograd won 1.5–1.8× from 576 tiles (48×48 and 64×64 maps), and in SD 1.5's
+    // 256 px step, whose largest maps hold 256, the backward convolutions took 0.85–0.87 s with oneDNN there
+    // against 0.90–0.93 s with Winograd.
     const int64_t tiles = grad.size(0) * ((input_size[2] + 1) / 2) * ((input_size[3] + 1) / 2);
-    if (tiles >= 512 && winograd_conv3x3_supported(grad, weight.transpose(0, 1), 1, 1) &&
+    if (tiles >= 512 && winograd_conv3x3_supported(grad, weight.transpose(0, 1), stride, padding) &&
         winograd_conv3x3_pays_off(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3]))
       return winograd_conv3x3(grad, winograd_weight_transform(weight.flip({2, 3}).transpose(0, 1)), at::Tensor());
   }

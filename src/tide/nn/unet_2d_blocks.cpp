@@ -11,13 +11,13 @@ namespace {
 // at 512 px: the last up block's three resnets and transformers held ~0.5 GiB at once).
 at::Tensor run_resnet(ResnetBlock2D& resnet, const at::Tensor& x, const at::Tensor& skip, const at::Tensor& temb,
                       bool checkpointed) {
+  if (!checkpointed) return resnet->forward(skip.defined() ? at::cat({x, skip}, 1) : x, temb);  // [B, Cout, H, W]
   // The skip is concatenated inside the segment, so that the concatenation is not kept as well.
-  auto segment = [r = resnet.ptr(), with_skip = skip.defined()](const std::vector<at::Tensor>& in) {
-    return std::vector<at::Tensor>{r->forward(with_skip ? at::cat({in[0], in[2]}, 1) : in[0], in[1])};
-  };
   std::vector<at::Tensor> inputs{x, temb};
   if (skip.defined()) inputs.push_back(skip);
-  return checkpointed ? checkpoint(segment, inputs)[0] : segment(inputs)[0];  // [B, Cout, H, W]
+  return checkpoint([r = resnet.ptr()](const std::vector<at::Tensor>& in) {
+    return std::vector<at::Tensor>{r->forward(in.size() == 3 ? at::cat({in[0], in[2]}, 1) : in[0], in[1])};
+  }, inputs)[0];
 }
 
 at::Tensor run_transformer(Transformer2DModel& transformer, const at::Tensor& x, const at::Tensor& context,
