@@ -566,6 +566,8 @@ TEST(GgufHostile, EachDamageHasAClearError) {
   expect(Bytes().header(0, 1).str("general.alignment").u32(8).str("32").s, "not an integer");
   expect(Bytes().header(1, 0).tensor("t", {4, 4, 4, 4, 4}, 0, 0).pad().s + data, "5 dimensions");
   expect(Bytes().header(1, 0).tensor("t", {1ull << 40, 1ull << 40}, 0, 0).pad().s + data, "overflows");
+  // A zero dimension makes it empty, but libtorch multiplies the others first: refused before it would throw.
+  expect(Bytes().header(1, 0).tensor("t", {0, 1ull << 40, 1ull << 40}, 0, 0).pad().s + data, "overflows");
   expect(Bytes().header(1, 0).tensor("t", {~0ull}, 0, 0).pad().s + data, "negative dimension");
   expect(Bytes().header(1, 0).tensor("t", {1ull << 61}, 0, 0).pad().s + data, "too large");
   expect(Bytes().header(1, 0).tensor("t", {4}, 77, 0).pad().s + data, "unknown ggml type id 77");

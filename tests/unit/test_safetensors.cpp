@@ -107,6 +107,11 @@ TEST(Safetensors, SizeNotMatchingDtypeAndShapeIsAnError) {
   EXPECT_NE(error_of(path).find("unsupported safetensors dtype"), std::string::npos);
   write_raw(path, R"({"a": {"dtype": "F32", "shape": [-3], "data_offsets": [0, 12]}})", 12);
   EXPECT_NE(error_of(path).find("negative"), std::string::npos);
+  // Dimensions whose product wraps around to 0 bytes, or is hidden by a zero one: libtorch could not make them.
+  for (const char* shape : {"[4294967296, 4294967296]", "[0, 4294967296, 4294967296]"}) {
+    write_raw(path, std::string(R"({"a": {"dtype": "F32", "shape": )") + shape + R"(, "data_offsets": [0, 0]}})", 0);
+    EXPECT_NE(error_of(path).find("too large for any tensor"), std::string::npos) << shape << ": " << error_of(path);
+  }
 }
 
 struct TinyModule : torch::nn::Module {

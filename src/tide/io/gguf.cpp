@@ -13,6 +13,7 @@
 #include <memory>
 #include <set>
 
+#include "tide/io/tensor_shape_limits.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/shape_string.h"
 
@@ -517,6 +518,9 @@ void GgufFile::parse() {
     const int64_t n_blocks = numel / t->block_elements;
     if (n_blocks > std::numeric_limits<int64_t>::max() / t->block_bytes)
       throw Error(where + ": " + what + " is too large");
+    // With a zero dimension the checks above pass whatever the others are; libtorch still multiplies those.
+    if (!tensor_shape_fits(info.shape, 8))  // 8: the widest dtype a tensor reads as (F64, I64)
+      throw Error(where + ": " + what + " has dimensions whose product overflows");
     info.nbytes = static_cast<uint64_t>(n_blocks * t->block_bytes);
     const uint64_t offset = r.read<uint64_t>("the offset of " + what);
     if (offset % alignment_ != 0)

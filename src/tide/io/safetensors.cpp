@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tide/io/atomic_file.h"
+#include "tide/io/tensor_shape_limits.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/shape_string.h"
 
@@ -109,6 +110,8 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path
         if (d < 0) throw Error(what + " has a negative dimension in shape " + shape_string(e.shape));
         numel *= static_cast<uint64_t>(d);
       }
+      if (!tensor_shape_fits(e.shape, static_cast<int64_t>(c10::elementSize(e.dtype))))
+        throw Error(what + ": shape " + shape_string(e.shape) + " is too large for any tensor");
       const uint64_t expected = numel * c10::elementSize(e.dtype);
       if (e.begin > e.end || e.end > data_size)
         throw Error(what + ": data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
