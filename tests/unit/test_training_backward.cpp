@@ -15,6 +15,8 @@
 #include "tide/models/unet2d_condition.h"
 #include "tide/nn/checkpoint.h"
 #include "tide/nn/layers.h"
+#include "tide/nn/lean_backward.h"
+#include "tide/nn/feed_forward.h"
 #include "tide/nn/resnet.h"
 #include "tide/nn/transformer_2d.h"
 #include "tide/nn/weight_storage.h"
@@ -188,6 +190,87 @@ TEST(LinearFrozenWeights, NarrowLayerMatchesPlainAutograd) {
   const at::Tensor x = at::randn({3, 4}).set_requires_grad(true);
   const at::Tensor y = linear->forward(x).square().sum();
   EXPECT_THROW(torch::autograd::grad({y}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/true), c10::Error);
+}
+
+// The lean functions promise autograd's own gradients bit for bit, keeping less.
+TEST(LeanBackward, GroupNormSiluGivesAutogradsGradientsBitForBit) {
+  at::manual_seed(15);
+  struct Case {
+    std::vector<int64_t> shape;
+    int64_t groups;
+    bool channels_last;
+    at::ScalarType dtype;
+  };
+  for (const Case& c : {Case{{2, 12, 5, 7}, 4, false, at::kFloat}, Case{{1, 16, 6, 3}, 8, true, at::kFloat},
+                        Case{{3, 6, 11}, 3, false, at::kFloat}, Case{{1, 8, 4, 4}, 2, true, at::kBFloat16},
+                        Case{{2, 4, 3, 5}, 1, false, at::kDouble}}) {
+    tide::nn::GroupNorm norm(c.groups, c.shape[1], 1e-5);
+    for (auto& p : norm->parameters()) {
+      at::NoGradGuard no_grad;
+      p.copy_(at::randn(p.sizes()));
+      p.set_requires_grad(false);
+    }
+    norm->to(c.dtype);  // libtorch's kernels take the norm's weights in the input's dtype
+    at::Tensor x = at::randn(c.shape).to(c.dtype) * 3 + 1;
+    if (c.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor dy = at::randn(c.shape).to(c.dtype);
+    auto run = [&](bool lean, std::string& node) {
+      OptimizationsGuard guard(lean ? Optimizations() : Optimizations().without("frozen_backward"));
+      const at::Tensor input = x.clone().set_requires_grad(true);
+      const at::Tensor y = norm->forward_silu(input);
+      node = y.grad_fn()->name();
+      y.backward(dy);
+      return std::make_pair(y.detach(), input.grad());
+    };
+    std::string lean_node, plain_node;
+    const auto [y_lean, dx_lean] = run(true, lean_node);
+    const auto [y_plain, dx_plain] = run(false, plain_node);
+    const std::string what = at::toString(c.dtype) + std::string(" ") + c10::str(c.shape) + (c.channels_last ? " NHWC" : "");
+    EXPECT_NE(lean_node.find("GroupNormSiluFunction"), std::string::npos) << what << ": " << lean_node;
+    EXPECT_EQ(plain_node.find("GroupNormSiluFunction"), std::string::npos) << what << ": " << plain_node;
+    EXPECT_TRUE(at::equal(y_lean, y_plain)) << what;
+    EXPECT_TRUE(at::equal(dx_lean, dx_plain)) << what;
+    EXPECT_EQ(dx_lean.strides(), dx_plain.strides()) << what;
+  }
+  // Norm weights that train take autograd's own path (their gradients are wanted).
+  tide::nn::GroupNorm trained(2, 4, 1e-5);
+  const at::Tensor x = at::randn({1, 4, 3, 3}).set_requires_grad(true);
+  EXPECT_FALSE(tide::nn::lean_backward_applies(x, trained->weight, trained->bias));
+  EXPECT_EQ(trained->forward_silu(x).grad_fn()->name().find("GroupNormSiluFunction"), std::string::npos);
+  EXPECT_THROW(tide::nn::group_norm_silu_lean(x, 3, {}, {}, 1e-5), c10::Error);  // 4 channels, 3 groups
+}
+
+TEST(LeanBackward, GegluGivesAutogradsGradientsBitForBit) {
+  at::manual_seed(16);
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    tide::nn::Geglu geglu(10, 6);
+    for (auto& p : geglu->parameters()) p.set_requires_grad(false);
+    const at::Tensor x = at::randn({2, 5, 10}).to(dtype);
+    const at::Tensor dy = at::randn({2, 5, 6}).to(dtype);
+    if (dtype != at::kFloat) geglu->to(dtype);
+    auto run = [&](bool lean, std::string& node) {
+      OptimizationsGuard guard(lean ? Optimizations() : Optimizations().without("frozen_backward"));
+      const at::Tensor input = x.clone().set_requires_grad(true);
+      const at::Tensor y = geglu->forward(input);
+      node = y.grad_fn()->name();
+      y.backward(dy);
+      return std::make_pair(y.detach(), input.grad());
+    };
+    std::string lean_node, plain_node;
+    const auto [y_lean, dx_lean] = run(true, lean_node);
+    const auto [y_plain, dx_plain] = run(false, plain_node);
+    EXPECT_NE(lean_node.find("GatedGeluFunction"), std::string::npos) << lean_node;
+    EXPECT_EQ(plain_node.find("GatedGeluFunction"), std::string::npos) << plain_node;
+    EXPECT_TRUE(at::equal(y_lean, y_plain)) << at::toString(dtype);
+    EXPECT_TRUE(at::equal(dx_lean, dx_plain)) << at::toString(dtype);
+  }
+  // Only one half wanting a gradient: that half's alone, as autograd.
+  const at::Tensor value = at::randn({3, 4}), gate = at::randn({3, 4}).set_requires_grad(true);
+  const at::Tensor dy = at::randn({3, 4});
+  tide::nn::gelu_gated_lean(value, gate).backward(dy);
+  const at::Tensor gate_plain = gate.detach().clone().set_requires_grad(true);
+  (value * at::gelu(gate_plain)).backward(dy);
+  EXPECT_TRUE(at::equal(gate.grad(), gate_plain.grad()));
 }
 
 TEST(Checkpoint, GradientsEqualUncheckpointedAndTheSegmentRunsAgain) {

@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "tide/runtime/error.h"
-#include "tide/nn/in_place.h"
 #include "tide/runtime/shape_string.h"
 
 namespace tide::models {
@@ -81,7 +80,7 @@ at::Tensor EncoderImpl::forward(const at::Tensor& x) {
   at::Tensor h = conv_in->forward(x);                 // [B, C0, H, W]
   for (auto& block : down_) h = block->forward(h);    // [B, Cn, H/f, W/f]
   h = mid_block->forward(h);
-  h = nn::silu_temporary(conv_norm_out->forward(h));
+  h = conv_norm_out->forward_silu(h);
   return conv_out->forward(h);  // [B, 2·latent, H/f, W/f]
 }
 
@@ -110,7 +109,7 @@ at::Tensor DecoderImpl::forward(const at::Tensor& z) {
   at::Tensor h = conv_in->forward(z);  // [B, Cn, h, w]
   h = mid_block->forward(h);
   for (auto& block : up_) h = block->forward(h);  // [B, C0, h·f, w·f]
-  h = nn::silu_temporary(conv_norm_out->forward(h));
+  h = conv_norm_out->forward_silu(h);
   return conv_out->forward(h);  // [B, out_channels, h·f, w·f]
 }
 

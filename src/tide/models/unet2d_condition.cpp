@@ -7,7 +7,6 @@
 #include <algorithm>
 
 #include "tide/runtime/error.h"
-#include "tide/nn/in_place.h"
 #include "tide/runtime/shape_string.h"
 
 namespace tide::models {
@@ -186,7 +185,7 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, double ti
     }
   }
 
-  h = nn::silu_temporary(conv_norm_out->forward(h));  // [B, C0, h, w]
+  h = conv_norm_out->forward_silu(h);  // [B, C0, h, w]
   return conv_out->forward(h).contiguous();  // [B, out_channels, h, w]
 }
 

@@ -1,6 +1,7 @@
 #include "tide/nn/feed_forward.h"
 
 #include "tide/nn/in_place.h"
+#include "tide/nn/lean_backward.h"
 
 namespace tide::nn {
 
@@ -10,7 +11,8 @@ GegluImpl::GegluImpl(int64_t dim_in, int64_t dim_out) {
 
 at::Tensor GegluImpl::forward(const at::Tensor& x) {
   const auto halves = proj->forward(x).chunk(2, -1);  // [B, L, 2·out] -> 2 × [B, L, out]
-  return gelu_gated(halves[0], halves[1]);
+  // Training keeps the halves alone for the backward, not gelu(gate) too.
+  return lean_backward_applies(halves[0]) ? gelu_gated_lean(halves[0], halves[1]) : gelu_gated(halves[0], halves[1]);
 }
 
 FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {

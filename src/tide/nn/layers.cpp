@@ -9,6 +9,8 @@
 #include "tide/kernels/direct_conv.h"
 #include "tide/kernels/int8_compute.h"
 #include "tide/kernels/winograd_conv.h"
+#include "tide/nn/in_place.h"
+#include "tide/nn/lean_backward.h"
 #include "tide/nn/linear_frozen_weights.h"
 #include "tide/nn/weight_storage.h"
 #include "tide/runtime/error.h"
@@ -213,6 +215,11 @@ void store_conv_weights_for_current_layout(torch::nn::Module& root) {
 GroupNormImpl::GroupNormImpl(int64_t groups, int64_t channels, double eps) : groups_(groups), eps_(eps) {
   weight = register_parameter("weight", constant_parameter(channels, 1.0));
   bias = register_parameter("bias", constant_parameter(channels, 0.0));
+}
+
+at::Tensor GroupNormImpl::forward_silu(const at::Tensor& x) {
+  if (lean_backward_applies(x, weight, bias)) return group_norm_silu_lean(x, groups_, weight, bias, eps_);
+  return silu_temporary(forward(x));
 }
 
 LayerNormImpl::LayerNormImpl(int64_t dim, double eps) : dim_(dim), eps_(eps) {

@@ -108,6 +108,8 @@ class GroupNormImpl : public torch::nn::Module {
  public:
   GroupNormImpl(int64_t groups, int64_t channels, double eps);  // weight 1, bias 0
   at::Tensor forward(const at::Tensor& x) { return at::group_norm(x, groups_, weight, bias, eps_); }  // [B, C, ...]
+  // silu(forward(x)), overwriting the norm's output; in training the backward keeps x alone (nn/lean_backward.h).
+  at::Tensor forward_silu(const at::Tensor& x);  // [B, C, ...]
 
   at::Tensor weight, bias;  // [C]
 

@@ -25,12 +25,12 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(const ResnetOptions& o) : output_scale_fact
 }
 
 at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& x, const at::Tensor& temb) {
-  at::Tensor h = conv1->forward(silu_temporary(norm1->forward(x)));  // [B, Cout, H, W]
+  at::Tensor h = conv1->forward(norm1->forward_silu(x));  // [B, Cout, H, W]
   if (time_emb_proj && temb.defined()) {
     const at::Tensor t = time_emb_proj->forward(at::silu(temb));  // [B, Cout] (temb is shared by all blocks)
     h = add_to_temporary(h, t.unsqueeze(-1).unsqueeze(-1));
   }
-  h = conv2->forward(silu_temporary(norm2->forward(h)));
+  h = conv2->forward(norm2->forward_silu(h));
   const at::Tensor shortcut = conv_shortcut ? conv_shortcut->forward(x) : x;
   at::Tensor out = add_to_temporary(h, shortcut);
   if (output_scale_factor_ != 1.0) out = can_overwrite(out) ? out.div_(output_scale_factor_) : out / output_scale_factor_;

@@ -1,0 +1,108 @@
+#include "tide/nn/lean_backward.h"
+
+#include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "tide/runtime/optimizations.h"
+
+namespace tide::nn {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+struct GroupNormShape {
+  int64_t n, c, hxw, groups;
+};
+
+GroupNormShape group_norm_shape(const at::Tensor& x, int64_t groups) {
+  const int64_t n = x.size(0), c = x.size(1);
+  return {n, c, n * c > 0 ? x.numel() / (n * c) : 0, groups};
+}
+
+// Passed as one non-tensor argument, so that autograd sees x as the only input.
+struct FrozenGroupNorm {
+  at::Tensor weight, bias;  // [C], contiguous, or undefined
+  int64_t groups;
+  double eps;
+};
+
+// group_norm as at::group_norm computes it (x in its suggested memory format): output, mean, rstd.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_with_stats(const at::Tensor& x, const FrozenGroupNorm& p) {
+  const GroupNormShape s = group_norm_shape(x, p.groups);
+  return at::native_group_norm(x, p.weight, p.bias, s.n, s.c, s.hxw, s.groups, p.eps);
+}
+
+struct GroupNormSiluFunction : torch::autograd::Function<GroupNormSiluFunction> {
+  // Runs with gradients off (Function::apply): the normalized tensor is this call's own, so silu overwrites it.
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const FrozenGroupNorm& p) {
+    const at::Tensor input = x.contiguous(x.suggest_memory_format());  // as at::group_norm
+    ctx->save_for_backward({input});
+    ctx->saved_data["weight"] = p.weight;
+    ctx->saved_data["bias"] = p.bias;
+    ctx->saved_data["groups"] = p.groups;
+    ctx->saved_data["eps"] = p.eps;
+    at::Tensor normalized = std::get<0>(group_norm_with_stats(input, p));
+    return at::silu_(normalized);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    TORCH_CHECK(!c10::GradMode::is_enabled(),
+                "group norm + silu: second-order gradients are not supported (backward with create_graph)");
+    const at::Tensor x = ctx->get_saved_variables()[0];
+    const at::Tensor weight = ctx->saved_data["weight"].toTensor();
+    const FrozenGroupNorm p{weight, ctx->saved_data["bias"].toTensor(), ctx->saved_data["groups"].toInt(),
+                            ctx->saved_data["eps"].toDouble()};
+    // The same kernel on the same input: the forward's normalized tensor, mean and rstd again.
+    const auto [normalized, mean, rstd] = group_norm_with_stats(x, p);
+    const at::Tensor grad_normalized = at::silu_backward(grads[0], normalized);  // what silu's node gives
+    const GroupNormShape s = group_norm_shape(x, p.groups);
+    // What group_norm's node computes from it: libtorch 1.13's CPU kernel reads NCHW only, so its node makes
+    // both tensors contiguous first (a channels-last layout read as NCHW gives wrong gradients).
+    const at::Tensor dx = std::get<0>(at::native_group_norm_backward(
+        grad_normalized.contiguous(), x.contiguous(), mean, rstd, weight, s.n, s.c, s.hxw, s.groups, {true, false, false}));
+    return {dx, at::Tensor()};
+  }
+};
+
+struct GatedGeluFunction : torch::autograd::Function<GatedGeluFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& value, const at::Tensor& gate) {
+    ctx->save_for_backward({value, gate});
+    return at::gelu(gate).mul_(value);  // gelu's fresh output takes the product, as the inference path does
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    TORCH_CHECK(!c10::GradMode::is_enabled(),
+                "gated gelu: second-order gradients are not supported (backward with create_graph)");
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &value = saved[0], &gate = saved[1];
+    // As mul's and gelu's nodes: d value = grad · gelu(gate), d gate = gelu'(gate) · (grad · value).
+    at::Tensor dvalue = ctx->needs_input_grad(0) ? grads[0] * at::gelu(gate) : at::Tensor();
+    at::Tensor dgate = ctx->needs_input_grad(1) ? at::gelu_backward(grads[0] * value, gate) : at::Tensor();
+    return {dvalue, dgate};
+  }
+};
+
+bool frozen(const at::Tensor& t) { return !t.defined() || !t.requires_grad(); }
+
+}  // namespace
+
+bool lean_backward_applies(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  return c10::GradMode::is_enabled() && x.requires_grad() && frozen(weight) && frozen(bias) &&
+         runtime::optimizations().frozen_backward;
+}
+
+at::Tensor group_norm_silu_lean(const at::Tensor& x, int64_t groups, const at::Tensor& weight, const at::Tensor& bias,
+                                double eps) {
+  TORCH_CHECK(x.dim() >= 2 && groups > 0 && x.size(1) % groups == 0,
+              "group norm: ", x.size(1), " channels cannot form ", groups, " groups");
+  const at::Tensor w = weight.defined() ? weight.detach().contiguous() : weight;
+  const at::Tensor b = bias.defined() ? bias.detach().contiguous() : bias;
+  return GroupNormSiluFunction::apply(x, FrozenGroupNorm{w, b, groups, eps});
+}
+
+at::Tensor gelu_gated_lean(const at::Tensor& value, const at::Tensor& gate) {
+  return GatedGeluFunction::apply(value, gate);
+}
+
+}  // namespace tide::nn
