@@ -10,9 +10,11 @@ GegluImpl::GegluImpl(int64_t dim_in, int64_t dim_out) {
 }
 
 at::Tensor GegluImpl::forward(const at::Tensor& x) {
-  const auto halves = proj->forward(x).chunk(2, -1);  // [B, L, 2·out] -> 2 × [B, L, out]
-  // Training keeps the halves alone for the backward, not gelu(gate) too.
-  return lean_backward_applies(halves[0]) ? gelu_gated_lean(halves[0], halves[1]) : gelu_gated(halves[0], halves[1]);
+  const at::Tensor projected = proj->forward(x);  // [B, L, 2·out]
+  // Training keeps the projection alone for the backward, not gelu(gate) too.
+  if (lean_backward_applies(projected)) return geglu_lean(projected);  // [B, L, out]
+  const auto halves = projected.chunk(2, -1);  // 2 × [B, L, out]
+  return gelu_gated(halves[0], halves[1]);
 }
 
 FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {

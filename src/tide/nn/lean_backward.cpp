@@ -65,21 +65,27 @@ struct GroupNormSiluFunction : torch::autograd::Function<GroupNormSiluFunction> 
   }
 };
 
-struct GatedGeluFunction : torch::autograd::Function<GatedGeluFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& value, const at::Tensor& gate) {
-    ctx->save_for_backward({value, gate});
-    return at::gelu(gate).mul_(value);  // gelu's fresh output takes the product, as the inference path does
+struct GegluFunction : torch::autograd::Function<GegluFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& projected) {
+    ctx->save_for_backward({projected});
+    const auto halves = projected.chunk(2, -1);  // value, gate
+    return at::gelu(halves[1]).mul_(halves[0]);  // gelu's fresh output takes the product, as inference does
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     TORCH_CHECK(!c10::GradMode::is_enabled(),
-                "gated gelu: second-order gradients are not supported (backward with create_graph)");
-    const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &value = saved[0], &gate = saved[1];
-    // As mul's and gelu's nodes: d value = grad · gelu(gate), d gate = gelu'(gate) · (grad · value).
-    at::Tensor dvalue = ctx->needs_input_grad(0) ? grads[0] * at::gelu(gate) : at::Tensor();
-    at::Tensor dgate = ctx->needs_input_grad(1) ? at::gelu_backward(grads[0] * value, gate) : at::Tensor();
-    return {dvalue, dgate};
+                "GEGLU: second-order gradients are not supported (backward with create_graph)");
+    const at::Tensor projected = ctx->get_saved_variables()[0];
+    const auto halves = projected.chunk(2, -1);
+    const at::Tensor &value = halves[0], &gate = halves[1], &grad = grads[0];
+    // As mul's, gelu's and chunk's nodes: d value = gelu(gate) · grad, d gate = gelu'(gate) · (grad · value),
+    // concatenated; written into the halves of one tensor, without the four temporaries they allocate.
+    at::Tensor dprojected = at::empty_like(projected, at::MemoryFormat::Contiguous);
+    auto dhalves = dprojected.chunk(2, -1);
+    at::gelu_out(dhalves[0], gate).mul_(grad);
+    at::mul_out(dhalves[1], grad, value);
+    at::gelu_backward_out(dhalves[1], dhalves[1], gate);
+    return {dprojected};
   }
 };
 
@@ -101,8 +107,6 @@ at::Tensor group_norm_silu_lean(const at::Tensor& x, int64_t groups, const at::T
   return GroupNormSiluFunction::apply(x, FrozenGroupNorm{w, b, groups, eps});
 }
 
-at::Tensor gelu_gated_lean(const at::Tensor& value, const at::Tensor& gate) {
-  return GatedGeluFunction::apply(value, gate);
-}
+at::Tensor geglu_lean(const at::Tensor& projected) { return GegluFunction::apply(projected); }
 
 }  // namespace tide::nn
