@@ -172,7 +172,9 @@ TEST(SingleFileManifests, TinyPipelinesRoundTripWithTheirValues) {
       const auto& after = model.components.at(c);
       EXPECT_EQ(after.names(), before.names()) << name << " " << c;
       for (const auto& t : before.names())
-        if (after.contains(t)) EXPECT_TRUE(at::equal(after.tensor(t), before.tensor(t))) << name << " " << c << " " << t;
+        if (after.contains(t)) {
+          EXPECT_TRUE(at::equal(after.tensor(t), before.tensor(t))) << name << " " << c << " " << t;
+        }
     }
   }
 }
