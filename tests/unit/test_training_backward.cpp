@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <functional>
 #include <set>
 
 #include "test_support.h"
@@ -192,7 +193,33 @@ TEST(LinearFrozenWeights, NarrowLayerMatchesPlainAutograd) {
   EXPECT_THROW(torch::autograd::grad({y}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/true), c10::Error);
 }
 
-// The lean functions promise autograd's own gradients bit for bit, keeping less.
+// The lean functions promise autograd's own gradients bit for bit, keeping less: `forward` on a copy of x
+// with frozen_backward on (lean) and off (autograd's ops), the result, x's gradient for `dy` and the node.
+struct ForwardBackward {
+  at::Tensor y, dx;
+  std::string node;
+};
+ForwardBackward run_with_gradient(const std::function<at::Tensor(const at::Tensor&)>& forward, const at::Tensor& x,
+                                  const at::Tensor& dy, bool lean) {
+  OptimizationsGuard guard(lean ? Optimizations() : Optimizations().without("frozen_backward"));
+  const at::Tensor input = x.clone().set_requires_grad(true);
+  const at::Tensor y = forward(input);
+  const std::string node = y.grad_fn()->name();
+  y.backward(dy);
+  return {y.detach(), input.grad(), node};
+}
+
+void expect_lean_equals_autograd(const std::function<at::Tensor(const at::Tensor&)>& forward, const at::Tensor& x,
+                                 const at::Tensor& dy, const std::string& function, const std::string& what) {
+  const ForwardBackward lean = run_with_gradient(forward, x, dy, true);
+  const ForwardBackward plain = run_with_gradient(forward, x, dy, false);
+  EXPECT_NE(lean.node.find(function), std::string::npos) << what << ": " << lean.node;
+  EXPECT_EQ(plain.node.find(function), std::string::npos) << what << ": " << plain.node;
+  EXPECT_TRUE(at::equal(lean.y, plain.y)) << what;
+  EXPECT_TRUE(at::equal(lean.dx, plain.dx)) << what;
+  EXPECT_EQ(lean.dx.strides(), plain.dx.strides()) << what;
+}
+
 TEST(LeanBackward, GroupNormSiluGivesAutogradsGradientsBitForBit) {
   at::manual_seed(15);
   struct Case {
@@ -214,23 +241,9 @@ TEST(LeanBackward, GroupNormSiluGivesAutogradsGradientsBitForBit) {
     at::Tensor x = at::randn(c.shape).to(c.dtype) * 3 + 1;
     if (c.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
     const at::Tensor dy = at::randn(c.shape).to(c.dtype);
-    auto run = [&](bool lean, std::string& node) {
-      OptimizationsGuard guard(lean ? Optimizations() : Optimizations().without("frozen_backward"));
-      const at::Tensor input = x.clone().set_requires_grad(true);
-      const at::Tensor y = norm->forward_silu(input);
-      node = y.grad_fn()->name();
-      y.backward(dy);
-      return std::make_pair(y.detach(), input.grad());
-    };
-    std::string lean_node, plain_node;
-    const auto [y_lean, dx_lean] = run(true, lean_node);
-    const auto [y_plain, dx_plain] = run(false, plain_node);
     const std::string what = at::toString(c.dtype) + std::string(" ") + c10::str(c.shape) + (c.channels_last ? " NHWC" : "");
-    EXPECT_NE(lean_node.find("GroupNormSiluFunction"), std::string::npos) << what << ": " << lean_node;
-    EXPECT_EQ(plain_node.find("GroupNormSiluFunction"), std::string::npos) << what << ": " << plain_node;
-    EXPECT_TRUE(at::equal(y_lean, y_plain)) << what;
-    EXPECT_TRUE(at::equal(dx_lean, dx_plain)) << what;
-    EXPECT_EQ(dx_lean.strides(), dx_plain.strides()) << what;
+    expect_lean_equals_autograd([&](const at::Tensor& t) { return norm->forward_silu(t); }, x, dy,
+                                "GroupNormSiluFunction", what);
   }
   // Norm weights that train take autograd's own path (their gradients are wanted).
   tide::nn::GroupNorm trained(2, 4, 1e-5);
@@ -248,21 +261,8 @@ TEST(LeanBackward, GegluGivesAutogradsGradientsBitForBit) {
     const at::Tensor x = at::randn({2, 5, 10}).to(dtype);
     const at::Tensor dy = at::randn({2, 5, 6}).to(dtype);
     if (dtype != at::kFloat) geglu->to(dtype);
-    auto run = [&](bool lean, std::string& node) {
-      OptimizationsGuard guard(lean ? Optimizations() : Optimizations().without("frozen_backward"));
-      const at::Tensor input = x.clone().set_requires_grad(true);
-      const at::Tensor y = geglu->forward(input);
-      node = y.grad_fn()->name();
-      y.backward(dy);
-      return std::make_pair(y.detach(), input.grad());
-    };
-    std::string lean_node, plain_node;
-    const auto [y_lean, dx_lean] = run(true, lean_node);
-    const auto [y_plain, dx_plain] = run(false, plain_node);
-    EXPECT_NE(lean_node.find("GegluFunction"), std::string::npos) << lean_node;
-    EXPECT_EQ(plain_node.find("GegluFunction"), std::string::npos) << plain_node;
-    EXPECT_TRUE(at::equal(y_lean, y_plain)) << at::toString(dtype);
-    EXPECT_TRUE(at::equal(dx_lean, dx_plain)) << at::toString(dtype);
+    expect_lean_equals_autograd([&](const at::Tensor& t) { return geglu->forward(t); }, x, dy, "GegluFunction",
+                                at::toString(dtype));
   }
   // The projection's own gradient, both halves written into one tensor.
   const at::Tensor projected = at::randn({3, 7, 10}), dy = at::randn({3, 7, 5});
