@@ -16,6 +16,7 @@
 #include "tide/models/unet2d_condition.h"
 #include "tide/nn/checkpoint.h"
 #include "tide/nn/layers.h"
+#include "tide/nn/frozen_training.h"
 #include "tide/nn/lean_backward.h"
 #include "tide/nn/feed_forward.h"
 #include "tide/nn/resnet.h"
@@ -248,7 +249,7 @@ TEST(LeanBackward, GroupNormSiluGivesAutogradsGradientsBitForBit) {
   // Norm weights that train take autograd's own path (their gradients are wanted).
   tide::nn::GroupNorm trained(2, 4, 1e-5);
   const at::Tensor x = at::randn({1, 4, 3, 3}).set_requires_grad(true);
-  EXPECT_FALSE(tide::nn::lean_backward_applies(x, trained->weight, trained->bias));
+  EXPECT_FALSE(tide::nn::trains_against_frozen(x, trained->weight, trained->bias));
   EXPECT_EQ(trained->forward_silu(x).grad_fn()->name().find("GroupNormSiluFunction"), std::string::npos);
   EXPECT_THROW(tide::nn::group_norm_silu_lean(x, 3, {}, {}, 1e-5), c10::Error);  // 4 channels, 3 groups
 }

@@ -1,5 +1,6 @@
 #include "tide/nn/feed_forward.h"
 
+#include "tide/nn/frozen_training.h"
 #include "tide/nn/in_place.h"
 #include "tide/nn/lean_backward.h"
 
@@ -12,7 +13,7 @@ GegluImpl::GegluImpl(int64_t dim_in, int64_t dim_out) {
 at::Tensor GegluImpl::forward(const at::Tensor& x) {
   const at::Tensor projected = proj->forward(x);  // [B, L, 2·out]
   // Training keeps the projection alone for the backward, not gelu(gate) too.
-  if (lean_backward_applies(projected)) return geglu_lean(projected);  // [B, L, out]
+  if (trains_against_frozen(projected)) return geglu_lean(projected);  // [B, L, out]
   const auto halves = projected.chunk(2, -1);  // 2 × [B, L, out]
   return gelu_gated(halves[0], halves[1]);
 }

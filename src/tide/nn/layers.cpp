@@ -9,6 +9,7 @@
 #include "tide/kernels/direct_conv.h"
 #include "tide/kernels/int8_compute.h"
 #include "tide/kernels/winograd_conv.h"
+#include "tide/nn/frozen_training.h"
 #include "tide/nn/in_place.h"
 #include "tide/nn/lean_backward.h"
 #include "tide/nn/linear_frozen_weights.h"
@@ -105,8 +106,7 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
   }
   if (int8_.plain_given_up()) throw_plain_weights_given_up("linear layer");
   // Training against frozen weights stored narrower than they compute: no widened copy waits in the graph.
-  if (weight.scalar_type() != x.scalar_type() && c10::GradMode::is_enabled() && x.requires_grad() &&
-      !weight.requires_grad() && !(bias.defined() && bias.requires_grad()) && runtime::optimizations().frozen_backward) {
+  if (weight.scalar_type() != x.scalar_type() && trains_against_frozen(x, weight, bias)) {
     RECORD_USER_SCOPE("tide::linear_frozen_weights");  // named in `tide bench --profile`
     return linear_frozen_weights(x, weight, weight_scale, bias);
   }
@@ -150,8 +150,7 @@ void Conv2dImpl::store_weight_hwio() {
 at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   // Training against frozen weights (textual inversion): the inference path forward, the input's gradient back.
   const bool grad = c10::GradMode::is_enabled();
-  if (grad && x.requires_grad() && !weight.requires_grad() && !(bias.defined() && bias.requires_grad()) &&
-      runtime::optimizations().frozen_backward && x.dim() == 4 && x.device().is_cpu()) {
+  if (trains_against_frozen(x, weight, bias) && x.dim() == 4 && x.device().is_cpu()) {
     RECORD_USER_SCOPE("tide::conv2d_frozen_weights");  // named in `tide bench --profile`
     return kernels::conv2d_frozen_weights(x, weight, weight_scale, stride_, padding_,
                                           [this](const at::Tensor& input) { return forward(input); },
@@ -218,7 +217,7 @@ GroupNormImpl::GroupNormImpl(int64_t groups, int64_t channels, double eps) : gro
 }
 
 at::Tensor GroupNormImpl::forward_silu(const at::Tensor& x) {
-  if (lean_backward_applies(x, weight, bias)) return group_norm_silu_lean(x, groups_, weight, bias, eps_);
+  if (trains_against_frozen(x, weight, bias)) return group_norm_silu_lean(x, groups_, weight, bias, eps_);
   return silu_temporary(forward(x));
 }
 

@@ -3,8 +3,6 @@
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
-#include "tide/runtime/optimizations.h"
-
 namespace tide::nn {
 namespace {
 
@@ -89,14 +87,7 @@ struct GegluFunction : torch::autograd::Function<GegluFunction> {
   }
 };
 
-bool frozen(const at::Tensor& t) { return !t.defined() || !t.requires_grad(); }
-
 }  // namespace
-
-bool lean_backward_applies(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  return c10::GradMode::is_enabled() && x.requires_grad() && frozen(weight) && frozen(bias) &&
-         runtime::optimizations().frozen_backward;
-}
 
 at::Tensor group_norm_silu_lean(const at::Tensor& x, int64_t groups, const at::Tensor& weight, const at::Tensor& bias,
                                 double eps) {

@@ -1,17 +1,13 @@
 // Elementwise steps of training against frozen weights whose backward keeps less than the separate ops would.
 // Autograd keeps, per op, what that op's backward reads: silu(group_norm(x)) keeps x for the norm and the
 // normalized tensor for silu, value·gelu(gate) keeps gelu(gate) beside value and gate. These functions keep
-// only x, and only the projection holding value and gate, recompute the rest in the backward (a memory-bound pass) and give
-// autograd's gradients bit for bit. At 512 px that is ~0.3 GiB less per SD 1.5 training step.
-// Used when gradients flow through x and not into the norm's weights (`frozen_backward` on).
+// only x, and only the projection holding value and gate, recompute the rest in the backward (a
+// memory-bound pass) and give autograd's gradients bit for bit. At 512 px that is ~0.3 GiB less per SD 1.5
+// training step. Used where nn/frozen_training.h's trains_against_frozen() holds.
 #pragma once
 #include <ATen/ATen.h>
 
 namespace tide::nn {
-
-// Whether silu(group_norm(...)) and GEGLU of `x` take the lean backward: gradients on and wanted for
-// x, none for the norm weights given (undefined ones count as frozen), frozen_backward on.
-bool lean_backward_applies(const at::Tensor& x, const at::Tensor& weight = {}, const at::Tensor& bias = {});
 
 // silu(group_norm(x, groups, weight, bias, eps)) keeping only x.  x: [N, C, *]
 at::Tensor group_norm_silu_lean(const at::Tensor& x, int64_t groups, const at::Tensor& weight, const at::Tensor& bias,
