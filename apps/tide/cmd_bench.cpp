@@ -115,8 +115,13 @@ int run_conv(const Args& args, const bench::PeakResult& peak, int threads) {
     o << "  direct:   not available for this shape or CPU\n";
   if (!r.winograd_s.empty())
     o << line("winograd: ", r.winograd_s) << "    max |winograd - oneDNN| = " << r.winograd_max_abs_diff << "\n"
-      << "  the Conv2d module " << (r.winograd_pays_off ? "takes" : "does not take")
-      << " the Winograd path for this shape\n";
+      << (r.winograd_hwio_s.empty() ? ""
+                                     : line("winograd, few tiles: ", r.winograd_hwio_s) +
+                                           "    max |winograd, few tiles - oneDNN| = " +
+                                           std::to_string(r.winograd_hwio_max_abs_diff) + "\n")
+      << "  the Conv2d module takes "
+      << (r.winograd_pays_off ? "the chunked Winograd path" : r.winograd_hwio_pays_off ? "the few-tiles Winograd path" : "no Winograd path")
+      << " for this shape\n";
   if (peak.gflops > 0) o << "  peak:     " << peak.gflops << " GFLOP/s\n";
   std::cout << o.str();
   if (args.has("json")) {
@@ -131,7 +136,11 @@ int run_conv(const Args& args, const bench::PeakResult& peak, int threads) {
                           {"direct_max_abs_diff", r.direct_max_abs_diff},
                           {"winograd_median_s", median_or_null(r.winograd_s)}, {"winograd_s", r.winograd_s},
                           {"winograd_max_abs_diff", r.winograd_max_abs_diff},
-                          {"winograd_pays_off", r.winograd_pays_off}}},
+                          {"winograd_pays_off", r.winograd_pays_off},
+                          {"winograd_hwio_median_s", median_or_null(r.winograd_hwio_s)},
+                          {"winograd_hwio_s", r.winograd_hwio_s},
+                          {"winograd_hwio_max_abs_diff", r.winograd_hwio_max_abs_diff},
+                          {"winograd_hwio_pays_off", r.winograd_hwio_pays_off}}},
                         {"peak_gflops", peak.gflops > 0 ? nlohmann::json(peak.gflops) : nlohmann::json(nullptr)},
                         {"threads", threads},
                         {"cpu_features", runtime::cpu_features()}};

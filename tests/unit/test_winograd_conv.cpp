@@ -8,6 +8,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "test_support.h"
+#include "tide/kernels/direct_conv.h"
 #include "tide/kernels/winograd_conv.h"
 #include "tide/models/autoencoder_kl.h"
 #include "tide/models/autoencoder_kl_config.h"
@@ -51,6 +52,41 @@ TEST(WinogradConv, MatchesConv2dOnRandomShapes) {
   }
 }
 
+// The few-tiles kernel, which transforms an HWIO weight panel by panel: input-channel blocks (more than 256
+// channels), panels narrower than 32 and than 8 output channels (the scalar transform), odd maps, one tile.
+TEST(WinogradConv, FewTilesKernelMatchesConv2dOnRandomShapes) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7);
+  const ConvShape shapes[] = {{1, 1, 1, 1, 1},   {1, 3, 5, 2, 2},   {2, 4, 6, 7, 9},      {1, 17, 12, 13, 8},
+                              {2, 64, 40, 16, 15}, {1, 300, 44, 5, 6}, {2, 520, 72, 4, 4}, {1, 16, 3, 33, 31}};
+  for (const auto& s : shapes) {
+    const at::Tensor x = at::randn({s.n, s.c, s.h, s.w}, gen);
+    const at::Tensor weight = at::randn({s.k, s.c, 3, 3}, gen) / std::sqrt(9.0 * s.c);
+    const at::Tensor hwio = tide::kernels::to_hwio(weight);
+    const at::Tensor bias = at::randn({s.k}, gen);
+    for (bool with_bias : {true, false}) {
+      const at::Tensor b = with_bias ? bias : at::Tensor();
+      const at::Tensor exact = at::conv2d(x.to(at::kDouble), weight.to(at::kDouble),
+                                          with_bias ? bias.to(at::kDouble) : at::Tensor(), 1, 1);
+      const double direct_error = tide::testing::max_abs_diff(at::conv2d(x, weight, b, 1, 1), exact);
+      for (bool nhwc : {true, false}) {
+        const at::Tensor input = nhwc ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
+        const at::Tensor got = tide::kernels::winograd_conv3x3_hwio(input, hwio, b);
+        ASSERT_EQ(got.sizes(), exact.sizes());
+        EXPECT_TRUE(got.is_contiguous(at::MemoryFormat::ChannelsLast));
+        const double error = tide::testing::max_abs_diff(got, exact);
+        EXPECT_LT(error, 4 * direct_error + 1e-6) << "n=" << s.n << " c=" << s.c << " k=" << s.k << " h=" << s.h << " w=" << s.w;
+        EXPECT_LT(error, 2e-5);
+      }
+    }
+  }
+  // Not stored HWIO, or not float32: an error, not a wrong answer.
+  const at::Tensor x = at::randn({1, 8, 6, 6}), w = at::randn({16, 8, 3, 3});
+  EXPECT_THROW(tide::kernels::winograd_conv3x3_hwio(x, w, at::Tensor()), c10::Error);
+  EXPECT_THROW(tide::kernels::winograd_conv3x3_hwio(x, tide::kernels::to_hwio(w).to(at::kHalf), at::Tensor()), c10::Error);
+  EXPECT_THROW(tide::kernels::winograd_conv3x3_hwio(at::randn({1, 9, 6, 6}), tide::kernels::to_hwio(w), at::Tensor()),
+               c10::Error);
+}
+
 TEST(WinogradConv, SupportedOnlyForStrideOnePaddingOneFloatWithoutGrad) {
   const at::Tensor x = at::randn({1, 4, 8, 8}), w = at::randn({2, 4, 3, 3});
   EXPECT_TRUE(tide::kernels::winograd_conv3x3_supported(x, w, 1, 1));
@@ -79,6 +115,16 @@ TEST(WinogradConv, PaysOffOnLargeMapsOnly) {
   EXPECT_TRUE(tide::kernels::winograd_conv3x3_pays_off(1, 64, 64, 64, 64));
 }
 
+TEST(WinogradConv, FewTilesKernelPaysOffFromThirtyTwoTilesUpToItsBuffers) {
+  if (!tide::kernels::winograd_conv3x3_hwio_pays_off(2, 640, 640, 16, 16)) GTEST_SKIP() << "this CPU has no AVX2/FMA";
+  EXPECT_TRUE(tide::kernels::winograd_conv3x3_hwio_pays_off(2, 1280, 1280, 8, 8));   // SD 1.5 at 256 px: 32 tiles
+  EXPECT_TRUE(tide::kernels::winograd_conv3x3_hwio_pays_off(1, 512, 512, 32, 32));   // VAE decoder's mid block, 256 px
+  EXPECT_TRUE(tide::kernels::winograd_conv3x3_hwio_pays_off(2, 1280, 1280, 24, 24)); // SD 2.1 at 768: 47 MiB of buffers
+  EXPECT_FALSE(tide::kernels::winograd_conv3x3_hwio_pays_off(2, 1280, 1280, 4, 4));  // 8 tiles
+  EXPECT_FALSE(tide::kernels::winograd_conv3x3_hwio_pays_off(2, 320, 320, 64, 64));  // 80 MiB: the chunked kernel's
+  EXPECT_FALSE(tide::kernels::winograd_conv3x3_hwio_pays_off(1, 128, 3, 64, 64));    // 3 channels
+}
+
 // The Conv2d module takes the Winograd path where it pays off and the optimization is on, and the direct
 // kernel's or oneDNN's otherwise: close results, but not the same bits, which shows which path ran.
 TEST(WinogradConv, Conv2dModuleUsesItWhereItPaysOff) {
@@ -101,6 +147,20 @@ TEST(WinogradConv, Conv2dModuleUsesItWhereItPaysOff) {
   {
     tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("winograd"));
     EXPECT_FALSE(conv->forward(x).equal(with));  // the direct kernel
+  }
+  // Which Winograd kernel: the few-tiles one on these 1024 tiles, bit for bit; the chunked one without the
+  // direct kernel's HWIO weight, or on maps whose few-tiles buffers would exceed 48 MiB.
+  EXPECT_TRUE(with.equal(tide::kernels::winograd_conv3x3_hwio(x, conv->weight, conv->bias)));
+  const at::Tensor large = at::randn({1, 64, 200, 200}).contiguous(at::MemoryFormat::ChannelsLast);
+  ASSERT_FALSE(tide::kernels::winograd_conv3x3_hwio_pays_off(1, 64, 64, 200, 200));
+  EXPECT_TRUE(conv->forward(large).equal(
+      tide::kernels::winograd_conv3x3(large, tide::kernels::winograd_weight_transform(weight), conv->bias)));
+  {
+    tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("direct_conv"));
+    tide::nn::Conv2d nhwc_conv(64, 64, 3, 1, 1);
+    tide::nn::store_conv_weights_for_current_layout(*nhwc_conv);
+    EXPECT_TRUE(nhwc_conv->forward(x).equal(tide::kernels::winograd_conv3x3(
+        x, tide::kernels::winograd_weight_transform(nhwc_conv->weight), nhwc_conv->bias)));
   }
   // Strided convolutions, which it does not cover, go to the direct kernel, or oneDNN without it.
   tide::nn::Conv2d strided(64, 64, 3, 2, 1);

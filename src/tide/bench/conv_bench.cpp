@@ -40,9 +40,13 @@ ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
   ConvBenchResult r;
   const int64_t out_size = (s.size + 2 * pad - ks) / s.stride + 1;
   r.flops = 2.0 * double(s.batch * s.out_channels * out_size * out_size) * double(s.in_channels * ks * ks);
-  r.winograd_pays_off =
-      winograd && kernels::winograd_conv3x3_pays_off(s.batch, s.in_channels, s.out_channels, s.size, s.size);
-  at::Tensor y_onednn, y_direct, y_winograd;
+  // The path the Conv2d module takes: the few-tiles Winograd kernel where it pays, else the chunked one where
+  // that pays, else the direct kernel.
+  r.winograd_hwio_pays_off =
+      winograd && direct && kernels::winograd_conv3x3_hwio_pays_off(s.batch, s.in_channels, s.out_channels, s.size, s.size);
+  r.winograd_pays_off = winograd && !r.winograd_hwio_pays_off &&
+                        kernels::winograd_conv3x3_pays_off(s.batch, s.in_channels, s.out_channels, s.size, s.size);
+  at::Tensor y_onednn, y_direct, y_winograd, y_winograd_hwio;
   // As the UNet's calls run them: freed blocks kept for the next call, else fresh blocks' page faults count
   // against whichever kernel allocates more (Winograd's transformed weights, oneDNN's re-laid-out ones).
   runtime::FreedMemoryReuse reuse;
@@ -59,9 +63,14 @@ ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
           [&] { return kernels::winograd_conv3x3(x, kernels::winograd_weight_transform(weight), bias); }, y_winograd);
       if (timed) r.winograd_s.push_back(tw);
     }
+    if (winograd && direct) {
+      const double th = seconds([&] { return kernels::winograd_conv3x3_hwio(x, hwio, bias); }, y_winograd_hwio);
+      if (timed) r.winograd_hwio_s.push_back(th);
+    }
   }
   if (direct) r.direct_max_abs_diff = (y_direct - y_onednn).abs().max().item<double>();
   if (winograd) r.winograd_max_abs_diff = (y_winograd - y_onednn).abs().max().item<double>();
+  if (winograd && direct) r.winograd_hwio_max_abs_diff = (y_winograd_hwio - y_onednn).abs().max().item<double>();
   return r;
 }
 

@@ -1,7 +1,8 @@
 // One convolution (channels-last input, padding kernel_size / 2), timed three ways, alternating in one process
 // on the same inputs: oneDNN's kernel through at::conv2d with a channels-last weight (which it re-lays out
 // every call), tide's direct kernel on the weight stored HWIO (kernels/direct_conv.h), and for 3×3 at stride
-// 1 the Winograd kernel, including its weight transform, as the Conv2d module runs it every call. Freed
+// 1 the Winograd kernels: the chunked one including its weight transform, as the Conv2d module runs it every
+// call, and the one for few tiles that transforms the HWIO weight panel by panel. Freed
 // memory is kept between calls, as in the UNet (runtime::FreedMemoryReuse). Defaults:
 // the VAE decoder's mid block at 512×512 (512 channels on 64×64, batch 1).
 #pragma once
@@ -17,12 +18,15 @@ struct ConvBenchSettings {
 };
 
 struct ConvBenchResult {
-  std::vector<double> onednn_s, direct_s, winograd_s;  // direct_s: empty where the CPU or shape has no direct
-                                                       // kernel; winograd_s: empty unless 3×3 at stride 1
+  std::vector<double> onednn_s, direct_s, winograd_s, winograd_hwio_s;  // direct_s: empty where the CPU or
+                                            // shape has no direct kernel; winograd_s: empty unless 3×3 at
+                                            // stride 1; winograd_hwio_s: empty unless both
   double flops = 0;                 // the convolution's multiply-adds × 2
   double direct_max_abs_diff = 0;   // against oneDNN's output
   double winograd_max_abs_diff = 0;
-  bool winograd_pays_off = false;   // whether the Conv2d module would take the Winograd path for this shape
+  double winograd_hwio_max_abs_diff = 0;
+  bool winograd_pays_off = false;       // whether the Conv2d module would take the chunked Winograd path
+  bool winograd_hwio_pays_off = false;  // ... or the few-tiles one, for this shape
 };
 
 ConvBenchResult run_conv_bench(const ConvBenchSettings& settings);

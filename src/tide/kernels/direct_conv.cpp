@@ -31,7 +31,11 @@ int64_t channel_block(int64_t channels) {
 bool is_hwio(const at::Tensor& weight) {
   if (weight.dim() != 4) return false;
   const int64_t K = weight.size(0), C = weight.size(1), kw = weight.size(3);
-  return weight.stride(0) == 1 && weight.stride(1) == K && weight.stride(3) == C * K && weight.stride(2) == kw * C * K;
+  // A dimension of size 1 is laid out by any stride (libtorch leaves such strides as they were).
+  const int64_t hwio_strides[4] = {1, K, kw * C * K, C * K};
+  for (int d = 0; d < 4; ++d)
+    if (weight.size(d) > 1 && weight.stride(d) != hwio_strides[d]) return false;
+  return true;
 }
 
 at::Tensor to_hwio(const at::Tensor& weight) {

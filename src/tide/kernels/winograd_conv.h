@@ -50,4 +50,18 @@ WinogradWeights winograd_weight_transform(const at::Tensor& weight);
 at::Tensor winograd_conv3x3(const at::Tensor& x, const WinogradWeights& u, const at::Tensor& bias,
                             int64_t tiles_per_chunk = 0);
 
+// Whether winograd_conv3x3_hwio() is expected to beat the direct kernel (kernels/direct_conv.h) for this
+// shape where winograd_conv3x3_pays_off() is false.
+bool winograd_conv3x3_hwio_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
+                                    int64_t width);
+
+// conv2d(x, weight, bias, stride 1, padding 1) for maps with few tiles and many channels, where
+// winograd_conv3x3() would stream its transformed weights (16/9 of the weight) once per chunk after writing
+// them: every tile is transformed first, then each worker transforms a panel of the weights a block of
+// input channels at a time, in cache, and multiplies all tiles by it, so the weights are read once, as a
+// direct convolution reads them, for 16 instead of 36 multiply-adds per 2×2 outputs and channel pair.
+// x: [N, C, H, W] in any memory format; weight: float32 [K, C, 3, 3] stored HWIO (kernels/direct_conv.h);
+// bias: [K] or undefined. -> [N, K, H, W], channels last. Needs 16·tiles·(C + K) floats of buffers.
+at::Tensor winograd_conv3x3_hwio(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+
 }  // namespace tide::kernels
