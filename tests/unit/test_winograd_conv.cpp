@@ -52,33 +52,41 @@ TEST(WinogradConv, MatchesConv2dOnRandomShapes) {
   }
 }
 
-// The few-tiles kernel, which transforms an HWIO weight panel by panel: input-channel blocks (more than 256
-// channels), panels narrower than 32 and than 8 output channels (the scalar transform), odd maps, one tile.
+// The few-tiles kernel, which transforms an HWIO weight panel by panel: input-channel blocks (more than 64,
+// 128 or 256 channels), panels narrower than 32 and than 8 output channels (the scalar transform), odd maps,
+// one tile; with 1 and 3 threads, which split the positions' rows differently (1, 2 or 4 per work item).
 TEST(WinogradConv, FewTilesKernelMatchesConv2dOnRandomShapes) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7);
-  const ConvShape shapes[] = {{1, 1, 1, 1, 1},   {1, 3, 5, 2, 2},   {2, 4, 6, 7, 9},      {1, 17, 12, 13, 8},
-                              {2, 64, 40, 16, 15}, {1, 300, 44, 5, 6}, {2, 520, 72, 4, 4}, {1, 16, 3, 33, 31}};
-  for (const auto& s : shapes) {
-    const at::Tensor x = at::randn({s.n, s.c, s.h, s.w}, gen);
-    const at::Tensor weight = at::randn({s.k, s.c, 3, 3}, gen) / std::sqrt(9.0 * s.c);
-    const at::Tensor hwio = tide::kernels::to_hwio(weight);
-    const at::Tensor bias = at::randn({s.k}, gen);
-    for (bool with_bias : {true, false}) {
-      const at::Tensor b = with_bias ? bias : at::Tensor();
-      const at::Tensor exact = at::conv2d(x.to(at::kDouble), weight.to(at::kDouble),
-                                          with_bias ? bias.to(at::kDouble) : at::Tensor(), 1, 1);
-      const double direct_error = tide::testing::max_abs_diff(at::conv2d(x, weight, b, 1, 1), exact);
-      for (bool nhwc : {true, false}) {
-        const at::Tensor input = nhwc ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
-        const at::Tensor got = tide::kernels::winograd_conv3x3_hwio(input, hwio, b);
-        ASSERT_EQ(got.sizes(), exact.sizes());
-        EXPECT_TRUE(got.is_contiguous(at::MemoryFormat::ChannelsLast));
-        const double error = tide::testing::max_abs_diff(got, exact);
-        EXPECT_LT(error, 4 * direct_error + 1e-6) << "n=" << s.n << " c=" << s.c << " k=" << s.k << " h=" << s.h << " w=" << s.w;
-        EXPECT_LT(error, 2e-5);
+  const ConvShape shapes[] = {{1, 1, 1, 1, 1},      {1, 3, 5, 2, 2},   {2, 4, 6, 7, 9},    {1, 17, 12, 13, 8},
+                              {2, 64, 40, 16, 15},  {1, 300, 44, 5, 6}, {2, 520, 72, 4, 4}, {1, 16, 3, 33, 31},
+                              {1, 150, 136, 9, 10}, {1, 24, 392, 6, 6}};
+  const int threads_before = at::get_num_threads();
+  for (int threads : {1, 3}) {
+    at::set_num_threads(threads);
+    for (const auto& s : shapes) {
+      const at::Tensor x = at::randn({s.n, s.c, s.h, s.w}, gen);
+      const at::Tensor weight = at::randn({s.k, s.c, 3, 3}, gen) / std::sqrt(9.0 * s.c);
+      const at::Tensor hwio = tide::kernels::to_hwio(weight);
+      const at::Tensor bias = at::randn({s.k}, gen);
+      for (bool with_bias : {true, false}) {
+        const at::Tensor b = with_bias ? bias : at::Tensor();
+        const at::Tensor exact = at::conv2d(x.to(at::kDouble), weight.to(at::kDouble),
+                                            with_bias ? bias.to(at::kDouble) : at::Tensor(), 1, 1);
+        const double direct_error = tide::testing::max_abs_diff(at::conv2d(x, weight, b, 1, 1), exact);
+        for (bool nhwc : {true, false}) {
+          const at::Tensor input = nhwc ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
+          const at::Tensor got = tide::kernels::winograd_conv3x3_hwio(input, hwio, b);
+          ASSERT_EQ(got.sizes(), exact.sizes());
+          EXPECT_TRUE(got.is_contiguous(at::MemoryFormat::ChannelsLast));
+          const double error = tide::testing::max_abs_diff(got, exact);
+          EXPECT_LT(error, 4 * direct_error + 1e-6) << "n=" << s.n << " c=" << s.c << " k=" << s.k << " h=" << s.h
+                                                    << " w=" << s.w << " threads=" << threads;
+          EXPECT_LT(error, 2e-5);
+        }
       }
     }
   }
+  at::set_num_threads(threads_before);
   // Not stored HWIO, or not float32: an error, not a wrong answer.
   const at::Tensor x = at::randn({1, 8, 6, 6}), w = at::randn({16, 8, 3, 3});
   EXPECT_THROW(tide::kernels::winograd_conv3x3_hwio(x, w, at::Tensor()), c10::Error);

@@ -65,60 +65,64 @@ void output_transform_scalar(const float* m, int64_t m_stride, const float* bias
   }
 }
 
-// Row a of the weight transform G·g·Gᵀ (positions ξ = a·4 + b, b = 0..3) for a block of input channels
-// [c0, c0 + rows) and output channels [k0, k0 + width) of an HWIO weight w (element (i, j, c, k) at
-// ((i·3 + j)·C + c)·K + k): u[b·rows·width + (c - c0)·width + (k - k0)].
+// Rows [a0, a1) of the weight transform G·g·Gᵀ (positions ξ = a·4 + b, b = 0..3) for a block of input
+// channels [c0, c0 + rows) and output channels [k0, k0 + width) of an HWIO weight w (element (i, j, c, k) at
+// ((i·3 + j)·C + c)·K + k): u[((a - a0)·4 + b)·rows·width + (c - c0)·width + (k - k0)]. Columns from col0.
 // G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]: r = G[a]·g combines g's rows, then Gᵀ its columns.
-void weight_transform_row_scalar(const float* w, int64_t C, int64_t K, int a, int64_t c0, int64_t rows, int64_t k0,
-                                 int64_t width, int64_t col0, float* u) {
+void weight_transform_rows_scalar(const float* w, int64_t C, int64_t K, int a0, int a1, int64_t c0, int64_t rows,
+                                  int64_t k0, int64_t width, int64_t col0, float* u) {
   static constexpr float G[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
+  const int64_t step = rows * width;
   for (int64_t c = 0; c < rows; ++c)
     for (int64_t col = col0; col < width; ++col) {
-      float r[3];
-      for (int j = 0; j < 3; ++j) {
-        r[j] = 0;
-        for (int i = 0; i < 3; ++i) r[j] += G[a][i] * w[((i * 3 + j) * C + c0 + c) * K + k0 + col];
+      float g[3][3];
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) g[i][j] = w[((i * 3 + j) * C + c0 + c) * K + k0 + col];
+      for (int a = a0; a < a1; ++a) {
+        float r[3];
+        for (int j = 0; j < 3; ++j) r[j] = G[a][0] * g[0][j] + G[a][1] * g[1][j] + G[a][2] * g[2][j];
+        float* out = u + (a - a0) * 4 * step + c * width + col;
+        out[0] = r[0];
+        out[step] = 0.5f * (r[0] + r[1] + r[2]);
+        out[2 * step] = 0.5f * (r[0] - r[1] + r[2]);
+        out[3 * step] = r[2];
       }
-      float* out = u + c * width + col;
-      const int64_t step = rows * width;
-      out[0] = r[0];
-      out[step] = 0.5f * (r[0] + r[1] + r[2]);
-      out[2 * step] = 0.5f * (r[0] - r[1] + r[2]);
-      out[3 * step] = r[2];
     }
 }
 
 #ifdef TIDE_X86
 const bool kHasAvx2 = __builtin_cpu_supports("avx2");
 
-__attribute__((target("avx2"))) void weight_transform_row_avx2(const float* w, int64_t C, int64_t K, int a,
-                                                               int64_t c0, int64_t rows, int64_t k0, int64_t width,
-                                                               float* u) {
+__attribute__((target("avx2"))) void weight_transform_rows_avx2(const float* w, int64_t C, int64_t K, int a0,
+                                                                int a1, int64_t c0, int64_t rows, int64_t k0,
+                                                                int64_t width, float* u) {
   const __m256 half = _mm256_set1_ps(0.5f);
-  const int64_t step = rows * width;
-  int64_t full = width / 8 * 8;
+  const int64_t step = rows * width, full = width / 8 * 8;
   for (int64_t c = 0; c < rows; ++c) {
     const float* g = w + (c0 + c) * K + k0;  // tap (i, j) at g + (i·3 + j)·C·K
     for (int64_t col = 0; col < full; col += 8) {
-      __m256 r[3];
-      for (int j = 0; j < 3; ++j) {
-        const __m256 g0 = _mm256_loadu_ps(g + j * C * K + col), g1 = _mm256_loadu_ps(g + (3 + j) * C * K + col),
-                     g2 = _mm256_loadu_ps(g + (6 + j) * C * K + col);
-        switch (a) {
-          case 0: r[j] = g0; break;
-          case 1: r[j] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(g0, g1), g2)); break;
-          case 2: r[j] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(g0, g1), g2)); break;
-          default: r[j] = g2; break;
+      __m256 t[3][3];  // the taps, each read once for every row a asked for
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) t[i][j] = _mm256_loadu_ps(g + (i * 3 + j) * C * K + col);
+      for (int a = a0; a < a1; ++a) {
+        __m256 r[3];
+        for (int j = 0; j < 3; ++j) {
+          switch (a) {
+            case 0: r[j] = t[0][j]; break;
+            case 1: r[j] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(t[0][j], t[1][j]), t[2][j])); break;
+            case 2: r[j] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(t[0][j], t[1][j]), t[2][j])); break;
+            default: r[j] = t[2][j]; break;
+          }
         }
+        float* out = u + (a - a0) * 4 * step + c * width + col;
+        _mm256_storeu_ps(out, r[0]);
+        _mm256_storeu_ps(out + step, _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(r[0], r[1]), r[2])));
+        _mm256_storeu_ps(out + 2 * step, _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(r[0], r[1]), r[2])));
+        _mm256_storeu_ps(out + 3 * step, r[2]);
       }
-      float* out = u + c * width + col;
-      _mm256_storeu_ps(out, r[0]);
-      _mm256_storeu_ps(out + step, _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(r[0], r[1]), r[2])));
-      _mm256_storeu_ps(out + 2 * step, _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(r[0], r[1]), r[2])));
-      _mm256_storeu_ps(out + 3 * step, r[2]);
     }
   }
-  if (full < width) weight_transform_row_scalar(w, C, K, a, c0, rows, k0, width, full, u);
+  if (full < width) weight_transform_rows_scalar(w, C, K, a0, a1, c0, rows, k0, width, full, u);
 }
 
 __attribute__((target("avx2"))) void input_transform_avx2(const float* const* d, int64_t C, float* v,
@@ -182,12 +186,12 @@ void output_transform(const float* m, int64_t m_stride, const float* bias, int64
   output_transform_scalar(m, m_stride, bias, 0, K, y);
 }
 
-void weight_transform_row(const float* w, int64_t C, int64_t K, int a, int64_t c0, int64_t rows, int64_t k0,
-                          int64_t width, float* u) {
+void weight_transform_rows(const float* w, int64_t C, int64_t K, int a0, int a1, int64_t c0, int64_t rows,
+                           int64_t k0, int64_t width, float* u) {
 #ifdef TIDE_X86
-  if (kHasAvx2) return weight_transform_row_avx2(w, C, K, a, c0, rows, k0, width, u);
+  if (kHasAvx2) return weight_transform_rows_avx2(w, C, K, a0, a1, c0, rows, k0, width, u);
 #endif
-  weight_transform_row_scalar(w, C, K, a, c0, rows, k0, width, 0, u);
+  weight_transform_rows_scalar(w, C, K, a0, a1, c0, rows, k0, width, 0, u);
 }
 
 // The 4×4 input tile of `tile` (numbered over N, tile rows, tile columns): d[i·4 + j] points at the channels
@@ -354,28 +358,30 @@ at::Tensor winograd_conv3x3_hwio(const at::Tensor& x_in, const at::Tensor& weigh
       input_transform(d, C, vp + t * C, tiles * C);
     }
   });
-  // Work items: a panel of 32 output channels × one row a of the 4×4 positions (ξ = a·4 .. a·4 + 3), so even
-  // 320 channels give 40 items to share out. Each transforms its part of the weights a block of input
-  // channels at a time (4 × rows × panel floats, in cache) and multiplies every tile by it. 32 columns run
-  // gemm_f32's 3 × 32 register tile: 1.3–1.4× faster here than 40 columns' 2 × 40 one, which has to load
-  // more of the weights per multiply-add (AVX2, 640 channels on 16×16 maps, batch 2).
+  // Work items: a panel of 32 output channels × the rows a of the 4×4 positions (ξ = a·4 + b) it covers: all
+  // four where there are panels enough for 4 items per thread (the weights then read once), else fewer, so
+  // that even 320 channels give 40 items to share out. Each transforms its part of the weights a block of
+  // input channels at a time (128 KiB, in cache) and multiplies every tile by it. 32 columns run gemm_f32's
+  // 3 × 32 register tile: 1.3–1.4× faster here than 40 columns' 2 × 40 one, which has to load more of the
+  // weights per multiply-add (AVX2, 640 channels on 16×16 maps, batch 2).
   constexpr int64_t panel_width = 32;
-  const int64_t panels = (K + panel_width - 1) / panel_width, items = panels * 4;
-  const int64_t block_rows = std::min<int64_t>(C, 256);
+  const int64_t panels = (K + panel_width - 1) / panel_width, threads = at::get_num_threads();
+  int rows_per_item = 4;
+  while (rows_per_item > 1 && panels * (4 / rows_per_item) < 4 * threads) rows_per_item /= 2;
+  const int64_t items = panels * (4 / rows_per_item);
+  const int64_t block_rows = std::min<int64_t>(C, 256 / rows_per_item);
   std::atomic<int64_t> next{0};
-  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), items), 1, [&](int64_t, int64_t) {
-    std::vector<float> u(4 * block_rows * panel_width);  // [4, rows, width] transformed weights of one block
+  at::parallel_for(0, std::min(threads, items), 1, [&](int64_t, int64_t) {
+    std::vector<float> u(16 * block_rows * panel_width);  // [a, b, rows, width] transformed weights of one block
     for (int64_t item = next.fetch_add(1); item < items; item = next.fetch_add(1)) {
-      const int a = int(item % 4);
-      const int64_t k0 = item / 4 * panel_width, width = std::min(panel_width, K - k0);
+      const int a0 = int(item % (4 / rows_per_item)) * rows_per_item, a1 = a0 + rows_per_item;
+      const int64_t k0 = item / (4 / rows_per_item) * panel_width, width = std::min(panel_width, K - k0);
       for (int64_t c0 = 0; c0 < C; c0 += block_rows) {
         const int64_t rows = std::min(block_rows, C - c0);
-        weight_transform_row(wp, C, K, a, c0, rows, k0, width, u.data());
-        for (int b = 0; b < 4; ++b) {
-          const int64_t xi = a * 4 + b;
-          product(tiles, width, rows, vp + xi * tiles * C + c0, C, u.data() + b * rows * width, width,
+        weight_transform_rows(wp, C, K, a0, a1, c0, rows, k0, width, u.data());
+        for (int64_t xi = a0 * 4; xi < a1 * 4; ++xi)
+          product(tiles, width, rows, vp + xi * tiles * C + c0, C, u.data() + (xi - a0 * 4) * rows * width, width,
                   mp + xi * tiles * K + k0, K, /*accumulate=*/c0 > 0);
-        }
       }
     }
   });
