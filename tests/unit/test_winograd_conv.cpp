@@ -54,12 +54,13 @@ TEST(WinogradConv, MatchesConv2dOnRandomShapes) {
 
 // The few-tiles kernel, which transforms an HWIO weight panel by panel: input-channel blocks (more than 64,
 // 128 or 256 channels), panels narrower than 32 and than 8 output channels (the scalar transform), odd maps,
-// one tile; with 1 and 3 threads, which split the positions' rows differently (1, 2 or 4 per work item).
+// one tile; with 1 and 3 threads and few or many tiles, which split the positions' rows differently (1, 2 or
+// 4 per work item).
 TEST(WinogradConv, FewTilesKernelMatchesConv2dOnRandomShapes) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7);
   const ConvShape shapes[] = {{1, 1, 1, 1, 1},      {1, 3, 5, 2, 2},   {2, 4, 6, 7, 9},    {1, 17, 12, 13, 8},
                               {2, 64, 40, 16, 15},  {1, 300, 44, 5, 6}, {2, 520, 72, 4, 4}, {1, 16, 3, 33, 31},
-                              {1, 150, 136, 9, 10}, {1, 24, 392, 6, 6}};
+                              {1, 150, 136, 9, 10}, {1, 24, 392, 6, 6},  {2, 24, 136, 22, 22}, {1, 20, 104, 40, 40}};
   const int threads_before = at::get_num_threads();
   for (int threads : {1, 3}) {
     at::set_num_threads(threads);

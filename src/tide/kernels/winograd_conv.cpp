@@ -367,7 +367,9 @@ at::Tensor winograd_conv3x3_hwio(const at::Tensor& x_in, const at::Tensor& weigh
   constexpr int64_t panel_width = 32;
   const int64_t panels = (K + panel_width - 1) / panel_width, threads = at::get_num_threads();
   int rows_per_item = 4;
-  while (rows_per_item > 1 && panels * (4 / rows_per_item) < 4 * threads) rows_per_item /= 2;
+  while (rows_per_item > 1 && (panels * (4 / rows_per_item) < 4 * threads ||
+                               tiles * panel_width * 4 * rows_per_item * int64_t(sizeof(float)) > (256 << 10)))
+    rows_per_item /= 2;
   const int64_t items = panels * (4 / rows_per_item);
   const int64_t block_rows = std::min<int64_t>(C, 256 / rows_per_item);
   std::atomic<int64_t> next{0};
