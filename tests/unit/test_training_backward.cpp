@@ -76,31 +76,76 @@ TEST(ConvInputGradient, MatchesAutogradOnRandomShapes) {
   }
 }
 
-// With `winograd`, a 3×3 stride-1 input gradient large enough for it goes through the Winograd kernel (the same
-// values as winograd_conv3x3 on the flipped, transposed weight) and matches float64 autograd; one with fewer
-// than 512 tiles stays with oneDNN, and so do strided ones.
+// The few-tiles Winograd kernel's input gradient on training's channels-last weights against float64
+// autograd: odd maps, more than 256 output channels (row blocks), input channels not a multiple of 32 or 8
+// (the scalar transform), one tile; 1 and 3 threads (different work splits).
+TEST(ConvInputGradient, FewTilesWinogradMatchesAutogradOnRandomShapes) {
+  at::manual_seed(17);
+  struct Case {
+    int64_t batch, in, out, height, width;
+  };
+  const int threads_before = at::get_num_threads();
+  for (int threads : {1, 3}) {
+    at::set_num_threads(threads);
+    for (const Case c : {Case{1, 8, 16, 9, 7}, Case{2, 36, 20, 6, 5}, Case{1, 44, 300, 5, 6}, Case{1, 3, 5, 2, 2},
+                         Case{2, 136, 24, 10, 11}, Case{1, 16, 16, 1, 1}}) {
+      const at::Tensor x = at::randn({c.batch, c.in, c.height, c.width});
+      const at::Tensor w = (at::randn({c.out, c.in, 3, 3}) / std::sqrt(9.0 * c.in)).contiguous(at::MemoryFormat::ChannelsLast);
+      const at::Tensor grad = at::randn({c.batch, c.out, c.height, c.width});
+      const at::Tensor expected = reference_input_gradient(x, w, grad, 1, 1);
+      const at::Tensor dx = tide::kernels::winograd_conv3x3_input_gradient(grad, w);
+      ASSERT_EQ(dx.sizes(), x.sizes());
+      EXPECT_TRUE(dx.is_contiguous(at::MemoryFormat::ChannelsLast));
+      EXPECT_LT(relative_error(dx, expected), 1e-5) << "in " << c.in << " out " << c.out << " threads " << threads;
+    }
+  }
+  at::set_num_threads(threads_before);
+  // A weight not stored channels last, or not float32: an error, not a wrong answer.
+  const at::Tensor grad = at::randn({1, 16, 6, 6});
+  EXPECT_THROW(tide::kernels::winograd_conv3x3_input_gradient(grad, at::randn({16, 8, 3, 3})), c10::Error);
+  EXPECT_THROW(tide::kernels::winograd_conv3x3_input_gradient(
+                   grad, at::randn({16, 8, 3, 3}).contiguous(at::MemoryFormat::ChannelsLast).to(at::kHalf)),
+               c10::Error);
+}
+
+// With `winograd`, a 3×3 stride-1 input gradient goes through the few-tiles Winograd kernel where that pays
+// and the weight is stored channels last (training's layout), through the chunked one on 512 tiles or more
+// otherwise (the same values as winograd_conv3x3 on the flipped, transposed weight), and matches float64
+// autograd either way; fewer than 32 tiles stay with oneDNN, and so do strided layers.
 TEST(ConvInputGradient, WinogradWhereItPays) {
   at::manual_seed(13);
   const at::Tensor x = at::randn({1, 64, 64, 62}).contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor w = (at::randn({64, 64, 3, 3}) * 0.1).contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor grad = at::randn({1, 64, 64, 62}).contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor dx = tide::kernels::conv2d_input_gradient(grad, w, 1, 1, x.sizes(), true);
-  if (tide::kernels::winograd_conv3x3_pays_off(1, 64, 64, 64, 62)) {
+  const at::Tensor w_nchw = w.contiguous();
+  const at::Tensor dx_nchw_weight = tide::kernels::conv2d_input_gradient(grad, w_nchw, 1, 1, x.sizes(), true);
+  if (tide::kernels::winograd_conv3x3_hwio_pays_off(1, 64, 64, 64, 62)) {
     at::NoGradGuard no_grad;
-    EXPECT_TRUE(dx.equal(tide::kernels::winograd_conv3x3(
+    EXPECT_TRUE(dx.equal(tide::kernels::winograd_conv3x3_input_gradient(grad, w)));
+    ASSERT_TRUE(tide::kernels::winograd_conv3x3_pays_off(1, 64, 64, 64, 62));
+    EXPECT_TRUE(dx_nchw_weight.equal(tide::kernels::winograd_conv3x3(
         grad, tide::kernels::winograd_weight_transform(w.flip({2, 3}).transpose(0, 1)), at::Tensor())));
   } else {  // no AVX2/FMA: oneDNN's kernel
     EXPECT_TRUE(dx.equal(tide::kernels::conv2d_input_gradient(grad, w, 1, 1, x.sizes())));
   }
-  EXPECT_LT(relative_error(dx, reference_input_gradient(x, w, grad, 1, 1)), 1e-5);
+  const at::Tensor expected = reference_input_gradient(x, w, grad, 1, 1);
+  EXPECT_LT(relative_error(dx, expected), 1e-5);
+  EXPECT_LT(relative_error(dx_nchw_weight, expected), 1e-5);
   EXPECT_LT(relative_error(dx, tide::kernels::conv2d_input_gradient(grad, w, 1, 1, x.sizes())), 1e-5);
 
-  // 256 channels on 32×32 at batch 1: the forward's rule would take Winograd, but 256 tiles stay with oneDNN.
-  const at::Tensor small_grad = at::randn({1, 256, 32, 32}).contiguous(at::MemoryFormat::ChannelsLast);
+  // 256 channels on 32×32 at batch 1 (256 tiles): the few-tiles kernel; on 8×8 (16 tiles): oneDNN.
   const at::Tensor small_w = (at::randn({256, 256, 3, 3}) * 0.05).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor small_grad = at::randn({1, 256, 32, 32}).contiguous(at::MemoryFormat::ChannelsLast);
   const std::vector<int64_t> small{1, 256, 32, 32};
-  EXPECT_TRUE(tide::kernels::conv2d_input_gradient(small_grad, small_w, 1, 1, small, true)
-                  .equal(tide::kernels::conv2d_input_gradient(small_grad, small_w, 1, 1, small)));
+  if (tide::kernels::winograd_conv3x3_hwio_pays_off(1, 256, 256, 32, 32)) {
+    EXPECT_TRUE(tide::kernels::conv2d_input_gradient(small_grad, small_w, 1, 1, small, true)
+                    .equal(tide::kernels::winograd_conv3x3_input_gradient(small_grad, small_w)));
+  }
+  const at::Tensor tiny_grad = small_grad.narrow(2, 0, 8).narrow(3, 0, 8).contiguous(at::MemoryFormat::ChannelsLast);
+  const std::vector<int64_t> tiny{1, 256, 8, 8};
+  EXPECT_TRUE(tide::kernels::conv2d_input_gradient(tiny_grad, small_w, 1, 1, tiny, true)
+                  .equal(tide::kernels::conv2d_input_gradient(tiny_grad, small_w, 1, 1, tiny)));
   const at::Tensor strided_grad = grad.narrow(2, 0, 32).narrow(3, 0, 31).contiguous(at::MemoryFormat::ChannelsLast);
   EXPECT_TRUE(tide::kernels::conv2d_input_gradient(strided_grad, w, 2, 1, x.sizes(), true)
                   .equal(tide::kernels::conv2d_input_gradient(strided_grad, w, 2, 1, x.sizes())));

@@ -65,19 +65,28 @@ void output_transform_scalar(const float* m, int64_t m_stride, const float* bias
   }
 }
 
-// Rows [a0, a1) of the weight transform G·g·Gᵀ (positions ξ = a·4 + b, b = 0..3) for a block of input
-// channels [c0, c0 + rows) and output channels [k0, k0 + width) of an HWIO weight w (element (i, j, c, k) at
-// ((i·3 + j)·C + c)·K + k): u[((a - a0)·4 + b)·rows·width + (c - c0)·width + (k - k0)]. Columns from col0.
-// G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]: r = G[a]·g combines g's rows, then Gᵀ its columns.
-void weight_transform_rows_scalar(const float* w, int64_t C, int64_t K, int a0, int a1, int64_t c0, int64_t rows,
-                                  int64_t k0, int64_t width, int64_t col0, float* u) {
+// A 3×3 weight as the few-tiles kernel reads it: element (tap i·3 + j, row r, column col) — row: an input
+// channel of the convolution computed, column: an output channel, consecutive in memory — at
+// base[tap[i·3 + j] + r·row_stride + col]. The forward reads an HWIO weight so; the input gradient, whose
+// input channels are the forward's outputs and whose taps are flipped, a channels-last one.
+struct WeightTaps {
+  const float* base;
+  int64_t tap[9];
+  int64_t row_stride;
+};
+
+// Rows [a0, a1) of the weight transform G·g·Gᵀ (positions ξ = a·4 + b, b = 0..3) for a block of rows
+// [r0, r0 + rows) and columns [k0, k0 + width): u[((a - a0)·4 + b)·rows·width + (r - r0)·width + (k - k0)].
+// Columns from col0. G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]: r = G[a]·g combines g's rows, then Gᵀ its columns.
+void weight_transform_rows_scalar(const WeightTaps& w, int a0, int a1, int64_t r0, int64_t rows, int64_t k0,
+                                  int64_t width, int64_t col0, float* u) {
   static constexpr float G[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
   const int64_t step = rows * width;
   for (int64_t c = 0; c < rows; ++c)
     for (int64_t col = col0; col < width; ++col) {
       float g[3][3];
       for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) g[i][j] = w[((i * 3 + j) * C + c0 + c) * K + k0 + col];
+        for (int j = 0; j < 3; ++j) g[i][j] = w.base[w.tap[i * 3 + j] + (r0 + c) * w.row_stride + k0 + col];
       for (int a = a0; a < a1; ++a) {
         float r[3];
         for (int j = 0; j < 3; ++j) r[j] = G[a][0] * g[0][j] + G[a][1] * g[1][j] + G[a][2] * g[2][j];
@@ -93,17 +102,16 @@ void weight_transform_rows_scalar(const float* w, int64_t C, int64_t K, int a0, 
 #ifdef TIDE_X86
 const bool kHasAvx2 = __builtin_cpu_supports("avx2");
 
-__attribute__((target("avx2"))) void weight_transform_rows_avx2(const float* w, int64_t C, int64_t K, int a0,
-                                                                int a1, int64_t c0, int64_t rows, int64_t k0,
-                                                                int64_t width, float* u) {
+__attribute__((target("avx2"))) void weight_transform_rows_avx2(const WeightTaps& w, int a0, int a1, int64_t r0,
+                                                                int64_t rows, int64_t k0, int64_t width, float* u) {
   const __m256 half = _mm256_set1_ps(0.5f);
   const int64_t step = rows * width, full = width / 8 * 8;
   for (int64_t c = 0; c < rows; ++c) {
-    const float* g = w + (c0 + c) * K + k0;  // tap (i, j) at g + (i·3 + j)·C·K
+    const float* g = w.base + (r0 + c) * w.row_stride + k0;  // tap t at g + w.tap[t]
     for (int64_t col = 0; col < full; col += 8) {
       __m256 t[3][3];  // the taps, each read once for every row a asked for
       for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) t[i][j] = _mm256_loadu_ps(g + (i * 3 + j) * C * K + col);
+        for (int j = 0; j < 3; ++j) t[i][j] = _mm256_loadu_ps(g + w.tap[i * 3 + j] + col);
       for (int a = a0; a < a1; ++a) {
         __m256 r[3];
         for (int j = 0; j < 3; ++j) {
@@ -122,7 +130,7 @@ __attribute__((target("avx2"))) void weight_transform_rows_avx2(const float* w, 
       }
     }
   }
-  if (full < width) weight_transform_rows_scalar(w, C, K, a0, a1, c0, rows, k0, width, full, u);
+  if (full < width) weight_transform_rows_scalar(w, a0, a1, r0, rows, k0, width, full, u);
 }
 
 __attribute__((target("avx2"))) void input_transform_avx2(const float* const* d, int64_t C, float* v,
@@ -186,12 +194,12 @@ void output_transform(const float* m, int64_t m_stride, const float* bias, int64
   output_transform_scalar(m, m_stride, bias, 0, K, y);
 }
 
-void weight_transform_rows(const float* w, int64_t C, int64_t K, int a0, int a1, int64_t c0, int64_t rows,
-                           int64_t k0, int64_t width, float* u) {
+void weight_transform_rows(const WeightTaps& w, int a0, int a1, int64_t r0, int64_t rows, int64_t k0, int64_t width,
+                           float* u) {
 #ifdef TIDE_X86
-  if (kHasAvx2) return weight_transform_rows_avx2(w, C, K, a0, a1, c0, rows, k0, width, u);
+  if (kHasAvx2) return weight_transform_rows_avx2(w, a0, a1, r0, rows, k0, width, u);
 #endif
-  weight_transform_rows_scalar(w, C, K, a0, a1, c0, rows, k0, width, 0, u);
+  weight_transform_rows_scalar(w, a0, a1, r0, rows, k0, width, 0, u);
 }
 
 // The 4×4 input tile of `tile` (numbered over N, tile rows, tile columns): d[i·4 + j] points at the channels
@@ -330,13 +338,13 @@ at::Tensor winograd_conv3x3(const at::Tensor& x_in, const WinogradWeights& u, co
   return y;
 }
 
-at::Tensor winograd_conv3x3_hwio(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& bias_in) {
-  TORCH_CHECK(x_in.dim() == 4 && x_in.scalar_type() == at::kFloat, "winograd: x must be float32 [N, C, H, W]");
-  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3 &&
-                  is_hwio(weight) && weight.size(1) == x_in.size(1),
-              "winograd: the weight must be float32 [K, ", x_in.size(1), ", 3, 3] stored HWIO");
+namespace {
+
+// The few-tiles kernel (winograd_conv3x3_hwio) on any weight WeightTaps can describe: x [N, C, H, W] (made
+// channels last) -> [N, K, H, W].
+at::Tensor winograd_few_tiles(const at::Tensor& x_in, const WeightTaps& taps, int64_t K, const at::Tensor& bias_in) {
   const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = weight.size(0);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   at::Tensor y = at::empty({N, K, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   if (y.numel() == 0) return y;
   const at::Tensor bias = bias_in.defined() ? bias_in.to(at::kFloat).contiguous() : bias_in;
@@ -345,7 +353,6 @@ at::Tensor winograd_conv3x3_hwio(const at::Tensor& x_in, const at::Tensor& weigh
   const at::Tensor m = at::empty({16, tiles, K}, x.options());  // their products with the transformed weights
   const std::vector<float> zeros(C, 0.0f);
   const float* xp = x.data_ptr<float>();
-  const float* wp = weight.data_ptr<float>();
   float* vp = v.data_ptr<float>();
   float* mp = m.data_ptr<float>();
   float* yp = y.data_ptr<float>();
@@ -380,7 +387,7 @@ at::Tensor winograd_conv3x3_hwio(const at::Tensor& x_in, const at::Tensor& weigh
       const int64_t k0 = item / (4 / rows_per_item) * panel_width, width = std::min(panel_width, K - k0);
       for (int64_t c0 = 0; c0 < C; c0 += block_rows) {
         const int64_t rows = std::min(block_rows, C - c0);
-        weight_transform_rows(wp, C, K, a0, a1, c0, rows, k0, width, u.data());
+        weight_transform_rows(taps, a0, a1, c0, rows, k0, width, u.data());
         for (int64_t xi = a0 * 4; xi < a1 * 4; ++xi)
           product(tiles, width, rows, vp + xi * tiles * C + c0, C, u.data() + (xi - a0 * 4) * rows * width, width,
                   mp + xi * tiles * K + k0, K, /*accumulate=*/c0 > 0);
@@ -395,6 +402,36 @@ at::Tensor winograd_conv3x3_hwio(const at::Tensor& x_in, const at::Tensor& weigh
     }
   });
   return y;
+}
+
+// The taps of a [K, C, 3, 3] weight's (k, c, i, j) element, flipped or not.
+WeightTaps weight_taps(const at::Tensor& weight, int64_t row_stride, bool flipped) {
+  WeightTaps taps{weight.data_ptr<float>(), {}, row_stride};
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      taps.tap[i * 3 + j] = (flipped ? 2 - i : i) * weight.stride(2) + (flipped ? 2 - j : j) * weight.stride(3);
+  return taps;
+}
+
+}  // namespace
+
+at::Tensor winograd_conv3x3_hwio(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat, "winograd: x must be float32 [N, C, H, W]");
+  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3 &&
+                  is_hwio(weight) && weight.size(1) == x.size(1),
+              "winograd: the weight must be float32 [K, ", x.size(1), ", 3, 3] stored HWIO");
+  // Rows: input channels c (stride K), columns: output channels k (consecutive).
+  return winograd_few_tiles(x, weight_taps(weight, weight.stride(1), false), weight.size(0), bias);
+}
+
+at::Tensor winograd_conv3x3_input_gradient(const at::Tensor& grad, const at::Tensor& weight) {
+  TORCH_CHECK(grad.dim() == 4 && grad.scalar_type() == at::kFloat, "winograd: the gradient must be float32 [N, K, H, W]");
+  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3 &&
+                  weight.size(0) == grad.size(1) && (weight.size(1) == 1 || weight.stride(1) == 1),
+              "winograd: the weight must be float32 [", grad.size(1), ", C, 3, 3] stored channels last");
+  // dx = conv(grad, w') with w'[c, k] = w[k, c] rotated by 180°: rows are the forward's output channels k,
+  // columns its input channels c (consecutive in a channels-last weight), taps flipped.
+  return winograd_few_tiles(grad, weight_taps(weight, weight.stride(0), true), weight.size(1), at::Tensor());
 }
 
 }  // namespace tide::kernels

@@ -64,4 +64,10 @@ bool winograd_conv3x3_hwio_pays_off(int64_t batch, int64_t in_channels, int64_t 
 // bias: [K] or undefined. -> [N, K, H, W], channels last. Needs 16·tiles·(C + K) floats of buffers.
 at::Tensor winograd_conv3x3_hwio(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
 
+// The input gradient of conv2d(x, weight, stride 1, padding 1) by the same kernel: grad [N, K, H, W] (any
+// memory format); weight: float32 [K, C, 3, 3] stored channels last (training's layout, whose input channels
+// are consecutive: the columns of this product). -> dx [N, C, H, W], channels last. Where it pays:
+// winograd_conv3x3_hwio_pays_off(N, K, C, H, W).
+at::Tensor winograd_conv3x3_input_gradient(const at::Tensor& grad, const at::Tensor& weight);
+
 }  // namespace tide::kernels
