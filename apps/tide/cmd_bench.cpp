@@ -115,12 +115,12 @@ int run_conv(const Args& args, const bench::PeakResult& peak, int threads) {
     o << "  direct:   not available for this shape or CPU\n";
   if (!r.winograd_s.empty())
     o << line("winograd: ", r.winograd_s) << "    max |winograd - oneDNN| = " << r.winograd_max_abs_diff << "\n"
-      << (r.winograd_hwio_s.empty() ? ""
-                                     : line("winograd, few tiles: ", r.winograd_hwio_s) +
+      << (r.winograd_few_tiles_s.empty() ? ""
+                                     : line("winograd, few tiles: ", r.winograd_few_tiles_s) +
                                            "    max |winograd, few tiles - oneDNN| = " +
-                                           std::to_string(r.winograd_hwio_max_abs_diff) + "\n")
+                                           std::to_string(r.winograd_few_tiles_max_abs_diff) + "\n")
       << "  the Conv2d module takes "
-      << (r.winograd_pays_off ? "the chunked Winograd path" : r.winograd_hwio_pays_off ? "the few-tiles Winograd path" : "no Winograd path")
+      << (r.winograd_pays_off ? "the chunked Winograd path" : r.winograd_few_tiles_pays_off ? "the few-tiles Winograd path" : "no Winograd path")
       << " for this shape\n";
   if (peak.gflops > 0) o << "  peak:     " << peak.gflops << " GFLOP/s\n";
   std::cout << o.str();
@@ -137,10 +137,10 @@ int run_conv(const Args& args, const bench::PeakResult& peak, int threads) {
                           {"winograd_median_s", median_or_null(r.winograd_s)}, {"winograd_s", r.winograd_s},
                           {"winograd_max_abs_diff", r.winograd_max_abs_diff},
                           {"winograd_pays_off", r.winograd_pays_off},
-                          {"winograd_hwio_median_s", median_or_null(r.winograd_hwio_s)},
-                          {"winograd_hwio_s", r.winograd_hwio_s},
-                          {"winograd_hwio_max_abs_diff", r.winograd_hwio_max_abs_diff},
-                          {"winograd_hwio_pays_off", r.winograd_hwio_pays_off}}},
+                          {"winograd_few_tiles_median_s", median_or_null(r.winograd_few_tiles_s)},
+                          {"winograd_few_tiles_s", r.winograd_few_tiles_s},
+                          {"winograd_few_tiles_max_abs_diff", r.winograd_few_tiles_max_abs_diff},
+                          {"winograd_few_tiles_pays_off", r.winograd_few_tiles_pays_off}}},
                         {"peak_gflops", peak.gflops > 0 ? nlohmann::json(peak.gflops) : nlohmann::json(nullptr)},
                         {"threads", threads},
                         {"cpu_features", runtime::cpu_features()}};

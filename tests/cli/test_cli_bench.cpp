@@ -338,10 +338,10 @@ TEST(CliBench, ConvModeComparesWinogradWithDirect) {
   EXPECT_NEAR(j.at("gflop").get<double>(), 2.0 * 2 * 24 * 20 * 20 * 16 * 9 * 1e-9, 1e-12);
   EXPECT_LT(j.at("winograd_max_abs_diff").get<double>(), 1e-4);
   EXPECT_LT(j.at("direct_max_abs_diff").get<double>(), 1e-4);
-  EXPECT_EQ(j.at("winograd_hwio_s").size(), avx2 ? 2u : 0u);
-  EXPECT_LT(j.at("winograd_hwio_max_abs_diff").get<double>(), 1e-4);
+  EXPECT_EQ(j.at("winograd_few_tiles_s").size(), avx2 ? 2u : 0u);
+  EXPECT_LT(j.at("winograd_few_tiles_max_abs_diff").get<double>(), 1e-4);
   // 200 tiles: the few-tiles kernel's, so not the chunked one's.
-  EXPECT_EQ(j.at("winograd_hwio_pays_off").get<bool>(), avx2);
+  EXPECT_EQ(j.at("winograd_few_tiles_pays_off").get<bool>(), avx2);
   EXPECT_FALSE(j.at("winograd_pays_off").get<bool>());
   EXPECT_NE(run.output.find(avx2 ? "takes the few-tiles Winograd path" : "takes no Winograd path"), std::string::npos)
       << run.output;
@@ -352,7 +352,7 @@ TEST(CliBench, ConvModeComparesWinogradWithDirect) {
   std::ifstream in_strided(dir.path() / "s.json");
   const auto js = nlohmann::json::parse(in_strided).at("conv");
   EXPECT_EQ(js.at("winograd_s").size(), 0u);
-  EXPECT_EQ(js.at("winograd_hwio_s").size(), 0u);
+  EXPECT_EQ(js.at("winograd_few_tiles_s").size(), 0u);
   EXPECT_EQ(js.at("direct_s").size(), avx2 ? 1u : 0u);
   EXPECT_NEAR(js.at("gflop").get<double>(), 2.0 * 24 * 5 * 5 * 16 * 9 * 1e-9, 1e-12);
   EXPECT_LT(js.at("direct_max_abs_diff").get<double>(), 1e-4);

@@ -12,6 +12,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include "tide/kernels/conv_input_gradient.h"
+#include "tide/kernels/direct_conv.h"
 #include "tide/kernels/winograd_conv.h"
 #include "tide/models/unet2d_condition.h"
 #include "tide/nn/checkpoint.h"
@@ -76,8 +77,8 @@ TEST(ConvInputGradient, MatchesAutogradOnRandomShapes) {
   }
 }
 
-// The few-tiles Winograd kernel's input gradient on training's channels-last weights against float64
-// autograd: odd maps, more than 256 output channels (row blocks), input channels not a multiple of 32 or 8
+// The few-tiles Winograd kernel's input gradient against float64 autograd, on channels-last (training's),
+// HWIO and NCHW weights: odd maps, more than 256 output channels (row blocks), input channels not a multiple of 32 or 8
 // (the scalar transform), one tile; 1 and 3 threads (different work splits).
 TEST(ConvInputGradient, FewTilesWinogradMatchesAutogradOnRandomShapes) {
   at::manual_seed(17);
@@ -90,19 +91,23 @@ TEST(ConvInputGradient, FewTilesWinogradMatchesAutogradOnRandomShapes) {
     for (const Case c : {Case{1, 8, 16, 9, 7}, Case{2, 36, 20, 6, 5}, Case{1, 44, 300, 5, 6}, Case{1, 3, 5, 2, 2},
                          Case{2, 136, 24, 10, 11}, Case{1, 16, 16, 1, 1}}) {
       const at::Tensor x = at::randn({c.batch, c.in, c.height, c.width});
-      const at::Tensor w = (at::randn({c.out, c.in, 3, 3}) / std::sqrt(9.0 * c.in)).contiguous(at::MemoryFormat::ChannelsLast);
+      const at::Tensor w = at::randn({c.out, c.in, 3, 3}) / std::sqrt(9.0 * c.in);
       const at::Tensor grad = at::randn({c.batch, c.out, c.height, c.width});
       const at::Tensor expected = reference_input_gradient(x, w, grad, 1, 1);
-      const at::Tensor dx = tide::kernels::winograd_conv3x3_input_gradient(grad, w);
-      ASSERT_EQ(dx.sizes(), x.sizes());
-      EXPECT_TRUE(dx.is_contiguous(at::MemoryFormat::ChannelsLast));
-      EXPECT_LT(relative_error(dx, expected), 1e-5) << "in " << c.in << " out " << c.out << " threads " << threads;
+      // Channels last (training), HWIO (inference) and NCHW weights, each read in place.
+      for (const at::Tensor& layout : {w.contiguous(at::MemoryFormat::ChannelsLast), tide::kernels::to_hwio(w), w}) {
+        const at::Tensor dx = tide::kernels::winograd_conv3x3_input_gradient(grad, layout);
+        ASSERT_EQ(dx.sizes(), x.sizes());
+        EXPECT_TRUE(dx.is_contiguous(at::MemoryFormat::ChannelsLast));
+        EXPECT_LT(relative_error(dx, expected), 1e-5) << "in " << c.in << " out " << c.out << " threads " << threads
+                                                       << " strides " << layout.strides();
+      }
     }
   }
   at::set_num_threads(threads_before);
-  // A weight not stored channels last, or not float32: an error, not a wrong answer.
+  // A weight not float32, or not for this gradient's channels: an error, not a wrong answer.
   const at::Tensor grad = at::randn({1, 16, 6, 6});
-  EXPECT_THROW(tide::kernels::winograd_conv3x3_input_gradient(grad, at::randn({16, 8, 3, 3})), c10::Error);
+  EXPECT_THROW(tide::kernels::winograd_conv3x3_input_gradient(grad, at::randn({12, 8, 3, 3})), c10::Error);
   EXPECT_THROW(tide::kernels::winograd_conv3x3_input_gradient(
                    grad, at::randn({16, 8, 3, 3}).contiguous(at::MemoryFormat::ChannelsLast).to(at::kHalf)),
                c10::Error);
@@ -120,7 +125,7 @@ TEST(ConvInputGradient, WinogradWhereItPays) {
   const at::Tensor dx = tide::kernels::conv2d_input_gradient(grad, w, 1, 1, x.sizes(), true);
   const at::Tensor w_nchw = w.contiguous();
   const at::Tensor dx_nchw_weight = tide::kernels::conv2d_input_gradient(grad, w_nchw, 1, 1, x.sizes(), true);
-  if (tide::kernels::winograd_conv3x3_hwio_pays_off(1, 64, 64, 64, 62)) {
+  if (tide::kernels::winograd_conv3x3_few_tiles_pays_off(1, 64, 64, 64, 62)) {
     at::NoGradGuard no_grad;
     EXPECT_TRUE(dx.equal(tide::kernels::winograd_conv3x3_input_gradient(grad, w)));
     ASSERT_TRUE(tide::kernels::winograd_conv3x3_pays_off(1, 64, 64, 64, 62));
@@ -138,7 +143,7 @@ TEST(ConvInputGradient, WinogradWhereItPays) {
   const at::Tensor small_w = (at::randn({256, 256, 3, 3}) * 0.05).contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor small_grad = at::randn({1, 256, 32, 32}).contiguous(at::MemoryFormat::ChannelsLast);
   const std::vector<int64_t> small{1, 256, 32, 32};
-  if (tide::kernels::winograd_conv3x3_hwio_pays_off(1, 256, 256, 32, 32)) {
+  if (tide::kernels::winograd_conv3x3_few_tiles_pays_off(1, 256, 256, 32, 32)) {
     EXPECT_TRUE(tide::kernels::conv2d_input_gradient(small_grad, small_w, 1, 1, small, true)
                     .equal(tide::kernels::winograd_conv3x3_input_gradient(small_grad, small_w)));
   }

@@ -52,7 +52,8 @@ TEST(WinogradConv, MatchesConv2dOnRandomShapes) {
   }
 }
 
-// The few-tiles kernel, which transforms an HWIO weight panel by panel: input-channel blocks (more than 64,
+// The few-tiles kernel, which transforms the weight panel by panel as it reads it (HWIO, channels last or
+// NCHW): input-channel blocks (more than 64,
 // 128 or 256 channels), panels narrower than 32 and than 8 output channels (the scalar transform), odd maps,
 // one tile; with 1 and 3 threads and few or many tiles, which split the positions' rows differently (1, 2 or
 // 4 per work item).
@@ -67,32 +68,34 @@ TEST(WinogradConv, FewTilesKernelMatchesConv2dOnRandomShapes) {
     for (const auto& s : shapes) {
       const at::Tensor x = at::randn({s.n, s.c, s.h, s.w}, gen);
       const at::Tensor weight = at::randn({s.k, s.c, 3, 3}, gen) / std::sqrt(9.0 * s.c);
-      const at::Tensor hwio = tide::kernels::to_hwio(weight);
+      // The layouts it reads in place: HWIO (inference), channels last (training), and any other (slower).
+      const at::Tensor layouts[] = {tide::kernels::to_hwio(weight), weight.contiguous(at::MemoryFormat::ChannelsLast),
+                                    weight};
       const at::Tensor bias = at::randn({s.k}, gen);
       for (bool with_bias : {true, false}) {
         const at::Tensor b = with_bias ? bias : at::Tensor();
         const at::Tensor exact = at::conv2d(x.to(at::kDouble), weight.to(at::kDouble),
                                             with_bias ? bias.to(at::kDouble) : at::Tensor(), 1, 1);
         const double direct_error = tide::testing::max_abs_diff(at::conv2d(x, weight, b, 1, 1), exact);
-        for (bool nhwc : {true, false}) {
+        for (int layout = 0; layout < 3; ++layout) {
+          const bool nhwc = layout != 1;  // both input formats, the second with the channels-last weight
           const at::Tensor input = nhwc ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
-          const at::Tensor got = tide::kernels::winograd_conv3x3_hwio(input, hwio, b);
+          const at::Tensor got = tide::kernels::winograd_conv3x3_few_tiles(input, layouts[layout], b);
           ASSERT_EQ(got.sizes(), exact.sizes());
           EXPECT_TRUE(got.is_contiguous(at::MemoryFormat::ChannelsLast));
           const double error = tide::testing::max_abs_diff(got, exact);
           EXPECT_LT(error, 4 * direct_error + 1e-6) << "n=" << s.n << " c=" << s.c << " k=" << s.k << " h=" << s.h
-                                                    << " w=" << s.w << " threads=" << threads;
+                                                    << " w=" << s.w << " threads=" << threads << " layout=" << layout;
           EXPECT_LT(error, 2e-5);
         }
       }
     }
   }
   at::set_num_threads(threads_before);
-  // Not stored HWIO, or not float32: an error, not a wrong answer.
+  // Not float32, or not this input's channels: an error, not a wrong answer.
   const at::Tensor x = at::randn({1, 8, 6, 6}), w = at::randn({16, 8, 3, 3});
-  EXPECT_THROW(tide::kernels::winograd_conv3x3_hwio(x, w, at::Tensor()), c10::Error);
-  EXPECT_THROW(tide::kernels::winograd_conv3x3_hwio(x, tide::kernels::to_hwio(w).to(at::kHalf), at::Tensor()), c10::Error);
-  EXPECT_THROW(tide::kernels::winograd_conv3x3_hwio(at::randn({1, 9, 6, 6}), tide::kernels::to_hwio(w), at::Tensor()),
+  EXPECT_THROW(tide::kernels::winograd_conv3x3_few_tiles(x, tide::kernels::to_hwio(w).to(at::kHalf), at::Tensor()), c10::Error);
+  EXPECT_THROW(tide::kernels::winograd_conv3x3_few_tiles(at::randn({1, 9, 6, 6}), tide::kernels::to_hwio(w), at::Tensor()),
                c10::Error);
 }
 
@@ -125,13 +128,13 @@ TEST(WinogradConv, PaysOffOnLargeMapsOnly) {
 }
 
 TEST(WinogradConv, FewTilesKernelPaysOffFromThirtyTwoTilesUpToItsBuffers) {
-  if (!tide::kernels::winograd_conv3x3_hwio_pays_off(2, 640, 640, 16, 16)) GTEST_SKIP() << "this CPU has no AVX2/FMA";
-  EXPECT_TRUE(tide::kernels::winograd_conv3x3_hwio_pays_off(2, 1280, 1280, 8, 8));   // SD 1.5 at 256 px: 32 tiles
-  EXPECT_TRUE(tide::kernels::winograd_conv3x3_hwio_pays_off(1, 512, 512, 32, 32));   // VAE decoder's mid block, 256 px
-  EXPECT_TRUE(tide::kernels::winograd_conv3x3_hwio_pays_off(2, 1280, 1280, 24, 24)); // SD 2.1 at 768: 47 MiB of buffers
-  EXPECT_FALSE(tide::kernels::winograd_conv3x3_hwio_pays_off(2, 1280, 1280, 4, 4));  // 8 tiles
-  EXPECT_FALSE(tide::kernels::winograd_conv3x3_hwio_pays_off(2, 320, 320, 64, 64));  // 80 MiB: the chunked kernel's
-  EXPECT_FALSE(tide::kernels::winograd_conv3x3_hwio_pays_off(1, 128, 3, 64, 64));    // 3 channels
+  if (!tide::kernels::winograd_conv3x3_few_tiles_pays_off(2, 640, 640, 16, 16)) GTEST_SKIP() << "this CPU has no AVX2/FMA";
+  EXPECT_TRUE(tide::kernels::winograd_conv3x3_few_tiles_pays_off(2, 1280, 1280, 8, 8));   // SD 1.5 at 256 px: 32 tiles
+  EXPECT_TRUE(tide::kernels::winograd_conv3x3_few_tiles_pays_off(1, 512, 512, 32, 32));   // VAE decoder's mid block, 256 px
+  EXPECT_TRUE(tide::kernels::winograd_conv3x3_few_tiles_pays_off(2, 1280, 1280, 24, 24)); // SD 2.1 at 768: 47 MiB of buffers
+  EXPECT_FALSE(tide::kernels::winograd_conv3x3_few_tiles_pays_off(2, 1280, 1280, 4, 4));  // 8 tiles
+  EXPECT_FALSE(tide::kernels::winograd_conv3x3_few_tiles_pays_off(2, 320, 320, 64, 64));  // 80 MiB: the chunked kernel's
+  EXPECT_FALSE(tide::kernels::winograd_conv3x3_few_tiles_pays_off(1, 128, 3, 64, 64));    // 3 channels
 }
 
 // The Conv2d module takes the Winograd path where it pays off and the optimization is on, and the direct
@@ -157,19 +160,23 @@ TEST(WinogradConv, Conv2dModuleUsesItWhereItPaysOff) {
     tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("winograd"));
     EXPECT_FALSE(conv->forward(x).equal(with));  // the direct kernel
   }
-  // Which Winograd kernel: the few-tiles one on these 1024 tiles, bit for bit; the chunked one without the
-  // direct kernel's HWIO weight, or on maps whose few-tiles buffers would exceed 48 MiB.
-  EXPECT_TRUE(with.equal(tide::kernels::winograd_conv3x3_hwio(x, conv->weight, conv->bias)));
+  // Which Winograd kernel: the few-tiles one on these 1024 tiles, bit for bit; the chunked one on maps whose
+  // few-tiles buffers would exceed 48 MiB.
+  EXPECT_TRUE(with.equal(tide::kernels::winograd_conv3x3_few_tiles(x, conv->weight, conv->bias)));
   const at::Tensor large = at::randn({1, 64, 200, 200}).contiguous(at::MemoryFormat::ChannelsLast);
-  ASSERT_FALSE(tide::kernels::winograd_conv3x3_hwio_pays_off(1, 64, 64, 200, 200));
+  ASSERT_FALSE(tide::kernels::winograd_conv3x3_few_tiles_pays_off(1, 64, 64, 200, 200));
   EXPECT_TRUE(conv->forward(large).equal(
       tide::kernels::winograd_conv3x3(large, tide::kernels::winograd_weight_transform(weight), conv->bias)));
   {
+    // Without the direct kernel the weight stays channels last, which the few-tiles kernel reads as well
+    // (training's layout); the large map still goes to the chunked kernel.
     tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("direct_conv"));
     tide::nn::Conv2d nhwc_conv(64, 64, 3, 1, 1);
     tide::nn::store_conv_weights_for_current_layout(*nhwc_conv);
-    EXPECT_TRUE(nhwc_conv->forward(x).equal(tide::kernels::winograd_conv3x3(
-        x, tide::kernels::winograd_weight_transform(nhwc_conv->weight), nhwc_conv->bias)));
+    ASSERT_TRUE(nhwc_conv->weight.is_contiguous(at::MemoryFormat::ChannelsLast));
+    EXPECT_TRUE(nhwc_conv->forward(x).equal(tide::kernels::winograd_conv3x3_few_tiles(x, nhwc_conv->weight, nhwc_conv->bias)));
+    EXPECT_TRUE(nhwc_conv->forward(large).equal(tide::kernels::winograd_conv3x3(
+        large, tide::kernels::winograd_weight_transform(nhwc_conv->weight), nhwc_conv->bias)));
   }
   // Strided convolutions, which it does not cover, go to the direct kernel, or oneDNN without it.
   tide::nn::Conv2d strided(64, 64, 3, 2, 1);

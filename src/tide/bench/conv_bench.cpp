@@ -42,11 +42,11 @@ ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
   r.flops = 2.0 * double(s.batch * s.out_channels * out_size * out_size) * double(s.in_channels * ks * ks);
   // The path the Conv2d module takes: the few-tiles Winograd kernel where it pays, else the chunked one where
   // that pays, else the direct kernel.
-  r.winograd_hwio_pays_off =
-      winograd && direct && kernels::winograd_conv3x3_hwio_pays_off(s.batch, s.in_channels, s.out_channels, s.size, s.size);
-  r.winograd_pays_off = winograd && !r.winograd_hwio_pays_off &&
+  r.winograd_few_tiles_pays_off =
+      winograd && direct && kernels::winograd_conv3x3_few_tiles_pays_off(s.batch, s.in_channels, s.out_channels, s.size, s.size);
+  r.winograd_pays_off = winograd && !r.winograd_few_tiles_pays_off &&
                         kernels::winograd_conv3x3_pays_off(s.batch, s.in_channels, s.out_channels, s.size, s.size);
-  at::Tensor y_onednn, y_direct, y_winograd, y_winograd_hwio;
+  at::Tensor y_onednn, y_direct, y_winograd, y_winograd_few_tiles;
   // As the UNet's calls run them: freed blocks kept for the next call, else fresh blocks' page faults count
   // against whichever kernel allocates more (Winograd's transformed weights, oneDNN's re-laid-out ones).
   runtime::FreedMemoryReuse reuse;
@@ -64,13 +64,13 @@ ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
       if (timed) r.winograd_s.push_back(tw);
     }
     if (winograd && direct) {
-      const double th = seconds([&] { return kernels::winograd_conv3x3_hwio(x, hwio, bias); }, y_winograd_hwio);
-      if (timed) r.winograd_hwio_s.push_back(th);
+      const double th = seconds([&] { return kernels::winograd_conv3x3_few_tiles(x, hwio, bias); }, y_winograd_few_tiles);
+      if (timed) r.winograd_few_tiles_s.push_back(th);
     }
   }
   if (direct) r.direct_max_abs_diff = (y_direct - y_onednn).abs().max().item<double>();
   if (winograd) r.winograd_max_abs_diff = (y_winograd - y_onednn).abs().max().item<double>();
-  if (winograd && direct) r.winograd_hwio_max_abs_diff = (y_winograd_hwio - y_onednn).abs().max().item<double>();
+  if (winograd && direct) r.winograd_few_tiles_max_abs_diff = (y_winograd_few_tiles - y_onednn).abs().max().item<double>();
   return r;
 }
 

@@ -18,15 +18,15 @@ struct ConvBenchSettings {
 };
 
 struct ConvBenchResult {
-  std::vector<double> onednn_s, direct_s, winograd_s, winograd_hwio_s;  // direct_s: empty where the CPU or
+  std::vector<double> onednn_s, direct_s, winograd_s, winograd_few_tiles_s;  // direct_s: empty where the CPU or
                                             // shape has no direct kernel; winograd_s: empty unless 3×3 at
-                                            // stride 1; winograd_hwio_s: empty unless both
+                                            // stride 1; winograd_few_tiles_s: empty unless both
   double flops = 0;                 // the convolution's multiply-adds × 2
   double direct_max_abs_diff = 0;   // against oneDNN's output
   double winograd_max_abs_diff = 0;
-  double winograd_hwio_max_abs_diff = 0;
+  double winograd_few_tiles_max_abs_diff = 0;
   bool winograd_pays_off = false;       // whether the Conv2d module would take the chunked Winograd path
-  bool winograd_hwio_pays_off = false;  // ... or the few-tiles one, for this shape
+  bool winograd_few_tiles_pays_off = false;  // ... or the few-tiles one, for this shape
 };
 
 ConvBenchResult run_conv_bench(const ConvBenchSettings& settings);

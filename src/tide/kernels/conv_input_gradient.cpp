@@ -3,6 +3,7 @@
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "tide/kernels/direct_conv.h"
 #include "tide/kernels/weight_quantization.h"
 #include "tide/kernels/winograd_conv.h"
 
@@ -54,12 +55,13 @@ at::Tensor conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weigh
   TORCH_CHECK(grad.dim() == 4 && weight.dim() == 4 && input_size.size() == 4, "conv2d_input_gradient: 4-d tensors");
   if (winograd && weight.size(1) == input_size[1] && grad.size(2) == input_size[2] && grad.size(3) == input_size[3]) {
     // dx[c] = Σₖ grad[k] ⋆ w[k, c] rotated by 180°: a 3×3, stride-1, padding-1 convolution with the weight
-    // [C, K, 3, 3]. The few-tiles kernel reads training's channels-last weight in place, flipped and
-    // transposed, under the forward's rule: against oneDNN's backward-data kernel (AVX2, 2 threads, batch 1)
-    // 1.75–1.9× at 320 channels on 32×32 and 64×64, 1.45× at 640 on 16×16, 1.25–1.3× at 1280 on 16×16.
-    if (weight.scalar_type() == at::kFloat && weight.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+    // [C, K, 3, 3]. The few-tiles kernel reads the weight in place, flipped and transposed (channels last as
+    // training keeps it, or HWIO), under the forward's rule: against oneDNN's backward-data kernel (AVX2, 2
+    // threads, batch 1) 1.75–1.9× at 320 channels on 32×32 and 64×64, 1.45× at 640 on 16×16, 1.25–1.3× at
+    // 1280 on 16×16.
+    if (weight.scalar_type() == at::kFloat && (weight.is_contiguous(at::MemoryFormat::ChannelsLast) || is_hwio(weight)) &&
         winograd_conv3x3_supported(grad, weight.transpose(0, 1), stride, padding) &&
-        winograd_conv3x3_hwio_pays_off(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3]))
+        winograd_conv3x3_few_tiles_pays_off(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3]))
       return winograd_conv3x3_input_gradient(grad, weight);
     // Other layouts: the chunked kernel from 512 tiles, where it won 1.5–1.8× over oneDNN (48×48 and 64×64
     // maps); on 256 tiles it lost (SD 1.5's 256 px step: 0.90–0.93 s against oneDNN's 0.85–0.87 s).

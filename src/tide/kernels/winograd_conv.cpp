@@ -1,6 +1,5 @@
 #include "tide/kernels/winograd_conv.h"
 
-#include "tide/kernels/direct_conv.h"
 #include "tide/kernels/gemm_cpu.h"
 
 #include <ATen/Parallel.h>
@@ -66,27 +65,32 @@ void output_transform_scalar(const float* m, int64_t m_stride, const float* bias
 }
 
 // A 3×3 weight as the few-tiles kernel reads it: element (tap i·3 + j, row r, column col) — row: an input
-// channel of the convolution computed, column: an output channel, consecutive in memory — at
-// base[tap[i·3 + j] + r·row_stride + col]. The forward reads an HWIO weight so; the input gradient, whose
-// input channels are the forward's outputs and whose taps are flipped, a channels-last one.
+// channel of the convolution computed, column: an output channel — at
+// base[tap[i·3 + j] + r·row_stride + col·col_stride]. The forward reads a weight [K, C, 3, 3] with rows c and
+// columns k; the input gradient, whose input channels are the forward's outputs, with rows k, columns c and
+// the taps flipped. Fast where the columns (an HWIO weight's output channels) or the rows (a channels-last
+// weight's input channels) are consecutive.
 struct WeightTaps {
   const float* base;
   int64_t tap[9];
-  int64_t row_stride;
+  int64_t row_stride, col_stride;
 };
 
 // Rows [a0, a1) of the weight transform G·g·Gᵀ (positions ξ = a·4 + b, b = 0..3) for a block of rows
-// [r0, r0 + rows) and columns [k0, k0 + width): u[((a - a0)·4 + b)·rows·width + (r - r0)·width + (k - k0)].
-// Columns from col0. G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]: r = G[a]·g combines g's rows, then Gᵀ its columns.
+// [r0, r0 + rows) and columns [k0, k0 + width): u[((a - a0)·4 + b)·rows·width + (r - r0)·width + (k - k0)],
+// here for the block's rows [row_begin, row_end) and columns [col_begin, col_end).
+// G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]: r = G[a]·g combines g's rows, then Gᵀ its columns.
 void weight_transform_rows_scalar(const WeightTaps& w, int a0, int a1, int64_t r0, int64_t rows, int64_t k0,
-                                  int64_t width, int64_t col0, float* u) {
+                                  int64_t width, int64_t row_begin, int64_t row_end, int64_t col_begin,
+                                  int64_t col_end, float* u) {
   static constexpr float G[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
   const int64_t step = rows * width;
-  for (int64_t c = 0; c < rows; ++c)
-    for (int64_t col = col0; col < width; ++col) {
+  for (int64_t c = row_begin; c < row_end; ++c)
+    for (int64_t col = col_begin; col < col_end; ++col) {
+      const float* e = w.base + (r0 + c) * w.row_stride + (k0 + col) * w.col_stride;
       float g[3][3];
       for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) g[i][j] = w.base[w.tap[i * 3 + j] + (r0 + c) * w.row_stride + k0 + col];
+        for (int j = 0; j < 3; ++j) g[i][j] = e[w.tap[i * 3 + j]];
       for (int a = a0; a < a1; ++a) {
         float r[3];
         for (int j = 0; j < 3; ++j) r[j] = G[a][0] * g[0][j] + G[a][1] * g[1][j] + G[a][2] * g[2][j];
@@ -107,7 +111,7 @@ __attribute__((target("avx2"))) void weight_transform_rows_avx2(const WeightTaps
   const __m256 half = _mm256_set1_ps(0.5f);
   const int64_t step = rows * width, full = width / 8 * 8;
   for (int64_t c = 0; c < rows; ++c) {
-    const float* g = w.base + (r0 + c) * w.row_stride + k0;  // tap t at g + w.tap[t]
+    const float* g = w.base + (r0 + c) * w.row_stride + k0;  // tap t at g + w.tap[t]; columns consecutive
     for (int64_t col = 0; col < full; col += 8) {
       __m256 t[3][3];  // the taps, each read once for every row a asked for
       for (int i = 0; i < 3; ++i)
@@ -130,7 +134,68 @@ __attribute__((target("avx2"))) void weight_transform_rows_avx2(const WeightTaps
       }
     }
   }
-  if (full < width) weight_transform_rows_scalar(w, a0, a1, r0, rows, k0, width, full, u);
+  if (full < width) weight_transform_rows_scalar(w, a0, a1, r0, rows, k0, width, 0, rows, full, width, u);
+}
+
+// 8 vectors (rows of an 8×8 block) -> the block's columns, in place.
+__attribute__((target("avx2"))) inline void transpose8x8(__m256 r[8]) {
+  __m256 t[8], s[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    s[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+  }
+}
+
+// The same where the rows are consecutive instead (row_stride 1): 8 rows of one column per vector, the 8×8
+// blocks of each position transposed in registers into u's [row][column] order.
+__attribute__((target("avx2"))) void weight_transform_rows_transposed_avx2(const WeightTaps& w, int a0, int a1,
+                                                                           int64_t r0, int64_t rows, int64_t k0,
+                                                                           int64_t width, float* u) {
+  const __m256 half = _mm256_set1_ps(0.5f);
+  const int64_t step = rows * width, full_rows = rows / 8 * 8, full_cols = width / 8 * 8;
+  const int positions = 4 * (a1 - a0);
+  __m256 block[16][8];  // [position][column of the 8]: 8 rows each
+  for (int64_t r = 0; r < full_rows; r += 8)
+    for (int64_t col = 0; col < full_cols; col += 8) {
+      for (int cc = 0; cc < 8; ++cc) {
+        const float* g = w.base + (r0 + r) + (k0 + col + cc) * w.col_stride;
+        __m256 t[3][3];
+        for (int i = 0; i < 3; ++i)
+          for (int j = 0; j < 3; ++j) t[i][j] = _mm256_loadu_ps(g + w.tap[i * 3 + j]);
+        for (int a = a0; a < a1; ++a) {
+          __m256 q[3];
+          for (int j = 0; j < 3; ++j) {
+            switch (a) {
+              case 0: q[j] = t[0][j]; break;
+              case 1: q[j] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(t[0][j], t[1][j]), t[2][j])); break;
+              case 2: q[j] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(t[0][j], t[1][j]), t[2][j])); break;
+              default: q[j] = t[2][j]; break;
+            }
+          }
+          __m256* out = block[(a - a0) * 4];
+          out[cc] = q[0];
+          out[8 + cc] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(q[0], q[1]), q[2]));
+          out[16 + cc] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(q[0], q[1]), q[2]));
+          out[24 + cc] = q[2];
+        }
+      }
+      for (int p = 0; p < positions; ++p) {
+        transpose8x8(block[p]);
+        for (int rr = 0; rr < 8; ++rr) _mm256_storeu_ps(u + p * step + (r + rr) * width + col, block[p][rr]);
+      }
+    }
+  weight_transform_rows_scalar(w, a0, a1, r0, rows, k0, width, full_rows, rows, 0, width, u);
+  weight_transform_rows_scalar(w, a0, a1, r0, rows, k0, width, 0, full_rows, full_cols, width, u);
 }
 
 __attribute__((target("avx2"))) void input_transform_avx2(const float* const* d, int64_t C, float* v,
@@ -197,9 +262,10 @@ void output_transform(const float* m, int64_t m_stride, const float* bias, int64
 void weight_transform_rows(const WeightTaps& w, int a0, int a1, int64_t r0, int64_t rows, int64_t k0, int64_t width,
                            float* u) {
 #ifdef TIDE_X86
-  if (kHasAvx2) return weight_transform_rows_avx2(w, a0, a1, r0, rows, k0, width, u);
+  if (kHasAvx2 && w.col_stride == 1) return weight_transform_rows_avx2(w, a0, a1, r0, rows, k0, width, u);
+  if (kHasAvx2 && w.row_stride == 1) return weight_transform_rows_transposed_avx2(w, a0, a1, r0, rows, k0, width, u);
 #endif
-  weight_transform_rows_scalar(w, a0, a1, r0, rows, k0, width, 0, u);
+  weight_transform_rows_scalar(w, a0, a1, r0, rows, k0, width, 0, rows, 0, width, u);
 }
 
 // The 4×4 input tile of `tile` (numbered over N, tile rows, tile columns): d[i·4 + j] points at the channels
@@ -247,7 +313,7 @@ bool winograd_conv3x3_pays_off(int64_t batch, int64_t in_channels, int64_t out_c
          2 * tiles >= std::max(in_channels, out_channels);
 }
 
-bool winograd_conv3x3_hwio_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
+bool winograd_conv3x3_few_tiles_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
                                     int64_t width) {
   const int64_t tiles = batch * ((height + 1) / 2) * ((width + 1) / 2);
   const double buffer_bytes = 16.0 * 4.0 * double(tiles) * double(in_channels + out_channels);
@@ -340,7 +406,7 @@ at::Tensor winograd_conv3x3(const at::Tensor& x_in, const WinogradWeights& u, co
 
 namespace {
 
-// The few-tiles kernel (winograd_conv3x3_hwio) on any weight WeightTaps can describe: x [N, C, H, W] (made
+// The few-tiles kernel (winograd_conv3x3_few_tiles) on any weight WeightTaps can describe: x [N, C, H, W] (made
 // channels last) -> [N, K, H, W].
 at::Tensor winograd_few_tiles(const at::Tensor& x_in, const WeightTaps& taps, int64_t K, const at::Tensor& bias_in) {
   const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
@@ -404,9 +470,12 @@ at::Tensor winograd_few_tiles(const at::Tensor& x_in, const WeightTaps& taps, in
   return y;
 }
 
-// The taps of a [K, C, 3, 3] weight's (k, c, i, j) element, flipped or not.
-WeightTaps weight_taps(const at::Tensor& weight, int64_t row_stride, bool flipped) {
-  WeightTaps taps{weight.data_ptr<float>(), {}, row_stride};
+// A [K, C, 3, 3] weight's taps with rows along dimension `rows_dim` and columns along `cols_dim`, flipped or not.
+WeightTaps weight_taps(const at::Tensor& weight, int rows_dim, int cols_dim, bool flipped) {
+  WeightTaps taps{weight.data_ptr<float>(), {}, weight.stride(rows_dim), weight.stride(cols_dim)};
+  // A dimension of size 1 may carry any stride (only its index 0 is read): 1, as if consecutive.
+  if (weight.size(rows_dim) == 1) taps.row_stride = 1;
+  if (weight.size(cols_dim) == 1) taps.col_stride = 1;
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 3; ++j)
       taps.tap[i * 3 + j] = (flipped ? 2 - i : i) * weight.stride(2) + (flipped ? 2 - j : j) * weight.stride(3);
@@ -415,23 +484,23 @@ WeightTaps weight_taps(const at::Tensor& weight, int64_t row_stride, bool flippe
 
 }  // namespace
 
-at::Tensor winograd_conv3x3_hwio(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+at::Tensor winograd_conv3x3_few_tiles(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat, "winograd: x must be float32 [N, C, H, W]");
   TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3 &&
-                  is_hwio(weight) && weight.size(1) == x.size(1),
-              "winograd: the weight must be float32 [K, ", x.size(1), ", 3, 3] stored HWIO");
-  // Rows: input channels c (stride K), columns: output channels k (consecutive).
-  return winograd_few_tiles(x, weight_taps(weight, weight.stride(1), false), weight.size(0), bias);
+                  weight.size(1) == x.size(1),
+              "winograd: the weight must be float32 [K, ", x.size(1), ", 3, 3]");
+  // Rows: input channels c, columns: output channels k.
+  return winograd_few_tiles(x, weight_taps(weight, 1, 0, false), weight.size(0), bias);
 }
 
 at::Tensor winograd_conv3x3_input_gradient(const at::Tensor& grad, const at::Tensor& weight) {
   TORCH_CHECK(grad.dim() == 4 && grad.scalar_type() == at::kFloat, "winograd: the gradient must be float32 [N, K, H, W]");
   TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3 &&
-                  weight.size(0) == grad.size(1) && (weight.size(1) == 1 || weight.stride(1) == 1),
-              "winograd: the weight must be float32 [", grad.size(1), ", C, 3, 3] stored channels last");
+                  weight.size(0) == grad.size(1),
+              "winograd: the weight must be float32 [", grad.size(1), ", C, 3, 3]");
   // dx = conv(grad, w') with w'[c, k] = w[k, c] rotated by 180°: rows are the forward's output channels k,
-  // columns its input channels c (consecutive in a channels-last weight), taps flipped.
-  return winograd_few_tiles(grad, weight_taps(weight, weight.stride(0), true), weight.size(1), at::Tensor());
+  // columns its input channels c, taps flipped.
+  return winograd_few_tiles(grad, weight_taps(weight, 0, 1, true), weight.size(1), at::Tensor());
 }
 
 }  // namespace tide::kernels

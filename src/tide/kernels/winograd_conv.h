@@ -50,24 +50,25 @@ WinogradWeights winograd_weight_transform(const at::Tensor& weight);
 at::Tensor winograd_conv3x3(const at::Tensor& x, const WinogradWeights& u, const at::Tensor& bias,
                             int64_t tiles_per_chunk = 0);
 
-// Whether winograd_conv3x3_hwio() is expected to beat the direct kernel (kernels/direct_conv.h) for this
-// shape where winograd_conv3x3_pays_off() is false.
-bool winograd_conv3x3_hwio_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
-                                    int64_t width);
+// Whether winograd_conv3x3_few_tiles() (and winograd_conv3x3_input_gradient()) are expected to beat the
+// direct kernel (kernels/direct_conv.h), oneDNN and winograd_conv3x3() for this shape: from 32 tiles (8×8
+// maps at batch 2) up to 48 MiB of buffers, at least 16 channels, on CPUs with AVX2 and FMA.
+bool winograd_conv3x3_few_tiles_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
+                                         int64_t width);
 
 // conv2d(x, weight, bias, stride 1, padding 1) for maps with few tiles and many channels, where
 // winograd_conv3x3() would stream its transformed weights (16/9 of the weight) once per chunk after writing
 // them: every tile is transformed first, then each worker transforms a panel of the weights a block of
 // input channels at a time, in cache, and multiplies all tiles by it, so the weights are read once, as a
 // direct convolution reads them, for 16 instead of 36 multiply-adds per 2×2 outputs and channel pair.
-// x: [N, C, H, W] in any memory format; weight: float32 [K, C, 3, 3] stored HWIO (kernels/direct_conv.h);
-// bias: [K] or undefined. -> [N, K, H, W], channels last. Needs 16·tiles·(C + K) floats of buffers.
-at::Tensor winograd_conv3x3_hwio(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+// x: [N, C, H, W] in any memory format; weight: float32 [K, C, 3, 3], read in place — fast where its output
+// channels (HWIO, kernels/direct_conv.h) or its input channels (channels last) are consecutive; bias: [K] or
+// undefined. -> [N, K, H, W], channels last. Needs 16·tiles·(C + K) floats of buffers.
+at::Tensor winograd_conv3x3_few_tiles(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
 
-// The input gradient of conv2d(x, weight, stride 1, padding 1) by the same kernel: grad [N, K, H, W] (any
-// memory format); weight: float32 [K, C, 3, 3] stored channels last (training's layout, whose input channels
-// are consecutive: the columns of this product). -> dx [N, C, H, W], channels last. Where it pays:
-// winograd_conv3x3_hwio_pays_off(N, K, C, H, W).
+// The input gradient of conv2d(x, weight, stride 1, padding 1) by the same kernel, the weight read in place,
+// flipped and transposed: grad [N, K, H, W] (any memory format); weight as above. -> dx [N, C, H, W],
+// channels last. Where it pays: winograd_conv3x3_few_tiles_pays_off(N, K, C, H, W).
 at::Tensor winograd_conv3x3_input_gradient(const at::Tensor& grad, const at::Tensor& weight);
 
 }  // namespace tide::kernels
