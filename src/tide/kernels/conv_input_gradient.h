@@ -13,8 +13,9 @@ namespace tide::kernels {
 // ∂(conv2d(x, weight, stride, padding))/∂x applied to `grad` [N, K, H', W'] -> [N, C, H, W] in grad's layout,
 // where `input_size` = {N, C, H, W}. weight: [K, C, kh, kw] in grad's dtype (any memory format).
 // `winograd`: a 3×3, stride-1, padding-1 convolution's input gradient is itself such a convolution, of `grad`
-// with the weight flipped and transposed to [C, K, 3, 3], and goes through winograd_conv3x3() where that
-// computes it and pays off for the shape (then channels last); otherwise oneDNN's backward-data kernel.
+// with the weight flipped and transposed to [C, K, 3, 3], and goes through a Winograd kernel where one pays
+// off for the shape (winograd_conv3x3_input_gradient() on a channels-last or HWIO weight, read in place, or
+// winograd_conv3x3() on large maps; then channels last); otherwise oneDNN's backward-data kernel.
 at::Tensor conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weight, int64_t stride, int64_t padding,
                                  at::IntArrayRef input_size, bool winograd = false);
 
