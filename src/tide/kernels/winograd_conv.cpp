@@ -106,9 +106,26 @@ void weight_transform_rows_scalar(const WeightTaps& w, int a0, int a1, int64_t r
 #ifdef TIDE_X86
 const bool kHasAvx2 = __builtin_cpu_supports("avx2");
 
+// Positions (a, 0..3) of G·g·Gᵀ from the 3×3 taps t, 8 channels at a time.
+__attribute__((target("avx2"))) inline void weight_transform_row_avx2(int a, const __m256 t[3][3], __m256 out[4]) {
+  const __m256 half = _mm256_set1_ps(0.5f);
+  __m256 r[3];  // G[a]·g
+  for (int j = 0; j < 3; ++j) {
+    switch (a) {
+      case 0: r[j] = t[0][j]; break;
+      case 1: r[j] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(t[0][j], t[1][j]), t[2][j])); break;
+      case 2: r[j] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(t[0][j], t[1][j]), t[2][j])); break;
+      default: r[j] = t[2][j]; break;
+    }
+  }
+  out[0] = r[0];
+  out[1] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(r[0], r[1]), r[2]));
+  out[2] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(r[0], r[1]), r[2]));
+  out[3] = r[2];
+}
+
 __attribute__((target("avx2"))) void weight_transform_rows_avx2(const WeightTaps& w, int a0, int a1, int64_t r0,
                                                                 int64_t rows, int64_t k0, int64_t width, float* u) {
-  const __m256 half = _mm256_set1_ps(0.5f);
   const int64_t step = rows * width, full = width / 8 * 8;
   for (int64_t c = 0; c < rows; ++c) {
     const float* g = w.base + (r0 + c) * w.row_stride + k0;  // tap t at g + w.tap[t]; columns consecutive
@@ -117,20 +134,9 @@ __attribute__((target("avx2"))) void weight_transform_rows_avx2(const WeightTaps
       for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j) t[i][j] = _mm256_loadu_ps(g + w.tap[i * 3 + j] + col);
       for (int a = a0; a < a1; ++a) {
-        __m256 r[3];
-        for (int j = 0; j < 3; ++j) {
-          switch (a) {
-            case 0: r[j] = t[0][j]; break;
-            case 1: r[j] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(t[0][j], t[1][j]), t[2][j])); break;
-            case 2: r[j] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(t[0][j], t[1][j]), t[2][j])); break;
-            default: r[j] = t[2][j]; break;
-          }
-        }
-        float* out = u + (a - a0) * 4 * step + c * width + col;
-        _mm256_storeu_ps(out, r[0]);
-        _mm256_storeu_ps(out + step, _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(r[0], r[1]), r[2])));
-        _mm256_storeu_ps(out + 2 * step, _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(r[0], r[1]), r[2])));
-        _mm256_storeu_ps(out + 3 * step, r[2]);
+        __m256 out[4];
+        weight_transform_row_avx2(a, t, out);
+        for (int b = 0; b < 4; ++b) _mm256_storeu_ps(u + ((a - a0) * 4 + b) * step + c * width + col, out[b]);
       }
     }
   }
@@ -161,7 +167,6 @@ __attribute__((target("avx2"))) inline void transpose8x8(__m256 r[8]) {
 __attribute__((target("avx2"))) void weight_transform_rows_transposed_avx2(const WeightTaps& w, int a0, int a1,
                                                                            int64_t r0, int64_t rows, int64_t k0,
                                                                            int64_t width, float* u) {
-  const __m256 half = _mm256_set1_ps(0.5f);
   const int64_t step = rows * width, full_rows = rows / 8 * 8, full_cols = width / 8 * 8;
   const int positions = 4 * (a1 - a0);
   __m256 block[16][8];  // [position][column of the 8]: 8 rows each
@@ -173,20 +178,9 @@ __attribute__((target("avx2"))) void weight_transform_rows_transposed_avx2(const
         for (int i = 0; i < 3; ++i)
           for (int j = 0; j < 3; ++j) t[i][j] = _mm256_loadu_ps(g + w.tap[i * 3 + j]);
         for (int a = a0; a < a1; ++a) {
-          __m256 q[3];
-          for (int j = 0; j < 3; ++j) {
-            switch (a) {
-              case 0: q[j] = t[0][j]; break;
-              case 1: q[j] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(t[0][j], t[1][j]), t[2][j])); break;
-              case 2: q[j] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(t[0][j], t[1][j]), t[2][j])); break;
-              default: q[j] = t[2][j]; break;
-            }
-          }
-          __m256* out = block[(a - a0) * 4];
-          out[cc] = q[0];
-          out[8 + cc] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(q[0], q[1]), q[2]));
-          out[16 + cc] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(q[0], q[1]), q[2]));
-          out[24 + cc] = q[2];
+          __m256 out[4];
+          weight_transform_row_avx2(a, t, out);
+          for (int b = 0; b < 4; ++b) block[(a - a0) * 4 + b][cc] = out[b];
         }
       }
       for (int p = 0; p < positions; ++p) {
