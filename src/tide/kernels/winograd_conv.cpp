@@ -426,8 +426,8 @@ at::Tensor winograd_few_tiles(const at::Tensor& x_in, const WeightTaps& taps, in
     }
   });
   // Work items: a panel of 32 output channels × the rows a of the 4×4 positions (ξ = a·4 + b) it covers: all
-  // four where there are panels enough for 4 items per thread (the weights then read once), else fewer, so
-  // that even 320 channels give 40 items to share out. Each transforms its part of the weights a block of
+  // four (the weights then read once) unless that leaves fewer than 4 items per thread (320 channels give 40
+  // items with one row each) or, with many tiles, its products' outputs would not stay in L2. Each transforms its part of the weights a block of
   // input channels at a time (128 KiB, in cache) and multiplies every tile by it. 32 columns run gemm_f32's
   // 3 × 32 register tile: 1.3–1.4× faster here than 40 columns' 2 × 40 one, which has to load more of the
   // weights per multiply-add (AVX2, 640 channels on 16×16 maps, batch 2).
@@ -441,7 +441,7 @@ at::Tensor winograd_few_tiles(const at::Tensor& x_in, const WeightTaps& taps, in
   const int64_t block_rows = std::min<int64_t>(C, 256 / rows_per_item);
   std::atomic<int64_t> next{0};
   at::parallel_for(0, std::min(threads, items), 1, [&](int64_t, int64_t) {
-    std::vector<float> u(16 * block_rows * panel_width);  // [a, b, rows, width] transformed weights of one block
+    std::vector<float> u(4 * rows_per_item * block_rows * panel_width);  // [a, b, rows, width] of one block
     for (int64_t item = next.fetch_add(1); item < items; item = next.fetch_add(1)) {
       const int a0 = int(item % (4 / rows_per_item)) * rows_per_item, a1 = a0 + rows_per_item;
       const int64_t k0 = item / (4 / rows_per_item) * panel_width, width = std::min(panel_width, K - k0);
