@@ -41,9 +41,11 @@ ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
   const int64_t out_size = (s.size + 2 * pad - ks) / s.stride + 1;
   r.flops = 2.0 * double(s.batch * s.out_channels * out_size * out_size) * double(s.in_channels * ks * ks);
   // The path the Conv2d module takes: the few-tiles Winograd kernel where it pays, else the chunked one where
-  // that pays, else the direct kernel.
+  // that pays, else the direct kernel. The module's weight is HWIO where the direct kernel can read it, else
+  // channels last; the few-tiles kernel reads either in place.
+  const at::Tensor& module_weight = direct ? hwio : weight;
   r.winograd_few_tiles_pays_off =
-      winograd && direct && kernels::winograd_conv3x3_few_tiles_pays_off(s.batch, s.in_channels, s.out_channels, s.size, s.size);
+      winograd && kernels::winograd_conv3x3_few_tiles_pays_off(s.batch, s.in_channels, s.out_channels, s.size, s.size);
   r.winograd_pays_off = winograd && !r.winograd_few_tiles_pays_off &&
                         kernels::winograd_conv3x3_pays_off(s.batch, s.in_channels, s.out_channels, s.size, s.size);
   at::Tensor y_onednn, y_direct, y_winograd, y_winograd_few_tiles;
@@ -63,14 +65,15 @@ ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
           [&] { return kernels::winograd_conv3x3(x, kernels::winograd_weight_transform(weight), bias); }, y_winograd);
       if (timed) r.winograd_s.push_back(tw);
     }
-    if (winograd && direct) {
-      const double th = seconds([&] { return kernels::winograd_conv3x3_few_tiles(x, hwio, bias); }, y_winograd_few_tiles);
+    if (winograd) {
+      const double th =
+          seconds([&] { return kernels::winograd_conv3x3_few_tiles(x, module_weight, bias); }, y_winograd_few_tiles);
       if (timed) r.winograd_few_tiles_s.push_back(th);
     }
   }
   if (direct) r.direct_max_abs_diff = (y_direct - y_onednn).abs().max().item<double>();
   if (winograd) r.winograd_max_abs_diff = (y_winograd - y_onednn).abs().max().item<double>();
-  if (winograd && direct) r.winograd_few_tiles_max_abs_diff = (y_winograd_few_tiles - y_onednn).abs().max().item<double>();
+  if (winograd) r.winograd_few_tiles_max_abs_diff = (y_winograd_few_tiles - y_onednn).abs().max().item<double>();
   return r;
 }
 

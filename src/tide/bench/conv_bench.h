@@ -2,7 +2,8 @@
 // on the same inputs: oneDNN's kernel through at::conv2d with a channels-last weight (which it re-lays out
 // every call), tide's direct kernel on the weight stored HWIO (kernels/direct_conv.h), and for 3×3 at stride
 // 1 the Winograd kernels: the chunked one including its weight transform, as the Conv2d module runs it every
-// call, and the one for few tiles that transforms the HWIO weight panel by panel. Freed
+// call, and the one for few tiles that transforms the weight as the module stores it (HWIO where the direct
+// kernel reads it, else channels last) panel by panel. Freed
 // memory is kept between calls, as in the UNet (runtime::FreedMemoryReuse). Defaults:
 // the VAE decoder's mid block at 512×512 (512 channels on 64×64, batch 1).
 #pragma once
@@ -20,7 +21,7 @@ struct ConvBenchSettings {
 struct ConvBenchResult {
   std::vector<double> onednn_s, direct_s, winograd_s, winograd_few_tiles_s;  // direct_s: empty where the CPU or
                                             // shape has no direct kernel; winograd_s: empty unless 3×3 at
-                                            // stride 1; winograd_few_tiles_s: empty unless both
+                                            // stride 1, as is winograd_few_tiles_s
   double flops = 0;                 // the convolution's multiply-adds × 2
   double direct_max_abs_diff = 0;   // against oneDNN's output
   double winograd_max_abs_diff = 0;

@@ -308,7 +308,7 @@ bool winograd_conv3x3_pays_off(int64_t batch, int64_t in_channels, int64_t out_c
 }
 
 bool winograd_conv3x3_few_tiles_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
-                                    int64_t width) {
+                                         int64_t width) {
   const int64_t tiles = batch * ((height + 1) / 2) * ((width + 1) / 2);
   const double buffer_bytes = 16.0 * 4.0 * double(tiles) * double(in_channels + out_channels);
   return gemm_f32_available() && std::min(in_channels, out_channels) >= 16 && tiles >= 32 &&
@@ -427,8 +427,9 @@ at::Tensor winograd_few_tiles(const at::Tensor& x_in, const WeightTaps& taps, in
   });
   // Work items: a panel of 32 output channels × the rows a of the 4×4 positions (ξ = a·4 + b) it covers: all
   // four (the weights then read once) unless that leaves fewer than 4 items per thread (320 channels give 40
-  // items with one row each) or, with many tiles, its products' outputs would not stay in L2. Each transforms its part of the weights a block of
-  // input channels at a time (128 KiB, in cache) and multiplies every tile by it. 32 columns run gemm_f32's
+  // items with one row each) or, with many tiles, its products' outputs would not stay in L2. Each transforms
+  // its part of the weights a block of input channels at a time (128 KiB, in cache) and multiplies every tile
+  // by it. 32 columns run gemm_f32's
   // 3 × 32 register tile: 1.3–1.4× faster here than 40 columns' 2 × 40 one, which has to load more of the
   // weights per multiply-add (AVX2, 640 channels on 16×16 maps, batch 2).
   constexpr int64_t panel_width = 32;
