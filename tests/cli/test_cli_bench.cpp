@@ -322,12 +322,16 @@ TEST(CliBench, MaxIsaAvx2HidesAvx512AndAmx) {
 // --conv: one convolution, oneDNN's kernel, the direct one and both Winograd kernels, with the same outputs.
 TEST(CliBench, ConvModeComparesWinogradWithDirect) {
   TempDir dir;
-  auto run = tide_bench("--conv --channels 16 --out-channels 24 --size 20 --batch 2 --runs 2 --warmup 0 --threads 1 "
-                        "--json " + quote(dir.path() / "c.json"));
-  ASSERT_EQ(run.code, 0) << run.output;
-  EXPECT_NE(run.output.find("x oneDNN"), std::string::npos) << run.output;
-  std::ifstream in(dir.path() / "c.json");
-  const auto j = nlohmann::json::parse(in).at("conv");
+  // Runs `tide bench --conv ARGS --warmup 0 --threads 1` and returns its output and the JSON's "conv" object.
+  auto conv_bench = [&](const std::string& args, const std::string& name) {
+    auto run = tide_bench("--conv " + args + " --warmup 0 --threads 1 --json " + quote(dir.path() / name));
+    EXPECT_EQ(run.code, 0) << run.output;
+    std::ifstream in(dir.path() / name);
+    return std::make_pair(run.output, in ? nlohmann::json::parse(in).at("conv") : nlohmann::json::object());
+  };
+  const auto [output, j] = conv_bench("--channels 16 --out-channels 24 --size 20 --batch 2 --runs 2", "c.json");
+  ASSERT_FALSE(j.empty());
+  EXPECT_NE(output.find("x oneDNN"), std::string::npos) << output;
   EXPECT_EQ(j.at("in_channels"), 16);
   EXPECT_EQ(j.at("out_channels"), 24);
   EXPECT_EQ(j.at("kernel_size"), 3);
@@ -343,25 +347,19 @@ TEST(CliBench, ConvModeComparesWinogradWithDirect) {
   // 200 tiles: the few-tiles kernel's, so not the chunked one's.
   EXPECT_EQ(j.at("winograd_few_tiles_pays_off").get<bool>(), avx2);
   EXPECT_FALSE(j.at("winograd_pays_off").get<bool>());
-  EXPECT_NE(run.output.find(avx2 ? "takes the few-tiles Winograd path" : "takes no Winograd path"), std::string::npos)
-      << run.output;
+  EXPECT_NE(output.find(avx2 ? "takes the few-tiles Winograd path" : "takes no Winograd path"), std::string::npos)
+      << output;
   // 20 output channels: no direct kernel, so the module keeps the weight channels last, which the few-tiles
   // kernel reads as well.
-  auto no_direct = tide_bench("--conv --channels 16 --out-channels 20 --size 20 --runs 1 --warmup 0 --threads 1 "
-                              "--json " + quote(dir.path() / "n.json"));
-  ASSERT_EQ(no_direct.code, 0) << no_direct.output;
-  std::ifstream in_no_direct(dir.path() / "n.json");
-  const auto jn = nlohmann::json::parse(in_no_direct).at("conv");
+  const auto jn = conv_bench("--channels 16 --out-channels 20 --size 20 --runs 1", "n.json").second;
+  ASSERT_FALSE(jn.empty());
   EXPECT_EQ(jn.at("direct_s").size(), 0u);
   EXPECT_EQ(jn.at("winograd_few_tiles_s").size(), 1u);
   EXPECT_LT(jn.at("winograd_few_tiles_max_abs_diff").get<double>(), 1e-4);
   EXPECT_EQ(jn.at("winograd_few_tiles_pays_off").get<bool>(), avx2);
   // A strided 3×3: no Winograd, the direct kernel against oneDNN.
-  auto strided = tide_bench("--conv --channels 16 --out-channels 24 --size 9 --stride 2 --runs 1 --warmup 0 "
-                            "--threads 1 --json " + quote(dir.path() / "s.json"));
-  ASSERT_EQ(strided.code, 0) << strided.output;
-  std::ifstream in_strided(dir.path() / "s.json");
-  const auto js = nlohmann::json::parse(in_strided).at("conv");
+  const auto js = conv_bench("--channels 16 --out-channels 24 --size 9 --stride 2 --runs 1", "s.json").second;
+  ASSERT_FALSE(js.empty());
   EXPECT_EQ(js.at("winograd_s").size(), 0u);
   EXPECT_EQ(js.at("winograd_few_tiles_s").size(), 0u);
   EXPECT_EQ(js.at("direct_s").size(), avx2 ? 1u : 0u);
