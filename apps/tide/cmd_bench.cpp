@@ -94,6 +94,7 @@ int run_conv(const Args& args, const bench::PeakResult& peak, int threads) {
   s.stride = args.get_int("stride");
   s.runs = args.get_int("runs");
   s.warmup = args.get_int("warmup");
+  s.backward = args.get_flag("backward");
   const auto r = bench::run_conv_bench(s);
   const double onednn = bench::median(r.onednn_s);
   auto line = [&](const char* name, const std::vector<double>& times) {
@@ -105,7 +106,8 @@ int run_conv(const Args& args, const bench::PeakResult& peak, int threads) {
     return o.str();
   };
   std::ostringstream o;
-  o << s.kernel_size << "x" << s.kernel_size << " convolution, stride " << s.stride << " [" << s.batch << " x "
+  o << s.kernel_size << "x" << s.kernel_size << " convolution" << (s.backward ? "'s input gradient" : "")
+    << ", stride " << s.stride << " [" << s.batch << " x "
     << s.in_channels << " -> " << s.out_channels << " channels, " << s.size << " x " << s.size << "], " << threads
     << " threads: " << r.flops * 1e-9 << " GFLOP per call\n"
     << line("oneDNN:   ", r.onednn_s);
@@ -119,9 +121,8 @@ int run_conv(const Args& args, const bench::PeakResult& peak, int threads) {
                                      : line("winograd, few tiles: ", r.winograd_few_tiles_s) +
                                            "    max |winograd, few tiles - oneDNN| = " +
                                            std::to_string(r.winograd_few_tiles_max_abs_diff) + "\n")
-      << "  the Conv2d module takes "
-      << (r.winograd_pays_off ? "the chunked Winograd path" : r.winograd_few_tiles_pays_off ? "the few-tiles Winograd path" : "no Winograd path")
-      << " for this shape\n";
+      ;
+  o << (s.backward ? "  the frozen-weight backward takes: " : "  the Conv2d module takes: ") << r.path << "\n";
   if (peak.gflops > 0) o << "  peak:     " << peak.gflops << " GFLOP/s\n";
   std::cout << o.str();
   if (args.has("json")) {
@@ -140,7 +141,8 @@ int run_conv(const Args& args, const bench::PeakResult& peak, int threads) {
                           {"winograd_few_tiles_median_s", median_or_null(r.winograd_few_tiles_s)},
                           {"winograd_few_tiles_s", r.winograd_few_tiles_s},
                           {"winograd_few_tiles_max_abs_diff", r.winograd_few_tiles_max_abs_diff},
-                          {"winograd_few_tiles_pays_off", r.winograd_few_tiles_pays_off}}},
+                          {"winograd_few_tiles_pays_off", r.winograd_few_tiles_pays_off},
+                          {"backward", s.backward}, {"path", r.path}}},
                         {"peak_gflops", peak.gflops > 0 ? nlohmann::json(peak.gflops) : nlohmann::json(nullptr)},
                         {"threads", threads},
                         {"cpu_features", runtime::cpu_features()}};
@@ -215,10 +217,11 @@ int run_bench(int argc, char** argv) {
       .option("head-dim", "N", "--attention: head dimension", "40")
       .option("context-tokens", "N", "--attention: key/value tokens; 0 = self-attention", "0")
       .flag("backward", "--attention: time forward + backward (training): the blocked kernel's strip-wise backward "
-            "vs plain autograd")
+            "vs plain autograd; --conv: time the input gradient (training against frozen weights, weight channels "
+            "last) with oneDNN's backward-data kernel, the direct kernel and the Winograd kernels instead of the forward")
       .option("strip-rows", "N", "--attention --backward: query rows per backward strip; 0 = the kernel's choice", "0")
       .flag("conv", "time one convolution instead of the pipeline: oneDNN's kernel, tide's direct kernel (weight "
-                    "stored HWIO) and, for 3x3 at stride 1, the Winograd kernel")
+                    "stored HWIO) and, for 3x3 at stride 1, the Winograd kernels; names the kernel tide takes")
       .option("channels", "N", "--conv: input channels", "512")
       .option("out-channels", "N", "--conv: output channels", "--channels")
       .option("size", "PX", "--conv: height and width of the map (64 = the VAE decoder's mid block at 512 px)", "64")

@@ -347,8 +347,9 @@ TEST(CliBench, ConvModeComparesWinogradWithDirect) {
   // 200 tiles: the few-tiles kernel's, so not the chunked one's.
   EXPECT_EQ(j.at("winograd_few_tiles_pays_off").get<bool>(), avx2);
   EXPECT_FALSE(j.at("winograd_pays_off").get<bool>());
-  EXPECT_NE(output.find(avx2 ? "takes the few-tiles Winograd path" : "takes no Winograd path"), std::string::npos)
-      << output;
+  EXPECT_NE(output.find(avx2 ? "takes: winograd, few tiles" : "takes: oneDNN"), std::string::npos) << output;
+  EXPECT_EQ(j.at("path"), avx2 ? "winograd, few tiles" : "oneDNN");
+  EXPECT_FALSE(j.at("backward").get<bool>());
   // 20 output channels: no direct kernel, so the module keeps the weight channels last, which the few-tiles
   // kernel reads as well.
   const auto jn = conv_bench("--channels 16 --out-channels 20 --size 20 --runs 1", "n.json").second;
@@ -365,6 +366,22 @@ TEST(CliBench, ConvModeComparesWinogradWithDirect) {
   EXPECT_EQ(js.at("direct_s").size(), avx2 ? 1u : 0u);
   EXPECT_NEAR(js.at("gflop").get<double>(), 2.0 * 24 * 5 * 5 * 16 * 9 * 1e-9, 1e-12);
   EXPECT_LT(js.at("direct_max_abs_diff").get<double>(), 1e-4);
+  EXPECT_EQ(js.at("path"), avx2 ? "direct" : "oneDNN");
+  // --backward: the input gradient; on a 4×4 map (256 → 128 channels) the direct kernel's, against oneDNN's
+  // backward-data kernel and both Winograd kernels on the flipped weight, all with the same answer.
+  const auto [back_output, jb] = conv_bench("--channels 128 --out-channels 256 --size 4 --runs 2 --backward", "b.json");
+  ASSERT_FALSE(jb.empty());
+  EXPECT_TRUE(jb.at("backward").get<bool>());
+  EXPECT_NE(back_output.find("input gradient"), std::string::npos) << back_output;
+  EXPECT_EQ(jb.at("path"), avx2 ? "direct" : "oneDNN");
+  EXPECT_NE(back_output.find(avx2 ? "frozen-weight backward takes: direct" : "takes: oneDNN"), std::string::npos)
+      << back_output;
+  EXPECT_EQ(jb.at("direct_s").size(), avx2 ? 2u : 0u);
+  EXPECT_EQ(jb.at("winograd_s").size(), 2u);
+  EXPECT_LT(jb.at("direct_max_abs_diff").get<double>(), 1e-4);
+  EXPECT_LT(jb.at("winograd_max_abs_diff").get<double>(), 1e-4);
+  EXPECT_LT(jb.at("winograd_few_tiles_max_abs_diff").get<double>(), 1e-4);
+  EXPECT_GT(jb.at("onednn_median_s").get<double>(), 0);
   auto even = tide_bench("--conv --kernel-size 2");
   EXPECT_EQ(even.code, 1);
   EXPECT_NE(even.output.find("must be odd"), std::string::npos) << even.output;

@@ -13,6 +13,7 @@
 
 #include "tide/kernels/conv_input_gradient.h"
 #include "tide/kernels/direct_conv.h"
+#include "tide/kernels/gemm_cpu.h"
 #include "tide/kernels/winograd_conv.h"
 #include "tide/models/unet2d_condition.h"
 #include "tide/nn/checkpoint.h"
@@ -154,6 +155,36 @@ TEST(ConvInputGradient, WinogradWhereItPays) {
   const at::Tensor strided_grad = grad.narrow(2, 0, 32).narrow(3, 0, 31).contiguous(at::MemoryFormat::ChannelsLast);
   EXPECT_TRUE(tide::kernels::conv2d_input_gradient(strided_grad, w, 2, 1, x.sizes(), true)
                   .equal(tide::kernels::conv2d_input_gradient(strided_grad, w, 2, 1, x.sizes())));
+}
+
+// With `direct`, a same-size input gradient on a map of at most 256 pixels that Winograd does not take goes
+// through the direct kernel (bit for bit its answer), within float32 rounding of float64 autograd; larger
+// maps, strided layers and `direct` off stay where they were. input_gradient_kernel() names each choice.
+TEST(ConvInputGradient, DirectKernelOnSmallMaps) {
+  at::manual_seed(31);
+  using tide::kernels::InputGradientKernel;
+  const at::Tensor w = (at::randn({256, 128, 3, 3}) * 0.03).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor x = at::randn({1, 128, 8, 8});
+  const at::Tensor grad = at::randn({1, 256, 8, 8}).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor dx = tide::kernels::conv2d_input_gradient(grad, w, 1, 1, x.sizes(), true, true);
+  const auto kernel = tide::kernels::input_gradient_kernel(grad, w, 1, 1, x.sizes(), true, true);
+  if (tide::kernels::gemm_f32_available()) {
+    ASSERT_EQ(kernel, InputGradientKernel::direct);
+    EXPECT_STREQ(tide::kernels::input_gradient_kernel_name(kernel), "direct");
+    EXPECT_TRUE(dx.equal(tide::kernels::direct_conv2d_input_gradient(grad, w, 1)));
+  } else {
+    EXPECT_EQ(kernel, InputGradientKernel::onednn);
+  }
+  EXPECT_LT(relative_error(dx, reference_input_gradient(x, w, grad, 1, 1)), 1e-5);
+  EXPECT_EQ(tide::kernels::input_gradient_kernel(grad, w, 1, 1, x.sizes(), true, false), InputGradientKernel::onednn);
+  EXPECT_STREQ(tide::kernels::input_gradient_kernel_name(InputGradientKernel::onednn), "oneDNN");
+  // 1024 pixels (256 Winograd tiles): the few-tiles kernel where it pays, never the direct one.
+  const at::Tensor big_grad = at::randn({1, 256, 32, 32}).contiguous(at::MemoryFormat::ChannelsLast);
+  const std::vector<int64_t> big{1, 128, 32, 32};
+  EXPECT_NE(tide::kernels::input_gradient_kernel(big_grad, w, 1, 1, big, true, true), InputGradientKernel::direct);
+  // Strided: oneDNN's.
+  const at::Tensor strided_grad = at::randn({1, 256, 4, 4}).contiguous(at::MemoryFormat::ChannelsLast);
+  EXPECT_EQ(tide::kernels::input_gradient_kernel(strided_grad, w, 2, 1, x.sizes(), true, true), InputGradientKernel::onednn);
 }
 
 // A Conv2d layer whose weights need no gradient takes the frozen path with gradients on: the same output and

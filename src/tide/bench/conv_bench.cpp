@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "tide/kernels/conv_input_gradient.h"
 #include "tide/kernels/direct_conv.h"
 #include "tide/kernels/winograd_conv.h"
 #include "tide/runtime/error.h"
@@ -28,8 +29,19 @@ ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
           .contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor hwio = kernels::to_hwio(weight);
   const at::Tensor bias = at::randn({s.out_channels}, gen);
-  const bool direct = kernels::direct_conv2d_supported(x, hwio, s.stride, pad);
-  const bool winograd = ks == 3 && s.stride == 1 && kernels::winograd_conv3x3_supported(x, weight, 1, 1);
+  const int64_t out_size = (s.size + 2 * pad - ks) / s.stride + 1;
+  // backward: the gradient of the convolution's output, and the input's size it is taken back to.
+  const at::Tensor grad =
+      at::randn({s.batch, s.out_channels, out_size, out_size}, gen).contiguous(at::MemoryFormat::ChannelsLast);
+  const std::vector<int64_t> input_size{s.batch, s.in_channels, s.size, s.size};
+  const bool direct_forward = kernels::direct_conv2d_supported(x, hwio, s.stride, pad);
+  const bool direct = s.backward ? kernels::direct_conv2d_input_gradient_supported(grad, weight, s.stride, pad)
+                                 : direct_forward;
+  // The backward's convolution runs from the output's channels to the input's.
+  const int64_t from = s.backward ? s.out_channels : s.in_channels, to = s.backward ? s.in_channels : s.out_channels;
+  const bool winograd = ks == 3 && s.stride == 1 &&
+                        (s.backward ? kernels::winograd_conv3x3_supported(grad, weight.transpose(0, 1), 1, 1)
+                                    : kernels::winograd_conv3x3_supported(x, weight, 1, 1));
 
   auto seconds = [](auto&& fn, at::Tensor& out) {
     out = at::Tensor();  // the previous output does not count against this call
@@ -38,36 +50,58 @@ ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
   ConvBenchResult r;
-  const int64_t out_size = (s.size + 2 * pad - ks) / s.stride + 1;
   r.flops = 2.0 * double(s.batch * s.out_channels * out_size * out_size) * double(s.in_channels * ks * ks);
   // The path the Conv2d module takes: the few-tiles Winograd kernel where it pays, else the chunked one where
   // that pays, else the direct kernel. The module's weight is HWIO where the direct kernel can read it, else
   // channels last; the few-tiles kernel reads either in place.
-  const at::Tensor& module_weight = direct ? hwio : weight;
+  const at::Tensor& module_weight = direct_forward ? hwio : weight;
   r.winograd_few_tiles_pays_off =
-      winograd && kernels::winograd_conv3x3_few_tiles_pays_off(s.batch, s.in_channels, s.out_channels, s.size, s.size);
-  r.winograd_pays_off = winograd && !r.winograd_few_tiles_pays_off &&
-                        kernels::winograd_conv3x3_pays_off(s.batch, s.in_channels, s.out_channels, s.size, s.size);
+      winograd && kernels::winograd_conv3x3_few_tiles_pays_off(s.batch, from, to, s.size, s.size);
+  r.winograd_pays_off =
+      winograd && !r.winograd_few_tiles_pays_off && kernels::winograd_conv3x3_pays_off(s.batch, from, to, s.size, s.size);
+  if (s.backward)
+    r.path = kernels::input_gradient_kernel_name(
+        kernels::input_gradient_kernel(grad, weight, s.stride, pad, input_size, /*winograd=*/true, /*direct=*/true));
+  else
+    r.path = r.winograd_few_tiles_pays_off ? "winograd, few tiles"
+             : r.winograd_pays_off         ? "winograd, chunked"
+             : direct                      ? "direct"
+                                           : "oneDNN";
+  // Forward: at::conv2d (oneDNN), the direct kernel on the HWIO weight, the chunked Winograd kernel with its
+  // weight transform, the few-tiles one on the module's weight. Backward: the same kernels' input gradients.
+  const at::Tensor flipped = s.backward && winograd ? weight.flip({2, 3}).transpose(0, 1) : at::Tensor();
+  auto run_onednn = [&] {
+    return s.backward ? kernels::conv2d_input_gradient(grad, weight, s.stride, pad, input_size)
+                      : at::conv2d(x, weight, bias, s.stride, pad);
+  };
+  auto run_direct = [&] {
+    return s.backward ? kernels::direct_conv2d_input_gradient(grad, weight, pad)
+                      : kernels::direct_conv2d(x, hwio, bias, s.stride, pad);
+  };
+  auto run_winograd = [&] {
+    return s.backward ? kernels::winograd_conv3x3(grad, kernels::winograd_weight_transform(flipped), at::Tensor())
+                      : kernels::winograd_conv3x3(x, kernels::winograd_weight_transform(weight), bias);
+  };
+  auto run_few_tiles = [&] {
+    return s.backward ? kernels::winograd_conv3x3_input_gradient(grad, weight)
+                      : kernels::winograd_conv3x3_few_tiles(x, module_weight, bias);
+  };
   at::Tensor y_onednn, y_direct, y_winograd, y_winograd_few_tiles;
   // As the UNet's calls run them: freed blocks kept for the next call, else fresh blocks' page faults count
   // against whichever kernel allocates more (Winograd's transformed weights, oneDNN's re-laid-out ones).
   runtime::FreedMemoryReuse reuse;
   for (int i = 0; i < s.warmup + s.runs; ++i) {
     const bool timed = i >= s.warmup;
-    const double t = seconds([&] { return at::conv2d(x, weight, bias, s.stride, pad); }, y_onednn);
+    const double t = seconds(run_onednn, y_onednn);
     if (timed) r.onednn_s.push_back(t);
     if (direct) {
-      const double td = seconds([&] { return kernels::direct_conv2d(x, hwio, bias, s.stride, pad); }, y_direct);
+      const double td = seconds(run_direct, y_direct);
       if (timed) r.direct_s.push_back(td);
     }
     if (winograd) {
-      const double tw = seconds(
-          [&] { return kernels::winograd_conv3x3(x, kernels::winograd_weight_transform(weight), bias); }, y_winograd);
+      const double tw = seconds(run_winograd, y_winograd);
       if (timed) r.winograd_s.push_back(tw);
-    }
-    if (winograd) {
-      const double th =
-          seconds([&] { return kernels::winograd_conv3x3_few_tiles(x, module_weight, bias); }, y_winograd_few_tiles);
+      const double th = seconds(run_few_tiles, y_winograd_few_tiles);
       if (timed) r.winograd_few_tiles_s.push_back(th);
     }
   }

@@ -6,8 +6,12 @@
 // kernel reads it, else channels last) panel by panel. Freed
 // memory is kept between calls, as in the UNet (runtime::FreedMemoryReuse). Defaults:
 // the VAE decoder's mid block at 512×512 (512 channels on 64×64, batch 1).
+// With `backward`, the input gradient as frozen-weight training computes it instead, the weight channels last
+// as training keeps it: oneDNN's backward-data kernel, the direct kernel, and for 3×3 at stride 1 both
+// Winograd kernels on the flipped, transposed weight (kernels/conv_input_gradient.h).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace tide::bench {
@@ -16,6 +20,7 @@ struct ConvBenchSettings {
   int64_t batch = 1, in_channels = 512, out_channels = 512, size = 64;  // size: height = width
   int64_t kernel_size = 3, stride = 1;
   int runs = 5, warmup = 1;
+  bool backward = false;  // time the input gradient instead of the forward
 };
 
 struct ConvBenchResult {
@@ -28,6 +33,8 @@ struct ConvBenchResult {
   double winograd_few_tiles_max_abs_diff = 0;
   bool winograd_pays_off = false;       // whether the Conv2d module would take the chunked Winograd path
   bool winograd_few_tiles_pays_off = false;  // ... or the few-tiles one, for this shape
+  std::string path;  // the kernel the Conv2d module (backward: the frozen-weight backward) takes: "oneDNN",
+                     // "direct", "winograd, chunked" or "winograd, few tiles"
 };
 
 ConvBenchResult run_conv_bench(const ConvBenchSettings& settings);

@@ -17,6 +17,7 @@ using torch::autograd::variable_list;
 struct FrozenWeight {
   at::Tensor weight, scale;  // as stored; scale: int8 weights only (else undefined)
   bool winograd = false;     // conv2d_input_gradient's
+  bool direct = false;       // conv2d_input_gradient's
 };
 
 struct FrozenConv2dFunction : torch::autograd::Function<FrozenConv2dFunction> {
@@ -28,6 +29,7 @@ struct FrozenConv2dFunction : torch::autograd::Function<FrozenConv2dFunction> {
     ctx->saved_data["stride"] = stride;
     ctx->saved_data["padding"] = padding;
     ctx->saved_data["winograd"] = frozen.winograd;
+    ctx->saved_data["direct"] = frozen.direct;
     ctx->saved_data["input_size"] = x.sizes().vec();
     return inference_forward(x);
   }
@@ -43,17 +45,18 @@ struct FrozenConv2dFunction : torch::autograd::Function<FrozenConv2dFunction> {
     const auto input_size = ctx->saved_data["input_size"].toIntVector();
     at::Tensor dx = conv2d_input_gradient(grads[0], weight, ctx->saved_data["stride"].toInt(),
                                           ctx->saved_data["padding"].toInt(), input_size,
-                                          ctx->saved_data["winograd"].toBool());
+                                          ctx->saved_data["winograd"].toBool(), ctx->saved_data["direct"].toBool());
     return {dx, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-at::Tensor conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weight, int64_t stride, int64_t padding,
-                                 at::IntArrayRef input_size, bool winograd) {
+InputGradientKernel input_gradient_kernel(const at::Tensor& grad, const at::Tensor& weight, int64_t stride,
+                                          int64_t padding, at::IntArrayRef input_size, bool winograd, bool direct) {
   TORCH_CHECK(grad.dim() == 4 && weight.dim() == 4 && input_size.size() == 4, "conv2d_input_gradient: 4-d tensors");
-  if (winograd && weight.size(1) == input_size[1] && grad.size(2) == input_size[2] && grad.size(3) == input_size[3]) {
+  const bool same_size = weight.size(1) == input_size[1] && grad.size(2) == input_size[2] && grad.size(3) == input_size[3];
+  if (winograd && same_size) {
     // dx[c] = Σₖ grad[k] ⋆ w[k, c] rotated by 180°: a 3×3, stride-1, padding-1 convolution with the weight
     // [C, K, 3, 3]. The few-tiles kernel reads the weight in place, flipped and transposed (channels last as
     // training keeps it, or HWIO), under the forward's rule: against oneDNN's backward-data kernel (AVX2, 2
@@ -63,13 +66,39 @@ at::Tensor conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weigh
     if (supported && weight.scalar_type() == at::kFloat &&
         (weight.is_contiguous(at::MemoryFormat::ChannelsLast) || is_hwio(weight)) &&
         winograd_conv3x3_few_tiles_pays_off(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3]))
-      return winograd_conv3x3_input_gradient(grad, weight);
+      return InputGradientKernel::winograd_few_tiles;
     // Other layouts: the chunked kernel from 512 tiles, where it won 1.5–1.8× over oneDNN (48×48 and 64×64
     // maps); on 256 tiles it lost (SD 1.5's 256 px step: 0.90–0.93 s against oneDNN's 0.85–0.87 s).
     const int64_t tiles = grad.size(0) * ((input_size[2] + 1) / 2) * ((input_size[3] + 1) / 2);
     if (supported && tiles >= 512 &&
         winograd_conv3x3_pays_off(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3]))
+      return InputGradientKernel::winograd_chunked;
+  }
+  // Small maps (at most 256 pixels, fewer than 32 Winograd tiles): the direct kernel reads the large weight
+  // once, in place; oneDNN re-lays it out for little work (`tide bench --conv --backward`).
+  if (direct && same_size && direct_conv2d_input_gradient_supported(grad, weight, stride, padding))
+    return InputGradientKernel::direct;
+  return InputGradientKernel::onednn;
+}
+
+const char* input_gradient_kernel_name(InputGradientKernel kernel) {
+  switch (kernel) {
+    case InputGradientKernel::winograd_few_tiles: return "winograd, few tiles";
+    case InputGradientKernel::winograd_chunked: return "winograd, chunked";
+    case InputGradientKernel::direct: return "direct";
+    case InputGradientKernel::onednn: break;
+  }
+  return "oneDNN";
+}
+
+at::Tensor conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weight, int64_t stride, int64_t padding,
+                                 at::IntArrayRef input_size, bool winograd, bool direct) {
+  switch (input_gradient_kernel(grad, weight, stride, padding, input_size, winograd, direct)) {
+    case InputGradientKernel::winograd_few_tiles: return winograd_conv3x3_input_gradient(grad, weight);
+    case InputGradientKernel::winograd_chunked:
       return winograd_conv3x3(grad, winograd_weight_transform(weight.flip({2, 3}).transpose(0, 1)), at::Tensor());
+    case InputGradientKernel::direct: return direct_conv2d_input_gradient(grad, weight, padding);
+    case InputGradientKernel::onednn: break;
   }
   // oneDNN's backward-data kernel, as autograd calls it, but with only the input gradient asked for: the
   // input then only gives the result's shape and layout, so an unwritten tensor of that shape stands in.
@@ -81,9 +110,9 @@ at::Tensor conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weigh
 at::Tensor conv2d_frozen_weights(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& weight_scale,
                                  int64_t stride, int64_t padding,
                                  const std::function<at::Tensor(const at::Tensor&)>& inference_forward,
-                                 bool winograd) {
+                                 bool winograd, bool direct) {
   TORCH_CHECK(!weight.requires_grad(), "conv2d_frozen_weights: the weight must not require gradients");
-  return FrozenConv2dFunction::apply(x, FrozenWeight{weight.detach(), weight_scale, winograd}, stride, padding,
+  return FrozenConv2dFunction::apply(x, FrozenWeight{weight.detach(), weight_scale, winograd, direct}, stride, padding,
                                      inference_forward);
 }
 

@@ -15,17 +15,29 @@ namespace tide::kernels {
 // `winograd`: a 3×3, stride-1, padding-1 convolution's input gradient is itself such a convolution, of `grad`
 // with the weight flipped and transposed to [C, K, 3, 3], and goes through a Winograd kernel where one pays
 // off for the shape (winograd_conv3x3_input_gradient() on a channels-last or HWIO weight, read in place, or
-// winograd_conv3x3() on large maps; then channels last); otherwise oneDNN's backward-data kernel.
+// winograd_conv3x3() on large maps; then channels last). `direct`: other same-size convolutions on small maps
+// go through direct_conv2d_input_gradient() where it supports them (direct_conv.h). Otherwise oneDNN's
+// backward-data kernel.
 at::Tensor conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weight, int64_t stride, int64_t padding,
-                                 at::IntArrayRef input_size, bool winograd = false);
+                                 at::IntArrayRef input_size, bool winograd = false, bool direct = false);
+
+// The kernels conv2d_input_gradient() chooses from.
+enum class InputGradientKernel { onednn, winograd_few_tiles, winograd_chunked, direct };
+
+// The kernel conv2d_input_gradient() takes for these arguments, and its name ("oneDNN", "direct",
+// "winograd, few tiles", "winograd, chunked"), as `tide bench --conv --backward` reports it.
+InputGradientKernel input_gradient_kernel(const at::Tensor& grad, const at::Tensor& weight, int64_t stride,
+                                          int64_t padding, at::IntArrayRef input_size, bool winograd, bool direct);
+const char* input_gradient_kernel_name(InputGradientKernel kernel);
 
 // conv2d(x, weight, bias, stride, padding) as `inference_forward(x)` computes it (called with gradients off),
 // differentiable with respect to x only: weight and bias must not require gradients. `weight` is the layer's
 // weight as stored (float, 16-bit, or int8 with its per-channel `weight_scale`): the backward widens it to the
-// gradient's dtype when it runs, so no widened copy waits in the graph. `winograd`: conv2d_input_gradient's.
+// gradient's dtype when it runs, so no widened copy waits in the graph. `winograd`, `direct`:
+// conv2d_input_gradient's.
 at::Tensor conv2d_frozen_weights(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& weight_scale,
                                  int64_t stride, int64_t padding,
                                  const std::function<at::Tensor(const at::Tensor&)>& inference_forward,
-                                 bool winograd = false);
+                                 bool winograd = false, bool direct = false);
 
 }  // namespace tide::kernels

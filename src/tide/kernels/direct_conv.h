@@ -18,9 +18,10 @@ bool is_hwio(const at::Tensor& weight);
 // A copy of `weight` [K, C, kh, kw] (any layout and dtype) laid out HWIO, the same values and shape.
 at::Tensor to_hwio(const at::Tensor& weight);
 
-// True when direct_conv2d() computes this convolution: float32 CPU input [N, C, H, W], weight HWIO (any
-// floating dtype: callers widen a 16-bit weight, which keeps its layout) of a shape
-// direct_conv2d_wants_hwio() takes, square kernel, no gradient needed.
+// True when direct_conv2d() computes this convolution: float32 CPU input [N, C, H, W], weight (any floating
+// dtype: callers widen a 16-bit weight, which keeps its layout) of a shape direct_conv2d_wants_hwio() takes,
+// square kernel, no gradient needed; the weight HWIO, or channels last (as training keeps it) where the
+// output has at most 256 pixels.
 bool direct_conv2d_supported(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding);
 
 // Whether a layer with this weight shape should store its weight HWIO for direct_conv2d() (its inputs'
@@ -29,8 +30,18 @@ bool direct_conv2d_supported(const at::Tensor& x, const at::Tensor& weight, int6
 bool direct_conv2d_wants_hwio(int64_t out_channels, int64_t in_channels, int64_t kernel_size);
 
 // conv2d(x, weight, bias, stride, padding) -> [N, K, H', W'], channels last. x: any memory format (made
-// channels last); weight: HWIO float32; bias: [K] or undefined.
+// channels last); weight: float32, HWIO or (at most 256 output pixels) channels last; bias: [K] or undefined.
 at::Tensor direct_conv2d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, int64_t stride,
                          int64_t padding);
+
+// The input gradient of a stride-1 convolution with an odd k×k kernel and padding k / 2 (the same size out
+// as in), for frozen-weight training: ∂(conv2d(x, weight))/∂x applied to `grad` [N, K, H, W] -> [N, C, H, W],
+// channels last. It is itself such a convolution, of grad with the weight flipped and transposed, which the
+// products read in place. Supported for float32 gradients of at most 256 pixels (small maps, where oneDNN's
+// backward-data kernel re-lays out a large weight for little work), weights HWIO or channels last with C a
+// multiple of 8, on CPUs with AVX2 and FMA.
+bool direct_conv2d_input_gradient_supported(const at::Tensor& grad, const at::Tensor& weight, int64_t stride,
+                                            int64_t padding);
+at::Tensor direct_conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weight, int64_t padding);
 
 }  // namespace tide::kernels

@@ -1,6 +1,7 @@
 #include "tide/kernels/winograd_conv.h"
 
 #include "tide/kernels/gemm_cpu.h"
+#include "tide/kernels/weight_taps.h"
 
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
@@ -64,17 +65,6 @@ void output_transform_scalar(const float* m, int64_t m_stride, const float* bias
   }
 }
 
-// A 3×3 weight as the few-tiles kernel reads it: element (tap i·3 + j, row r, column col) — row: an input
-// channel of the convolution computed, column: an output channel — at
-// base[tap[i·3 + j] + r·row_stride + col·col_stride]. The forward reads a weight [K, C, 3, 3] with rows c and
-// columns k; the input gradient, whose input channels are the forward's outputs, with rows k, columns c and
-// the taps flipped. Fast where the columns (an HWIO weight's output channels) or the rows (a channels-last
-// weight's input channels) are consecutive.
-struct WeightTaps {
-  const float* base;
-  int64_t tap[9];
-  int64_t row_stride, col_stride;
-};
 
 // Rows [a0, a1) of the weight transform G·g·Gᵀ (positions ξ = a·4 + b, b = 0..3) for a block of rows
 // [r0, r0 + rows) and columns [k0, k0 + width): u[((a - a0)·4 + b)·rows·width + (r - r0)·width + (k - k0)],
@@ -141,25 +131,6 @@ __attribute__((target("avx2"))) void weight_transform_rows_avx2(const WeightTaps
     }
   }
   if (full < width) weight_transform_rows_scalar(w, a0, a1, r0, rows, k0, width, 0, rows, full, width, u);
-}
-
-// 8 vectors (rows of an 8×8 block) -> the block's columns, in place.
-__attribute__((target("avx2"))) inline void transpose8x8(__m256 r[8]) {
-  __m256 t[8], s[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    s[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
-    r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
-  }
 }
 
 // The same where the rows are consecutive instead (row_stride 1): 8 rows of one column per vector, the 8×8
@@ -465,17 +436,6 @@ at::Tensor winograd_few_tiles(const at::Tensor& x_in, const WeightTaps& taps, in
   return y;
 }
 
-// A [K, C, 3, 3] weight's taps with rows along dimension `rows_dim` and columns along `cols_dim`, flipped or not.
-WeightTaps weight_taps(const at::Tensor& weight, int rows_dim, int cols_dim, bool flipped) {
-  WeightTaps taps{weight.data_ptr<float>(), {}, weight.stride(rows_dim), weight.stride(cols_dim)};
-  // A dimension of size 1 may carry any stride (only its index 0 is read): 1, as if consecutive.
-  if (weight.size(rows_dim) == 1) taps.row_stride = 1;
-  if (weight.size(cols_dim) == 1) taps.col_stride = 1;
-  for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j)
-      taps.tap[i * 3 + j] = (flipped ? 2 - i : i) * weight.stride(2) + (flipped ? 2 - j : j) * weight.stride(3);
-  return taps;
-}
 
 }  // namespace
 

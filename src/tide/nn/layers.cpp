@@ -154,7 +154,8 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
     RECORD_USER_SCOPE("tide::conv2d_frozen_weights");  // named in `tide bench --profile`
     return kernels::conv2d_frozen_weights(x, weight, weight_scale, stride_, padding_,
                                           [this](const at::Tensor& input) { return forward(input); },
-                                          runtime::optimizations().winograd && runtime::optimizations().channels_last);
+                                          runtime::optimizations().winograd && runtime::optimizations().channels_last,
+                                          runtime::optimizations().direct_conv && runtime::optimizations().channels_last);
   }
   // Channels last only for inference: plain training needs the gradient of `weight` itself.
   const bool nhwc = runtime::optimizations().channels_last && x.dim() == 4 && x.device().is_cpu() &&
