@@ -12,6 +12,7 @@
 #include "test_support.h"
 #include "tide/kernels/direct_conv.h"
 #include "tide/kernels/gemm_cpu.h"
+#include "tide/kernels/winograd_conv.h"
 #include "tide/nn/layers.h"
 #include "tide/runtime/optimizations.h"
 
@@ -297,6 +298,31 @@ TEST(DirectConv, FrozenChannelsLastLayerOnASmallMapUsesTheDirectKernelBothWays) 
   EXPECT_TENSOR_NEAR(dx, dx_plain, 1e-5);
   EXPECT_TENSOR_NEAR(dx_onednn, dx_plain, 1e-5);
   EXPECT_TRUE(conv->weight.is_contiguous(at::MemoryFormat::ChannelsLast));
+}
+
+// Where the map is small and the weight large, the module takes the direct kernel even though the few-tiles
+// Winograd kernel would pay off: at most 256 output pixels and over 16 MiB of weight (768 channels: 20.3 MiB),
+// not with a smaller weight (384 channels) or a larger map.
+TEST(DirectConv, PreferredOverWinogradForLargeWeightsOnSmallMaps) {
+  if (!tide::kernels::gemm_f32_available()) GTEST_SKIP() << "this CPU has no AVX2/FMA";
+  at::manual_seed(37);
+  at::NoGradGuard no_grad;
+  const at::Tensor large = to_hwio(at::randn({768, 768, 3, 3}) * 0.01), small = to_hwio(at::randn({384, 384, 3, 3}) * 0.02);
+  EXPECT_TRUE(tide::kernels::direct_conv2d_preferred(at::empty({2, 768, 8, 8}), large, 1, 1));
+  EXPECT_TRUE(tide::kernels::direct_conv2d_preferred(at::empty({1, 768, 16, 16}), large, 1, 1));
+  EXPECT_FALSE(tide::kernels::direct_conv2d_preferred(at::empty({1, 768, 16, 17}), large, 1, 1));  // 272 pixels
+  EXPECT_FALSE(tide::kernels::direct_conv2d_preferred(at::empty({2, 384, 8, 8}), small, 1, 1));
+  ASSERT_TRUE(tide::kernels::winograd_conv3x3_few_tiles_pays_off(2, 768, 768, 8, 8));  // 32 tiles
+
+  tide::nn::Conv2d conv(768, 768, 3, 1, 1);
+  conv->weight.set_data(large);
+  const at::Tensor x = at::randn({2, 768, 8, 8});
+  EXPECT_TRUE(conv->forward(x).equal(direct_conv2d(x, large, conv->bias, 1, 1)));
+  tide::nn::Conv2d smaller(384, 384, 3, 1, 1);
+  smaller->weight.set_data(small);
+  const at::Tensor xs = at::randn({2, 384, 8, 8});
+  ASSERT_TRUE(tide::kernels::winograd_conv3x3_few_tiles_pays_off(2, 384, 384, 8, 8));
+  EXPECT_TRUE(smaller->forward(xs).equal(tide::kernels::winograd_conv3x3_few_tiles(xs, small, smaller->bias)));
 }
 
 }  // namespace

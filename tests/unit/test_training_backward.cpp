@@ -182,6 +182,16 @@ TEST(ConvInputGradient, DirectKernelOnSmallMaps) {
   const at::Tensor big_grad = at::randn({1, 256, 32, 32}).contiguous(at::MemoryFormat::ChannelsLast);
   const std::vector<int64_t> big{1, 128, 32, 32};
   EXPECT_NE(tide::kernels::input_gradient_kernel(big_grad, w, 1, 1, big, true, true), InputGradientKernel::direct);
+  // 256 pixels with a weight over 16 MiB: the direct kernel although the few-tiles Winograd kernel would pay.
+  const at::Tensor large_w = (at::randn({768, 768, 3, 3}) * 0.01).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor mid_grad = at::randn({1, 768, 16, 16}).contiguous(at::MemoryFormat::ChannelsLast);
+  const std::vector<int64_t> mid{1, 768, 16, 16};
+  if (tide::kernels::gemm_f32_available()) {
+    ASSERT_TRUE(tide::kernels::winograd_conv3x3_few_tiles_pays_off(1, 768, 768, 16, 16));
+    EXPECT_EQ(tide::kernels::input_gradient_kernel(mid_grad, large_w, 1, 1, mid, true, true), InputGradientKernel::direct);
+    EXPECT_EQ(tide::kernels::input_gradient_kernel(mid_grad, large_w, 1, 1, mid, true, false),
+              InputGradientKernel::winograd_few_tiles);
+  }
   // Strided: oneDNN's.
   const at::Tensor strided_grad = at::randn({1, 256, 4, 4}).contiguous(at::MemoryFormat::ChannelsLast);
   EXPECT_EQ(tide::kernels::input_gradient_kernel(strided_grad, w, 2, 1, x.sizes(), true, true), InputGradientKernel::onednn);

@@ -51,22 +51,25 @@ ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
   };
   ConvBenchResult r;
   r.flops = 2.0 * double(s.batch * s.out_channels * out_size * out_size) * double(s.in_channels * ks * ks);
-  // The path the Conv2d module takes: the few-tiles Winograd kernel where it pays, else the chunked one where
-  // that pays, else the direct kernel. The module's weight is HWIO where the direct kernel can read it, else
-  // channels last; the few-tiles kernel reads either in place.
+  // The path the Conv2d module takes: the direct kernel where it is preferred, else the few-tiles Winograd
+  // kernel where it pays, else the chunked one where that pays, else the direct kernel. The module's weight is
+  // HWIO where the direct kernel can read it, else channels last; the few-tiles kernel reads either in place.
+  // Backward: conv2d_input_gradient's choice.
   const at::Tensor& module_weight = direct_forward ? hwio : weight;
-  r.winograd_few_tiles_pays_off =
-      winograd && kernels::winograd_conv3x3_few_tiles_pays_off(s.batch, from, to, s.size, s.size);
-  r.winograd_pays_off =
-      winograd && !r.winograd_few_tiles_pays_off && kernels::winograd_conv3x3_pays_off(s.batch, from, to, s.size, s.size);
-  if (s.backward)
+  if (s.backward) {
     r.path = kernels::input_gradient_kernel_name(
         kernels::input_gradient_kernel(grad, weight, s.stride, pad, input_size, /*winograd=*/true, /*direct=*/true));
-  else
-    r.path = r.winograd_few_tiles_pays_off ? "winograd, few tiles"
-             : r.winograd_pays_off         ? "winograd, chunked"
-             : direct                      ? "direct"
-                                           : "oneDNN";
+  } else {
+    const bool preferred = direct_forward && kernels::direct_conv2d_preferred(x, weight, s.stride, pad);
+    r.path = !preferred && winograd && kernels::winograd_conv3x3_few_tiles_pays_off(s.batch, from, to, s.size, s.size)
+                 ? "winograd, few tiles"
+             : !preferred && winograd && kernels::winograd_conv3x3_pays_off(s.batch, from, to, s.size, s.size)
+                 ? "winograd, chunked"
+             : direct_forward ? "direct"
+                              : "oneDNN";
+  }
+  r.winograd_few_tiles_pays_off = r.path == "winograd, few tiles";
+  r.winograd_pays_off = r.path == "winograd, chunked";
   // Forward: at::conv2d (oneDNN), the direct kernel on the HWIO weight, the chunked Winograd kernel with its
   // weight transform, the few-tiles one on the module's weight. Backward: the same kernels' input gradients.
   const at::Tensor flipped = s.backward && winograd ? weight.flip({2, 3}).transpose(0, 1) : at::Tensor();

@@ -56,6 +56,12 @@ InputGradientKernel input_gradient_kernel(const at::Tensor& grad, const at::Tens
                                           int64_t padding, at::IntArrayRef input_size, bool winograd, bool direct) {
   TORCH_CHECK(grad.dim() == 4 && weight.dim() == 4 && input_size.size() == 4, "conv2d_input_gradient: 4-d tensors");
   const bool same_size = weight.size(1) == input_size[1] && grad.size(2) == input_size[2] && grad.size(3) == input_size[3];
+  // Small maps (at most 256 pixels, fewer than 32 Winograd tiles, or a weight too large for Winograd to read
+  // fast): the direct kernel reads the weight once, in place, front to back; oneDNN re-lays it out for little
+  // work (`tide bench --conv --backward`).
+  const bool direct_here = direct && same_size && direct_conv2d_input_gradient_supported(grad, weight, stride, padding);
+  if (direct_here && direct_conv2d_preferred(grad, weight, 1, padding))
+    return InputGradientKernel::direct;
   if (winograd && same_size) {
     // dx[c] = Σₖ grad[k] ⋆ w[k, c] rotated by 180°: a 3×3, stride-1, padding-1 convolution with the weight
     // [C, K, 3, 3]. The few-tiles kernel reads the weight in place, flipped and transposed (channels last as
@@ -74,10 +80,7 @@ InputGradientKernel input_gradient_kernel(const at::Tensor& grad, const at::Tens
         winograd_conv3x3_pays_off(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3]))
       return InputGradientKernel::winograd_chunked;
   }
-  // Small maps (at most 256 pixels, fewer than 32 Winograd tiles): the direct kernel reads the large weight
-  // once, in place; oneDNN re-lays it out for little work (`tide bench --conv --backward`).
-  if (direct && same_size && direct_conv2d_input_gradient_supported(grad, weight, stride, padding))
-    return InputGradientKernel::direct;
+  if (direct_here) return InputGradientKernel::direct;
   return InputGradientKernel::onednn;
 }
 

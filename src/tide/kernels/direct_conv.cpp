@@ -224,6 +224,11 @@ at::Tensor direct_conv2d(const at::Tensor& x, const at::Tensor& weight, const at
   return conv_products(x, weight_taps(weight, 1, 0, false), weight.size(0), kernel, bias, stride, padding);
 }
 
+bool direct_conv2d_preferred(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding) {
+  return output_rows(x, weight.size(2), stride, padding) <= kFewRows &&
+         weight.numel() * int64_t(sizeof(float)) > (int64_t(16) << 20);
+}
+
 bool direct_conv2d_input_gradient_supported(const at::Tensor& grad, const at::Tensor& weight, int64_t stride,
                                             int64_t padding) {
   if (!grad.defined() || !weight.defined() || grad.dim() != 4 || weight.dim() != 4) return false;

@@ -24,6 +24,12 @@ at::Tensor to_hwio(const at::Tensor& weight);
 // output has at most 256 pixels.
 bool direct_conv2d_supported(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding);
 
+// Whether the direct kernel should take a convolution of x (or the input gradient of one, with grad as x) that it
+// supports even where a Winograd kernel pays off: at most 256 output pixels (the workers then split the weight's rows, each read front to back) and
+// a weight over 16 MiB, whose reading then bounds both kernels, and Winograd's reads 128 bytes per row (SD 1.5's
+// 1280-channel layers on 8×8 at guidance batch 2 and on 16×16 in training at 512 px: 1.3–1.7× faster).
+bool direct_conv2d_preferred(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding);
+
 // Whether a layer with this weight shape should store its weight HWIO for direct_conv2d() (its inputs'
 // sizes are not known yet): kernels larger than 1×1, K a multiple of 8 and C at least 8 (thinner products are
 // better left to oneDNN), on a CPU with AVX2 and FMA.
