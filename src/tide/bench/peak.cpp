@@ -25,7 +25,12 @@ __attribute__((target("avx512f"))) double fma_loop_avx512(int64_t iterations, fl
     for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
   __m512 s = acc[0];
   for (int i = 1; i < kAcc; ++i) s = _mm512_add_ps(s, acc[i]);
-  *sink = _mm512_reduce_add_ps(s);
+  // Summed through memory: GCC 12's _mm512_reduce_add_ps warns about an uninitialized variable in its header.
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, s);
+  float sum = 0;
+  for (float lane : lanes) sum += lane;
+  *sink = sum;
   return 2.0 * 16 * kAcc * static_cast<double>(iterations);
 }
 

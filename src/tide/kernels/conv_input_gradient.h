@@ -1,8 +1,9 @@
 // Convolutions against frozen weights, for training that only needs gradients with respect to activations
 // (textual inversion: the UNet's weights never change). The forward runs the inference path (channels last,
-// Winograd, in-place ops downstream) and keeps only the weight, not the input; the backward computes the input
-// gradient alone (oneDNN's backward-data kernel, or Winograd: conv2d_input_gradient). Plain autograd runs the NCHW forward and keeps every convolution's input for a
-// weight gradient nobody asks for.
+// Winograd, the direct kernel, in-place ops downstream) and keeps only the weight, not the input; the backward
+// computes the input gradient alone (Winograd, the direct kernel or oneDNN's backward-data kernel:
+// conv2d_input_gradient). Plain autograd runs the NCHW forward and keeps every convolution's input for a weight
+// gradient nobody asks for.
 #pragma once
 #include <ATen/ATen.h>
 

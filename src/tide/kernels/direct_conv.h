@@ -1,12 +1,15 @@
 // Direct convolution for CPUs as matrix products read in place: with the weight stored HWIO ([kh, kw, C, K]
 // contiguous, output channels fastest), each kernel tap's [C, K] slice is the B operand of a row-major
 // product whose A rows are input pixels (channels last), found through a table of row pointers, so neither
-// the weight nor the input is copied or re-laid out per call.
+// the weight nor the input is copied or re-laid out per call. A channels-last weight (training's layout) is
+// read in place too, in 8×8 pieces transposed as they are copied; and a same-size convolution's input
+// gradient is the same products on the weight flipped and transposed (kernels/weight_taps.h).
 //
 // Why: oneDNN re-lays out the weight on every call (channels last -> its blocked format), which weighs most
 // where the maps are small and the weights large: SD 1.5's 1280-channel layers at 256 px see 8×8 and 4×4
-// maps with 59 MB weights (there the direct kernel is 1.06–1.26× oneDNN, freed memory reused; on 16×16 maps
-// within noise of it). Winograd (winograd_conv.h) stays the choice on large maps.
+// maps with 59 MB weights. There (at most 256 output pixels) the workers split the weight's rows, each read
+// front to back at the memory's speed: 1.4–2.5× oneDNN (bench/README.md, "Small maps"). Winograd
+// (winograd_conv.h) stays the choice on larger maps.
 #pragma once
 #include <ATen/ATen.h>
 
