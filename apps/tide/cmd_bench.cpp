@@ -120,8 +120,7 @@ int run_conv(const Args& args, const bench::PeakResult& peak, int threads) {
       << (r.winograd_few_tiles_s.empty() ? ""
                                      : line("winograd, few tiles: ", r.winograd_few_tiles_s) +
                                            "    max |winograd, few tiles - oneDNN| = " +
-                                           std::to_string(r.winograd_few_tiles_max_abs_diff) + "\n")
-      ;
+                                           std::to_string(r.winograd_few_tiles_max_abs_diff) + "\n");
   o << (s.backward ? "  the frozen-weight backward takes: " : "  the Conv2d module takes: ") << r.path << "\n";
   if (peak.gflops > 0) o << "  peak:     " << peak.gflops << " GFLOP/s\n";
   std::cout << o.str();

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "tide/kernels/conv_forward_kernel.h"
 #include "tide/kernels/conv_input_gradient.h"
 #include "tide/kernels/direct_conv.h"
 #include "tide/kernels/winograd_conv.h"
@@ -37,8 +38,6 @@ ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
   const bool direct_forward = kernels::direct_conv2d_supported(x, hwio, s.stride, pad);
   const bool direct = s.backward ? kernels::direct_conv2d_input_gradient_supported(grad, weight, s.stride, pad)
                                  : direct_forward;
-  // The backward's convolution runs from the output's channels to the input's.
-  const int64_t from = s.backward ? s.out_channels : s.in_channels, to = s.backward ? s.in_channels : s.out_channels;
   const bool winograd = ks == 3 && s.stride == 1 &&
                         (s.backward ? kernels::winograd_conv3x3_supported(grad, weight.transpose(0, 1), 1, 1)
                                     : kernels::winograd_conv3x3_supported(x, weight, 1, 1));
@@ -51,23 +50,13 @@ ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
   };
   ConvBenchResult r;
   r.flops = 2.0 * double(s.batch * s.out_channels * out_size * out_size) * double(s.in_channels * ks * ks);
-  // The path the Conv2d module takes: the direct kernel where it is preferred, else the few-tiles Winograd
-  // kernel where it pays, else the chunked one where that pays, else the direct kernel. The module's weight is
-  // HWIO where the direct kernel can read it, else channels last; the few-tiles kernel reads either in place.
-  // Backward: conv2d_input_gradient's choice.
+  // The path the Conv2d module takes (conv2d_forward_kernel) on its weight: HWIO where the direct kernel can
+  // read it, else channels last; the few-tiles kernel reads either in place. Backward: conv2d_input_gradient's.
   const at::Tensor& module_weight = direct_forward ? hwio : weight;
-  if (s.backward) {
-    r.path = kernels::input_gradient_kernel_name(
-        kernels::input_gradient_kernel(grad, weight, s.stride, pad, input_size, /*winograd=*/true, /*direct=*/true));
-  } else {
-    const bool preferred = direct_forward && kernels::direct_conv2d_preferred(x, weight, s.stride, pad);
-    r.path = !preferred && winograd && kernels::winograd_conv3x3_few_tiles_pays_off(s.batch, from, to, s.size, s.size)
-                 ? "winograd, few tiles"
-             : !preferred && winograd && kernels::winograd_conv3x3_pays_off(s.batch, from, to, s.size, s.size)
-                 ? "winograd, chunked"
-             : direct_forward ? "direct"
-                              : "oneDNN";
-  }
+  r.path = s.backward ? kernels::conv_kernel_name(kernels::input_gradient_kernel(
+                            grad, weight, s.stride, pad, input_size, /*winograd=*/true, /*direct=*/true))
+                      : kernels::conv_kernel_name(kernels::conv2d_forward_kernel(
+                            x, module_weight, s.stride, pad, /*winograd=*/true, /*direct=*/true));
   r.winograd_few_tiles_pays_off = r.path == "winograd, few tiles";
   r.winograd_pays_off = r.path == "winograd, chunked";
   // Forward: at::conv2d (oneDNN), the direct kernel on the HWIO weight, the chunked Winograd kernel with its

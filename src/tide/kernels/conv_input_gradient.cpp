@@ -52,8 +52,8 @@ struct FrozenConv2dFunction : torch::autograd::Function<FrozenConv2dFunction> {
 
 }  // namespace
 
-InputGradientKernel input_gradient_kernel(const at::Tensor& grad, const at::Tensor& weight, int64_t stride,
-                                          int64_t padding, at::IntArrayRef input_size, bool winograd, bool direct) {
+ConvKernel input_gradient_kernel(const at::Tensor& grad, const at::Tensor& weight, int64_t stride, int64_t padding,
+                                 at::IntArrayRef input_size, bool winograd, bool direct) {
   TORCH_CHECK(grad.dim() == 4 && weight.dim() == 4 && input_size.size() == 4, "conv2d_input_gradient: 4-d tensors");
   const bool same_size = weight.size(1) == input_size[1] && grad.size(2) == input_size[2] && grad.size(3) == input_size[3];
   // Small maps (at most 256 pixels, fewer than 32 Winograd tiles, or a weight too large for Winograd to read
@@ -61,7 +61,7 @@ InputGradientKernel input_gradient_kernel(const at::Tensor& grad, const at::Tens
   // work (`tide bench --conv --backward`).
   const bool direct_here = direct && same_size && direct_conv2d_input_gradient_supported(grad, weight, stride, padding);
   if (direct_here && direct_conv2d_preferred(grad, weight, 1, padding))
-    return InputGradientKernel::direct;
+    return ConvKernel::direct;
   if (winograd && same_size) {
     // dx[c] = Σₖ grad[k] ⋆ w[k, c] rotated by 180°: a 3×3, stride-1, padding-1 convolution with the weight
     // [C, K, 3, 3]. The few-tiles kernel reads the weight in place, flipped and transposed (channels last as
@@ -72,36 +72,26 @@ InputGradientKernel input_gradient_kernel(const at::Tensor& grad, const at::Tens
     if (supported && weight.scalar_type() == at::kFloat &&
         (weight.is_contiguous(at::MemoryFormat::ChannelsLast) || is_hwio(weight)) &&
         winograd_conv3x3_few_tiles_pays_off(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3]))
-      return InputGradientKernel::winograd_few_tiles;
+      return ConvKernel::winograd_few_tiles;
     // Other layouts: the chunked kernel from 512 tiles, where it won 1.5–1.8× over oneDNN (48×48 and 64×64
     // maps); on 256 tiles it lost (SD 1.5's 256 px step: 0.90–0.93 s against oneDNN's 0.85–0.87 s).
     const int64_t tiles = grad.size(0) * ((input_size[2] + 1) / 2) * ((input_size[3] + 1) / 2);
     if (supported && tiles >= 512 &&
         winograd_conv3x3_pays_off(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3]))
-      return InputGradientKernel::winograd_chunked;
+      return ConvKernel::winograd_chunked;
   }
-  if (direct_here) return InputGradientKernel::direct;
-  return InputGradientKernel::onednn;
-}
-
-const char* input_gradient_kernel_name(InputGradientKernel kernel) {
-  switch (kernel) {
-    case InputGradientKernel::winograd_few_tiles: return "winograd, few tiles";
-    case InputGradientKernel::winograd_chunked: return "winograd, chunked";
-    case InputGradientKernel::direct: return "direct";
-    case InputGradientKernel::onednn: break;
-  }
-  return "oneDNN";
+  if (direct_here) return ConvKernel::direct;
+  return ConvKernel::onednn;
 }
 
 at::Tensor conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weight, int64_t stride, int64_t padding,
                                  at::IntArrayRef input_size, bool winograd, bool direct) {
   switch (input_gradient_kernel(grad, weight, stride, padding, input_size, winograd, direct)) {
-    case InputGradientKernel::winograd_few_tiles: return winograd_conv3x3_input_gradient(grad, weight);
-    case InputGradientKernel::winograd_chunked:
+    case ConvKernel::winograd_few_tiles: return winograd_conv3x3_input_gradient(grad, weight);
+    case ConvKernel::winograd_chunked:
       return winograd_conv3x3(grad, winograd_weight_transform(weight.flip({2, 3}).transpose(0, 1)), at::Tensor());
-    case InputGradientKernel::direct: return direct_conv2d_input_gradient(grad, weight, padding);
-    case InputGradientKernel::onednn: break;
+    case ConvKernel::direct: return direct_conv2d_input_gradient(grad, weight, padding);
+    case ConvKernel::onednn: break;
   }
   // oneDNN's backward-data kernel, as autograd calls it, but with only the input gradient asked for: the
   // input then only gives the result's shape and layout, so an unwritten tensor of that shape stands in.

@@ -7,6 +7,8 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include "tide/kernels/conv_forward_kernel.h"
+
 #include <functional>
 
 namespace tide::kernels {
@@ -22,14 +24,10 @@ namespace tide::kernels {
 at::Tensor conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weight, int64_t stride, int64_t padding,
                                  at::IntArrayRef input_size, bool winograd = false, bool direct = false);
 
-// The kernels conv2d_input_gradient() chooses from.
-enum class InputGradientKernel { onednn, winograd_few_tiles, winograd_chunked, direct };
-
-// The kernel conv2d_input_gradient() takes for these arguments, and its name ("oneDNN", "direct",
-// "winograd, few tiles", "winograd, chunked"), as `tide bench --conv --backward` reports it.
-InputGradientKernel input_gradient_kernel(const at::Tensor& grad, const at::Tensor& weight, int64_t stride,
-                                          int64_t padding, at::IntArrayRef input_size, bool winograd, bool direct);
-const char* input_gradient_kernel_name(InputGradientKernel kernel);
+// The kernel conv2d_input_gradient() takes for these arguments (conv_kernel_name() names it for `tide bench
+// --conv --backward`).
+ConvKernel input_gradient_kernel(const at::Tensor& grad, const at::Tensor& weight, int64_t stride, int64_t padding,
+                                 at::IntArrayRef input_size, bool winograd, bool direct);
 
 // conv2d(x, weight, bias, stride, padding) as `inference_forward(x)` computes it (called with gradients off),
 // differentiable with respect to x only: weight and bias must not require gradients. `weight` is the layer's

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "tide/kernels/conv_input_gradient.h"
+#include "tide/kernels/conv_forward_kernel.h"
 #include "tide/kernels/direct_conv.h"
 #include "tide/kernels/int8_compute.h"
 #include "tide/kernels/winograd_conv.h"
@@ -162,10 +163,10 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
                     !(grad && (weight.requires_grad() || x.requires_grad()));
   at::Tensor y;
   const bool int8_kernel = use_int8_kernel(weight, x) && x.dim() == 4 && conv_quantizes_activations(weight, stride_);
-  const bool direct = nhwc && runtime::optimizations().direct_conv && kernels::direct_conv2d_supported(x, weight, stride_, padding_);
-  const bool winograd = nhwc && runtime::optimizations().winograd && kernels::winograd_conv3x3_supported(x, weight, stride_, padding_);
-  // Small maps with large weights: the direct kernel even where Winograd would pay (kernels/direct_conv.h).
-  const bool direct_first = direct && kernels::direct_conv2d_preferred(x, weight, stride_, padding_);
+  const kernels::ConvKernel kernel =
+      nhwc && !int8_kernel ? kernels::conv2d_forward_kernel(x, weight, stride_, padding_, runtime::optimizations().winograd,
+                                                            runtime::optimizations().direct_conv)
+                           : kernels::ConvKernel::onednn;
   if (!int8_kernel && int8_.plain_given_up()) throw_plain_weights_given_up("convolution");
   if (int8_kernel) {
     RECORD_USER_SCOPE("tide::int8_conv2d");
@@ -175,23 +176,17 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
     int8_.give_up_plain_weights(weight);
     // The kernel answers channels last; NCHW callers (channels_last off) get NCHW back.
     if (!nhwc) y = y.contiguous();
-  } else if (winograd && !direct_first && weight.is_floating_point() &&
-             (direct || weight.is_contiguous(at::MemoryFormat::ChannelsLast)) &&
-             kernels::winograd_conv3x3_few_tiles_pays_off(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3))) {
-    // Maps of up to a few hundred tiles (SD 1.5's UNet at 256 px, its deeper levels at 512): the weights
-    // transformed panel by panel as they are read (HWIO, or channels last as training keeps them), 1.1–1.7×
-    // the direct kernel (kernels/winograd_conv.h).
+  } else if (kernel == kernels::ConvKernel::winograd_few_tiles) {
     RECORD_USER_SCOPE("tide::winograd_conv3x3");  // named in `tide bench --profile`
     y = kernels::winograd_conv3x3_few_tiles(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias);
-  } else if (winograd && !direct_first &&
-             kernels::winograd_conv3x3_pays_off(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3))) {
+  } else if (kernel == kernels::ConvKernel::winograd_chunked) {
     // Transformed per call rather than kept (16/9 of the weights' memory): 5 ms at 512 channels, a few % of a
     // 64×64 convolution and under 1% of the larger ones.
     RECORD_USER_SCOPE("tide::winograd_conv3x3");  // named in `tide bench --profile`
     y = kernels::winograd_conv3x3(x, kernels::winograd_weight_transform(weight_for_compute(weight, weight_scale, x.scalar_type())), bias);
-  } else if (direct) {
-    // Where Winograd does not pay (small maps, strided convolutions), on the HWIO weight as stored: oneDNN
-    // would re-lay it out first.
+  } else if (kernel == kernels::ConvKernel::direct) {
+    // Where Winograd does not pay (small maps, strided convolutions), on the weight as stored (HWIO, or channels
+    // last on small maps): oneDNN would re-lay it out first.
     RECORD_USER_SCOPE("tide::direct_conv2d");  // named in `tide bench --profile`
     y = kernels::direct_conv2d(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias, stride_, padding_);
   } else if (nhwc) {

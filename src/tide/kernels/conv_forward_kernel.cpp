@@ -1,0 +1,36 @@
+#include "tide/kernels/conv_forward_kernel.h"
+
+#include "tide/kernels/direct_conv.h"
+#include "tide/kernels/winograd_conv.h"
+
+namespace tide::kernels {
+
+ConvKernel conv2d_forward_kernel(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding,
+                                 bool winograd, bool direct) {
+  const bool direct_here = direct && direct_conv2d_supported(x, weight, stride, padding);
+  // Small maps with large weights: the direct kernel even where Winograd would pay.
+  if (direct_here && direct_conv2d_preferred(x, weight, stride, padding)) return ConvKernel::direct;
+  if (winograd && winograd_conv3x3_supported(x, weight, stride, padding)) {
+    // Maps of up to a few hundred tiles (SD 1.5's UNet at 256 px, its deeper levels at 512): the weights
+    // transformed panel by panel as they are read (HWIO, or channels last as training keeps them), 1.1–1.7×
+    // the direct kernel (kernels/winograd_conv.h).
+    if (weight.is_floating_point() && (direct_here || weight.is_contiguous(at::MemoryFormat::ChannelsLast)) &&
+        winograd_conv3x3_few_tiles_pays_off(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3)))
+      return ConvKernel::winograd_few_tiles;
+    if (winograd_conv3x3_pays_off(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3)))
+      return ConvKernel::winograd_chunked;
+  }
+  return direct_here ? ConvKernel::direct : ConvKernel::onednn;
+}
+
+const char* conv_kernel_name(ConvKernel kernel) {
+  switch (kernel) {
+    case ConvKernel::winograd_few_tiles: return "winograd, few tiles";
+    case ConvKernel::winograd_chunked: return "winograd, chunked";
+    case ConvKernel::direct: return "direct";
+    case ConvKernel::onednn: break;
+  }
+  return "oneDNN";
+}
+
+}  // namespace tide::kernels

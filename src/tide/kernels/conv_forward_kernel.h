@@ -1,0 +1,21 @@
+// Which kernel a float convolution's forward takes on channels-last inputs: one rule for the Conv2d module and
+// for `tide bench --conv`, so that the path the benchmark names is the one the module runs. The frozen-weight
+// backward chooses among the same kernels (conv_input_gradient.h).
+#pragma once
+#include <ATen/ATen.h>
+
+namespace tide::kernels {
+
+enum class ConvKernel { onednn, winograd_few_tiles, winograd_chunked, direct };
+
+// "oneDNN", "direct", "winograd, few tiles" or "winograd, chunked", as `tide bench --conv` reports the kernel.
+const char* conv_kernel_name(ConvKernel kernel);
+
+// The kernel for conv2d(x, weight, stride, padding) with `winograd` and `direct` allowed: the direct kernel
+// where it is preferred (direct_conv2d_preferred), else the few-tiles Winograd kernel where it pays (on an HWIO
+// weight the direct kernel reads, or a channels-last one), else the chunked Winograd kernel where that pays,
+// else the direct kernel where it is supported, else oneDNN.
+ConvKernel conv2d_forward_kernel(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding,
+                                 bool winograd, bool direct);
+
+}  // namespace tide::kernels
