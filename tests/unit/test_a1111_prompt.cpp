@@ -160,6 +160,22 @@ TEST_F(A1111Conditioning, WeightsScaleTokensAndKeepTheMean) {
   EXPECT_NEAR(weighted[0][6].norm().item<double>() / plain[0][6].norm().item<double>(), factor, 1e-4);
 }
 
+// A chunk whose outputs average exactly 0 (an encoder whose final norm has no bias, given an empty prompt: a
+// random-weight model's negative prompt) keeps its weighted values; dividing by its 0 mean made NaN pictures.
+TEST_F(A1111Conditioning, AChunkWhoseMeanIsZeroGivesNoNaN) {
+  auto& norm = pipe_->text_encoder()->text_model->final_layer_norm;
+  at::NoGradGuard no_grad;
+  const at::Tensor weight = norm->weight.clone(), bias = norm->bias.clone();
+  norm->weight.zero_();
+  norm->bias.zero_();
+  const at::Tensor weighted = pipe_->encode_prompt("a (red:1.5) fox", pipeline::PromptSyntax::kA1111).context;
+  const at::Tensor empty = pipe_->encode_prompt("", pipeline::PromptSyntax::kA1111).context;
+  norm->weight.copy_(weight);
+  norm->bias.copy_(bias);
+  EXPECT_TRUE(at::equal(weighted, at::zeros_like(weighted)));
+  EXPECT_TRUE(at::equal(empty, at::zeros_like(empty)));
+}
+
 TEST_F(A1111Conditioning, LongPromptsGetChunksAndTheNegativeIsPadded) {
   std::string long_prompt;
   for (int i = 0; i < 40; ++i) long_prompt += "ab ";  // 80 tokens: 2 chunks

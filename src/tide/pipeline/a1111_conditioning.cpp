@@ -41,10 +41,12 @@ at::Tensor encode_a1111_prompt(models::ClipTextModel& encoder, const text::ClipT
     // EmphasisOriginal: weight each token's output, then restore the chunk's mean (float32, like A1111).
     const at::Tensor multipliers =
         at::tensor(chunk.multipliers, at::kDouble).to(at::kFloat).view({1, -1, 1});  // [1, 77, 1]
+    // A chunk whose weighted mean is exactly 0 (a text encoder whose final norm has no bias, given an empty
+    // prompt) keeps its weighted values: A1111's 0/0 would turn the whole picture into NaN.
     const at::Tensor original_mean = z.mean();
     z = z * multipliers.expand_as(z);
     const at::Tensor new_mean = z.mean();
-    zs.push_back(z * (original_mean / new_mean));
+    zs.push_back(new_mean.item<float>() == 0.0f ? z : z * (original_mean / new_mean));
   }
   return at::cat(zs, 1);  // [1, 77 n, D]
 }
