@@ -8,6 +8,8 @@
 #include <c10/core/InferenceMode.h>
 
 #include "test_support.h"
+#include "tide/kernels/conv_forward_kernel.h"
+#include "tide/kernels/conv_input_gradient.h"
 #include "tide/kernels/direct_conv.h"
 #include "tide/kernels/winograd_conv.h"
 #include "tide/models/autoencoder_kl.h"
@@ -120,7 +122,8 @@ TEST(WinogradConv, PaysOffOnLargeMapsOnly) {
   EXPECT_TRUE(tide::kernels::winograd_conv3x3_pays_off(1, 128, 128, 512, 512));    // VAE decoder's last level
   EXPECT_TRUE(tide::kernels::winograd_conv3x3_pays_off(2, 320, 320, 64, 64));      // UNet's first level
   EXPECT_TRUE(tide::kernels::winograd_conv3x3_pays_off(2, 640, 640, 48, 48));      // SD 2.1's second level at 768
-  EXPECT_FALSE(tide::kernels::winograd_conv3x3_pays_off(2, 1280, 1280, 24, 24));   // and its third
+  EXPECT_TRUE(tide::kernels::winograd_conv3x3_pays_off(2, 1280, 1280, 24, 24));    // and its third: 288 tiles
+  EXPECT_TRUE(tide::kernels::winograd_conv3x3_pays_off(2, 2560, 1280, 32, 32));    // SDXL's third level at 1024
   EXPECT_FALSE(tide::kernels::winograd_conv3x3_pays_off(2, 1280, 1280, 16, 16));   // SD 1.5's deepest levels
   EXPECT_FALSE(tide::kernels::winograd_conv3x3_pays_off(1, 128, 3, 512, 512));     // conv_out: 3 channels
   EXPECT_FALSE(tide::kernels::winograd_conv3x3_pays_off(1, 32, 32, 32, 32));       // too little work
@@ -135,6 +138,36 @@ TEST(WinogradConv, FewTilesKernelPaysOffFromThirtyTwoTilesUpToItsBuffers) {
   EXPECT_FALSE(tide::kernels::winograd_conv3x3_few_tiles_pays_off(2, 1280, 1280, 4, 4));  // 8 tiles
   EXPECT_FALSE(tide::kernels::winograd_conv3x3_few_tiles_pays_off(2, 320, 320, 64, 64));  // 80 MiB: the chunked kernel's
   EXPECT_FALSE(tide::kernels::winograd_conv3x3_few_tiles_pays_off(1, 128, 3, 64, 64));    // 3 channels
+}
+
+// Where the few-tiles kernel's transformed input outgrows the cache and the chunked kernel pays, the chunked
+// one computes the forward and the input gradient; within the cache the few-tiles one; and large maps with
+// weights stored HWIO for small ones go to the chunked kernel, not to the direct one (SDXL's third level).
+TEST(WinogradConv, ChunkedKernelWhereTheFewTilesInputOutgrowsTheCache) {
+  using tide::kernels::ConvKernel;
+  if (!tide::kernels::winograd_conv3x3_pays_off(1, 64, 64, 64, 64)) GTEST_SKIP() << "this CPU has no AVX2/FMA";
+  EXPECT_TRUE(tide::kernels::winograd_few_tiles_input_fits_cache(2, 320, 32, 32));   // 10 MiB
+  EXPECT_FALSE(tide::kernels::winograd_few_tiles_input_fits_cache(2, 640, 32, 32));  // 20 MiB
+  EXPECT_FALSE(tide::kernels::winograd_few_tiles_input_fits_cache(1, 320, 64, 64));
+  auto forward = [](int64_t batch, int64_t in, int64_t out, int64_t size) {
+    const at::Tensor x = at::empty({batch, in, size, size}).contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor hwio = tide::kernels::to_hwio(at::empty({out, in, 3, 3}));
+    return tide::kernels::conv2d_forward_kernel(x, hwio, 1, 1, /*winograd=*/true, /*direct=*/true);
+  };
+  EXPECT_EQ(forward(2, 320, 320, 32), ConvKernel::winograd_few_tiles);  // SD 1.5 at 256 px, first level
+  EXPECT_EQ(forward(2, 640, 320, 32), ConvKernel::winograd_chunked);    // its first up block's concatenated input
+  EXPECT_EQ(forward(2, 640, 640, 32), ConvKernel::winograd_chunked);    // SD 1.5 at 512 px, second level
+  EXPECT_EQ(forward(2, 1280, 1280, 32), ConvKernel::winograd_chunked);  // SDXL at 1024 px, third level
+  EXPECT_EQ(forward(2, 640, 640, 16), ConvKernel::winograd_few_tiles);
+  EXPECT_EQ(forward(2, 1280, 1280, 8), ConvKernel::direct);
+  auto backward = [](int64_t channels, int64_t size) {
+    const at::Tensor grad = at::empty({1, channels, size, size}).contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor weight = at::empty({channels, channels, 3, 3}).contiguous(at::MemoryFormat::ChannelsLast);
+    return tide::kernels::input_gradient_kernel(grad, weight, 1, 1, grad.sizes(), /*winograd=*/true, /*direct=*/true);
+  };
+  EXPECT_EQ(backward(320, 64), ConvKernel::winograd_chunked);  // training at 512 px, first level
+  EXPECT_EQ(backward(320, 32), ConvKernel::winograd_few_tiles);
+  EXPECT_EQ(backward(640, 32), ConvKernel::winograd_few_tiles);
 }
 
 // The Conv2d module takes the Winograd path where it pays off and the optimization is on, and the direct

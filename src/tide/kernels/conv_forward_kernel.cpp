@@ -13,12 +13,14 @@ ConvKernel conv2d_forward_kernel(const at::Tensor& x, const at::Tensor& weight, 
   if (winograd && winograd_conv3x3_supported(x, weight, stride, padding)) {
     // Maps of up to a few hundred tiles (SD 1.5's UNet at 256 px, its deeper levels at 512): the weights
     // transformed panel by panel as they are read (HWIO, or channels last as training keeps them), 1.1–1.7×
-    // the direct kernel (kernels/winograd_conv.h).
+    // the direct kernel, unless its transformed input outgrows the cache where the chunked kernel pays
+    // (kernels/winograd_conv.h).
+    const bool chunked = winograd_conv3x3_pays_off(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3));
     if (weight.is_floating_point() && (direct_here || weight.is_contiguous(at::MemoryFormat::ChannelsLast)) &&
-        winograd_conv3x3_few_tiles_pays_off(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3)))
+        winograd_conv3x3_few_tiles_pays_off(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3)) &&
+        !(chunked && !winograd_few_tiles_input_fits_cache(x.size(0), x.size(1), x.size(2), x.size(3))))
       return ConvKernel::winograd_few_tiles;
-    if (winograd_conv3x3_pays_off(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3)))
-      return ConvKernel::winograd_chunked;
+    if (chunked) return ConvKernel::winograd_chunked;
   }
   return direct_here ? ConvKernel::direct : ConvKernel::onednn;
 }

@@ -275,7 +275,12 @@ bool winograd_conv3x3_pays_off(int64_t batch, int64_t in_channels, int64_t out_c
   const int64_t tiles = batch * ((height + 1) / 2) * ((width + 1) / 2);
   const double macs = 9.0 * double(batch * height * width) * double(in_channels * out_channels);
   return gemm_f32_available() && std::min(in_channels, out_channels) >= 16 && macs >= double(1 << 27) &&
-         2 * tiles >= std::max(in_channels, out_channels);
+         (2 * tiles >= std::max(in_channels, out_channels) || tiles >= 256);
+}
+
+bool winograd_few_tiles_input_fits_cache(int64_t batch, int64_t in_channels, int64_t height, int64_t width) {
+  const int64_t tiles = batch * ((height + 1) / 2) * ((width + 1) / 2);
+  return 16.0 * 4.0 * double(tiles) * double(in_channels) <= double(16 << 20);
 }
 
 bool winograd_conv3x3_few_tiles_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,

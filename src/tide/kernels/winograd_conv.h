@@ -19,12 +19,14 @@ bool winograd_conv3x3_supported(const at::Tensor& x, const at::Tensor& weight, i
 
 // Whether winograd_conv3x3() is expected to beat oneDNN's direct convolution for this shape. Measured on
 // AVX2/AVX-512 with 2 threads against oneDNN at 90% of the FMA peak, it does where the maps hold at least
-// half as many 2×2 tiles as there are channels: 1.4–1.9× on the VAE decoder's convolutions, 1.65× at 320
-// channels on 64×64 (batch 2), 1.5× at 640 on 48×48, 1.05× at 640 on 32×32. It loses where the transformed
-// weights (16·C·K floats, streamed once per chunk of tiles) outweigh the tiles (0.8× at 1280 channels on
-// 24×24, 0.5× on 16×16), the products are too thin (0.4× for 3 output channels), or the convolution is too
-// small for the per-call setup (0.7× at 32 channels on 32×32; 1.08× at 64 on 64×64, 1.5·10⁸ multiply-adds,
-// just above the 2²⁷ required). False without AVX2/FMA.
+// half as many 2×2 tiles as there are channels, or at least 256 tiles: 1.4–1.9× on the VAE decoder's
+// convolutions, 1.65× at 320 channels on 64×64 (batch 2), 1.5× at 640 on 48×48, 1.2× at 640 on 32×32; on the
+// AVX2 EPYC of 2026-12-06 1.4× at 1280 channels on 32×32 (batch 2), 1.1× on 24×24 (288 tiles) and at 1280 on
+// 32×32 at batch 1 (256 tiles). It loses where the transformed weights (16·C·K floats, streamed once per chunk
+// of tiles) outweigh fewer tiles (0.7× at 1280 channels on 16×16, batch 2: 128 tiles), the products are too
+// thin (0.4× for 3 output channels), or the convolution is too small for the per-call setup (0.7× at 32
+// channels on 32×32; 1.08× at 64 on 64×64, 1.5·10⁸ multiply-adds, just above the 2²⁷ required). False
+// without AVX2/FMA.
 bool winograd_conv3x3_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
                                int64_t width);
 
@@ -55,6 +57,13 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const WinogradWeights& u, const
 // maps at batch 2) up to 48 MiB of buffers, at least 16 channels, on CPUs with AVX2 and FMA.
 bool winograd_conv3x3_few_tiles_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
                                          int64_t width);
+
+// Whether winograd_conv3x3_few_tiles()'s transformed input (16·tiles·C floats, read once per column panel of
+// the weight) fits in 16 MiB, a last-level cache. Beyond it that kernel runs from memory and the chunked one,
+// where it pays, is faster (AVX2 EPYC, 2 threads, GFLOP/s chunked vs few tiles): 640 channels on 32×32 at
+// batch 2 207 vs 167, 320 on 64×64 at batch 1 221 vs 150, its input gradient 230 vs 170; within it the few-tiles
+// kernel wins (320 channels on 32×32, batch 2: 215 vs 199; batch 1: 228 vs 130).
+bool winograd_few_tiles_input_fits_cache(int64_t batch, int64_t in_channels, int64_t height, int64_t width);
 
 // conv2d(x, weight, bias, stride 1, padding 1) for maps with few tiles and many channels, where
 // winograd_conv3x3() would stream its transformed weights (16/9 of the weight) once per chunk after writing
