@@ -128,6 +128,18 @@ inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
 }
 
+// ‖actual − expected‖₂ / ‖expected‖₂, in float64.
+inline double relative_l2_error(const at::Tensor& actual, const at::Tensor& expected) {
+  const at::Tensor e = expected.to(at::kDouble);
+  return ((actual.to(at::kDouble) - e).norm() / e.norm()).item<double>();
+}
+
+// max |actual − expected| / max |expected|, in float64.
+inline double relative_max_error(const at::Tensor& actual, const at::Tensor& expected) {
+  const double scale = expected.to(at::kDouble).abs().max().item<double>();
+  return max_abs_diff(actual, expected) / std::max(scale, 1e-30);
+}
+
 // Asserts equal shapes and max |a - b| <= tol, printing the difference on failure.
 #define EXPECT_TENSOR_NEAR(actual, expected, tol)                                            \
   do {                                                                                       \

@@ -23,16 +23,12 @@ using tide::testing::feature_case;
 
 // The random tiny UNets give latents up to ~80 in these cases: tolerances relative to the reference's
 // largest value (features/README.md: 1e-4 of max|reference| for latents, 1e-3 for image.npy).
-double relative_error(const at::Tensor& actual, const at::Tensor& expected) {
-  const double scale = expected.to(at::kDouble).abs().max().item<double>();
-  return tide::testing::max_abs_diff(actual, expected) / std::max(scale, 1e-30);
-}
 
 #define EXPECT_RELATIVE_NEAR(actual, expected, tol)                                                  \
   do {                                                                                               \
     const at::Tensor a_ = (actual), e_ = (expected);                                                 \
     ASSERT_EQ(a_.sizes(), e_.sizes()) << #actual;                                                    \
-    const double r_ = relative_error(a_, e_);                                                        \
+    const double r_ = tide::testing::relative_max_error(a_, e_);                                                        \
     EXPECT_LE(r_, (tol)) << #actual " vs " #expected ": relative error " << r_;                     \
     std::printf("  %-34s relative error %.3g\n", #expected, r_);                                    \
   } while (0)
@@ -117,9 +113,9 @@ TEST_P(FewStepParity, MatchesDiffusers) {
     const double t = scheduler->timesteps()[i];
     scheduler->scale_model_input(x, t);
     x = scheduler->step(model_outputs[i], t, x, gen);
-    worst_scheduler_step = std::max(worst_scheduler_step, relative_error(x, steps[i]));
+    worst_scheduler_step = std::max(worst_scheduler_step, tide::testing::relative_max_error(x, steps[i]));
     if (scheduler->last_denoised().defined())
-      worst_denoised = std::max(worst_denoised, relative_error(scheduler->last_denoised(), step_denoised[i]));
+      worst_denoised = std::max(worst_denoised, tide::testing::relative_max_error(scheduler->last_denoised(), step_denoised[i]));
   }
   EXPECT_LE(worst_scheduler_step, 1e-5) << "scheduler steps on diffusers' model outputs";
   EXPECT_LE(worst_denoised, 1e-5) << "the steps' denoised outputs";
@@ -154,7 +150,7 @@ TEST_P(FewStepParity, MatchesDiffusers) {
   // The whole run.
   double worst_step = 0;
   const auto result = pipe.generate(request, [&](const pipeline::StepInfo& s) {
-    worst_step = std::max(worst_step, relative_error(s.latents, steps[s.index]));
+    worst_step = std::max(worst_step, tide::testing::relative_max_error(s.latents, steps[s.index]));
   });
   EXPECT_EQ(result.unet_calls, c["num_unet_calls"].get<int>());
   EXPECT_LE(worst_step, 1e-4) << "latents after some step differ";

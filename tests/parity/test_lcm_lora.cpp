@@ -29,10 +29,6 @@ constexpr double kRelativeTolerance = 1e-5;
 fs::path case_dir() { return tide::testing::feature_case("lora", kCase); }
 fs::path lora_file() { return case_dir() / "lora.safetensors"; }
 
-double relative_error(const at::Tensor& actual, const at::Tensor& expected) {
-  const double scale = expected.to(at::kDouble).abs().max().item<double>();
-  return tide::testing::max_abs_diff(actual, expected) / std::max(scale, 1e-30);
-}
 
 pipeline::GenerationRequest lcm_request() {
   pipeline::GenerationRequest r;
@@ -165,8 +161,8 @@ TEST_F(LcmLora, MatchesTheMergedWeightsUnderLcm) {
 
   const int64_t f = with_lora->vae_scale_factor();
   ASSERT_EQ(result.latents.sizes(), (std::vector<int64_t>{1, 4, 64 / f, 64 / f}));
-  const double error = relative_error(result.latents, reference.latents);
-  const double effect = relative_error(plain.latents, reference.latents);
+  const double error = tide::testing::relative_max_error(result.latents, reference.latents);
+  const double effect = tide::testing::relative_max_error(plain.latents, reference.latents);
   EXPECT_LE(error, kRelativeTolerance) << "tide's LoRA vs the hand-merged weights under LCM";
   EXPECT_GE(effect, 1000 * kRelativeTolerance) << "the LoRA barely changes the LCM latents";
   const int pixels = (result.images.to(at::kInt) - reference.images.to(at::kInt)).abs().max().item<int>();

@@ -16,10 +16,6 @@ namespace fs = std::filesystem;
 using namespace tide;
 using tide::testing::feature_case;
 
-double relative_error(const at::Tensor& actual, const at::Tensor& expected) {
-  const double scale = expected.to(at::kDouble).abs().max().item<double>();
-  return tide::testing::max_abs_diff(actual, expected) / std::max(scale, 1e-30);
-}
 
 bool is_pipeline_case(const std::string& id) {
   return io::read_json(feature_case("taesd", id) / "case.json").value("mode", "") == "pipeline";
@@ -98,13 +94,13 @@ TEST_P(TaesdPipeline, DecodesWithTheTinyAutoencoder) {
   const at::Tensor steps = io::read_npy(dir / "latents_steps.npy");
   double worst_step = 0;
   const auto result = pipe->generate(r, [&](const pipeline::StepInfo& s) {
-    worst_step = std::max(worst_step, relative_error(s.latents, steps[s.index]));
+    worst_step = std::max(worst_step, tide::testing::relative_max_error(s.latents, steps[s.index]));
   });
   EXPECT_EQ(result.unet_calls, c["num_unet_calls"].get<int>());
   EXPECT_LE(worst_step, 1e-4);
   // diffusers decodes latents / taesd.config.scaling_factor (1.0).
   const at::Tensor decode_in = io::read_npy(dir / "vae_decode_in.npy");
-  const double final_error = relative_error(result.latents / c["vae_scaling_factor"].get<double>(), decode_in);
+  const double final_error = tide::testing::relative_max_error(result.latents / c["vae_scaling_factor"].get<double>(), decode_in);
   EXPECT_LE(final_error, 1e-4);
   const at::Tensor image = (result.decoded / 2 + 0.5).clamp(0, 1).permute({0, 2, 3, 1});
   const double image_diff = tide::testing::max_abs_diff(image, io::read_npy(dir / "image.npy"));

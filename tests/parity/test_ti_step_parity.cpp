@@ -25,10 +25,6 @@ using tide::testing::feature_case;
 
 // max |a - b| relative to max |expected|: the step's gradients are small (~1e-2), so absolute tolerances
 // would say nothing.
-double relative_error(const at::Tensor& actual, const at::Tensor& expected) {
-  const double scale = expected.to(at::kDouble).abs().max().item<double>();
-  return tide::testing::max_abs_diff(actual, expected) / std::max(scale, 1e-30);
-}
 
 class TiStepParity : public ::testing::TestWithParam<std::string> {};
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(TiStepParity);
@@ -61,8 +57,8 @@ TEST_P(TiStepParity, OneStepMatchesDiffusers) {
   // thread count (1.6e-5 seen with 2 threads), so it gets the step's tolerance, 1e-4.
   train::LatentCache cache(models.vae, images);
   const auto moments = cache.get(0, flip);
-  EXPECT_LE(relative_error(moments.mean, io::read_npy(dir / "latent_dist_mean.npy")), 1e-4);
-  EXPECT_LE(relative_error(moments.std, at::exp(0.5 * io::read_npy(dir / "latent_dist_logvar.npy"))), 1e-4);
+  EXPECT_LE(tide::testing::relative_max_error(moments.mean, io::read_npy(dir / "latent_dist_mean.npy")), 1e-4);
+  EXPECT_LE(tide::testing::relative_max_error(moments.std, at::exp(0.5 * io::read_npy(dir / "latent_dist_logvar.npy"))), 1e-4);
 
   // Caption from the template, tokenized.
   const auto& templates = train::caption_templates(train::LearnableProperty::object);
@@ -81,7 +77,7 @@ TEST_P(TiStepParity, OneStepMatchesDiffusers) {
   EXPECT_NEAR(loss.item<double>(), expected_loss, 1e-5 * std::abs(expected_loss));
   loss.backward();
   const at::Tensor grad = vectors.grad()[0];
-  EXPECT_LE(relative_error(grad, io::read_npy(dir / "embedding_row_grad.npy")), 1e-4)
+  EXPECT_LE(tide::testing::relative_max_error(grad, io::read_npy(dir / "embedding_row_grad.npy")), 1e-4)
       << "gradient " << grad << "\nexpected " << io::read_npy(dir / "embedding_row_grad.npy");
 
   // AdamW's first step on the row.

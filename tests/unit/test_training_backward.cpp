@@ -30,9 +30,7 @@ namespace {
 using tide::runtime::Optimizations;
 using tide::runtime::OptimizationsGuard;
 
-double relative_error(const at::Tensor& actual, const at::Tensor& expected) {
-  return ((actual.to(at::kDouble) - expected.to(at::kDouble)).norm() / expected.to(at::kDouble).norm()).item<double>();
-}
+using tide::testing::relative_l2_error;
 
 // Nodes of the autograd graph behind `out` whose name contains `name`.
 int64_t count_graph_nodes(const at::Tensor& out, const std::string& name) {
@@ -73,7 +71,7 @@ TEST(ConvInputGradient, MatchesAutogradOnRandomShapes) {
       const at::Tensor dx = tide::kernels::conv2d_input_gradient(grad.contiguous(format), w.contiguous(format),
                                                                  c.stride, c.padding, x.sizes());
       ASSERT_EQ(dx.sizes(), x.sizes()) << "kernel " << c.kernel << " stride " << c.stride;
-      EXPECT_LT(relative_error(dx, expected), 1e-5) << "kernel " << c.kernel << " stride " << c.stride;
+      EXPECT_LT(relative_l2_error(dx, expected), 1e-5) << "kernel " << c.kernel << " stride " << c.stride;
     }
   }
 }
@@ -100,7 +98,7 @@ TEST(ConvInputGradient, FewTilesWinogradMatchesAutogradOnRandomShapes) {
         const at::Tensor dx = tide::kernels::winograd_conv3x3_input_gradient(grad, layout);
         ASSERT_EQ(dx.sizes(), x.sizes());
         EXPECT_TRUE(dx.is_contiguous(at::MemoryFormat::ChannelsLast));
-        EXPECT_LT(relative_error(dx, expected), 1e-5) << "in " << c.in << " out " << c.out << " threads " << threads
+        EXPECT_LT(relative_l2_error(dx, expected), 1e-5) << "in " << c.in << " out " << c.out << " threads " << threads
                                                        << " strides " << layout.strides();
       }
     }
@@ -136,9 +134,9 @@ TEST(ConvInputGradient, WinogradWhereItPays) {
     EXPECT_TRUE(dx.equal(tide::kernels::conv2d_input_gradient(grad, w, 1, 1, x.sizes())));
   }
   const at::Tensor expected = reference_input_gradient(x, w, grad, 1, 1);
-  EXPECT_LT(relative_error(dx, expected), 1e-5);
-  EXPECT_LT(relative_error(dx_nchw_weight, expected), 1e-5);
-  EXPECT_LT(relative_error(dx, tide::kernels::conv2d_input_gradient(grad, w, 1, 1, x.sizes())), 1e-5);
+  EXPECT_LT(relative_l2_error(dx, expected), 1e-5);
+  EXPECT_LT(relative_l2_error(dx_nchw_weight, expected), 1e-5);
+  EXPECT_LT(relative_l2_error(dx, tide::kernels::conv2d_input_gradient(grad, w, 1, 1, x.sizes())), 1e-5);
 
   // 256 channels on 32×32 at batch 1 (256 tiles): the few-tiles kernel; on 8×8 (16 tiles): oneDNN.
   const at::Tensor small_w = (at::randn({256, 256, 3, 3}) * 0.05).contiguous(at::MemoryFormat::ChannelsLast);
@@ -175,7 +173,7 @@ TEST(ConvInputGradient, DirectKernelOnSmallMaps) {
   } else {
     EXPECT_EQ(kernel, ConvKernel::onednn);
   }
-  EXPECT_LT(relative_error(dx, reference_input_gradient(x, w, grad, 1, 1)), 1e-5);
+  EXPECT_LT(relative_l2_error(dx, reference_input_gradient(x, w, grad, 1, 1)), 1e-5);
   EXPECT_EQ(tide::kernels::input_gradient_kernel(grad, w, 1, 1, x.sizes(), true, false), ConvKernel::onednn);
   EXPECT_STREQ(tide::kernels::conv_kernel_name(ConvKernel::onednn), "oneDNN");
   // 1024 pixels (256 Winograd tiles): the few-tiles kernel where it pays, never the direct one.
@@ -225,8 +223,8 @@ TEST(ConvInputGradient, FrozenLayerMatchesPlainAutograd) {
       EXPECT_NE(plain_node.find("ConvolutionBackward"), std::string::npos) << what << ": " << plain_node;
       // int8 forwards through the W8A8 kernel on the frozen path (inference's), dequantized on the plain one.
       const double forward_tolerance = storage == tide::nn::WeightFormat::kInt8 ? 0.05 : 1e-5;
-      EXPECT_LT(relative_error(y_frozen, y_plain), forward_tolerance) << what;
-      EXPECT_LT(relative_error(dx_frozen, dx_plain), 1e-5) << what;
+      EXPECT_LT(relative_l2_error(y_frozen, y_plain), forward_tolerance) << what;
+      EXPECT_LT(relative_l2_error(dx_frozen, dx_plain), 1e-5) << what;
     }
   }
 }
@@ -241,40 +239,46 @@ TEST(ConvInputGradient, SecondOrderGradientsAreRefused) {
 
 // A Linear layer whose weights are stored narrower than they compute (--weights f16|bf16 in training) and need
 // no gradient keeps them as stored in the graph (nn/linear_frozen_weights.h): the same output and input
-// gradient as plain autograd on the widened weight; float32 weights keep autograd's own path.
+// gradient as plain autograd on the widened weight. Float32 weights take that function too where its products
+// go through oneDNN's matmul (onednn_matmul), and autograd's own path without it.
 TEST(LinearFrozenWeights, NarrowLayerMatchesPlainAutograd) {
   at::manual_seed(14);
   for (const auto storage : {tide::nn::WeightFormat::kFloat32, tide::nn::WeightFormat::kFloat16,
                              tide::nn::WeightFormat::kBFloat16, tide::nn::WeightFormat::kInt8}) {
     for (const bool bias : {true, false}) {
-      tide::nn::Linear linear(24, 40, bias);
-      tide::nn::convert_weight_storage(*linear, [&](const std::string&) { return storage; });
-      for (auto& p : linear->parameters()) p.set_requires_grad(false);
-      const at::Tensor x = at::randn({2, 7, 24});
-      auto run = [&](const Optimizations& optimizations, std::string& node) {
-        OptimizationsGuard guard(optimizations);
-        const at::Tensor input = x.clone().set_requires_grad(true);
-        const at::Tensor y = linear->forward(input);
-        node = y.grad_fn() ? y.grad_fn()->name() : "none";
-        (y * at::linspace(-1, 1, y.numel()).view(y.sizes())).sum().backward();
-        return std::make_pair(y.detach(), input.grad());
-      };
-      std::string frozen_node, plain_node;
-      const auto [y_frozen, dx_frozen] = run(Optimizations(), frozen_node);
-      const auto [y_plain, dx_plain] = run(Optimizations().without("frozen_backward"), plain_node);
-      const std::string what = tide::nn::weight_format_name(storage) + (bias ? " with bias" : " without bias");
-      const bool narrow = storage != tide::nn::WeightFormat::kFloat32;
-      EXPECT_EQ(frozen_node.find("FrozenLinearFunction") != std::string::npos, narrow) << what << ": " << frozen_node;
-      EXPECT_EQ(plain_node.find("FrozenLinearFunction"), std::string::npos) << what << ": " << plain_node;
-      EXPECT_LT(relative_error(y_frozen, y_plain), 1e-6) << what;
-      EXPECT_LT(relative_error(dx_frozen, dx_plain), 1e-6) << what;
-      // And against float64 autograd on the values the layer computes with.
-      const at::Tensor w = tide::nn::weight_for_compute(linear->weight, linear->weight_scale, at::kDouble);
-      const at::Tensor xd = x.to(at::kDouble).set_requires_grad(true);
-      const at::Tensor yd = at::linear(xd, w, bias ? linear->bias.to(at::kDouble) : at::Tensor());
-      (yd * at::linspace(-1, 1, yd.numel(), at::kDouble).view(yd.sizes())).sum().backward();
-      EXPECT_LT(relative_error(y_frozen, yd), 1e-6) << what;
-      EXPECT_LT(relative_error(dx_frozen, xd.grad()), 1e-6) << what;
+      for (const bool onednn : {true, false}) {
+        const Optimizations base = onednn ? Optimizations() : Optimizations().without("onednn_matmul");
+        tide::nn::Linear linear(24, 40, bias);
+        tide::nn::convert_weight_storage(*linear, [&](const std::string&) { return storage; });
+        for (auto& p : linear->parameters()) p.set_requires_grad(false);
+        const at::Tensor x = at::randn({2, 7, 24});
+        auto run = [&](const Optimizations& optimizations, std::string& node) {
+          OptimizationsGuard guard(optimizations);
+          const at::Tensor input = x.clone().set_requires_grad(true);
+          const at::Tensor y = linear->forward(input);
+          node = y.grad_fn() ? y.grad_fn()->name() : "none";
+          (y * at::linspace(-1, 1, y.numel()).view(y.sizes())).sum().backward();
+          return std::make_pair(y.detach(), input.grad());
+        };
+        std::string frozen_node, plain_node;
+        const auto [y_frozen, dx_frozen] = run(base, frozen_node);
+        const auto [y_plain, dx_plain] = run(base.without("frozen_backward"), plain_node);
+        const std::string what = tide::nn::weight_format_name(storage) + (bias ? " with bias" : " without bias") +
+                                 (onednn ? ", oneDNN matmul" : ", BLAS");
+        const bool narrow = storage != tide::nn::WeightFormat::kFloat32;
+        EXPECT_EQ(frozen_node.find("FrozenLinearFunction") != std::string::npos, narrow || onednn)
+            << what << ": " << frozen_node;
+        EXPECT_EQ(plain_node.find("FrozenLinearFunction"), std::string::npos) << what << ": " << plain_node;
+        EXPECT_LT(relative_l2_error(y_frozen, y_plain), 1e-6) << what;
+        EXPECT_LT(relative_l2_error(dx_frozen, dx_plain), 1e-6) << what;
+        // And against float64 autograd on the values the layer computes with.
+        const at::Tensor w = tide::nn::weight_for_compute(linear->weight, linear->weight_scale, at::kDouble);
+        const at::Tensor xd = x.to(at::kDouble).set_requires_grad(true);
+        const at::Tensor yd = at::linear(xd, w, bias ? linear->bias.to(at::kDouble) : at::Tensor());
+        (yd * at::linspace(-1, 1, yd.numel(), at::kDouble).view(yd.sizes())).sum().backward();
+        EXPECT_LT(relative_l2_error(y_frozen, yd), 1e-6) << what;
+        EXPECT_LT(relative_l2_error(dx_frozen, xd.grad()), 1e-6) << what;
+      }
     }
   }
   tide::nn::Linear linear(4, 4);
@@ -293,7 +297,9 @@ struct ForwardBackward {
 };
 ForwardBackward run_with_gradient(const std::function<at::Tensor(const at::Tensor&)>& forward, const at::Tensor& x,
                                   const at::Tensor& dy, bool lean) {
-  OptimizationsGuard guard(lean ? Optimizations() : Optimizations().without("frozen_backward"));
+  // The linear layers' products through the same library on both sides (frozen_backward routes them).
+  OptimizationsGuard guard(lean ? Optimizations().without("onednn_matmul")
+                                : Optimizations().without("frozen_backward,onednn_matmul"));
   const at::Tensor input = x.clone().set_requires_grad(true);
   const at::Tensor y = forward(input);
   const std::string node = y.grad_fn()->name();
@@ -438,10 +444,10 @@ TEST(Checkpoint, UNetBlocksGiveTheSameGradients) {
   ASSERT_GT(c_plain.abs().max().item<double>(), 0);
   const auto [s_frozen, c_frozen] = gradients(false, Optimizations());
   const auto [s_checkpointed, c_checkpointed] = gradients(true, Optimizations());
-  EXPECT_LT(relative_error(s_frozen, s_plain), 1e-5);
-  EXPECT_LT(relative_error(c_frozen, c_plain), 1e-5);
-  EXPECT_LT(relative_error(s_checkpointed, s_frozen), 1e-5);
-  EXPECT_LT(relative_error(c_checkpointed, c_frozen), 1e-5);
+  EXPECT_LT(relative_l2_error(s_frozen, s_plain), 1e-5);
+  EXPECT_LT(relative_l2_error(c_frozen, c_plain), 1e-5);
+  EXPECT_LT(relative_l2_error(s_checkpointed, s_frozen), 1e-5);
+  EXPECT_LT(relative_l2_error(c_checkpointed, c_frozen), 1e-5);
   unet->gradient_checkpointing = false;
 }
 

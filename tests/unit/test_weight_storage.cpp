@@ -24,11 +24,7 @@ namespace fs = std::filesystem;
 using tide::nn::WeightFormat;
 using tide::testing::TempDir;
 
-// ||a - b|| / ||b|| in float64.
-double relative_l2(const at::Tensor& a, const at::Tensor& b) {
-  const at::Tensor a64 = a.to(at::kDouble), b64 = b.to(at::kDouble);
-  return (a64 - b64).norm().item<double>() / b64.norm().item<double>();
-}
+using tide::testing::relative_l2_error;
 
 TEST(WeightQuantization, MatchesFloat64ReferencePerChannel) {
   at::manual_seed(1);
@@ -92,8 +88,8 @@ TEST(WeightStorage, LayersComputeWithTheStoredValues) {
     // ... which are close to the float32 ones: relative error of the format's rounding (and, int8, of the
     // activations' quantization).
     const double tol = format == WeightFormat::kFloat16 ? 2e-3 : format == WeightFormat::kBFloat16 ? 2e-2 : 3e-2;
-    EXPECT_LT(relative_l2(linear->forward(x), y32), tol);
-    EXPECT_LT(relative_l2(conv->forward(image), z32), tol);
+    EXPECT_LT(relative_l2_error(linear->forward(x), y32), tol);
+    EXPECT_LT(relative_l2_error(conv->forward(image), z32), tol);
     if (format != WeightFormat::kInt8) continue;
     if (!tide::kernels::int8_compute_available()) {
       tide::testing::note_path_not_exercised("W8A8 int8 layers", "no int8 arithmetic on this CPU");
@@ -263,7 +259,7 @@ TEST(WeightStoragePipeline, SixteenBitFileGivesTheFloat32Picture) {
   EXPECT_TRUE(at::equal(a.images, b.images));
   // And near the float32 model's picture.
   auto f32 = load(base, std::nullopt);
-  EXPECT_LT(relative_l2(a.latents, generate(*f32).latents), 1e-2);
+  EXPECT_LT(relative_l2_error(a.latents, generate(*f32).latents), 1e-2);
 }
 
 TEST(WeightStoragePipeline, Int8RoundTripsThroughAQuantizedFolder) {
@@ -293,13 +289,13 @@ TEST(WeightStoragePipeline, Int8RoundTripsThroughAQuantizedFolder) {
   // int8 changes the picture only a little; read into float32, the int8 file gives the dequantized weights.
   auto f32 = load(base, std::nullopt);
   const auto reference = generate(*f32);
-  const double err = relative_l2(a.latents, reference.latents);
+  const double err = relative_l2_error(a.latents, reference.latents);
   EXPECT_GT(err, 0.0);
   EXPECT_LT(err, 0.05);
   auto dequantized = load(int8, WeightFormat::kFloat32);
   EXPECT_EQ(stored(*dequantized, kQuantizedLayer), at::kFloat);
   quantized->set_compute_settings({tide::runtime::Optimizations().without("int8_kernels"), 0});
-  EXPECT_LT(relative_l2(generate(*dequantized).latents, generate(*quantized).latents), 1e-4);
+  EXPECT_LT(relative_l2_error(generate(*dequantized).latents, generate(*quantized).latents), 1e-4);
 }
 
 TEST(WeightStoragePipeline, DamagedQuantizedFilesAreRefused) {

@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tide/kernels/onednn.h"
 #include "tide/runtime/error.h"
 
 namespace tide::kernels {
@@ -24,13 +25,6 @@ namespace {
 using dnnl::memory;
 using dt = memory::data_type;
 using tag = memory::format_tag;
-
-const dnnl::engine& cpu_engine() {
-  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);  // immutable once built
-  return engine;
-}
-
-memory::dims dims_of(at::IntArrayRef a) { return memory::dims(a.begin(), a.end()); }
 
 // Attributes of the int8 products. The weight scales are fixed output scales (per output channel, `scale_mask`);
 // the activation scale, known only per call, is a binary post-op multiplying by a run-time scalar; the source
@@ -59,15 +53,6 @@ dnnl::reorder::primitive_desc quantize_reorder_pd(const memory::desc& src_f32, c
   attr.set_zero_points(DNNL_ARG_DST, 0, {DNNL_RUNTIME_S32_VAL});
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   return dnnl::reorder::primitive_desc(cpu_engine(), src_f32, cpu_engine(), dst_u8, attr);
-}
-
-// Runs `p` to completion on the calling thread's OpenMP team, with a scratchpad of its own.
-void execute(const dnnl::primitive& p, const memory::desc& scratchpad, std::unordered_map<int, memory> args) {
-  at::Tensor scratch = at::empty({std::max<int64_t>(scratchpad.get_size(), 1)}, at::kByte);  // 64-byte aligned
-  args.emplace(DNNL_ARG_SCRATCHPAD, memory(scratchpad, cpu_engine(), scratch.data_ptr()));
-  dnnl::stream stream(cpu_engine());
-  p.execute(stream, args);
-  stream.wait();
 }
 
 // Quantizes `x` (float32, any strides described by src_md) into `xq` (u8, dst_md) with `aq`.

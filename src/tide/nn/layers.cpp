@@ -8,6 +8,7 @@
 #include "tide/kernels/conv_input_gradient.h"
 #include "tide/kernels/conv_forward_kernel.h"
 #include "tide/kernels/direct_conv.h"
+#include "tide/kernels/matmul_f32.h"
 #include "tide/kernels/int8_compute.h"
 #include "tide/kernels/winograd_conv.h"
 #include "tide/nn/frozen_training.h"
@@ -106,12 +107,20 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
     return y;
   }
   if (int8_.plain_given_up()) throw_plain_weights_given_up("linear layer");
-  // Training against frozen weights stored narrower than they compute: no widened copy waits in the graph.
-  if (weight.scalar_type() != x.scalar_type() && trains_against_frozen(x, weight, bias)) {
+  // Training against frozen weights: no widened copy of a narrower weight waits in the graph, and the
+  // float32 products (forward and input gradient) go through oneDNN's matmul.
+  if ((weight.scalar_type() != x.scalar_type() || runtime::optimizations().onednn_matmul) &&
+      trains_against_frozen(x, weight, bias)) {
     RECORD_USER_SCOPE("tide::linear_frozen_weights");  // named in `tide bench --profile`
     return linear_frozen_weights(x, weight, weight_scale, bias);
   }
-  return at::linear(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias);
+  const at::Tensor w = weight_for_compute(weight, weight_scale, x.scalar_type());  // [out, in]
+  if (runtime::optimizations().onednn_matmul && !(c10::GradMode::is_enabled() && x.requires_grad()) &&
+      kernels::matmul_f32_supported(x, w.t(), bias)) {
+    RECORD_USER_SCOPE("tide::matmul_f32");  // named in `tide bench --profile`
+    return kernels::matmul_f32(x, w.t(), bias);  // [..., out]
+  }
+  return at::linear(x, w, bias);
 }
 
 at::Tensor spatial_contiguous(const at::Tensor& x) {

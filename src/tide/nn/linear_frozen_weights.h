@@ -2,6 +2,7 @@
 // only needs gradients with respect to activations (textual inversion with --weights f16|bf16). Autograd
 // would keep each layer's widened float32 weight in the graph until the backward pass, a float32 copy of the
 // whole model at the peak; this keeps the weight as stored and widens it again when the gradient is asked for.
+// Float32 weights take it too (with the onednn_matmul optimization): both products go through oneDNN's matmul.
 #pragma once
 #include <ATen/ATen.h>
 

@@ -16,12 +16,13 @@ std::vector<std::string> Optimizations::enabled() const {
   if (int8_kernels) names.push_back("int8_kernels");
   if (frozen_backward) names.push_back("frozen_backward");
   if (direct_conv) names.push_back("direct_conv");
+  if (onednn_matmul) names.push_back("onednn_matmul");
   return names;
 }
 
 std::vector<std::string> Optimizations::names() {
-  return {"blocked_attention", "channels_last", "in_place",        "winograd",
-          "reuse_memory",      "int8_kernels",  "frozen_backward", "direct_conv"};
+  return {"blocked_attention", "channels_last",   "in_place",    "winograd",     "reuse_memory",
+          "int8_kernels",      "frozen_backward", "direct_conv", "onednn_matmul"};
 }
 
 Optimizations Optimizations::without(const std::string& comma_separated) const {
@@ -45,6 +46,8 @@ Optimizations Optimizations::without(const std::string& comma_separated) const {
       o.frozen_backward = false;
     else if (name == "direct_conv")
       o.direct_conv = false;
+    else if (name == "onednn_matmul")
+      o.onednn_matmul = false;
     else if (!name.empty())
       throw Error("unknown optimization '" + name + "'; known: " + [] {
         std::string all;

@@ -1,0 +1,63 @@
+#include "tide/kernels/matmul_f32.h"
+
+#include "tide/kernels/onednn.h"
+
+namespace tide::kernels {
+namespace {
+
+using dnnl::memory;
+using dt = memory::data_type;
+
+// A 2-D operand as oneDNN reads it: its strides as they are where one of them is 1 (the GEMM kernels need a
+// unit stride), else a contiguous copy.
+at::Tensor with_unit_stride(const at::Tensor& t) {
+  return (t.stride(1) == 1 || t.stride(0) == 1) && t.stride(0) > 0 && t.stride(1) > 0 ? t : t.contiguous();
+}
+
+memory::desc described(const at::Tensor& t) { return memory::desc(dims_of(t.sizes()), dt::f32, dims_of(t.strides())); }
+
+}  // namespace
+
+bool matmul_f32_supported(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias) {
+  const auto cpu_float = [](const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; };
+  return cpu_float(a) && cpu_float(b) && a.dim() >= 1 && b.dim() == 2 && a.size(-1) == b.size(0) &&
+         (!bias.defined() || (cpu_float(bias) && bias.dim() == 1 && bias.size(0) == b.size(1)));
+}
+
+at::Tensor matmul_f32(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias) {
+  TORCH_CHECK(matmul_f32_supported(a, b, bias), "matmul_f32: expected float32 CPU operands a [..., K], b [K, N] "
+              "and bias [N], got ", a.sizes(), ", ", b.sizes(), bias.defined() ? " and a bias" : "");
+  const int64_t k = b.size(0), n = b.size(1);
+  std::vector<int64_t> out_sizes(a.sizes().begin(), a.sizes().end());
+  out_sizes.back() = n;
+  const int64_t m = c10::multiply_integers(a.sizes().begin(), a.sizes().end() - 1);
+  if (m == 0 || n == 0 || k == 0) {  // nothing to multiply: at::linear's result
+    at::Tensor out = at::zeros({m, n}, a.options());
+    if (bias.defined()) out += bias;
+    return out.view(out_sizes);
+  }
+  const at::Tensor rows = a.reshape({m, k});  // [M, K], a view where a's rows are evenly strided
+  const at::Tensor src = with_unit_stride(rows), weights = with_unit_stride(b);
+  at::Tensor out = at::empty({m, n}, a.options());  // [M, N]
+  const memory::desc src_md = described(src), weights_md = described(weights), dst_md = described(out);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(src_md, cpu_engine(), src.data_ptr())},
+                                       {DNNL_ARG_WEIGHTS, memory(weights_md, cpu_engine(), weights.data_ptr())},
+                                       {DNNL_ARG_DST, memory(dst_md, cpu_engine(), out.data_ptr())}};
+  // Built per call: a few microseconds, and oneDNN's own primitive cache serves repeated shapes.
+  dnnl::matmul::primitive_desc pd;
+  if (bias.defined()) {
+    const at::Tensor bias_row = bias.contiguous().view({1, n});
+    const memory::desc bias_md = described(bias_row);
+    pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, weights_md, bias_md, dst_md), attr, cpu_engine());
+    args.emplace(DNNL_ARG_BIAS, memory(bias_md, cpu_engine(), bias_row.data_ptr()));
+    execute(dnnl::matmul(pd), pd.scratchpad_desc(), std::move(args));
+  } else {
+    pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, weights_md, dst_md), attr, cpu_engine());
+    execute(dnnl::matmul(pd), pd.scratchpad_desc(), std::move(args));
+  }
+  return out.view(out_sizes);
+}
+
+}  // namespace tide::kernels

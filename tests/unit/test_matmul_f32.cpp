@@ -1,0 +1,115 @@
+// Linear layers' float32 products through oneDNN's matmul (kernels/matmul_f32.h) against float64 on random
+// inputs: odd and empty shapes, batched and strided operands, weights read transposed in place, with and
+// without bias; the Linear module's routing (inference and frozen-weight training) on and off.
+#include <gtest/gtest.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <c10/core/InferenceMode.h>
+
+#include "test_support.h"
+#include "tide/kernels/matmul_f32.h"
+#include "tide/nn/layers.h"
+#include "tide/runtime/optimizations.h"
+
+namespace {
+
+using tide::kernels::matmul_f32;
+using tide::runtime::Optimizations;
+using tide::runtime::OptimizationsGuard;
+
+at::Tensor reference(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias) {
+  at::Tensor y = at::matmul(a.to(at::kDouble), b.to(at::kDouble));
+  return bias.defined() ? y + bias.to(at::kDouble) : y;
+}
+
+TEST(MatmulF32, MatchesFloat64OnRandomShapes) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(21);
+  struct Shape {
+    std::vector<int64_t> a;  // [..., K]
+    int64_t n;
+  };
+  const Shape shapes[] = {{{1, 1}, 1}, {{7, 13}, 5}, {{77, 768}, 33}, {{2, 7, 24}, 40}, {{3, 5, 2, 9}, 17},
+                          {{154, 64}, 320}, {{1, 300}, 1}, {{0, 8}, 6}, {{4, 0}, 3}, {{5, 6}, 0}};
+  for (const auto& s : shapes) {
+    const int64_t k = s.a.back();
+    const at::Tensor a = at::randn(s.a, gen);
+    const at::Tensor weight = at::randn({s.n, k}, gen);  // [N, K] as a linear layer stores it
+    const at::Tensor bias = at::randn({s.n}, gen);
+    // b as a layer passes it (the weight read transposed), contiguous, and with strides that need a copy.
+    const at::Tensor wide = at::randn({k, 2 * s.n}, gen);
+    const at::Tensor operands[] = {weight.t(), weight.t().contiguous(), wide.slice(1, 0, 2 * s.n, 2)};
+    for (const at::Tensor& b : operands)
+      for (const bool with_bias : {true, false}) {
+        const std::string what = "a " + std::to_string(a.dim()) + "-d with K " + std::to_string(k) + ", N " +
+                                 std::to_string(s.n) + ", b strides " +
+                                 std::to_string(b.stride(0)) + "x" + std::to_string(b.stride(1)) +
+                                 (with_bias ? " with bias" : "");
+        const at::Tensor y = matmul_f32(a, b, with_bias ? bias : at::Tensor());
+        std::vector<int64_t> expected_sizes = s.a;
+        expected_sizes.back() = s.n;
+        ASSERT_EQ(y.sizes(), at::IntArrayRef(expected_sizes)) << what;
+        ASSERT_EQ(y.scalar_type(), at::kFloat) << what;
+        const at::Tensor expected = reference(a, b, with_bias ? bias : at::Tensor());
+        if (y.numel() == 0) continue;
+        if (k == 0 && !with_bias) {  // an empty sum: zeros, as at::linear gives
+          EXPECT_TRUE(at::equal(y, at::zeros_like(y))) << what;
+          continue;
+        }
+        EXPECT_LT(tide::testing::relative_l2_error(y, expected), 2e-6) << what;
+      }
+  }
+}
+
+TEST(MatmulF32, ReadsStridedRowsOfA) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(22);
+  const at::Tensor wide = at::randn({9, 40}, gen);
+  const at::Tensor a = wide.narrow(1, 5, 24);  // rows 40 floats apart
+  const at::Tensor transposed = at::randn({24, 9}, gen).t();  // [9, 24], no unit stride along rows
+  const at::Tensor b = at::randn({24, 11}, gen);
+  for (const at::Tensor& x : {a, transposed})
+    EXPECT_LT(tide::testing::relative_l2_error(matmul_f32(x, b), reference(x, b, {})), 2e-6);
+}
+
+TEST(MatmulF32, RefusesWhatItDoesNotCompute) {
+  const at::Tensor a = at::randn({3, 4}), b = at::randn({4, 5});
+  EXPECT_TRUE(tide::kernels::matmul_f32_supported(a, b, at::randn({5})));
+  const std::pair<std::string, std::array<at::Tensor, 3>> cases[] = {
+      {"float64 a", {a.to(at::kDouble), b, {}}},
+      {"16-bit b", {a, b.to(at::kHalf), {}}},
+      {"mismatched K", {a, at::randn({3, 5}), {}}},
+      {"3-d b", {a, at::randn({1, 4, 5}), {}}},
+      {"bias of the wrong size", {a, b, at::randn({4})}},
+      {"integer bias", {a, b, at::ones({5}, at::kInt)}},
+      {"0-d a", {at::randn({}), b, {}}}};
+  for (const auto& [what, t] : cases) {
+    EXPECT_FALSE(tide::kernels::matmul_f32_supported(t[0], t[1], t[2])) << what;
+    EXPECT_THROW(matmul_f32(t[0], t[1], t[2]), c10::Error) << what;
+  }
+}
+
+// The Linear module computes with matmul_f32 when onednn_matmul is on and with at::linear when it is off: each
+// result equal bit for bit to its kernel's (on a shape where the two libraries' roundings differ, so that the
+// check can tell them apart).
+TEST(MatmulF32, LinearLayerTakesItWhereSwitchedOn) {
+  at::manual_seed(23);
+  tide::nn::Linear linear(768, 320);
+  const at::Tensor x = at::randn({2, 77, 768});
+  const at::Tensor onednn = matmul_f32(x, linear->weight.detach().t(), linear->bias.detach());
+  const at::Tensor blas = at::linear(x, linear->weight.detach(), linear->bias.detach());
+  ASSERT_FALSE(at::equal(onednn, blas)) << "both libraries rounded alike here: the routing cannot be told apart";
+  EXPECT_LT(tide::testing::relative_l2_error(onednn, blas), 1e-6);
+  for (const bool on : {true, false}) {
+    OptimizationsGuard guard(on ? Optimizations() : Optimizations().without("onednn_matmul"));
+    {
+      c10::InferenceMode inference;
+      EXPECT_TRUE(at::equal(linear->forward(x), on ? onednn : blas)) << (on ? "on" : "off") << ", inference";
+    }
+    {
+      c10::NoGradGuard no_grad;  // no inference tensors: what a pipeline without gradients computes
+      EXPECT_TRUE(at::equal(linear->forward(x), on ? onednn : blas)) << (on ? "on" : "off") << ", no grad";
+    }
+  }
+}
+
+}  // namespace
