@@ -45,18 +45,13 @@ at::Tensor matmul_f32(const at::Tensor& a, const at::Tensor& b, const at::Tensor
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(src_md, cpu_engine(), src.data_ptr())},
                                        {DNNL_ARG_WEIGHTS, memory(weights_md, cpu_engine(), weights.data_ptr())},
                                        {DNNL_ARG_DST, memory(dst_md, cpu_engine(), out.data_ptr())}};
+  const at::Tensor bias_row = bias.defined() ? bias.contiguous().view({1, n}) : at::Tensor();  // [1, N]
+  if (bias_row.defined()) args.emplace(DNNL_ARG_BIAS, memory(described(bias_row), cpu_engine(), bias_row.data_ptr()));
+  const auto desc = bias_row.defined() ? dnnl::matmul::desc(src_md, weights_md, described(bias_row), dst_md)
+                                       : dnnl::matmul::desc(src_md, weights_md, dst_md);
   // Built per call: a few microseconds, and oneDNN's own primitive cache serves repeated shapes.
-  dnnl::matmul::primitive_desc pd;
-  if (bias.defined()) {
-    const at::Tensor bias_row = bias.contiguous().view({1, n});
-    const memory::desc bias_md = described(bias_row);
-    pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, weights_md, bias_md, dst_md), attr, cpu_engine());
-    args.emplace(DNNL_ARG_BIAS, memory(bias_md, cpu_engine(), bias_row.data_ptr()));
-    execute(dnnl::matmul(pd), pd.scratchpad_desc(), std::move(args));
-  } else {
-    pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, weights_md, dst_md), attr, cpu_engine());
-    execute(dnnl::matmul(pd), pd.scratchpad_desc(), std::move(args));
-  }
+  const dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
+  execute(dnnl::matmul(pd), pd.scratchpad_desc(), std::move(args));
   return out.view(out_sizes);
 }
 
