@@ -17,8 +17,7 @@ ConvKernel conv2d_forward_kernel(const at::Tensor& x, const at::Tensor& weight, 
     // (kernels/winograd_conv.h).
     const bool chunked = winograd_conv3x3_pays_off(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3));
     if (weight.is_floating_point() && (direct_here || weight.is_contiguous(at::MemoryFormat::ChannelsLast)) &&
-        winograd_conv3x3_few_tiles_pays_off(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3)) &&
-        !(chunked && !winograd_few_tiles_input_fits_cache(x.size(0), x.size(1), x.size(2), x.size(3))))
+        winograd_few_tiles_preferred(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3), chunked))
       return ConvKernel::winograd_few_tiles;
     if (chunked) return ConvKernel::winograd_chunked;
   }

@@ -72,13 +72,11 @@ ConvKernel input_gradient_kernel(const at::Tensor& grad, const at::Tensor& weigh
     // tiles it lost (SD 1.5's 256 px step: 0.90–0.93 s against oneDNN's 0.85–0.87 s). It also takes the maps
     // whose transformed gradient outgrows the few-tiles kernel's cache (320 channels on 64×64: 230 vs 170 GFLOP/s).
     const bool supported = winograd_conv3x3_supported(grad, weight.transpose(0, 1), stride, padding);
-    const int64_t tiles = grad.size(0) * ((input_size[2] + 1) / 2) * ((input_size[3] + 1) / 2);
-    const bool chunked = supported && tiles >= 512 &&
+    const bool chunked = supported && winograd_tiles(grad.size(0), input_size[2], input_size[3]) >= 512 &&
         winograd_conv3x3_pays_off(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3]);
     if (supported && weight.scalar_type() == at::kFloat &&
         (weight.is_contiguous(at::MemoryFormat::ChannelsLast) || is_hwio(weight)) &&
-        winograd_conv3x3_few_tiles_pays_off(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3]) &&
-        !(chunked && !winograd_few_tiles_input_fits_cache(grad.size(0), grad.size(1), input_size[2], input_size[3])))
+        winograd_few_tiles_preferred(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3], chunked))
       return ConvKernel::winograd_few_tiles;
     if (chunked) return ConvKernel::winograd_chunked;
   }

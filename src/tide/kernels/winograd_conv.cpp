@@ -270,25 +270,34 @@ void product(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const
 
 }  // namespace
 
+int64_t winograd_tiles(int64_t batch, int64_t height, int64_t width) {
+  return batch * ((height + 1) / 2) * ((width + 1) / 2);
+}
+
 bool winograd_conv3x3_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
                                 int64_t width) {
-  const int64_t tiles = batch * ((height + 1) / 2) * ((width + 1) / 2);
+  const int64_t tiles = winograd_tiles(batch, height, width);
   const double macs = 9.0 * double(batch * height * width) * double(in_channels * out_channels);
   return gemm_f32_available() && std::min(in_channels, out_channels) >= 16 && macs >= double(1 << 27) &&
          (2 * tiles >= std::max(in_channels, out_channels) || tiles >= 256);
 }
 
 bool winograd_few_tiles_input_fits_cache(int64_t batch, int64_t in_channels, int64_t height, int64_t width) {
-  const int64_t tiles = batch * ((height + 1) / 2) * ((width + 1) / 2);
-  return 16.0 * 4.0 * double(tiles) * double(in_channels) <= double(16 << 20);
+  return 16.0 * 4.0 * double(winograd_tiles(batch, height, width)) * double(in_channels) <= double(16 << 20);
 }
 
 bool winograd_conv3x3_few_tiles_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
                                          int64_t width) {
-  const int64_t tiles = batch * ((height + 1) / 2) * ((width + 1) / 2);
+  const int64_t tiles = winograd_tiles(batch, height, width);
   const double buffer_bytes = 16.0 * 4.0 * double(tiles) * double(in_channels + out_channels);
   return gemm_f32_available() && std::min(in_channels, out_channels) >= 16 && tiles >= 32 &&
          buffer_bytes <= 48.0 * (1 << 20);
+}
+
+bool winograd_few_tiles_preferred(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
+                                  int64_t width, bool chunked_pays) {
+  return winograd_conv3x3_few_tiles_pays_off(batch, in_channels, out_channels, height, width) &&
+         (!chunked_pays || winograd_few_tiles_input_fits_cache(batch, in_channels, height, width));
 }
 
 bool winograd_conv3x3_supported(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding) {

@@ -58,12 +58,20 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const WinogradWeights& u, const
 bool winograd_conv3x3_few_tiles_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
                                          int64_t width);
 
+// The 2×2 output tiles F(2×2, 3×3) cuts `batch` maps of height × width into.
+int64_t winograd_tiles(int64_t batch, int64_t height, int64_t width);
+
 // Whether winograd_conv3x3_few_tiles()'s transformed input (16·tiles·C floats, read once per column panel of
 // the weight) fits in 16 MiB, a last-level cache. Beyond it that kernel runs from memory and the chunked one,
 // where it pays, is faster (AVX2 EPYC, 2 threads, GFLOP/s chunked vs few tiles): 640 channels on 32×32 at
 // batch 2 207 vs 167, 320 on 64×64 at batch 1 221 vs 150, its input gradient 230 vs 170; within it the few-tiles
 // kernel wins (320 channels on 32×32, batch 2: 215 vs 199; batch 1: 228 vs 130).
 bool winograd_few_tiles_input_fits_cache(int64_t batch, int64_t in_channels, int64_t height, int64_t width);
+
+// Whether the few-tiles kernel is the Winograd kernel to take: it pays off and, where the chunked one pays too
+// (`chunked_pays`), its transformed input fits the cache. The forward's and the input gradient's choice alike.
+bool winograd_few_tiles_preferred(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
+                                  int64_t width, bool chunked_pays);
 
 // conv2d(x, weight, bias, stride 1, padding 1) for maps with few tiles and many channels, where
 // winograd_conv3x3() would stream its transformed weights (16/9 of the weight) once per chunk after writing
