@@ -112,4 +112,23 @@ TEST(MatmulF32, LinearLayerTakesItWhereSwitchedOn) {
   }
 }
 
+// matmul_f32 keeps no autograd graph: a layer whose weight or bias wants a gradient (gradients on, x without
+// one) still gets it, as at::linear gives it.
+TEST(MatmulF32, LinearLayerKeepsTheGradientsOfTrainableWeights) {
+  at::manual_seed(24);
+  tide::nn::Linear linear(12, 5);
+  const at::Tensor x = at::randn({3, 12});
+  const at::Tensor dy = at::randn({3, 5});
+  const at::Tensor expected_dw = at::mm(dy.t(), x), expected_db = dy.sum(0);
+  for (const bool on : {true, false}) {
+    OptimizationsGuard guard(on ? Optimizations() : Optimizations().without("onednn_matmul"));
+    linear->zero_grad();
+    linear->forward(x).backward(dy);
+    ASSERT_TRUE(linear->weight.grad().defined()) << (on ? "on" : "off");
+    ASSERT_TRUE(linear->bias.grad().defined()) << (on ? "on" : "off");
+    EXPECT_LT(tide::testing::relative_l2_error(linear->weight.grad(), expected_dw), 1e-6) << (on ? "on" : "off");
+    EXPECT_LT(tide::testing::relative_l2_error(linear->bias.grad(), expected_db), 1e-6) << (on ? "on" : "off");
+  }
+}
+
 }  // namespace

@@ -115,8 +115,10 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
     return linear_frozen_weights(x, weight, weight_scale, bias);
   }
   const at::Tensor w = weight_for_compute(weight, weight_scale, x.scalar_type());  // [out, in]
-  if (runtime::optimizations().onednn_matmul && !(c10::GradMode::is_enabled() && x.requires_grad()) &&
-      kernels::matmul_f32_supported(x, w.t(), bias)) {
+  // matmul_f32 keeps no autograd graph: only where nothing here wants a gradient.
+  const bool graph = c10::GradMode::is_enabled() &&
+                     (x.requires_grad() || w.requires_grad() || (bias.defined() && bias.requires_grad()));
+  if (runtime::optimizations().onednn_matmul && !graph && kernels::matmul_f32_supported(x, w.t(), bias)) {
     RECORD_USER_SCOPE("tide::matmul_f32");  // named in `tide bench --profile`
     return kernels::matmul_f32(x, w.t(), bias);  // [..., out]
   }
