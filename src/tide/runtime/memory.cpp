@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "tide/runtime/optimizations.h"
+#include "tide/runtime/span_arena.h"
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -62,6 +63,7 @@ int64_t window_peak_rss_bytes() { return status_bytes("VmHWM:"); }
 int64_t current_rss_bytes() { return status_bytes("VmRSS:"); }
 
 void return_free_memory() {
+  span_arena().release_free_pages();
 #if defined(__GLIBC__)
   malloc_trim(0);
 #endif
@@ -83,6 +85,7 @@ FreedMemoryReuse::FreedMemoryReuse() {
 #if defined(__GLIBC__)
   if (!optimizations().reuse_memory) return;
   active_ = true;
+  span_arena().route_large_blocks(true);
   std::lock_guard<std::mutex> lock(g_reuse_mutex);
   if (g_reuse_scopes++ > 0) return;
   mallopt(M_MMAP_MAX, 0);                // every block from the heap
@@ -93,6 +96,7 @@ FreedMemoryReuse::FreedMemoryReuse() {
 FreedMemoryReuse::~FreedMemoryReuse() {
 #if defined(__GLIBC__)
   if (!active_) return;
+  span_arena().route_large_blocks(false);
   std::lock_guard<std::mutex> lock(g_reuse_mutex);
   if (--g_reuse_scopes > 0) return;
   // glibc's defaults once its dynamic threshold has grown to the top: blocks over 32 MiB mapped, free
