@@ -25,6 +25,7 @@
 #include "tide/nn/transformer_2d.h"
 #include "tide/nn/weight_storage.h"
 #include "tide/runtime/optimizations.h"
+#include "tide/runtime/span_arena.h"
 
 namespace {
 using tide::runtime::Optimizations;
@@ -369,6 +370,56 @@ TEST(LeanBackward, GegluGivesAutogradsGradientsBitForBit) {
   const auto halves = plain.chunk(2, -1);
   (halves[0] * at::gelu(halves[1])).backward(dy);
   EXPECT_TRUE(at::equal(lean.grad(), plain.grad()));
+}
+
+// A transformer block on many tokens recomputes its GEGLU projection in the backward instead of keeping it:
+// the gradients stay autograd's, and what the forward keeps per token shrinks by most of the projection.
+TEST(LeanBackward, LargeTransformerBlockRecomputesItsFeedForwardProjection) {
+  at::manual_seed(17);
+  const int64_t dim = 128;
+  tide::nn::BasicTransformerBlock block(dim, 4, 32, 24, false);
+  for (auto& p : block->parameters()) p.set_requires_grad(false);
+  const at::Tensor context = at::randn({1, 7, 24});
+  // 4096 tokens: a 16 MiB projection, recomputed; 2048: 8 MiB, kept.
+  const int64_t many = tide::nn::kRecomputedProjectionMinBytes / (8 * dim * 4), few = many / 2;
+  ASSERT_EQ(many, 4096);
+  struct Run {
+    at::Tensor x_grad, context_grad;
+    int64_t checkpoints = 0;
+    double kept_bytes_per_token = 0;
+  };
+  auto run = [&](int64_t tokens, const Optimizations& optimizations) {
+    OptimizationsGuard guard(optimizations);
+    at::manual_seed(18);
+    const at::Tensor x = (at::randn({1, tokens, dim})).set_requires_grad(true);
+    const at::Tensor c = context.clone().set_requires_grad(true);
+    Run r;
+    at::Tensor out;
+    {
+      tide::runtime::SpanArenaRouting routing;  // its statistics count the blocks the graph keeps
+      const int64_t before = tide::runtime::span_arena().stats().in_use_bytes;
+      out = block->forward(x, c);  // [1, tokens, dim]
+      r.kept_bytes_per_token =
+          double(tide::runtime::span_arena().stats().in_use_bytes - before) / static_cast<double>(tokens);
+    }
+    r.checkpoints = count_graph_nodes(out, "CheckpointFunction");
+    const at::Tensor dy = at::randn(out.sizes());
+    out.backward(dy);
+    r.x_grad = x.grad();
+    r.context_grad = c.grad();
+    return r;
+  };
+  const Run recomputed = run(many, Optimizations());
+  const Run plain = run(many, Optimizations().without("frozen_backward"));
+  const Run kept = run(few, Optimizations());
+  EXPECT_EQ(recomputed.checkpoints, 1);
+  EXPECT_EQ(plain.checkpoints, 0);
+  EXPECT_EQ(kept.checkpoints, 0);
+  EXPECT_LT(relative_l2_error(recomputed.x_grad, plain.x_grad), 1e-5);
+  EXPECT_LT(relative_l2_error(recomputed.context_grad, plain.context_grad), 1e-5);
+  // The projection is 8·dim floats per token (4 KiB here); at least 3 KiB of it no longer kept.
+  EXPECT_LT(recomputed.kept_bytes_per_token + 3072, kept.kept_bytes_per_token)
+      << recomputed.kept_bytes_per_token << " vs " << kept.kept_bytes_per_token;
 }
 
 TEST(Checkpoint, GradientsEqualUncheckpointedAndTheSegmentRunsAgain) {

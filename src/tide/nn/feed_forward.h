@@ -24,6 +24,8 @@ class FeedForwardImpl : public torch::nn::Module {
   // inner = 4·dim (diffusers' mult=4), output dim = dim.
   explicit FeedForwardImpl(int64_t dim, int64_t mult = 4);
   at::Tensor forward(const at::Tensor& x);  // [B, L, dim] -> [B, L, dim]
+  at::Tensor gate(const at::Tensor& x) { return geglu_->forward(x); }            // [B, L, dim] -> [B, L, inner]
+  at::Tensor project_out(const at::Tensor& x) { return out_->forward(x); }      // [B, L, inner] -> [B, L, dim]
 
   // [0] GEGLU, [1] dropout (identity at inference, no parameters), [2] Linear(inner, dim)
   torch::nn::ModuleList net{nullptr};

@@ -2,6 +2,8 @@
 
 #include "tide/nn/token_merging.h"
 
+#include "tide/nn/checkpoint.h"
+#include "tide/nn/frozen_training.h"
 #include "tide/nn/in_place.h"
 
 namespace tide::nn {
@@ -11,6 +13,11 @@ LayerNorm layer_norm(int64_t dim) {
   return LayerNorm(dim, 1e-5);
 }
 }  // namespace
+
+bool recomputes_feed_forward_projection(const at::Tensor& h) {
+  const int64_t projection_bytes = h.numel() * 8 * static_cast<int64_t>(h.element_size());  // [B, L, 8·dim]
+  return projection_bytes >= kRecomputedProjectionMinBytes && trains_against_frozen(h);
+}
 
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t head_dim,
                                                      int64_t cross_attention_dim, bool upcast_attention) {
@@ -42,6 +49,13 @@ at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Ten
   }
   at::Tensor h = add_to_temporary(attn1->forward(norm1->forward(x)), x);  // [B, L, dim]
   h = add_to_temporary(attn2->forward(norm2->forward(h), context), h);    // [B, L, dim]
+  if (recomputes_feed_forward_projection(h)) {
+    // Keeps only h (norm3's input, which its backward keeps anyway); norm3 and the projection run again there.
+    const at::Tensor gated = checkpoint(
+        [this](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{ff->gate(norm3->forward(in[0]))}; },
+        {h})[0];                                                            // [B, L, 4·dim]
+    return add_to_temporary(ff->project_out(gated), h);                     // [B, L, dim]
+  }
   return add_to_temporary(ff->forward(norm3->forward(h)), h);             // [B, L, dim]
 }
 
