@@ -6,6 +6,9 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <array>
+#include <functional>
+
 namespace tide::kernels {
 
 // True when blocked_attention_autograd() can run these inputs: as blocked_attention_supported(), but
@@ -17,5 +20,14 @@ bool blocked_attention_autograd_supported(const at::Tensor& q, const at::Tensor&
 // `strip_rows`: query rows per backward strip; 0 picks attention_backward_strip_rows().
 at::Tensor blocked_attention_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                       int64_t strip_rows = 0);
+
+// Makes q, k, v [B, H, L, d] from an input x (for a transformer block: norm1, then the frozen to_q, to_k, to_v).
+using AttentionProjection = std::function<std::array<at::Tensor, 3>(const at::Tensor& x)>;
+
+// blocked_attention_autograd(project(x)) keeping only x and the output: the backward runs `project` again
+// (recording it, so that its own backward gives x's gradient) instead of keeping q, k and v, the three
+// largest of the tensors a self-attention keeps. `project` must be deterministic and compute from x alone
+// (what it captures gets no gradient). Differentiable once.
+at::Tensor blocked_attention_recomputing_inputs(const at::Tensor& x, const AttentionProjection& project);
 
 }  // namespace tide::kernels

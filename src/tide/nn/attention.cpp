@@ -87,4 +87,24 @@ at::Tensor AttentionImpl::forward(const at::Tensor& hidden, const at::Tensor& co
   return out;
 }
 
+at::Tensor AttentionImpl::forward_recomputing_projections(const at::Tensor& x, LayerNorm norm) {
+  const bool plain_self_attention = options_.cross_attention_dim == 0 && !group_norm && !options_.residual_connection &&
+                                    options_.rescale_output_factor == 1.0 && x.dim() == 3;
+  if (!plain_self_attention || !runtime::optimizations().blocked_attention || x.scalar_type() != at::kFloat)
+    return forward(norm->forward(x));
+  const int64_t b = x.size(0), heads = options_.heads, d = options_.dim_head;
+  runtime::FlopCount::add_macs(2.0 * double(b * heads) * double(x.size(1)) * double(x.size(1)) * double(d));
+  // Captures the modules (shared pointers), not this frame: the backward calls it after forward returns.
+  const auto project = [norm = norm.ptr(), q = to_q.ptr(), k = to_k.ptr(), v = to_v.ptr(), b, heads,
+                        d](const at::Tensor& input) {
+    const at::Tensor n = norm->forward(input);  // [B, L, C]
+    auto split = [&](const at::Tensor& t) { return t.view({b, -1, heads, d}).transpose(1, 2); };
+    return std::array<at::Tensor, 3>{split(q->forward(n)), split(k->forward(n)), split(v->forward(n))};  // [B, H, L, d]
+  };
+  RECORD_USER_SCOPE("tide::blocked_attention");
+  at::Tensor out = kernels::blocked_attention_recomputing_inputs(x, project);  // [B, H, L, d]
+  out = out.transpose(1, 2).reshape({b, -1, heads * d});                       // [B, L, H·d]
+  return out_proj_->forward(out);                                              // [B, L, C]
+}
+
 }  // namespace tide::nn

@@ -37,6 +37,12 @@ class AttentionImpl : public torch::nn::Module {
   // cross-attention or undefined for self-attention -> same shape as hidden.
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& context = {});
 
+  // Self-attention of norm(x), x [B, L, C] float32, in training against frozen weights (nn/frozen_training.h;
+  // a plain self-attention: no group norm, residual or rescaling): keeps x and the attention's output only, and
+  // the backward computes norm(x), q, k and v again (kernels::blocked_attention_recomputing_inputs). Where
+  // that cannot run (blocked_attention off, not float32), forward(norm(x)).
+  at::Tensor forward_recomputing_projections(const at::Tensor& x, LayerNorm norm);
+
   const AttentionOptions& options() const { return options_; }
 
   Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};

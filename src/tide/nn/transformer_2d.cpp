@@ -14,7 +14,7 @@ LayerNorm layer_norm(int64_t dim) {
 }
 }  // namespace
 
-bool recomputes_feed_forward_projection(const at::Tensor& h) {
+bool recomputes_in_backward(const at::Tensor& h) {
   const int64_t projection_bytes = h.numel() * 8 * static_cast<int64_t>(h.element_size());  // [B, L, 8·dim]
   return projection_bytes >= kRecomputedProjectionMinBytes && trains_against_frozen(h);
 }
@@ -47,16 +47,24 @@ at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Ten
     h = add_to_temporary(around(o.merge_crossattn, norm2->forward(h), [&](const at::Tensor& t) { return attn2->forward(t, context); }), h);
     return add_to_temporary(around(o.merge_mlp, norm3->forward(h), [&](const at::Tensor& t) { return ff->forward(t); }), h);
   }
+  if (recomputes_in_backward(x)) {
+    // Keeps x, not norm1(x), q, k and v: the backward computes them again.
+    at::Tensor h = add_to_temporary(attn1->forward_recomputing_projections(x, norm1), x);  // [B, L, dim]
+    h = add_to_temporary(attn2->forward(norm2->forward(h), context), h);                   // [B, L, dim]
+    return feed_forward_recomputing_projection(h);
+  }
   at::Tensor h = add_to_temporary(attn1->forward(norm1->forward(x)), x);  // [B, L, dim]
   h = add_to_temporary(attn2->forward(norm2->forward(h), context), h);    // [B, L, dim]
-  if (recomputes_feed_forward_projection(h)) {
-    // Keeps only h (norm3's input, which its backward keeps anyway); norm3 and the projection run again there.
-    const at::Tensor gated = checkpoint(
-        [this](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{ff->gate(norm3->forward(in[0]))}; },
-        {h})[0];                                                            // [B, L, 4·dim]
-    return add_to_temporary(ff->project_out(gated), h);                     // [B, L, dim]
-  }
+  if (recomputes_in_backward(h)) return feed_forward_recomputing_projection(h);
   return add_to_temporary(ff->forward(norm3->forward(h)), h);             // [B, L, dim]
+}
+
+at::Tensor BasicTransformerBlockImpl::feed_forward_recomputing_projection(const at::Tensor& h) {
+  // Keeps only h (norm3's input, which its backward keeps anyway); norm3 and the projection run again there.
+  const at::Tensor gated = checkpoint(
+      [this](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{ff->gate(norm3->forward(in[0]))}; },
+      {h})[0];                                                          // [B, L, 4·dim]
+  return add_to_temporary(ff->project_out(gated), h);                   // [B, L, dim]
 }
 
 Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DOptions& o) {

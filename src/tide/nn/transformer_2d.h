@@ -25,13 +25,14 @@ struct Transformer2DOptions {
   bool upcast_attention = false;
 };
 
-// Training against frozen weights: the feed-forward's GEGLU projection ([B, L, 8·dim], the largest tensor
-// a block keeps for its backward) is recomputed in the backward instead of kept, where it holds at least
-// this many bytes. SD 1.5 at 512 px: the 64×64 and 32×32 maps' blocks (42 and 21 MB each), 0.29 GiB off the
-// step's peak for ~0.4 s (3%); at 256 px nothing (recomputing every block would cost 11% with one thread).
+// Training against frozen weights: where a block's feed-forward GEGLU projection ([B, L, 8·dim], the largest
+// tensor a block keeps for its backward) holds at least this many bytes, the block keeps neither it nor the
+// self-attention's q, k and v: the backward computes them again. SD 1.5 at 512 px: the 64×64 and 32×32 maps'
+// blocks (projections of 42 and 21 MB); at 256 px none (recomputing every block's projection costs 11% of
+// a one-thread step there).
 inline constexpr int64_t kRecomputedProjectionMinBytes = int64_t{16} << 20;
-// True when a block whose feed-forward gets `h` [B, L, dim] recomputes its projection.
-bool recomputes_feed_forward_projection(const at::Tensor& h);
+// True when a block given `h` [B, L, dim] recomputes in its backward (and training against frozen weights).
+bool recomputes_in_backward(const at::Tensor& h);
 
 class BasicTransformerBlockImpl : public torch::nn::Module {
  public:
@@ -43,6 +44,9 @@ class BasicTransformerBlockImpl : public torch::nn::Module {
   LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
   Attention attn1{nullptr}, attn2{nullptr};
   FeedForward ff{nullptr};
+
+ private:
+  at::Tensor feed_forward_recomputing_projection(const at::Tensor& h);  // h + ff(norm3(h))
 };
 TORCH_MODULE(BasicTransformerBlock);
 
