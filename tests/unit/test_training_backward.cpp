@@ -423,6 +423,16 @@ TEST(LeanBackward, LargeTransformerBlockRecomputesProjectionsInTheBackward) {
   // Per token the projection is 8·dim floats (4 KiB here), q, k and v 3·dim (1.5 KiB): 5 KiB of it no longer kept.
   EXPECT_LT(recomputed.kept_bytes_per_token + 5120, kept.kept_bytes_per_token)
       << recomputed.kept_bytes_per_token << " vs " << kept.kept_bytes_per_token;
+
+  // A block whose weights train keeps everything: recomputing would give the input's gradient alone.
+  block->attn1->to_q->weight.set_requires_grad(true);
+  block->ff->net[0]->as<tide::nn::Geglu>()->proj->weight.set_requires_grad(true);
+  const Run trainable = run(many, Optimizations().without("frozen_backward"));
+  const Run trainable_frozen_path = run(many, Optimizations());
+  EXPECT_EQ(trainable_frozen_path.checkpoints + trainable_frozen_path.recomputed_attentions, 0);
+  ASSERT_TRUE(block->attn1->to_q->weight.grad().defined());
+  ASSERT_TRUE(block->ff->net[0]->as<tide::nn::Geglu>()->proj->weight.grad().defined());
+  EXPECT_LT(relative_l2_error(trainable_frozen_path.x_grad, trainable.x_grad), 1e-5);
 }
 
 TEST(Checkpoint, GradientsEqualUncheckpointedAndTheSegmentRunsAgain) {

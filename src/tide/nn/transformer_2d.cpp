@@ -14,9 +14,13 @@ LayerNorm layer_norm(int64_t dim) {
 }
 }  // namespace
 
-bool recomputes_in_backward(const at::Tensor& h) {
+bool recomputes_in_backward(const torch::nn::Module& block, const at::Tensor& h) {
   const int64_t projection_bytes = h.numel() * 8 * static_cast<int64_t>(h.element_size());  // [B, L, 8·dim]
-  return projection_bytes >= kRecomputedProjectionMinBytes && trains_against_frozen(h);
+  if (projection_bytes < kRecomputedProjectionMinBytes || !trains_against_frozen(h)) return false;
+  // The recomputation gives the input's gradient alone: a trainable weight would lose its own.
+  for (const auto& p : block.parameters())
+    if (p.requires_grad()) return false;
+  return true;
 }
 
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t head_dim,
@@ -47,7 +51,7 @@ at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Ten
     h = add_to_temporary(around(o.merge_crossattn, norm2->forward(h), [&](const at::Tensor& t) { return attn2->forward(t, context); }), h);
     return add_to_temporary(around(o.merge_mlp, norm3->forward(h), [&](const at::Tensor& t) { return ff->forward(t); }), h);
   }
-  if (recomputes_in_backward(x)) {
+  if (recomputes_in_backward(*this, x)) {
     // Keeps x, not norm1(x), q, k and v: the backward computes them again.
     at::Tensor h = add_to_temporary(attn1->forward_recomputing_projections(x, norm1), x);  // [B, L, dim]
     h = add_to_temporary(attn2->forward(norm2->forward(h), context), h);                   // [B, L, dim]
@@ -55,7 +59,7 @@ at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Ten
   }
   at::Tensor h = add_to_temporary(attn1->forward(norm1->forward(x)), x);  // [B, L, dim]
   h = add_to_temporary(attn2->forward(norm2->forward(h), context), h);    // [B, L, dim]
-  if (recomputes_in_backward(h)) return feed_forward_recomputing_projection(h);
+  if (recomputes_in_backward(*this, h)) return feed_forward_recomputing_projection(h);
   return add_to_temporary(ff->forward(norm3->forward(h)), h);             // [B, L, dim]
 }
 

@@ -31,8 +31,9 @@ struct Transformer2DOptions {
 // blocks (projections of 42 and 21 MB); at 256 px none (recomputing every block's projection costs 11% of
 // a one-thread step there).
 inline constexpr int64_t kRecomputedProjectionMinBytes = int64_t{16} << 20;
-// True when a block given `h` [B, L, dim] recomputes in its backward (and training against frozen weights).
-bool recomputes_in_backward(const at::Tensor& h);
+// True when `block` given `h` [B, L, dim] recomputes in its backward: training against frozen weights (none of
+// the block's parameters wants a gradient) on a projection of at least kRecomputedProjectionMinBytes.
+bool recomputes_in_backward(const torch::nn::Module& block, const at::Tensor& h);
 
 class BasicTransformerBlockImpl : public torch::nn::Module {
  public:
