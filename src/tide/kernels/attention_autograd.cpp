@@ -64,10 +64,8 @@ struct RecomputingAttentionFunction : torch::autograd::Function<RecomputingAtten
       c10::AutoGradMode recording(true);  // the projection's graph, for x's gradient
       qkv = project(x);
     }
-    AttentionBackwardOptions options;
-    options.strip_rows = 0;
-    const auto [dq, dk, dv] = blocked_attention_backward(grads[0], qkv[0].detach(), qkv[1].detach(),
-                                                         qkv[2].detach(), saved[1], options);
+    const auto [dq, dk, dv] =
+        blocked_attention_backward(grads[0], qkv[0].detach(), qkv[1].detach(), qkv[2].detach(), saved[1]);
     const variable_list dx = torch::autograd::grad({qkv[0], qkv[1], qkv[2]}, {x}, {dq, dk, dv},
                                                    /*retain_graph=*/false, /*create_graph=*/false);
     return {dx[0], at::Tensor()};

@@ -11,11 +11,23 @@
 #include "tide/nn/in_place.h"
 
 namespace tide::nn {
+namespace {
+
+// q·kᵀ and probs·v of B·H heads, for `tide bench`'s FLOP count.
+void count_attention_macs(int64_t batch_heads, int64_t lq, int64_t lk, int64_t d) {
+  runtime::FlopCount::add_macs(2.0 * double(batch_heads) * double(lq) * double(lk) * double(d));
+}
+
+// [B, L, H·d] -> [B, H, L, d] (a view)
+at::Tensor split_heads(const at::Tensor& t, int64_t b, int64_t heads, int64_t d) {
+  return t.view({b, -1, heads, d}).transpose(1, 2);
+}
+
+}  // namespace
 
 at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                         bool upcast) {
-  runtime::FlopCount::add_macs(2.0 * double(q.size(0) * q.size(1)) * double(q.size(2)) * double(k.size(2)) *
-                               double(q.size(3)));  // q·kᵀ and probs·v
+  count_attention_macs(q.size(0) * q.size(1), q.size(2), k.size(2), q.size(3));
   // float32 inputs: upcasting changes nothing, so the blocked kernel computes the same thing.
   if (runtime::optimizations().blocked_attention) {
     RECORD_USER_SCOPE("tide::blocked_attention");  // named in `tide bench --profile`
@@ -72,10 +84,9 @@ at::Tensor AttentionImpl::forward(const at::Tensor& hidden, const at::Tensor& co
 
   const at::Tensor& kv = context.defined() ? context : x;
   const int64_t heads = options_.heads, d = options_.dim_head;
-  auto split = [&](const at::Tensor& t) { return t.view({b, -1, heads, d}).transpose(1, 2); };
-  const at::Tensor q = split(to_q->forward(x));   // [B, H, L, d]
-  const at::Tensor k = split(to_k->forward(kv));  // [B, H, Lk, d]
-  const at::Tensor v = split(to_v->forward(kv));  // [B, H, Lk, d]
+  const at::Tensor q = split_heads(to_q->forward(x), b, heads, d);   // [B, H, L, d]
+  const at::Tensor k = split_heads(to_k->forward(kv), b, heads, d);  // [B, H, Lk, d]
+  const at::Tensor v = split_heads(to_v->forward(kv), b, heads, d);  // [B, H, Lk, d]
 
   at::Tensor out = scaled_dot_product_attention(q, k, v, options_.upcast);  // [B, H, L, d]
   out = out.transpose(1, 2).reshape({b, -1, heads * d});                   // [B, L, H·d]
@@ -93,13 +104,13 @@ at::Tensor AttentionImpl::forward_recomputing_projections(const at::Tensor& x, L
   if (!plain_self_attention || !runtime::optimizations().blocked_attention || x.scalar_type() != at::kFloat)
     return forward(norm->forward(x));
   const int64_t b = x.size(0), heads = options_.heads, d = options_.dim_head;
-  runtime::FlopCount::add_macs(2.0 * double(b * heads) * double(x.size(1)) * double(x.size(1)) * double(d));
+  count_attention_macs(b * heads, x.size(1), x.size(1), d);
   // Captures the modules (shared pointers), not this frame: the backward calls it after forward returns.
   const auto project = [norm = norm.ptr(), q = to_q.ptr(), k = to_k.ptr(), v = to_v.ptr(), b, heads,
                         d](const at::Tensor& input) {
     const at::Tensor n = norm->forward(input);  // [B, L, C]
-    auto split = [&](const at::Tensor& t) { return t.view({b, -1, heads, d}).transpose(1, 2); };
-    return std::array<at::Tensor, 3>{split(q->forward(n)), split(k->forward(n)), split(v->forward(n))};  // [B, H, L, d]
+    return std::array<at::Tensor, 3>{split_heads(q->forward(n), b, heads, d), split_heads(k->forward(n), b, heads, d),
+                                     split_heads(v->forward(n), b, heads, d)};  // [B, H, L, d]
   };
   RECORD_USER_SCOPE("tide::blocked_attention");
   at::Tensor out = kernels::blocked_attention_recomputing_inputs(x, project);  // [B, H, L, d]

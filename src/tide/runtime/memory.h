@@ -17,9 +17,9 @@ int64_t window_peak_rss_bytes();
 // Resident memory now (VmRSS), in bytes; 0 if unknown.
 int64_t current_rss_bytes();
 
-// Hands the allocators' free memory back to the system (glibc: malloc_trim; the span arena's free pages). The denoising loop's freed
-// activations otherwise stay resident in the heap while the VAE decoder maps its own, larger ones, and
-// the process peak is their sum.
+// Hands the allocators' free memory back to the system (glibc: malloc_trim; the span arena's free pages).
+// The denoising loop's freed activations otherwise stay resident in the heap while the VAE decoder maps its
+// own, larger ones, and the process peak is their sum.
 void return_free_memory();
 
 // For programs that prefer a small footprint (tide generate): glibc maps every block over 1 MiB on its own and

@@ -44,6 +44,10 @@ struct SpanArena::State {
     free_by_offset.erase(offset);
   }
   void advise_free(size_t offset, size_t length) { madvise(base + offset, length, MADV_DONTNEED); }
+  bool contains(const void* p) const {
+    const char* c = static_cast<const char*>(p);
+    return base != nullptr && c >= base && c < base + reserved;
+  }
 
   // The offset of a span of `length` bytes, or SIZE_MAX when the range cannot hold it. Caller holds mutex.
   size_t take(size_t length) {
@@ -103,10 +107,9 @@ constexpr int kMaxArenas = 16;
 std::atomic<SpanArena::State*> g_arenas[kMaxArenas];
 
 SpanArena::State* owner_of(const void* p) {
-  const char* c = static_cast<const char*>(p);
   for (auto& slot : g_arenas) {
     SpanArena::State* s = slot.load(std::memory_order_acquire);
-    if (s != nullptr && c >= s->base && c < s->base + s->reserved) return s;
+    if (s != nullptr && s->contains(p)) return s;
   }
   return nullptr;
 }
@@ -199,10 +202,7 @@ SpanArenaStats SpanArena::stats() const {
   return s;
 }
 
-bool SpanArena::owns(const void* p) const {
-  const char* c = static_cast<const char*>(p);
-  return state_->base != nullptr && c >= state_->base && c < state_->base + state_->reserved;
-}
+bool SpanArena::owns(const void* p) const { return state_->contains(p); }
 
 SpanArenaRouting::SpanArenaRouting() { span_arena().route_large_blocks(true); }
 SpanArenaRouting::~SpanArenaRouting() { span_arena().route_large_blocks(false); }
