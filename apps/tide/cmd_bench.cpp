@@ -120,7 +120,11 @@ int run_conv(const Args& args, const bench::PeakResult& peak, int threads) {
       << (r.winograd_few_tiles_s.empty() ? ""
                                      : line("winograd, few tiles: ", r.winograd_few_tiles_s) +
                                            "    max |winograd, few tiles - oneDNN| = " +
-                                           std::to_string(r.winograd_few_tiles_max_abs_diff) + "\n");
+                                           std::to_string(r.winograd_few_tiles_max_abs_diff) + "\n")
+      << (r.winograd_f4_s.empty() ? ""
+                                  : line("winograd F(4x4), few tiles: ", r.winograd_f4_s) +
+                                        "    max |winograd F(4x4) - oneDNN| = " +
+                                        std::to_string(r.winograd_f4_max_abs_diff) + "\n");
   o << (s.backward ? "  the frozen-weight backward takes: " : "  the Conv2d module takes: ") << r.path << "\n";
   if (peak.gflops > 0) o << "  peak:     " << peak.gflops << " GFLOP/s\n";
   std::cout << o.str();
@@ -141,6 +145,9 @@ int run_conv(const Args& args, const bench::PeakResult& peak, int threads) {
                           {"winograd_few_tiles_s", r.winograd_few_tiles_s},
                           {"winograd_few_tiles_max_abs_diff", r.winograd_few_tiles_max_abs_diff},
                           {"winograd_few_tiles_pays_off", r.winograd_few_tiles_pays_off},
+                          {"winograd_f4_median_s", median_or_null(r.winograd_f4_s)},
+                          {"winograd_f4_s", r.winograd_f4_s},
+                          {"winograd_f4_max_abs_diff", r.winograd_f4_max_abs_diff},
                           {"backward", s.backward}, {"path", r.path}}},
                         {"peak_gflops", peak.gflops > 0 ? nlohmann::json(peak.gflops) : nlohmann::json(nullptr)},
                         {"threads", threads},

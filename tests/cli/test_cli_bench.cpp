@@ -319,7 +319,8 @@ TEST(CliBench, MaxIsaAvx2HidesAvx512AndAmx) {
   }
 }
 
-// --conv: one convolution, oneDNN's kernel, the direct one and both Winograd kernels, with the same outputs.
+// --conv: one convolution, oneDNN's kernel, the direct one and the Winograd kernels (chunked, few tiles with 2×2
+// and 4×4 output tiles), with the same outputs.
 TEST(CliBench, ConvModeComparesWinogradWithDirect) {
   TempDir dir;
   // Runs `tide bench --conv ARGS --warmup 0 --threads 1` and returns its output and the JSON's "conv" object.
@@ -344,11 +345,14 @@ TEST(CliBench, ConvModeComparesWinogradWithDirect) {
   EXPECT_LT(j.at("direct_max_abs_diff").get<double>(), 1e-4);
   EXPECT_EQ(j.at("winograd_few_tiles_s").size(), 2u);
   EXPECT_LT(j.at("winograd_few_tiles_max_abs_diff").get<double>(), 1e-4);
-  // 200 tiles: the few-tiles kernel's, so not the chunked one's.
-  EXPECT_EQ(j.at("winograd_few_tiles_pays_off").get<bool>(), avx2);
+  EXPECT_EQ(j.at("winograd_f4_s").size(), 2u);
+  EXPECT_LT(j.at("winograd_f4_max_abs_diff").get<double>(), 1e-4);
+  EXPECT_NE(output.find("winograd F(4x4), few tiles: "), std::string::npos) << output;
+  // 50 tiles of 4×4 outputs: the few-tiles kernel with F(4×4) tiles, so neither F(2×2) kernel.
+  EXPECT_FALSE(j.at("winograd_few_tiles_pays_off").get<bool>());
   EXPECT_FALSE(j.at("winograd_pays_off").get<bool>());
-  EXPECT_NE(output.find(avx2 ? "takes: winograd, few tiles" : "takes: oneDNN"), std::string::npos) << output;
-  EXPECT_EQ(j.at("path"), avx2 ? "winograd, few tiles" : "oneDNN");
+  EXPECT_NE(output.find(avx2 ? "takes: winograd F(4x4), few tiles" : "takes: oneDNN"), std::string::npos) << output;
+  EXPECT_EQ(j.at("path"), avx2 ? "winograd F(4x4), few tiles" : "oneDNN");
   EXPECT_FALSE(j.at("backward").get<bool>());
   // 20 output channels: no direct kernel, so the module keeps the weight channels last, which the few-tiles
   // kernel reads as well.
@@ -357,12 +361,14 @@ TEST(CliBench, ConvModeComparesWinogradWithDirect) {
   EXPECT_EQ(jn.at("direct_s").size(), 0u);
   EXPECT_EQ(jn.at("winograd_few_tiles_s").size(), 1u);
   EXPECT_LT(jn.at("winograd_few_tiles_max_abs_diff").get<double>(), 1e-4);
-  EXPECT_EQ(jn.at("winograd_few_tiles_pays_off").get<bool>(), avx2);
+  EXPECT_LT(jn.at("winograd_f4_max_abs_diff").get<double>(), 1e-4);
+  EXPECT_EQ(jn.at("path"), avx2 ? "winograd F(4x4), few tiles" : "oneDNN");
   // A strided 3×3: no Winograd, the direct kernel against oneDNN.
   const auto js = conv_bench("--channels 16 --out-channels 24 --size 9 --stride 2 --runs 1", "s.json").second;
   ASSERT_FALSE(js.empty());
   EXPECT_EQ(js.at("winograd_s").size(), 0u);
   EXPECT_EQ(js.at("winograd_few_tiles_s").size(), 0u);
+  EXPECT_EQ(js.at("winograd_f4_s").size(), 0u);
   EXPECT_EQ(js.at("direct_s").size(), avx2 ? 1u : 0u);
   EXPECT_NEAR(js.at("gflop").get<double>(), 2.0 * 24 * 5 * 5 * 16 * 9 * 1e-9, 1e-12);
   EXPECT_LT(js.at("direct_max_abs_diff").get<double>(), 1e-4);
@@ -381,6 +387,7 @@ TEST(CliBench, ConvModeComparesWinogradWithDirect) {
   EXPECT_LT(jb.at("direct_max_abs_diff").get<double>(), 1e-4);
   EXPECT_LT(jb.at("winograd_max_abs_diff").get<double>(), 1e-4);
   EXPECT_LT(jb.at("winograd_few_tiles_max_abs_diff").get<double>(), 1e-4);
+  EXPECT_LT(jb.at("winograd_f4_max_abs_diff").get<double>(), 1e-4);
   EXPECT_GT(jb.at("onednn_median_s").get<double>(), 0);
   auto even = tide_bench("--conv --kernel-size 2");
   EXPECT_EQ(even.code, 1);

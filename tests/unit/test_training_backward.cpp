@@ -166,7 +166,7 @@ TEST(ConvInputGradient, DirectKernelOnSmallMaps) {
   const at::Tensor x = at::randn({1, 128, 8, 8});
   const at::Tensor grad = at::randn({1, 256, 8, 8}).contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor dx = tide::kernels::conv2d_input_gradient(grad, w, 1, 1, x.sizes(), true, true);
-  const auto kernel = tide::kernels::input_gradient_kernel(grad, w, 1, 1, x.sizes(), true, true);
+  const auto kernel = tide::kernels::input_gradient_kernel(grad, w, 1, 1, x.sizes(), true, true, true);
   if (tide::kernels::gemm_f32_available()) {
     ASSERT_EQ(kernel, ConvKernel::direct);
     EXPECT_STREQ(tide::kernels::conv_kernel_name(kernel), "direct");
@@ -175,25 +175,28 @@ TEST(ConvInputGradient, DirectKernelOnSmallMaps) {
     EXPECT_EQ(kernel, ConvKernel::onednn);
   }
   EXPECT_LT(relative_l2_error(dx, reference_input_gradient(x, w, grad, 1, 1)), 1e-5);
-  EXPECT_EQ(tide::kernels::input_gradient_kernel(grad, w, 1, 1, x.sizes(), true, false), ConvKernel::onednn);
+  EXPECT_EQ(tide::kernels::input_gradient_kernel(grad, w, 1, 1, x.sizes(), true, false, true), ConvKernel::onednn);
   EXPECT_STREQ(tide::kernels::conv_kernel_name(ConvKernel::onednn), "oneDNN");
   // 1024 pixels (256 Winograd tiles): the few-tiles kernel where it pays, never the direct one.
   const at::Tensor big_grad = at::randn({1, 256, 32, 32}).contiguous(at::MemoryFormat::ChannelsLast);
   const std::vector<int64_t> big{1, 128, 32, 32};
-  EXPECT_NE(tide::kernels::input_gradient_kernel(big_grad, w, 1, 1, big, true, true), ConvKernel::direct);
-  // 256 pixels with a weight over 16 MiB: the direct kernel although the few-tiles Winograd kernel would pay.
+  EXPECT_NE(tide::kernels::input_gradient_kernel(big_grad, w, 1, 1, big, true, true, true), ConvKernel::direct);
+  // 256 pixels with a weight over 16 MiB: F(4×4) tiles (16 of them); without them the direct kernel although the
+  // few-tiles Winograd kernel with F(2×2) tiles would pay.
   const at::Tensor large_w = (at::randn({768, 768, 3, 3}) * 0.01).contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor mid_grad = at::randn({1, 768, 16, 16}).contiguous(at::MemoryFormat::ChannelsLast);
   const std::vector<int64_t> mid{1, 768, 16, 16};
   if (tide::kernels::gemm_f32_available()) {
     ASSERT_TRUE(tide::kernels::winograd_conv3x3_few_tiles_pays_off(1, 768, 768, 16, 16));
-    EXPECT_EQ(tide::kernels::input_gradient_kernel(mid_grad, large_w, 1, 1, mid, true, true), ConvKernel::direct);
-    EXPECT_EQ(tide::kernels::input_gradient_kernel(mid_grad, large_w, 1, 1, mid, true, false),
+    EXPECT_EQ(tide::kernels::input_gradient_kernel(mid_grad, large_w, 1, 1, mid, true, true, true),
+              ConvKernel::winograd_f4);
+    EXPECT_EQ(tide::kernels::input_gradient_kernel(mid_grad, large_w, 1, 1, mid, true, true, false), ConvKernel::direct);
+    EXPECT_EQ(tide::kernels::input_gradient_kernel(mid_grad, large_w, 1, 1, mid, true, false, false),
               ConvKernel::winograd_few_tiles);
   }
   // Strided: oneDNN's.
   const at::Tensor strided_grad = at::randn({1, 256, 4, 4}).contiguous(at::MemoryFormat::ChannelsLast);
-  EXPECT_EQ(tide::kernels::input_gradient_kernel(strided_grad, w, 2, 1, x.sizes(), true, true), ConvKernel::onednn);
+  EXPECT_EQ(tide::kernels::input_gradient_kernel(strided_grad, w, 2, 1, x.sizes(), true, true, true), ConvKernel::onednn);
 }
 
 // A Conv2d layer whose weights need no gradient takes the frozen path with gradients on: the same output and

@@ -5,6 +5,8 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <iostream>
+
 #include <c10/core/InferenceMode.h>
 
 #include "test_support.h"
@@ -101,6 +103,118 @@ TEST(WinogradConv, FewTilesKernelMatchesConv2dOnRandomShapes) {
                c10::Error);
 }
 
+// The few-tiles kernel with F(4×4, 3×3) tiles: the same shapes and layouts as above, maps that are not a
+// multiple of 4 (partial tiles), channel counts that leave a scalar tail in every transform (input channels,
+// output channels and the weight's rows not multiples of 8), groups of tiles (7 at a time and the default);
+// forward and input gradient. Its transforms multiply by up to 8 and its points ±2 lose more bits, so it is held
+// to 48× libtorch's own float32 error against float64 (measured: up to 33× on these shapes; F(2×2): 4×) and to
+// 3·10⁻⁵ of the output's largest value (measured: up to 1.1·10⁻⁵).
+TEST(WinogradConv, F4x4TilesMatchConv2dOnRandomShapes) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  const ConvShape shapes[] = {{1, 1, 1, 1, 1},     {1, 3, 5, 2, 2},     {2, 4, 6, 7, 9},      {1, 17, 12, 13, 8},
+                              {2, 64, 40, 16, 15}, {1, 300, 44, 5, 6},  {2, 520, 72, 4, 4},   {1, 16, 3, 33, 31},
+                              {1, 150, 136, 9, 10}, {1, 24, 392, 6, 6}, {2, 24, 136, 22, 22}, {1, 20, 104, 40, 40}};
+  const int threads_before = at::get_num_threads();
+  double worst_ratio = 0, worst_relative = 0;
+  for (int threads : {1, 3}) {
+    at::set_num_threads(threads);
+    for (const auto& s : shapes) {
+      const at::Tensor x = at::randn({s.n, s.c, s.h, s.w}, gen);
+      const at::Tensor weight = at::randn({s.k, s.c, 3, 3}, gen) / std::sqrt(9.0 * s.c);
+      const at::Tensor layouts[] = {tide::kernels::to_hwio(weight), weight.contiguous(at::MemoryFormat::ChannelsLast),
+                                    weight};
+      const at::Tensor bias = at::randn({s.k}, gen);
+      const at::Tensor exact = at::conv2d(x.to(at::kDouble), weight.to(at::kDouble), bias.to(at::kDouble), 1, 1);
+      const double direct_error = tide::testing::max_abs_diff(at::conv2d(x, weight, bias, 1, 1), exact);
+      // The input gradient of the same convolution: a gradient [N, K, H, W] back to [N, C, H, W].
+      const at::Tensor grad = at::randn({s.n, s.k, s.h, s.w}, gen);
+      const at::Tensor grad_exact = std::get<0>(at::convolution_backward(
+          grad.to(at::kDouble), x.to(at::kDouble), weight.to(at::kDouble), c10::nullopt, {1, 1}, {1, 1}, {1, 1}, false,
+          {0, 0}, 1, {true, false, false}));
+      const double grad_direct_error = tide::testing::max_abs_diff(
+          std::get<0>(at::convolution_backward(grad, x, weight, c10::nullopt, {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1,
+                                               {true, false, false})),
+          grad_exact);
+      for (int layout = 0; layout < 3; ++layout)
+        for (int64_t group : {int64_t(0), int64_t(7)}) {
+          const at::Tensor input = layout != 1 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
+          const at::Tensor got = tide::kernels::winograd_conv3x3_few_tiles(input, layouts[layout], bias,
+                                                                           tide::kernels::WinogradTile::f4x4, group);
+          ASSERT_EQ(got.sizes(), exact.sizes());
+          EXPECT_TRUE(got.is_contiguous(at::MemoryFormat::ChannelsLast));
+          const double error = tide::testing::max_abs_diff(got, exact);
+          worst_ratio = std::max(worst_ratio, error / (direct_error + 1e-7));
+          worst_relative = std::max(worst_relative, error / exact.abs().max().item<double>());
+          EXPECT_LT(error, 48 * direct_error + 1e-6) << "n=" << s.n << " c=" << s.c << " k=" << s.k << " h=" << s.h
+                                                     << " w=" << s.w << " threads=" << threads << " layout=" << layout
+                                                     << " group=" << group;
+          EXPECT_LT(error, 3e-5 * exact.abs().max().item<double>());
+          if (group != 0 || layout == 2) continue;  // the gradient reads HWIO and channels-last weights
+          const at::Tensor dx = tide::kernels::winograd_conv3x3_input_gradient(grad, layouts[layout],
+                                                                               tide::kernels::WinogradTile::f4x4);
+          ASSERT_EQ(dx.sizes(), x.sizes());
+          const double grad_error = tide::testing::max_abs_diff(dx, grad_exact);
+          worst_ratio = std::max(worst_ratio, grad_error / (grad_direct_error + 1e-7));
+          worst_relative = std::max(worst_relative, grad_error / grad_exact.abs().max().item<double>());
+          EXPECT_LT(grad_error, 3e-5 * grad_exact.abs().max().item<double>());
+          EXPECT_LT(grad_error, 48 * grad_direct_error + 1e-6)
+              << "input gradient: n=" << s.n << " c=" << s.c << " k=" << s.k << " h=" << s.h << " w=" << s.w
+              << " threads=" << threads << " layout=" << layout;
+        }
+    }
+  }
+  at::set_num_threads(threads_before);
+  std::cout << "F(4x4) tiles: worst error / libtorch float32 error = " << worst_ratio
+            << ", worst error / largest output = " << worst_relative << "\n";
+  // Not float32, or not this input's channels: an error, not a wrong answer.
+  const at::Tensor x = at::randn({1, 8, 6, 6}), w = at::randn({16, 8, 3, 3});
+  EXPECT_THROW(tide::kernels::winograd_conv3x3_few_tiles(x, tide::kernels::to_hwio(w).to(at::kHalf), at::Tensor(),
+                                                         tide::kernels::WinogradTile::f4x4),
+               c10::Error);
+  EXPECT_THROW(tide::kernels::winograd_conv3x3_few_tiles(at::randn({1, 9, 6, 6}), tide::kernels::to_hwio(w),
+                                                         at::Tensor(), tide::kernels::WinogradTile::f4x4),
+               c10::Error);
+}
+
+// F(4×4) tiles from 16 of them and 16 channels, ahead of every other kernel, forward and input gradient; the
+// direct kernel keeps maps of fewer tiles; without the switch the F(2×2) rule stands.
+TEST(WinogradConv, F4x4TilesFromSixteenTiles) {
+  using tide::kernels::ConvKernel;
+  if (!tide::kernels::winograd_f4_pays_off(2, 320, 320, 32, 32)) GTEST_SKIP() << "this CPU has no AVX2/FMA";
+  EXPECT_TRUE(tide::kernels::winograd_f4_pays_off(1, 1280, 1280, 16, 16));   // 16 tiles
+  EXPECT_TRUE(tide::kernels::winograd_f4_pays_off(1, 512, 512, 512, 512));   // the VAE decoder's largest maps
+  EXPECT_TRUE(tide::kernels::winograd_f4_pays_off(1, 16, 16, 13, 13));       // 16 tiles, partial ones included
+  EXPECT_FALSE(tide::kernels::winograd_f4_pays_off(2, 1280, 1280, 8, 8));    // 8 tiles
+  EXPECT_FALSE(tide::kernels::winograd_f4_pays_off(1, 640, 640, 12, 12));    // 9 tiles
+  EXPECT_FALSE(tide::kernels::winograd_f4_pays_off(1, 128, 3, 64, 64));      // 3 channels
+  auto forward = [](int64_t batch, int64_t in, int64_t out, int64_t size, bool f4) {
+    const at::Tensor x = at::empty({batch, in, size, size}).contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor hwio = tide::kernels::to_hwio(at::empty({out, in, 3, 3}));
+    return tide::kernels::conv2d_forward_kernel(x, hwio, 1, 1, /*winograd=*/true, f4, /*direct=*/true);
+  };
+  EXPECT_EQ(forward(2, 320, 320, 32, true), ConvKernel::winograd_f4);     // SD 1.5 at 256 px, first level
+  EXPECT_EQ(forward(2, 640, 640, 32, true), ConvKernel::winograd_f4);     // ... at 512 px, second level
+  EXPECT_EQ(forward(1, 1280, 1280, 16, true), ConvKernel::winograd_f4);   // over the direct kernel's 16 MiB
+  EXPECT_EQ(forward(2, 1280, 1280, 8, true), ConvKernel::direct);
+  EXPECT_EQ(forward(2, 320, 320, 32, false), ConvKernel::winograd_few_tiles);
+  EXPECT_EQ(forward(1, 1280, 1280, 16, false), ConvKernel::direct);
+  EXPECT_STREQ(tide::kernels::conv_kernel_name(ConvKernel::winograd_f4), "winograd F(4x4), few tiles");
+  auto backward = [](int64_t channels, int64_t size, bool f4) {
+    const at::Tensor grad = at::empty({1, channels, size, size}).contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor weight = at::empty({channels, channels, 3, 3}).contiguous(at::MemoryFormat::ChannelsLast);
+    return tide::kernels::input_gradient_kernel(grad, weight, 1, 1, grad.sizes(), /*winograd=*/true, /*direct=*/true, f4);
+  };
+  EXPECT_EQ(backward(320, 64, true), ConvKernel::winograd_f4);  // training at 512 px, first level
+  EXPECT_EQ(backward(1280, 8, true), ConvKernel::direct);
+  EXPECT_EQ(backward(320, 64, false), ConvKernel::winograd_chunked);
+  // The input gradient it takes is F(4×4)'s, bit for bit.
+  const at::Tensor grad = at::randn({1, 32, 16, 16}).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor weight = at::randn({32, 24, 3, 3}).contiguous(at::MemoryFormat::ChannelsLast);
+  const std::vector<int64_t> input_size{1, 24, 16, 16};
+  EXPECT_TRUE(tide::kernels::conv2d_input_gradient(grad, weight, 1, 1, input_size, true, true, true)
+                  .equal(tide::kernels::winograd_conv3x3_input_gradient(grad, weight, tide::kernels::WinogradTile::f4x4)));
+}
+
 TEST(WinogradConv, SupportedOnlyForStrideOnePaddingOneFloatWithoutGrad) {
   const at::Tensor x = at::randn({1, 4, 8, 8}), w = at::randn({2, 4, 3, 3});
   EXPECT_TRUE(tide::kernels::winograd_conv3x3_supported(x, w, 1, 1));
@@ -140,9 +254,10 @@ TEST(WinogradConv, FewTilesKernelPaysOffFromThirtyTwoTilesUpToItsBuffers) {
   EXPECT_FALSE(tide::kernels::winograd_conv3x3_few_tiles_pays_off(1, 128, 3, 64, 64));    // 3 channels
 }
 
-// Where the few-tiles kernel's transformed input outgrows the cache and the chunked kernel pays, the chunked
-// one computes the forward and the input gradient; within the cache the few-tiles one; and large maps with
-// weights stored HWIO for small ones go to the chunked kernel, not to the direct one (SDXL's third level).
+// Without F(4×4) tiles: where the few-tiles kernel's transformed input outgrows the cache and the chunked kernel
+// pays, the chunked one computes the forward and the input gradient; within the cache the few-tiles one; and
+// large maps with weights stored HWIO for small ones go to the chunked kernel, not to the direct one (SDXL's
+// third level).
 TEST(WinogradConv, ChunkedKernelWhereTheFewTilesInputOutgrowsTheCache) {
   using tide::kernels::ConvKernel;
   if (!tide::kernels::winograd_conv3x3_pays_off(1, 64, 64, 64, 64)) GTEST_SKIP() << "this CPU has no AVX2/FMA";
@@ -152,7 +267,7 @@ TEST(WinogradConv, ChunkedKernelWhereTheFewTilesInputOutgrowsTheCache) {
   auto forward = [](int64_t batch, int64_t in, int64_t out, int64_t size) {
     const at::Tensor x = at::empty({batch, in, size, size}).contiguous(at::MemoryFormat::ChannelsLast);
     const at::Tensor hwio = tide::kernels::to_hwio(at::empty({out, in, 3, 3}));
-    return tide::kernels::conv2d_forward_kernel(x, hwio, 1, 1, /*winograd=*/true, /*direct=*/true);
+    return tide::kernels::conv2d_forward_kernel(x, hwio, 1, 1, /*winograd=*/true, /*winograd_f4=*/false, /*direct=*/true);
   };
   EXPECT_EQ(forward(2, 320, 320, 32), ConvKernel::winograd_few_tiles);  // SD 1.5 at 256 px, first level
   EXPECT_EQ(forward(2, 640, 320, 32), ConvKernel::winograd_chunked);    // its first up block's concatenated input
@@ -163,7 +278,8 @@ TEST(WinogradConv, ChunkedKernelWhereTheFewTilesInputOutgrowsTheCache) {
   auto backward = [](int64_t channels, int64_t size) {
     const at::Tensor grad = at::empty({1, channels, size, size}).contiguous(at::MemoryFormat::ChannelsLast);
     const at::Tensor weight = at::empty({channels, channels, 3, 3}).contiguous(at::MemoryFormat::ChannelsLast);
-    return tide::kernels::input_gradient_kernel(grad, weight, 1, 1, grad.sizes(), /*winograd=*/true, /*direct=*/true);
+    return tide::kernels::input_gradient_kernel(grad, weight, 1, 1, grad.sizes(), /*winograd=*/true, /*direct=*/true,
+                                                /*winograd_f4=*/false);
   };
   EXPECT_EQ(backward(320, 64), ConvKernel::winograd_chunked);  // training at 512 px, first level
   EXPECT_EQ(backward(320, 32), ConvKernel::winograd_few_tiles);
@@ -179,6 +295,10 @@ TEST(WinogradConv, Conv2dModuleUsesItWhereItPaysOff) {
   tide::nn::store_conv_weights_for_current_layout(*conv);
   const at::Tensor x = at::randn({1, 64, 64, 64}).contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor weight = conv->weight.contiguous(at::MemoryFormat::ChannelsLast);
+  // By default F(4×4) tiles, bit for bit the kernel's answer; the rest of this test without them.
+  EXPECT_TRUE(conv->forward(x).equal(
+      tide::kernels::winograd_conv3x3_few_tiles(x, conv->weight, conv->bias, tide::kernels::WinogradTile::f4x4)));
+  tide::runtime::OptimizationsGuard f2x2(tide::runtime::Optimizations().without("winograd_f4"));
   const at::Tensor with = conv->forward(x);
   at::Tensor without;
   {
@@ -190,7 +310,7 @@ TEST(WinogradConv, Conv2dModuleUsesItWhereItPaysOff) {
   EXPECT_FALSE(with.equal(onednn));
   EXPECT_LT(tide::testing::max_abs_diff(with, onednn), 1e-5);
   {
-    tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("winograd"));
+    tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("winograd,winograd_f4"));
     EXPECT_FALSE(conv->forward(x).equal(with));  // the direct kernel
   }
   // Which Winograd kernel: the few-tiles one on these 1024 tiles, bit for bit; the chunked one on maps whose
@@ -203,7 +323,7 @@ TEST(WinogradConv, Conv2dModuleUsesItWhereItPaysOff) {
   {
     // Without the direct kernel the weight stays channels last, which the few-tiles kernel reads as well
     // (training's layout); the large map still goes to the chunked kernel.
-    tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("direct_conv"));
+    tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("direct_conv,winograd_f4"));
     tide::nn::Conv2d nhwc_conv(64, 64, 3, 1, 1);
     tide::nn::store_conv_weights_for_current_layout(*nhwc_conv);
     ASSERT_TRUE(nhwc_conv->weight.is_contiguous(at::MemoryFormat::ChannelsLast));
@@ -217,7 +337,7 @@ TEST(WinogradConv, Conv2dModuleUsesItWhereItPaysOff) {
   const at::Tensor strided_onednn =
       at::conv2d(x, strided->weight.contiguous(at::MemoryFormat::ChannelsLast), strided->bias, 2, 1);
   EXPECT_TENSOR_NEAR(strided->forward(x), strided_onednn, 1e-5);
-  tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("direct_conv"));
+  tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("direct_conv,winograd_f4"));
   EXPECT_TRUE(strided->forward(x).equal(strided_onednn));
 }
 

@@ -54,9 +54,9 @@ ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
   // read it, else channels last; the few-tiles kernel reads either in place. Backward: conv2d_input_gradient's.
   const at::Tensor& module_weight = direct_forward ? hwio : weight;
   r.path = s.backward ? kernels::conv_kernel_name(kernels::input_gradient_kernel(
-                            grad, weight, s.stride, pad, input_size, /*winograd=*/true, /*direct=*/true))
+                            grad, weight, s.stride, pad, input_size, /*winograd=*/true, /*direct=*/true, /*winograd_f4=*/true))
                       : kernels::conv_kernel_name(kernels::conv2d_forward_kernel(
-                            x, module_weight, s.stride, pad, /*winograd=*/true, /*direct=*/true));
+                            x, module_weight, s.stride, pad, /*winograd=*/true, /*winograd_f4=*/true, /*direct=*/true));
   r.winograd_few_tiles_pays_off = r.path == "winograd, few tiles";
   r.winograd_pays_off = r.path == "winograd, chunked";
   // Forward: at::conv2d (oneDNN), the direct kernel on the HWIO weight, the chunked Winograd kernel with its
@@ -78,7 +78,11 @@ ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
     return s.backward ? kernels::winograd_conv3x3_input_gradient(grad, weight)
                       : kernels::winograd_conv3x3_few_tiles(x, module_weight, bias);
   };
-  at::Tensor y_onednn, y_direct, y_winograd, y_winograd_few_tiles;
+  auto run_f4 = [&] {
+    return s.backward ? kernels::winograd_conv3x3_input_gradient(grad, weight, kernels::WinogradTile::f4x4)
+                      : kernels::winograd_conv3x3_few_tiles(x, module_weight, bias, kernels::WinogradTile::f4x4);
+  };
+  at::Tensor y_onednn, y_direct, y_winograd, y_winograd_few_tiles, y_winograd_f4;
   // As the UNet's calls run them: freed blocks kept for the next call, else fresh blocks' page faults count
   // against whichever kernel allocates more (Winograd's transformed weights, oneDNN's re-laid-out ones).
   runtime::FreedMemoryReuse reuse;
@@ -95,11 +99,14 @@ ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
       if (timed) r.winograd_s.push_back(tw);
       const double th = seconds(run_few_tiles, y_winograd_few_tiles);
       if (timed) r.winograd_few_tiles_s.push_back(th);
+      const double tf = seconds(run_f4, y_winograd_f4);
+      if (timed) r.winograd_f4_s.push_back(tf);
     }
   }
   if (direct) r.direct_max_abs_diff = (y_direct - y_onednn).abs().max().item<double>();
   if (winograd) r.winograd_max_abs_diff = (y_winograd - y_onednn).abs().max().item<double>();
   if (winograd) r.winograd_few_tiles_max_abs_diff = (y_winograd_few_tiles - y_onednn).abs().max().item<double>();
+  if (winograd) r.winograd_f4_max_abs_diff = (y_winograd_f4 - y_onednn).abs().max().item<double>();
   return r;
 }
 

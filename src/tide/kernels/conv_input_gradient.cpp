@@ -18,6 +18,7 @@ struct FrozenWeight {
   at::Tensor weight, scale;  // as stored; scale: int8 weights only (else undefined)
   bool winograd = false;     // conv2d_input_gradient's
   bool direct = false;       // conv2d_input_gradient's
+  bool winograd_f4 = false;  // conv2d_input_gradient's
 };
 
 struct FrozenConv2dFunction : torch::autograd::Function<FrozenConv2dFunction> {
@@ -30,6 +31,7 @@ struct FrozenConv2dFunction : torch::autograd::Function<FrozenConv2dFunction> {
     ctx->saved_data["padding"] = padding;
     ctx->saved_data["winograd"] = frozen.winograd;
     ctx->saved_data["direct"] = frozen.direct;
+    ctx->saved_data["winograd_f4"] = frozen.winograd_f4;
     ctx->saved_data["input_size"] = x.sizes().vec();
     return inference_forward(x);
   }
@@ -45,7 +47,8 @@ struct FrozenConv2dFunction : torch::autograd::Function<FrozenConv2dFunction> {
     const auto input_size = ctx->saved_data["input_size"].toIntVector();
     at::Tensor dx = conv2d_input_gradient(grads[0], weight, ctx->saved_data["stride"].toInt(),
                                           ctx->saved_data["padding"].toInt(), input_size,
-                                          ctx->saved_data["winograd"].toBool(), ctx->saved_data["direct"].toBool());
+                                          ctx->saved_data["winograd"].toBool(), ctx->saved_data["direct"].toBool(),
+                                          ctx->saved_data["winograd_f4"].toBool());
     return {dx, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -53,9 +56,20 @@ struct FrozenConv2dFunction : torch::autograd::Function<FrozenConv2dFunction> {
 }  // namespace
 
 ConvKernel input_gradient_kernel(const at::Tensor& grad, const at::Tensor& weight, int64_t stride, int64_t padding,
-                                 at::IntArrayRef input_size, bool winograd, bool direct) {
+                                 at::IntArrayRef input_size, bool winograd, bool direct, bool winograd_f4) {
   TORCH_CHECK(grad.dim() == 4 && weight.dim() == 4 && input_size.size() == 4, "conv2d_input_gradient: 4-d tensors");
   const bool same_size = weight.size(1) == input_size[1] && grad.size(2) == input_size[2] && grad.size(3) == input_size[3];
+  // dx[c] = Σₖ grad[k] ⋆ w[k, c] rotated by 180°: a 3×3, stride-1, padding-1 convolution with the weight
+  // [C, K, 3, 3], which the few-tiles kernels read in place, flipped and transposed (channels last as training
+  // keeps it, or HWIO).
+  const bool few_tiles_reads_weight = winograd && same_size && weight.scalar_type() == at::kFloat &&
+                                      (weight.is_contiguous(at::MemoryFormat::ChannelsLast) || is_hwio(weight)) &&
+                                      winograd_conv3x3_supported(grad, weight.transpose(0, 1), stride, padding);
+  // F(4×4) tiles under the forward's rule, ahead of the direct kernel (AVX2, 2 threads, batch 1: 1280 channels on
+  // 16×16 ...).
+  if (few_tiles_reads_weight && winograd_f4 &&
+      winograd_f4_pays_off(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3]))
+    return ConvKernel::winograd_f4;
   // Small maps (at most 256 pixels, fewer than 32 Winograd tiles, or a weight too large for Winograd to read
   // fast): the direct kernel reads the weight once, in place, front to back; oneDNN re-lays it out for little
   // work (`tide bench --conv --backward`).
@@ -63,9 +77,7 @@ ConvKernel input_gradient_kernel(const at::Tensor& grad, const at::Tensor& weigh
   if (direct_here && direct_conv2d_preferred(grad, weight, 1, padding))
     return ConvKernel::direct;
   if (winograd && same_size) {
-    // dx[c] = Σₖ grad[k] ⋆ w[k, c] rotated by 180°: a 3×3, stride-1, padding-1 convolution with the weight
-    // [C, K, 3, 3]. The few-tiles kernel reads the weight in place, flipped and transposed (channels last as
-    // training keeps it, or HWIO), under the forward's rule: against oneDNN's backward-data kernel (AVX2, 2
+    // F(2×2) tiles under the forward's rule: the few-tiles kernel against oneDNN's backward-data kernel (AVX2, 2
     // threads, batch 1) 1.75–1.9× at 320 channels on 32×32 and 64×64, 1.45× at 640 on 16×16, 1.25–1.3× at
     // 1280 on 16×16.
     // The chunked kernel from 512 tiles, where it won 1.5–1.8× over oneDNN (48×48 and 64×64 maps); on 256
@@ -74,9 +86,7 @@ ConvKernel input_gradient_kernel(const at::Tensor& grad, const at::Tensor& weigh
     const bool supported = winograd_conv3x3_supported(grad, weight.transpose(0, 1), stride, padding);
     const bool chunked = supported && winograd_tiles(grad.size(0), input_size[2], input_size[3]) >= 512 &&
         winograd_conv3x3_pays_off(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3]);
-    if (supported && weight.scalar_type() == at::kFloat &&
-        (weight.is_contiguous(at::MemoryFormat::ChannelsLast) || is_hwio(weight)) &&
-        winograd_few_tiles_preferred(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3], chunked))
+    if (few_tiles_reads_weight && winograd_few_tiles_preferred(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3], chunked))
       return ConvKernel::winograd_few_tiles;
     if (chunked) return ConvKernel::winograd_chunked;
   }
@@ -85,9 +95,10 @@ ConvKernel input_gradient_kernel(const at::Tensor& grad, const at::Tensor& weigh
 }
 
 at::Tensor conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weight, int64_t stride, int64_t padding,
-                                 at::IntArrayRef input_size, bool winograd, bool direct) {
-  switch (input_gradient_kernel(grad, weight, stride, padding, input_size, winograd, direct)) {
+                                 at::IntArrayRef input_size, bool winograd, bool direct, bool winograd_f4) {
+  switch (input_gradient_kernel(grad, weight, stride, padding, input_size, winograd, direct, winograd_f4)) {
     case ConvKernel::winograd_few_tiles: return winograd_conv3x3_input_gradient(grad, weight);
+    case ConvKernel::winograd_f4: return winograd_conv3x3_input_gradient(grad, weight, WinogradTile::f4x4);
     case ConvKernel::winograd_chunked:
       return winograd_conv3x3(grad, winograd_weight_transform(weight.flip({2, 3}).transpose(0, 1)), at::Tensor());
     case ConvKernel::direct: return direct_conv2d_input_gradient(grad, weight, padding);
@@ -103,9 +114,10 @@ at::Tensor conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weigh
 at::Tensor conv2d_frozen_weights(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& weight_scale,
                                  int64_t stride, int64_t padding,
                                  const std::function<at::Tensor(const at::Tensor&)>& inference_forward,
-                                 bool winograd, bool direct) {
+                                 bool winograd, bool direct, bool winograd_f4) {
   TORCH_CHECK(!weight.requires_grad(), "conv2d_frozen_weights: the weight must not require gradients");
-  return FrozenConv2dFunction::apply(x, FrozenWeight{weight.detach(), weight_scale, winograd, direct}, stride, padding,
+  return FrozenConv2dFunction::apply(x, FrozenWeight{weight.detach(), weight_scale, winograd, direct, winograd_f4},
+                                     stride, padding,
                                      inference_forward);
 }
 

@@ -2,6 +2,7 @@
 
 #include "tide/kernels/gemm_cpu.h"
 #include "tide/kernels/weight_taps.h"
+#include "tide/kernels/winograd_tile.h"
 
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
@@ -233,26 +234,27 @@ void weight_transform_rows(const WeightTaps& w, int a0, int a1, int64_t r0, int6
   weight_transform_rows_scalar(w, a0, a1, r0, rows, k0, width, 0, rows, 0, width, u);
 }
 
-// The 4×4 input tile of `tile` (numbered over N, tile rows, tile columns): d[i·4 + j] points at the channels
-// of its pixel (i, j), `zeros` in the padding.
+// The α×α input tile (α = m + 2) of `tile` (numbered over N, tile rows, tile columns) of F(m×m, 3×3):
+// d[i·α + j] points at the channels of its pixel (i, j), `zeros` in the padding.
 void gather_input_tile(const float* x, int64_t H, int64_t W, int64_t C, int64_t tiles_h, int64_t tiles_w,
-                       int64_t tile, const float* zeros, const float** d) {
+                       int64_t tile, const float* zeros, const float** d, int m = 2) {
   const int64_t n = tile / (tiles_h * tiles_w), ty = tile / tiles_w % tiles_h, tx = tile % tiles_w;
-  for (int i = 0; i < 4; ++i)
-    for (int j = 0; j < 4; ++j) {
-      const int64_t yy = 2 * ty - 1 + i, xx = 2 * tx - 1 + j;  // padding 1
-      d[i * 4 + j] = yy >= 0 && yy < H && xx >= 0 && xx < W ? x + ((n * H + yy) * W + xx) * C : zeros;
+  const int alpha = m + 2;
+  for (int i = 0; i < alpha; ++i)
+    for (int j = 0; j < alpha; ++j) {
+      const int64_t yy = m * ty - 1 + i, xx = m * tx - 1 + j;  // padding 1
+      d[i * alpha + j] = yy >= 0 && yy < H && xx >= 0 && xx < W ? x + ((n * H + yy) * W + xx) * C : zeros;
     }
 }
 
-// The output pixels of `tile`'s 2×2 block: out[a·2 + b] points at pixel (a, b)'s channels, null outside.
+// The output pixels of `tile`'s m×m block: out[a·m + b] points at pixel (a, b)'s channels, null outside.
 void scatter_output_tile(float* y, int64_t H, int64_t W, int64_t K, int64_t tiles_h, int64_t tiles_w, int64_t tile,
-                         float** out) {
+                         float** out, int m = 2) {
   const int64_t n = tile / (tiles_h * tiles_w), ty = tile / tiles_w % tiles_h, tx = tile % tiles_w;
-  for (int i = 0; i < 2; ++i)
-    for (int j = 0; j < 2; ++j) {
-      const int64_t yy = 2 * ty + i, xx = 2 * tx + j;
-      out[i * 2 + j] = yy < H && xx < W ? y + ((n * H + yy) * W + xx) * K : nullptr;
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < m; ++j) {
+      const int64_t yy = m * ty + i, xx = m * tx + j;
+      out[i * m + j] = yy < H && xx < W ? y + ((n * H + yy) * W + xx) * K : nullptr;
     }
 }
 
@@ -280,6 +282,11 @@ bool winograd_conv3x3_pays_off(int64_t batch, int64_t in_channels, int64_t out_c
   const double macs = 9.0 * double(batch * height * width) * double(in_channels * out_channels);
   return gemm_f32_available() && std::min(in_channels, out_channels) >= 16 && macs >= double(1 << 27) &&
          (2 * tiles >= std::max(in_channels, out_channels) || tiles >= 256);
+}
+
+bool winograd_f4_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height, int64_t width) {
+  const int64_t tiles = batch * ((height + 3) / 4) * ((width + 3) / 4);
+  return gemm_f32_available() && std::min(in_channels, out_channels) >= 16 && tiles >= 16;
 }
 
 bool winograd_few_tiles_input_fits_cache(int64_t batch, int64_t in_channels, int64_t height, int64_t width) {
@@ -385,17 +392,25 @@ at::Tensor winograd_conv3x3(const at::Tensor& x_in, const WinogradWeights& u, co
 
 namespace {
 
-// The few-tiles kernel (winograd_conv3x3_few_tiles) on any weight WeightTaps can describe: x [N, C, H, W] (made
-// channels last) -> [N, K, H, W].
-at::Tensor winograd_few_tiles(const at::Tensor& x_in, const WeightTaps& taps, int64_t K, const at::Tensor& bias_in) {
+// The few-tiles kernel's buffers (transformed input and products) at most, tiles permitting.
+constexpr int64_t kFewTilesGroupBytes = int64_t(48) << 20;
+
+// The few-tiles kernel (winograd_conv3x3_few_tiles) for the tile size `f` on any weight WeightTaps can describe:
+// x [N, C, H, W] (made channels last) -> [N, K, H, W]. Maps of more tiles than kFewTilesGroupBytes of buffers
+// hold go through in groups of tiles, each reading (and transforming) the weights again.
+at::Tensor winograd_few_tiles(const at::Tensor& x_in, const WeightTaps& taps, int64_t K, const at::Tensor& bias_in,
+                              const WinogradTileKernels& f, int64_t max_group_tiles = 0) {
   const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   at::Tensor y = at::empty({N, K, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   if (y.numel() == 0) return y;
   const at::Tensor bias = bias_in.defined() ? bias_in.to(at::kFloat).contiguous() : bias_in;
-  const int64_t tiles_h = (H + 1) / 2, tiles_w = (W + 1) / 2, tiles = N * tiles_h * tiles_w;
-  const at::Tensor v = at::empty({16, tiles, C}, x.options());  // every tile transformed, position-major
-  const at::Tensor m = at::empty({16, tiles, K}, x.options());  // their products with the transformed weights
+  const int mt = f.output_tile, alpha = f.input_tile, positions = alpha * alpha;
+  const int64_t tiles_h = (H + mt - 1) / mt, tiles_w = (W + mt - 1) / mt, tiles = N * tiles_h * tiles_w;
+  const int64_t group = std::min(tiles, max_group_tiles > 0 ? max_group_tiles
+                                                            : std::max<int64_t>(16, kFewTilesGroupBytes / (positions * (C + K) * 4)));
+  const at::Tensor v = at::empty({positions, group, C}, x.options());  // a group's tiles transformed, position-major
+  const at::Tensor m = at::empty({positions, group, K}, x.options());  // their products with the transformed weights
   const std::vector<float> zeros(C, 0.0f);
   const float* xp = x.data_ptr<float>();
   float* vp = v.data_ptr<float>();
@@ -403,73 +418,88 @@ at::Tensor winograd_few_tiles(const at::Tensor& x_in, const WeightTaps& taps, in
   float* yp = y.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
 
-  at::parallel_for(0, tiles, 4, [&](int64_t t0, int64_t t1) {
-    const float* d[16];
-    for (int64_t t = t0; t < t1; ++t) {
-      gather_input_tile(xp, H, W, C, tiles_h, tiles_w, t, zeros.data(), d);
-      input_transform(d, C, vp + t * C, tiles * C);
-    }
-  });
-  // Work items: a panel of 32 output channels × the rows a of the 4×4 positions (ξ = a·4 + b) it covers: all
-  // four (the weights then read once) unless that leaves fewer than 4 items per thread (320 channels give 40
-  // items with one row each) or, with many tiles, its products' outputs would not stay in L2. Each transforms
-  // its part of the weights a block of input channels at a time (128 KiB, in cache) and multiplies every tile
-  // by it. 32 columns run gemm_f32's
-  // 3 × 32 register tile: 1.3–1.4× faster here than 40 columns' 2 × 40 one, which has to load more of the
-  // weights per multiply-add (AVX2, 640 channels on 16×16 maps, batch 2).
+  // Work items: a panel of 32 output channels × the rows a of the α×α positions (ξ = a·α + b) it covers: up
+  // to four (F(2×2): all, the weights then read once; F(4×4): 3 of 6, measured 1.1–1.4× faster than 6 or 1)
+  // unless that leaves fewer than 4 items per thread (320 channels give 40 items with one row each) or its
+  // products' outputs would not stay in L2. Each transforms its part of the weights a block of input channels at
+  // a time (128 KiB, in cache) and multiplies every tile by it. 32 columns run gemm_f32's 3 × 32 register tile:
+  // 1.3–1.4× faster here than 40 columns' 2 × 40 one, which has to load more of the weights per multiply-add
+  // (AVX2, 640 channels on 16×16 maps, batch 2).
   constexpr int64_t panel_width = 32;
   const int64_t panels = (K + panel_width - 1) / panel_width, threads = at::get_num_threads();
-  int rows_per_item = 4;
-  while (rows_per_item > 1 && (panels * (4 / rows_per_item) < 4 * threads ||
-                               tiles * panel_width * 4 * rows_per_item * int64_t(sizeof(float)) > (256 << 10)))
-    rows_per_item /= 2;
-  const int64_t items = panels * (4 / rows_per_item);
-  const int64_t block_rows = std::min<int64_t>(C, 256 / rows_per_item);
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, std::min(threads, items), 1, [&](int64_t, int64_t) {
-    std::vector<float> u(4 * rows_per_item * block_rows * panel_width);  // [a, b, rows, width] of one block
-    for (int64_t item = next.fetch_add(1); item < items; item = next.fetch_add(1)) {
-      const int a0 = int(item % (4 / rows_per_item)) * rows_per_item, a1 = a0 + rows_per_item;
-      const int64_t k0 = item / (4 / rows_per_item) * panel_width, width = std::min(panel_width, K - k0);
-      for (int64_t c0 = 0; c0 < C; c0 += block_rows) {
-        const int64_t rows = std::min(block_rows, C - c0);
-        weight_transform_rows(taps, a0, a1, c0, rows, k0, width, u.data());
-        for (int64_t xi = a0 * 4; xi < a1 * 4; ++xi)
-          product(tiles, width, rows, vp + xi * tiles * C + c0, C, u.data() + (xi - a0 * 4) * rows * width, width,
-                  mp + xi * tiles * K + k0, K, /*accumulate=*/c0 > 0);
+  const auto next_divisor = [alpha](int rows) {  // the next smaller divisor of α
+    do --rows;
+    while (alpha % rows != 0);
+    return rows;
+  };
+  int rows_per_item = alpha;
+  while (rows_per_item > 1 && (rows_per_item > 4 || panels * (alpha / rows_per_item) < 4 * threads ||
+                               group * panel_width * alpha * rows_per_item * int64_t(sizeof(float)) > (256 << 10)))
+    rows_per_item = next_divisor(rows_per_item);
+  const int64_t items = panels * (alpha / rows_per_item);
+  const int64_t block_rows = std::min<int64_t>(C, std::max<int64_t>(32, 1024 / (alpha * rows_per_item) / 8 * 8));
+
+  for (int64_t g0 = 0; g0 < tiles; g0 += group) {
+    const int64_t count = std::min(group, tiles - g0);
+    at::parallel_for(0, count, 4, [&](int64_t t0, int64_t t1) {
+      const float* d[36];
+      for (int64_t t = t0; t < t1; ++t) {
+        gather_input_tile(xp, H, W, C, tiles_h, tiles_w, g0 + t, zeros.data(), d, mt);
+        f.input_transform(d, C, vp + t * C, count * C);
       }
-    }
-  });
-  at::parallel_for(0, tiles, 4, [&](int64_t t0, int64_t t1) {
-    float* out[4];
-    for (int64_t t = t0; t < t1; ++t) {
-      scatter_output_tile(yp, H, W, K, tiles_h, tiles_w, t, out);
-      output_transform(mp + t * K, tiles * K, bp, K, out);
-    }
-  });
+    });
+    std::atomic<int64_t> next{0};
+    at::parallel_for(0, std::min(threads, items), 1, [&](int64_t, int64_t) {
+      std::vector<float> u(alpha * rows_per_item * block_rows * panel_width);  // [a, b, rows, width] of one block
+      for (int64_t item = next.fetch_add(1); item < items; item = next.fetch_add(1)) {
+        const int a0 = int(item % (alpha / rows_per_item)) * rows_per_item, a1 = a0 + rows_per_item;
+        const int64_t k0 = item / (alpha / rows_per_item) * panel_width, width = std::min(panel_width, K - k0);
+        for (int64_t c0 = 0; c0 < C; c0 += block_rows) {
+          const int64_t rows = std::min(block_rows, C - c0);
+          f.weight_transform_rows(taps, a0, a1, c0, rows, k0, width, u.data());
+          for (int64_t xi = a0 * alpha; xi < a1 * alpha; ++xi)
+            product(count, width, rows, vp + xi * count * C + c0, C, u.data() + (xi - a0 * alpha) * rows * width,
+                    width, mp + xi * count * K + k0, K, /*accumulate=*/c0 > 0);
+        }
+      }
+    });
+    at::parallel_for(0, count, 4, [&](int64_t t0, int64_t t1) {
+      float* out[16];
+      for (int64_t t = t0; t < t1; ++t) {
+        scatter_output_tile(yp, H, W, K, tiles_h, tiles_w, g0 + t, out, mt);
+        f.output_transform(mp + t * K, count * K, bp, K, out);
+      }
+    });
+  }
   return y;
 }
 
+const WinogradTileKernels& tile_kernels(WinogradTile tile) {
+  static const WinogradTileKernels f2x2{2, 4, input_transform, output_transform, weight_transform_rows};
+  return tile == WinogradTile::f4x4 ? winograd_f4x4_kernels() : f2x2;
+}
 
 }  // namespace
 
-at::Tensor winograd_conv3x3_few_tiles(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+at::Tensor winograd_conv3x3_few_tiles(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                                      WinogradTile tile, int64_t max_group_tiles) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat, "winograd: x must be float32 [N, C, H, W]");
   TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3 &&
                   weight.size(1) == x.size(1),
               "winograd: the weight must be float32 [K, ", x.size(1), ", 3, 3]");
   // Rows: input channels c, columns: output channels k.
-  return winograd_few_tiles(x, weight_taps(weight, 1, 0, false), weight.size(0), bias);
+  return winograd_few_tiles(x, weight_taps(weight, 1, 0, false), weight.size(0), bias, tile_kernels(tile),
+                            max_group_tiles);
 }
 
-at::Tensor winograd_conv3x3_input_gradient(const at::Tensor& grad, const at::Tensor& weight) {
+at::Tensor winograd_conv3x3_input_gradient(const at::Tensor& grad, const at::Tensor& weight, WinogradTile tile) {
   TORCH_CHECK(grad.dim() == 4 && grad.scalar_type() == at::kFloat, "winograd: the gradient must be float32 [N, K, H, W]");
   TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3 &&
                   weight.size(0) == grad.size(1),
               "winograd: the weight must be float32 [", grad.size(1), ", C, 3, 3]");
   // dx = conv(grad, w') with w'[c, k] = w[k, c] rotated by 180°: rows are the forward's output channels k,
   // columns its input channels c, taps flipped.
-  return winograd_few_tiles(grad, weight_taps(weight, 0, 1, true), weight.size(1), at::Tensor());
+  return winograd_few_tiles(grad, weight_taps(weight, 0, 1, true), weight.size(1), at::Tensor(), tile_kernels(tile));
 }
 
 }  // namespace tide::kernels

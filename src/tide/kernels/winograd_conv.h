@@ -30,6 +30,10 @@ bool winograd_conv3x3_supported(const at::Tensor& x, const at::Tensor& weight, i
 bool winograd_conv3x3_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
                                int64_t width);
 
+// The output tile of the few-tiles kernel: F(2×2, 3×3), or F(4×4, 3×3) with 36 instead of 64 products per 4×4
+// outputs and channel pair but several times the rounding error (kernels/winograd_tile.h).
+enum class WinogradTile { f2x2, f4x4 };
+
 // Column panels of the packed weights: the width of gemm_f32's widest register tile.
 constexpr int64_t kWinogradPanel = 40;
 
@@ -58,6 +62,14 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const WinogradWeights& u, const
 bool winograd_conv3x3_few_tiles_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
                                          int64_t width);
 
+// Whether the few-tiles kernel with F(4×4, 3×3) tiles (WinogradTile::f4x4) is expected to beat every other
+// kernel for this shape: from 16 of its tiles (16×16 maps at batch 1) and 16 channels, on CPUs with AVX2 and
+// FMA; maps of more tiles than its buffers' 48 MiB hold go through a group of tiles at a time. Measured on the
+// AVX2 EPYC of 2026-12-06 with 2 threads against the best of the other kernels (`tide bench --conv`): 1.3–1.7×
+// on SD 1.5's UNet maps (320 channels on 32×32 and 64×64, 640 on 16×16 and 32×32, 1280 on 16×16), 1.0–1.2× on
+// the VAE decoder's large maps; it loses to the direct kernel on 8 tiles (1280 channels on 8×8, batch 2).
+bool winograd_f4_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height, int64_t width);
+
 // The 2×2 output tiles F(2×2, 3×3) cuts `batch` maps of height × width into.
 int64_t winograd_tiles(int64_t batch, int64_t height, int64_t width);
 
@@ -80,12 +92,15 @@ bool winograd_few_tiles_preferred(int64_t batch, int64_t in_channels, int64_t ou
 // direct convolution reads them, for 16 instead of 36 multiply-adds per 2×2 outputs and channel pair.
 // x: [N, C, H, W] in any memory format; weight: float32 [K, C, 3, 3], read in place — fast where its output
 // channels (HWIO, kernels/direct_conv.h) or its input channels (channels last) are consecutive; bias: [K] or
-// undefined. -> [N, K, H, W], channels last. Needs 16·tiles·(C + K) floats of buffers.
-at::Tensor winograd_conv3x3_few_tiles(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+// undefined. -> [N, K, H, W], channels last. Needs α²·tiles·(C + K) floats of buffers (α = 4 for F(2×2), 6 for
+// F(4×4)), up to 48 MiB: more tiles go through `max_group_tiles` (0: as many as that holds) at a time.
+at::Tensor winograd_conv3x3_few_tiles(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                                      WinogradTile tile = WinogradTile::f2x2, int64_t max_group_tiles = 0);
 
 // The input gradient of conv2d(x, weight, stride 1, padding 1) by the same kernel, the weight read in place,
 // flipped and transposed: grad [N, K, H, W] (any memory format); weight as above. -> dx [N, C, H, W],
 // channels last. Where it pays: winograd_conv3x3_few_tiles_pays_off(N, K, C, H, W).
-at::Tensor winograd_conv3x3_input_gradient(const at::Tensor& grad, const at::Tensor& weight);
+at::Tensor winograd_conv3x3_input_gradient(const at::Tensor& grad, const at::Tensor& weight,
+                                           WinogradTile tile = WinogradTile::f2x2);
 
 }  // namespace tide::kernels

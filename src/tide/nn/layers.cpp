@@ -167,7 +167,8 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
     return kernels::conv2d_frozen_weights(x, weight, weight_scale, stride_, padding_,
                                           [this](const at::Tensor& input) { return forward(input); },
                                           runtime::optimizations().winograd && runtime::optimizations().channels_last,
-                                          runtime::optimizations().direct_conv && runtime::optimizations().channels_last);
+                                          runtime::optimizations().direct_conv && runtime::optimizations().channels_last,
+                                          runtime::optimizations().winograd_f4);
   }
   // Channels last only for inference: plain training needs the gradient of `weight` itself.
   const bool nhwc = runtime::optimizations().channels_last && x.dim() == 4 && x.device().is_cpu() &&
@@ -176,6 +177,7 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   const bool int8_kernel = use_int8_kernel(weight, x) && x.dim() == 4 && conv_quantizes_activations(weight, stride_);
   const kernels::ConvKernel kernel =
       nhwc && !int8_kernel ? kernels::conv2d_forward_kernel(x, weight, stride_, padding_, runtime::optimizations().winograd,
+                                                            runtime::optimizations().winograd_f4,
                                                             runtime::optimizations().direct_conv)
                            : kernels::ConvKernel::onednn;
   if (!int8_kernel && int8_.plain_given_up()) throw_plain_weights_given_up("convolution");
@@ -190,6 +192,10 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   } else if (kernel == kernels::ConvKernel::winograd_few_tiles) {
     RECORD_USER_SCOPE("tide::winograd_conv3x3");  // named in `tide bench --profile`
     y = kernels::winograd_conv3x3_few_tiles(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias);
+  } else if (kernel == kernels::ConvKernel::winograd_f4) {
+    RECORD_USER_SCOPE("tide::winograd_conv3x3");  // named in `tide bench --profile`
+    y = kernels::winograd_conv3x3_few_tiles(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias,
+                                            kernels::WinogradTile::f4x4);
   } else if (kernel == kernels::ConvKernel::winograd_chunked) {
     // Transformed per call rather than kept (16/9 of the weights' memory): 5 ms at 512 channels, a few % of a
     // 64×64 convolution and under 1% of the larger ones.

@@ -12,6 +12,7 @@ std::vector<std::string> Optimizations::enabled() const {
   if (channels_last) names.push_back("channels_last");
   if (in_place) names.push_back("in_place");
   if (winograd) names.push_back("winograd");
+  if (winograd_f4) names.push_back("winograd_f4");
   if (reuse_memory) names.push_back("reuse_memory");
   if (int8_kernels) names.push_back("int8_kernels");
   if (frozen_backward) names.push_back("frozen_backward");
@@ -21,8 +22,8 @@ std::vector<std::string> Optimizations::enabled() const {
 }
 
 std::vector<std::string> Optimizations::names() {
-  return {"blocked_attention", "channels_last",   "in_place",    "winograd",     "reuse_memory",
-          "int8_kernels",      "frozen_backward", "direct_conv", "onednn_matmul"};
+  return {"blocked_attention", "channels_last", "in_place",        "winograd",    "winograd_f4",
+          "reuse_memory",      "int8_kernels",  "frozen_backward", "direct_conv", "onednn_matmul"};
 }
 
 Optimizations Optimizations::without(const std::string& comma_separated) const {
@@ -38,6 +39,8 @@ Optimizations Optimizations::without(const std::string& comma_separated) const {
       o.in_place = false;
     else if (name == "winograd")
       o.winograd = false;
+    else if (name == "winograd_f4")
+      o.winograd_f4 = false;
     else if (name == "reuse_memory")
       o.reuse_memory = false;
     else if (name == "int8_kernels")

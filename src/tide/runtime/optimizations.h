@@ -11,6 +11,8 @@ struct Optimizations {
   bool channels_last = true;      // NHWC activations and conv weights for oneDNN
   bool in_place = true;           // SiLU, residual adds and GEGLU write into their temporary operand (nn/in_place.h)
   bool winograd = true;           // 3×3 convolutions on large maps as Winograd F(2×2, 3×3) (kernels/winograd_conv.h)
+  bool winograd_f4 = true;        // with winograd: F(4×4, 3×3) tiles where they pay (1.3–2× faster than F(2×2), several
+                                  // times its rounding error; kernels/winograd_tile.h)
   bool reuse_memory = true;       // the denoising loop's freed activations kept for its next step (runtime/memory.h)
   bool int8_kernels = true;       // int8 weights computed by W8A8 kernels where the CPU pays (kernels/int8_compute.h);
                                   // off: dequantized per call
@@ -21,7 +23,7 @@ struct Optimizations {
   bool onednn_matmul = true;      // float32 linear layers (and their input gradients in training) through
                                   // oneDNN's matmul instead of the BLAS call at::linear makes (kernels/matmul_f32.h)
 
-  static Optimizations plain() { return {false, false, false, false, false, false, false, false, false}; }
+  static Optimizations plain() { return {false, false, false, false, false, false, false, false, false, false}; }
   // "blocked_attention", ... : the ones switched on.
   std::vector<std::string> enabled() const;
   // Every switch's name.
