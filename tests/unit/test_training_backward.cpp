@@ -301,9 +301,10 @@ struct ForwardBackward {
 };
 ForwardBackward run_with_gradient(const std::function<at::Tensor(const at::Tensor&)>& forward, const at::Tensor& x,
                                   const at::Tensor& dy, bool lean) {
-  // The linear layers' products through the same library on both sides (frozen_backward routes them).
-  OptimizationsGuard guard(lean ? Optimizations().without("onednn_matmul")
-                                : Optimizations().without("frozen_backward,onednn_matmul"));
+  // The linear layers' products through the same library on both sides (frozen_backward routes them); the
+  // caller's other switches stand.
+  const Optimizations current = tide::runtime::optimizations();
+  OptimizationsGuard guard(lean ? current.without("onednn_matmul") : current.without("frozen_backward,onednn_matmul"));
   const at::Tensor input = x.clone().set_requires_grad(true);
   const at::Tensor y = forward(input);
   const std::string node = y.grad_fn()->name();
@@ -355,7 +356,9 @@ TEST(LeanBackward, GroupNormSiluGivesAutogradsGradientsBitForBit) {
   EXPECT_THROW(tide::nn::group_norm_silu_lean(x, 3, {}, {}, 1e-5), c10::Error);  // 4 channels, 3 groups
 }
 
+// Without the GEGLU kernel (kernels/geglu_cpu.h, tested on its own), whose erf is an approximation.
 TEST(LeanBackward, GegluGivesAutogradsGradientsBitForBit) {
+  tide::runtime::OptimizationsGuard guard(tide::runtime::Optimizations().without("geglu_kernel"));
   at::manual_seed(16);
   for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
     tide::nn::Geglu geglu(10, 6);

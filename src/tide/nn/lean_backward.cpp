@@ -3,6 +3,9 @@
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "tide/kernels/geglu_cpu.h"
+#include "tide/runtime/optimizations.h"
+
 namespace tide::nn {
 namespace {
 
@@ -66,6 +69,10 @@ struct GroupNormSiluFunction : torch::autograd::Function<GroupNormSiluFunction> 
 struct GegluFunction : torch::autograd::Function<GegluFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& projected) {
     ctx->save_for_backward({projected});
+    // The choice travels with the node: the backward may run in another thread.
+    const bool kernel = runtime::optimizations().geglu_kernel && kernels::geglu_kernel_supported(projected);
+    ctx->saved_data["kernel"] = kernel;
+    if (kernel) return kernels::geglu_forward(projected);
     const auto halves = projected.chunk(2, -1);  // value, gate
     return at::gelu(halves[1]).mul_(halves[0]);  // gelu's fresh output takes the product, as inference does
   }
@@ -74,6 +81,7 @@ struct GegluFunction : torch::autograd::Function<GegluFunction> {
     TORCH_CHECK(!c10::GradMode::is_enabled(),
                 "GEGLU: second-order gradients are not supported (backward with create_graph)");
     const at::Tensor projected = ctx->get_saved_variables()[0];
+    if (ctx->saved_data["kernel"].toBool()) return {kernels::geglu_backward(projected, grads[0])};
     const auto halves = projected.chunk(2, -1);
     const at::Tensor &value = halves[0], &gate = halves[1], &grad = grads[0];
     // As mul's, gelu's and chunk's nodes: d value = gelu(gate) · grad, d gate = gelu'(gate) · (grad · value),

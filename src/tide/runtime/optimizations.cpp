@@ -17,13 +17,15 @@ std::vector<std::string> Optimizations::enabled() const {
   if (int8_kernels) names.push_back("int8_kernels");
   if (frozen_backward) names.push_back("frozen_backward");
   if (direct_conv) names.push_back("direct_conv");
+  if (geglu_kernel) names.push_back("geglu_kernel");
   if (onednn_matmul) names.push_back("onednn_matmul");
   return names;
 }
 
 std::vector<std::string> Optimizations::names() {
   return {"blocked_attention", "channels_last", "in_place",        "winograd",    "winograd_f4",
-          "reuse_memory",      "int8_kernels",  "frozen_backward", "direct_conv", "onednn_matmul"};
+          "reuse_memory",      "int8_kernels",  "frozen_backward", "direct_conv", "geglu_kernel",
+          "onednn_matmul"};
 }
 
 Optimizations Optimizations::without(const std::string& comma_separated) const {
@@ -49,6 +51,8 @@ Optimizations Optimizations::without(const std::string& comma_separated) const {
       o.frozen_backward = false;
     else if (name == "direct_conv")
       o.direct_conv = false;
+    else if (name == "geglu_kernel")
+      o.geglu_kernel = false;
     else if (name == "onednn_matmul")
       o.onednn_matmul = false;
     else if (!name.empty())

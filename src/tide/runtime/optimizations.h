@@ -20,10 +20,12 @@ struct Optimizations {
                                   // backward for the input only (kernels/conv_input_gradient.h)
   bool direct_conv = true;        // with channels_last: float convolution weights stored HWIO and computed by
                                   // tide's direct kernel where Winograd does not pay (kernels/direct_conv.h)
+  bool geglu_kernel = true;       // GEGLU's value · gelu(gate), and its backward in training, in one AVX2 pass
+                                  // (kernels/geglu_cpu.h); off: libtorch's gelu and a product
   bool onednn_matmul = true;      // float32 linear layers (and their input gradients in training) through
                                   // oneDNN's matmul instead of the BLAS call at::linear makes (kernels/matmul_f32.h)
 
-  static Optimizations plain() { return {false, false, false, false, false, false, false, false, false, false}; }
+  static Optimizations plain() { return {false, false, false, false, false, false, false, false, false, false, false}; }
   // "blocked_attention", ... : the ones switched on.
   std::vector<std::string> enabled() const;
   // Every switch's name.
