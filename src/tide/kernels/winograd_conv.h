@@ -6,7 +6,9 @@
 // Tiles are processed a chunk at a time (transform the chunk's input, 16 matrix products, transform back), so
 // the transformed tensors stay in cache and the memory they need is bounded by the chunk, not the image.
 // F(2×2, 3×3)'s transforms only add and subtract (and halve in the weight transform), so its rounding error
-// is within a small factor of a direct convolution's; larger tiles (F(4×4, 3×3)) trade accuracy for speed.
+// is within a small factor of a direct convolution's. The few-tiles kernel also runs F(4×4, 3×3) tiles
+// (kernels/winograd_tile.h): 36 products per 4×4 outputs instead of 64, for several times the error; it is
+// the kernel of choice from 16 of its tiles (winograd_f4_pays_off).
 #pragma once
 #include <ATen/ATen.h>
 
