@@ -9,14 +9,15 @@ ConvKernel conv2d_forward_kernel(const at::Tensor& x, const at::Tensor& weight, 
                                  bool winograd, bool winograd_f4, bool direct) {
   const bool direct_here = direct && direct_conv2d_supported(x, weight, stride, padding);
   const bool weight_in_place = weight.is_floating_point() && (direct_here || weight.is_contiguous(at::MemoryFormat::ChannelsLast));
+  const bool winograd_here = winograd && winograd_conv3x3_supported(x, weight, stride, padding);
   // F(4×4) tiles from 16 of them: 1.3–1.7× the best other kernel on the UNet's maps, the direct kernel's small
   // maps with large weights included (1280 channels on 16×16 at batch 1).
-  if (winograd && winograd_f4 && weight_in_place && winograd_conv3x3_supported(x, weight, stride, padding) &&
+  if (winograd_here && winograd_f4 && weight_in_place &&
       winograd_f4_pays_off(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3)))
     return ConvKernel::winograd_f4;
   // Small maps with large weights: the direct kernel even where Winograd would pay.
   if (direct_here && direct_conv2d_preferred(x, weight, stride, padding)) return ConvKernel::direct;
-  if (winograd && winograd_conv3x3_supported(x, weight, stride, padding)) {
+  if (winograd_here) {
     // Maps of up to a few hundred tiles (SD 1.5's UNet at 256 px, its deeper levels at 512): the weights
     // transformed panel by panel as they are read (HWIO, or channels last as training keeps them), 1.1–1.7×
     // the direct kernel, unless its transformed input outgrows the cache where the chunked kernel pays

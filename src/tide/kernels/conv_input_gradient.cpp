@@ -62,9 +62,9 @@ ConvKernel input_gradient_kernel(const at::Tensor& grad, const at::Tensor& weigh
   // dx[c] = Σₖ grad[k] ⋆ w[k, c] rotated by 180°: a 3×3, stride-1, padding-1 convolution with the weight
   // [C, K, 3, 3], which the few-tiles kernels read in place, flipped and transposed (channels last as training
   // keeps it, or HWIO).
-  const bool few_tiles_reads_weight = winograd && same_size && weight.scalar_type() == at::kFloat &&
-                                      (weight.is_contiguous(at::MemoryFormat::ChannelsLast) || is_hwio(weight)) &&
-                                      winograd_conv3x3_supported(grad, weight.transpose(0, 1), stride, padding);
+  const bool supported = winograd && same_size && winograd_conv3x3_supported(grad, weight.transpose(0, 1), stride, padding);
+  const bool few_tiles_reads_weight = supported && weight.scalar_type() == at::kFloat &&
+                                      (weight.is_contiguous(at::MemoryFormat::ChannelsLast) || is_hwio(weight));
   // F(4×4) tiles under the forward's rule, ahead of the direct kernel: against the best other kernel (AVX2, 2
   // threads, batch 1) 1.92× at 320 channels on 64×64, 1.46× at 640 on 32×32 and at 1280 on 16×16.
   if (few_tiles_reads_weight && winograd_f4 &&
@@ -76,15 +76,14 @@ ConvKernel input_gradient_kernel(const at::Tensor& grad, const at::Tensor& weigh
   const bool direct_here = direct && same_size && direct_conv2d_input_gradient_supported(grad, weight, stride, padding);
   if (direct_here && direct_conv2d_preferred(grad, weight, 1, padding))
     return ConvKernel::direct;
-  if (winograd && same_size) {
+  if (supported) {
     // F(2×2) tiles under the forward's rule: the few-tiles kernel against oneDNN's backward-data kernel (AVX2, 2
     // threads, batch 1) 1.75–1.9× at 320 channels on 32×32 and 64×64, 1.45× at 640 on 16×16, 1.25–1.3× at
     // 1280 on 16×16.
     // The chunked kernel from 512 tiles, where it won 1.5–1.8× over oneDNN (48×48 and 64×64 maps); on 256
     // tiles it lost (SD 1.5's 256 px step: 0.90–0.93 s against oneDNN's 0.85–0.87 s). It also takes the maps
     // whose transformed gradient outgrows the few-tiles kernel's cache (320 channels on 64×64: 230 vs 170 GFLOP/s).
-    const bool supported = winograd_conv3x3_supported(grad, weight.transpose(0, 1), stride, padding);
-    const bool chunked = supported && winograd_tiles(grad.size(0), input_size[2], input_size[3]) >= 512 &&
+    const bool chunked = winograd_tiles(grad.size(0), input_size[2], input_size[3]) >= 512 &&
         winograd_conv3x3_pays_off(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3]);
     if (few_tiles_reads_weight && winograd_few_tiles_preferred(grad.size(0), grad.size(1), input_size[1], input_size[2], input_size[3], chunked))
       return ConvKernel::winograd_few_tiles;

@@ -272,8 +272,8 @@ void product(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const
 
 }  // namespace
 
-int64_t winograd_tiles(int64_t batch, int64_t height, int64_t width) {
-  return batch * ((height + 1) / 2) * ((width + 1) / 2);
+int64_t winograd_tiles(int64_t batch, int64_t height, int64_t width, int64_t output_tile) {
+  return batch * ((height + output_tile - 1) / output_tile) * ((width + output_tile - 1) / output_tile);
 }
 
 bool winograd_conv3x3_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height,
@@ -285,8 +285,7 @@ bool winograd_conv3x3_pays_off(int64_t batch, int64_t in_channels, int64_t out_c
 }
 
 bool winograd_f4_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height, int64_t width) {
-  const int64_t tiles = batch * ((height + 3) / 4) * ((width + 3) / 4);
-  return gemm_f32_available() && std::min(in_channels, out_channels) >= 16 && tiles >= 16;
+  return gemm_f32_available() && std::min(in_channels, out_channels) >= 16 && winograd_tiles(batch, height, width, 4) >= 16;
 }
 
 bool winograd_few_tiles_input_fits_cache(int64_t batch, int64_t in_channels, int64_t height, int64_t width) {

@@ -72,8 +72,9 @@ bool winograd_conv3x3_few_tiles_pays_off(int64_t batch, int64_t in_channels, int
 // the VAE decoder's large maps; it loses to the direct kernel on 8 tiles (1280 channels on 8×8, batch 2).
 bool winograd_f4_pays_off(int64_t batch, int64_t in_channels, int64_t out_channels, int64_t height, int64_t width);
 
-// The 2×2 output tiles F(2×2, 3×3) cuts `batch` maps of height × width into.
-int64_t winograd_tiles(int64_t batch, int64_t height, int64_t width);
+// The output_tile × output_tile tiles (2 for F(2×2, 3×3), 4 for F(4×4, 3×3)) that cut `batch` maps of
+// height × width into.
+int64_t winograd_tiles(int64_t batch, int64_t height, int64_t width, int64_t output_tile = 2);
 
 // Whether winograd_conv3x3_few_tiles()'s transformed input (16·tiles·C floats, read once per column panel of
 // the weight) fits in 16 MiB, a last-level cache. Beyond it that kernel runs from memory and the chunked one,

@@ -189,13 +189,11 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
     int8_.give_up_plain_weights(weight);
     // The kernel answers channels last; NCHW callers (channels_last off) get NCHW back.
     if (!nhwc) y = y.contiguous();
-  } else if (kernel == kernels::ConvKernel::winograd_few_tiles) {
+  } else if (kernel == kernels::ConvKernel::winograd_few_tiles || kernel == kernels::ConvKernel::winograd_f4) {
     RECORD_USER_SCOPE("tide::winograd_conv3x3");  // named in `tide bench --profile`
-    y = kernels::winograd_conv3x3_few_tiles(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias);
-  } else if (kernel == kernels::ConvKernel::winograd_f4) {
-    RECORD_USER_SCOPE("tide::winograd_conv3x3");  // named in `tide bench --profile`
-    y = kernels::winograd_conv3x3_few_tiles(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias,
-                                            kernels::WinogradTile::f4x4);
+    y = kernels::winograd_conv3x3_few_tiles(
+        x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias,
+        kernel == kernels::ConvKernel::winograd_f4 ? kernels::WinogradTile::f4x4 : kernels::WinogradTile::f2x2);
   } else if (kernel == kernels::ConvKernel::winograd_chunked) {
     // Transformed per call rather than kept (16/9 of the weights' memory): 5 ms at 512 channels, a few % of a
     // 64×64 convolution and under 1% of the larger ones.
