@@ -85,6 +85,34 @@ TEST(DirectConv, MatchesConv2dOnRandomShapes) {
   at::set_num_threads(1);
 }
 
+// On maps of few pixels each kernel tap multiplies only the pixels inside the map: the same sums, bit for bit
+// on one thread, as the kernel gives for the input padded with zeros beforehand (where every tap multiplies
+// every output pixel's row, the zeros included). 3×3 and 5×5 kernels, strides 1 and 2, HWIO and channels-last
+// weights, maps where some taps reach no pixel at all.
+TEST(DirectConv, PaddingLeftOutGivesTheSameSumsAsZeros) {
+  if (!tide::kernels::gemm_f32_available()) GTEST_SKIP() << "this CPU has no AVX2/FMA: the direct kernel is off";
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(31);
+  const Shape shapes[] = {
+      {2, 40, 48, 4, 4, 3, 1, 1}, {2, 136, 32, 8, 8, 3, 1, 1}, {1, 24, 16, 5, 7, 5, 1, 2},
+      {1, 16, 24, 1, 1, 3, 1, 1}, {2, 32, 16, 9, 8, 3, 2, 1}, {1, 8, 8, 2, 2, 5, 1, 2},
+  };
+  at::set_num_threads(1);
+  for (const auto& s : shapes) {
+    const at::Tensor x = at::randn({s.n, s.c, s.h, s.w}, gen);
+    const at::Tensor weight = at::randn({s.k, s.c, s.kernel, s.kernel}, gen);
+    const at::Tensor bias = at::randn({s.k}, gen);
+    const at::Tensor padded = at::constant_pad_nd(x, {s.padding, s.padding, s.padding, s.padding}, 0.0);
+    for (const at::Tensor& w : {to_hwio(weight), weight.contiguous(at::MemoryFormat::ChannelsLast)}) {
+      const at::Tensor got = direct_conv2d(x, w, bias, s.stride, s.padding);
+      const at::Tensor with_zeros = direct_conv2d(padded, w, bias, s.stride, 0);
+      EXPECT_TRUE(at::equal(got, with_zeros)) << "n=" << s.n << " c=" << s.c << " h=" << s.h << " w=" << s.w
+                                              << " kernel=" << s.kernel << " stride=" << s.stride
+                                              << (is_hwio(w) ? " HWIO" : " channels last");
+      EXPECT_LT(tide::testing::max_abs_diff(got, at::conv2d(x, weight, bias, s.stride, s.padding)), 1e-3);
+    }
+  }
+}
+
 // A channels-last weight (training keeps the UNet's so) read in place: its rows, the input channels, are
 // consecutive, so the kernel transposes 8×8 pieces as it copies them; the same convolution as the HWIO weight
 // within float32 rounding, on maps of few pixels and of many.

@@ -1,7 +1,7 @@
 // tide's single-threaded float32 GEMM tiles (kernels/gemm_cpu.h) against at::mm in float64 on random inputs:
 // every row count up to two register tiles and a tail (each tile height), column counts that take every panel
-// width and the scalar remainder, plain, transposed and indirect A, with and without accumulation, on the AVX2
-// tiles and (where the CPU has them) the AVX-512VL ones.
+// width and the scalar remainder, plain, transposed and indirect A, scattered C, with and without accumulation,
+// on the AVX2 tiles and (where the CPU has them) the AVX-512VL ones.
 #include <gtest/gtest.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -54,6 +54,18 @@ TEST(GemmCpu, MatchesMatmulOnRandomShapes) {
           const at::Tensor expected_flipped = at::mm(reversed_rows.to(at::kDouble), b.to(at::kDouble)) +
                                               (accumulate ? c0.flip(0).to(at::kDouble) : at::zeros({m, n}, at::kDouble));
           EXPECT_LT(tide::testing::max_abs_diff(c_flipped, expected_flipped), 1e-4) << what << " indirect A, reversed";
+          // Scattered C: row i of the product into row 2·(m − 1 − i) of a C twice as tall; the odd rows untouched.
+          std::vector<int64_t> c_rows(m);
+          for (int64_t i = 0; i < m; ++i) c_rows[i] = 2 * (m - 1 - i);
+          const at::Tensor tall0 = at::randn({2 * m, n}, gen);
+          at::Tensor tall = tall0.clone();
+          tide::kernels::gemm_f32_rows(m, n, k, rows.data(), 3, b.data_ptr<float>(), n, tall.data_ptr<float>(), n,
+                                       accumulate, avx512, c_rows.data());
+          const at::Tensor even = tall.view({m, 2, n}).select(1, 0).flip(0), odd = tall.view({m, 2, n}).select(1, 1);
+          const at::Tensor expected_even =
+              product + (accumulate ? tall0.view({m, 2, n}).select(1, 0).flip(0).to(at::kDouble) : at::zeros_like(product));
+          EXPECT_LT(tide::testing::max_abs_diff(even, expected_even), 1e-4) << what << " scattered C";
+          EXPECT_TRUE(at::equal(odd, tall0.view({m, 2, n}).select(1, 1))) << what << " rows of C not listed";
         }
       }
     }

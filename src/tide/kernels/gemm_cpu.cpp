@@ -39,17 +39,35 @@ struct ARows {
   }
 };
 
+// Where the rows of C are: row i at c + i·ldc, or with Scattered at c + index[i]·ldc (a convolution's output
+// pixels that one kernel tap reaches, the others left out).
+template <bool Scattered = false>
+struct CRows {
+  float* c;
+  int64_t ldc;
+  const int64_t* index = nullptr;  // Scattered only
+  float* row(int64_t i) const { return c + (Scattered ? index[i] : i) * ldc; }
+  CRows from_row(int64_t i) const {
+    if constexpr (Scattered) return {c, ldc, index + i};
+    else return {c + i * ldc, ldc};
+  }
+  CRows from_column(int64_t j) const { return {c + j, ldc, index}; }
+};
+
 // C[R rows, 8·NV cols] (+)= A[rows i.., k] · B[k, 8·NV cols]: R·NV accumulators in registers, B streamed row
 // by row. With `row_max`, also row_max[r] = max(row_max[r], max of the row's new values) (the scores' row max
 // for the softmax, taken while they are still in registers).
-template <int R, int NV, bool Accumulate, class A>
+template <int R, int NV, bool Accumulate, class A, class C>
 __attribute__((target("avx2,fma"), always_inline)) inline void micro_gemm(int64_t k, const A& a, int64_t i, const float* b,
-                                                           int64_t ldb, float* c, int64_t ldc, float* row_max) {
+                                                           int64_t ldb, const C& c, float* row_max) {
+  float* c_r[R];
+  #pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) c_r[r] = c.row(r);
   __m256 acc[R][NV];
   #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
     #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[r][v] = Accumulate ? _mm256_loadu_ps(c + r * ldc + 8 * v) : _mm256_setzero_ps();
+    for (int v = 0; v < NV; ++v) acc[r][v] = Accumulate ? _mm256_loadu_ps(c_r[r] + 8 * v) : _mm256_setzero_ps();
   const float* a_r[R];
   #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) a_r[r] = a.at(i + r, 0);
@@ -68,7 +86,7 @@ __attribute__((target("avx2,fma"), always_inline)) inline void micro_gemm(int64_
   #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
+    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(c_r[r] + 8 * v, acc[r][v]);
     if (row_max) {
       __m256 m = acc[r][0];
       #pragma GCC unroll 8
@@ -83,38 +101,39 @@ __attribute__((target("avx2,fma"), always_inline)) inline void micro_gemm(int64_
 
 // All m rows of one column panel of 8·NV columns: R rows at a time, then the fewer than R remaining rows in
 // one tile as tall as they are (single-row tiles have too few accumulators to hide the FMA latency).
-template <int R, int NV, bool Accumulate, class A>
-__attribute__((target("avx2,fma"))) void panel(int64_t m, int64_t k, const A& a, const float* b, int64_t ldb, float* c,
-                                               int64_t ldc, float* row_max) {
+template <int R, int NV, bool Accumulate, class A, class C>
+__attribute__((target("avx2,fma"))) void panel(int64_t m, int64_t k, const A& a, const float* b, int64_t ldb, const C& c,
+                                               float* row_max) {
   int64_t i = 0;
   for (; i + R <= m; i += R)
-    micro_gemm<R, NV, Accumulate>(k, a, i, b, ldb, c + i * ldc, ldc, row_max ? row_max + i : nullptr);
+    micro_gemm<R, NV, Accumulate>(k, a, i, b, ldb, c.from_row(i), row_max ? row_max + i : nullptr);
   if constexpr (R > 1)
-    if (m > i) panel<R - 1, NV, Accumulate>(m - i, k, a.from_row(i), b, ldb, c + i * ldc, ldc, row_max ? row_max + i : nullptr);
+    if (m > i) panel<R - 1, NV, Accumulate>(m - i, k, a.from_row(i), b, ldb, c.from_row(i), row_max ? row_max + i : nullptr);
 }
 
 // Row-major C[m, n] (+)= A[m, k] · B[k, n] (unit stride along rows), one thread, no allocation: BLAS called
 // from many threads at once contends on its internal buffers, badly on a busy machine. Column panels of
 // up to 40 columns with register tiles of at most 12 accumulators (16 ymm registers in all).
-template <bool Accumulate, class A>
+template <bool Accumulate, class A, class C>
 __attribute__((target("avx2,fma"))) void gemm_avx2(int64_t m, int64_t n, int64_t k, const A& a, const float* b,
-                                                   int64_t ldb, float* c, int64_t ldc, float* row_max = nullptr) {
+                                                   int64_t ldb, const C& c, float* row_max = nullptr) {
   int64_t j = 0;
-  for (; n - j >= 40; j += 40) panel<2, 5, Accumulate>(m, k, a, b + j, ldb, c + j, ldc, row_max);
+  for (; n - j >= 40; j += 40) panel<2, 5, Accumulate>(m, k, a, b + j, ldb, c.from_column(j), row_max);
   if (n - j >= 32) {
-    panel<3, 4, Accumulate>(m, k, a, b + j, ldb, c + j, ldc, row_max);
+    panel<3, 4, Accumulate>(m, k, a, b + j, ldb, c.from_column(j), row_max);
     j += 32;
   } else if (n - j >= 24) {
-    panel<4, 3, Accumulate>(m, k, a, b + j, ldb, c + j, ldc, row_max);
+    panel<4, 3, Accumulate>(m, k, a, b + j, ldb, c.from_column(j), row_max);
     j += 24;
   }
-  for (; n - j >= 16; j += 16) panel<6, 2, Accumulate>(m, k, a, b + j, ldb, c + j, ldc, row_max);
-  for (; n - j >= 8; j += 8) panel<6, 1, Accumulate>(m, k, a, b + j, ldb, c + j, ldc, row_max);
+  for (; n - j >= 16; j += 16) panel<6, 2, Accumulate>(m, k, a, b + j, ldb, c.from_column(j), row_max);
+  for (; n - j >= 8; j += 8) panel<6, 1, Accumulate>(m, k, a, b + j, ldb, c.from_column(j), row_max);
   for (; j < n; ++j)  // fewer than 8 columns left
     for (int64_t i = 0; i < m; ++i) {
-      float sum = Accumulate ? c[i * ldc + j] : 0.0f;
+      float& out = c.row(i)[j];
+      float sum = Accumulate ? out : 0.0f;
       for (int64_t p = 0; p < k; ++p) sum += *a.at(i, p) * b[p * ldb + j];
-      c[i * ldc + j] = sum;
+      out = sum;
       if (row_max) row_max[i] = std::max(row_max[i], sum);
     }
 }
@@ -124,9 +143,10 @@ __attribute__((target("avx2,fma"))) void scores_avx2(int64_t m, int64_t n, int64
                                                      const float* b, int64_t ldb, float* c, int64_t ldc,
                                                      float* row_max) {
   const ARows<false> rows{a, lda};
+  const CRows<> out{c, ldc};
   int64_t j = 0;
-  for (; n - j >= 16; j += 16) panel<6, 2, false>(m, k, rows, b + j, ldb, c + j, ldc, row_max);
-  if (n > j) gemm_avx2<false>(m, n - j, k, rows, b + j, ldb, c + j, ldc, row_max);
+  for (; n - j >= 16; j += 16) panel<6, 2, false>(m, k, rows, b + j, ldb, out.from_column(j), row_max);
+  if (n > j) gemm_avx2<false>(m, n - j, k, rows, b + j, ldb, out.from_column(j), row_max);
 }
 
 // probs·v on CPUs with AVX-512VL: micro_gemm is inlined here and compiled for that target, so it has 32
@@ -135,32 +155,31 @@ __attribute__((target("avx2,fma"))) void scores_avx2(int64_t m, int64_t n, int64
 // 12 × 16 tile for the scores was measured slower than the AVX2 6 × 16 one: 0.46 vs 0.39 s at 4096
 // tokens, so the scores keep it.)
 #define TIDE_VL_TARGET __attribute__((target("avx2,fma,avx512f,avx512vl")))
-template <int R, int NV, bool Accumulate, class A>
-TIDE_VL_TARGET void panel_vl(int64_t m, int64_t k, const A& a, const float* b, int64_t ldb, float* c, int64_t ldc) {
+template <int R, int NV, bool Accumulate, class A, class C>
+TIDE_VL_TARGET void panel_vl(int64_t m, int64_t k, const A& a, const float* b, int64_t ldb, const C& c) {
   int64_t i = 0;
-  for (; i + R <= m; i += R) micro_gemm<R, NV, Accumulate>(k, a, i, b, ldb, c + i * ldc, ldc, nullptr);
+  for (; i + R <= m; i += R) micro_gemm<R, NV, Accumulate>(k, a, i, b, ldb, c.from_row(i), nullptr);
   if (m - i >= R / 2) {  // a half tile before single rows
-    micro_gemm<R / 2, NV, Accumulate>(k, a, i, b, ldb, c + i * ldc, ldc, nullptr);
+    micro_gemm<R / 2, NV, Accumulate>(k, a, i, b, ldb, c.from_row(i), nullptr);
     i += R / 2;
   }
-  for (; i < m; ++i) micro_gemm<1, NV, Accumulate>(k, a, i, b, ldb, c + i * ldc, ldc, nullptr);
+  for (; i < m; ++i) micro_gemm<1, NV, Accumulate>(k, a, i, b, ldb, c.from_row(i), nullptr);
 }
 
-template <bool Accumulate, class A>
-TIDE_VL_TARGET void gemm_vl(int64_t m, int64_t n, int64_t k, const A& a, const float* b, int64_t ldb, float* c,
-                            int64_t ldc) {
+template <bool Accumulate, class A, class C>
+TIDE_VL_TARGET void gemm_vl(int64_t m, int64_t n, int64_t k, const A& a, const float* b, int64_t ldb, const C& c) {
   int64_t j = 0;
-  for (; n - j >= 40; j += 40) panel_vl<4, 5, Accumulate>(m, k, a, b + j, ldb, c + j, ldc);
-  if (n > j) gemm_avx2<Accumulate>(m, n - j, k, a, b + j, ldb, c + j, ldc);
+  for (; n - j >= 40; j += 40) panel_vl<4, 5, Accumulate>(m, k, a, b + j, ldb, c.from_column(j));
+  if (n > j) gemm_avx2<Accumulate>(m, n - j, k, a, b + j, ldb, c.from_column(j));
 }
 
-template <class A>
-void gemm_any(int64_t m, int64_t n, int64_t k, const A& a, const float* b, int64_t ldb, float* c, int64_t ldc,
-              bool accumulate, bool wide) {
+template <class A, class C>
+void gemm_any(int64_t m, int64_t n, int64_t k, const A& a, const float* b, int64_t ldb, const C& c, bool accumulate,
+              bool wide) {
   if (wide)
-    accumulate ? gemm_vl<true>(m, n, k, a, b, ldb, c, ldc) : gemm_vl<false>(m, n, k, a, b, ldb, c, ldc);
+    accumulate ? gemm_vl<true>(m, n, k, a, b, ldb, c) : gemm_vl<false>(m, n, k, a, b, ldb, c);
   else
-    accumulate ? gemm_avx2<true>(m, n, k, a, b, ldb, c, ldc) : gemm_avx2<false>(m, n, k, a, b, ldb, c, ldc);
+    accumulate ? gemm_avx2<true>(m, n, k, a, b, ldb, c) : gemm_avx2<false>(m, n, k, a, b, ldb, c);
 }
 
 #undef TIDE_VL_TARGET
@@ -185,20 +204,22 @@ void gemm_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, cons
   if (!kHasAvx2) unavailable();
   const bool wide = allow_avx512 && kHasAvx512vl;
   if (transpose_a)
-    gemm_any(m, n, k, ARows<true>{a, lda}, b, ldb, c, ldc, accumulate, wide);
+    gemm_any(m, n, k, ARows<true>{a, lda}, b, ldb, CRows<>{c, ldc}, accumulate, wide);
   else
-    gemm_any(m, n, k, ARows<false>{a, lda}, b, ldb, c, ldc, accumulate, wide);
+    gemm_any(m, n, k, ARows<false>{a, lda}, b, ldb, CRows<>{c, ldc}, accumulate, wide);
 #else
   unavailable();
 #endif
 }
 
 void gemm_f32_rows(int64_t m, int64_t n, int64_t k, const float* const* a_rows, int64_t a_offset, const float* b,
-                   int64_t ldb, float* c, int64_t ldc, bool accumulate, bool allow_avx512) {
+                   int64_t ldb, float* c, int64_t ldc, bool accumulate, bool allow_avx512, const int64_t* c_rows) {
 #ifdef TIDE_X86
   if (!kHasAvx2) unavailable();
-  gemm_any(m, n, k, ARows<false, true>{nullptr, 0, a_rows, a_offset}, b, ldb, c, ldc, accumulate,
-           allow_avx512 && kHasAvx512vl);
+  const ARows<false, true> a{nullptr, 0, a_rows, a_offset};
+  const bool wide = allow_avx512 && kHasAvx512vl;
+  if (c_rows) gemm_any(m, n, k, a, b, ldb, CRows<true>{c, ldc, c_rows}, accumulate, wide);
+  else gemm_any(m, n, k, a, b, ldb, CRows<>{c, ldc}, accumulate, wide);
 #else
   unavailable();
 #endif

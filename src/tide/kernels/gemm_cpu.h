@@ -18,8 +18,10 @@ void gemm_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, cons
 
 // gemm_f32 with the rows of A anywhere: row i is the k floats from a_rows[i] + a_offset (an indirection
 // table; a convolution's input pixels for one kernel tap, a shared zero row where the tap falls in the padding).
+// With `c_rows`, row i of C is at c + c_rows[i]·ldc (the output pixels a tap reaches, the padding left out).
 void gemm_f32_rows(int64_t m, int64_t n, int64_t k, const float* const* a_rows, int64_t a_offset, const float* b,
-                   int64_t ldb, float* c, int64_t ldc, bool accumulate, bool allow_avx512 = true);
+                   int64_t ldb, float* c, int64_t ldc, bool accumulate, bool allow_avx512 = true,
+                   const int64_t* c_rows = nullptr);
 
 // C = A · B and, for each row i, row_max[i] = max(row_max[i], max_j C[i, j]), taken while the values are
 // still in registers (attention scores before their softmax); `row_max` may be null.
