@@ -1,7 +1,7 @@
 // tide's single-threaded float32 GEMM tiles (kernels/gemm_cpu.h) against at::mm in float64 on random inputs:
 // every row count up to two register tiles and a tail (each tile height), column counts that take every panel
 // width and the scalar remainder, plain, transposed and indirect A, scattered C, with and without accumulation,
-// on the AVX2 tiles and (where the CPU has them) the AVX-512VL ones.
+// on the AVX2 tiles (2 × 40 or 4 × 24 first) and (where the CPU has them) the AVX-512VL ones.
 #include <gtest/gtest.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -16,7 +16,7 @@ namespace {
 TEST(GemmCpu, MatchesMatmulOnRandomShapes) {
   if (!tide::kernels::gemm_f32_available()) GTEST_SKIP() << "this CPU has no AVX2/FMA: the kernels are not used";
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
-  for (const int64_t n : {1, 8, 16, 24, 32, 40, 45, 83}) {
+  for (const int64_t n : {1, 8, 16, 24, 32, 40, 45, 83, 88}) {
     for (int64_t m = 1; m <= 14; ++m) {
       const int64_t k = 37;
       const at::Tensor a = at::randn({m, k}, gen), b = at::randn({k, n}, gen), c0 = at::randn({m, n}, gen);
@@ -43,6 +43,13 @@ TEST(GemmCpu, MatchesMatmulOnRandomShapes) {
           tide::kernels::gemm_f32(m, n, k, at_t.data_ptr<float>(), m, b.data_ptr<float>(), n, c.data_ptr<float>(), n,
                                   accumulate, avx512, /*transpose_a=*/true);
           EXPECT_LT(tide::testing::max_abs_diff(c, expected), 1e-4) << what << " transposed A";
+          for (const bool transpose_a : {false, true}) {  // 4 × 24 register tiles first
+            c = c0.clone();
+            tide::kernels::gemm_f32(m, n, k, transpose_a ? at_t.data_ptr<float>() : a.data_ptr<float>(),
+                                    transpose_a ? m : k, b.data_ptr<float>(), n, c.data_ptr<float>(), n, accumulate,
+                                    avx512, transpose_a, /*tall_tiles=*/true);
+            EXPECT_LT(tide::testing::max_abs_diff(c, expected), 1e-4) << what << " tall tiles" << (transpose_a ? ", Aᵀ" : "");
+          }
           c = c0.clone();
           tide::kernels::gemm_f32_rows(m, n, k, rows.data(), 3, b.data_ptr<float>(), n, c.data_ptr<float>(), n,
                                        accumulate, avx512);

@@ -169,7 +169,8 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
           const int64_t kn = std::min(key_block, Lk - k0);
           const float* pk = strip + k0;
           const float* vk = vb + k0 * v.stride(2);
-          gemm_f32(rows, d, kn, pk, Lk, vk, v.stride(2), ob, ldo, /*accumulate=*/k0 > 0, allow_avx512);  // out [rows, d]
+          gemm_f32(rows, d, kn, pk, Lk, vk, v.stride(2), ob, ldo, /*accumulate=*/k0 > 0, allow_avx512,
+                   /*transpose_a=*/false, /*tall_tiles=*/true);  // out [rows, d]
         }
 #endif
       } else {
@@ -262,15 +263,17 @@ void backward_avx2(const at::Tensor& qs, const at::Tensor& k3, const at::Tensor&
         std::fill(row_max.begin(), row_max.begin() + n, -std::numeric_limits<float>::infinity());
         gemm_row_max_f32(n, Lk, d, q_s, d, ktb, Lk, p, Lk, row_max.data());  // S [n, Lk]
         for (int64_t r = 0; r < n; ++r) scale_row_avx2(p + r * Lk, Lk, 1.0f / exp_row_avx2(p + r * Lk, Lk, row_max[r]));
-        if (dvb) gemm_f32(Lk, d, n, p, Lk, do_s, d, dvb, d, true, wide, /*transpose_a=*/true);  // dV += Pᵀ·dO_s
+        if (dvb)  // dV += Pᵀ·dO_s
+          gemm_f32(Lk, d, n, p, Lk, do_s, d, dvb, d, true, wide, /*transpose_a=*/true, /*tall_tiles=*/true);
         if (!dqp && !dkb) continue;
         gemm_row_max_f32(n, Lk, d, do_s, d, vtb, Lk, ds, Lk, nullptr);  // dP = dO_s·vᵀ [n, Lk]
         for (int64_t r = 0; r < n; ++r) softmax_grad_row_avx2(p + r * Lk, ds + r * Lk, Lk, deltap[bh * Lq + i0 + r]);
         if (dqp)  // dQ_s += dS·k in key blocks whose rows of k stay in L1 (zeros first; the scale at the end)
           for (int64_t k0 = 0; k0 < Lk; k0 += key_block)
             gemm_f32(n, d, std::min(key_block, Lk - k0), ds + k0, Lk, kb + k0 * d, d, dqp + (bh * Lq + i0) * d, d,
-                     /*accumulate=*/true, wide);
-        if (dkb) gemm_f32(Lk, d, n, ds, Lk, q_s, d, dkb, d, true, wide, /*transpose_a=*/true);  // dK += dSᵀ·q_s
+                     /*accumulate=*/true, wide, /*transpose_a=*/false, /*tall_tiles=*/true);
+        if (dkb)  // dK += dSᵀ·q_s
+          gemm_f32(Lk, d, n, ds, Lk, q_s, d, dkb, d, true, wide, /*transpose_a=*/true, /*tall_tiles=*/true);
       }
     }
   });
