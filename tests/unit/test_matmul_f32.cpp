@@ -1,6 +1,7 @@
 // Linear layers' float32 products through oneDNN's matmul (kernels/matmul_f32.h) against float64 on random
 // inputs: odd and empty shapes, batched and strided operands, weights read transposed in place, with and
-// without bias; the Linear module's routing (inference and frozen-weight training) on and off.
+// without bias; the Linear module's routing (inference and frozen-weight training) on and off. 1×1
+// convolutions as the same product, and which of them the Conv2d module sends there.
 #include <gtest/gtest.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -128,6 +129,67 @@ TEST(MatmulF32, LinearLayerKeepsTheGradientsOfTrainableWeights) {
     ASSERT_TRUE(linear->bias.grad().defined()) << (on ? "on" : "off");
     EXPECT_LT(tide::testing::relative_l2_error(linear->weight.grad(), expected_dw), 1e-6) << (on ? "on" : "off");
     EXPECT_LT(tide::testing::relative_l2_error(linear->bias.grad(), expected_db), 1e-6) << (on ? "on" : "off");
+  }
+}
+
+TEST(MatmulF32, Conv1x1MatchesFloat64OnRandomShapes) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(25);
+  struct Shape {
+    int64_t b, c, k, h, w;
+  };
+  const Shape shapes[] = {{1, 1, 1, 1, 1}, {2, 13, 7, 5, 3}, {2, 320, 40, 8, 8}, {1, 24, 640, 1, 9}, {3, 8, 16, 0, 4}};
+  for (const auto& s : shapes) {
+    const at::Tensor x = at::randn({s.b, s.c, s.h, s.w}, gen);
+    const at::Tensor weight = at::randn({s.k, s.c, 1, 1}, gen), bias = at::randn({s.k}, gen);
+    for (const bool nhwc : {true, false})
+      for (const bool with_bias : {true, false}) {
+        const std::string what = "b=" + std::to_string(s.b) + " c=" + std::to_string(s.c) + " k=" + std::to_string(s.k) +
+                                 " " + std::to_string(s.h) + "x" + std::to_string(s.w) + (nhwc ? " NHWC" : " NCHW") +
+                                 (with_bias ? " with bias" : "");
+        const at::Tensor input = nhwc ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
+        const at::Tensor b = with_bias ? bias : at::Tensor();
+        ASSERT_TRUE(tide::kernels::conv1x1_f32_supported(input, weight, b)) << what;
+        const at::Tensor y = tide::kernels::conv1x1_f32(input, weight, b);
+        ASSERT_EQ(y.sizes(), at::IntArrayRef({s.b, s.k, s.h, s.w})) << what;
+        EXPECT_TRUE(y.is_contiguous(at::MemoryFormat::ChannelsLast)) << what;
+        if (y.numel() == 0) continue;
+        const at::Tensor expected =
+            at::conv2d(x.to(at::kDouble), weight.to(at::kDouble), with_bias ? bias.to(at::kDouble) : at::Tensor());
+        EXPECT_LT(tide::testing::relative_l2_error(y, expected), 2e-6) << what;
+      }
+  }
+  // What it does not compute: refused, and an error if called anyway.
+  const at::Tensor x = at::randn({1, 8, 4, 4});
+  const std::pair<std::string, std::array<at::Tensor, 3>> refused[] = {
+      {"3x3 weight", {x, at::randn({4, 8, 3, 3}), {}}},
+      {"channels differ", {x, at::randn({4, 6, 1, 1}), {}}},
+      {"float64 input", {x.to(at::kDouble), at::randn({4, 8, 1, 1}), {}}},
+      {"bias of the wrong size", {x, at::randn({4, 8, 1, 1}), at::randn({5})}},
+      {"3-d input", {at::randn({8, 4, 4}), at::randn({4, 8, 1, 1}), {}}}};
+  for (const auto& [what, t] : refused) {
+    EXPECT_FALSE(tide::kernels::conv1x1_f32_supported(t[0], t[1], t[2])) << what;
+    EXPECT_THROW(tide::kernels::conv1x1_f32(t[0], t[1], t[2]), c10::Error) << what;
+  }
+}
+
+// The Conv2d module sends 1×1 convolutions on maps of at most 512 pixels to conv1x1_f32 (with channels_last and
+// onednn_matmul on), larger maps and the switch off to oneDNN's convolution: each result equal bit for bit to
+// its kernel's.
+TEST(MatmulF32, Conv2dModuleTakesItOnSmallMaps) {
+  at::manual_seed(26);
+  tide::nn::Conv2d conv(640, 320, 1);
+  c10::InferenceMode inference;
+  const at::Tensor w = conv->weight.contiguous(at::MemoryFormat::ChannelsLast), b = conv->bias;
+  for (const int64_t size : {16, 24}) {  // 2·16·16 = 512 pixels: a product; 2·24·24: the convolution
+    const at::Tensor x = at::randn({2, 640, size, size}).contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor product = tide::kernels::conv1x1_f32(x, w, b), onednn = at::conv2d(x, w, b);
+    ASSERT_FALSE(at::equal(product, onednn)) << "both kernels rounded alike here: the routing cannot be told apart";
+    EXPECT_LT(tide::testing::relative_l2_error(product, onednn), 1e-6);
+    EXPECT_EQ(tide::kernels::conv1x1_as_matmul_pays_off(x), size == 16);
+    for (const bool on : {true, false}) {
+      OptimizationsGuard guard(on ? Optimizations() : Optimizations().without("onednn_matmul"));
+      EXPECT_TRUE(at::equal(conv->forward(x), on && size == 16 ? product : onednn)) << size << (on ? " on" : " off");
+    }
   }
 }
 

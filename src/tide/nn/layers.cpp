@@ -204,6 +204,11 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
     // last on small maps): oneDNN would re-lay it out first.
     RECORD_USER_SCOPE("tide::direct_conv2d");  // named in `tide bench --profile`
     y = kernels::direct_conv2d(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias, stride_, padding_);
+  } else if (nhwc && stride_ == 1 && padding_ == 0 && runtime::optimizations().onednn_matmul &&
+             kernels::conv1x1_f32_supported(x, weight, bias) && kernels::conv1x1_as_matmul_pays_off(x)) {
+    // 1×1 on small maps as a product (kernels/matmul_f32.h says why).
+    RECORD_USER_SCOPE("tide::conv1x1");  // named in `tide bench --profile`
+    y = kernels::conv1x1_f32(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias);
   } else if (nhwc) {
     y = at::conv2d(x.contiguous(at::MemoryFormat::ChannelsLast), weight_as(at::MemoryFormat::ChannelsLast, x.scalar_type()), bias,
                    {stride_, stride_}, {padding_, padding_});

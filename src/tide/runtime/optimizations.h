@@ -23,7 +23,8 @@ struct Optimizations {
   bool geglu_kernel = true;       // GEGLU's value · gelu(gate), and its backward in training, in one AVX2 pass
                                   // (kernels/geglu_cpu.h); off: libtorch's gelu and a product
   bool onednn_matmul = true;      // float32 linear layers (and their input gradients in training) through
-                                  // oneDNN's matmul instead of the BLAS call at::linear makes (kernels/matmul_f32.h)
+                                  // oneDNN's matmul instead of the BLAS call at::linear makes, and with
+                                  // channels_last 1×1 convolutions on small maps too (kernels/matmul_f32.h)
 
   static Optimizations plain() { return {false, false, false, false, false, false, false, false, false, false, false}; }
   // "blocked_attention", ... : the ones switched on.
