@@ -164,12 +164,17 @@ TEST(MatmulF32, Conv1x1MatchesFloat64OnRandomShapes) {
       {"3x3 weight", {x, at::randn({4, 8, 3, 3}), {}}},
       {"channels differ", {x, at::randn({4, 6, 1, 1}), {}}},
       {"float64 input", {x.to(at::kDouble), at::randn({4, 8, 1, 1}), {}}},
+      {"int8 weight", {x, at::ones({4, 8, 1, 1}, at::kChar), {}}},
       {"bias of the wrong size", {x, at::randn({4, 8, 1, 1}), at::randn({5})}},
       {"3-d input", {at::randn({8, 4, 4}), at::randn({4, 8, 1, 1}), {}}}};
   for (const auto& [what, t] : refused) {
     EXPECT_FALSE(tide::kernels::conv1x1_f32_supported(t[0], t[1], t[2])) << what;
     EXPECT_THROW(tide::kernels::conv1x1_f32(t[0], t[1], t[2]), c10::Error) << what;
   }
+  // A 16-bit weight is supported (the layer widens it first) but not computed unwidened.
+  const at::Tensor half_weight = at::randn({4, 8, 1, 1}).to(at::kHalf);
+  EXPECT_TRUE(tide::kernels::conv1x1_f32_supported(x, half_weight));
+  EXPECT_THROW(tide::kernels::conv1x1_f32(x, half_weight), c10::Error);
 }
 
 // The Conv2d module sends 1×1 convolutions on maps of at most 512 pixels to conv1x1_f32 (with channels_last and

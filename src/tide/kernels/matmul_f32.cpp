@@ -57,7 +57,10 @@ at::Tensor matmul_f32(const at::Tensor& a, const at::Tensor& b, const at::Tensor
 
 bool conv1x1_f32_supported(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   const auto cpu_float = [](const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; };
-  return cpu_float(x) && cpu_float(weight) && x.dim() == 4 && weight.dim() == 4 && weight.size(2) == 1 &&
+  // Any floating weight dtype: callers widen a 16-bit weight for conv1x1_f32, so that a layer computes the same
+  // way whether its weight is stored in 16 or 32 bits.
+  return cpu_float(x) && weight.device().is_cpu() && weight.is_floating_point() && x.dim() == 4 &&
+         weight.dim() == 4 && weight.size(2) == 1 &&
          weight.size(3) == 1 && x.size(1) == weight.size(1) &&
          (!bias.defined() || (cpu_float(bias) && bias.dim() == 1 && bias.size(0) == weight.size(0)));
 }
@@ -65,8 +68,9 @@ bool conv1x1_f32_supported(const at::Tensor& x, const at::Tensor& weight, const 
 bool conv1x1_as_matmul_pays_off(const at::Tensor& x) { return x.dim() == 4 && x.size(0) * x.size(2) * x.size(3) <= 512; }
 
 at::Tensor conv1x1_f32(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  TORCH_CHECK(conv1x1_f32_supported(x, weight, bias), "conv1x1_f32: expected float32 CPU x [B, C, H, W], weight [K, ",
-              x.dim() == 4 ? x.size(1) : -1, ", 1, 1] and bias [K], got ", x.sizes(), " and ", weight.sizes());
+  TORCH_CHECK(conv1x1_f32_supported(x, weight, bias) && weight.scalar_type() == at::kFloat,
+              "conv1x1_f32: expected float32 CPU x [B, C, H, W], float32 weight [K, ", x.dim() == 4 ? x.size(1) : -1,
+              ", 1, 1] and bias [K], got ", x.sizes(), " and ", weight.sizes(), " ", weight.scalar_type());
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = weight.size(0);
   if (B * H * W == 0) return at::empty({B, K, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const at::Tensor pixels = x.contiguous(at::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1});  // [B, H, W, C], dense
