@@ -80,9 +80,15 @@ __attribute__((target("avx2,fma"))) float exp_row_avx2(float* x, int64_t n, floa
     _mm256_storeu_ps(x + i, e);
     vs0 = _mm256_add_ps(vs0, e);
   }
-  float sum = hsum(_mm256_add_ps(vs0, vs1));
-  for (; i < n; ++i) sum += (x[i] = std::exp(x[i] - m));
-  return sum;
+  if (i < n) {  // the last n % 8 through a mask (77 text tokens leave 5): lanes past them give exp(0), added as 0
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n - i)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256 lanes = _mm256_castsi256_ps(mask);
+    const __m256 v = _mm256_blendv_ps(bm, _mm256_maskload_ps(x + i, mask), lanes);
+    const __m256 e = exp_nonpositive(_mm256_sub_ps(v, bm));
+    _mm256_maskstore_ps(x + i, mask, e);
+    vs1 = _mm256_add_ps(vs1, _mm256_and_ps(e, lanes));
+  }
+  return hsum(_mm256_add_ps(vs0, vs1));
 }
 #endif
 
@@ -134,9 +140,12 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
   const int64_t auto_block = std::max<int64_t>(6, (98304 / Lk) / 6 * 6);
   const int64_t bq = std::clamp<int64_t>(query_block > 0 ? query_block : auto_block, 1, kMaxBlock);
   const int64_t blocks = (Lq + bq - 1) / bq;
-  // Scaling q once is cheaper than scaling every score; kᵀ made dense once so the score product streams it.
-  const at::Tensor qs = q * (1.0 / std::sqrt(static_cast<double>(d)));  // [B, H, Lq, d]
-  const at::Tensor kt = k.transpose(2, 3).contiguous();                 // [B, H, d, Lk]
+  // Scaling q or k once is cheaper than scaling every score: k where it is the shorter (cross-attention's 77 text
+  // tokens; q is then read in place: 1.08–1.13× on SD 1.5's). kᵀ made dense once so the score product streams it.
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  const bool k_scaled = Lk < Lq;
+  const at::Tensor qs = k_scaled ? q : q * scale;                                 // [B, H, Lq, d]
+  const at::Tensor kt = (k_scaled ? k * scale : k).transpose(2, 3).contiguous();  // [B, H, d, Lk]
   const at::Tensor out_heads = out.permute({0, 2, 1, 3});               // [B, H, Lq, d] view
   const float *qp = qs.data_ptr<float>(), *ktp = kt.data_ptr<float>(), *vp = v.data_ptr<float>();
   float* op = out.data_ptr<float>();

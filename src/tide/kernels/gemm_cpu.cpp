@@ -1,6 +1,7 @@
 #include "tide/kernels/gemm_cpu.h"
 
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 
 #include "tide/runtime/cpu_features.h"
@@ -111,6 +112,52 @@ __attribute__((target("avx2,fma"))) void panel(int64_t m, int64_t k, const A& a,
     if (m > i) panel<R - 1, NV, Accumulate>(m - i, k, a.from_row(i), b, ldb, c.from_row(i), row_max ? row_max + i : nullptr);
 }
 
+// The last fewer than 8 columns (`width`): one vector per row whose lanes past them are masked off, B and C
+// read and written through the mask (the columns past C's are another row's, or past its end). Scalar code
+// here took more time than the vector panels beside it (attention's scores over 77 text tokens: 4 × 16 + 13).
+template <int R, bool Accumulate, class A, class C>
+__attribute__((target("avx2,fma"), always_inline)) inline void masked_tile(int64_t k, const A& a, int64_t i, const float* b,
+                                                            int64_t ldb, const C& c, float* row_max, __m256i mask) {
+  float* c_r[R];
+  const float* a_r[R];
+  __m256 acc[R];
+  #pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    c_r[r] = c.row(r);
+    a_r[r] = a.at(i + r, 0);
+    acc[r] = Accumulate ? _mm256_maskload_ps(c_r[r], mask) : _mm256_setzero_ps();
+  }
+  const int64_t a_step = a.at(i, 1) - a_r[0];  // along k: 1, or lda for Aᵀ
+  for (int64_t p = 0; p < k; ++p) {
+    const __m256 bv = _mm256_maskload_ps(b + p * ldb, mask);
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a_r[r] + p * a_step), bv, acc[r]);
+  }
+  const __m256 minus_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  #pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    _mm256_maskstore_ps(c_r[r], mask, acc[r]);
+    if (row_max) {
+      __m256 m = _mm256_blendv_ps(minus_inf, acc[r], _mm256_castsi256_ps(mask));
+      m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
+      m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0x4e));
+      m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0xb1));
+      row_max[r] = std::max(row_max[r], _mm256_cvtss_f32(m));
+    }
+  }
+}
+
+template <int R, bool Accumulate, class A, class C>
+__attribute__((target("avx2,fma"))) void masked_panel(int64_t m, int64_t k, const A& a, const float* b, int64_t ldb,
+                                                      const C& c, float* row_max, int width) {
+  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(width), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  int64_t i = 0;
+  for (; i + R <= m; i += R)
+    masked_tile<R, Accumulate>(k, a, i, b, ldb, c.from_row(i), row_max ? row_max + i : nullptr, mask);
+  if constexpr (R > 1)
+    if (m > i) masked_panel<R - 1, Accumulate>(m - i, k, a.from_row(i), b, ldb, c.from_row(i), row_max ? row_max + i : nullptr, width);
+}
+
 // Row-major C[m, n] (+)= A[m, k] · B[k, n] (unit stride along rows), one thread, no allocation: BLAS called
 // from many threads at once contends on its internal buffers, badly on a busy machine. Column panels of
 // up to 40 columns with register tiles of at most 12 accumulators (16 ymm registers in all); with
@@ -132,14 +179,7 @@ __attribute__((target("avx2,fma"))) void gemm_avx2(int64_t m, int64_t n, int64_t
   }
   for (; n - j >= 16; j += 16) panel<6, 2, Accumulate>(m, k, a, b + j, ldb, c.from_column(j), row_max);
   for (; n - j >= 8; j += 8) panel<6, 1, Accumulate>(m, k, a, b + j, ldb, c.from_column(j), row_max);
-  for (; j < n; ++j)  // fewer than 8 columns left
-    for (int64_t i = 0; i < m; ++i) {
-      float& out = c.row(i)[j];
-      float sum = Accumulate ? out : 0.0f;
-      for (int64_t p = 0; p < k; ++p) sum += *a.at(i, p) * b[p * ldb + j];
-      out = sum;
-      if (row_max) row_max[i] = std::max(row_max[i], sum);
-    }
+  if (j < n) masked_panel<6, Accumulate>(m, k, a, b + j, ldb, c.from_column(j), row_max, int(n - j));
 }
 
 // Scores [m, n] = A[m, k] · Bᵀ-panel B[k, n] in 16-column panels (B = kᵀ, dense), the row maxima on the fly.
