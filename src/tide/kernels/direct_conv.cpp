@@ -179,7 +179,8 @@ void few_row_products(int64_t M, int64_t N, int64_t depth, const WeightTaps& w, 
   // are shorter, and fewer rows in flight keep its reads ahead of them (1280 channels on 4×4 at batch 2: 32 rows
   // 1.2× faster than 128; on 8×8, 128 rows 1.07× faster than 64).
   const int64_t task_rows = std::clamp<int64_t>(M, 32, 128);
-  const int64_t blocks = (depth + task_rows - 1) / task_rows, block_rows = (depth + blocks - 1) / blocks, tasks = taps * blocks;
+  const int64_t blocks = (depth + task_rows - 1) / task_rows, block_rows = (depth + blocks - 1) / blocks;
+  const int64_t tasks = taps * blocks;
   const int64_t workers = std::min<int64_t>(at::get_num_threads(), tasks);
   std::vector<float> partials(workers * M * N, 0.0f);
   std::atomic<int64_t> next{0};

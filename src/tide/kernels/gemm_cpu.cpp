@@ -55,6 +55,14 @@ struct CRows {
   CRows from_column(int64_t j) const { return {c + j, ldc, index}; }
 };
 
+// The largest of a vector's 8 floats.
+__attribute__((target("avx2"), always_inline)) inline float horizontal_max(__m256 m) {
+  m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
+  m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0x4e));
+  m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0xb1));
+  return _mm256_cvtss_f32(m);
+}
+
 // C[R rows, 8·NV cols] (+)= A[rows i.., k] · B[k, 8·NV cols]: R·NV accumulators in registers, B streamed row
 // by row. With `row_max`, also row_max[r] = max(row_max[r], max of the row's new values) (the scores' row max
 // for the softmax, taken while they are still in registers).
@@ -92,10 +100,7 @@ __attribute__((target("avx2,fma"), always_inline)) inline void micro_gemm(int64_
       __m256 m = acc[r][0];
       #pragma GCC unroll 8
       for (int v = 1; v < NV; ++v) m = _mm256_max_ps(m, acc[r][v]);
-      m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
-      m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0x4e));
-      m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0xb1));
-      row_max[r] = std::max(row_max[r], _mm256_cvtss_f32(m));
+      row_max[r] = std::max(row_max[r], horizontal_max(m));
     }
   }
 }
@@ -116,8 +121,9 @@ __attribute__((target("avx2,fma"))) void panel(int64_t m, int64_t k, const A& a,
 // read and written through the mask (the columns past C's are another row's, or past its end). Scalar code
 // here took more time than the vector panels beside it (attention's scores over 77 text tokens: 4 × 16 + 13).
 template <int R, bool Accumulate, class A, class C>
-__attribute__((target("avx2,fma"), always_inline)) inline void masked_tile(int64_t k, const A& a, int64_t i, const float* b,
-                                                            int64_t ldb, const C& c, float* row_max, __m256i mask) {
+__attribute__((target("avx2,fma"), always_inline)) inline void masked_tile(int64_t k, const A& a, int64_t i,
+                                                                            const float* b, int64_t ldb, const C& c,
+                                                                            float* row_max, __m256i mask) {
   float* c_r[R];
   const float* a_r[R];
   __m256 acc[R];
@@ -137,13 +143,8 @@ __attribute__((target("avx2,fma"), always_inline)) inline void masked_tile(int64
   #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     _mm256_maskstore_ps(c_r[r], mask, acc[r]);
-    if (row_max) {
-      __m256 m = _mm256_blendv_ps(minus_inf, acc[r], _mm256_castsi256_ps(mask));
-      m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
-      m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0x4e));
-      m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0xb1));
-      row_max[r] = std::max(row_max[r], _mm256_cvtss_f32(m));
-    }
+    if (row_max)
+      row_max[r] = std::max(row_max[r], horizontal_max(_mm256_blendv_ps(minus_inf, acc[r], _mm256_castsi256_ps(mask))));
   }
 }
 
@@ -155,7 +156,9 @@ __attribute__((target("avx2,fma"))) void masked_panel(int64_t m, int64_t k, cons
   for (; i + R <= m; i += R)
     masked_tile<R, Accumulate>(k, a, i, b, ldb, c.from_row(i), row_max ? row_max + i : nullptr, mask);
   if constexpr (R > 1)
-    if (m > i) masked_panel<R - 1, Accumulate>(m - i, k, a.from_row(i), b, ldb, c.from_row(i), row_max ? row_max + i : nullptr, width);
+    if (m > i)
+      masked_panel<R - 1, Accumulate>(m - i, k, a.from_row(i), b, ldb, c.from_row(i), row_max ? row_max + i : nullptr,
+                                      width);
 }
 
 // Row-major C[m, n] (+)= A[m, k] · B[k, n] (unit stride along rows), one thread, no allocation: BLAS called
