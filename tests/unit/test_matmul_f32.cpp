@@ -9,6 +9,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "test_support.h"
+#include "tide/kernels/conv_forward_kernel.h"
 #include "tide/kernels/matmul_f32.h"
 #include "tide/nn/layers.h"
 #include "tide/runtime/optimizations.h"
@@ -191,6 +192,11 @@ TEST(MatmulF32, Conv2dModuleTakesItOnSmallMaps) {
     ASSERT_FALSE(at::equal(product, onednn)) << "both kernels rounded alike here: the routing cannot be told apart";
     EXPECT_LT(tide::testing::relative_l2_error(product, onednn), 1e-6);
     EXPECT_EQ(tide::kernels::conv1x1_as_matmul_pays_off(x), size == 16);
+    // The rule the module and `tide bench --conv` share names it.
+    for (const bool allowed : {true, false})
+      EXPECT_EQ(tide::kernels::conv2d_forward_kernel(x, w, 1, 0, true, true, true, /*matmul_1x1=*/allowed),
+                allowed && size == 16 ? tide::kernels::ConvKernel::matmul_1x1 : tide::kernels::ConvKernel::onednn)
+          << size;
     for (const bool on : {true, false}) {
       OptimizationsGuard guard(on ? Optimizations() : Optimizations().without("onednn_matmul"));
       EXPECT_TRUE(at::equal(conv->forward(x), on && size == 16 ? product : onednn)) << size << (on ? " on" : " off");

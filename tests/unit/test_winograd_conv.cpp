@@ -190,7 +190,7 @@ TEST(WinogradConv, F4x4TilesFromSixteenTiles) {
   auto forward = [](int64_t batch, int64_t in, int64_t out, int64_t size, bool f4) {
     const at::Tensor x = at::empty({batch, in, size, size}).contiguous(at::MemoryFormat::ChannelsLast);
     const at::Tensor hwio = tide::kernels::to_hwio(at::empty({out, in, 3, 3}));
-    return tide::kernels::conv2d_forward_kernel(x, hwio, 1, 1, /*winograd=*/true, f4, /*direct=*/true);
+    return tide::kernels::conv2d_forward_kernel(x, hwio, 1, 1, /*winograd=*/true, f4, /*direct=*/true, /*matmul_1x1=*/true);
   };
   EXPECT_EQ(forward(2, 320, 320, 32, true), ConvKernel::winograd_f4);     // SD 1.5 at 256 px, first level
   EXPECT_EQ(forward(2, 640, 640, 32, true), ConvKernel::winograd_f4);     // ... at 512 px, second level
@@ -267,7 +267,8 @@ TEST(WinogradConv, ChunkedKernelWhereTheFewTilesInputOutgrowsTheCache) {
   auto forward = [](int64_t batch, int64_t in, int64_t out, int64_t size) {
     const at::Tensor x = at::empty({batch, in, size, size}).contiguous(at::MemoryFormat::ChannelsLast);
     const at::Tensor hwio = tide::kernels::to_hwio(at::empty({out, in, 3, 3}));
-    return tide::kernels::conv2d_forward_kernel(x, hwio, 1, 1, /*winograd=*/true, /*winograd_f4=*/false, /*direct=*/true);
+    return tide::kernels::conv2d_forward_kernel(x, hwio, 1, 1, /*winograd=*/true, /*winograd_f4=*/false, /*direct=*/true,
+                                                /*matmul_1x1=*/true);
   };
   EXPECT_EQ(forward(2, 320, 320, 32), ConvKernel::winograd_few_tiles);  // SD 1.5 at 256 px, first level
   EXPECT_EQ(forward(2, 640, 320, 32), ConvKernel::winograd_chunked);    // its first up block's concatenated input

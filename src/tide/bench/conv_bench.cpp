@@ -56,7 +56,8 @@ ConvBenchResult run_conv_bench(const ConvBenchSettings& s) {
   r.path = s.backward ? kernels::conv_kernel_name(kernels::input_gradient_kernel(
                             grad, weight, s.stride, pad, input_size, /*winograd=*/true, /*direct=*/true, /*winograd_f4=*/true))
                       : kernels::conv_kernel_name(kernels::conv2d_forward_kernel(
-                            x, module_weight, s.stride, pad, /*winograd=*/true, /*winograd_f4=*/true, /*direct=*/true));
+                            x, module_weight, s.stride, pad, /*winograd=*/true, /*winograd_f4=*/true, /*direct=*/true,
+                            /*matmul_1x1=*/true));
   r.winograd_few_tiles_pays_off = r.path == "winograd, few tiles";
   r.winograd_pays_off = r.path == "winograd, chunked";
   // Forward: at::conv2d (oneDNN), the direct kernel on the HWIO weight, the chunked Winograd kernel with its

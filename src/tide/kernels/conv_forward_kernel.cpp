@@ -1,12 +1,13 @@
 #include "tide/kernels/conv_forward_kernel.h"
 
 #include "tide/kernels/direct_conv.h"
+#include "tide/kernels/matmul_f32.h"
 #include "tide/kernels/winograd_conv.h"
 
 namespace tide::kernels {
 
 ConvKernel conv2d_forward_kernel(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding,
-                                 bool winograd, bool winograd_f4, bool direct) {
+                                 bool winograd, bool winograd_f4, bool direct, bool matmul_1x1) {
   const bool direct_here = direct && direct_conv2d_supported(x, weight, stride, padding);
   const bool weight_in_place = weight.is_floating_point() && (direct_here || weight.is_contiguous(at::MemoryFormat::ChannelsLast));
   const bool winograd_here = winograd && winograd_conv3x3_supported(x, weight, stride, padding);
@@ -27,7 +28,10 @@ ConvKernel conv2d_forward_kernel(const at::Tensor& x, const at::Tensor& weight, 
       return ConvKernel::winograd_few_tiles;
     if (chunked) return ConvKernel::winograd_chunked;
   }
-  return direct_here ? ConvKernel::direct : ConvKernel::onednn;
+  if (direct_here) return ConvKernel::direct;
+  if (matmul_1x1 && stride == 1 && padding == 0 && conv1x1_f32_supported(x, weight) && conv1x1_as_matmul_pays_off(x))
+    return ConvKernel::matmul_1x1;
+  return ConvKernel::onednn;
 }
 
 const char* conv_kernel_name(ConvKernel kernel) {
@@ -36,6 +40,7 @@ const char* conv_kernel_name(ConvKernel kernel) {
     case ConvKernel::winograd_f4: return "winograd F(4x4), few tiles";
     case ConvKernel::winograd_chunked: return "winograd, chunked";
     case ConvKernel::direct: return "direct";
+    case ConvKernel::matmul_1x1: return "oneDNN matmul (1x1)";
     case ConvKernel::onednn: break;
   }
   return "oneDNN";

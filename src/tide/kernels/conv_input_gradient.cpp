@@ -101,6 +101,7 @@ at::Tensor conv2d_input_gradient(const at::Tensor& grad, const at::Tensor& weigh
     case ConvKernel::winograd_chunked:
       return winograd_conv3x3(grad, winograd_weight_transform(weight.flip({2, 3}).transpose(0, 1)), at::Tensor());
     case ConvKernel::direct: return direct_conv2d_input_gradient(grad, weight, padding);
+    case ConvKernel::matmul_1x1:  // a forward kernel only
     case ConvKernel::onednn: break;
   }
   // oneDNN's backward-data kernel, as autograd calls it, but with only the input gradient asked for: the

@@ -14,14 +14,20 @@ at::Tensor with_unit_stride(const at::Tensor& t) {
   return (t.stride(1) == 1 || t.stride(0) == 1) && t.stride(0) > 0 && t.stride(1) > 0 ? t : t.contiguous();
 }
 
+bool cpu_float(const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; }
+
+// Undefined, or float32 [n].
+bool bias_of(const at::Tensor& bias, int64_t n) {
+  return !bias.defined() || (cpu_float(bias) && bias.dim() == 1 && bias.size(0) == n);
+}
+
 memory::desc described(const at::Tensor& t) { return memory::desc(dims_of(t.sizes()), dt::f32, dims_of(t.strides())); }
 
 }  // namespace
 
 bool matmul_f32_supported(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias) {
-  const auto cpu_float = [](const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; };
   return cpu_float(a) && cpu_float(b) && a.dim() >= 1 && b.dim() == 2 && a.size(-1) == b.size(0) &&
-         (!bias.defined() || (cpu_float(bias) && bias.dim() == 1 && bias.size(0) == b.size(1)));
+         bias_of(bias, b.size(1));
 }
 
 at::Tensor matmul_f32(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias) {
@@ -56,13 +62,11 @@ at::Tensor matmul_f32(const at::Tensor& a, const at::Tensor& b, const at::Tensor
 }
 
 bool conv1x1_f32_supported(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  const auto cpu_float = [](const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; };
   // Any floating weight dtype: callers widen a 16-bit weight for conv1x1_f32, so that a layer computes the same
   // way whether its weight is stored in 16 or 32 bits.
   return cpu_float(x) && weight.device().is_cpu() && weight.is_floating_point() && x.dim() == 4 &&
-         weight.dim() == 4 && weight.size(2) == 1 &&
-         weight.size(3) == 1 && x.size(1) == weight.size(1) &&
-         (!bias.defined() || (cpu_float(bias) && bias.dim() == 1 && bias.size(0) == weight.size(0)));
+         weight.dim() == 4 && weight.size(2) == 1 && weight.size(3) == 1 && x.size(1) == weight.size(1) &&
+         bias_of(bias, weight.size(0));
 }
 
 bool conv1x1_as_matmul_pays_off(const at::Tensor& x) { return x.dim() == 4 && x.size(0) * x.size(2) * x.size(3) <= 512; }

@@ -178,7 +178,8 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   const kernels::ConvKernel kernel =
       nhwc && !int8_kernel ? kernels::conv2d_forward_kernel(x, weight, stride_, padding_, runtime::optimizations().winograd,
                                                             runtime::optimizations().winograd_f4,
-                                                            runtime::optimizations().direct_conv)
+                                                            runtime::optimizations().direct_conv,
+                                                            runtime::optimizations().onednn_matmul)
                            : kernels::ConvKernel::onednn;
   if (!int8_kernel && int8_.plain_given_up()) throw_plain_weights_given_up("convolution");
   if (int8_kernel) {
@@ -204,8 +205,7 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
     // last on small maps): oneDNN would re-lay it out first.
     RECORD_USER_SCOPE("tide::direct_conv2d");  // named in `tide bench --profile`
     y = kernels::direct_conv2d(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias, stride_, padding_);
-  } else if (nhwc && stride_ == 1 && padding_ == 0 && runtime::optimizations().onednn_matmul &&
-             kernels::conv1x1_f32_supported(x, weight, bias) && kernels::conv1x1_as_matmul_pays_off(x)) {
+  } else if (kernel == kernels::ConvKernel::matmul_1x1) {
     // 1×1 on small maps as a product (kernels/matmul_f32.h says why).
     RECORD_USER_SCOPE("tide::conv1x1");  // named in `tide bench --profile`
     y = kernels::conv1x1_f32(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias);
