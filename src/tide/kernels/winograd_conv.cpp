@@ -408,7 +408,12 @@ at::Tensor winograd_few_tiles(const at::Tensor& x_in, const WeightTaps& taps, in
   const int64_t tiles_h = (H + mt - 1) / mt, tiles_w = (W + mt - 1) / mt, tiles = N * tiles_h * tiles_w;
   const int64_t group = std::min(tiles, max_group_tiles > 0 ? max_group_tiles
                                                             : std::max<int64_t>(16, kFewTilesGroupBytes / (positions * (C + K) * 4)));
-  const at::Tensor v = at::empty({positions, group, C}, x.options());  // a group's tiles transformed, position-major
+  // A group's tiles transformed, position-major and in blocks of input channels: position ξ, channels
+  // [c0, c0 + rows) of tile t (of the `count` in the group) at v[ξ·count·C + c0·count + t·rows]. Each product's
+  // rows are then one contiguous block that the prefetchers stream; rows C floats apart, a short piece from each
+  // tile, ran 1.1–1.2× slower on SD 1.5's F(4×4) layers (320 channels on 32×32, 640 on 16×16 and 32×32, 1280 on
+  // 16×16; batch 2, AVX2).
+  const at::Tensor v = at::empty({positions, group, C}, x.options());
   const at::Tensor m = at::empty({positions, group, K}, x.options());  // their products with the transformed weights
   const std::vector<float> zeros(C, 0.0f);
   const float* xp = x.data_ptr<float>();
@@ -442,9 +447,14 @@ at::Tensor winograd_few_tiles(const at::Tensor& x_in, const WeightTaps& taps, in
     const int64_t count = std::min(group, tiles - g0);
     at::parallel_for(0, count, 4, [&](int64_t t0, int64_t t1) {
       const float* d[36];
+      const float* d_block[36];
       for (int64_t t = t0; t < t1; ++t) {
         gather_input_tile(xp, H, W, C, tiles_h, tiles_w, g0 + t, zeros.data(), d, mt);
-        f.input_transform(d, C, vp + t * C, count * C);
+        for (int64_t c0 = 0; c0 < C; c0 += block_rows) {
+          const int64_t rows = std::min(block_rows, C - c0);
+          for (int p = 0; p < positions; ++p) d_block[p] = d[p] + c0;
+          f.input_transform(d_block, rows, vp + c0 * count + t * rows, count * C);
+        }
       }
     });
     std::atomic<int64_t> next{0};
@@ -457,8 +467,9 @@ at::Tensor winograd_few_tiles(const at::Tensor& x_in, const WeightTaps& taps, in
           const int64_t rows = std::min(block_rows, C - c0);
           f.weight_transform_rows(taps, a0, a1, c0, rows, k0, width, u.data());
           for (int64_t xi = a0 * alpha; xi < a1 * alpha; ++xi)
-            product(count, width, rows, vp + xi * count * C + c0, C, u.data() + (xi - a0 * alpha) * rows * width,
-                    width, mp + xi * count * K + k0, K, /*accumulate=*/c0 > 0);
+            product(count, width, rows, vp + xi * count * C + c0 * count, rows,
+                    u.data() + (xi - a0 * alpha) * rows * width, width, mp + xi * count * K + k0, K,
+                    /*accumulate=*/c0 > 0);
         }
       }
     });
