@@ -176,6 +176,11 @@ TEST(MatmulF32, Conv1x1MatchesFloat64OnRandomShapes) {
   const at::Tensor half_weight = at::randn({4, 8, 1, 1}).to(at::kHalf);
   EXPECT_TRUE(tide::kernels::conv1x1_f32_supported(x, half_weight));
   EXPECT_THROW(tide::kernels::conv1x1_f32(x, half_weight), c10::Error);
+  // A 16-bit bias is widened, as the other kernels behind the same rule widen theirs: the float32 bias's result.
+  const at::Tensor w = at::randn({4, 8, 1, 1}), half_bias = at::randn({4}).to(at::kHalf);
+  ASSERT_TRUE(tide::kernels::conv1x1_f32_supported(x, w, half_bias));
+  EXPECT_TRUE(at::equal(tide::kernels::conv1x1_f32(x, w, half_bias),
+                        tide::kernels::conv1x1_f32(x, w, half_bias.to(at::kFloat))));
 }
 
 // The Conv2d module sends 1×1 convolutions on maps of at most 512 pixels to conv1x1_f32 (with channels_last and

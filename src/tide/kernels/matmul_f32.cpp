@@ -16,9 +16,10 @@ at::Tensor with_unit_stride(const at::Tensor& t) {
 
 bool cpu_float(const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; }
 
-// Undefined, or float32 [n].
-bool bias_of(const at::Tensor& bias, int64_t n) {
-  return !bias.defined() || (cpu_float(bias) && bias.dim() == 1 && bias.size(0) == n);
+// Undefined, or [n] on the CPU: float32, or with `any_floating` any floating type.
+bool bias_of(const at::Tensor& bias, int64_t n, bool any_floating = false) {
+  return !bias.defined() || ((any_floating ? bias.device().is_cpu() && bias.is_floating_point() : cpu_float(bias)) &&
+                             bias.dim() == 1 && bias.size(0) == n);
 }
 
 memory::desc described(const at::Tensor& t) { return memory::desc(dims_of(t.sizes()), dt::f32, dims_of(t.strides())); }
@@ -63,10 +64,11 @@ at::Tensor matmul_f32(const at::Tensor& a, const at::Tensor& b, const at::Tensor
 
 bool conv1x1_f32_supported(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   // Any floating weight dtype: callers widen a 16-bit weight for conv1x1_f32, so that a layer computes the same
-  // way whether its weight is stored in 16 or 32 bits.
+  // way whether its weight is stored in 16 or 32 bits. Any floating bias: widened here, as the direct and
+  // Winograd kernels widen theirs (the kernel rule, conv2d_forward_kernel, does not look at the bias).
   return cpu_float(x) && weight.device().is_cpu() && weight.is_floating_point() && x.dim() == 4 &&
          weight.dim() == 4 && weight.size(2) == 1 && weight.size(3) == 1 && x.size(1) == weight.size(1) &&
-         bias_of(bias, weight.size(0));
+         bias_of(bias, weight.size(0), /*any_floating=*/true);
 }
 
 bool conv1x1_as_matmul_pays_off(const at::Tensor& x) { return x.dim() == 4 && x.size(0) * x.size(2) * x.size(3) <= 512; }
@@ -78,7 +80,8 @@ at::Tensor conv1x1_f32(const at::Tensor& x, const at::Tensor& weight, const at::
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = weight.size(0);
   if (B * H * W == 0) return at::empty({B, K, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const at::Tensor pixels = x.contiguous(at::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1});  // [B, H, W, C], dense
-  const at::Tensor y = matmul_f32(pixels, weight.reshape({K, C}).t(), bias);                     // [B, H, W, K]
+  const at::Tensor bias_f32 = bias.defined() ? bias.to(at::kFloat) : bias;
+  const at::Tensor y = matmul_f32(pixels, weight.reshape({K, C}).t(), bias_f32);                 // [B, H, W, K]
   return y.view({B, H, W, K}).permute({0, 3, 1, 2});  // [B, K, H, W], channels last
 }
 

@@ -19,7 +19,7 @@ bool matmul_f32_supported(const at::Tensor& a, const at::Tensor& b, const at::Te
 at::Tensor conv1x1_f32(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {});
 
 // Whether conv1x1_f32 computes this convolution: float32 CPU x [B, C, H, W], weight [K, C, 1, 1] (any floating
-// dtype: callers widen a 16-bit weight to float32 first), bias undefined or float32 [K].
+// dtype: callers widen a 16-bit weight to float32 first), bias undefined or [K] of any floating dtype (widened).
 bool conv1x1_f32_supported(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {});
 
 // Whether a supported 1×1 convolution of x should take conv1x1_f32 rather than oneDNN's convolution: on maps of
