@@ -7,6 +7,7 @@
 
 #include "test_support.h"
 #include "tide/runtime/cpu_features.h"
+#include "tide/kernels/attention_avx512.h"
 #include "tide/kernels/attention_cpu.h"
 #include "tide/nn/attention.h"
 #include "tide/runtime/flop_counter.h"
@@ -30,8 +31,8 @@ TEST(BlockedAttention, MatchesPlainOnRandomShapes) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
   const Shape shapes[] = {{1, 1, 1, 1, 1},   {2, 8, 64, 64, 40}, {1, 3, 37, 77, 24}, {2, 5, 129, 77, 64},
                           {1, 2, 301, 300, 17}, {1, 1, 1000, 513, 160}, {2, 1, 70, 70, 512}};
-  if (!tide::runtime::has_cpu_feature("avx512vl"))
-    tide::testing::note_path_not_exercised("the AVX-512VL probs·v tile", "this CPU has no AVX-512VL");
+  if (!tide::kernels::attention_avx512_available())
+    tide::testing::note_path_not_exercised("the AVX-512 kernels", "this CPU has no AVX-512F (or DNNL_MAX_CPU_ISA caps it)");
   if (!tide::runtime::has_cpu_feature("avx2"))
     tide::testing::note_path_not_exercised("the AVX2 micro-kernels", "this CPU has no AVX2 (the plain fallback ran)");
   for (const auto& s : shapes) {
@@ -40,8 +41,8 @@ TEST(BlockedAttention, MatchesPlainOnRandomShapes) {
     const at::Tensor k = at::randn({s.b, s.lk, s.h, s.d}, gen).transpose(1, 2) * 3;  // peaky softmax
     const at::Tensor v = at::randn({s.b, s.lk, s.h, s.d}, gen).transpose(1, 2);
     const at::Tensor expected = plain_attention(q, k, v);
-    // Blocks that are and are not multiples of the 6-row and 4-row tiles; the AVX-512VL probs·v tile (where
-    // the CPU has it) and the AVX2 one.
+    // Blocks that are and are not multiples of the 6-row and 4-row tiles; the AVX-512 kernels (where the CPU
+    // has them) and the AVX2 ones.
     for (int64_t block : {0, 1, 7, 18, 30, 256}) {
       for (bool avx512 : {true, false}) {
         const at::Tensor got = tide::kernels::blocked_attention(q, k, v, block, avx512);

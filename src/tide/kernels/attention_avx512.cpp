@@ -1,0 +1,225 @@
+#include "tide/kernels/attention_avx512.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "tide/runtime/cpu_features.h"
+
+#if defined(__x86_64__)
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_ps(), which it then reports as (maybe) uninitialized
+// (GCC bug 105593, fixed in GCC 13).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include <immintrin.h>
+#define TIDE_X86 1
+#endif
+
+namespace tide::kernels {
+namespace {
+
+#ifdef TIDE_X86
+#define TIDE_AVX512 __attribute__((target("avx512f,avx2,fma")))
+
+const bool kHasAvx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+                        __builtin_cpu_supports("fma") && runtime::max_isa_allows_avx512();
+
+// The lanes of a panel's last vector that hold columns (`width` of them, 1 to 16).
+inline __mmask16 lanes(int64_t width) { return width >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << width) - 1); }
+
+// 16 floats from p; with Masked only the `last` lanes (the others 0, nothing read past them).
+template <bool Masked>
+TIDE_AVX512 __attribute__((always_inline)) inline __m512 load16(const float* p, __mmask16 last) {
+  if constexpr (Masked) return _mm512_maskz_loadu_ps(last, p);
+  else return _mm512_loadu_ps(p);
+}
+
+// C[R rows, 16·NV columns] (+)= A[R, k] · B[k, 16·NV]: R·NV accumulators in registers, B streamed row by row;
+// with Masked the last vector holds only the `last` lanes. With `row_max` (vectors, one per row) the rows'
+// new values are folded into it while they are still in registers (the scores' maxima for the softmax).
+template <int R, int NV, bool Masked, bool Accumulate>
+TIDE_AVX512 __attribute__((always_inline)) inline void tile(int64_t k, const float* a, int64_t lda, const float* b,
+                                                            int64_t ldb, float* c, int64_t ldc, __mmask16 last,
+                                                            __m512* row_max) {
+  __m512 acc[R][NV];
+  #pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+    #pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      acc[r][v] = !Accumulate               ? _mm512_setzero_ps()
+                  : (Masked && v == NV - 1) ? load16<true>(c + r * ldc + 16 * v, last)
+                                            : load16<false>(c + r * ldc + 16 * v, last);
+  for (int64_t p = 0; p < k; ++p) {
+    __m512 bv[NV];
+    #pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      bv[v] = (Masked && v == NV - 1) ? load16<true>(b + p * ldb + 16 * v, last) : load16<false>(b + p * ldb + 16 * v, last);
+    #pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r * lda + p]);
+      #pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+  }
+  #pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    #pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      if (Masked && v == NV - 1) _mm512_mask_storeu_ps(c + r * ldc + 16 * v, last, acc[r][v]);
+      else _mm512_storeu_ps(c + r * ldc + 16 * v, acc[r][v]);
+    }
+    if (row_max) {
+      __m512 m = row_max[r];
+      #pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v)
+        m = _mm512_mask_max_ps(m, (Masked && v == NV - 1) ? last : __mmask16(0xFFFF), m, acc[r][v]);
+      row_max[r] = m;
+    }
+  }
+}
+
+// All m rows of one column panel: R rows at a time, then a tile of R/2 rows, then single rows.
+template <int R, int NV, bool Masked, bool Accumulate>
+TIDE_AVX512 void panel(int64_t m, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                       int64_t ldc, __mmask16 last, __m512* row_max) {
+  auto at_row = [row_max](int64_t i) { return row_max ? row_max + i : nullptr; };
+  int64_t i = 0;
+  for (; i + R <= m; i += R)
+    tile<R, NV, Masked, Accumulate>(k, a + i * lda, lda, b, ldb, c + i * ldc, ldc, last, at_row(i));
+  if constexpr (R > 1)
+    if (m - i >= R / 2) {
+      tile<R / 2, NV, Masked, Accumulate>(k, a + i * lda, lda, b, ldb, c + i * ldc, ldc, last, at_row(i));
+      i += R / 2;
+    }
+  for (; i < m; ++i) tile<1, NV, Masked, Accumulate>(k, a + i * lda, lda, b, ldb, c + i * ldc, ldc, last, at_row(i));
+}
+
+// One panel of NV vectors, the last one full or masked; R·NV ≤ 24 accumulators of the 32 registers.
+template <int R, int NV, bool Accumulate>
+TIDE_AVX512 void panel_of_width(int64_t width, int64_t m, int64_t k, const float* a, int64_t lda, const float* b,
+                                int64_t ldb, float* c, int64_t ldc, __m512* row_max) {
+  if (width % 16 == 0) panel<R, NV, false, Accumulate>(m, k, a, lda, b, ldb, c, ldc, 0xFFFF, row_max);
+  else panel<R, NV, true, Accumulate>(m, k, a, lda, b, ldb, c, ldc, lanes(width % 16), row_max);
+}
+
+// C[m, n] (+)= A[m, k] · B[k, n] in column panels of up to 16·kWidest columns. The scores take panels of 48
+// (8 × 48 tiles: 116 GFLOP/s on one core at 4096 tokens, against 110 for 6 × 64 and 93 for 12 × 32, whose 12
+// broadcasts per 24 FMAs crowd the load ports), probs·v up to 64 (the head dimension: 40 is one masked panel of 48).
+template <int kWidest, bool Accumulate>
+TIDE_AVX512 void gemm512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                         float* c, int64_t ldc, __m512* row_max) {
+  for (int64_t j = 0; j < n;) {
+    const int64_t width = std::min<int64_t>(n - j, 16 * kWidest);
+    switch ((width + 15) / 16) {
+      case 4: panel_of_width<6, 4, Accumulate>(width, m, k, a, lda, b + j, ldb, c + j, ldc, row_max); break;
+      case 3: panel_of_width<8, 3, Accumulate>(width, m, k, a, lda, b + j, ldb, c + j, ldc, row_max); break;
+      case 2: panel_of_width<12, 2, Accumulate>(width, m, k, a, lda, b + j, ldb, c + j, ldc, row_max); break;
+      default: panel_of_width<12, 1, Accumulate>(width, m, k, a, lda, b + j, ldb, c + j, ldc, row_max); break;
+    }
+    j += width;
+  }
+}
+
+// exp for x ≤ 0 as kernels/exp_avx2.h computes it (Cephes' expf), 16 lanes; the power of two by vscalefps.
+TIDE_AVX512 inline __m512 exp_nonpositive16(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 fx = _mm512_roundscale_ps(
+      _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(y, fx);
+}
+
+TIDE_AVX512 void scores(int64_t m, int64_t n, int64_t k, const float* q, int64_t ldq, const float* kt, int64_t ldk,
+                        float* out, int64_t lds, float* row_max) {
+  if (!row_max) return gemm512<3, false>(m, n, k, q, ldq, kt, ldk, out, lds, nullptr);
+  constexpr int64_t kRows = 256;  // row maxima kept as vectors for this many rows at a time (16 KiB)
+  __m512 max_vectors[kRows];
+  for (int64_t i0 = 0; i0 < m; i0 += kRows) {
+    const int64_t rows = std::min(kRows, m - i0);
+    for (int64_t r = 0; r < rows; ++r) max_vectors[r] = _mm512_set1_ps(row_max[i0 + r]);
+    gemm512<3, false>(rows, n, k, q + i0 * ldq, ldq, kt, ldk, out + i0 * lds, lds, max_vectors);
+    for (int64_t r = 0; r < rows; ++r) row_max[i0 + r] = _mm512_reduce_max_ps(max_vectors[r]);
+  }
+}
+
+TIDE_AVX512 float exp_row(float* x, int64_t n, float max) {
+  const __m512 m = _mm512_set1_ps(max);
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512 e0 = exp_nonpositive16(_mm512_sub_ps(_mm512_loadu_ps(x + i), m));
+    const __m512 e1 = exp_nonpositive16(_mm512_sub_ps(_mm512_loadu_ps(x + i + 16), m));
+    _mm512_storeu_ps(x + i, e0);
+    _mm512_storeu_ps(x + i + 16, e1);
+    s0 = _mm512_add_ps(s0, e0);
+    s1 = _mm512_add_ps(s1, e1);
+  }
+  for (; i < n; i += 16) {  // the last 16 or fewer (77 text tokens leave 13): lanes past n read as the max, added as 0
+    const __mmask16 live = lanes(n - i);
+    const __m512 e = exp_nonpositive16(_mm512_sub_ps(_mm512_mask_loadu_ps(m, live, x + i), m));
+    _mm512_mask_storeu_ps(x + i, live, e);
+    s0 = _mm512_mask_add_ps(s0, live, s0, e);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+TIDE_AVX512 void probs_v(int64_t m, int64_t n, int64_t k, const float* p, int64_t ldp, const float* v, int64_t ldv,
+                         float* out, int64_t ldo, bool accumulate) {
+  if (accumulate) gemm512<4, true>(m, n, k, p, ldp, v, ldv, out, ldo, nullptr);
+  else gemm512<4, false>(m, n, k, p, ldp, v, ldv, out, ldo, nullptr);
+}
+
+#undef TIDE_AVX512
+#endif
+
+[[noreturn]] void unavailable() { throw std::logic_error("attention_avx512: needs a CPU with AVX-512F"); }
+
+}  // namespace
+
+bool attention_avx512_available() {
+#ifdef TIDE_X86
+  return kHasAvx512;
+#else
+  return false;
+#endif
+}
+
+void attention_scores_avx512(int64_t m, int64_t n, int64_t k, const float* q, int64_t ldq, const float* kt,
+                             int64_t ldk, float* scores_out, int64_t lds, float* row_max) {
+#ifdef TIDE_X86
+  if (!kHasAvx512) unavailable();
+  scores(m, n, k, q, ldq, kt, ldk, scores_out, lds, row_max);
+#else
+  unavailable();
+#endif
+}
+
+float attention_exp_row_avx512(float* x, int64_t n, float max) {
+#ifdef TIDE_X86
+  if (!kHasAvx512) unavailable();
+  return exp_row(x, n, max);
+#else
+  unavailable();
+#endif
+}
+
+void attention_probs_v_avx512(int64_t m, int64_t n, int64_t k, const float* p, int64_t ldp, const float* v,
+                              int64_t ldv, float* out, int64_t ldo, bool accumulate) {
+#ifdef TIDE_X86
+  if (!kHasAvx512) unavailable();
+  probs_v(m, n, k, p, ldp, v, ldv, out, ldo, accumulate);
+#else
+  unavailable();
+#endif
+}
+
+}  // namespace tide::kernels
