@@ -107,8 +107,10 @@ TEST(WinogradConv, FewTilesKernelMatchesConv2dOnRandomShapes) {
 // multiple of 4 (partial tiles), channel counts that leave a scalar tail in every transform (input channels,
 // output channels and the weight's rows not multiples of 8), groups of tiles (7 at a time and the default);
 // forward and input gradient. Its transforms multiply by up to 8 and its points ±2 lose more bits, so it is held
-// to 48× libtorch's own float32 error against float64 (measured: up to 33× on these shapes; F(2×2): 4×) and to
-// 3·10⁻⁵ of the output's largest value (measured: up to 1.1·10⁻⁵).
+// to 64× libtorch's own float32 error against float64 and to 3·10⁻⁵ of the output's largest value (measured: up
+// to 1.1·10⁻⁵ on every CPU so far). libtorch's error, the yardstick, depends on the path libtorch takes on the
+// CPU: the same kernel errors came to up to 33× of it on an AVX2 EPYC and up to 48.4× (one input gradient) on
+// an AVX512-VNNI Xeon, whose libtorch convolutions round less; F(2×2): 4×.
 TEST(WinogradConv, F4x4TilesMatchConv2dOnRandomShapes) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(11);
   const ConvShape shapes[] = {{1, 1, 1, 1, 1},     {1, 3, 5, 2, 2},     {2, 4, 6, 7, 9},      {1, 17, 12, 13, 8},
@@ -145,7 +147,7 @@ TEST(WinogradConv, F4x4TilesMatchConv2dOnRandomShapes) {
           const double error = tide::testing::max_abs_diff(got, exact);
           worst_ratio = std::max(worst_ratio, error / (direct_error + 1e-7));
           worst_relative = std::max(worst_relative, error / exact.abs().max().item<double>());
-          EXPECT_LT(error, 48 * direct_error + 1e-6) << "n=" << s.n << " c=" << s.c << " k=" << s.k << " h=" << s.h
+          EXPECT_LT(error, 64 * direct_error + 1e-6) << "n=" << s.n << " c=" << s.c << " k=" << s.k << " h=" << s.h
                                                      << " w=" << s.w << " threads=" << threads << " layout=" << layout
                                                      << " group=" << group;
           EXPECT_LT(error, 3e-5 * exact.abs().max().item<double>());
@@ -157,7 +159,7 @@ TEST(WinogradConv, F4x4TilesMatchConv2dOnRandomShapes) {
           worst_ratio = std::max(worst_ratio, grad_error / (grad_direct_error + 1e-7));
           worst_relative = std::max(worst_relative, grad_error / grad_exact.abs().max().item<double>());
           EXPECT_LT(grad_error, 3e-5 * grad_exact.abs().max().item<double>());
-          EXPECT_LT(grad_error, 48 * grad_direct_error + 1e-6)
+          EXPECT_LT(grad_error, 64 * grad_direct_error + 1e-6)
               << "input gradient: n=" << s.n << " c=" << s.c << " k=" << s.k << " h=" << s.h << " w=" << s.w
               << " threads=" << threads << " layout=" << layout;
         }
