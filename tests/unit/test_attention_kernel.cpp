@@ -7,8 +7,8 @@
 
 #include "test_support.h"
 #include "tide/runtime/cpu_features.h"
-#include "tide/kernels/attention_avx512.h"
 #include "tide/kernels/attention_cpu.h"
+#include "tide/kernels/gemm_avx512.h"
 #include "tide/nn/attention.h"
 #include "tide/runtime/flop_counter.h"
 #include "tide/runtime/optimizations.h"
@@ -31,7 +31,7 @@ TEST(BlockedAttention, MatchesPlainOnRandomShapes) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
   const Shape shapes[] = {{1, 1, 1, 1, 1},   {2, 8, 64, 64, 40}, {1, 3, 37, 77, 24}, {2, 5, 129, 77, 64},
                           {1, 2, 301, 300, 17}, {1, 1, 1000, 513, 160}, {2, 1, 70, 70, 512}};
-  if (!tide::kernels::attention_avx512_available())
+  if (!tide::kernels::gemm_avx512_available())
     tide::testing::note_path_not_exercised("the AVX-512 kernels", "this CPU has no AVX-512F (or DNNL_MAX_CPU_ISA caps it)");
   if (!tide::runtime::has_cpu_feature("avx2"))
     tide::testing::note_path_not_exercised("the AVX2 micro-kernels", "this CPU has no AVX2 (the plain fallback ran)");

@@ -1,7 +1,7 @@
 #include "tide/kernels/attention_cpu.h"
 
-#include "tide/kernels/attention_avx512.h"
 #include "tide/kernels/exp_avx2.h"
+#include "tide/kernels/gemm_avx512.h"
 #include "tide/kernels/gemm_cpu.h"
 
 #include <ATen/Parallel.h>
@@ -136,8 +136,8 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
 #else
   const bool own_gemm = false;
 #endif
-  // 512-bit vectors where the CPU has them (kernels/attention_avx512.h): 1.7× the AVX2 kernels at 4096 tokens.
-  const bool zmm = own_gemm && allow_avx512 && attention_avx512_available();
+  // 512-bit vectors where the CPU has them (kernels/gemm_avx512.h): 1.7× the AVX2 kernels at 4096 tokens.
+  const bool zmm = own_gemm && allow_avx512 && gemm_avx512_available();
   // ~384 KB of scores per strip: stays in L2 between the two products. A multiple of the 6-row tile.
   constexpr int64_t kMaxBlock = 252;
   const int64_t auto_block = std::max<int64_t>(6, (98304 / Lk) / 6 * 6);
@@ -175,20 +175,17 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
       if (own_gemm) {
 #ifdef TIDE_X86
         std::fill(row_max, row_max + rows, -std::numeric_limits<float>::infinity());
-        if (zmm) attention_scores_avx512(rows, Lk, d, qb, qs.stride(2), ktb, Lk, strip, Lk, row_max);  // scores [rows, Lk]
+        if (zmm) gemm_row_max_f32_avx512(rows, Lk, d, qb, qs.stride(2), ktb, Lk, strip, Lk, row_max);  // scores [rows, Lk]
         else gemm_row_max_f32(rows, Lk, d, qb, qs.stride(2), ktb, Lk, strip, Lk, row_max);
         for (int64_t r = 0; r < rows; ++r)
-          inv_sum[r] = 1.0f / (zmm ? attention_exp_row_avx512(strip + r * Lk, Lk, row_max[r])
+          inv_sum[r] = 1.0f / (zmm ? exp_row_avx512(strip + r * Lk, Lk, row_max[r])
                                    : exp_row_avx2(strip + r * Lk, Lk, row_max[r]));
         for (int64_t k0 = 0; k0 < Lk; k0 += key_block) {
           const int64_t kn = std::min(key_block, Lk - k0);
           const float* pk = strip + k0;
           const float* vk = vb + k0 * v.stride(2);
-          if (zmm)  // out [rows, d]
-            attention_probs_v_avx512(rows, d, kn, pk, Lk, vk, v.stride(2), ob, ldo, /*accumulate=*/k0 > 0);
-          else
-            gemm_f32(rows, d, kn, pk, Lk, vk, v.stride(2), ob, ldo, /*accumulate=*/k0 > 0, allow_avx512,
-                     /*transpose_a=*/false, /*tall_tiles=*/true);
+          gemm_f32(rows, d, kn, pk, Lk, vk, v.stride(2), ob, ldo, /*accumulate=*/k0 > 0, allow_avx512,
+                   /*transpose_a=*/false, /*tall_tiles=*/true);  // out [rows, d]
         }
 #endif
       } else {
@@ -245,8 +242,8 @@ __attribute__((target("avx2,fma"))) void softmax_grad_row_avx2(const float* p, f
 }
 
 // The AVX2 path: one head's strip at a time, its probabilities and dS in a per-thread buffer, the products
-// in the forward's register-tiled micro-kernels (with `wide`, the scores, their exp and dS·k in its 512-bit
-// ones where the CPU has AVX-512; the transposed products in the AVX-512VL tiles). A task is one head, or with fewer heads than threads a
+// in the forward's register-tiled micro-kernels (with `wide`, in 512-bit vectors where the CPU has AVX-512,
+// the transposed products in the AVX-512VL tiles). A task is one head, or with fewer heads than threads a
 // chunk of a head's strips with its own dk/dv partial sums (`dk_parts`, `dv_parts` [chunks, B·H, Lk, d],
 // zeros), so that no two threads add into the same rows.
 void backward_avx2(const at::Tensor& qs, const at::Tensor& k3, const at::Tensor& v3, const at::Tensor& dout,
@@ -262,7 +259,7 @@ void backward_avx2(const at::Tensor& qs, const at::Tensor& k3, const at::Tensor&
   float* dvp = dv_parts.defined() ? dv_parts.data_ptr<float>() : nullptr;
   const int64_t strips = (Lq + rows - 1) / rows;
   const int64_t key_block = std::max<int64_t>(64, 32768 / (4 * d));  // as in the forward's probs·v
-  const bool zmm = wide && attention_avx512_available();             // as in the forward
+  const bool zmm = wide && gemm_avx512_available();             // as in the forward
 
   const int64_t tasks = BH * chunks;
   std::atomic<int64_t> next{0};
@@ -281,26 +278,21 @@ void backward_avx2(const at::Tensor& qs, const at::Tensor& k3, const at::Tensor&
         const float* q_s = qp + (bh * Lq + i0) * d;  // [n, d], scaled
         const float* do_s = dop + (bh * Lq + i0) * d;
         std::fill(row_max.begin(), row_max.begin() + n, -std::numeric_limits<float>::infinity());
-        if (zmm) attention_scores_avx512(n, Lk, d, q_s, d, ktb, Lk, p, Lk, row_max.data());  // S [n, Lk]
+        if (zmm) gemm_row_max_f32_avx512(n, Lk, d, q_s, d, ktb, Lk, p, Lk, row_max.data());  // S [n, Lk]
         else gemm_row_max_f32(n, Lk, d, q_s, d, ktb, Lk, p, Lk, row_max.data());
         for (int64_t r = 0; r < n; ++r)
-          scale_row_avx2(p + r * Lk, Lk, 1.0f / (zmm ? attention_exp_row_avx512(p + r * Lk, Lk, row_max[r])
+          scale_row_avx2(p + r * Lk, Lk, 1.0f / (zmm ? exp_row_avx512(p + r * Lk, Lk, row_max[r])
                                                      : exp_row_avx2(p + r * Lk, Lk, row_max[r])));
         if (dvb)  // dV += Pᵀ·dO_s
           gemm_f32(Lk, d, n, p, Lk, do_s, d, dvb, d, true, wide, /*transpose_a=*/true, /*tall_tiles=*/true);
         if (!dqp && !dkb) continue;
-        if (zmm) attention_scores_avx512(n, Lk, d, do_s, d, vtb, Lk, ds, Lk, nullptr);  // dP = dO_s·vᵀ [n, Lk]
+        if (zmm) gemm_row_max_f32_avx512(n, Lk, d, do_s, d, vtb, Lk, ds, Lk, nullptr);  // dP = dO_s·vᵀ [n, Lk]
         else gemm_row_max_f32(n, Lk, d, do_s, d, vtb, Lk, ds, Lk, nullptr);
         for (int64_t r = 0; r < n; ++r) softmax_grad_row_avx2(p + r * Lk, ds + r * Lk, Lk, deltap[bh * Lq + i0 + r]);
         if (dqp)  // dQ_s += dS·k in key blocks whose rows of k stay in L1 (zeros first; the scale at the end)
-          for (int64_t k0 = 0; k0 < Lk; k0 += key_block) {
-            if (zmm)
-              attention_probs_v_avx512(n, d, std::min(key_block, Lk - k0), ds + k0, Lk, kb + k0 * d, d,
-                                       dqp + (bh * Lq + i0) * d, d, /*accumulate=*/true);
-            else
-              gemm_f32(n, d, std::min(key_block, Lk - k0), ds + k0, Lk, kb + k0 * d, d, dqp + (bh * Lq + i0) * d, d,
-                       /*accumulate=*/true, wide, /*transpose_a=*/false, /*tall_tiles=*/true);
-          }
+          for (int64_t k0 = 0; k0 < Lk; k0 += key_block)
+            gemm_f32(n, d, std::min(key_block, Lk - k0), ds + k0, Lk, kb + k0 * d, d, dqp + (bh * Lq + i0) * d, d,
+                     /*accumulate=*/true, wide, /*transpose_a=*/false, /*tall_tiles=*/true);
         if (dkb)  // dK += dSᵀ·q_s
           gemm_f32(Lk, d, n, ds, Lk, q_s, d, dkb, d, true, wide, /*transpose_a=*/true, /*tall_tiles=*/true);
       }

@@ -2,7 +2,7 @@
 // full [B·H, Lq, Lk] score tensor is never materialized (plain attention writes and re-reads 1 GB of
 // scores per call at SD 1.5's 64×64 level). Each strip's scores stay in L2; the two matrix products run in
 // register-blocked AVX2/FMA micro-kernels (the scores' row maxima taken while still in registers), the
-// softmax in an AVX2 loop; on CPUs with AVX-512 all three in 512-bit vectors (kernels/attention_avx512.h).
+// softmax in an AVX2 loop; on CPUs with AVX-512 all three in 512-bit vectors (kernels/gemm_avx512.h).
 // Strips of all batch × head × query blocks are handed to the threads one at a time. Without AVX2: BLAS for the products. The backward (blocked_attention_backward) recomputes the
 // probabilities strip by strip the same way; kernels/attention_autograd.h makes the pair differentiable.
 #pragma once

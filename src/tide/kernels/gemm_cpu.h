@@ -10,8 +10,8 @@ namespace tide::kernels {
 // True on x86 CPUs with AVX2 and FMA, where the functions below may be called.
 bool gemm_f32_available();
 
-// C[m, n] = A[m, k] · B[k, n], or C += A · B with `accumulate`. `allow_avx512`: use the AVX-512VL tile
-// where the CPU has it (false: only the AVX2 tiles, e.g. to test both). `transpose_a`: A is stored as
+// C[m, n] = A[m, k] · B[k, n], or C += A · B with `accumulate`. `allow_avx512`: where the CPU has AVX-512, the
+// 512-bit tiles of gemm_avx512.h (Aᵀ: the AVX-512VL tile); false: only the AVX2 tiles, e.g. to test both. `transpose_a`: A is stored as
 // Aᵀ [k, m] (element (i, p) at a[p·lda + i]), read that way without a transposed copy. `tall_tiles`: AVX2
 // register tiles of 4 rows × 24 columns before 2 × 40 ones, each loaded row of B then feeding 4 rows of A
 // (attention's products with the head dimension as columns, 40 in SD 1.5: forward and backward 1.1× faster;

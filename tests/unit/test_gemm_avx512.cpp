@@ -1,4 +1,4 @@
-// The 512-bit attention kernels (scores with their row maxima, exp of a row, probs·v) against float64 loops on
+// The 512-bit kernels (products with and without row maxima, exp of a row) against float64 loops on
 // random inputs: widths that fill no vector, one, or a masked last one; row counts that leave partial tiles;
 // leading dimensions wider than the rows, with what lies past a row left untouched.
 #include <gtest/gtest.h>
@@ -8,11 +8,11 @@
 #include <random>
 #include <vector>
 
-#include "tide/kernels/attention_avx512.h"
+#include "tide/kernels/gemm_avx512.h"
 
 namespace {
 
-using tide::kernels::attention_avx512_available;
+using tide::kernels::gemm_avx512_available;
 
 std::vector<float> random_floats(size_t n, std::mt19937& gen, float scale = 1.0f) {
   std::normal_distribution<float> normal(0.0f, scale);
@@ -33,8 +33,8 @@ std::vector<double> product64(int64_t m, int64_t n, int64_t k, const float* a, i
 
 constexpr float kSentinel = 12345.0f;  // what lies past each row of an output; must survive
 
-TEST(AttentionAvx512, ScoresAndRowMaximaMatchFloat64) {
-  if (!attention_avx512_available()) GTEST_SKIP() << "this CPU has no AVX-512F (or DNNL_MAX_CPU_ISA caps it)";
+TEST(GemmAvx512, RowMaxProductMatchesFloat64) {
+  if (!gemm_avx512_available()) GTEST_SKIP() << "this CPU has no AVX-512F (or DNNL_MAX_CPU_ISA caps it)";
   std::mt19937 gen(7);
   for (int64_t m : {1, 5, 8, 13, 24, 37})
     for (int64_t n : {1, 7, 16, 17, 48, 77, 100, 301})
@@ -45,7 +45,7 @@ TEST(AttentionAvx512, ScoresAndRowMaximaMatchFloat64) {
         // Some rows start with a maximum above every score (kept), the others at -inf.
         std::vector<float> row_max(m);
         for (int64_t i = 0; i < m; ++i) row_max[i] = i % 3 == 2 ? 1e6f : -std::numeric_limits<float>::infinity();
-        tide::kernels::attention_scores_avx512(m, n, k, q.data(), ldq, kt.data(), ldk, s.data(), lds, row_max.data());
+        tide::kernels::gemm_row_max_f32_avx512(m, n, k, q.data(), ldq, kt.data(), ldk, s.data(), lds, row_max.data());
         const auto want = product64(m, n, k, q.data(), ldq, kt.data(), ldk);
         for (int64_t i = 0; i < m; ++i) {
           double max = i % 3 == 2 ? 1e6 : -INFINITY;
@@ -59,13 +59,13 @@ TEST(AttentionAvx512, ScoresAndRowMaximaMatchFloat64) {
         }
         // Without row maxima: the same scores.
         std::vector<float> s2(m * lds, kSentinel);
-        tide::kernels::attention_scores_avx512(m, n, k, q.data(), ldq, kt.data(), ldk, s2.data(), lds, nullptr);
+        tide::kernels::gemm_row_max_f32_avx512(m, n, k, q.data(), ldq, kt.data(), ldk, s2.data(), lds, nullptr);
         ASSERT_EQ(s2, s);
       }
 }
 
-TEST(AttentionAvx512, ExpRowMatchesStdExpAndSums) {
-  if (!attention_avx512_available()) GTEST_SKIP() << "this CPU has no AVX-512F (or DNNL_MAX_CPU_ISA caps it)";
+TEST(GemmAvx512, ExpRowMatchesStdExpAndSums) {
+  if (!gemm_avx512_available()) GTEST_SKIP() << "this CPU has no AVX-512F (or DNNL_MAX_CPU_ISA caps it)";
   std::mt19937 gen(11);
   std::uniform_real_distribution<float> scores(-30.0f, 5.0f);
   for (int64_t n : {1, 13, 16, 17, 31, 32, 33, 77, 1000, 4096}) {
@@ -75,7 +75,7 @@ TEST(AttentionAvx512, ExpRowMatchesStdExpAndSums) {
     float max = -INFINITY;
     for (int64_t i = 0; i < n; ++i) max = std::max(max, x[i]);
     const std::vector<float> before = x;
-    const float sum = tide::kernels::attention_exp_row_avx512(x.data(), n, max);
+    const float sum = tide::kernels::exp_row_avx512(x.data(), n, max);
     double want_sum = 0;
     for (int64_t i = 0; i < n; ++i) {
       const double want = std::exp(double(before[i] - max));  // the difference rounded to float, as the kernel has it
@@ -89,12 +89,13 @@ TEST(AttentionAvx512, ExpRowMatchesStdExpAndSums) {
   }
 }
 
-TEST(AttentionAvx512, ProbsTimesValuesMatchFloat64) {
-  if (!attention_avx512_available()) GTEST_SKIP() << "this CPU has no AVX-512F (or DNNL_MAX_CPU_ISA caps it)";
+TEST(GemmAvx512, ProductMatchesFloat64) {
+  if (!gemm_avx512_available()) GTEST_SKIP() << "this CPU has no AVX-512F (or DNNL_MAX_CPU_ISA caps it)";
   std::mt19937 gen(5);
-  for (int64_t m : {1, 3, 8, 12, 25})
-    for (int64_t n : {1, 8, 17, 40, 64, 80, 100, 160})  // head dimensions (SD: 40, 64, 80, 160) and odd ones
-      for (int64_t k : {1, 77, 256})
+  for (int64_t m : {1, 3, 8, 12, 13, 25})
+    // Head dimensions (SD: 40, 64, 80, 160), Winograd's 32-column panels, and odd widths.
+    for (int64_t n : {1, 8, 17, 32, 40, 48, 64, 80, 100, 160})
+      for (int64_t k : {1, 77, 80, 256})
         for (bool accumulate : {false, true}) {
           const int64_t ldp = k + 1, ldv = n + 4, ldo = n + 3;
           const auto p = random_floats(m * ldp, gen), v = random_floats(k * ldv, gen);
@@ -103,7 +104,7 @@ TEST(AttentionAvx512, ProbsTimesValuesMatchFloat64) {
           if (accumulate)
             for (int64_t i = 0; i < m; ++i)
               for (int64_t j = 0; j < n; ++j) start[i * n + j] = out[i * ldo + j] = float(i - j) * 0.25f;
-          tide::kernels::attention_probs_v_avx512(m, n, k, p.data(), ldp, v.data(), ldv, out.data(), ldo, accumulate);
+          tide::kernels::gemm_f32_avx512(m, n, k, p.data(), ldp, v.data(), ldv, out.data(), ldo, accumulate);
           const auto want = product64(m, n, k, p.data(), ldp, v.data(), ldv);
           for (int64_t i = 0; i < m; ++i) {
             for (int64_t j = 0; j < n; ++j)
