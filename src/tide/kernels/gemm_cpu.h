@@ -1,7 +1,7 @@
 // Single-threaded float32 matrix products for kernels that run them from their own worker threads
 // (blocked attention, Winograd convolution): BLAS called from many threads at once contends on its
-// internal buffers and thread pool, badly on a busy machine. Register-blocked AVX2/FMA tiles, and a taller
-// tile where AVX-512VL gives 32 vector registers. All matrices are row-major with unit stride along rows.
+// internal buffers and thread pool, badly on a busy machine. Register-blocked AVX2/FMA tiles, a taller
+// tile where AVX-512VL gives 32 vector registers, and 512-bit tiles (gemm_avx512.h) where the CPU has AVX-512F. All matrices are row-major with unit stride along rows.
 #pragma once
 #include <cstdint>
 
