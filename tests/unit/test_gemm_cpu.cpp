@@ -81,8 +81,9 @@ TEST(GemmCpu, MatchesMatmulOnRandomShapes) {
 }
 
 // The scores' product: C = A·B and each row's maximum taken with the values still in registers, for every column
-// count from one to past two 16-column panels (the last n % 8 columns through a masked vector), the columns of C
-// past n (another row's, in attention's strip) left untouched, a row maximum above the row's values kept.
+// count from one to past two 16-column panels (the last n % 8 columns through a masked vector), in the AVX2 tiles
+// and, where the CPU has them, the 512-bit ones; the columns of C past n (another row's, in attention's strip)
+// left untouched, a row maximum above the row's values kept.
 TEST(GemmCpu, RowMaxProductOnRandomShapes) {
   if (!tide::kernels::gemm_f32_available()) GTEST_SKIP() << "this CPU has no AVX2/FMA: the kernels are not used";
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(4);
@@ -93,17 +94,20 @@ TEST(GemmCpu, RowMaxProductOnRandomShapes) {
         const at::Tensor product = at::mm(a.to(at::kDouble), b.to(at::kDouble));
         const int64_t ldc = n + 3;
         const at::Tensor c0 = at::randn({m, ldc}, gen);
-        at::Tensor c = c0.clone();
-        std::vector<float> row_max(m, -std::numeric_limits<float>::infinity());
-        row_max[0] = 1e6f;  // already above every value of row 0
-        tide::kernels::gemm_row_max_f32(m, n, k, a.data_ptr<float>(), k, b.data_ptr<float>(), n, c.data_ptr<float>(), ldc,
-                                        row_max.data());
-        const std::string what = "m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k);
-        EXPECT_LT(tide::testing::max_abs_diff(c.narrow(1, 0, n), product), 1e-4) << what;
-        EXPECT_TRUE(at::equal(c.narrow(1, n, 3), c0.narrow(1, n, 3))) << what << ": columns past n written";
-        EXPECT_EQ(row_max[0], 1e6f) << what;
-        for (int64_t i = 1; i < m; ++i)
-          EXPECT_EQ(row_max[i], c[i].narrow(0, 0, n).max().item<float>()) << what << " row " << i;
+        for (const bool avx512 : {false, true}) {
+          at::Tensor c = c0.clone();
+          std::vector<float> row_max(m, -std::numeric_limits<float>::infinity());
+          row_max[0] = 1e6f;  // already above every value of row 0
+          tide::kernels::gemm_row_max_f32(m, n, k, a.data_ptr<float>(), k, b.data_ptr<float>(), n, c.data_ptr<float>(), ldc,
+                                          row_max.data(), avx512);
+          const std::string what = "m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) +
+                                   (avx512 ? " avx512 allowed" : "");
+          EXPECT_LT(tide::testing::max_abs_diff(c.narrow(1, 0, n), product), 1e-4) << what;
+          EXPECT_TRUE(at::equal(c.narrow(1, n, 3), c0.narrow(1, n, 3))) << what << ": columns past n written";
+          EXPECT_EQ(row_max[0], 1e6f) << what;
+          for (int64_t i = 1; i < m; ++i)
+            EXPECT_EQ(row_max[i], c[i].narrow(0, 0, n).max().item<float>()) << what << " row " << i;
+        }
       }
     }
   }

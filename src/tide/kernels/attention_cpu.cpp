@@ -91,6 +91,12 @@ __attribute__((target("avx2,fma"))) float exp_row_avx2(float* x, int64_t n, floa
   }
   return hsum(_mm256_add_ps(vs0, vs1));
 }
+
+// exp(x - max) in place over a row, its sum returned: in 512-bit vectors where allowed and the CPU has them
+// (kernels/gemm_avx512.h; with the scores' and probs·v's 512-bit tiles, 1.7× the AVX2 kernels at 4096 tokens).
+float exp_row(float* x, int64_t n, float max, bool allow_avx512) {
+  return allow_avx512 && gemm_avx512_available() ? exp_row_avx512(x, n, max) : exp_row_avx2(x, n, max);
+}
 #endif
 
 float softmax_row(float* x, int64_t n) {
@@ -136,8 +142,6 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
 #else
   const bool own_gemm = false;
 #endif
-  // 512-bit vectors where the CPU has them (kernels/gemm_avx512.h): 1.7× the AVX2 kernels at 4096 tokens.
-  const bool zmm = own_gemm && allow_avx512 && gemm_avx512_available();
   // ~384 KB of scores per strip: stays in L2 between the two products. A multiple of the 6-row tile.
   constexpr int64_t kMaxBlock = 252;
   const int64_t auto_block = std::max<int64_t>(6, (98304 / Lk) / 6 * 6);
@@ -175,11 +179,9 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
       if (own_gemm) {
 #ifdef TIDE_X86
         std::fill(row_max, row_max + rows, -std::numeric_limits<float>::infinity());
-        if (zmm) gemm_row_max_f32_avx512(rows, Lk, d, qb, qs.stride(2), ktb, Lk, strip, Lk, row_max);  // scores [rows, Lk]
-        else gemm_row_max_f32(rows, Lk, d, qb, qs.stride(2), ktb, Lk, strip, Lk, row_max);
-        for (int64_t r = 0; r < rows; ++r)
-          inv_sum[r] = 1.0f / (zmm ? exp_row_avx512(strip + r * Lk, Lk, row_max[r])
-                                   : exp_row_avx2(strip + r * Lk, Lk, row_max[r]));
+        // scores [rows, Lk]
+        gemm_row_max_f32(rows, Lk, d, qb, qs.stride(2), ktb, Lk, strip, Lk, row_max, allow_avx512);
+        for (int64_t r = 0; r < rows; ++r) inv_sum[r] = 1.0f / exp_row(strip + r * Lk, Lk, row_max[r], allow_avx512);
         for (int64_t k0 = 0; k0 < Lk; k0 += key_block) {
           const int64_t kn = std::min(key_block, Lk - k0);
           const float* pk = strip + k0;
@@ -259,7 +261,6 @@ void backward_avx2(const at::Tensor& qs, const at::Tensor& k3, const at::Tensor&
   float* dvp = dv_parts.defined() ? dv_parts.data_ptr<float>() : nullptr;
   const int64_t strips = (Lq + rows - 1) / rows;
   const int64_t key_block = std::max<int64_t>(64, 32768 / (4 * d));  // as in the forward's probs·v
-  const bool zmm = wide && gemm_avx512_available();             // as in the forward
 
   const int64_t tasks = BH * chunks;
   std::atomic<int64_t> next{0};
@@ -278,16 +279,12 @@ void backward_avx2(const at::Tensor& qs, const at::Tensor& k3, const at::Tensor&
         const float* q_s = qp + (bh * Lq + i0) * d;  // [n, d], scaled
         const float* do_s = dop + (bh * Lq + i0) * d;
         std::fill(row_max.begin(), row_max.begin() + n, -std::numeric_limits<float>::infinity());
-        if (zmm) gemm_row_max_f32_avx512(n, Lk, d, q_s, d, ktb, Lk, p, Lk, row_max.data());  // S [n, Lk]
-        else gemm_row_max_f32(n, Lk, d, q_s, d, ktb, Lk, p, Lk, row_max.data());
-        for (int64_t r = 0; r < n; ++r)
-          scale_row_avx2(p + r * Lk, Lk, 1.0f / (zmm ? exp_row_avx512(p + r * Lk, Lk, row_max[r])
-                                                     : exp_row_avx2(p + r * Lk, Lk, row_max[r])));
+        gemm_row_max_f32(n, Lk, d, q_s, d, ktb, Lk, p, Lk, row_max.data(), wide);  // S [n, Lk]
+        for (int64_t r = 0; r < n; ++r) scale_row_avx2(p + r * Lk, Lk, 1.0f / exp_row(p + r * Lk, Lk, row_max[r], wide));
         if (dvb)  // dV += Pᵀ·dO_s
           gemm_f32(Lk, d, n, p, Lk, do_s, d, dvb, d, true, wide, /*transpose_a=*/true, /*tall_tiles=*/true);
         if (!dqp && !dkb) continue;
-        if (zmm) gemm_row_max_f32_avx512(n, Lk, d, do_s, d, vtb, Lk, ds, Lk, nullptr);  // dP = dO_s·vᵀ [n, Lk]
-        else gemm_row_max_f32(n, Lk, d, do_s, d, vtb, Lk, ds, Lk, nullptr);
+        gemm_row_max_f32(n, Lk, d, do_s, d, vtb, Lk, ds, Lk, nullptr, wide);  // dP = dO_s·vᵀ [n, Lk]
         for (int64_t r = 0; r < n; ++r) softmax_grad_row_avx2(p + r * Lk, ds + r * Lk, Lk, deltap[bh * Lq + i0 + r]);
         if (dqp)  // dQ_s += dS·k in key blocks whose rows of k stay in L1 (zeros first; the scale at the end)
           for (int64_t k0 = 0; k0 < Lk; k0 += key_block)

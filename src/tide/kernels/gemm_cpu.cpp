@@ -278,9 +278,10 @@ void gemm_f32_rows(int64_t m, int64_t n, int64_t k, const float* const* a_rows, 
 }
 
 void gemm_row_max_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-                      float* c, int64_t ldc, float* row_max) {
+                      float* c, int64_t ldc, float* row_max, bool allow_avx512) {
 #ifdef TIDE_X86
   if (!kHasAvx2) unavailable();
+  if (allow_avx512 && gemm_avx512_available()) return gemm_row_max_f32_avx512(m, n, k, a, lda, b, ldb, c, ldc, row_max);
   scores_avx2(m, n, k, a, lda, b, ldb, c, ldc, row_max);
 #else
   unavailable();

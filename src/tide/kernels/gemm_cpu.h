@@ -28,8 +28,8 @@ void gemm_f32_rows(int64_t m, int64_t n, int64_t k, const float* const* a_rows, 
                    const int64_t* c_rows = nullptr);
 
 // C = A · B and, for each row i, row_max[i] = max(row_max[i], max_j C[i, j]), taken while the values are
-// still in registers (attention scores before their softmax); `row_max` may be null.
+// still in registers (attention scores before their softmax); `row_max` may be null. `allow_avx512` as in gemm_f32.
 void gemm_row_max_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-                      float* c, int64_t ldc, float* row_max);
+                      float* c, int64_t ldc, float* row_max, bool allow_avx512 = true);
 
 }  // namespace tide::kernels
