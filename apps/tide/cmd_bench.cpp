@@ -48,13 +48,14 @@ int run_attention(const Args& args, const bench::PeakResult& peak, int threads) 
   s.warmup = args.get_int("warmup");
   s.backward = args.get_flag("backward");
   s.strip_rows = args.get_int("strip-rows");
+  s.half_products = args.get_flag("half");
   const auto r = bench::run_attention_bench(s);
   const double blocked = bench::median(r.blocked_s), plain = bench::median(r.plain_s);
   const double gflops = r.flops * 1e-9 / blocked, plain_gflops = r.flops * 1e-9 / plain;
   std::ostringstream o;
   o << "attention [" << s.batch << " x " << s.heads << " heads, " << s.tokens << " x "
     << (s.context_tokens ? s.context_tokens : s.tokens) << " tokens, head dim " << s.head_dim << "]"
-    << (s.backward ? ", forward + backward" : "") << ", " << threads << " threads: " << r.flops * 1e-9
+    << (s.backward ? ", forward + backward" : "") << (s.half_products ? ", float16 products" : "") << ", " << threads << " threads: " << r.flops * 1e-9
     << " GFLOP per call\n"
     << "  blocked: " << blocked << " s median (" << gflops << " GFLOP/s)\n"
     << "  plain:   " << plain << " s median (" << plain_gflops << " GFLOP/s)\n"
@@ -73,7 +74,7 @@ int run_attention(const Args& args, const bench::PeakResult& peak, int threads) 
                           {"blocked_s", r.blocked_s}, {"plain_s", r.plain_s}, {"speedup", plain / blocked},
                           {"gflops", gflops}, {"max_abs_diff", r.max_abs_diff},
                           {"blocked_cpu_s", r.blocked_cpu_s}, {"plain_cpu_s", r.plain_cpu_s},
-                          {"backward", s.backward}, {"blocked_peak_bytes", r.blocked_peak_bytes},
+                          {"backward", s.backward}, {"half_products", s.half_products}, {"blocked_peak_bytes", r.blocked_peak_bytes},
                           {"plain_peak_bytes", r.plain_peak_bytes}}},
                         {"peak_gflops", peak.gflops > 0 ? nlohmann::json(peak.gflops) : nlohmann::json(nullptr)},
                         {"threads", threads},
@@ -226,6 +227,8 @@ int run_bench(int argc, char** argv) {
             "vs plain autograd; --conv: time the input gradient (training against frozen weights, weight channels "
             "last) with oneDNN's backward-data kernel, the direct kernel and the Winograd kernels instead of the forward")
       .option("strip-rows", "N", "--attention --backward: query rows per backward strip; 0 = the kernel's choice", "0")
+      .flag("half", "--attention: the blocked kernel's two products with float16 multiplies, as int8 UNets run "
+            "attention on CPUs with AVX512-FP16 (an error elsewhere); max |blocked - plain| then shows their rounding")
       .flag("conv", "time one convolution instead of the pipeline: oneDNN's kernel, tide's direct kernel (weight "
                     "stored HWIO) and, for 3x3 at stride 1, the Winograd kernels; names the kernel tide takes")
       .option("channels", "N", "--conv: input channels", "512")

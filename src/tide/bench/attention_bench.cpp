@@ -10,6 +10,7 @@
 
 #include "tide/kernels/attention_autograd.h"
 #include "tide/kernels/attention_cpu.h"
+#include "tide/kernels/attention_f16.h"
 #include "tide/nn/attention.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/memory.h"
@@ -22,6 +23,9 @@ AttentionBenchResult run_attention_bench(const AttentionBenchSettings& s) {
       s.strip_rows < 0)
     throw Error(
         "tide bench --attention: batch, heads, tokens, head dim and runs must be positive, strip rows not negative");
+  if (s.half_products && (s.backward || !kernels::attention_half_products_available()))
+    throw Error(s.backward ? "tide bench --attention --half: forward only (training keeps float32 products)"
+                           : "tide bench --attention --half: this CPU lacks AVX512-FP16 (or DNNL_MAX_CPU_ISA caps it)");
   std::optional<c10::InferenceMode> inference;
   if (!s.backward) inference.emplace();
   const int64_t lk = s.context_tokens > 0 ? s.context_tokens : s.tokens;
@@ -37,7 +41,7 @@ AttentionBenchResult run_attention_bench(const AttentionBenchSettings& s) {
 
   // Forward only: the outputs. With backward: the gradients to q, k, v.
   auto blocked_call = [&]() -> std::vector<at::Tensor> {
-    if (!s.backward) return {kernels::blocked_attention(q, k, v)};
+    if (!s.backward) return {kernels::blocked_attention(q, k, v, 0, /*allow_avx512=*/true, s.half_products)};
     return torch::autograd::grad({kernels::blocked_attention_autograd(q, k, v, s.strip_rows)}, {qp, kp, vp},
                                  {grad_out});
   };

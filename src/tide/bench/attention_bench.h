@@ -14,6 +14,8 @@ struct AttentionBenchSettings {
   int runs = 5, warmup = 1;
   bool backward = false;   // forward + backward of sum(out ∘ w) to q, k, v
   int64_t strip_rows = 0;  // backward: query rows per strip; 0 = the kernel's choice
+  bool half_products = false;  // forward: the blocked kernel's products with float16 multiplies (as int8 UNets run
+                               // it; kernels/attention_f16.h), an error on CPUs without AVX512-FP16
 };
 
 struct AttentionBenchResult {

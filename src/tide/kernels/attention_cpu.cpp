@@ -1,5 +1,6 @@
 #include "tide/kernels/attention_cpu.h"
 
+#include "tide/kernels/attention_f16.h"
 #include "tide/kernels/exp_avx2.h"
 #include "tide/kernels/gemm_avx512.h"
 #include "tide/kernels/gemm_cpu.h"
@@ -125,7 +126,7 @@ bool blocked_attention_supported(const at::Tensor& q, const at::Tensor& k, const
 }
 
 at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
-                             int64_t query_block, bool allow_avx512) {
+                             int64_t query_block, bool allow_avx512, bool half_products) {
   TORCH_CHECK(blocked_attention_supported(q_in, k_in, v_in), "blocked_attention: unsupported inputs");
   // BLAS wants unit stride along d and a row stride of at least d.
   auto last_dim_contiguous = [](const at::Tensor& t) {
@@ -154,6 +155,30 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
   const at::Tensor qs = k_scaled ? q : q * scale;                                 // [B, H, Lq, d]
   const at::Tensor kt = (k_scaled ? k * scale : k).transpose(2, 3).contiguous();  // [B, H, d, Lk]
   const at::Tensor out_heads = out.permute({0, 2, 1, 3});               // [B, H, Lq, d] view
+  // Float16 copies for the float16 products, O(L·d) against the O(L²·d) products: q [B, H, Lq, de], kᵀ and v as
+  // pairs along the summed dimension (kernels/attention_f16.h) [B, H, de/2, Lk, 2] and [B, H, lke/2, d, 2]; de
+  // and lke are d and Lk rounded up to even, the padding zeros.
+  const int64_t de = d + d % 2, lke = Lk + Lk % 2;
+  at::Tensor q16, k_pairs, v_pairs;
+  if (own_gemm && allow_avx512 && half_products && attention_half_products_available()) {
+    const auto max_abs = [](const at::Tensor& t) {  // one pass, no |t| materialized; NaN propagates
+      return at::linalg_vector_norm(t, std::numeric_limits<double>::infinity()).item<float>();
+    };
+    if (attention_half_products_fit(d, max_abs(qs), max_abs(kt), max_abs(v))) {
+      q16 = at::constant_pad_nd(qs.to(at::kHalf), {0, d % 2}).contiguous();
+      k_pairs = at::constant_pad_nd(kt.to(at::kHalf), {0, 0, 0, d % 2})
+                    .reshape({B, H, de / 2, 2, Lk}).permute({0, 1, 2, 4, 3}).contiguous();
+      v_pairs = at::constant_pad_nd(v.to(at::kHalf).contiguous(), {0, 0, 0, Lk % 2})
+                    .reshape({B, H, lke / 2, 2, d}).permute({0, 1, 2, 4, 3}).contiguous();
+    }
+  }
+  const bool half = q16.defined();
+  const auto half_data = [](const at::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data_ptr<at::Half>()); };
+  const uint16_t *q16p = half ? half_data(q16) : nullptr, *k_pairs_p = half ? half_data(k_pairs) : nullptr,
+                 *v_pairs_p = half ? half_data(v_pairs) : nullptr;
+  // The float16 probabilities' rows: 64 bytes past a multiple of 4 KiB, so that a tile's rows do not all fall in
+  // one set of the L1 cache.
+  const int64_t ldp = lke + 32;
   const float *qp = qs.data_ptr<float>(), *ktp = kt.data_ptr<float>(), *vp = v.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const int64_t ldo = H * d;
@@ -167,7 +192,9 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
   std::atomic<int64_t> next{0};
   const int64_t workers = std::min<int64_t>(at::get_num_threads(), tasks);
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    float* strip = strip_buffer(static_cast<size_t>(bq * Lk));
+    // Scores [bq, Lk] in float32, then (float16 products) their probabilities [bq, ldp] as float16.
+    float* strip = strip_buffer(static_cast<size_t>(bq * Lk + (half ? bq * ldp / 2 : 0)));
+    uint16_t* probs = reinterpret_cast<uint16_t*>(strip + bq * Lk);
     float row_max[kMaxBlock], inv_sum[kMaxBlock];
     for (int64_t task = next.fetch_add(1); task < tasks; task = next.fetch_add(1)) {
       const int64_t bh = task / blocks, b = bh / H, h = bh % H;
@@ -176,7 +203,23 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
       const float* ktb = ktp + b * kt.stride(0) + h * kt.stride(1);
       const float* vb = vp + b * v.stride(0) + h * v.stride(1);
       float* ob = op + (b * Lq + i0) * ldo + h * d;
-      if (own_gemm) {
+      if (half) {
+#ifdef TIDE_X86
+        std::fill(row_max, row_max + rows, -std::numeric_limits<float>::infinity());
+        const int64_t head = b * H + h;
+        scores_half(rows, Lk, de, q16p + (head * Lq + i0) * de, de, k_pairs_p + head * de * Lk, 2 * Lk, strip, Lk,
+                    row_max);
+        for (int64_t r = 0; r < rows; ++r) {
+          inv_sum[r] = 1.0f / exp_row_to_half_avx512(strip + r * Lk, Lk, row_max[r], probs + r * ldp);
+          if (Lk % 2) probs[r * ldp + Lk] = 0;  // the padding key
+        }
+        // v in blocks of keys that stay in L1 (a multiple of the float16 sums' chunks).
+        const int64_t half_key_block = std::max<int64_t>(1, 32768 / (2 * d) / kHalfSumLength) * kHalfSumLength;
+        for (int64_t k0 = 0; k0 < lke; k0 += half_key_block)
+          gemm_half(rows, d, std::min(half_key_block, lke - k0), probs + k0, ldp, v_pairs_p + (head * lke + k0) * d,
+                       2 * d, ob, ldo, /*accumulate=*/k0 > 0);  // out [rows, d]
+#endif
+      } else if (own_gemm) {
 #ifdef TIDE_X86
         std::fill(row_max, row_max + rows, -std::numeric_limits<float>::infinity());
         // scores [rows, Lk]

@@ -26,12 +26,13 @@ at::Tensor split_heads(const at::Tensor& t, int64_t b, int64_t heads, int64_t d)
 }  // namespace
 
 at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                        bool upcast) {
+                                        bool upcast, bool half_products) {
   count_attention_macs(q.size(0) * q.size(1), q.size(2), k.size(2), q.size(3));
   // float32 inputs: upcasting changes nothing, so the blocked kernel computes the same thing.
   if (runtime::optimizations().blocked_attention) {
     RECORD_USER_SCOPE("tide::blocked_attention");  // named in `tide bench --profile`
-    if (kernels::blocked_attention_supported(q, k, v)) return kernels::blocked_attention(q, k, v);
+    if (kernels::blocked_attention_supported(q, k, v))
+      return kernels::blocked_attention(q, k, v, /*query_block=*/0, /*allow_avx512=*/true, half_products);
     // Training: the same kernel, with a backward that recomputes the probabilities strip by strip instead of
     // keeping all of them as plain attention does.
     if (kernels::blocked_attention_autograd_supported(q, k, v)) return kernels::blocked_attention_autograd(q, k, v);
@@ -88,7 +89,10 @@ at::Tensor AttentionImpl::forward(const at::Tensor& hidden, const at::Tensor& co
   const at::Tensor k = split_heads(to_k->forward(kv), b, heads, d);  // [B, H, Lk, d]
   const at::Tensor v = split_heads(to_v->forward(kv), b, heads, d);  // [B, H, Lk, d]
 
-  at::Tensor out = scaled_dot_product_attention(q, k, v, options_.upcast);  // [B, H, L, d]
+  // Queries, keys and values from int8 weights carry ~20× float16's rounding: the products may take float16.
+  const bool half_products = runtime::optimizations().half_attention && to_q->stored_dtype == at::kChar &&
+                             to_k->stored_dtype == at::kChar && to_v->stored_dtype == at::kChar;
+  at::Tensor out = scaled_dot_product_attention(q, k, v, options_.upcast, half_products);  // [B, H, L, d]
   out = out.transpose(1, 2).reshape({b, -1, heads * d});                   // [B, L, H·d]
   out = out_proj_->forward(out);                                           // [B, L, C]
 

@@ -12,8 +12,9 @@ namespace tide::nn {
 // softmax(q·kᵀ / √d) · v.  q [B, H, Lq, d], k and v [B, H, Lk, d] -> [B, H, Lq, d].
 // The one place attention is computed, so that a faster kernel can replace it. `upcast`: scores and
 // softmax in float32 whatever the input dtype (diffusers' upcast_attention / upcast_softmax).
+// `half_products`: the blocked kernel may multiply in float16 (kernels::blocked_attention).
 at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                        bool upcast = false);
+                                        bool upcast = false, bool half_products = false);
 
 struct AttentionOptions {
   int64_t query_dim = 0;

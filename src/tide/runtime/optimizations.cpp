@@ -19,13 +19,14 @@ std::vector<std::string> Optimizations::enabled() const {
   if (direct_conv) names.push_back("direct_conv");
   if (geglu_kernel) names.push_back("geglu_kernel");
   if (onednn_matmul) names.push_back("onednn_matmul");
+  if (half_attention) names.push_back("half_attention");
   return names;
 }
 
 std::vector<std::string> Optimizations::names() {
   return {"blocked_attention", "channels_last", "in_place",        "winograd",    "winograd_f4",
           "reuse_memory",      "int8_kernels",  "frozen_backward", "direct_conv", "geglu_kernel",
-          "onednn_matmul"};
+          "onednn_matmul",     "half_attention"};
 }
 
 Optimizations Optimizations::without(const std::string& comma_separated) const {
@@ -55,6 +56,8 @@ Optimizations Optimizations::without(const std::string& comma_separated) const {
       o.geglu_kernel = false;
     else if (name == "onednn_matmul")
       o.onednn_matmul = false;
+    else if (name == "half_attention")
+      o.half_attention = false;
     else if (!name.empty())
       throw Error("unknown optimization '" + name + "'; known: " + [] {
         std::string all;

@@ -25,8 +25,10 @@ struct Optimizations {
   bool onednn_matmul = true;      // float32 linear layers (and their input gradients in training) through
                                   // oneDNN's matmul instead of the BLAS call at::linear makes, and with
                                   // channels_last 1×1 convolutions on small maps too (kernels/matmul_f32.h)
+  bool half_attention = true;     // attention whose q/k/v projections hold int8 weights: its two products with
+                                  // float16 multiplies where the CPU has AVX512-FP16 (kernels/attention_f16.h)
 
-  static Optimizations plain() { return {false, false, false, false, false, false, false, false, false, false, false}; }
+  static Optimizations plain() { return {false, false, false, false, false, false, false, false, false, false, false, false}; }
   // "blocked_attention", ... : the ones switched on.
   std::vector<std::string> enabled() const;
   // Every switch's name.
