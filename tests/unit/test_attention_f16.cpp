@@ -135,16 +135,19 @@ TEST(AttentionHalfProducts, ExpRowToHalfRoundsTheFloat32Exp) {
     for (auto& s : x) s = scores(gen);
     float max = -INFINITY;
     for (float s : x) max = std::max(max, s);
-    std::vector<float> exps = x;
-    const float want_sum = exp_row_avx512(exps.data(), n, max);
-    std::vector<uint16_t> half(n + 3, 0xABCD);
-    const std::vector<float> before = x;
-    const float sum = exp_row_to_half_avx512(x.data(), n, max, half.data());
-    EXPECT_EQ(sum, want_sum) << "n=" << n;
-    EXPECT_EQ(x, before) << "the scores must stay as they were";
-    for (int64_t i = 0; i < n; ++i)
-      ASSERT_EQ(half[i], half_bits(round_half(exps[i]))) << "n=" << n << " i=" << i;
-    for (int64_t i = n; i < n + 3; ++i) ASSERT_EQ(half[i], 0xABCD) << "wrote past the row";
+    for (float scale : {1.0f, 0.158f}) {  // unscaled scores: the scale applies to x − max
+      std::vector<float> exps(n);
+      for (int64_t i = 0; i < n; ++i) exps[i] = (x[i] - max) * scale;
+      const float want_sum = exp_row_avx512(exps.data(), n, 0.0f);
+      std::vector<uint16_t> half(n + 3, 0xABCD);
+      const std::vector<float> before = x;
+      const float sum = exp_row_to_half_avx512(x.data(), n, max, scale, half.data());
+      EXPECT_EQ(sum, want_sum) << "n=" << n << " scale=" << scale;
+      EXPECT_EQ(x, before) << "the scores must stay as they were";
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_EQ(half[i], half_bits(round_half(exps[i]))) << "n=" << n << " scale=" << scale << " i=" << i;
+      for (int64_t i = n; i < n + 3; ++i) ASSERT_EQ(half[i], 0xABCD) << "wrote past the row";
+    }
   }
 }
 
@@ -173,7 +176,7 @@ TEST(BlockedAttentionHalf, CloseToFloat32KernelsOnOddShapes) {
   at::manual_seed(21);
   struct Shape { int64_t b, h, lq, lk, d; };
   for (const Shape s : {Shape{2, 8, 300, 300, 40}, Shape{1, 3, 97, 77, 40}, Shape{2, 2, 64, 201, 64},
-                        Shape{1, 2, 50, 33, 7}, Shape{1, 1, 5, 1, 2}}) {
+                        Shape{1, 2, 50, 33, 8}, Shape{1, 1, 5, 1, 2}}) {
     const at::Tensor q = heads(s.b, s.h, s.lq, s.d), k = heads(s.b, s.h, s.lk, s.d), v = heads(s.b, s.h, s.lk, s.d);
     const at::Tensor f32 = blocked_attention(q, k, v, 0, true, /*half_products=*/false);
     const at::Tensor f16 = blocked_attention(q, k, v, 0, true, /*half_products=*/true);
@@ -203,7 +206,9 @@ TEST(BlockedAttentionHalf, FallsBackToFloat32WhereValuesDoNotFit) {
   // Heads wider than one float16 sum (SD 1.5's deeper levels: 80, 160) keep float32 products.
   const at::Tensor q80 = heads(1, 2, 30, 80, 80), k80 = heads(1, 2, 30, 80, 80), v80 = heads(1, 2, 30, 80, 80);
   EXPECT_TRUE(at::equal(blocked_attention(q80, k80, v80, 0, true, true), blocked_attention(q80, k80, v80, 0, true, false)));
-  // So do the AVX2 kernels (allow_avx512 = false).
+  // So do odd head dimensions, and the AVX2 kernels (allow_avx512 = false).
+  const at::Tensor q7 = heads(1, 2, 30, 7, 7), k7 = heads(1, 2, 31, 7, 7), v7 = heads(1, 2, 31, 7, 7);
+  EXPECT_TRUE(at::equal(blocked_attention(q7, k7, v7, 0, true, true), blocked_attention(q7, k7, v7, 0, true, false)));
   const at::Tensor v = heads(1, 2, 40, 40, 40);
   EXPECT_TRUE(at::equal(blocked_attention(q, k, v, 0, false, true), blocked_attention(q, k, v, 0, false, false)));
 }

@@ -148,28 +148,32 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
   const int64_t auto_block = std::max<int64_t>(6, (98304 / Lk) / 6 * 6);
   const int64_t bq = std::clamp<int64_t>(query_block > 0 ? query_block : auto_block, 1, kMaxBlock);
   const int64_t blocks = (Lq + bq - 1) / bq;
-  // Scaling q or k once is cheaper than scaling every score: k where it is the shorter (cross-attention's 77 text
-  // tokens; q is then read in place: 1.08–1.13× on SD 1.5's). kᵀ made dense once so the score product streams it.
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  const bool k_scaled = Lk < Lq;
-  const at::Tensor qs = k_scaled ? q : q * scale;                                 // [B, H, Lq, d]
-  const at::Tensor kt = (k_scaled ? k * scale : k).transpose(2, 3).contiguous();  // [B, H, d, Lk]
-  const at::Tensor out_heads = out.permute({0, 2, 1, 3});               // [B, H, Lq, d] view
-  // Float16 copies for the float16 products, O(L·d) against the O(L²·d) products: q [B, H, Lq, de], kᵀ and v as
-  // pairs along the summed dimension (kernels/attention_f16.h) [B, H, de/2, Lk, 2] and [B, H, lke/2, d, 2]; de
-  // and lke are d and Lk rounded up to even, the padding zeros.
-  const int64_t de = d + d % 2, lke = Lk + Lk % 2;
+  const at::Tensor out_heads = out.permute({0, 2, 1, 3});  // [B, H, Lq, d] view
+
+  // Float16 products (kernels/attention_f16.h): float16 copies made in one pass each, O(L·d) against the O(L²·d)
+  // products: q [B, H, Lq, d], k and v as pairs along the summed dimension, k_pairs [B, H, d/2, Lk, 2] and v_pairs
+  // [B, H, lke/2, d, 2] (lke: Lk rounded up to even, an odd count's last pair padded with a zero key). The scores
+  // stay unscaled and the scale joins the softmax's exp. Even head dimensions only (SD's are).
+  const int64_t lke = Lk + Lk % 2;
   at::Tensor q16, k_pairs, v_pairs;
-  if (own_gemm && allow_avx512 && half_products && attention_half_products_available()) {
+  if (own_gemm && allow_avx512 && half_products && d % 2 == 0 && attention_half_products_available()) {
     const auto max_abs = [](const at::Tensor& t) {  // one pass, no |t| materialized; NaN propagates
       return at::linalg_vector_norm(t, std::numeric_limits<double>::infinity()).item<float>();
     };
-    if (attention_half_products_fit(d, max_abs(qs), max_abs(kt), max_abs(v))) {
-      q16 = at::constant_pad_nd(qs.to(at::kHalf), {0, d % 2}).contiguous();
-      k_pairs = at::constant_pad_nd(kt.to(at::kHalf), {0, 0, 0, d % 2})
-                    .reshape({B, H, de / 2, 2, Lk}).permute({0, 1, 2, 4, 3}).contiguous();
-      v_pairs = at::constant_pad_nd(v.to(at::kHalf).contiguous(), {0, 0, 0, Lk % 2})
-                    .reshape({B, H, lke / 2, 2, d}).permute({0, 1, 2, 4, 3}).contiguous();
+    if (attention_half_products_fit(d, max_abs(q), max_abs(k), max_abs(v))) {
+      const auto half_options = q.options().dtype(at::kHalf);
+      q16 = at::empty({B, H, Lq, d}, half_options);
+      q16.copy_(q);
+      k_pairs = at::empty({B, H, d / 2, Lk, 2}, half_options);
+      k_pairs.permute({0, 1, 3, 2, 4}).copy_(k.view({B, H, Lk, d / 2, 2}));
+      v_pairs = at::empty({B, H, lke / 2, d, 2}, half_options);
+      const at::Tensor v_dest = v_pairs.permute({0, 1, 2, 4, 3});  // [B, H, lke/2, 2, d]
+      v_dest.narrow(2, 0, Lk / 2).copy_(v.narrow(2, 0, Lk / 2 * 2).view({B, H, Lk / 2, 2, d}));
+      if (Lk % 2) {
+        v_dest.select(2, Lk / 2).select(2, 0).copy_(v.select(2, Lk - 1));
+        v_dest.select(2, Lk / 2).select(2, 1).zero_();
+      }
     }
   }
   const bool half = q16.defined();
@@ -179,6 +183,13 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
   // The float16 probabilities' rows: 64 bytes past a multiple of 4 KiB, so that a tile's rows do not all fall in
   // one set of the L1 cache.
   const int64_t ldp = lke + 32;
+
+  // Float32 products: scaling q or k once is cheaper than scaling every score: k where it is the shorter
+  // (cross-attention's 77 text tokens; q is then read in place: 1.08–1.13× on SD 1.5's). kᵀ made dense once so
+  // the score product streams it.
+  const bool k_scaled = Lk < Lq;
+  const at::Tensor qs = half ? q : k_scaled ? q : q * scale;                                // [B, H, Lq, d]
+  const at::Tensor kt = half ? k : (k_scaled ? k * scale : k).transpose(2, 3).contiguous();  // [B, H, d, Lk]
   const float *qp = qs.data_ptr<float>(), *ktp = kt.data_ptr<float>(), *vp = v.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const int64_t ldo = H * d;
@@ -207,10 +218,10 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
 #ifdef TIDE_X86
         std::fill(row_max, row_max + rows, -std::numeric_limits<float>::infinity());
         const int64_t head = b * H + h;
-        scores_half(rows, Lk, de, q16p + (head * Lq + i0) * de, de, k_pairs_p + head * de * Lk, 2 * Lk, strip, Lk,
-                    row_max);
+        scores_half(rows, Lk, d, q16p + (head * Lq + i0) * d, d, k_pairs_p + head * d * Lk, 2 * Lk, strip, Lk,
+                    row_max);  // unscaled scores [rows, Lk]
         for (int64_t r = 0; r < rows; ++r) {
-          inv_sum[r] = 1.0f / exp_row_to_half_avx512(strip + r * Lk, Lk, row_max[r], probs + r * ldp);
+          inv_sum[r] = 1.0f / exp_row_to_half_avx512(strip + r * Lk, Lk, row_max[r], float(scale), probs + r * ldp);
           if (Lk % 2) probs[r * ldp + Lk] = 0;  // the padding key
         }
         // v in blocks of keys that stay in L1 (a multiple of the float16 sums' chunks).

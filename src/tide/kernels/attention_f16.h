@@ -23,7 +23,7 @@ constexpr int64_t kHalfSumLength = 64;
 bool attention_half_products_available();
 
 // True when neither product's float16 sums can overflow: head dimension d ≤ kHalfSumLength,
-// d · max|q| · max|k| ≤ 2^15 (scores; q and k as they enter the product, scale included) and
+// d · max|q| · max|k| ≤ 2^15 (scores; q and k as they enter the product) and
 // kHalfSumLength · max|v| ≤ 2^15 (probs·v, whose probabilities are at most 1). NaN maxima give false.
 bool attention_half_products_fit(int64_t d, float max_abs_q, float max_abs_k, float max_abs_v);
 

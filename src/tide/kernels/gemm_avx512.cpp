@@ -160,13 +160,19 @@ TIDE_AVX512 __attribute__((always_inline)) inline void put_exp(float* x, uint16_
   std::copy(lanes16, lanes16 + __builtin_popcount(live), half);
 }
 
-TIDE_AVX512 float exp_row(float* x, int64_t n, float max, uint16_t* half) {
-  const __m512 m = _mm512_set1_ps(max);
+// exp's argument: x − max, times the scale where the row is written as float16 (attention's unscaled scores).
+TIDE_AVX512 __attribute__((always_inline)) inline __m512 exp_argument(__m512 x, __m512 max, const uint16_t* half,
+                                                                     __m512 scale) {
+  return half ? _mm512_mul_ps(_mm512_sub_ps(x, max), scale) : _mm512_sub_ps(x, max);
+}
+
+TIDE_AVX512 float exp_row(float* x, int64_t n, float max, uint16_t* half, float scale = 1.0f) {
+  const __m512 m = _mm512_set1_ps(max), s = _mm512_set1_ps(scale);
   __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    const __m512 e0 = exp_nonpositive16(_mm512_sub_ps(_mm512_loadu_ps(x + i), m));
-    const __m512 e1 = exp_nonpositive16(_mm512_sub_ps(_mm512_loadu_ps(x + i + 16), m));
+    const __m512 e0 = exp_nonpositive16(exp_argument(_mm512_loadu_ps(x + i), m, half, s));
+    const __m512 e1 = exp_nonpositive16(exp_argument(_mm512_loadu_ps(x + i + 16), m, half, s));
     put_exp(x + i, half ? half + i : nullptr, 0xFFFF, e0);
     put_exp(x + i + 16, half ? half + i + 16 : nullptr, 0xFFFF, e1);
     s0 = _mm512_add_ps(s0, e0);
@@ -174,7 +180,7 @@ TIDE_AVX512 float exp_row(float* x, int64_t n, float max, uint16_t* half) {
   }
   for (; i < n; i += 16) {  // the last 16 or fewer (77 text tokens leave 13): lanes past n read as the max, added as 0
     const __mmask16 live = lanes(n - i);
-    const __m512 e = exp_nonpositive16(_mm512_sub_ps(_mm512_mask_loadu_ps(m, live, x + i), m));
+    const __m512 e = exp_nonpositive16(exp_argument(_mm512_mask_loadu_ps(m, live, x + i), m, half, s));
     put_exp(x + i, half ? half + i : nullptr, live, e);
     s0 = _mm512_mask_add_ps(s0, live, s0, e);
   }
@@ -231,10 +237,10 @@ float exp_row_avx512(float* x, int64_t n, float max) {
 #endif
 }
 
-float exp_row_to_half_avx512(const float* x, int64_t n, float max, uint16_t* half) {
+float exp_row_to_half_avx512(const float* x, int64_t n, float max, float scale, uint16_t* half) {
 #ifdef TIDE_X86
   if (!kHasAvx512) unavailable();
-  return exp_row(const_cast<float*>(x), n, max, half);  // with `half`, x is only read
+  return exp_row(const_cast<float*>(x), n, max, half, scale);  // with `half`, x is only read
 #else
   unavailable();
 #endif

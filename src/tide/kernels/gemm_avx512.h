@@ -21,8 +21,8 @@ void gemm_row_max_f32_avx512(int64_t m, int64_t n, int64_t k, const float* a, in
 
 // x[i] <- exp(x[i] − max) over one row whose max is known; returns the row's sum (attention's softmax).
 float exp_row_avx512(float* x, int64_t n, float max);
-// The same exp, written as float16 bits to half[0 .. n) (attention's probabilities for kernels/attention_f16.h);
-// the sum is of the float32 values.
-float exp_row_to_half_avx512(const float* x, int64_t n, float max, uint16_t* half);
+// exp((x[i] − max) · scale) written as float16 bits to half[0 .. n), x untouched (attention's probabilities from
+// unscaled scores, for kernels/attention_f16.h); returns the sum of the float32 values.
+float exp_row_to_half_avx512(const float* x, int64_t n, float max, float scale, uint16_t* half);
 
 }  // namespace tide::kernels
