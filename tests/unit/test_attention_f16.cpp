@@ -151,6 +151,53 @@ TEST(AttentionHalfProducts, ExpRowToHalfRoundsTheFloat32Exp) {
   }
 }
 
+TEST(AttentionHalfProducts, PackingMatchesLibtorchsFloat16AndFindsTheMaxima) {
+  if (!attention_half_products_available()) GTEST_SKIP() << kNoFp16;
+  at::manual_seed(5);
+  for (int64_t n : {1, 2, 7, 77, 130})
+    for (int64_t d : {2, 8, 40, 64}) {
+      const int64_t ld = d + 3;
+      at::Tensor x = at::randn({n, ld}) * 3;
+      x[n / 2][d / 2] = 70000.0f;  // beyond float16: infinity in both conversions
+      const at::Tensor rows_f = x.narrow(1, 0, d);                       // [n, d], row stride ld
+      const at::Tensor want = rows_f.to(at::kHalf).contiguous();           // at::Half's rounding
+      const float want_max = rows_f.abs().max().item<float>();
+      const auto bits = [](const at::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data_ptr<at::Half>()); };
+      const uint16_t* w = bits(want);
+      std::vector<uint16_t> out(n * d + 4, 0xABCD);
+      EXPECT_EQ(pack_half_rows(x.data_ptr<float>(), ld, n, d, out.data()), want_max);
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t c = 0; c < d; ++c) ASSERT_EQ(out[j * d + c], w[j * d + c]) << "rows n=" << n << " d=" << d;
+      EXPECT_EQ(out[n * d], 0xABCD);
+      std::vector<uint16_t> cols(n * d + 4, 0xABCD);
+      EXPECT_EQ(pack_half_column_pairs(x.data_ptr<float>(), ld, n, d, cols.data()), want_max);
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t c = 0; c < d; ++c)
+          ASSERT_EQ(cols[(c / 2) * 2 * n + 2 * j + c % 2], w[j * d + c]) << "column pairs n=" << n << " d=" << d;
+      EXPECT_EQ(cols[n * d], 0xABCD);
+      const int64_t ne = n + n % 2;
+      std::vector<uint16_t> pairs(ne * d + 4, 0xABCD);
+      EXPECT_EQ(pack_half_row_pairs(x.data_ptr<float>(), ld, n, d, pairs.data()), want_max);
+      for (int64_t j = 0; j < ne; ++j)
+        for (int64_t c = 0; c < d; ++c)
+          ASSERT_EQ(pairs[(j / 2) * 2 * d + 2 * c + j % 2], j < n ? w[j * d + c] : uint16_t(0))
+              << "row pairs n=" << n << " d=" << d << " at " << j << "," << c;
+      EXPECT_EQ(pairs[ne * d], 0xABCD);
+      x[0][0] = NAN;
+      EXPECT_TRUE(std::isnan(pack_half_rows(x.data_ptr<float>(), ld, n, d, out.data())));
+      EXPECT_TRUE(std::isnan(pack_half_row_pairs(x.data_ptr<float>(), ld, n, d, pairs.data())));
+    }
+}
+
+TEST(BlockedAttentionHalf, FallsBackWhereAValueIsNotANumber) {
+  c10::InferenceMode inference;
+  at::manual_seed(24);
+  at::Tensor q = at::randn({1, 2, 20, 40}), k = at::randn({1, 2, 20, 40}), v = at::randn({1, 2, 20, 40});
+  v[0][1][3][5] = NAN;
+  const at::Tensor f32 = blocked_attention(q, k, v, 0, true, false), f16 = blocked_attention(q, k, v, 0, true, true);
+  EXPECT_TRUE(at::allclose(f16, f32, 0, 0, /*equal_nan=*/true)) << "NaN inputs take the float32 kernels";
+}
+
 TEST(AttentionHalfProducts, FitBoundsTheFloat16Sums) {
   EXPECT_TRUE(attention_half_products_fit(40, 1.0f, 3.0f, 3.0f));
   EXPECT_TRUE(attention_half_products_fit(64, 16.0f, 32.0f, 512.0f));   // 64·16·32 = 2^15; 64·512 = 2^15

@@ -157,24 +157,30 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
   // stay unscaled and the scale joins the softmax's exp. Even head dimensions only (SD's are).
   const int64_t lke = Lk + Lk % 2;
   at::Tensor q16, k_pairs, v_pairs;
-  if (own_gemm && allow_avx512 && half_products && d % 2 == 0 && attention_half_products_available()) {
-    const auto max_abs = [](const at::Tensor& t) {  // one pass, no |t| materialized; NaN propagates
-      return at::linalg_vector_norm(t, std::numeric_limits<double>::infinity()).item<float>();
-    };
-    if (attention_half_products_fit(d, max_abs(q), max_abs(k), max_abs(v))) {
-      const auto half_options = q.options().dtype(at::kHalf);
-      q16 = at::empty({B, H, Lq, d}, half_options);
-      q16.copy_(q);
-      k_pairs = at::empty({B, H, d / 2, Lk, 2}, half_options);
-      k_pairs.permute({0, 1, 3, 2, 4}).copy_(k.view({B, H, Lk, d / 2, 2}));
-      v_pairs = at::empty({B, H, lke / 2, d, 2}, half_options);
-      const at::Tensor v_dest = v_pairs.permute({0, 1, 2, 4, 3});  // [B, H, lke/2, 2, d]
-      v_dest.narrow(2, 0, Lk / 2).copy_(v.narrow(2, 0, Lk / 2 * 2).view({B, H, Lk / 2, 2, d}));
-      if (Lk % 2) {
-        v_dest.select(2, Lk / 2).select(2, 0).copy_(v.select(2, Lk - 1));
-        v_dest.select(2, Lk / 2).select(2, 1).zero_();
+  if (own_gemm && allow_avx512 && half_products && d % 2 == 0 && d <= kHalfSumLength &&
+      attention_half_products_available()) {
+    const auto half_options = q.options().dtype(at::kHalf);
+    q16 = at::empty({B, H, Lq, d}, half_options);
+    k_pairs = at::empty({B, H, d / 2, Lk, 2}, half_options);
+    v_pairs = at::empty({B, H, lke / 2, d, 2}, half_options);
+    const auto bits = [](at::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr<at::Half>()); };
+    uint16_t *q16_out = bits(q16), *k_out = bits(k_pairs), *v_out = bits(v_pairs);
+    const float *q_in = q.data_ptr<float>(), *k_in = k.data_ptr<float>(), *v_in = v.data_ptr<float>();
+    std::vector<std::array<float, 3>> maxima(B * H);  // per head: max |q|, |k|, |v| (NaN if any is NaN)
+    at::parallel_for(0, B * H, 1, [&](int64_t first, int64_t last) {
+      for (int64_t bh = first; bh < last; ++bh) {
+        const int64_t b = bh / H, h = bh % H;
+        maxima[bh] = {pack_half_rows(q_in + b * q.stride(0) + h * q.stride(1), q.stride(2), Lq, d, q16_out + bh * Lq * d),
+                      pack_half_column_pairs(k_in + b * k.stride(0) + h * k.stride(1), k.stride(2), Lk, d,
+                                             k_out + bh * d * Lk),
+                      pack_half_row_pairs(v_in + b * v.stride(0) + h * v.stride(1), v.stride(2), Lk, d,
+                                          v_out + bh * lke * d)};
       }
-    }
+    });
+    std::array<float, 3> max{0, 0, 0};
+    for (const auto& head : maxima)
+      for (int i = 0; i < 3; ++i) max[i] = std::isnan(head[i]) || std::isnan(max[i]) ? NAN : std::max(max[i], head[i]);
+    if (!attention_half_products_fit(d, max[0], max[1], max[2])) q16 = k_pairs = v_pairs = at::Tensor();
   }
   const bool half = q16.defined();
   const auto half_data = [](const at::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data_ptr<at::Half>()); };

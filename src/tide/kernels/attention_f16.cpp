@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 
 #include "tide/runtime/cpu_features.h"
@@ -216,6 +217,54 @@ TIDE_FP16 void product(int64_t m, int64_t n, int64_t k, const uint16_t* p, int64
   });
 }
 
+// One row of d ≤ 64 floats into float16 bits, folding |x| into `max` and NaNs into `nan`.
+TIDE_FP16 inline void row_to_half(const float* x, int64_t d, uint16_t* out, __m512& max, __mmask16& nan) {
+  for (int64_t c = 0; c < d; c += 16) {
+    const __mmask16 live = lanes16(d - c);
+    const __m512 v = _mm512_maskz_loadu_ps(live, x + c);
+    max = _mm512_max_ps(max, _mm512_abs_ps(v));  // lanes past d read as 0
+    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    _mm256_mask_storeu_epi16(out + c, live, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+}
+
+TIDE_FP16 float max_of(__m512 max, __mmask16 nan) { return nan ? NAN : _mm512_reduce_max_ps(max); }
+
+TIDE_FP16 float rows(const float* x, int64_t ld, int64_t n, int64_t d, uint16_t* out) {
+  __m512 max = _mm512_setzero_ps();
+  __mmask16 nan = 0;
+  for (int64_t j = 0; j < n; ++j) row_to_half(x + j * ld, d, out + j * d, max, nan);
+  return max_of(max, nan);
+}
+
+TIDE_FP16 float column_pairs(const float* x, int64_t ld, int64_t n, int64_t d, uint16_t* out) {
+  __m512 max = _mm512_setzero_ps();
+  __mmask16 nan = 0;
+  uint16_t row[64];
+  for (int64_t j = 0; j < n; ++j) {
+    row_to_half(x + j * ld, d, row, max, nan);
+    for (int64_t p = 0; p < d / 2; ++p) std::memcpy(out + p * 2 * n + 2 * j, row + 2 * p, 2 * sizeof(uint16_t));
+  }
+  return max_of(max, nan);
+}
+
+TIDE_FP16 float row_pairs(const float* x, int64_t ld, int64_t n, int64_t d, uint16_t* out) {
+  __m512 max = _mm512_setzero_ps();
+  __mmask16 nan = 0;
+  uint16_t first[64], second[64];
+  for (int64_t p = 0; p < (n + 1) / 2; ++p) {
+    row_to_half(x + 2 * p * ld, d, first, max, nan);
+    if (2 * p + 1 < n) row_to_half(x + (2 * p + 1) * ld, d, second, max, nan);
+    else std::fill(second, second + d, uint16_t(0));
+    uint16_t* o = out + p * 2 * d;
+    for (int64_t c = 0; c < d; ++c) {
+      o[2 * c] = first[c];
+      o[2 * c + 1] = second[c];
+    }
+  }
+  return max_of(max, nan);
+}
+
 #undef TIDE_FP16
 #endif
 
@@ -254,6 +303,43 @@ void gemm_half(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, 
   if (!kHasFp16) unavailable();
   if (k % 2) throw std::invalid_argument("gemm_half: k odd");
   product(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+#else
+  unavailable();
+#endif
+}
+
+#ifdef TIDE_X86
+namespace {
+void check_pack(int64_t d) {
+  if (!kHasFp16) unavailable();
+  if (d < 1 || d > kHalfSumLength) throw std::invalid_argument("pack_half: d outside 1 .. kHalfSumLength");
+}
+}  // namespace
+#endif
+
+float pack_half_rows(const float* x, int64_t ld, int64_t n, int64_t d, uint16_t* out) {
+#ifdef TIDE_X86
+  check_pack(d);
+  return rows(x, ld, n, d, out);
+#else
+  unavailable();
+#endif
+}
+
+float pack_half_column_pairs(const float* x, int64_t ld, int64_t n, int64_t d, uint16_t* out) {
+#ifdef TIDE_X86
+  check_pack(d);
+  if (d % 2) throw std::invalid_argument("pack_half_column_pairs: d odd");
+  return column_pairs(x, ld, n, d, out);
+#else
+  unavailable();
+#endif
+}
+
+float pack_half_row_pairs(const float* x, int64_t ld, int64_t n, int64_t d, uint16_t* out) {
+#ifdef TIDE_X86
+  check_pack(d);
+  return row_pairs(x, ld, n, d, out);
 #else
   unavailable();
 #endif

@@ -40,4 +40,13 @@ void scores_half(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda
 void gemm_half(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb,
                float* c, int64_t ldc, bool accumulate);
 
+// Float16 copies of one head's rows x [n, d] (row stride ld, d ≤ 64) in the layouts above, rounded to nearest
+// even as at::Half rounds; each returns the largest |x| it read (NaN if any x is NaN), for
+// attention_half_products_fit. Rows: out[j · d + c] = x[j, c] (q). Pairs of columns: out[p · 2n + 2j + e] =
+// x[j, 2p + e], d even (kᵀ). Pairs of rows: out[p · 2d + 2c + e] = x[2p + e, c], for 2p + e < n, an odd n's last
+// pair completed with zeros (v).
+float pack_half_rows(const float* x, int64_t ld, int64_t n, int64_t d, uint16_t* out);
+float pack_half_column_pairs(const float* x, int64_t ld, int64_t n, int64_t d, uint16_t* out);
+float pack_half_row_pairs(const float* x, int64_t ld, int64_t n, int64_t d, uint16_t* out);
+
 }  // namespace tide::kernels
