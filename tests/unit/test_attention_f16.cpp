@@ -62,7 +62,7 @@ TEST(AttentionHalfProducts, ScoresMatchFloat16SumsBitForBit) {
   std::mt19937 gen(3);
   for (int64_t m : {1, 3, 4, 8, 13, 24})
     for (int64_t n : {1, 5, 16, 17, 47, 48, 77, 100, 301})
-      for (int64_t k : {2, 8, 40, 64}) {
+      for (int64_t k : {2, 8, 40, 64, 66, 80, 160}) {  // head dimensions; past 64 in float16 chunks
         const int64_t lda = k + 2, ldb = 2 * n + 6, ldc = n + 3;
         const auto a = random_halves(m * lda, gen, 0.5f);
         const auto b = random_halves(k / 2 * ldb, gen, 1.0f);
@@ -73,14 +73,19 @@ TEST(AttentionHalfProducts, ScoresMatchFloat16SumsBitForBit) {
         for (int64_t i = 0; i < m; ++i) {
           double max = i % 3 == 2 ? 1e6 : -INFINITY;
           for (int64_t j = 0; j < n; ++j) {
-            double even = 0, odd = 0;  // the two lanes of output j: the pair's first and second terms
-            for (int64_t s = 0; s < k / 2; ++s) {
-              even = fma_half(even, a[i * lda + 2 * s], b[s * ldb + 2 * j]);
-              odd = fma_half(odd, a[i * lda + 2 * s + 1], b[s * ldb + 2 * j + 1]);
+            float want = 0;
+            const int64_t chunk = kHalfSumLength / 2;  // pairs summed in float16 before joining the float32 sum
+            for (int64_t s0 = 0; s0 < k / 2; s0 += chunk) {
+              double even = 0, odd = 0;  // the two lanes of output j: the pair's first and second terms
+              for (int64_t s = s0; s < std::min(k / 2, s0 + chunk); ++s) {
+                even = fma_half(even, a[i * lda + 2 * s], b[s * ldb + 2 * j]);
+                odd = fma_half(odd, a[i * lda + 2 * s + 1], b[s * ldb + 2 * j + 1]);
+              }
+              const float part = float(round_half(even + odd));
+              want = s0 == 0 ? part : float(double(want) + double(part));
             }
-            const double want = round_half(even + odd);
-            ASSERT_EQ(c[i * ldc + j], float(want)) << "m=" << m << " n=" << n << " k=" << k << " at " << i << "," << j;
-            max = std::max(max, want);
+            ASSERT_EQ(c[i * ldc + j], want) << "m=" << m << " n=" << n << " k=" << k << " at " << i << "," << j;
+            max = std::max(max, double(want));
           }
           for (int64_t j = n; j < ldc; ++j) ASSERT_EQ(c[i * ldc + j], kSentinel) << "wrote past the row";
           ASSERT_EQ(row_max[i], float(max)) << "m=" << m << " n=" << n << " k=" << k << " row " << i;
@@ -155,7 +160,7 @@ TEST(AttentionHalfProducts, PackingMatchesLibtorchsFloat16AndFindsTheMaxima) {
   if (!attention_half_products_available()) GTEST_SKIP() << kNoFp16;
   at::manual_seed(5);
   for (int64_t n : {1, 2, 7, 77, 130})
-    for (int64_t d : {2, 8, 40, 64}) {
+    for (int64_t d : {2, 8, 40, 64, 80, 160}) {
       const int64_t ld = d + 3;
       at::Tensor x = at::randn({n, ld}) * 3;
       x[n / 2][d / 2] = 70000.0f;  // beyond float16: infinity in both conversions
@@ -200,10 +205,11 @@ TEST(BlockedAttentionHalf, FallsBackWhereAValueIsNotANumber) {
 
 TEST(AttentionHalfProducts, FitBoundsTheFloat16Sums) {
   EXPECT_TRUE(attention_half_products_fit(40, 1.0f, 3.0f, 3.0f));
+  EXPECT_TRUE(attention_half_products_fit(160, 16.0f, 32.0f, 1.0f));   // sums of 64 terms at most: 64·16·32 = 2^15
   EXPECT_TRUE(attention_half_products_fit(64, 16.0f, 32.0f, 512.0f));   // 64·16·32 = 2^15; 64·512 = 2^15
   EXPECT_FALSE(attention_half_products_fit(64, 16.0f, 32.5f, 1.0f));   // scores could pass 2^15
   EXPECT_FALSE(attention_half_products_fit(40, 1.0f, 1.0f, 513.0f));   // a chunk of probs·v could
-  EXPECT_FALSE(attention_half_products_fit(65, 0.1f, 0.1f, 0.1f));     // a head wider than one float16 sum
+  EXPECT_FALSE(attention_half_products_fit(258, 0.1f, 0.1f, 0.1f));    // a head wider than kHalfHeadDimMax
   EXPECT_FALSE(attention_half_products_fit(0, 0.1f, 0.1f, 0.1f));
   EXPECT_FALSE(attention_half_products_fit(40, NAN, 1.0f, 1.0f));
   EXPECT_FALSE(attention_half_products_fit(40, 1.0f, 1.0f, INFINITY));
@@ -223,7 +229,8 @@ TEST(BlockedAttentionHalf, CloseToFloat32KernelsOnOddShapes) {
   at::manual_seed(21);
   struct Shape { int64_t b, h, lq, lk, d; };
   for (const Shape s : {Shape{2, 8, 300, 300, 40}, Shape{1, 3, 97, 77, 40}, Shape{2, 2, 64, 201, 64},
-                        Shape{1, 2, 50, 33, 8}, Shape{1, 1, 5, 1, 2}}) {
+                        Shape{1, 2, 70, 77, 80}, Shape{1, 2, 40, 40, 160}, Shape{1, 2, 50, 33, 8},
+                        Shape{1, 1, 5, 1, 2}}) {
     const at::Tensor q = heads(s.b, s.h, s.lq, s.d), k = heads(s.b, s.h, s.lk, s.d), v = heads(s.b, s.h, s.lk, s.d);
     const at::Tensor f32 = blocked_attention(q, k, v, 0, true, /*half_products=*/false);
     const at::Tensor f16 = blocked_attention(q, k, v, 0, true, /*half_products=*/true);
@@ -250,9 +257,9 @@ TEST(BlockedAttentionHalf, FallsBackToFloat32WhereValuesDoNotFit) {
     const at::Tensor f32 = blocked_attention(q, k, v, 0, true, false);
     EXPECT_TRUE(at::equal(blocked_attention(q, k, v, 0, true, true), f32));
   }
-  // Heads wider than one float16 sum (SD 1.5's deeper levels: 80, 160) keep float32 products.
-  const at::Tensor q80 = heads(1, 2, 30, 80, 80), k80 = heads(1, 2, 30, 80, 80), v80 = heads(1, 2, 30, 80, 80);
-  EXPECT_TRUE(at::equal(blocked_attention(q80, k80, v80, 0, true, true), blocked_attention(q80, k80, v80, 0, true, false)));
+  // Heads wider than kHalfHeadDimMax keep float32 products.
+  const at::Tensor qw = heads(1, 1, 9, 258), kw = heads(1, 1, 9, 258), vw = heads(1, 1, 9, 258);
+  EXPECT_TRUE(at::equal(blocked_attention(qw, kw, vw, 0, true, true), blocked_attention(qw, kw, vw, 0, true, false)));
   // So do odd head dimensions, and the AVX2 kernels (allow_avx512 = false).
   const at::Tensor q7 = heads(1, 2, 30, 7, 7), k7 = heads(1, 2, 31, 7, 7), v7 = heads(1, 2, 31, 7, 7);
   EXPECT_TRUE(at::equal(blocked_attention(q7, k7, v7, 0, true, true), blocked_attention(q7, k7, v7, 0, true, false)));

@@ -154,10 +154,10 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
   // Float16 products (kernels/attention_f16.h): float16 copies made in one pass each, O(L·d) against the O(L²·d)
   // products: q [B, H, Lq, d], k and v as pairs along the summed dimension, k_pairs [B, H, d/2, Lk, 2] and v_pairs
   // [B, H, lke/2, d, 2] (lke: Lk rounded up to even, an odd count's last pair padded with a zero key). The scores
-  // stay unscaled and the scale joins the softmax's exp. Even head dimensions only (SD's are).
+  // stay unscaled and the scale joins the softmax's exp. Even head dimensions up to kHalfHeadDimMax (SD's are).
   const int64_t lke = Lk + Lk % 2;
   at::Tensor q16, k_pairs, v_pairs;
-  if (own_gemm && allow_avx512 && half_products && d % 2 == 0 && d <= kHalfSumLength &&
+  if (own_gemm && allow_avx512 && half_products && d % 2 == 0 && d <= kHalfHeadDimMax &&
       attention_half_products_available()) {
     const auto half_options = q.options().dtype(at::kHalf);
     q16 = at::empty({B, H, Lq, d}, half_options);

@@ -84,22 +84,29 @@ TIDE_FP16 __attribute__((always_inline)) inline void multiply_add(__m512h (&acc)
   }
 }
 
-// Scores of R rows × 16·NV columns (the last vector `width_last` wide when Masked): float16 sums over all k.
+// Scores of R rows × 16·NV columns (the last vector `width_last` wide when Masked): float16 sums over chunks of
+// kHalfSumLength terms (one for heads up to 64 wide), added in float32; the rows' maxima from the final sums.
 template <int R, int NV, bool Masked>
 TIDE_FP16 void scores_tile(int64_t pairs, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c,
                            int64_t ldc, int64_t width_last, __m512* row_max) {
-  __m512h acc[R][NV];
-  zero(acc);
-  multiply_add<R, NV, Masked>(acc, 0, pairs, a, lda, b, ldb, lanes32(2 * width_last));
-  #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
-    #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      const __mmask16 live = (Masked && v == NV - 1) ? lanes16(width_last) : __mmask16(0xFFFF);
-      const __m512 x = pair_sums(acc[r][v]);
-      _mm512_mask_storeu_ps(c + r * ldc + 16 * v, live, x);
-      row_max[r] = _mm512_mask_max_ps(row_max[r], live, row_max[r], x);
-    }
+  constexpr int64_t kChunk = kHalfSumLength / 2;  // pairs
+  for (int64_t s0 = 0; s0 < pairs; s0 += kChunk) {
+    __m512h acc[R][NV];
+    zero(acc);
+    multiply_add<R, NV, Masked>(acc, s0, std::min(pairs, s0 + kChunk), a, lda, b, ldb, lanes32(2 * width_last));
+    const bool first = s0 == 0, last = s0 + kChunk >= pairs;
+    #pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+      #pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        const __mmask16 live = (Masked && v == NV - 1) ? lanes16(width_last) : __mmask16(0xFFFF);
+        float* out = c + r * ldc + 16 * v;
+        __m512 x = pair_sums(acc[r][v]);
+        if (!first) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(live, out));
+        _mm512_mask_storeu_ps(out, live, x);
+        if (last) row_max[r] = _mm512_mask_max_ps(row_max[r], live, row_max[r], x);
+      }
+  }
 }
 
 // A product's R rows × 16·NV columns: float16 sums over chunks of kHalfSumLength terms, each added into C.
@@ -217,7 +224,7 @@ TIDE_FP16 void product(int64_t m, int64_t n, int64_t k, const uint16_t* p, int64
   });
 }
 
-// One row of d ≤ 64 floats into float16 bits, folding |x| into `max` and NaNs into `nan`.
+// One row of d ≤ kHalfHeadDimMax floats into float16 bits, folding |x| into `max` and NaNs into `nan`.
 TIDE_FP16 inline void row_to_half(const float* x, int64_t d, uint16_t* out, __m512& max, __mmask16& nan) {
   for (int64_t c = 0; c < d; c += 16) {
     const __mmask16 live = lanes16(d - c);
@@ -240,7 +247,7 @@ TIDE_FP16 float rows(const float* x, int64_t ld, int64_t n, int64_t d, uint16_t*
 TIDE_FP16 float column_pairs(const float* x, int64_t ld, int64_t n, int64_t d, uint16_t* out) {
   __m512 max = _mm512_setzero_ps();
   __mmask16 nan = 0;
-  uint16_t row[64];
+  uint16_t row[kHalfHeadDimMax];
   for (int64_t j = 0; j < n; ++j) {
     row_to_half(x + j * ld, d, row, max, nan);
     for (int64_t p = 0; p < d / 2; ++p) std::memcpy(out + p * 2 * n + 2 * j, row + 2 * p, 2 * sizeof(uint16_t));
@@ -251,7 +258,7 @@ TIDE_FP16 float column_pairs(const float* x, int64_t ld, int64_t n, int64_t d, u
 TIDE_FP16 float row_pairs(const float* x, int64_t ld, int64_t n, int64_t d, uint16_t* out) {
   __m512 max = _mm512_setzero_ps();
   __mmask16 nan = 0;
-  uint16_t first[64], second[64];
+  uint16_t first[kHalfHeadDimMax], second[kHalfHeadDimMax];
   for (int64_t p = 0; p < (n + 1) / 2; ++p) {
     row_to_half(x + 2 * p * ld, d, first, max, nan);
     if (2 * p + 1 < n) row_to_half(x + (2 * p + 1) * ld, d, second, max, nan);
@@ -282,7 +289,7 @@ bool attention_half_products_available() {
 
 bool attention_half_products_fit(int64_t d, float max_abs_q, float max_abs_k, float max_abs_v) {
   constexpr double kLimit = 32768.0;  // half of float16's largest finite value, 65504
-  return d >= 1 && d <= kHalfSumLength && double(d) * max_abs_q * max_abs_k <= kLimit &&
+  return d >= 1 && d <= kHalfHeadDimMax && double(std::min(d, kHalfSumLength)) * max_abs_q * max_abs_k <= kLimit &&
          double(kHalfSumLength) * max_abs_v <= kLimit;
 }
 
@@ -290,7 +297,7 @@ void scores_half(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda
                  float* c, int64_t ldc, float* row_max) {
 #ifdef TIDE_X86
   if (!kHasFp16) unavailable();
-  if (k > kHalfSumLength || k % 2) throw std::invalid_argument("scores_half: k odd or over kHalfSumLength");
+  if (k > kHalfHeadDimMax || k % 2) throw std::invalid_argument("scores_half: k odd or over kHalfHeadDimMax");
   scores(m, n, k, a, lda, b, ldb, c, ldc, row_max);
 #else
   unavailable();
@@ -312,7 +319,7 @@ void gemm_half(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, 
 namespace {
 void check_pack(int64_t d) {
   if (!kHasFp16) unavailable();
-  if (d < 1 || d > kHalfSumLength) throw std::invalid_argument("pack_half: d outside 1 .. kHalfSumLength");
+  if (d < 1 || d > kHalfHeadDimMax) throw std::invalid_argument("pack_half: d outside 1 .. kHalfHeadDimMax");
 }
 }  // namespace
 #endif

@@ -14,22 +14,23 @@
 
 namespace tide::kernels {
 
-// Terms summed in float16 before a partial sum joins a float32 one: gemm_half's chunk. The scores' sums
-// (over the head dimension) run whole in float16, so heads are at most this wide.
+// Terms summed in float16 before a partial sum joins a float32 one (both products).
 constexpr int64_t kHalfSumLength = 64;
+// The widest head the float16 products take (SD 1.5's deepest level has 160).
+constexpr int64_t kHalfHeadDimMax = 256;
 
 // True on x86 CPUs with AVX512-FP16 (and AVX-512F/BW/VL, AVX2, FMA) where DNNL_MAX_CPU_ISA allows AVX-512, and a
 // compiler that has its intrinsics.
 bool attention_half_products_available();
 
-// True when neither product's float16 sums can overflow: head dimension d ≤ kHalfSumLength,
-// d · max|q| · max|k| ≤ 2^15 (scores; q and k as they enter the product) and
+// True when neither product's float16 sums can overflow: head dimension d ≤ kHalfHeadDimMax,
+// min(d, kHalfSumLength) · max|q| · max|k| ≤ 2^15 (scores; q and k as they enter the product) and
 // kHalfSumLength · max|v| ≤ 2^15 (probs·v, whose probabilities are at most 1). NaN maxima give false.
 bool attention_half_products_fit(int64_t d, float max_abs_q, float max_abs_k, float max_abs_v);
 
 // Scores: C[m, n] = A[m, k] · B[k, n] in float32 and row_max[i] = max(row_max[i], max_j C[i, j]). A: q rows in
-// float16, k even (an odd head dimension padded with a zero column), k ≤ kHalfSumLength. B as pairs (kᵀ):
-// b[p · ldb + 2j + e] = B[2p + e][j], ldb ≥ 2n.
+// float16, k even (an odd head dimension padded with a zero column), k ≤ kHalfHeadDimMax. B as pairs (kᵀ):
+// b[p · ldb + 2j + e] = B[2p + e][j], ldb ≥ 2n. Float16 sums over chunks of kHalfSumLength terms, added in float32.
 void scores_half(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb,
                  float* c, int64_t ldc, float* row_max);
 
@@ -40,7 +41,7 @@ void scores_half(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda
 void gemm_half(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb,
                float* c, int64_t ldc, bool accumulate);
 
-// Float16 copies of one head's rows x [n, d] (row stride ld, d ≤ 64) in the layouts above, rounded to nearest
+// Float16 copies of one head's rows x [n, d] (row stride ld, d ≤ kHalfHeadDimMax) in the layouts above, rounded to nearest
 // even as at::Half rounds; each returns the largest |x| it read (NaN if any x is NaN), for
 // attention_half_products_fit. Rows: out[j · d + c] = x[j, c] (q). Pairs of columns: out[p · 2n + 2j + e] =
 // x[j, 2p + e], d even (kᵀ). Pairs of rows: out[p · 2d + 2c + e] = x[2p + e, c], for 2p + e < n, an odd n's last
