@@ -20,9 +20,9 @@ bool blocked_attention_supported(const at::Tensor& q, const at::Tensor& k, const
 // -> [B, H, Lq, d], a view of memory laid out [B, Lq, H, d] so that merging the heads back is free.
 // `query_block`: query rows per strip; 0 picks one whose score strip fits in L2. `allow_avx512`: use the
 // AVX-512 kernels where the CPU has them (false: the AVX2 ones, e.g. to test both). `half_products`: the two
-// products with float16 multiplies (kernels/attention_f16.h) where allowed, the CPU has AVX512-FP16, the head
-// dimension is even (and at most kHalfHeadDimMax) and the values fit (attention_half_products_fit); the softmax stays float32. Otherwise the
-// float32 kernels.
+// products with float16 multiplies (kernels/attention_f16.h) where the CPU has AVX512-FP16, the head dimension is
+// even and at most kHalfHeadDimMax, and the values fit (attention_half_products_fit); the softmax stays float32.
+// Otherwise the float32 kernels.
 at::Tensor blocked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              int64_t query_block = 0, bool allow_avx512 = true, bool half_products = false);
 

@@ -89,7 +89,8 @@ at::Tensor AttentionImpl::forward(const at::Tensor& hidden, const at::Tensor& co
   const at::Tensor k = split_heads(to_k->forward(kv), b, heads, d);  // [B, H, Lk, d]
   const at::Tensor v = split_heads(to_v->forward(kv), b, heads, d);  // [B, H, Lk, d]
 
-  // Queries, keys and values from int8 weights carry ~20× float16's rounding: the products may take float16.
+  // Queries, keys and values from int8 weights (steps of 1/127 of each channel's largest weight) carry several
+  // times float16's rounding (2^-11): the products may take float16.
   const bool half_products = runtime::optimizations().half_attention && to_q->stored_dtype == at::kChar &&
                              to_k->stored_dtype == at::kChar && to_v->stored_dtype == at::kChar;
   at::Tensor out = scaled_dot_product_attention(q, k, v, options_.upcast, half_products);  // [B, H, L, d]
