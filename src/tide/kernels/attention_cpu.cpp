@@ -157,13 +157,13 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
   // stay unscaled and the scale joins the softmax's exp. Even head dimensions up to kHalfHeadDimMax (SD's are).
   const int64_t lke = Lk + Lk % 2;
   at::Tensor q16, k_pairs, v_pairs;
+  const auto bits = [](at::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr<at::Half>()); };
   if (own_gemm && allow_avx512 && half_products && d % 2 == 0 && d <= kHalfHeadDimMax &&
       attention_half_products_available()) {
     const auto half_options = q.options().dtype(at::kHalf);
     q16 = at::empty({B, H, Lq, d}, half_options);
     k_pairs = at::empty({B, H, d / 2, Lk, 2}, half_options);
     v_pairs = at::empty({B, H, lke / 2, d, 2}, half_options);
-    const auto bits = [](at::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr<at::Half>()); };
     uint16_t *q16_out = bits(q16), *k_out = bits(k_pairs), *v_out = bits(v_pairs);
     const float *q_in = q.data_ptr<float>(), *k_in = k.data_ptr<float>(), *v_in = v.data_ptr<float>();
     std::vector<std::array<float, 3>> maxima(B * H);  // per head: max |q|, |k|, |v| (NaN if any is NaN)
@@ -183,9 +183,8 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
     if (!attention_half_products_fit(d, max[0], max[1], max[2])) q16 = k_pairs = v_pairs = at::Tensor();
   }
   const bool half = q16.defined();
-  const auto half_data = [](const at::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data_ptr<at::Half>()); };
-  const uint16_t *q16p = half ? half_data(q16) : nullptr, *k_pairs_p = half ? half_data(k_pairs) : nullptr,
-                 *v_pairs_p = half ? half_data(v_pairs) : nullptr;
+  const uint16_t *q16p = half ? bits(q16) : nullptr, *k_pairs_p = half ? bits(k_pairs) : nullptr,
+                 *v_pairs_p = half ? bits(v_pairs) : nullptr;
   // The float16 probabilities' rows: 64 bytes past a multiple of 4 KiB, so that a tile's rows do not all fall in
   // one set of the L1 cache.
   const int64_t ldp = lke + 32;
@@ -199,6 +198,8 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
   const float *qp = qs.data_ptr<float>(), *ktp = kt.data_ptr<float>(), *vp = v.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const int64_t ldo = H * d;
+  // The float16 probs·v's keys per step: v's block (2 bytes a value) in L1, a multiple of the float16 sums' chunks.
+  const int64_t half_key_block = std::max<int64_t>(1, 32768 / (2 * d) / kHalfSumLength) * kHalfSumLength;
   // Keys per step of the probs·v product: that slice of v (kKeyBlock × d) stays in L1/L2 while every row
   // of the strip uses it.
   const int64_t key_block = std::max<int64_t>(64, 32768 / (4 * d));
@@ -230,8 +231,6 @@ at::Tensor blocked_attention(const at::Tensor& q_in, const at::Tensor& k_in, con
           inv_sum[r] = 1.0f / exp_row_to_half_avx512(strip + r * Lk, Lk, row_max[r], float(scale), probs + r * ldp);
           if (Lk % 2) probs[r * ldp + Lk] = 0;  // the padding key
         }
-        // v in blocks of keys that stay in L1 (a multiple of the float16 sums' chunks).
-        const int64_t half_key_block = std::max<int64_t>(1, 32768 / (2 * d) / kHalfSumLength) * kHalfSumLength;
         for (int64_t k0 = 0; k0 < lke; k0 += half_key_block)
           gemm_half(rows, d, std::min(half_key_block, lke - k0), probs + k0, ldp, v_pairs_p + (head * lke + k0) * d,
                        2 * d, ob, ldo, /*accumulate=*/k0 > 0);  // out [rows, d]

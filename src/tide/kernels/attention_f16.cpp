@@ -84,17 +84,18 @@ TIDE_FP16 __attribute__((always_inline)) inline void multiply_add(__m512h (&acc)
   }
 }
 
-// Scores of R rows × 16·NV columns (the last vector `width_last` wide when Masked): float16 sums over chunks of
-// kHalfSumLength terms (one for heads up to 64 wide), added in float32; the rows' maxima from the final sums.
+// C[R rows, 16·NV columns] (+)= A · B2 (the last vector `width_last` wide when Masked): float16 sums over chunks
+// of kHalfSumLength terms, each added into C in float32 (the first written, unless `accumulate`). With `row_max`
+// (the scores) the rows' maxima are taken from the final sums.
 template <int R, int NV, bool Masked>
-TIDE_FP16 void scores_tile(int64_t pairs, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c,
-                           int64_t ldc, int64_t width_last, __m512* row_max) {
+TIDE_FP16 void tile(int64_t pairs, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c,
+                    int64_t ldc, int64_t width_last, bool accumulate, __m512* row_max) {
   constexpr int64_t kChunk = kHalfSumLength / 2;  // pairs
   for (int64_t s0 = 0; s0 < pairs; s0 += kChunk) {
     __m512h acc[R][NV];
     zero(acc);
     multiply_add<R, NV, Masked>(acc, s0, std::min(pairs, s0 + kChunk), a, lda, b, ldb, lanes32(2 * width_last));
-    const bool first = s0 == 0, last = s0 + kChunk >= pairs;
+    const bool add = accumulate || s0 > 0, last = s0 + kChunk >= pairs;
     #pragma GCC unroll 16
     for (int r = 0; r < R; ++r)
       #pragma GCC unroll 4
@@ -102,32 +103,9 @@ TIDE_FP16 void scores_tile(int64_t pairs, const uint16_t* a, int64_t lda, const 
         const __mmask16 live = (Masked && v == NV - 1) ? lanes16(width_last) : __mmask16(0xFFFF);
         float* out = c + r * ldc + 16 * v;
         __m512 x = pair_sums(acc[r][v]);
-        if (!first) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(live, out));
-        _mm512_mask_storeu_ps(out, live, x);
-        if (last) row_max[r] = _mm512_mask_max_ps(row_max[r], live, row_max[r], x);
-      }
-  }
-}
-
-// A product's R rows × 16·NV columns: float16 sums over chunks of kHalfSumLength terms, each added into C.
-template <int R, int NV, bool Masked>
-TIDE_FP16 void product_tile(int64_t pairs, const uint16_t* p, int64_t ldp, const uint16_t* v, int64_t ldv, float* c,
-                            int64_t ldc, int64_t width_last, bool accumulate) {
-  constexpr int64_t kChunk = kHalfSumLength / 2;  // pairs
-  for (int64_t s0 = 0; s0 < pairs; s0 += kChunk) {
-    __m512h acc[R][NV];
-    zero(acc);
-    multiply_add<R, NV, Masked>(acc, s0, std::min(pairs, s0 + kChunk), p, ldp, v, ldv, lanes32(2 * width_last));
-    const bool add = accumulate || s0 > 0;
-    #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r)
-      #pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j) {
-        const __mmask16 live = (Masked && j == NV - 1) ? lanes16(width_last) : __mmask16(0xFFFF);
-        float* out = c + r * ldc + 16 * j;
-        __m512 x = pair_sums(acc[r][j]);
         if (add) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(live, out));
         _mm512_mask_storeu_ps(out, live, x);
+        if (row_max && last) row_max[r] = _mm512_mask_max_ps(row_max[r], live, row_max[r], x);
       }
   }
 }
@@ -168,7 +146,8 @@ TIDE_FP16 void panels(int64_t m, int64_t n, const MakeTile& make_tile) {
   }
 }
 
-struct ScoresTile {
+// The tile at row i of one column panel (`tile.run<R, NV, Masked>(i)`, for rows_of_panel).
+struct Tile {
   int64_t k;
   const uint16_t* a;
   int64_t lda;
@@ -177,26 +156,12 @@ struct ScoresTile {
   float* c;
   int64_t ldc;
   int64_t width_last;
-  __m512* row_max;
-  template <int R, int NV, bool Masked>
-  TIDE_FP16 void run(int64_t i) const {
-    scores_tile<R, NV, Masked>(k / 2, a + i * lda, lda, b, ldb, c + i * ldc, ldc, width_last, row_max + i);
-  }
-};
-
-struct ProductTile {
-  int64_t k;
-  const uint16_t* p;
-  int64_t ldp;
-  const uint16_t* v;
-  int64_t ldv;
-  float* c;
-  int64_t ldc;
-  int64_t width_last;
   bool accumulate;
+  __m512* row_max;  // null: no maxima
   template <int R, int NV, bool Masked>
   TIDE_FP16 void run(int64_t i) const {
-    product_tile<R, NV, Masked>(k / 2, p + i * ldp, ldp, v, ldv, c + i * ldc, ldc, width_last, accumulate);
+    tile<R, NV, Masked>(k / 2, a + i * lda, lda, b, ldb, c + i * ldc, ldc, width_last, accumulate,
+                        row_max ? row_max + i : nullptr);
   }
 };
 
@@ -209,7 +174,7 @@ TIDE_FP16 void scores(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_
     for (int64_t r = 0; r < rows; ++r) max_vectors[r] = _mm512_set1_ps(row_max[i0 + r]);
     // 8 × 48 tiles: 24 accumulators, 3 loads of kᵀ and 8 broadcasts per 24 FMAs.
     panels<8, 3>(rows, n, [&](int64_t j, int64_t width_last) {
-      return ScoresTile{k, a + i0 * lda, lda, b + 2 * j, ldb, c + i0 * ldc + j, ldc, width_last, max_vectors};
+      return Tile{k, a + i0 * lda, lda, b + 2 * j, ldb, c + i0 * ldc + j, ldc, width_last, false, max_vectors};
     });
     for (int64_t r = 0; r < rows; ++r) row_max[i0 + r] = _mm512_reduce_max_ps(max_vectors[r]);
   }
@@ -220,7 +185,7 @@ TIDE_FP16 void product(int64_t m, int64_t n, int64_t k, const uint16_t* p, int64
   // 8 × 48 tiles (a head dimension of 40 is one masked panel, 64 one panel of 48 and one of 16): 24 accumulators,
   // 3 loads of v and 8 broadcasts per 24 FMAs.
   panels<8, 3>(m, n, [&](int64_t j, int64_t width_last) {
-    return ProductTile{k, p, ldp, v + 2 * j, ldv, c + j, ldc, width_last, accumulate};
+    return Tile{k, p, ldp, v + 2 * j, ldv, c + j, ldc, width_last, accumulate, nullptr};
   });
 }
 

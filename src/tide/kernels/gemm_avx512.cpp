@@ -149,39 +149,46 @@ TIDE_AVX512 void row_max_product(int64_t m, int64_t n, int64_t k, const float* q
   }
 }
 
-// exp(x − max) 16 lanes at a time, into x itself or, with `half`, into float16 bits there (x untouched).
+// exp(x − max) 16 lanes at a time, into x itself or, with Half, into float16 bits at `half` (x untouched).
 // (AVX-512F alone has no 16-bit masked store: a partial vector of halves goes through the stack.)
-TIDE_AVX512 __attribute__((always_inline)) inline void put_exp(float* x, uint16_t* half, __mmask16 live, __m512 e) {
-  if (!half) return _mm512_mask_storeu_ps(x, live, e);
-  const __m256i h = _mm512_cvtps_ph(e, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  if (live == 0xFFFF) return _mm256_storeu_si256(reinterpret_cast<__m256i*>(half), h);
-  alignas(32) uint16_t lanes16[16];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes16), h);
-  std::copy(lanes16, lanes16 + __builtin_popcount(live), half);
+template <bool Half>
+TIDE_AVX512 __attribute__((always_inline)) inline void put_exp(float* x, uint16_t* half, int64_t i, __mmask16 live,
+                                                               __m512 e) {
+  if constexpr (!Half) {
+    _mm512_mask_storeu_ps(x + i, live, e);
+  } else {
+    const __m256i h = _mm512_cvtps_ph(e, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    if (live == 0xFFFF) return _mm256_storeu_si256(reinterpret_cast<__m256i*>(half + i), h);
+    alignas(32) uint16_t lanes16[16];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes16), h);
+    std::copy(lanes16, lanes16 + __builtin_popcount(live), half + i);
+  }
 }
 
 // exp's argument: x − max, times the scale where the row is written as float16 (attention's unscaled scores).
-TIDE_AVX512 __attribute__((always_inline)) inline __m512 exp_argument(__m512 x, __m512 max, const uint16_t* half,
-                                                                     __m512 scale) {
-  return half ? _mm512_mul_ps(_mm512_sub_ps(x, max), scale) : _mm512_sub_ps(x, max);
+template <bool Half>
+TIDE_AVX512 __attribute__((always_inline)) inline __m512 exp_argument(__m512 x, __m512 max, __m512 scale) {
+  if constexpr (Half) return _mm512_mul_ps(_mm512_sub_ps(x, max), scale);
+  else return _mm512_sub_ps(x, max);
 }
 
-TIDE_AVX512 float exp_row(float* x, int64_t n, float max, uint16_t* half, float scale = 1.0f) {
+template <bool Half>
+TIDE_AVX512 float exp_row(float* x, int64_t n, float max, uint16_t* half, float scale) {
   const __m512 m = _mm512_set1_ps(max), s = _mm512_set1_ps(scale);
   __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    const __m512 e0 = exp_nonpositive16(exp_argument(_mm512_loadu_ps(x + i), m, half, s));
-    const __m512 e1 = exp_nonpositive16(exp_argument(_mm512_loadu_ps(x + i + 16), m, half, s));
-    put_exp(x + i, half ? half + i : nullptr, 0xFFFF, e0);
-    put_exp(x + i + 16, half ? half + i + 16 : nullptr, 0xFFFF, e1);
+    const __m512 e0 = exp_nonpositive16(exp_argument<Half>(_mm512_loadu_ps(x + i), m, s));
+    const __m512 e1 = exp_nonpositive16(exp_argument<Half>(_mm512_loadu_ps(x + i + 16), m, s));
+    put_exp<Half>(x, half, i, 0xFFFF, e0);
+    put_exp<Half>(x, half, i + 16, 0xFFFF, e1);
     s0 = _mm512_add_ps(s0, e0);
     s1 = _mm512_add_ps(s1, e1);
   }
   for (; i < n; i += 16) {  // the last 16 or fewer (77 text tokens leave 13): lanes past n read as the max, added as 0
     const __mmask16 live = lanes(n - i);
-    const __m512 e = exp_nonpositive16(exp_argument(_mm512_mask_loadu_ps(m, live, x + i), m, half, s));
-    put_exp(x + i, half ? half + i : nullptr, live, e);
+    const __m512 e = exp_nonpositive16(exp_argument<Half>(_mm512_mask_loadu_ps(m, live, x + i), m, s));
+    put_exp<Half>(x, half, i, live, e);
     s0 = _mm512_mask_add_ps(s0, live, s0, e);
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
@@ -231,7 +238,7 @@ void gemm_row_max_f32_avx512(int64_t m, int64_t n, int64_t k, const float* a, in
 float exp_row_avx512(float* x, int64_t n, float max) {
 #ifdef TIDE_X86
   if (!kHasAvx512) unavailable();
-  return exp_row(x, n, max, nullptr);
+  return exp_row<false>(x, n, max, nullptr, 1.0f);
 #else
   unavailable();
 #endif
@@ -240,7 +247,7 @@ float exp_row_avx512(float* x, int64_t n, float max) {
 float exp_row_to_half_avx512(const float* x, int64_t n, float max, float scale, uint16_t* half) {
 #ifdef TIDE_X86
   if (!kHasAvx512) unavailable();
-  return exp_row(const_cast<float*>(x), n, max, half, scale);  // with `half`, x is only read
+  return exp_row<true>(const_cast<float*>(x), n, max, half, scale);  // x only read
 #else
   unavailable();
 #endif
