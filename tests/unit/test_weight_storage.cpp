@@ -9,6 +9,7 @@
 #include "test_support.h"
 #include "tiny_pipeline.h"
 #include "tide/io/safetensors.h"
+#include "tide/kernels/conv_forward_kernel.h"
 #include "tide/kernels/int8_compute.h"
 #include "tide/kernels/weight_quantization.h"
 #include "tide/nn/layers.h"
@@ -170,6 +171,32 @@ TEST(WeightStorage, Int8KeepsTheHighResolutionConvolutionsWeightOnly) {
       EXPECT_TENSOR_NEAR(y, w8a8, 1e-5 * scale);
       EXPECT_GT(tide::testing::max_abs_diff(y, weight_only), 1e-4 * scale) << "W8A8 should differ from weight-only";
     }
+  }
+}
+
+// A weight-only int8 convolution computes exactly what a float32 model of its dequantized weights computes, with
+// the same float32 kernel: Winograd F(4×4), the direct kernel (stride 2), 1×1 as a product on small maps.
+TEST(WeightStorage, Int8WeightOnlyConvolutionsTakeTheFloat32Kernels) {
+  c10::NoGradGuard no_grad;
+  at::manual_seed(4);
+  struct Case {
+    int64_t in, out, kernel, stride, padding, size;
+  };
+  for (const Case c : {Case{320, 16, 3, 1, 1, 16}, Case{320, 16, 3, 2, 1, 16}, Case{64, 24, 1, 1, 0, 8}}) {
+    SCOPED_TRACE(std::to_string(c.kernel) + "x" + std::to_string(c.kernel) + " stride " + std::to_string(c.stride));
+    tide::nn::Conv2d int8(c.in, c.out, c.kernel, c.stride, c.padding);
+    tide::nn::convert_weight_storage(*int8, [](const std::string&) { return WeightFormat::kInt8; });
+    tide::nn::store_conv_weights_for_current_layout(*int8);
+    tide::nn::Conv2d float32(c.in, c.out, c.kernel, c.stride, c.padding);
+    float32->weight.set_data(tide::nn::weight_for_compute(int8->weight, int8->weight_scale, at::kFloat).contiguous());
+    float32->bias.set_data(int8->bias.clone());
+    tide::nn::store_conv_weights_for_current_layout(*float32);
+
+    const at::Tensor x = at::randn({2, c.in, c.size, c.size}).contiguous(at::MemoryFormat::ChannelsLast);
+    const auto kernel = tide::kernels::conv2d_forward_kernel(x, float32->weight, c.stride, c.padding, true, true, true, true);
+    if (kernel == tide::kernels::ConvKernel::onednn)
+      tide::testing::note_path_not_exercised("float32 convolution kernels for weight-only int8", "no AVX2 on this CPU");
+    EXPECT_TRUE(at::equal(int8->forward(x), float32->forward(x))) << tide::kernels::conv_kernel_name(kernel);
   }
 }
 

@@ -175,13 +175,17 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
                     !(grad && (weight.requires_grad() || x.requires_grad()));
   at::Tensor y;
   const bool int8_kernel = use_int8_kernel(weight, x) && x.dim() == 4 && conv_quantizes_activations(weight, stride_);
+  if (!int8_kernel && int8_.plain_given_up()) throw_plain_weights_given_up("convolution");
+  // A weight-only int8 convolution widens its weight once, laid out as a float32 weight is stored, so the
+  // float32 kernels choose and read it as they would a float32 model's (Winograd F(4×4), the direct kernel).
+  const bool widen_first = nhwc && !int8_kernel && weight.scalar_type() == at::kChar && x.scalar_type() == at::kFloat;
+  const at::Tensor w = widen_first ? widened_int8_weight() : weight;
   const kernels::ConvKernel kernel =
-      nhwc && !int8_kernel ? kernels::conv2d_forward_kernel(x, weight, stride_, padding_, runtime::optimizations().winograd,
+      nhwc && !int8_kernel ? kernels::conv2d_forward_kernel(x, w, stride_, padding_, runtime::optimizations().winograd,
                                                             runtime::optimizations().winograd_f4,
                                                             runtime::optimizations().direct_conv,
                                                             runtime::optimizations().onednn_matmul)
                            : kernels::ConvKernel::onednn;
-  if (!int8_kernel && int8_.plain_given_up()) throw_plain_weights_given_up("convolution");
   if (int8_kernel) {
     RECORD_USER_SCOPE("tide::int8_conv2d");
     y = int8_.get(weight, weight_scale, bias, [&] {
@@ -193,35 +197,44 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   } else if (kernel == kernels::ConvKernel::winograd_few_tiles || kernel == kernels::ConvKernel::winograd_f4) {
     RECORD_USER_SCOPE("tide::winograd_conv3x3");  // named in `tide bench --profile`
     y = kernels::winograd_conv3x3_few_tiles(
-        x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias,
+        x, weight_for_compute(w, weight_scale, x.scalar_type()), bias,
         kernel == kernels::ConvKernel::winograd_f4 ? kernels::WinogradTile::f4x4 : kernels::WinogradTile::f2x2);
   } else if (kernel == kernels::ConvKernel::winograd_chunked) {
     // Transformed per call rather than kept (16/9 of the weights' memory): 5 ms at 512 channels, a few % of a
     // 64×64 convolution and under 1% of the larger ones.
     RECORD_USER_SCOPE("tide::winograd_conv3x3");  // named in `tide bench --profile`
-    y = kernels::winograd_conv3x3(x, kernels::winograd_weight_transform(weight_for_compute(weight, weight_scale, x.scalar_type())), bias);
+    y = kernels::winograd_conv3x3(x, kernels::winograd_weight_transform(weight_for_compute(w, weight_scale, x.scalar_type())), bias);
   } else if (kernel == kernels::ConvKernel::direct) {
     // Where Winograd does not pay (small maps, strided convolutions), on the weight as stored (HWIO, or channels
     // last on small maps): oneDNN would re-lay it out first.
     RECORD_USER_SCOPE("tide::direct_conv2d");  // named in `tide bench --profile`
-    y = kernels::direct_conv2d(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias, stride_, padding_);
+    y = kernels::direct_conv2d(x, weight_for_compute(w, weight_scale, x.scalar_type()), bias, stride_, padding_);
   } else if (kernel == kernels::ConvKernel::matmul_1x1) {
     // 1×1 on small maps as a product (kernels/matmul_f32.h says why).
     RECORD_USER_SCOPE("tide::conv1x1");  // named in `tide bench --profile`
-    y = kernels::conv1x1_f32(x, weight_for_compute(weight, weight_scale, x.scalar_type()), bias);
+    y = kernels::conv1x1_f32(x, weight_for_compute(w, weight_scale, x.scalar_type()), bias);
   } else if (nhwc) {
-    y = at::conv2d(x.contiguous(at::MemoryFormat::ChannelsLast), weight_as(at::MemoryFormat::ChannelsLast, x.scalar_type()), bias,
+    const at::Tensor w_nhwc = widen_first ? w.contiguous(at::MemoryFormat::ChannelsLast)
+                                          : weight_as(at::MemoryFormat::ChannelsLast, x.scalar_type());
+    y = at::conv2d(x.contiguous(at::MemoryFormat::ChannelsLast), w_nhwc, bias,
                    {stride_, stride_}, {padding_, padding_});
   } else {
     // A channels-last weight would make oneDNN pick channels last, so NCHW needs an NCHW weight.
     // With gradients the weight itself (or its differentiable widening), not a cached copy.
     const at::Tensor w = weight.requires_grad() && c10::GradMode::is_enabled()
-                             ? weight_for_compute(weight, weight_scale, x.scalar_type())
+                             ? weight_for_compute(w, weight_scale, x.scalar_type())
                              : weight_as(at::MemoryFormat::Contiguous, x.scalar_type());
     y = at::conv2d(x, w, bias, {stride_, stride_}, {padding_, padding_});
   }
   runtime::FlopCount::add_macs(double(y.numel()) * double(weight.size(1) * weight.size(2) * weight.size(3)));
   return y;
+}
+
+at::Tensor Conv2dImpl::widened_int8_weight() const {
+  const bool hwio = runtime::optimizations().direct_conv &&
+                    kernels::direct_conv2d_wants_hwio(weight.size(0), weight.size(1), weight.size(2));
+  // HWIO as store_conv_weights_for_current_layout keeps float32 weights; re-laid out in int8, a quarter of the bytes.
+  return weight_for_compute(hwio ? kernels::to_hwio(weight) : weight, weight_scale, at::kFloat);
 }
 
 void store_conv_weights_for_current_layout(torch::nn::Module& root) {

@@ -88,6 +88,8 @@ class Conv2dImpl : public torch::nn::Module {
   // in `dtype`, a copy made once (re-made if the weight changes), so that oneDNN never re-lays out the
   // weight on every call; else (16-bit or int8 storage) a temporary widened per call.
   at::Tensor weight_as(at::MemoryFormat format, at::ScalarType dtype);
+  // An int8 `weight` dequantized to float32 for a weight-only call, HWIO where the direct kernel wants it.
+  at::Tensor widened_int8_weight() const;
 
   friend void keep_int8_weights_packed_only(torch::nn::Module& root);
   int64_t stride_, padding_;
