@@ -5,6 +5,7 @@
 #include <set>
 
 #include "tide/kernels/weight_quantization.h"
+#include "tide/kernels/widen.h"
 #include "tide/nn/layers.h"
 #include "tide/runtime/error.h"
 #include "tide/runtime/optimizations.h"
@@ -129,7 +130,8 @@ void set_compute_dtype(torch::nn::Module& root, at::ScalarType dtype) {
 
 at::Tensor weight_for_compute(const at::Tensor& weight, const at::Tensor& scale, at::ScalarType dtype) {
   if (weight.scalar_type() == at::kChar) return kernels::dequantize_per_channel(weight, scale, dtype);
-  return weight.scalar_type() == dtype ? weight : weight.to(dtype);
+  if (weight.scalar_type() == dtype) return weight;
+  return dtype == at::kFloat ? kernels::widen_to_float(weight) : weight.to(dtype);
 }
 
 }  // namespace tide::nn
