@@ -221,10 +221,10 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   } else {
     // A channels-last weight would make oneDNN pick channels last, so NCHW needs an NCHW weight.
     // With gradients the weight itself (or its differentiable widening), not a cached copy.
-    const at::Tensor w = weight.requires_grad() && c10::GradMode::is_enabled()
-                             ? weight_for_compute(w, weight_scale, x.scalar_type())
-                             : weight_as(at::MemoryFormat::Contiguous, x.scalar_type());
-    y = at::conv2d(x, w, bias, {stride_, stride_}, {padding_, padding_});
+    const at::Tensor w_nchw = weight.requires_grad() && c10::GradMode::is_enabled()
+                                  ? weight_for_compute(weight, weight_scale, x.scalar_type())
+                                  : weight_as(at::MemoryFormat::Contiguous, x.scalar_type());
+    y = at::conv2d(x, w_nchw, bias, {stride_, stride_}, {padding_, padding_});
   }
   runtime::FlopCount::add_macs(double(y.numel()) * double(weight.size(1) * weight.size(2) * weight.size(3)));
   return y;
