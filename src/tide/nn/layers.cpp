@@ -231,9 +231,11 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
 }
 
 at::Tensor Conv2dImpl::widened_int8_weight() const {
-  const bool hwio = runtime::optimizations().direct_conv &&
+  // HWIO as store_conv_weights_for_current_layout keeps float32 weights (re-laid out in int8, a quarter of the
+  // bytes), except for strided convolutions, which then go to oneDNN: on an AVX-512 CPU the direct kernel ran
+  // them at 0.51× and 0.55× oneDNN's speed at 320 and 640 channels (`tide bench --conv --stride 2`, batch 2).
+  const bool hwio = runtime::optimizations().direct_conv && stride_ == 1 &&
                     kernels::direct_conv2d_wants_hwio(weight.size(0), weight.size(1), weight.size(2));
-  // HWIO as store_conv_weights_for_current_layout keeps float32 weights; re-laid out in int8, a quarter of the bytes.
   return weight_for_compute(hwio ? kernels::to_hwio(weight) : weight, weight_scale, at::kFloat);
 }
 
