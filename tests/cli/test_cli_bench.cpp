@@ -287,6 +287,18 @@ TEST_F(CliBenchTinyModel, ProfileListsOperators) {
   }
 }
 
+// With --tome the profiled call is the merged one the timed passes run: the matching shows up in it.
+TEST_F(CliBenchTinyModel, ProfileOfATokenMergingRunMergesToo) {
+  const std::string common = "--model " + quote(model()) + " --width 128 --height 128 --steps 1 --runs 1 --warmup 0 --threads 1 --profile";
+  auto merged = tide_bench(common + " --tome 0.5");
+  ASSERT_EQ(merged.code, 0) << merged.output;
+  EXPECT_NE(merged.output.find("UNet call (batch 2, ToMe)"), std::string::npos) << merged.output;
+  EXPECT_NE(merged.output.find("tide::token_merging"), std::string::npos) << merged.output;
+  auto plain = tide_bench(common);
+  ASSERT_EQ(plain.code, 0) << plain.output;
+  EXPECT_EQ(plain.output.find("tide::token_merging"), std::string::npos) << plain.output;
+}
+
 TEST(CliBench, AttentionModeReportsSpeedupAndPeak) {
   TempDir dir;
   auto run = tide_bench("--attention --tokens 100 --heads 2 --head-dim 8 --runs 1 --threads 1 --peak --json " +

@@ -11,10 +11,14 @@
 namespace {
 using namespace tide;
 
-TEST(TokenMerging, MergeThenUnmergeEqualsThePlainReference) {
+// float64, and float32 (whose similarities go through oneDNN's product).
+class TokenMergingDtypes : public ::testing::TestWithParam<at::ScalarType> {};
+
+TEST_P(TokenMergingDtypes, MergeThenUnmergeEqualsThePlainReference) {
   const int64_t h = 6, w = 8, n = h * w, c = 5;
+  const double tolerance = GetParam() == at::kDouble ? 1e-12 : 1e-6;
   at::manual_seed(7);
-  const at::Tensor x = at::randn({2, n, c}, at::kDouble);
+  const at::Tensor x = at::randn({2, n, c}, at::kDouble).to(GetParam());
   nn::TokenMergingOptions o;
   o.ratio = 0.4;
   o.use_rand = false;
@@ -30,7 +34,7 @@ TEST(TokenMerging, MergeThenUnmergeEqualsThePlainReference) {
   // The reference, token by token and image by image (each image of the batch finds its own matches).
   std::vector<int64_t> dst, src;
   for (int64_t i = 0; i < n; ++i) ((i / w) % 2 == 0 && (i % w) % 2 == 0 ? dst : src).push_back(i);
-  const at::Tensor unit = x / x.norm(2, -1, true);
+  const at::Tensor unit = x.to(at::kDouble) / x.to(at::kDouble).norm(2, -1, true);
   for (int64_t b = 0; b < 2; ++b) {
     std::vector<std::pair<double, int64_t>> best;  // (similarity to its best destination, source)
     std::map<int64_t, int64_t> target;             // source -> destination
@@ -45,16 +49,18 @@ TEST(TokenMerging, MergeThenUnmergeEqualsThePlainReference) {
     std::sort(best.rbegin(), best.rend());
     std::map<int64_t, std::vector<int64_t>> groups;
     for (int64_t k = 0; k < r; ++k) groups[target[best[k].second]].push_back(best[k].second);
-    at::Tensor expected = x[b].clone();
+    at::Tensor expected = x[b].to(at::kDouble);
     for (int64_t d : dst) {
       at::Tensor sum = x[b][d].clone();
       for (int64_t s : groups[d]) sum += x[b][s];
       expected[d] = sum / double(1 + groups[d].size());
       for (int64_t s : groups[d]) expected[s] = expected[d];
     }
-    EXPECT_TRUE(at::allclose(restored[b], expected, 1e-12, 1e-12)) << "batch " << b;
+    EXPECT_TRUE(at::allclose(restored[b].to(at::kDouble), expected, tolerance, tolerance)) << "batch " << b;
   }
 }
+INSTANTIATE_TEST_SUITE_P(TokenMerging, TokenMergingDtypes, ::testing::Values(at::kDouble, at::kFloat),
+                         [](const auto& info) { return std::string(c10::toString(info.param)); });
 
 TEST(TokenMerging, RandomDestinationsComeFromTheSeededGeneratorInOrder) {
   nn::TokenMergingOptions o;

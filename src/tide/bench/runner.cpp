@@ -77,6 +77,13 @@ struct PassOutputs {
   at::Tensor image;  // the decoded image
 };
 
+// Token Merging for a pass's UNet calls, as the pipeline installs it (none without --tome).
+void install_token_merging(std::optional<nn::TokenMerging>& tome, BenchModels& m, const BenchSettings& s) {
+  if (!s.tome.enabled()) return;
+  tome.emplace(s.tome, 0);
+  tome->set_latent_size(s.height / m.vae_scale_factor(), s.width / m.vae_scale_factor());
+}
+
 // One pass over all stages; `flops` receives the analytic work of each stage; `result` (optional) the
 // resident memory during the VAE decode, when this pass's peak is the highest so far; `outputs` what it computed.
 StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, int* unet_calls, BenchResult* result,
@@ -87,12 +94,8 @@ StageTimes run_pass(BenchModels& m, const BenchSettings& s, StageTimes* flops, i
   auto adapt_threads = [&] { runtime::apply_thread_count(load, limit); };
   adapt_threads();
   const bool guided = s.guidance > 1.0;
-  // Token Merging for this pass's UNet calls, as the pipeline installs it.
   std::optional<nn::TokenMerging> tome;
-  if (s.tome.enabled()) {
-    tome.emplace(s.tome, 0);
-    tome->set_latent_size(s.height / m.vae_scale_factor(), s.width / m.vae_scale_factor());
-  }
+  install_token_merging(tome, m, s);
   nn::TokenMergingScope tome_scope(tome ? &*tome : nullptr);
   StageTimes t{};
   const auto start = Clock::now();
@@ -287,8 +290,11 @@ std::string profile_report(BenchModels& m, const BenchSettings& raw) {
   const at::Tensor latents =
       at::randn({1, m.unet->config().in_channels, s.height / f, s.width / f}, generator, at::kFloat);
   const at::Tensor input = guided ? at::cat({latents, latents}) : latents;
-  std::string out = "UNet call (batch " + std::to_string(input.size(0)) + "):\n";
+  std::string out = "UNet call (batch " + std::to_string(input.size(0)) + (s.tome.enabled() ? ", ToMe" : "") + "):\n";
   {
+    std::optional<nn::TokenMerging> tome;  // the same merged call the timed passes run
+    install_token_merging(tome, m, s);
+    nn::TokenMergingScope tome_scope(tome ? &*tome : nullptr);
     // As the timed passes run it: freed memory kept for the next call, else every fresh block's page faults
     // (oneDNN's re-laid-out weights among them) would count against the operator that touched it first.
     runtime::FreedMemoryReuse reuse;
