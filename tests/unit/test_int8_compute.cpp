@@ -188,6 +188,69 @@ TEST(Int8Linear, MatchesItsReferenceAndTheFloatProduct) {
   }
 }
 
+TEST(Int8Compute, RowQuantizationTakesEachRowsLargestMagnitude) {
+  const auto rq = choose_row_quantization(at::tensor({-2.f, 1.f, 0.f, 0.f, 1e-35f, -1e-35f, 0.5f, 0.25f}).reshape({4, 2}));
+  const std::vector<float> want{2.f / 127, 1.f, 1.f, 0.5f / 127};  // zero and tiny rows: scale 1
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_FLOAT_EQ(rq.scale[r].item<float>(), want[r]) << "row " << r;
+    EXPECT_EQ(rq.inverse_scale[r].item<float>(), 1.f / rq.scale[r].item<float>()) << "row " << r;
+  }
+  // Every row length around the vector width, the largest magnitude anywhere in the row, either sign.
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  for (int64_t k : {1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 1029}) {
+    const at::Tensor x = at::randn({13, k}, gen) * at::rand({13, 1}, gen) * 10;
+    const at::Tensor expected = at::abs(x).amax(1) / 127;
+    EXPECT_TRUE(at::equal(choose_row_quantization(x).scale, expected)) << "row length " << k;
+  }
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    at::Tensor x = at::randn({5, 37});
+    x[3][36] = bad;
+    EXPECT_THROW(choose_row_quantization(x), tide::Error) << bad;
+  }
+  EXPECT_THROW(choose_row_quantization(at::randn({4, 6}).t()), tide::Error);  // not contiguous
+}
+
+TEST(Int8Linear, PerRowMatchesItsReferenceAndTheFloatProduct) {
+  c10::InferenceMode guard;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  const std::vector<LinearCase> cases{{{1}, 1, 1},     {{3}, 7, 13},      {{2, 5}, 33, 17}, {{3, 4}, 100, 37},
+                                      {{77}, 768, 320}, {{130}, 1280, 320}, {{9}, 2560, 64}};
+  for (const auto& c : cases) {
+    const at::Tensor w = at::randn({c.out, c.in}, gen) / std::sqrt(double(c.in));
+    const at::Tensor bias = at::randn({c.out}, gen);
+    const auto qw = quantize_per_channel(w);
+    const at::Tensor w_hat = kernel_weights_dequantized(qw);
+    for (bool with_bias : {true, false}) {
+      const at::Tensor b = with_bias ? bias : at::Tensor();
+      const Int8Linear layer(qw.q, qw.scale, b, /*typical_rows=*/64, ActivationScales::per_row);
+      for (int kind : {0, 1, 2}) {
+        std::vector<int64_t> shape = c.batch;
+        shape.push_back(c.in);
+        // Rows of ranges a thousand times apart, as tokens of one image can be.
+        const at::Tensor x = activations(shape, kind, gen) * at::pow(10.0, -3 * at::rand(shape, gen).narrow(-1, 0, 1));
+        const at::Tensor y = layer.forward(x);
+        std::vector<int64_t> out_shape = c.batch;
+        out_shape.push_back(c.out);
+        ASSERT_EQ(y.sizes(), at::IntArrayRef(out_shape));
+        const std::string what = path_note() + ", per-row linear " + std::to_string(c.in) + "→" +
+                                 std::to_string(c.out) + " kind " + std::to_string(kind) + (with_bias ? " bias" : "");
+        const at::Tensor ref = int8_linear_reference(x, qw.q, qw.scale, b, ActivationScales::per_row);
+        EXPECT_LE(kernel_vs_reference_error(y, ref), 1e-6) << what;
+        // Against the product of the unquantized operands, each row within its own step.
+        const at::Tensor x2 = x.reshape({-1, c.in});
+        const at::Tensor step = choose_row_quantization(x2.contiguous()).scale.to(at::kDouble).unsqueeze(1);  // [M, 1]
+        at::Tensor exact = at::matmul(x2.to(at::kDouble), w.to(at::kDouble).t());
+        if (with_bias) exact = exact + bias.to(at::kDouble);
+        const at::Tensor xa = x2.to(at::kDouble).abs();
+        const at::Tensor bound = at::matmul(xa, (w.to(at::kDouble) - w_hat).abs().t()) +
+                                 0.5001 * step * w_hat.abs().sum(1).unsqueeze(0);  // half a step, a hair of float32 rounding
+        const at::Tensor excess = (y.reshape({-1, c.out}).to(at::kDouble) - exact).abs() - bound - 1e-5 * (exact.abs() + 1e-3);
+        EXPECT_LE(excess.max().item<double>(), 0) << what;
+      }
+    }
+  }
+}
+
 struct ConvCase {
   int64_t b, in, out, k, stride, padding, h, w;
 };
@@ -310,6 +373,9 @@ TEST(Int8Compute, BadInputsAreErrors) {
   const Int8Linear linear(qw.q, qw.scale, at::Tensor());
   EXPECT_THROW(linear.forward(at::randn({2, 5})), tide::Error);
   EXPECT_THROW(linear.forward(at::full({2, 6}, NAN)), tide::Error);
+  const Int8Linear per_row(qw.q, qw.scale, at::Tensor(), 4096, ActivationScales::per_row);
+  EXPECT_THROW(per_row.forward(at::randn({2, 5})), tide::Error);
+  EXPECT_THROW(per_row.forward(at::full({2, 6}, INFINITY)), tide::Error);
   EXPECT_THROW(Int8Linear(qw.q.to(at::kFloat), qw.scale, at::Tensor()), tide::Error);
   EXPECT_THROW(Int8Linear(qw.q, qw.scale.narrow(0, 0, 3), at::Tensor()), tide::Error);
   const auto cw = quantize_per_channel(at::randn({4, 3, 3, 3}));

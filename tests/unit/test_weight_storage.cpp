@@ -208,7 +208,8 @@ TEST(WeightStorage, Int8WeightOnlyConvolutionsTakeTheFloat32Kernels) {
 }
 
 // In a transformer, the layers whose inputs one activation scale represents badly stay weight-only int8: the
-// projections in and out (linear in SD 2.x / XL) and the feed-forward's last layer; the attention's run W8A8.
+// projections in and out (linear in SD 2.x / XL); the feed-forward's last layer quantizes its input per token; the
+// attention's run W8A8 with one scale per tensor.
 TEST(WeightStorage, Int8KeepsTheTransformersProjectionsWeightOnly) {
   tide::nn::Transformer2DOptions options;
   options.channels = 32;
@@ -216,14 +217,47 @@ TEST(WeightStorage, Int8KeepsTheTransformersProjectionsWeightOnly) {
   options.cross_attention_dim = 16;
   options.use_linear_projection = true;
   tide::nn::Transformer2DModel transformer(options);
-  std::set<std::string> weight_only, w8a8;
+  std::set<std::string> weight_only, per_tensor, per_row;
   for (const auto& item : transformer->named_modules()) {
     const auto* linear = dynamic_cast<const tide::nn::LinearImpl*>(item.value().get());
-    if (linear) (linear->int8_activations ? w8a8 : weight_only).insert(item.key());
+    if (!linear) continue;
+    if (!linear->int8_activations) weight_only.insert(item.key());
+    else if (linear->int8_activation_scales == tide::kernels::ActivationScales::per_row) per_row.insert(item.key());
+    else per_tensor.insert(item.key());
   }
-  EXPECT_EQ(weight_only, (std::set<std::string>{"proj_in", "proj_out", "transformer_blocks.0.ff.net.2"}));
-  EXPECT_TRUE(w8a8.count("transformer_blocks.0.attn1.to_q") && w8a8.count("transformer_blocks.0.attn2.to_k") &&
-              w8a8.count("transformer_blocks.0.attn1.to_out.0") && w8a8.count("transformer_blocks.0.ff.net.0.proj"));
+  EXPECT_EQ(weight_only, (std::set<std::string>{"proj_in", "proj_out"}));
+  EXPECT_EQ(per_row, (std::set<std::string>{"transformer_blocks.0.ff.net.2"}));
+  EXPECT_TRUE(per_tensor.count("transformer_blocks.0.attn1.to_q") && per_tensor.count("transformer_blocks.0.attn2.to_k") &&
+              per_tensor.count("transformer_blocks.0.attn1.to_out.0") && per_tensor.count("transformer_blocks.0.ff.net.0.proj"));
+}
+
+// A linear layer computes with the quantization its owner asked for: per row, each token at its own range, so
+// tokens far smaller than the others keep their precision (one scale per tensor rounds them to almost nothing).
+TEST(WeightStorage, Int8LinearQuantizesItsInputAsAsked) {
+  if (!tide::kernels::int8_compute_available()) {
+    tide::testing::note_path_not_exercised("W8A8 linear layers", "no int8 kernels on this CPU");
+    GTEST_SKIP() << "no int8 kernels on this CPU";
+  }
+  using tide::kernels::ActivationScales;
+  c10::InferenceMode guard;
+  // Every other token 1000x smaller, like tokens of one image that the GEGLU barely lets through. [2, 10, 96]
+  const at::Tensor x = at::randn({2, 10, 96}) * at::pow(10.0, -3 * (at::arange(10) % 2)).reshape({1, 10, 1});
+  const at::Tensor small = x.slice(1, 1, 10, 2);
+  double small_token_error[2];
+  for (const auto scales : {ActivationScales::per_tensor, ActivationScales::per_row}) {
+    tide::nn::Linear linear(96, 24);
+    const at::Tensor w = linear->weight.clone(), b = linear->bias.clone();
+    tide::nn::convert_weight_storage(*linear, [](const std::string&) { return WeightFormat::kInt8; });
+    linear->int8_activation_scales = scales;
+    const at::Tensor y = linear->forward(x);  // [2, 10, 24]
+    const at::Tensor want = tide::kernels::int8_linear_reference(x, linear->weight, linear->weight_scale, b, scales);
+    EXPECT_LE(tide::testing::max_abs_diff(y.to(at::kDouble), want), 1e-5 * want.abs().max().item<double>());
+    const at::Tensor exact_small = at::matmul(small, w.t());  // without the bias, which dwarfs these tokens
+    small_token_error[int(scales == ActivationScales::per_row)] =
+        ((y.slice(1, 1, 10, 2) - b - exact_small).norm() / exact_small.norm()).item<double>();
+  }
+  EXPECT_GT(small_token_error[0], 0.3) << "one scale per tensor";
+  EXPECT_LT(small_token_error[1], 0.05) << "one scale per token";
 }
 
 TEST(WeightStorage, ComputeDtypeLeavesNarrowWeightsAlone) {

@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -46,10 +48,12 @@ dnnl::primitive_attr int8_product_attr(const at::Tensor& weight_scales, int scal
   return attr;
 }
 
-// float32 → u8: dst = saturate(round(src · (1/scale) + zero_point)), scale and zero point given at run time.
-dnnl::reorder::primitive_desc quantize_reorder_pd(const memory::desc& src_f32, const memory::desc& dst_u8) {
+// float32 → u8: dst = saturate(round(src · (1/scale) + zero_point)), scale and zero point given at run time; one
+// scale for the whole tensor, or (`per_row`) one per row of a matrix.
+dnnl::reorder::primitive_desc quantize_reorder_pd(const memory::desc& src_f32, const memory::desc& dst_u8,
+                                                  bool per_row = false) {
   dnnl::primitive_attr attr;
-  attr.set_output_scales(0, {DNNL_RUNTIME_F32_VAL});
+  attr.set_output_scales(per_row ? 1 << 0 : 0, {DNNL_RUNTIME_F32_VAL});
   attr.set_zero_points(DNNL_ARG_DST, 0, {DNNL_RUNTIME_S32_VAL});
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   return dnnl::reorder::primitive_desc(cpu_engine(), src_f32, cpu_engine(), dst_u8, attr);
@@ -66,6 +70,36 @@ void quantize_activations(const dnnl::reorder& reorder, const memory::desc& scra
            {DNNL_ARG_TO, memory(dst_md, cpu_engine(), xq.data_ptr())},
            {DNNL_ARG_ATTR_OUTPUT_SCALES, memory({{1}, dt::f32, tag::x}, cpu_engine(), &inverse_scale)},
            {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, memory({{1}, dt::s32, tag::x}, cpu_engine(), &zero_point)}});
+}
+
+// A per-row product's attributes: the weight scales as fixed output scales and the source zero point; the rows'
+// scales and the bias are applied afterwards (scale_rows_add_bias): oneDNN 2.x has no per-row scale, and a binary
+// post-op per row sends the matmul to its reference kernel (measured: ref_int8 instead of brgemm).
+dnnl::primitive_attr row_product_attr(const at::Tensor& weight_scales) {
+  dnnl::primitive_attr attr;
+  const float* w = weight_scales.data_ptr<float>();
+  attr.set_output_scales(1 << 1, std::vector<float>(w, w + weight_scales.numel()));
+  attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+// y[m, :] = y[m, :] · row_scale[m] + bias (bias: float32 [n] or undefined); y float32 [m, n] contiguous.
+void scale_rows_add_bias(const at::Tensor& y, const at::Tensor& row_scale, const at::Tensor& bias) {
+  const int64_t n = y.size(1);
+  float* out = y.data_ptr<float>();
+  const float* scale = row_scale.data_ptr<float>();
+  const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  at::parallel_for(0, y.size(0), std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(n, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m) {
+      float* row = out + m * n;
+      const float s = scale[m];
+      if (b)
+        for (int64_t o = 0; o < n; ++o) row[o] = row[o] * s + b[o];
+      else
+        for (int64_t o = 0; o < n; ++o) row[o] *= s;
+    }
+  });
 }
 
 // Runs an int8 product built with int8_product_attr. `bias_over_scale`: bias / weight_scale (float32, or
@@ -256,6 +290,33 @@ ActivationQuantization choose_activation_quantization(const at::Tensor& x, int l
   return aq;
 }
 
+RowQuantization choose_row_quantization(const at::Tensor& x) {
+  if (x.dim() != 2 || x.scalar_type() != at::kFloat || !x.is_contiguous())
+    throw Error("int8 compute: row quantization takes a contiguous float32 matrix");
+  const int64_t m = x.size(0), k = x.size(1);
+  RowQuantization rq{at::empty({m}, at::kFloat), at::empty({m}, at::kFloat)};
+  const uint32_t* bits = reinterpret_cast<const uint32_t*>(x.data_ptr<float>());
+  float* scale = rq.scale.data_ptr<float>();
+  float* inverse = rq.inverse_scale.data_ptr<float>();
+  std::atomic<bool> finite{true};
+  at::parallel_for(0, m, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(k, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      // The largest magnitude as the largest of the bit patterns without the sign: they order like the values,
+      // the loop vectorizes as integer code, and NaN and infinities (patterns from 0x7f800000 up) survive it.
+      uint32_t largest = 0;
+      const uint32_t* row = bits + r * k;
+      for (int64_t i = 0; i < k; ++i) largest = std::max(largest, row[i] & 0x7fffffffu);
+      if (largest >= 0x7f800000u) finite.store(false, std::memory_order_relaxed);
+      float magnitude;
+      std::memcpy(&magnitude, &largest, sizeof magnitude);
+      scale[r] = magnitude < 1e-30f ? 1.f : magnitude / 127.f;
+      inverse[r] = 1.f / scale[r];
+    }
+  });
+  if (!finite.load()) throw Error("int8 compute: the activations have NaN or infinite values");
+  return rq;
+}
+
 // ---- linear ----------------------------------------------------------------------------------------------------
 
 namespace {
@@ -270,18 +331,24 @@ struct LinearPlan {
 
 struct Int8Linear::Impl {
   at::Tensor scale, bias_over_scale;  // float32 [out]; bias / scale, float32 [out] or undefined
+  at::Tensor bias;                    // float32 [out] or undefined: added after the rows' scales (per_row)
+  ActivationScales activations;
   mutable std::mutex mutex;
   mutable PackedWeights packed;
   mutable std::map<int64_t, std::shared_ptr<const LinearPlan>> plans;  // by rows M
 
-  Impl(const at::Tensor& q, at::Tensor s, const at::Tensor& b)
+  Impl(const at::Tensor& q, at::Tensor s, const at::Tensor& b, ActivationScales a)
       : scale(std::move(s)),
-        bias_over_scale(b.defined() ? b / scale : at::Tensor()),
+        bias_over_scale(b.defined() && a == ActivationScales::per_tensor ? b / scale : at::Tensor()),
+        bias(a == ActivationScales::per_row ? b : at::Tensor()),
+        activations(a),
         // q [out, in] read as the matmul's [K, N] operand: K = in with stride 1, N = out with stride in.
         packed(q, /*as_matmul_operand=*/true) {}
 
   dnnl::matmul::primitive_desc product_pd(int64_t m, int64_t k, int64_t n) const {
     const memory::desc src({m, k}, dt::u8, tag::ab), weights({k, n}, dt::s8, tag::any), dst({m, n}, dt::f32, tag::ab);
+    if (activations == ActivationScales::per_row)
+      return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), row_product_attr(scale), cpu_engine());
     const auto desc = bias_over_scale.defined() ? dnnl::matmul::desc(src, weights, {{1, n}, dt::f32, tag::ab}, dst)
                                                 : dnnl::matmul::desc(src, weights, dst);
     return dnnl::matmul::primitive_desc(desc, int8_product_attr(scale, 1 << 1, {{1, 1}, dt::f32, tag::ab}),
@@ -303,7 +370,8 @@ struct Int8Linear::Impl {
 
   std::shared_ptr<const LinearPlan> make_plan(int64_t m, int64_t k, int64_t n) const {
     auto p = std::make_shared<LinearPlan>();
-    const auto quantize_pd = quantize_reorder_pd({{m, k}, dt::f32, tag::ab}, {{m, k}, dt::u8, tag::ab});
+    const auto quantize_pd = quantize_reorder_pd({{m, k}, dt::f32, tag::ab}, {{m, k}, dt::u8, tag::ab},
+                                                 activations == ActivationScales::per_row);
     p->quantize = dnnl::reorder(quantize_pd);
     p->quantize_scratchpad = quantize_pd.scratchpad_desc();
     const auto pd = product_pd(m, k, n);
@@ -314,12 +382,13 @@ struct Int8Linear::Impl {
   }
 };
 
-Int8Linear::Int8Linear(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t typical_rows) {
+Int8Linear::Int8Linear(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t typical_rows,
+                       ActivationScales activations) {
   check_weights(q, scale, bias, 2, "int8 linear");
   in_ = q.size(1);
   out_ = q.size(0);
   impl_ = std::make_unique<Impl>(q, kernel_scale(scale).contiguous(),
-                                 bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor());
+                                 bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor(), activations);
   try {
     impl_->packed.pack_provisional(impl_->product_pd(typical_rows, in_, out_).weights_desc());
   } catch (const dnnl::error&) {
@@ -346,9 +415,27 @@ at::Tensor Int8Linear::forward(const at::Tensor& x) const {
   at::Tensor y = at::empty(out_shape, x2.options());  // [..., out]
   if (m == 0) return y;
   const auto p = impl_->plan(m, in_, out_);
-  const ActivationQuantization aq = choose_activation_quantization(x2);
   at::Tensor xq = at::empty({m, in_}, at::kByte);
   const memory::desc src_f32({m, in_}, dt::f32, tag::ab), src_u8({m, in_}, dt::u8, tag::ab);
+  if (impl_->activations == ActivationScales::per_row) {
+    const RowQuantization rq = choose_row_quantization(x2);
+    int32_t zero_point = kRowZeroPoint;
+    const memory zero_point_memory({{1}, dt::s32, tag::x}, cpu_engine(), &zero_point);
+    execute(p->quantize, p->quantize_scratchpad,
+            {{DNNL_ARG_FROM, memory(src_f32, cpu_engine(), x2.data_ptr())},
+             {DNNL_ARG_TO, memory(src_u8, cpu_engine(), xq.data_ptr())},
+             {DNNL_ARG_ATTR_OUTPUT_SCALES, memory({{m}, dt::f32, tag::x}, cpu_engine(), rq.inverse_scale.data_ptr())},
+             {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, zero_point_memory}});
+    const at::Tensor y2 = y.view({m, out_});
+    execute(p->matmul, p->matmul_scratchpad,
+            {{DNNL_ARG_SRC, memory(src_u8, cpu_engine(), xq.data_ptr())},
+             {DNNL_ARG_WEIGHTS, p->weights},
+             {DNNL_ARG_DST, memory({{m, out_}, dt::f32, tag::ab}, cpu_engine(), y2.data_ptr())},
+             {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, zero_point_memory}});
+    scale_rows_add_bias(y2, rq.scale, impl_->bias);
+    return y;
+  }
+  const ActivationQuantization aq = choose_activation_quantization(x2);
   quantize_activations(p->quantize, p->quantize_scratchpad, src_f32, x2, src_u8, xq, aq);
 
   execute_product(p->matmul, p->matmul_scratchpad, src_u8, xq, p->weights, {{m, out_}, dt::f32, tag::ab}, y,
@@ -493,8 +580,20 @@ at::Tensor reference_quantized_activations(const at::Tensor& x, const Activation
 }  // namespace
 
 at::Tensor int8_linear_reference(const at::Tensor& x, const at::Tensor& q_stored, const at::Tensor& scale_stored,
-                                 const at::Tensor& bias) {
+                                 const at::Tensor& bias, ActivationScales activations) {
   const auto [q, scale] = weights_for_kernels(q_stored, scale_stored);
+  if (activations == ActivationScales::per_row) {
+    const at::Tensor x2 = x.to(at::kFloat).reshape({-1, x.size(-1)}).contiguous();  // [M, in]
+    const RowQuantization rq = choose_row_quantization(x2);
+    const at::Tensor t = x2 * rq.inverse_scale.unsqueeze(1) + static_cast<float>(kRowZeroPoint);  // float32 rounding
+    const at::Tensor xs = at::round(t).clamp(0, 255).to(at::kDouble) - kRowZeroPoint;          // [M, in]
+    at::Tensor y = at::matmul(xs, q.to(at::kDouble).t()) * scale.to(at::kFloat).to(at::kDouble) *
+                   rq.scale.to(at::kDouble).unsqueeze(1);  // exact integer sums, [M, out]
+    if (bias.defined()) y = y + bias.to(at::kDouble);
+    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+    shape.back() = q.size(0);
+    return y.reshape(shape);
+  }
   const ActivationQuantization aq = choose_activation_quantization(x.to(at::kFloat));
   const at::Tensor xs = reference_quantized_activations(x, aq);                   // [..., in]
   const at::Tensor combined = (scale.to(at::kFloat) * aq.scale).to(at::kDouble);  // float32 products, [out]

@@ -1,6 +1,7 @@
 // Int8 arithmetic for linear layers and convolutions with int8 weights (W8A8): the weights are quantized once,
 // symmetric per output channel; the activations are quantized on every call, per tensor, to unsigned 8 bits with
-// a zero point (SD activations after SiLU/GELU are far from symmetric, so the zero point buys about a bit);
+// a zero point (SD activations after SiLU/GELU are far from symmetric, so the zero point buys about a bit), or,
+// for a linear layer that asks, per row with a fixed zero point;
 // oneDNN multiplies them with int32 accumulation and writes float32 with the scales and the bias applied.
 // Weights are reordered once into the layout oneDNN's kernel prefers; primitives are cached per input shape.
 #pragma once
@@ -48,8 +49,27 @@ struct ActivationQuantization {
 // Chooses the quantization of `x` from its minimum and maximum (one pass); non-finite values: tide::Error.
 ActivationQuantization choose_activation_quantization(const at::Tensor& x, int levels = kActivationLevels);
 
-// y = x · wᵀ + bias with int8 weights (weights_for_kernels), activations quantized per call
-// (choose_activation_quantization): y[m, o] = Σ_k (xq[m, k] − zero_point)·q[o, k] · scale[o] · activation_scale + bias[o].
+// Per-row symmetric quantization of a linear layer's input [M, K]: row m ≈ (xq[m, :] − kRowZeroPoint) · scale[m],
+// xq in [1, 255], scale[m] = max |x[m, :]| / 127 in float32 (1 for a row whose largest magnitude is below 1e-30),
+// xq = round-half-even(x · inverse_scale[m] + kRowZeroPoint) with inverse_scale[m] = 1 / scale[m] in float32. For
+// inputs whose tokens differ in range (the GEGLU output entering the feed-forward's last layer): each token gets
+// the resolution of its own range, and a roughly symmetric input loses little to the fixed zero point.
+inline constexpr int32_t kRowZeroPoint = 128;
+struct RowQuantization {
+  at::Tensor scale, inverse_scale;  // float32 [M]
+};
+// x: float32 [M, K], contiguous. Non-finite values: tide::Error.
+RowQuantization choose_row_quantization(const at::Tensor& x);
+
+// How a W8A8 linear layer quantizes its input on every call.
+enum class ActivationScales {
+  per_tensor,  // one scale and zero point for the whole input (choose_activation_quantization)
+  per_row,     // one scale per row, i.e. per token (choose_row_quantization)
+};
+
+// y = x · wᵀ + bias with int8 weights (weights_for_kernels), activations quantized per call, per tensor
+// (choose_activation_quantization): y[m, o] = Σ_k (xq[m, k] − zero_point)·q[o, k] · scale[o] · activation_scale + bias[o];
+// or per row (choose_row_quantization): y[m, o] = Σ_k (xq[m, k] − 128)·q[o, k] · scale[o] · row_scale[m] + bias[o].
 // Thread-safe: forward() may run from several threads at once on one object (the primitive cache is behind a
 // mutex; execution is concurrent, each call with its own scratchpad). Computes on the caller's thread count
 // (at::get_num_threads(), also in threads that libtorch has not seen yet).
@@ -58,7 +78,8 @@ class Int8Linear {
   // q: int8 [out, in]; scale: float32 [out]; bias: float [out] or undefined. Keeps a reference to q (never a
   // copy, whatever its strides; the packed weights are a second int8 copy) and packs it now in the layout oneDNN
   // prefers for `typical_rows` input rows (see Int8Conv2d).
-  Int8Linear(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t typical_rows = 4096);
+  Int8Linear(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& bias, int64_t typical_rows = 4096,
+             ActivationScales activations = ActivationScales::per_tensor);
   ~Int8Linear();
   // x: float [..., in] (any strides) → float32 [..., out], contiguous.
   at::Tensor forward(const at::Tensor& x) const;
@@ -103,8 +124,10 @@ class Int8Conv2d {
 // product weight_scale[o] · activation_scale, plus the bias. The kernels differ from it only by float32 rounding
 // of the scaling and the bias (they round the int32 sums to float32 and multiply by the two scales one after
 // the other).
+// Per row, the same with the row quantization; the kernel rounds the int32 sums times the weight scale to float32,
+// then multiplies by the row's scale and adds the bias in float32.
 at::Tensor int8_linear_reference(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale,
-                                 const at::Tensor& bias);
+                                 const at::Tensor& bias, ActivationScales activations = ActivationScales::per_tensor);
 at::Tensor int8_conv2d_reference(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale,
                                  const at::Tensor& bias, int64_t stride, int64_t padding);
 

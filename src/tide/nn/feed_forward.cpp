@@ -7,6 +7,7 @@
 #include <c10/core/GradMode.h>
 
 #include "tide/kernels/geglu_cpu.h"
+#include "tide/kernels/int8_compute.h"
 #include "tide/runtime/optimizations.h"
 
 namespace tide::nn {
@@ -30,7 +31,7 @@ FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
   const int64_t inner = dim * mult;
   geglu_ = Geglu(dim, inner);
   out_ = Linear(inner, dim);
-  out_->int8_activations = false;  // the GEGLU output (nn/layers.cpp)
+  out_->int8_activation_scales = kernels::ActivationScales::per_row;  // the GEGLU output (nn/layers.cpp)
   net = register_module("net", torch::nn::ModuleList(geglu_, torch::nn::Identity(), out_));
 }
 

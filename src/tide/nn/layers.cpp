@@ -101,7 +101,8 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
   if (use_int8_kernel(weight, x) && int8_activations) {
     RECORD_USER_SCOPE("tide::int8_linear");  // named in `tide bench --profile`
     at::Tensor y = int8_.get(weight, weight_scale, bias, [&] {
-      return std::make_shared<const kernels::Int8Linear>(weight, weight_scale, bias);
+      return std::make_shared<const kernels::Int8Linear>(weight, weight_scale, bias, /*typical_rows=*/4096,
+                                                        int8_activation_scales);
     })->forward(x);
     int8_.give_up_plain_weights(weight);
     return y;

@@ -14,6 +14,7 @@
 namespace tide::kernels {
 class Int8Linear;
 class Int8Conv2d;
+enum class ActivationScales;  // kernels/int8_compute.h
 }  // namespace tide::kernels
 
 namespace tide::nn {
@@ -57,6 +58,9 @@ class LinearImpl : public torch::nn::Module {
   // false: int8 weights are dequantized per call (weight-only) instead of running the W8A8 kernel, for a layer
   // whose input one activation scale per tensor represents badly (its owner says so; nn/layers.cpp says why).
   bool int8_activations = true;
+  // How the W8A8 kernel quantizes the input: one scale per tensor, or per row (token) for an input whose tokens
+  // differ in range (its owner says so; nn/layers.cpp says why).
+  kernels::ActivationScales int8_activation_scales{};  // per_tensor
 
  private:
   friend void keep_int8_weights_packed_only(torch::nn::Module& root);
