@@ -1,7 +1,8 @@
 // Int8 weights and W8A8 kernels: per-channel quantization round trip against float64; Int8Linear and Int8Conv2d
 // against the float64 reference of the same integer arithmetic (odd channel counts, batch 1 and 3, 1x1 and 3x3,
 // stride 2, tiny maps, NCHW and channels-last) and against the float64 product of the unquantized operands within
-// a quantization error bound; concurrent forward calls on one object. Every test names the int8 path it ran on
+// a quantization error bound; the per-row (per-token) quantization of linear layers the same way, with rows of
+// ranges far apart; concurrent forward calls on one object. Every test names the int8 path it ran on
 // (int8_compute_path(): DNNL_MAX_CPU_ISA=AVX2 forces the vpmaddubsw path, CTest runs that too).
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/InferenceMode.h>

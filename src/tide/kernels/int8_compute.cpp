@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tide/kernels/map_dense.h"
 #include "tide/kernels/onednn.h"
 #include "tide/runtime/error.h"
 
@@ -133,14 +134,9 @@ at::Tensor halved(const at::Tensor& q) {
     for (int v = -128; v < 128; ++v) table[static_cast<uint8_t>(v)] = static_cast<int8_t>(std::nearbyint(v * 0.5));
     return table;
   }();
-  const at::Tensor src = q.is_non_overlapping_and_dense() ? q : q.contiguous();
-  at::Tensor out = at::empty_strided(src.sizes(), src.strides(), src.options());
-  const int8_t* from = src.data_ptr<int8_t>();
-  int8_t* to = out.data_ptr<int8_t>();
-  at::parallel_for(0, src.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) to[i] = half[static_cast<uint8_t>(from[i])];
+  return map_dense<int8_t, int8_t>(q, at::kChar, [&](const int8_t* from, int8_t* to, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) to[i] = half[static_cast<uint8_t>(from[i])];
   });
-  return out;
 }
 at::Tensor kernel_scale(const at::Tensor& scale) {
   return kernels_halve_weights() ? scale.to(at::kFloat) * 2 : scale.to(at::kFloat);

@@ -2,6 +2,8 @@
 
 #include <ATen/Parallel.h>
 
+#include "tide/kernels/map_dense.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define TIDE_X86 1
@@ -51,16 +53,8 @@ void widen(const Narrow* from, float* to, int64_t n, bool allow_vector) {
 
 template <typename Narrow>
 at::Tensor widen_tensor(const at::Tensor& narrow) {
-  // A dense tensor's values fill numel() consecutive elements in some order: convert them in memory order and
-  // give the result the same strides.
-  const at::Tensor src = narrow.is_non_overlapping_and_dense() ? narrow : narrow.contiguous();
-  at::Tensor out = at::empty_strided(src.sizes(), src.strides(), src.options().dtype(at::kFloat));
-  const Narrow* from = src.data_ptr<Narrow>();
-  float* to = out.data_ptr<float>();
-  at::parallel_for(0, src.numel(), int64_t(1) << 16, [&](int64_t begin, int64_t end) {
-    widen(from + begin, to + begin, end - begin, true);
-  });
-  return out;
+  return map_dense<Narrow, float>(narrow, at::kFloat,
+                                  [](const Narrow* from, float* to, int64_t n) { widen(from, to, n, true); });
 }
 
 }  // namespace
