@@ -38,14 +38,6 @@ double kernel_vs_reference_error(const at::Tensor& got, const at::Tensor& want) 
   return tide::testing::max_abs_diff(got.to(at::kDouble), want) / (want.abs().max().item<double>() + 1e-30);
 }
 
-// |x·w − x̂·ŵ| ≤ Σ |x||w − ŵ| + |ŵ||x − x̂| with ŵ the weights the kernels use and |x − x̂| ≤ as (half a step of
-// rounding plus up to half a step lost to the zero point's rounding at the clamped end): a per-element bound,
-// float64.
-at::Tensor linear_quantization_bound(const at::Tensor& x, const at::Tensor& w, const at::Tensor& w_hat, double as) {
-  const at::Tensor xa = x.to(at::kDouble).abs();
-  return at::matmul(xa, (w.to(at::kDouble) - w_hat).abs().t()) + as * at::matmul(at::ones_like(xa), w_hat.abs().t());
-}
-
 // The weights as the kernels use them, dequantized, float64.
 at::Tensor kernel_weights_dequantized(const tide::kernels::QuantizedWeight& stored) {
   const auto k = weights_for_kernels(stored.q, stored.scale);
@@ -149,41 +141,59 @@ struct LinearCase {
   int64_t in, out;
 };
 
+// Per tensor and per row (token), against the float64 reference of the same integer arithmetic and against the
+// product of the unquantized operands within the quantization's step (per row: each row's own).
 TEST(Int8Linear, MatchesItsReferenceAndTheFloatProduct) {
   c10::InferenceMode guard;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(2);
   const std::vector<LinearCase> cases{{{1}, 1, 1},       {{3}, 7, 13},     {{2, 5}, 33, 17},   {{1}, 320, 2560},
-                                      {{3, 4}, 100, 37}, {{77}, 768, 320}, {{130}, 1280, 320}, {{5}, 16, 48}};
-  for (const auto& c : cases) {
-    const at::Tensor w = at::randn({c.out, c.in}, gen) / std::sqrt(double(c.in));
-    const at::Tensor bias = at::randn({c.out}, gen);
-    const auto qw = quantize_per_channel(w);
-    const at::Tensor w_hat = kernel_weights_dequantized(qw);
-    for (bool with_bias : {true, false}) {
-      const at::Tensor b = with_bias ? bias : at::Tensor();
-      const Int8Linear layer(qw.q, qw.scale, b);
-      for (int kind : {0, 1, 2}) {
-        std::vector<int64_t> shape = c.batch;
-        shape.push_back(c.in);
-        const at::Tensor x = activations(shape, kind, gen);
-        const at::Tensor y = layer.forward(x);
-        std::vector<int64_t> out_shape = c.batch;
-        out_shape.push_back(c.out);
-        ASSERT_EQ(y.sizes(), at::IntArrayRef(out_shape));
-        ASSERT_EQ(y.scalar_type(), at::kFloat);
-        const std::string what = path_note() + ", linear " + std::to_string(c.in) + "→" + std::to_string(c.out) +
-                                 " rows " + std::to_string(x.numel() / c.in) + " kind " + std::to_string(kind) +
-                                 (with_bias ? " bias" : "");
-        const at::Tensor ref = int8_linear_reference(x, qw.q, qw.scale, b);
-        EXPECT_LE(kernel_vs_reference_error(y, ref), 1e-6) << what;
-        if (kind == 2) continue;
-        // Against the product of the unquantized operands.
-        const auto aq = choose_activation_quantization(x);
-        at::Tensor exact = at::matmul(x.to(at::kDouble), w.to(at::kDouble).t());
-        if (with_bias) exact = exact + bias.to(at::kDouble);
-        const at::Tensor bound = linear_quantization_bound(x, w, w_hat, aq.scale);
-        const at::Tensor excess = (y.to(at::kDouble) - exact).abs() - bound - 1e-5 * (exact.abs() + 1);
-        EXPECT_LE(excess.max().item<double>(), 0) << what;
+                                      {{3, 4}, 100, 37}, {{77}, 768, 320}, {{130}, 1280, 320}, {{5}, 16, 48},
+                                      {{9}, 2560, 64}};
+  for (const auto scales : {ActivationScales::per_tensor, ActivationScales::per_row}) {
+    const bool per_row = scales == ActivationScales::per_row;
+    for (const auto& c : cases) {
+      const at::Tensor w = at::randn({c.out, c.in}, gen) / std::sqrt(double(c.in));
+      const at::Tensor bias = at::randn({c.out}, gen);
+      const auto qw = quantize_per_channel(w);
+      const at::Tensor w_hat = kernel_weights_dequantized(qw);
+      for (bool with_bias : {true, false}) {
+        const at::Tensor b = with_bias ? bias : at::Tensor();
+        const Int8Linear layer(qw.q, qw.scale, b, /*typical_rows=*/64, scales);
+        for (int kind : {0, 1, 2}) {
+          std::vector<int64_t> shape = c.batch;
+          shape.push_back(c.in);
+          at::Tensor x = activations(shape, kind, gen);
+          // Per row: rows of ranges a thousand times apart, as tokens of one image can be.
+          if (per_row) x = x * at::pow(10.0, -3 * at::rand(shape, gen).narrow(-1, 0, 1));
+          const at::Tensor y = layer.forward(x);
+          std::vector<int64_t> out_shape = c.batch;
+          out_shape.push_back(c.out);
+          ASSERT_EQ(y.sizes(), at::IntArrayRef(out_shape));
+          ASSERT_EQ(y.scalar_type(), at::kFloat);
+          const std::string what = path_note() + (per_row ? ", per-row" : ", per-tensor") + " linear " +
+                                   std::to_string(c.in) + "→" + std::to_string(c.out) + " rows " +
+                                   std::to_string(x.numel() / c.in) + " kind " + std::to_string(kind) +
+                                   (with_bias ? " bias" : "");
+          const at::Tensor ref = int8_linear_reference(x, qw.q, qw.scale, b, scales);
+          EXPECT_LE(kernel_vs_reference_error(y, ref), 1e-6) << what;
+          if (kind == 2) continue;
+          // Against the product of the unquantized operands: |x·w − x̂·ŵ| ≤ Σ |x||w − ŵ| + Σ |ŵ||x − x̂| with ŵ
+          // the weights the kernels use and |x − x̂| ≤ step: per tensor a whole step (half of rounding, up to
+          // half lost to the zero point's rounding at the clamped end); per row half the row's step and a hair
+          // of float32 rounding.
+          const at::Tensor x2 = x.reshape({-1, c.in});  // [M, in]
+          const at::Tensor step =
+              per_row ? 0.5001 * choose_row_quantization(x2.contiguous()).scale.to(at::kDouble).unsqueeze(1)
+                      : at::full({1, 1}, double(choose_activation_quantization(x).scale), at::kDouble);
+          at::Tensor exact = at::matmul(x2.to(at::kDouble), w.to(at::kDouble).t());  // [M, out]
+          if (with_bias) exact = exact + bias.to(at::kDouble);
+          const at::Tensor bound = at::matmul(x2.to(at::kDouble).abs(), (w.to(at::kDouble) - w_hat).abs().t()) +
+                                   step * w_hat.abs().sum(1).unsqueeze(0);
+          const double floor = per_row ? 1e-3 : 1;  // per row, some outputs are a thousandth of the others
+          const at::Tensor excess =
+              (y.reshape({-1, c.out}).to(at::kDouble) - exact).abs() - bound - 1e-5 * (exact.abs() + floor);
+          EXPECT_LE(excess.max().item<double>(), 0) << what;
+        }
       }
     }
   }
@@ -209,47 +219,6 @@ TEST(Int8Compute, RowQuantizationTakesEachRowsLargestMagnitude) {
     EXPECT_THROW(choose_row_quantization(x), tide::Error) << bad;
   }
   EXPECT_THROW(choose_row_quantization(at::randn({4, 6}).t()), tide::Error);  // not contiguous
-}
-
-TEST(Int8Linear, PerRowMatchesItsReferenceAndTheFloatProduct) {
-  c10::InferenceMode guard;
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
-  const std::vector<LinearCase> cases{{{1}, 1, 1},     {{3}, 7, 13},      {{2, 5}, 33, 17}, {{3, 4}, 100, 37},
-                                      {{77}, 768, 320}, {{130}, 1280, 320}, {{9}, 2560, 64}};
-  for (const auto& c : cases) {
-    const at::Tensor w = at::randn({c.out, c.in}, gen) / std::sqrt(double(c.in));
-    const at::Tensor bias = at::randn({c.out}, gen);
-    const auto qw = quantize_per_channel(w);
-    const at::Tensor w_hat = kernel_weights_dequantized(qw);
-    for (bool with_bias : {true, false}) {
-      const at::Tensor b = with_bias ? bias : at::Tensor();
-      const Int8Linear layer(qw.q, qw.scale, b, /*typical_rows=*/64, ActivationScales::per_row);
-      for (int kind : {0, 1, 2}) {
-        std::vector<int64_t> shape = c.batch;
-        shape.push_back(c.in);
-        // Rows of ranges a thousand times apart, as tokens of one image can be.
-        const at::Tensor x = activations(shape, kind, gen) * at::pow(10.0, -3 * at::rand(shape, gen).narrow(-1, 0, 1));
-        const at::Tensor y = layer.forward(x);
-        std::vector<int64_t> out_shape = c.batch;
-        out_shape.push_back(c.out);
-        ASSERT_EQ(y.sizes(), at::IntArrayRef(out_shape));
-        const std::string what = path_note() + ", per-row linear " + std::to_string(c.in) + "→" +
-                                 std::to_string(c.out) + " kind " + std::to_string(kind) + (with_bias ? " bias" : "");
-        const at::Tensor ref = int8_linear_reference(x, qw.q, qw.scale, b, ActivationScales::per_row);
-        EXPECT_LE(kernel_vs_reference_error(y, ref), 1e-6) << what;
-        // Against the product of the unquantized operands, each row within its own step.
-        const at::Tensor x2 = x.reshape({-1, c.in});
-        const at::Tensor step = choose_row_quantization(x2.contiguous()).scale.to(at::kDouble).unsqueeze(1);  // [M, 1]
-        at::Tensor exact = at::matmul(x2.to(at::kDouble), w.to(at::kDouble).t());
-        if (with_bias) exact = exact + bias.to(at::kDouble);
-        const at::Tensor xa = x2.to(at::kDouble).abs();
-        const at::Tensor bound = at::matmul(xa, (w.to(at::kDouble) - w_hat).abs().t()) +
-                                 0.5001 * step * w_hat.abs().sum(1).unsqueeze(0);  // half a step, a hair of float32 rounding
-        const at::Tensor excess = (y.reshape({-1, c.out}).to(at::kDouble) - exact).abs() - bound - 1e-5 * (exact.abs() + 1e-3);
-        EXPECT_LE(excess.max().item<double>(), 0) << what;
-      }
-    }
-  }
 }
 
 struct ConvCase {
