@@ -70,16 +70,19 @@ bool use_int8_kernel(const at::Tensor& weight, const at::Tensor& x) {
 // Layers whose inputs one activation scale per tensor represents badly stay weight-only int8 (dequantized per
 // call): the residual stream entering 1x1 shortcuts and stride-2 downsamplers; the transformers' projections
 // in and out (1x1 convolutions in SD 1.x, linear layers Transformer2D marks in SD 2.x / XL); and the convolutions
-// of SD's first, highest-resolution level (320 channels; up to 640 where the kernels halve the weights). UNet call
-// at 256 px against float32, sd15 preset: W8A8 everywhere 3.2%, weight-only everywhere 1.1%; with 8-bit weights
-// (VNNI, AMX) this split 1.8% (2.2% with the 320-channel convolutions in W8A8); with halved weights (AVX2) 1.65%
-// (2.1% with the 640-channel ones, 2.6% with all). sd21 preset, halved weights: 1.5% (2.0% with W8A8 `proj_in`).
+// of SD's first, highest-resolution level: those reading 320 channels (up to 640 where the kernels halve the
+// weights) and those writing 320 (the up path's last level, whose inputs join the skip connections). UNet call at
+// 256 px against float32, sd15 preset: W8A8 everywhere 3.2%, weight-only everywhere 1.1%; with 8-bit weights
+// (VNNI, AMX) the split by inputs alone 1.8% (2.2% with the 320-channel convolutions in W8A8); with halved weights
+// (AVX2) 1.65% (2.1% with the 640-channel ones, 2.6% with all). sd21 preset, halved weights: 1.5% (2.0% with W8A8
+// `proj_in`). At 512 px on VNNI the split by inputs alone gave sd15 1.96% (2.08% at 768 px); with the convolutions
+// writing 320 channels weight-only too 1.66% (1.67%), for a few percent of the int8 call.
 // The GEGLU output entering the feed-forward's last linear layer is quantized per token instead (FeedForward
 // marks it): at 512 px on VNNI the sd15 call had 1.93% weight-only, 2.10% per tensor, 1.96% per token (sd21 1.7%,
 // sdxl at 768 px 1.5%), and the layer is ~0.4 s of a 2.9 s int8 + ToMe call in float32.
 bool conv_quantizes_activations(const at::Tensor& weight, int64_t stride) {
   const int64_t widest_weight_only = kernels::kernels_halve_weights() ? 640 : 320;
-  return weight.size(2) > 1 && stride == 1 && weight.size(1) > widest_weight_only;
+  return weight.size(2) > 1 && stride == 1 && weight.size(1) > widest_weight_only && weight.size(0) > 320;
 }
 
 // What a layer whose int8 weights live only in its kernel's packed copy cannot do.
