@@ -60,17 +60,25 @@ dnnl::reorder::primitive_desc quantize_reorder_pd(const memory::desc& src_f32, c
   return dnnl::reorder::primitive_desc(cpu_engine(), src_f32, cpu_engine(), dst_u8, attr);
 }
 
-// Quantizes `x` (float32, any strides described by src_md) into `xq` (u8, dst_md) with `aq`.
+// Quantizes `x` (float32, any strides described by src_md) into `xq` (u8, dst_md): x · inverse_scales + zero_point,
+// with `count` inverse scales (1, or one per row for a reorder built per row).
 void quantize_activations(const dnnl::reorder& reorder, const memory::desc& scratchpad, const memory::desc& src_md,
                           const at::Tensor& x, const memory::desc& dst_md, const at::Tensor& xq,
-                          const ActivationQuantization& aq) {
-  float inverse_scale = 1.f / aq.scale;
-  int32_t zero_point = aq.zero_point;
+                          const float* inverse_scales, int64_t count, int32_t zero_point) {
   execute(reorder, scratchpad,
           {{DNNL_ARG_FROM, memory(src_md, cpu_engine(), x.data_ptr())},
            {DNNL_ARG_TO, memory(dst_md, cpu_engine(), xq.data_ptr())},
-           {DNNL_ARG_ATTR_OUTPUT_SCALES, memory({{1}, dt::f32, tag::x}, cpu_engine(), &inverse_scale)},
+           {DNNL_ARG_ATTR_OUTPUT_SCALES,
+            memory({{count}, dt::f32, tag::x}, cpu_engine(), const_cast<float*>(inverse_scales))},
            {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, memory({{1}, dt::s32, tag::x}, cpu_engine(), &zero_point)}});
+}
+
+// The same with one scale and zero point for the whole tensor.
+void quantize_activations(const dnnl::reorder& reorder, const memory::desc& scratchpad, const memory::desc& src_md,
+                          const at::Tensor& x, const memory::desc& dst_md, const at::Tensor& xq,
+                          const ActivationQuantization& aq) {
+  const float inverse_scale = 1.f / aq.scale;
+  quantize_activations(reorder, scratchpad, src_md, x, dst_md, xq, &inverse_scale, 1, aq.zero_point);
 }
 
 // A per-row product's attributes: the weight scales as fixed output scales and the source zero point; the rows'
@@ -415,19 +423,15 @@ at::Tensor Int8Linear::forward(const at::Tensor& x) const {
   const memory::desc src_f32({m, in_}, dt::f32, tag::ab), src_u8({m, in_}, dt::u8, tag::ab);
   if (impl_->activations == ActivationScales::per_row) {
     const RowQuantization rq = choose_row_quantization(x2);
+    quantize_activations(p->quantize, p->quantize_scratchpad, src_f32, x2, src_u8, xq,
+                         rq.inverse_scale.data_ptr<float>(), m, kRowZeroPoint);
     int32_t zero_point = kRowZeroPoint;
-    const memory zero_point_memory({{1}, dt::s32, tag::x}, cpu_engine(), &zero_point);
-    execute(p->quantize, p->quantize_scratchpad,
-            {{DNNL_ARG_FROM, memory(src_f32, cpu_engine(), x2.data_ptr())},
-             {DNNL_ARG_TO, memory(src_u8, cpu_engine(), xq.data_ptr())},
-             {DNNL_ARG_ATTR_OUTPUT_SCALES, memory({{m}, dt::f32, tag::x}, cpu_engine(), rq.inverse_scale.data_ptr())},
-             {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, zero_point_memory}});
     const at::Tensor y2 = y.view({m, out_});
     execute(p->matmul, p->matmul_scratchpad,
             {{DNNL_ARG_SRC, memory(src_u8, cpu_engine(), xq.data_ptr())},
              {DNNL_ARG_WEIGHTS, p->weights},
              {DNNL_ARG_DST, memory({{m, out_}, dt::f32, tag::ab}, cpu_engine(), y2.data_ptr())},
-             {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, zero_point_memory}});
+             {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, memory({{1}, dt::s32, tag::x}, cpu_engine(), &zero_point)}});
     scale_rows_add_bias(y2, rq.scale, impl_->bias);
     return y;
   }
